@@ -1,0 +1,65 @@
+# Two commands on a fresh clone: `make demo` (the whole system locally) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+SETUP_STAMP := $(VENV)/.stamp-setup
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export XDG_RUNTIME_DIR ?= /tmp
+
+.PHONY: setup system-deps demo test test-fast lint format synth deploy bench chaos clean
+
+## setup: create .venv and install everything (idempotent; instant when nothing changed)
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+## system-deps: Chromium (Debian package) for the browser tests, the CDK CLI (npm) for synth tests
+system-deps: node_modules/.stamp
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+node_modules/.stamp: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+## demo: run the whole system locally (Postgres, SQS, listener, Emu, web) and open http://127.0.0.1:8000
+demo: setup
+	$(BIN)/refarch demo $(ARGS)
+
+## test: install everything the tests need, then run them all
+test: setup system-deps
+	$(PY) -m pytest
+
+## test-fast: unit + integration tests only
+test-fast: setup
+	$(PY) -m pytest tests/unit tests/integration
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+synth: setup system-deps
+	npx cdk synth
+
+deploy: setup system-deps
+	npx cdk deploy --all
+
+bench: setup
+	$(BIN)/refarch bench $(ARGS)
+
+chaos: setup
+	$(BIN)/refarch chaos $(ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .refarch

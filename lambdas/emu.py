@@ -1,0 +1,52 @@
+"""Emu: SQS FIFO-triggered Lambda that embeds changed products and updates the vector index."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from refarch.observability import logger, metrics, tracer
+from refarch.runtime import Runtime
+
+runtime = Runtime(application_name="emu")
+# After a failure in a message group, later messages of that group are failed too (FIFO order).
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+
+
+class RecordFailed(Exception):
+    """This record must be retried (and, after maxReceiveCount, lands in the DLQ)."""
+
+
+@logger.inject_lambda_context(correlation_id_path="Records[0].messageId")
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Sync the batch's products (one embed call), then report per-message failures."""
+    started = time.perf_counter()
+    records = event.get("Records", [])
+    outcome = runtime.emu.process({r["messageId"]: r.get("body", "") for r in records})
+
+    def record_handler(record: SQSRecord) -> None:
+        if record.message_id in outcome.failures:
+            raise RecordFailed(outcome.failures[record.message_id])
+
+    response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                        context=context)
+    metrics.add_metric("Embedded", MetricUnit.Count, outcome.embedded)
+    metrics.add_metric("Skipped", MetricUnit.Count, outcome.skipped + outcome.metadata_only)
+    metrics.add_metric("Deleted", MetricUnit.Count, outcome.deleted)
+    metrics.add_metric("Failed", MetricUnit.Count, len(response["batchItemFailures"]))
+    metrics.add_metric("EmbedCalls", MetricUnit.Count, outcome.embed_calls)
+    metrics.add_metric("BatchLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
+    if outcome.max_lag_seconds is not None:
+        metrics.add_metric("SyncLag", MetricUnit.Milliseconds, outcome.max_lag_seconds * 1000)
+    logger.info("batch done", extra={"records": len(records), "embedded": outcome.embedded,
+                                     "skipped": outcome.skipped, "metadata_only": outcome.metadata_only,
+                                     "deleted": outcome.deleted,
+                                     "failed": len(response["batchItemFailures"])})
+    return response

@@ -1,0 +1,212 @@
+"""The `refarch` command line (also `python -m refarch`). Interfaces documented in docs/cli.md."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from refarch.settings import Settings
+
+DSN_HELP = "Postgres URL (default: DATABASE_URL, else the embedded database under REFARCH_HOME)."
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _stop_on_signals(stop: Any) -> None:
+    """SIGTERM/SIGINT set the stop event: the in-flight work finishes, then the process exits 0."""
+    def handle(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+@click.group()
+def main() -> None:
+    """Semantic search over a live Postgres table: local runtime and operations."""
+
+
+# --- db ---------------------------------------------------------------------------------------
+
+@main.group()
+def db() -> None:
+    """Schema and seed data."""
+
+
+@db.command("migrate")
+@click.option("--dsn", help=DSN_HELP)
+def db_migrate(dsn: str | None) -> None:
+    """Apply pending migrations (idempotent; safe to run concurrently)."""
+    from refarch.db import migrate, resolve_dsn
+
+    applied = migrate(resolve_dsn(_settings(), dsn))
+    click.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+@db.command("seed")
+@click.option("--rows", default=10_000, show_default=True, type=click.IntRange(min=0))
+@click.option("--dsn", help=DSN_HELP)
+def db_seed(rows: int, dsn: str | None) -> None:
+    """Load the deterministic demo catalog (products 1..N; re-running adds nothing)."""
+    from refarch import catalog
+    from refarch.db import connect, migrate, resolve_dsn
+
+    url = resolve_dsn(_settings(), dsn)
+    migrate(url)
+    conn = connect(url)
+    try:
+        inserted = catalog.seed(conn, rows)
+    finally:
+        conn.close()
+    click.echo(f"seeded {inserted} new product(s) ({rows} requested)")
+
+
+# --- pelican ----------------------------------------------------------------------------------
+
+@main.group()
+def pelican() -> None:
+    """Change capture: the outbox listener and the bootstrap."""
+
+
+@pelican.command("listen")
+@click.option("--dsn", help=DSN_HELP)
+@click.option("--poll-seconds", default=2.0, show_default=True, help="Drain at least this often.")
+def pelican_listen(dsn: str | None, poll_seconds: float) -> None:
+    """Relay the outbox to SQS: drain on start, on NOTIFY and on a timer; SIGTERM stops cleanly."""
+    from refarch.db import resolve_dsn
+    from refarch.pelican.listener import OutboxRelay
+    from refarch.queue import SyncQueue, make_sqs_client
+
+    settings = _settings()
+    relay = OutboxRelay(
+        resolve_dsn(settings, dsn), SyncQueue(make_sqs_client(settings), settings.resolved_queue_url()),
+        poll_seconds=poll_seconds, heartbeat_file=_heartbeat_file(settings),
+    )
+    _stop_on_signals(relay.stop)
+    relay.run()
+
+
+def _heartbeat_file(settings: Settings) -> Path:
+    return settings.home / "pelican.heartbeat"
+
+
+@pelican.command("health")
+@click.option("--max-age", default=60.0, show_default=True, help="Seconds without a loop before unhealthy.")
+def pelican_health(max_age: float) -> None:
+    """Exit 0 if the listener looped recently (the container health check)."""
+    from refarch.pelican.listener import heartbeat_age
+
+    age = heartbeat_age(_heartbeat_file(_settings()))
+    click.echo(f"last loop {age:.1f}s ago")
+    sys.exit(0 if age <= max_age else 1)
+
+
+@pelican.command("bootstrap")
+@click.option("--range-size", type=click.IntRange(min=1), help="Products per Map item.")
+def pelican_bootstrap(range_size: int | None) -> None:
+    """Run the bootstrap (Plan -> Map(Batch) -> Finalize) locally with the Map's max concurrency."""
+    from refarch.local.stepfunctions import run_bootstrap
+
+    click.echo(json.dumps(run_bootstrap(range_size=range_size)))
+
+
+# --- emu --------------------------------------------------------------------------------------
+
+@main.group()
+def emu() -> None:
+    """The embed-and-index worker."""
+
+
+@emu.command("worker")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Default: Emu's reserved concurrency.")
+def emu_worker(concurrency: int | None) -> None:
+    """Poll the local queue and invoke the Emu Lambda handler (the local event source mapping)."""
+    from refarch.local.event_source import EventSourcePoller
+    from refarch.queue import make_sqs_client
+
+    settings = _settings()
+    poller = EventSourcePoller(make_sqs_client(settings), settings.resolved_queue_url(),
+                               concurrency=concurrency, region=settings.aws_region)
+    _stop_on_signals(poller.stop)
+    poller.run()
+
+
+# --- local services ---------------------------------------------------------------------------
+
+@main.command("sqs-server")
+@click.option("--port", default=9324, show_default=True)
+@click.option("--visibility-timeout", default=10, show_default=True, help="Seconds before a failed message returns.")
+def sqs_server(port: int, visibility_timeout: int) -> None:
+    """Run a local SQS API (moto) on 127.0.0.1 with the FIFO queue and DLQ; Ctrl-C stops it."""
+    import threading
+
+    from refarch.local.sqs import create_queues, start_server
+
+    settings = _settings()
+    server = start_server(port)
+    urls = create_queues(settings, f"http://127.0.0.1:{port}", visibility_timeout=visibility_timeout)
+    click.echo(json.dumps(urls))
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    stop.wait()
+    server.stop()
+
+
+# --- search & status --------------------------------------------------------------------------
+
+@main.command("search")
+@click.argument("query")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--category")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def search(query: str, k: int, category: str | None, as_json: bool) -> None:
+    """Semantic search from the terminal (the same service the web page uses)."""
+    from refarch.runtime import Runtime
+    from refarch.search import SearchInputError
+
+    try:
+        page = Runtime(application_name="refarch-search").search.search(query, k=k, category=category)
+    except SearchInputError as err:
+        raise click.UsageError(str(err)) from err
+    if as_json:
+        click.echo(json.dumps(page.as_dict(), default=str))
+        return
+    for hit in page.hits:
+        score = f"{hit.score:.3f}" if hit.score is not None else "  -  "
+        click.echo(f"{score}  #{hit.product.id:<7} {hit.product.name} [{hit.product.category}]")
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Products, indexed, pending, failed, queue and DLQ depth, oldest pending age."""
+    from refarch.db import resolve_dsn
+    from refarch.queue import make_sqs_client
+    from refarch.status import queue_depths, sync_counts
+
+    settings = _settings()
+    from refarch.db import connect
+
+    conn = connect(resolve_dsn(settings))
+    try:
+        result: dict[str, Any] = sync_counts(conn)
+    finally:
+        conn.close()
+    queue_url = settings.queue_url or settings.local_runtime.get("queue_url")
+    if queue_url:
+        result.update(queue_depths(make_sqs_client(settings), queue_url, settings.resolved_dlq_url()))
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo("  ".join(f"{k}={v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()

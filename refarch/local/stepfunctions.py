@@ -1,0 +1,38 @@
+"""The bootstrap state machine run locally: Plan -> Map(Batch, max concurrency) -> Finalize.
+
+The same Lambda handlers the Step Functions definition invokes, loaded by handler string; the
+Map is a thread pool of the same max concurrency. A failed Batch goes to the same catch path
+(Finalize with an error), as in AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from refarch.local.handlers import invoke
+from refarch.topology import (
+    BOOTSTRAP_BATCH_HANDLER,
+    BOOTSTRAP_FINALIZE_HANDLER,
+    BOOTSTRAP_PLAN_HANDLER,
+    DEFAULT_TOPOLOGY,
+    Topology,
+)
+
+
+def run_bootstrap(*, topology: Topology = DEFAULT_TOPOLOGY, range_size: int | None = None,
+                  on_batch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run one bootstrap execution to the end; return Finalize's output."""
+    plan = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": range_size or topology.bootstrap_range_size})
+    run_id = plan["run_id"]
+    try:
+        with ThreadPoolExecutor(max_workers=topology.bootstrap_max_concurrency,
+                                thread_name_prefix="bootstrap") as pool:
+            for result in pool.map(lambda item: invoke(BOOTSTRAP_BATCH_HANDLER, item), plan["ranges"]):
+                if on_batch:
+                    on_batch(result)
+    except Exception as err:
+        invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id, "error": f"{type(err).__name__}: {err}"})
+        raise
+    return invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id})

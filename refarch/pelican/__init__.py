@@ -1,0 +1,1 @@
+"""Pelican: moves database changes onto the queue (outbox relay + bootstrap fan-out)."""

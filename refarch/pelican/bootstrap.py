@@ -1,0 +1,122 @@
+"""Bootstrap: load every existing row onto the queue as plan -> fan-out of batches -> finalize.
+
+In AWS these are three Lambdas in a Step Functions Map; locally the same functions run in a
+thread pool of the Map's max concurrency. Re-runnable and resumable: an unfinished run is
+resumed (its done ranges are not redone), and rows already indexed at their current version
+are not sent again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from refarch.db import Database
+from refarch.messages import SyncMessage
+from refarch.observability import logger
+from refarch.queue import SyncQueue
+
+SEND_CHUNK = 500
+
+
+def plan_bootstrap(db: Database, *, range_size: int) -> dict[str, Any]:
+    """Create (or resume) a run and return its unfinished ranges as Map items.
+
+    Each item is ~80 bytes of JSON: 1M rows at 1,000 per range is ~80 KB, inside Step
+    Functions' 256 KB payload limit (docs/pelican.md: beyond that, a Distributed Map).
+    """
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("LOCK TABLE bootstrap_runs IN SHARE ROW EXCLUSIVE MODE")
+        cur.execute("SELECT id FROM bootstrap_runs WHERE status = 'running'")
+        row = cur.fetchone()
+        if row:
+            run_id = row[0]
+            logger.info("resuming bootstrap run", extra={"run_id": run_id})
+        else:
+            cur.execute("SELECT count(*), coalesce(min(id), 1), coalesce(max(id), 0) FROM products")
+            total, low, high = cur.fetchone()
+            cur.execute(
+                "INSERT INTO bootstrap_runs (range_size, total_rows) VALUES (%s, %s) RETURNING id",
+                (range_size, total),
+            )
+            run_id = cur.fetchone()[0]
+            cur.execute(
+                "INSERT INTO bootstrap_ranges (run_id, range_no, first_id, last_id)"
+                " SELECT %s, n, %s + n * %s, %s + (n + 1) * %s - 1"
+                " FROM generate_series(0, GREATEST((%s - %s) / %s, -1)) AS n",
+                (run_id, low, range_size, low, range_size, high, low, range_size),
+            )
+            logger.info("bootstrap planned", extra={"run_id": run_id, "rows": total})
+        cur.execute(
+            "SELECT range_no, first_id, last_id FROM bootstrap_ranges WHERE run_id = %s AND status = 'pending'"
+            " ORDER BY range_no",
+            (run_id,),
+        )
+        ranges = [{"run_id": run_id, "range_no": n, "first_id": a, "last_id": b} for n, a, b in cur.fetchall()]
+    return {"run_id": run_id, "ranges": ranges}
+
+
+def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> dict[str, Any]:
+    """Enqueue one range's rows that are not indexed at their current version.
+
+    The range row is claimed FOR UPDATE SKIP LOCKED, so two workers never take the same rows;
+    it is marked done in the same transaction, after SQS accepted every row. A crash leaves it
+    pending for the next run.
+    """
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT first_id, last_id, status FROM bootstrap_ranges WHERE run_id = %s AND range_no = %s"
+            " FOR UPDATE SKIP LOCKED",
+            (run_id, range_no),
+        )
+        claimed = cur.fetchone()
+        if claimed is None or claimed[2] == "done":
+            return {"run_id": run_id, "range_no": range_no, "enqueued": 0, "skipped": 0, "taken": False}
+        first_id, last_id, _ = claimed
+        cur.execute(
+            "SELECT p.id, p.version, (s.status IN ('indexed') AND s.indexed_version >= p.version) AS current"
+            " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id"
+            " WHERE p.id BETWEEN %s AND %s ORDER BY p.id",
+            (first_id, last_id),
+        )
+        rows = cur.fetchall()
+        todo = [SyncMessage(product_id=pid, version=version, op="sync", source="bootstrap")
+                for pid, version, current in rows if not current]
+        for start in range(0, len(todo), SEND_CHUNK):
+            queue.send(todo[start:start + SEND_CHUNK])
+        skipped = len(rows) - len(todo)
+        cur.execute(
+            "UPDATE bootstrap_ranges SET status = 'done', enqueued = %s, skipped = %s, updated_at = now()"
+            " WHERE run_id = %s AND range_no = %s",
+            (len(todo), skipped, run_id, range_no),
+        )
+    return {"run_id": run_id, "range_no": range_no, "enqueued": len(todo), "skipped": skipped, "taken": True}
+
+
+def finalize_bootstrap(db: Database, *, run_id: int) -> dict[str, Any]:
+    """Mark the run complete with its counts (or leave it running if ranges remain)."""
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FILTER (WHERE status = 'pending'), coalesce(sum(enqueued), 0), coalesce(sum(skipped), 0)"
+            " FROM bootstrap_ranges WHERE run_id = %s",
+            (run_id,),
+        )
+        pending, enqueued, skipped = cur.fetchone()
+        status = "running" if pending else "complete"
+        cur.execute(
+            "UPDATE bootstrap_runs SET status = %s, enqueued = %s, skipped = %s,"
+            " finished_at = CASE WHEN %s = 'complete' THEN now() END WHERE id = %s",
+            (status, enqueued, skipped, status, run_id),
+        )
+    result = {"run_id": run_id, "status": status, "pending_ranges": int(pending), "enqueued": int(enqueued),
+              "skipped": int(skipped)}
+    logger.info("bootstrap finalized", extra=result)
+    return result
+
+
+def fail_bootstrap(db: Database, *, run_id: int, error: str) -> None:
+    """Record why a run failed (the Step Functions catch); a later run starts afresh."""
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE bootstrap_runs SET status = 'failed', error = %s, finished_at = now() WHERE id = %s",
+            (error[:2000], run_id),
+        )

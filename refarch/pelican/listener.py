@@ -1,0 +1,131 @@
+"""The outbox relay: drains `sync_outbox` onto the queue on start, on NOTIFY, and on a poll timer.
+
+NOTIFY is only a wake-up; the outbox is the source of truth. Rows are claimed with
+`FOR UPDATE SKIP LOCKED` (two relays never send the same row) and marked enqueued only after
+SQS accepted them, in the same transaction that holds the claim: a crash in between re-sends
+(harmless: FIFO dedup + Emu's idempotence), it never loses.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psycopg2
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
+
+from refarch import outbox
+from refarch.db import Connection, connect
+from refarch.messages import SyncMessage
+from refarch.observability import logger
+from refarch.queue import SyncQueue
+
+CHANNEL = "refarch_outbox"
+
+
+class OutboxRelay:
+    """Moves captured changes from Postgres to SQS, forever, until `stop` is set."""
+
+    def __init__(
+        self, dsn: str, queue: SyncQueue, *, poll_seconds: float = 2.0, claim_size: int = 500,
+        prune_after_hours: float = 24.0, heartbeat_file: Path | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.queue = queue
+        self.poll_seconds = poll_seconds
+        self.claim_size = claim_size
+        self.prune_after_hours = prune_after_hours
+        self.heartbeat_file = heartbeat_file
+        self.stop = threading.Event()
+        self.sent = 0
+
+    def drain(self, conn: Connection) -> int:
+        """Send every unsent outbox row; return how many rows were marked enqueued."""
+        total = 0
+        while not self.stop.is_set():
+            with conn:
+                rows = outbox.claim(conn, self.claim_size)
+                if not rows:
+                    break
+                self.queue.send(_coalesce(rows))
+                outbox.mark_enqueued(conn, [r.id for r in rows])
+            total += len(rows)
+            self.sent += len(rows)
+        if total:
+            logger.info("outbox drained", extra={"rows": total, "sent_total": self.sent})
+        return total
+
+    def run(self) -> None:
+        """Connect (with backoff), drain, LISTEN, and keep draining until `stop` is set."""
+        for attempt in Retrying(
+            retry=retry_if_exception_type((psycopg2.OperationalError, psycopg2.InterfaceError)),
+            wait=wait_exponential(multiplier=0.2, max=10),
+            before_sleep=lambda rs: logger.warning(
+                "database unavailable, reconnecting", extra={"attempt": rs.attempt_number,
+                                                             "error": str(rs.outcome.exception())}),
+        ):
+            with attempt:
+                if not self.stop.is_set():
+                    self._serve()
+
+    def _serve(self) -> None:
+        listen_conn = connect(self.dsn, autocommit=True, application_name="pelican-listen")
+        work_conn = connect(self.dsn, application_name="pelican-drain")
+        try:
+            with listen_conn.cursor() as cur:
+                cur.execute(f"LISTEN {CHANNEL}")
+            # LISTEN first, then drain: a change committed in between is caught by one or the other.
+            self.drain(work_conn)
+            self._maintain(work_conn)
+            last_maintenance = time.monotonic()
+            while not self.stop.is_set():
+                self._heartbeat()
+                readable, _, _ = select.select([listen_conn], [], [], self.poll_seconds)
+                if readable:
+                    listen_conn.poll()
+                    listen_conn.notifies.clear()
+                self.drain(work_conn)
+                if time.monotonic() - last_maintenance > 60:
+                    self._maintain(work_conn)
+                    last_maintenance = time.monotonic()
+        finally:
+            listen_conn.close()
+            work_conn.close()
+
+    def _maintain(self, conn: Connection) -> None:
+        with conn:
+            pruned = outbox.prune(conn, self.prune_after_hours)
+            count, age = outbox.backlog(conn)
+        logger.info("outbox status", extra={"backlog": count, "oldest_pending_seconds": round(age, 3),
+                                            "pruned": pruned, "sent_total": self.sent})
+
+    def _heartbeat(self) -> None:
+        if self.heartbeat_file is not None:
+            self.heartbeat_file.parent.mkdir(parents=True, exist_ok=True)
+            self.heartbeat_file.touch()
+
+
+def _coalesce(rows: list[outbox.OutboxRow]) -> list[SyncMessage]:
+    """One message per product (its newest change, timed from its oldest): Emu re-reads the row anyway."""
+    latest: dict[int, outbox.OutboxRow] = {}
+    earliest: dict[int, datetime] = {}
+    for row in rows:
+        if row.product_id not in latest or row.version > latest[row.product_id].version:
+            latest[row.product_id] = row
+        earliest[row.product_id] = min(row.created_at, earliest.get(row.product_id, row.created_at))
+    return [
+        SyncMessage(product_id=r.product_id, version=r.version, op=r.op, source="change",  # type: ignore[arg-type]
+                    outbox_id=r.id, changed_at=earliest[r.product_id])
+        for r in latest.values()
+    ]
+
+
+def heartbeat_age(path: Path) -> float:
+    """Seconds since the relay last looped (inf if it never did): the container's liveness."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")

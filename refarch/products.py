@@ -1,0 +1,171 @@
+"""Queries on the `products` table (and its sync status view). Parameterised, always."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg2.extras
+
+from refarch.db import Connection
+
+MAX_DESCRIPTION_CHARS = 100_000
+EDITABLE_FIELDS = ("sku", "name", "description", "category", "price")
+
+_COLUMNS = "id, sku, name, description, category, price, created_at, updated_at, version"
+
+
+@dataclass(frozen=True)
+class Product:
+    """A row of `products`."""
+
+    id: int
+    sku: str
+    name: str
+    description: str
+    category: str
+    price: Decimal
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    def embedding_text(self) -> str:
+        """Exactly what is embedded for this product (its content hash covers this string)."""
+        return f"{self.name}. {self.category}. {self.description}"
+
+    def metadata(self) -> dict[str, Any]:
+        """What the vector index stores next to the vector (filters + the link back)."""
+        return {
+            "product_id": self.id,
+            "sku": self.sku,
+            "name": self.name,
+            "category": self.category,
+            "price": float(self.price),
+            "version": self.version,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "id": self.id,
+            "sku": self.sku,
+            "name": self.name,
+            "description": self.description,
+            "category": self.category,
+            "price": str(self.price),
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "version": self.version,
+        }
+
+
+class StaleVersionError(Exception):
+    """Someone else saved the product first; reload and retry."""
+
+
+def _rows(cur: Any) -> list[Product]:
+    return [Product(**row) for row in cur.fetchall()]
+
+
+def get_many(conn: Connection, ids: list[int]) -> dict[int, Product]:
+    """The current rows for these ids (missing ids are simply absent)."""
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM products WHERE id = ANY(%s)", (list(ids),))
+        return {p.id: p for p in _rows(cur)}
+
+
+def get(conn: Connection, product_id: int) -> Product | None:
+    """One product, or None."""
+    return get_many(conn, [product_id]).get(product_id)
+
+
+def list_page(
+    conn: Connection, *, limit: int, offset: int, category: str | None = None,
+    min_price: Decimal | None = None, max_price: Decimal | None = None,
+) -> tuple[list[Product], int]:
+    """A page of products ordered by id, with the total matching count."""
+    where, params = _filters(category, min_price, max_price)
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(f"SELECT count(*) AS n FROM products {where}", params)
+        total = cur.fetchone()["n"]
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM products {where} ORDER BY id LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
+        return _rows(cur), total
+
+
+def _filters(category: str | None, min_price: Decimal | None, max_price: Decimal | None) -> tuple[str, list]:
+    clauses, params = [], []
+    if category:
+        clauses.append("category = %s")
+        params.append(category)
+    if min_price is not None:
+        clauses.append("price >= %s")
+        params.append(min_price)
+    if max_price is not None:
+        clauses.append("price <= %s")
+        params.append(max_price)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def categories(conn: Connection) -> list[str]:
+    """Distinct categories, sorted."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT category FROM products ORDER BY 1")
+        return [r[0] for r in cur.fetchall()]
+
+
+def create(conn: Connection, fields: dict[str, Any]) -> Product:
+    """Insert a product; version and timestamps come from the database."""
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(
+            "INSERT INTO products (sku, name, description, category, price)"
+            f" VALUES (%(sku)s, %(name)s, %(description)s, %(category)s, %(price)s) RETURNING {_COLUMNS}",
+            fields,
+        )
+        return _rows(cur)[0]
+
+
+def update(conn: Connection, product_id: int, fields: dict[str, Any], *, expected_version: int | None) -> Product:
+    """Update some fields; with `expected_version`, refuse if the row moved on (optimistic locking)."""
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    sets = ", ".join(f"{name} = %({name})s" for name in fields) or "id = id"
+    params = {**fields, "id": product_id, "expected": expected_version}
+    guard = " AND version = %(expected)s" if expected_version is not None else ""
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(f"UPDATE products SET {sets} WHERE id = %(id)s{guard} RETURNING {_COLUMNS}", params)
+        rows = _rows(cur)
+    if rows:
+        return rows[0]
+    if get(conn, product_id) is None:
+        raise KeyError(product_id)
+    raise StaleVersionError(f"product {product_id} was changed by someone else (expected version {expected_version})")
+
+
+def delete(conn: Connection, product_id: int, *, expected_version: int | None = None) -> None:
+    """Delete a product (KeyError if absent, StaleVersionError if it moved on)."""
+    guard = " AND version = %s" if expected_version is not None else ""
+    params = [product_id] + ([expected_version] if expected_version is not None else [])
+    with conn.cursor() as cur:
+        cur.execute(f"DELETE FROM products WHERE id = %s{guard}", params)
+        if cur.rowcount:
+            return
+    if get(conn, product_id) is None:
+        raise KeyError(product_id)
+    raise StaleVersionError(f"product {product_id} was changed by someone else (expected version {expected_version})")
+
+
+def sync_statuses(conn: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per-product sync status (indexed / pending / failed + reason) for these ids."""
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(
+            "SELECT product_id, version, indexed_version, status, last_error, attempts, indexed_at"
+            " FROM product_sync_status WHERE product_id = ANY(%s)",
+            (list(ids),),
+        )
+        return {row["product_id"]: dict(row) for row in cur.fetchall()}

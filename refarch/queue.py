@@ -1,0 +1,74 @@
+"""Sending sync messages to the SQS FIFO queue (SendMessageBatch, partial failures resent)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from refarch.messages import SyncMessage
+from refarch.settings import Settings
+
+SQS_BATCH = 10
+
+
+class PartialSendError(RuntimeError):
+    """Some entries of a SendMessageBatch were refused (retried by tenacity, then raised)."""
+
+
+def make_sqs_client(settings: Settings) -> Any:
+    """A boto3 SQS client (the local server's endpoint when one is configured)."""
+    endpoint = settings.resolved_sqs_endpoint()
+    kwargs: dict[str, Any] = {"region_name": settings.aws_region,
+                              "config": Config(retries={"max_attempts": 5, "mode": "standard"},
+                                               connect_timeout=5, read_timeout=30)}
+    if endpoint:
+        # The local SQS server accepts any credentials; real ones are never needed or read.
+        kwargs.update(endpoint_url=endpoint, aws_access_key_id="local", aws_secret_access_key="local")
+    return boto3.client("sqs", **kwargs)
+
+
+class SyncQueue:
+    """The FIFO queue Emu consumes: group = product id, dedup id = product id + version."""
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self.client = client
+        self.url = queue_url
+
+    def send(self, messages: list[SyncMessage]) -> None:
+        """Send all messages; returns only when SQS accepted every one of them (else raises)."""
+        for start in range(0, len(messages), SQS_BATCH):
+            self._send_batch(messages[start:start + SQS_BATCH])
+
+    def _send_batch(self, batch: list[SyncMessage]) -> None:
+        pending = {str(i): m for i, m in enumerate(batch)}
+
+        @retry(retry=retry_if_exception_type(PartialSendError), stop=stop_after_attempt(6),
+               wait=wait_exponential(multiplier=0.1, max=5), reraise=True)
+        def attempt() -> None:
+            response = self.client.send_message_batch(
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": key, "MessageBody": m.model_dump_json(), "MessageGroupId": m.group_id,
+                     "MessageDeduplicationId": m.deduplication_id}
+                    for key, m in pending.items()
+                ],
+            )
+            for ok in response.get("Successful", []):
+                pending.pop(ok["Id"], None)
+            if pending:
+                reasons = {f["Id"]: f.get("Message", f.get("Code")) for f in response.get("Failed", [])}
+                raise PartialSendError(f"{len(pending)} of {len(batch)} entries refused: {reasons}")
+
+        attempt()
+
+    def depth(self) -> dict[str, int]:
+        """Approximate visible and in-flight message counts."""
+        attrs = self.client.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return {"visible": int(attrs["ApproximateNumberOfMessages"]),
+                "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"])}

@@ -1,0 +1,53 @@
+"""Wiring: build the database, embedder, index and queue from settings, once per process."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from refarch.db import Database, resolve_dsn
+from refarch.embeddings import Embedder, make_embedder
+from refarch.emu import Emu
+from refarch.queue import SyncQueue, make_sqs_client
+from refarch.search import SearchService
+from refarch.settings import Settings
+from refarch.vector_index import VectorIndex, make_index
+
+
+class Runtime:
+    """Lazily built clients; each piece is created on first use and then reused (Lambda cold start)."""
+
+    def __init__(self, settings: Settings | None = None, *, dsn: str | None = None,
+                 application_name: str = "refarch") -> None:
+        self.settings = settings or Settings()
+        self._dsn = dsn
+        self._application_name = application_name
+
+    @cached_property
+    def db(self) -> Database:
+        """The database."""
+        return Database(resolve_dsn(self.settings, self._dsn), application_name=self._application_name)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        """The embedder."""
+        return make_embedder(self.settings)
+
+    @cached_property
+    def index(self) -> VectorIndex:
+        """The vector index, dimension-checked against the embedder."""
+        return make_index(self.settings, self.db, self.embedder.dimension)
+
+    @cached_property
+    def queue(self) -> SyncQueue:
+        """The main FIFO queue."""
+        return SyncQueue(make_sqs_client(self.settings), self.settings.resolved_queue_url())
+
+    @cached_property
+    def emu(self) -> Emu:
+        """Emu's logic with its collaborators."""
+        return Emu(self.db, self.embedder, self.index)
+
+    @cached_property
+    def search(self) -> SearchService:
+        """The search service the web page and the CLI share."""
+        return SearchService(self.db, self.embedder, self.index)

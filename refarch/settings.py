@@ -1,0 +1,123 @@
+"""Runtime settings, read once from the environment (and, locally, from REFARCH_HOME)."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or contradicts another; the message says which and how to fix it."""
+
+
+class Settings(BaseSettings):
+    """Everything a runtime needs to find its database, queue, embedder and vector index.
+
+    Standard names are honoured (DATABASE_URL, OPENAI_API_KEY, PINECONE_API_KEY); the rest use
+    the REFARCH_ prefix. On AWS, secrets arrive as Secrets Manager ARNs (`*_SECRET_ARN`) and are
+    read at cold start; they never appear in environment values or templates.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="REFARCH_", extra="ignore", populate_by_name=True)
+
+    home: Path = Field(default=Path(".refarch"), validation_alias=AliasChoices("REFARCH_HOME", "home"))
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"))
+    database_secret_arn: str | None = None
+
+    aws_region: str = Field(default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "aws_region"))
+    sqs_endpoint_url: str | None = None
+    queue_url: str | None = None
+    dlq_url: str | None = None
+
+    embedder: Literal["local", "openai"] | None = None
+    local_model: str = "all-MiniLM-L6-v2"
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
+    openai_secret_arn: str | None = None
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
+    )
+    openai_model: str = "text-embedding-3-small"
+    openai_dimensions: int | None = 1536
+    openai_timeout_seconds: float = 20.0
+    openai_max_retries: int = 5
+
+    vector_backend: Literal["pgvector", "pinecone"] | None = None
+    pinecone_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PINECONE_API_KEY", "pinecone_api_key")
+    )
+    pinecone_secret_arn: str | None = None
+    pinecone_index_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("PINECONE_INDEX_NAME", "pinecone_index_name")
+    )
+    pinecone_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("PINECONE_HOST", "pinecone_host")
+    )
+    pinecone_namespace: str = "products"
+
+    @property
+    def embedder_kind(self) -> Literal["local", "openai"]:
+        """The embedder in use: explicit choice, else OpenAI when a key is available, else local."""
+        if self.embedder:
+            return self.embedder
+        return "openai" if (self.openai_api_key or self.openai_secret_arn) else "local"
+
+    @property
+    def vector_backend_kind(self) -> Literal["pgvector", "pinecone"]:
+        """The vector index in use: explicit choice, else Pinecone when a key is available, else pgvector."""
+        if self.vector_backend:
+            return self.vector_backend
+        return "pinecone" if (self.pinecone_api_key or self.pinecone_secret_arn) else "pgvector"
+
+    @property
+    def runtime_file(self) -> Path:
+        """Where local components publish their addresses for each other."""
+        return self.home / "runtime.json"
+
+    @cached_property
+    def local_runtime(self) -> dict[str, str]:
+        """Addresses published by locally running components (empty when none are)."""
+        try:
+            return json.loads(self.runtime_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def resolved_queue_url(self) -> str:
+        """The main queue URL, from the environment or the local SQS server."""
+        url = self.queue_url or self.local_runtime.get("queue_url")
+        if not url:
+            raise ConfigurationError(
+                "No queue configured: set REFARCH_QUEUE_URL, or start the local SQS server "
+                "(`refarch sqs-server` or `refarch demo`) with the same REFARCH_HOME."
+            )
+        return url
+
+    def resolved_dlq_url(self) -> str | None:
+        """The dead-letter queue URL, when known."""
+        return self.dlq_url or self.local_runtime.get("dlq_url")
+
+    def resolved_sqs_endpoint(self) -> str | None:
+        """A custom SQS endpoint (the local server), or None for AWS."""
+        return self.sqs_endpoint_url or self.local_runtime.get("sqs_endpoint_url")
+
+
+def write_local_runtime(settings: Settings, **addresses: str) -> None:
+    """Publish local component addresses (merged) into REFARCH_HOME/runtime.json."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    current = {}
+    if settings.runtime_file.exists():
+        try:
+            current = json.loads(settings.runtime_file.read_text())
+        except json.JSONDecodeError:
+            current = {}
+    current.update(addresses)
+    tmp = settings.runtime_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(current, indent=2))
+    tmp.replace(settings.runtime_file)
+    settings.__dict__.pop("local_runtime", None)

@@ -1,0 +1,47 @@
+"""System sync status: one query for the database side, SQS attributes for the queues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from refarch.db import Connection
+
+
+def sync_counts(conn: Connection) -> dict[str, Any]:
+    """Products, indexed, pending, failed, outbox backlog and the oldest pending change's age."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*),"
+            " count(*) FILTER (WHERE status = 'indexed'),"
+            " count(*) FILTER (WHERE status = 'pending'),"
+            " count(*) FILTER (WHERE status = 'failed')"
+            " FROM product_sync_status"
+        )
+        total, indexed, pending, failed = cur.fetchone()
+        # Oldest change not yet reflected in the index (updated_at is when that state was committed).
+        cur.execute(
+            "SELECT coalesce(extract(epoch FROM now() - min(p.updated_at)), 0) FROM products p"
+            " LEFT JOIN sync_state s ON s.product_id = p.id"
+            " WHERE s.product_id IS NULL OR s.indexed_version < p.version OR s.status = 'failed'"
+        )
+        oldest = float(cur.fetchone()[0])
+        cur.execute("SELECT count(*) FROM sync_outbox WHERE enqueued_at IS NULL")
+        outbox_backlog = cur.fetchone()[0]
+    return {"products": total, "indexed": indexed, "pending": pending, "failed": failed,
+            "outbox_backlog": outbox_backlog, "oldest_pending_seconds": round(oldest, 3)}
+
+
+def queue_depths(sqs: Any, queue_url: str | None, dlq_url: str | None) -> dict[str, int | None]:
+    """Visible + in-flight messages in the queue, and messages in the DLQ (None when unknown)."""
+    def depth(url: str | None) -> int | None:
+        if not url:
+            return None
+        try:
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                              "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        except Exception:
+            return None
+        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+    return {"queue_depth": depth(queue_url), "dlq_depth": depth(dlq_url)}

@@ -1,0 +1,320 @@
+"""The VectorIndex port and its two adapters: pgvector (same Postgres) and Pinecone (SDK v10)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg2.extras
+
+from refarch.db import Database
+from refarch.settings import ConfigurationError, Settings
+
+
+class DimensionMismatchError(ConfigurationError):
+    """The index was built for vectors of another size than the embedder produces."""
+
+
+@dataclass(frozen=True)
+class VectorRecord:
+    """A vector with its metadata; `id` is the Postgres product id."""
+
+    id: int
+    values: list[float]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Match:
+    """One query result: product id, cosine similarity, stored metadata."""
+
+    id: int
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Metadata filters every index supports."""
+
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+
+    def is_empty(self) -> bool:
+        """True when nothing is filtered."""
+        return self.category is None and self.min_price is None and self.max_price is None
+
+
+class VectorIndex(Protocol):
+    """Where vectors live. Every method is idempotent."""
+
+    dimension: int
+
+    def upsert(self, records: list[VectorRecord]) -> None:
+        """Insert or replace vectors with their metadata."""
+
+    def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
+        """Replace metadata of existing vectors without touching the vectors."""
+
+    def delete(self, ids: list[int]) -> None:
+        """Remove vectors (absent ids are fine)."""
+
+    def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
+        """The top_k nearest vectors (cosine), best first."""
+        ...
+
+    def count(self) -> int:
+        """How many vectors the index holds."""
+        ...
+
+    def scan(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Every (id, metadata) in the index, for reconciliation."""
+        ...
+
+
+class PgVectorIndex:
+    """Vectors in a `product_vectors` table in the same Postgres, HNSW cosine index."""
+
+    def __init__(self, db: Database, dimension: int) -> None:
+        self.db = db
+        self.dimension = dimension
+
+    def ensure(self) -> None:
+        """Create the table and HNSW index if missing; refuse an existing table of another dimension."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(29285, 2)")
+            cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            cur.execute(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                " WHERE attrelid = to_regclass('product_vectors') AND attname = 'embedding'"
+            )
+            row = cur.fetchone()
+            if row is not None:
+                existing = int(row[0].split("(")[1].rstrip(")"))
+                if existing != self.dimension:
+                    raise DimensionMismatchError(
+                        f"pgvector table product_vectors holds {existing}-d vectors but the embedder "
+                        f"produces {self.dimension}-d vectors: drop product_vectors (and reset sync_state) "
+                        "or configure an embedder with the same dimension"
+                    )
+                return
+            cur.execute(
+                f"""CREATE TABLE product_vectors (
+                        product_id   bigint PRIMARY KEY,
+                        embedding    vector({int(self.dimension)}) NOT NULL,
+                        sku          text NOT NULL,
+                        name         text NOT NULL,
+                        category     text NOT NULL,
+                        price        double precision NOT NULL,
+                        version      bigint NOT NULL,
+                        content_hash text NOT NULL,
+                        updated_at   timestamptz NOT NULL DEFAULT now())"""
+            )
+            cur.execute("CREATE INDEX product_vectors_hnsw ON product_vectors USING hnsw (embedding vector_cosine_ops)")
+            cur.execute("CREATE INDEX product_vectors_category ON product_vectors (category)")
+
+    def upsert(self, records: list[VectorRecord]) -> None:
+        """Insert or replace vectors."""
+        if not records:
+            return
+        rows = [
+            (r.id, _vector_literal(r.values), r.metadata["sku"], r.metadata["name"], r.metadata["category"],
+             r.metadata["price"], r.metadata["version"], r.metadata["content_hash"])
+            for r in records
+        ]
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            psycopg2.extras.execute_values(
+                cur,
+                "INSERT INTO product_vectors (product_id, embedding, sku, name, category, price, version, content_hash)"
+                " VALUES %s ON CONFLICT (product_id) DO UPDATE SET embedding = EXCLUDED.embedding,"
+                " sku = EXCLUDED.sku, name = EXCLUDED.name, category = EXCLUDED.category,"
+                " price = EXCLUDED.price, version = EXCLUDED.version, content_hash = EXCLUDED.content_hash,"
+                " updated_at = now()",
+                rows,
+                template="(%s, %s::vector, %s, %s, %s, %s, %s, %s)",
+            )
+
+    def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
+        """Replace metadata columns."""
+        if not updates:
+            return
+        rows = [
+            (pid, m["sku"], m["name"], m["category"], m["price"], m["version"], m["content_hash"])
+            for pid, m in updates.items()
+        ]
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            psycopg2.extras.execute_values(
+                cur,
+                "UPDATE product_vectors v SET sku = u.sku, name = u.name, category = u.category,"
+                " price = u.price, version = u.version, content_hash = u.content_hash, updated_at = now()"
+                " FROM (VALUES %s) AS u (product_id, sku, name, category, price, version, content_hash)"
+                " WHERE v.product_id = u.product_id",
+                rows,
+                template="(%s::bigint, %s, %s, %s, %s::double precision, %s::bigint, %s)",
+            )
+
+    def delete(self, ids: list[int]) -> None:
+        """Remove vectors."""
+        if ids:
+            with self.db.transaction() as conn, conn.cursor() as cur:
+                cur.execute("DELETE FROM product_vectors WHERE product_id = ANY(%s)", (list(ids),))
+
+    def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
+        """Nearest neighbours by cosine distance."""
+        clauses, params = [], []
+        if filter and filter.category is not None:
+            clauses.append("category = %s")
+            params.append(filter.category)
+        if filter and filter.min_price is not None:
+            clauses.append("price >= %s")
+            params.append(filter.min_price)
+        if filter and filter.max_price is not None:
+            clauses.append("price <= %s")
+            params.append(filter.max_price)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        literal = _vector_literal(vector)
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            if clauses:
+                # pgvector 0.6 filters after the HNSW scan, which can return too few rows; a filtered
+                # query is exact instead (the filter already narrows the rows to rank).
+                cur.execute("SET LOCAL enable_indexscan = off")
+            else:
+                # HNSW returns at most ef_search rows: widen it for deep pages.
+                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(40, top_k), 1000)),))
+            cur.execute(
+                "SELECT product_id, 1 - (embedding <=> %s::vector) AS score, sku, name, category, price, version,"
+                f" content_hash FROM product_vectors {where} ORDER BY embedding <=> %s::vector LIMIT %s",
+                [literal, *params, literal, top_k],
+            )
+            return [
+                Match(id=r[0], score=float(r[1]), metadata={
+                    "sku": r[2], "name": r[3], "category": r[4], "price": r[5], "version": r[6], "content_hash": r[7],
+                })
+                for r in cur.fetchall()
+            ]
+
+    def count(self) -> int:
+        """Number of vectors."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM product_vectors")
+            return int(cur.fetchone()[0])
+
+    def scan(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """All ids with version and hash."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute("SELECT product_id, version, content_hash FROM product_vectors ORDER BY product_id")
+            rows = cur.fetchall()
+        for pid, version, content_hash in rows:
+            yield pid, {"version": version, "content_hash": content_hash}
+
+    def corrupt_for_test(self, product_id: int) -> None:
+        """Overwrite one vector's hash behind the system's back (reconciliation tests, chaos)."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute("UPDATE product_vectors SET content_hash = 'corrupted' WHERE product_id = %s", (product_id,))
+
+
+class PineconeIndex:
+    """A Pinecone serverless index through the `pinecone` SDK v10 (a custom host works with Pinecone Local)."""
+
+    # Pinecone caps a request at 2 MB and 1000 vectors; 100 x 1536 floats as JSON stays well inside.
+    UPSERT_BATCH = 100
+    DELETE_BATCH = 1000
+
+    def __init__(self, *, api_key: str, dimension: int, index_name: str | None = None, host: str | None = None,
+                 namespace: str = "products") -> None:
+        from pinecone import Pinecone
+
+        if not (index_name or host):
+            raise ConfigurationError("Pinecone chosen but neither PINECONE_INDEX_NAME nor PINECONE_HOST is set")
+        self._pc = Pinecone(api_key=api_key)
+        self.index_name = index_name
+        self._index = self._pc.Index(host=host) if host else self._pc.Index(name=index_name)
+        self.namespace = namespace
+        self.dimension = dimension
+
+    def ensure(self) -> None:
+        """Check the index dimension against the embedder's."""
+        stats = self._index.describe_index_stats()
+        existing = int(stats.dimension) if stats.dimension else None
+        if existing is not None and existing != self.dimension:
+            raise DimensionMismatchError(
+                f"Pinecone index {self.index_name or ''} has dimension {existing} but the embedder "
+                f"produces {self.dimension}-d vectors: create a new index or change the embedder"
+            )
+
+    def upsert(self, records: list[VectorRecord]) -> None:
+        """Upsert in request-sized batches."""
+        for start in range(0, len(records), self.UPSERT_BATCH):
+            chunk = records[start:start + self.UPSERT_BATCH]
+            self._index.upsert(
+                vectors=[{"id": str(r.id), "values": r.values, "metadata": r.metadata} for r in chunk],
+                namespace=self.namespace,
+            )
+
+    def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
+        """Pinecone updates metadata one vector per call."""
+        for pid, metadata in updates.items():
+            self._index.update(id=str(pid), set_metadata=metadata, namespace=self.namespace)
+
+    def delete(self, ids: list[int]) -> None:
+        """Delete by id."""
+        for start in range(0, len(ids), self.DELETE_BATCH):
+            self._index.delete(ids=[str(i) for i in ids[start:start + self.DELETE_BATCH]], namespace=self.namespace)
+
+    def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
+        """Top-k with a Pinecone metadata filter."""
+        pinecone_filter: dict[str, Any] = {}
+        if filter and filter.category is not None:
+            pinecone_filter["category"] = {"$eq": filter.category}
+        price: dict[str, float] = {}
+        if filter and filter.min_price is not None:
+            price["$gte"] = filter.min_price
+        if filter and filter.max_price is not None:
+            price["$lte"] = filter.max_price
+        if price:
+            pinecone_filter["price"] = price
+        result = self._index.query(
+            vector=vector, top_k=top_k, namespace=self.namespace, include_metadata=True,
+            filter=pinecone_filter or None,
+        )
+        return [Match(id=int(m.id), score=float(m.score), metadata=dict(m.metadata or {})) for m in result.matches]
+
+    def count(self) -> int:
+        """Vectors in our namespace."""
+        stats = self._index.describe_index_stats()
+        ns = (stats.namespaces or {}).get(self.namespace)
+        return int(ns.vector_count) if ns else 0
+
+    def scan(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """List ids page by page, fetching their metadata."""
+        for ids in self._index.list(namespace=self.namespace):
+            fetched = self._index.fetch(ids=list(ids), namespace=self.namespace)
+            for vid, vec in fetched.vectors.items():
+                yield int(vid), dict(vec.metadata or {})
+
+
+def _vector_literal(values: list[float]) -> str:
+    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+
+
+def make_index(settings: Settings, db: Database, dimension: int) -> VectorIndex:
+    """The index the settings choose, checked against the embedder's dimension."""
+    index: PgVectorIndex | PineconeIndex
+    if settings.vector_backend_kind == "pinecone":
+        key = settings.pinecone_api_key.get_secret_value() if settings.pinecone_api_key else None
+        if key is None and settings.pinecone_secret_arn:
+            from refarch.secrets import api_key_from_secret
+
+            key = api_key_from_secret(settings.pinecone_secret_arn, settings.aws_region)
+        if not key:
+            raise ConfigurationError("Pinecone chosen but no PINECONE_API_KEY or REFARCH_PINECONE_SECRET_ARN set")
+        index = PineconeIndex(
+            api_key=key, dimension=dimension, index_name=settings.pinecone_index_name,
+            host=settings.pinecone_host, namespace=settings.pinecone_namespace,
+        )
+    else:
+        index = PgVectorIndex(db, dimension)
+    index.ensure()
+    return index

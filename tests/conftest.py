@@ -1,0 +1,116 @@
+"""Shared fixtures: a real embedded Postgres 16 + pgvector, a real local SQS server, fresh per test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+
+os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "RefarchTest")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from refarch.db import migrate  # noqa: E402
+from refarch.local.database import LocalDatabase  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDatabase]:
+    """One embedded Postgres for the whole session, in a temp dir."""
+    server = LocalDatabase(tmp_path_factory.mktemp("pg"))
+    server.start()
+    admin = psycopg2.connect(server.dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("CREATE DATABASE refarch_template")
+    admin.close()
+    migrate(with_database(server.dsn, "refarch_template"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dsn(pg_server: LocalDatabase) -> Iterator[str]:
+    """A fresh, migrated database for one test (cloned from a migrated template)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_server.dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE refarch_template")
+    url = with_database(pg_server.dsn, name)
+    yield url
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def empty_dsn(pg_server: LocalDatabase) -> Iterator[str]:
+    """A fresh database with no migrations applied."""
+    name = f"e_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_server.dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield with_database(pg_server.dsn, name)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg2.extensions.connection]:
+    """A connection to the test's database."""
+    connection = psycopg2.connect(dsn)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """A real SQS API server (moto's server mode) on 127.0.0.1."""
+    from refarch.local.sqs import start_server
+
+    port = free_port()
+    server = start_server(port)
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def local_settings(tmp_path: Path, sqs_endpoint: str, dsn: str, monkeypatch: pytest.MonkeyPatch):
+    """Settings for one test: its own REFARCH_HOME, database and freshly created queues."""
+    from refarch.local.sqs import create_queues
+    from refarch.settings import Settings
+
+    monkeypatch.setenv("REFARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DATABASE_URL", dsn)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    settings = Settings()
+    suffix = uuid.uuid4().hex[:8]
+    monkeypatch.setattr("refarch.local.sqs.QUEUE_NAME", f"q{suffix}.fifo")
+    monkeypatch.setattr("refarch.local.sqs.DLQ_NAME", f"d{suffix}.fifo")
+    create_queues(settings, sqs_endpoint, visibility_timeout=2)
+    return Settings()
