@@ -159,6 +159,16 @@ def sqs_server(port: int, visibility_timeout: int) -> None:
     server.stop()
 
 
+@main.command("web")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def web_command(host: str, port: int) -> None:
+    """Serve the web page and JSON API (in AWS, gunicorn serves the same app factory)."""
+    from web import create_app
+
+    create_app().run(host=host, port=port, threaded=True, use_reloader=False)
+
+
 # --- search & status --------------------------------------------------------------------------
 
 @main.command("search")

@@ -315,6 +315,7 @@ def make_index(settings: Settings, db: Database, dimension: int) -> VectorIndex:
             host=settings.pinecone_host, namespace=settings.pinecone_namespace,
         )
     else:
-        index = PgVectorIndex(db, dimension)
+        # Its own connections: Emu holds per-product locks in a transaction on `db` meanwhile.
+        index = PgVectorIndex(Database(db.dsn, application_name="refarch-pgvector"), dimension)
     index.ensure()
     return index
