@@ -14,8 +14,6 @@ from refarch.observability import logger, metrics, tracer
 from refarch.runtime import Runtime
 
 runtime = Runtime(application_name="emu")
-# After a failure in a message group, later messages of that group are failed too (FIFO order).
-processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 
 
 class RecordFailed(Exception):
@@ -35,18 +33,25 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if record.message_id in outcome.failures:
             raise RecordFailed(outcome.failures[record.message_id])
 
-    response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
+    # A processor per invocation: it holds per-batch state, and the local event source calls this
+    # handler from several threads at once. After a failure in a message group, later messages of
+    # that group are failed too (FIFO order).
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    try:
+        return process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                         context=context)
-    metrics.add_metric("Embedded", MetricUnit.Count, outcome.embedded)
-    metrics.add_metric("Skipped", MetricUnit.Count, outcome.skipped + outcome.metadata_only)
-    metrics.add_metric("Deleted", MetricUnit.Count, outcome.deleted)
-    metrics.add_metric("Failed", MetricUnit.Count, len(response["batchItemFailures"]))
-    metrics.add_metric("EmbedCalls", MetricUnit.Count, outcome.embed_calls)
-    metrics.add_metric("BatchLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
-    if outcome.max_lag_seconds is not None:
-        metrics.add_metric("SyncLag", MetricUnit.Milliseconds, outcome.max_lag_seconds * 1000)
-    logger.info("batch done", extra={"records": len(records), "embedded": outcome.embedded,
-                                     "skipped": outcome.skipped, "metadata_only": outcome.metadata_only,
-                                     "deleted": outcome.deleted,
-                                     "failed": len(response["batchItemFailures"])})
-    return response
+    finally:
+        # Also when every record failed (Powertools then raises so the whole batch is retried):
+        # that is when the Failed metric matters most.
+        failed = len(processor.fail_messages)
+        metrics.add_metric("Embedded", MetricUnit.Count, outcome.embedded)
+        metrics.add_metric("Skipped", MetricUnit.Count, outcome.skipped + outcome.metadata_only)
+        metrics.add_metric("Deleted", MetricUnit.Count, outcome.deleted)
+        metrics.add_metric("Failed", MetricUnit.Count, failed)
+        metrics.add_metric("EmbedCalls", MetricUnit.Count, outcome.embed_calls)
+        metrics.add_metric("BatchLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
+        if outcome.max_lag_seconds is not None:
+            metrics.add_metric("SyncLag", MetricUnit.Milliseconds, outcome.max_lag_seconds * 1000)
+        logger.info("batch done", extra={"records": len(records), "embedded": outcome.embedded,
+                                         "skipped": outcome.skipped, "metadata_only": outcome.metadata_only,
+                                         "deleted": outcome.deleted, "failed": failed})

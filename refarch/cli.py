@@ -29,8 +29,15 @@ def _stop_on_signals(stop: Any) -> None:
 
 
 @click.group()
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Semantic search over a live Postgres table: local runtime and operations."""
+    # Containers in AWS run `pelican listen` and `web` with Powertools defaults (JSON logs, EMF metrics);
+    # everything else is a local tool and gets quiet local defaults.
+    if ctx.invoked_subcommand not in ("pelican", "web"):
+        from refarch.local import apply_local_env
+
+        apply_local_env()
 
 
 # --- db ---------------------------------------------------------------------------------------
@@ -136,6 +143,20 @@ def emu_worker(concurrency: int | None) -> None:
                                concurrency=concurrency, region=settings.aws_region)
     _stop_on_signals(poller.stop)
     poller.run()
+
+
+# --- local runtime ----------------------------------------------------------------------------
+
+@main.command("demo")
+@click.option("--rows", default=10_000, show_default=True, type=click.IntRange(min=0), help="Catalog size.")
+@click.option("--port", default=8000, show_default=True, help="Web page port.")
+@click.option("--exit-when-synced", is_flag=True, help="Exit once every row is indexed; print a JSON summary.")
+@click.option("--timeout", type=float, help="With --exit-when-synced: give up after this many seconds (exit 1).")
+def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) -> None:
+    """Run the whole system locally: Postgres, SQS, listener, Emu worker, web; bootstrap the catalog."""
+    from refarch.local.demo import run_demo
+
+    sys.exit(run_demo(rows=rows, web_port=port, exit_when_synced=exit_when_synced, timeout=timeout))
 
 
 # --- local services ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import psycopg2.extras
@@ -63,6 +63,82 @@ class Product:
 
 class StaleVersionError(Exception):
     """Someone else saved the product first; reload and retry."""
+
+
+# The column limits of 0001_products.sql, checked before the database so people get a message per field.
+MAX_SKU_CHARS = 64
+MAX_NAME_CHARS = 200
+MAX_CATEGORY_CHARS = 64
+MAX_PRICE = Decimal("9999999999.99")  # numeric(12, 2)
+_TEXT_LIMITS = {"sku": MAX_SKU_CHARS, "name": MAX_NAME_CHARS, "category": MAX_CATEGORY_CHARS,
+                "description": MAX_DESCRIPTION_CHARS}
+
+
+class ProductInputError(ValueError):
+    """Some fields are invalid: `fields` maps each to a message; `oversized` names those over a size limit."""
+
+    def __init__(self, fields: dict[str, str], oversized: set[str] | None = None) -> None:
+        super().__init__("; ".join(f"{name}: {message}" for name, message in fields.items()))
+        self.fields = fields
+        self.oversized = oversized or set()
+
+
+def validate_fields(data: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    """Checked, normalised editable fields (all required unless `partial`); else ProductInputError."""
+    errors: dict[str, str] = {}
+    oversized: set[str] = set()
+    clean: dict[str, Any] = {}
+    for name in sorted(set(data) - set(EDITABLE_FIELDS)):
+        errors[name] = f"not a product field (editable: {', '.join(EDITABLE_FIELDS)})"
+    for name, limit in _TEXT_LIMITS.items():
+        if name not in data:
+            if name == "description" and not partial:
+                clean[name] = ""
+            elif not partial:
+                errors[name] = "is required"
+            continue
+        value = data[name]
+        if not isinstance(value, str):
+            errors[name] = "must be text"
+            continue
+        # Descriptions keep their formatting; identifiers and labels lose stray spaces.
+        value = value if name == "description" else value.strip()
+        if name != "description" and not value:
+            errors[name] = "cannot be empty"
+        elif len(value) > limit:
+            errors[name] = f"is {len(value):,} characters; the limit is {limit:,}"
+            oversized.add(name)
+        else:
+            clean[name] = value
+    if "price" in data:
+        try:
+            clean["price"] = parse_price(data["price"])
+        except ValueError as err:
+            errors["price"] = str(err)
+    elif not partial:
+        errors["price"] = "is required"
+    if errors:
+        raise ProductInputError(errors, oversized)
+    return clean
+
+
+def parse_price(value: Any) -> Decimal:
+    """A price as stored (0 to MAX_PRICE, at most 2 decimals), from a number or a string; else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValueError("must be a number such as 19.99")
+    try:
+        price = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError("must be a number such as 19.99") from None
+    if not price.is_finite():
+        raise ValueError("must be a number such as 19.99")
+    if price < 0:
+        raise ValueError("cannot be negative")
+    if price > MAX_PRICE:
+        raise ValueError(f"cannot be more than {MAX_PRICE:,}")
+    if price != price.quantize(Decimal("0.01")):
+        raise ValueError("has at most 2 decimal places")
+    return price.quantize(Decimal("0.01"))
 
 
 def _rows(cur: Any) -> list[Product]:

@@ -37,3 +37,17 @@ def database_url_from_secret(arn: str, region: str) -> str:
     password = quote(data["password"], safe="")
     dbname = data.get("dbname", "postgres")
     return f"postgresql://{user}:{password}@{data['host']}:{data.get('port', 5432)}/{dbname}?sslmode=require"
+
+
+def text_from_secret(arn: str, region: str, *, json_field: str) -> str:
+    """A value stored either as a plain string or as JSON {json_field: ...} (passwords, signing keys)."""
+    value = secret_string(arn, region)
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):  # a plain string, even one that happens to parse as a JSON number
+        return value.strip()
+    if json_field not in data:
+        raise ValueError(f"secret {arn} holds JSON without a {json_field!r} field")
+    return str(data[json_field])

@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     )
     pinecone_namespace: str = "products"
 
+    # Web page: editing needs this password when one is set (locally open when neither is set).
+    edit_password: SecretStr | None = None
+    edit_password_secret_arn: str | None = None
+    # Signs session cookies; without one each process draws a random key (sessions end on restart).
+    session_secret: SecretStr | None = None
+    session_secret_arn: str | None = None
+    # Only plain-http local use (http://127.0.0.1) may turn this off.
+    session_cookie_secure: bool = True
+
     @property
     def embedder_kind(self) -> Literal["local", "openai"]:
         """The embedder in use: explicit choice, else OpenAI when a key is available, else local."""

@@ -7,6 +7,13 @@ from typing import Any
 from refarch.db import Connection
 
 
+def ping(conn: Connection) -> None:
+    """Raise if the database does not answer a trivial query (health checks)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        cur.fetchone()
+
+
 def sync_counts(conn: Connection) -> dict[str, Any]:
     """Products, indexed, pending, failed, outbox backlog and the oldest pending change's age."""
     with conn.cursor() as cur:

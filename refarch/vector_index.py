@@ -289,8 +289,10 @@ class PineconeIndex:
 
     def scan(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """List ids page by page, fetching their metadata."""
-        for ids in self._index.list(namespace=self.namespace):
-            fetched = self._index.fetch(ids=list(ids), namespace=self.namespace)
+        # SDK v10 yields one ListResponse per page; its items carry only an id.
+        for page in self._index.list(namespace=self.namespace):
+            ids = [item.id for item in page.vectors if item.id]
+            fetched = self._index.fetch(ids=ids, namespace=self.namespace)
             for vid, vec in fetched.vectors.items():
                 yield int(vid), dict(vec.metadata or {})
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env python3
+"""CDK entry point: `cdk deploy --all` (dev) or `cdk deploy --all -c stage=prod` from the repo root.
+
+Optional context: `-c alarmEmail=you@example.com` subscribes an address to the alarm topic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import aws_cdk as cdk
+
+from cdk_app.config import stage_config
+from cdk_app.system import build_system
+
+
+def main() -> None:
+    """Build the chosen stage's stacks and synthesize them."""
+    app = cdk.App()
+    config = stage_config(app.node.try_get_context("stage") or "dev")
+    alarm_email = app.node.try_get_context("alarmEmail")
+    if alarm_email:
+        config = dataclasses.replace(config, alarm_email=alarm_email)
+    build_system(app, config)
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

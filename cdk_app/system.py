@@ -1,0 +1,82 @@
+"""The whole system as CDK stacks for one stage, wired together and checked by cdk-nag."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from aws_cdk import App, Environment, Stack, Tags
+
+from cdk_app.config import StageConfig
+from cdk_app.data_stack import DataStack
+from cdk_app.emu_stack import EmuStack
+from cdk_app.frontend_stack import FrontendStack
+from cdk_app.monitoring_stack import MonitoringStack
+from cdk_app.nag import check_app
+from cdk_app.network_stack import NetworkStack
+from cdk_app.pelican_stack import PelicanStack
+from cdk_app.pinecone_index_stack import PineconeIndexStack
+
+
+@dataclass(frozen=True)
+class SystemStacks:
+    """The stacks of one stage, by role."""
+
+    network: NetworkStack
+    data: DataStack
+    pinecone_index: PineconeIndexStack | None
+    emu: EmuStack
+    pelican: PelicanStack
+    frontend: FrontendStack
+    monitoring: MonitoringStack
+
+    def all(self) -> list[Stack]:
+        """Every stack, in deployment order."""
+        stacks: list[Stack | None] = [self.network, self.data, self.pinecone_index, self.emu, self.pelican,
+                                        self.frontend, self.monitoring]
+        return [stack for stack in stacks if stack is not None]
+
+
+def build_system(app: App, config: StageConfig) -> SystemStacks:
+    """Add every stack of the stage to `app` and turn on cdk-nag."""
+    # The region is part of the stage; the account comes from the CLI's credentials when there are
+    # any (without them the stacks are account-agnostic, which is enough to synthesize and lint).
+    env = Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=config.region)
+    prefix = config.stack_prefix
+
+    network = NetworkStack(app, f"{prefix}-Network", config=config, env=env,
+                           description="refarch network: VPC over 2 AZs (public, private, isolated), flow logs")
+    data = DataStack(app, f"{prefix}-Data", config=config, vpc=network.vpc, env=env,
+                     description="refarch data: RDS Postgres 16 + schema migration, SQS FIFO sync queue + DLQ")
+    pinecone_index = None
+    if config.search.vector_backend == "pinecone":
+        pinecone_index = PineconeIndexStack(
+            app, f"{prefix}-PineconeIndex", config=config, env=env,
+            description="refarch Pinecone index: creates the serverless index (custom resource) if missing")
+    pinecone_host = pinecone_index.host if pinecone_index else None
+    emu = EmuStack(app, f"{prefix}-Emu", config=config, vpc=network.vpc, database=data.database,
+                   database_secret=data.database_secret, queue=data.queue, pinecone_host=pinecone_host, env=env,
+                   description="refarch Emu: SQS FIFO -> Lambda that embeds changed products into the vector index")
+    pelican = PelicanStack(app, f"{prefix}-Pelican", config=config, vpc=network.vpc, database=data.database,
+                           database_secret=data.database_secret, queue=data.queue, schema=data.schema,
+                           pinecone_host=pinecone_host, env=env,
+                           description="refarch Pelican: outbox listener (Fargate), bootstrap state machine, "
+                                       "weekly reconcile")
+    # Emu is in place before the first bootstrap fills the queue.
+    pelican.add_dependency(emu)
+    frontend = FrontendStack(app, f"{prefix}-Frontend", config=config, vpc=network.vpc, database=data.database,
+                             database_secret=data.database_secret, queue=data.queue,
+                             dead_letter_queue=data.dead_letter_queue, pinecone_host=pinecone_host, env=env,
+                             description="refarch frontend: Flask on Fargate behind an ALB, HTTPS via CloudFront "
+                                         "or your domain")
+    monitoring = MonitoringStack(
+        app, f"{prefix}-Monitoring", config=config, queue=data.queue, dead_letter_queue=data.dead_letter_queue,
+        emu=emu.function, listener=pelican.listener, load_balancer=frontend.load_balancer, database=data.database,
+        env=env, description="refarch monitoring: dashboard and alarms (DLQ, queue age, Emu errors, listener)")
+    stacks = SystemStacks(network=network, data=data, pinecone_index=pinecone_index, emu=emu, pelican=pelican,
+                          frontend=frontend, monitoring=monitoring)
+    for stack in stacks.all():
+        Tags.of(stack).add("project", "refarch")
+        Tags.of(stack).add("stage", config.name)
+    check_app(app)
+    return stacks

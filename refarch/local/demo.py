@@ -1,0 +1,320 @@
+"""`refarch demo`: the whole system on one machine, as supervised processes.
+
+The supervisor owns the embedded Postgres (pgserver) and starts each other component as its
+own process with the same command a person would run by hand (`refarch sqs-server`,
+`refarch pelican listen`, `refarch emu worker`, `refarch web`); they find each other through
+REFARCH_HOME/runtime.json. A component that dies is restarted. Ctrl-C stops everything in
+reverse order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from refarch import catalog
+from refarch.db import connect, migrate
+from refarch.local import LOCAL_ENV
+from refarch.local.database import LocalDatabase
+from refarch.settings import Settings, write_local_runtime
+from refarch.status import queue_depths, sync_counts
+
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """Any free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Component:
+    """One supervised process: its command, log file and restart count."""
+
+    name: str
+    args: list[str]
+    log: Path
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self, env: dict[str, str]) -> None:
+        """Start (or restart) the process, appending to its log."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            # Own session: Ctrl-C reaches the supervisor only, which then stops components in order.
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "refarch", *self.args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM, wait, then SIGKILL if needed."""
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Supervisor:
+    """Starts the local stack, keeps it running, stops it cleanly."""
+
+    def __init__(self, settings: Settings, *, web_port: int, sqs_port: int | None = None,
+                 console: Console | None = None) -> None:
+        self.settings = settings
+        self.home = settings.home.resolve()
+        self.web_port = web_port
+        self.sqs_port = sqs_port or (9324 if port_is_free(9324) else free_port())
+        self.console = console or Console(stderr=True)
+        self.database = LocalDatabase(self.home)
+        self.dsn = ""
+        self.components: list[Component] = []
+        self.stop_event = threading.Event()
+
+    def env(self) -> dict[str, str]:
+        """Environment for every component: same home, same database, quiet local observability."""
+        return {**LOCAL_ENV, **os.environ, "REFARCH_HOME": str(self.home), "DATABASE_URL": self.dsn}
+
+    def start_database(self) -> None:
+        """Start the embedded Postgres (unless DATABASE_URL names another), migrate, publish its address."""
+        self.dsn = self.settings.database_url or self.database.start()
+        migrate(self.dsn)
+        write_local_runtime(self.settings, database_url=self.dsn)
+
+    def start_components(self) -> None:
+        """SQS first (others need its queue URLs), then listener, Emu worker and web."""
+        # Stale queue URLs from a previous run must not be used before the new server publishes them.
+        write_local_runtime(self.settings, queue_url="", dlq_url="", sqs_endpoint_url="")
+        logs = self.home / "logs"
+        sqs = Component("sqs", ["sqs-server", "--port", str(self.sqs_port)], logs / "sqs.log")
+        sqs.start(self.env())
+        self.components.append(sqs)
+        self._wait_for_queue()
+        for name, args in (
+            ("listener", ["pelican", "listen"]),
+            ("emu", ["emu", "worker"]),
+            ("web", ["web", "--port", str(self.web_port)]),
+        ):
+            component = Component(name, args, logs / f"{name}.log")
+            component.start(self.env())
+            self.components.append(component)
+        self._publish_pids()
+        threading.Thread(target=self._watch, name="supervisor", daemon=True).start()
+
+    def _wait_for_queue(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._runtime().get("queue_url"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"local SQS server did not start; see {self.home / 'logs' / 'sqs.log'}")
+
+    def _runtime(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.home / "runtime.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _watch(self) -> None:
+        """Restart a component that died (with a growing pause); an SQS restart re-runs the bootstrap."""
+        while not self.stop_event.wait(1.0):
+            for component in self.components:
+                if component.alive() or self.stop_event.is_set():
+                    continue
+                code = component.process.returncode if component.process else None
+                self.console.print(f"[yellow]{component.name} exited ({code}); restarting "
+                                   f"(log: {component.log})[/yellow]")
+                time.sleep(min(2 ** component.restarts, 30))
+                component.restarts += 1
+                component.start(self.env())
+                self._publish_pids()
+                if component.name == "sqs":
+                    # The local queue lives in memory: whatever it held is re-sent by a bootstrap.
+                    self._wait_for_queue()
+                    threading.Thread(target=self.bootstrap, daemon=True).start()
+
+    def _publish_pids(self) -> None:
+        """Write each component's pid to REFARCH_HOME/processes.json (for operators and fault tests)."""
+        pids = {c.name: c.process.pid for c in self.components if c.process is not None}
+        (self.home / "processes.json").write_text(json.dumps(pids))
+
+    def stop(self) -> None:
+        """Stop components in reverse order, then release the database."""
+        self.stop_event.set()
+        for component in reversed(self.components):
+            component.stop()
+        self.database.stop()
+
+    def seed(self, rows: int) -> int | None:
+        """Load the demo catalog into an empty table; an existing catalog (and its edits) is kept."""
+        conn = connect(self.dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT EXISTS (SELECT 1 FROM products)")
+                if cur.fetchone()[0]:
+                    return None
+            return catalog.seed(conn, rows)
+        finally:
+            conn.close()
+
+    def bootstrap(self, on_batch: Any = None) -> dict[str, Any]:
+        """Run Plan -> Map(Batch) -> Finalize with the same handlers and concurrency as AWS."""
+        from refarch.local.stepfunctions import run_bootstrap
+
+        os.environ.update(DATABASE_URL=self.dsn, REFARCH_HOME=str(self.home))
+        return run_bootstrap(on_batch=on_batch)
+
+    def status(self) -> dict[str, Any]:
+        """Sync counts plus queue depths."""
+        conn = connect(self.dsn)
+        try:
+            result = sync_counts(conn)
+        finally:
+            conn.close()
+        from refarch.queue import make_sqs_client
+
+        settings = Settings(home=self.home)
+        runtime = self._runtime()
+        result.update(queue_depths(make_sqs_client(settings), runtime.get("queue_url"), runtime.get("dlq_url")))
+        return result
+
+    def embed_calls_since(self, started: float) -> int:
+        """Provider calls recorded by Emu since a wall-clock time."""
+        conn = connect(self.dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM embed_calls WHERE called_at >= to_timestamp(%s)", (started,))
+                return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+
+def status_line(status: dict[str, Any]) -> str:
+    """One human line: products, indexed, pending, failed, queue, DLQ, oldest pending."""
+    return (f"products {status['products']} · indexed {status['indexed']} · pending {status['pending']} · "
+            f"failed {status['failed']} · queue {status.get('queue_depth')} · dlq {status.get('dlq_depth')} · "
+            f"oldest pending {status['oldest_pending_seconds']:.1f}s")
+
+
+def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float | None = None) -> int:
+    """Run the local stack; return the process exit code."""
+    settings = Settings()
+    console = Console(stderr=True)
+    if not port_is_free(web_port):
+        console.print(f"[red]port {web_port} is in use: pass --port N[/red]")
+        return 2
+    supervisor = Supervisor(settings, web_port=web_port, console=console)
+    started_wall, started = time.time(), time.monotonic()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        console.print(f"[bold]refarch demo[/bold] · home {supervisor.home}")
+        supervisor.start_database()
+        supervisor.start_components()
+        console.print(f"web page: [link]http://127.0.0.1:{web_port}[/link] (starting) · logs in "
+                      f"{supervisor.home / 'logs'}")
+        inserted = supervisor.seed(rows)
+        if inserted is None:
+            console.print("catalog: kept the existing products and their edits "
+                          "(`refarch db seed --rows N` adds more)")
+        else:
+            console.print(f"catalog: seeded {inserted} products")
+        _bootstrap_with_progress(supervisor, console)
+        if exit_when_synced:
+            code = _wait_synced(supervisor, timeout)
+            status = supervisor.status()
+            seconds = time.monotonic() - started
+            print(json.dumps({
+                "rows": status["products"], "seconds": round(seconds, 2),
+                "rows_per_s": round(status["products"] / seconds, 2) if seconds else None,
+                "embed_calls": supervisor.embed_calls_since(started_wall),
+                "failures": status["failed"] + (status.get("dlq_depth") or 0),
+                "indexed": status["indexed"],
+            }), flush=True)
+            return code
+        with Live(console=console, refresh_per_second=2) as live:
+            while not stop.wait(0.5):
+                live.update(status_line(supervisor.status()))
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        console.print("stopping…")
+        supervisor.stop()
+
+
+def _bootstrap_with_progress(supervisor: Supervisor, console: Console) -> None:
+    total = supervisor.status()["products"]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn(), console=console) as progress:
+        enqueued = progress.add_task("enqueued", total=total, rate=0.0)
+        indexed = progress.add_task("indexed ", total=total, rate=0.0)
+        started = time.monotonic()
+        done = threading.Event()
+
+        def follow() -> None:
+            while not done.wait(0.5):
+                status = supervisor.status()
+                elapsed = max(time.monotonic() - started, 1e-6)
+                progress.update(indexed, completed=status["indexed"], rate=status["indexed"] / elapsed)
+                if status["pending"] == 0 and progress.tasks[enqueued].finished:
+                    break
+
+        watcher = threading.Thread(target=follow, daemon=True)
+        watcher.start()
+        sent = {"n": 0}
+
+        def on_batch(result: dict[str, Any]) -> None:
+            sent["n"] += result["enqueued"] + result["skipped"]
+            progress.update(enqueued, completed=sent["n"], rate=sent["n"] / max(time.monotonic() - started, 1e-6))
+
+        result = supervisor.bootstrap(on_batch=on_batch)
+        progress.update(enqueued, completed=total)
+        console.print(f"bootstrap run {result['run_id']}: {result['enqueued']} enqueued, "
+                      f"{result['skipped']} already indexed")
+        watcher.join()
+        done.set()
+
+
+def _wait_synced(supervisor: Supervisor, timeout: float | None) -> int:
+    deadline = time.monotonic() + timeout if timeout else None
+    while deadline is None or time.monotonic() < deadline:
+        status = supervisor.status()
+        if status["pending"] == 0 and status["outbox_backlog"] == 0 and status["failed"] == 0:
+            return 0
+        time.sleep(0.5)
+    return 1

@@ -1,0 +1,126 @@
+"""The whole pipeline in this process, served to a real headless Chromium.
+
+Seeded products -> triggers -> outbox -> OutboxRelay thread -> local SQS -> EventSourcePoller
+thread -> the Emu Lambda handler -> pgvector; the Flask app served by werkzeug on a free port.
+Only the wiring differs from `refarch demo` (threads instead of processes).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from werkzeug.serving import make_server
+
+from refarch import catalog, status
+from refarch.db import connect
+from refarch.local.event_source import EventSourcePoller
+from refarch.pelican.listener import OutboxRelay
+from refarch.queue import SyncQueue, make_sqs_client
+from refarch.runtime import Runtime
+from refarch.settings import Settings
+from tests.conftest import free_port
+from tests.web.conftest import shared_local_embedder
+from web import create_app
+
+SEED_ROWS = 300
+EDIT_PASSWORD = "e2e edit password"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class Stack:
+    """The running system: where the page is, and how to reach its database."""
+
+    url: str
+    dsn: str
+    edit_password: str
+
+
+def _wait_until_indexed(dsn: str, expected: int, deadline_seconds: float) -> None:
+    conn = connect(dsn)
+    try:
+        deadline = time.monotonic() + deadline_seconds
+        while True:
+            with conn:
+                counts = status.sync_counts(conn)
+            if counts["indexed"] == expected and counts["pending"] == 0 and counts["failed"] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"initial sync did not finish: {counts}")
+            time.sleep(0.25)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def stack(local_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """Seed, sync and serve; everything stops (in reverse order) when the test ends."""
+    # The environment the components read, as a person would export it.
+    monkeypatch.setenv("REFARCH_EMBEDDER", "local")
+    monkeypatch.setenv("REFARCH_VECTOR_BACKEND", "pgvector")
+    monkeypatch.setenv("REFARCH_EDIT_PASSWORD", EDIT_PASSWORD)
+    settings = Settings()
+    dsn = settings.database_url
+    assert dsn
+
+    conn = connect(dsn)
+    try:
+        catalog.seed(conn, SEED_ROWS)
+    finally:
+        conn.close()
+
+    # lambdas.emu builds its Runtime at import; give it one that reads this test's environment.
+    import lambdas.emu
+
+    emu_runtime = Runtime(application_name="emu")
+    emu_runtime.embedder = shared_local_embedder()
+    monkeypatch.setattr(lambdas.emu, "runtime", emu_runtime)
+
+    relay = OutboxRelay(dsn, SyncQueue(make_sqs_client(settings), settings.resolved_queue_url()), poll_seconds=0.5)
+    poller = EventSourcePoller(make_sqs_client(settings), settings.resolved_queue_url(), concurrency=2,
+                               region=settings.aws_region)
+    web_runtime = Runtime(application_name="refarch-web")
+    web_runtime.embedder = shared_local_embedder()
+    app = create_app({"REFARCH_RUNTIME": web_runtime})
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+
+    threads = [threading.Thread(target=relay.run, name="relay", daemon=True),
+               threading.Thread(target=poller.run, name="poller", daemon=True),
+               threading.Thread(target=server.serve_forever, name="web", daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        _wait_until_indexed(dsn, SEED_ROWS, deadline_seconds=180)
+        yield Stack(url=f"http://127.0.0.1:{port}", dsn=dsn, edit_password=EDIT_PASSWORD)
+    finally:
+        server.shutdown()
+        poller.stop.set()
+        relay.stop.set()
+        for thread in reversed(threads):
+            thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context (own cookies) and page, laptop-sized."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()

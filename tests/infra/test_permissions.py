@@ -1,0 +1,140 @@
+"""Least privilege, role by role: each runtime can touch only the secrets and queue operations it uses.
+
+IAM decides which secrets a runtime can read and what it may do with the queues. Inside Postgres
+every runtime logs in with the same generated credentials, so table-level limits ("Emu cannot
+write tables it does not own") are a database-grants matter IAM cannot express; docs/deploy.md
+says so and how to add per-runtime database roles.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from refarch import topology
+from tests.infra.conftest import Synthesized
+from tests.infra.templates import container_task_role, function_role, grants, managed_policies, resources
+
+QUEUE_READ = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+QUEUE_SEND = "sqs:SendMessage"
+SECRET_READ = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
+ALWAYS_ALLOWED = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def secrets_readable(role_grants: dict[str, list[str]]) -> set[str]:
+    """Which of our secrets a role may read, by name."""
+    names = {"DatabaseSecret": "database", "openai-api-key": "openai", "pinecone-api-key": "pinecone",
+             "EditPassword": "edit-password", "SessionSecret": "session"}
+    readable = role_grants.get("secretsmanager:GetSecretValue", [])
+    found = {label for marker, label in names.items() if any(marker in arn for arn in readable)}
+    assert len(found) == len(readable), f"unrecognised secret grants: {readable}"
+    return found
+
+
+def queue_actions(role_grants: dict[str, list[str]], queue_marker: str) -> set[str]:
+    """SQS actions a role may perform on the queue whose ARN mentions `queue_marker`."""
+    return {action for action, targets in role_grants.items()
+            if action.startswith("sqs:") and any(queue_marker in t for t in targets)}
+
+
+LAMBDA_ROLES = {
+    # handler: (stack attribute, secrets it may read, queue actions on the main queue)
+    topology.EMU_HANDLER: ("emu", {"database", "openai", "pinecone"},
+                           QUEUE_READ | {"sqs:GetQueueAttributes", "sqs:GetQueueUrl"}),
+    topology.MIGRATE_HANDLER: ("data", {"database"}, set()),
+    topology.PINECONE_INDEX_HANDLER: ("pinecone_index", {"pinecone"}, set()),
+    topology.BOOTSTRAP_PLAN_HANDLER: ("pelican", {"database"}, set()),
+    topology.BOOTSTRAP_BATCH_HANDLER: ("pelican", {"database"},
+                                       {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}),
+    topology.BOOTSTRAP_FINALIZE_HANDLER: ("pelican", {"database"}, set()),
+    topology.RECONCILE_HANDLER: ("pelican", {"database", "openai", "pinecone"},
+                                 {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}),
+}
+
+
+@pytest.mark.parametrize("handler", sorted(LAMBDA_ROLES))
+def test_each_function_reads_only_its_secrets_and_uses_the_queue_only_as_needed(
+    dev: Synthesized, handler: str
+) -> None:
+    # Given the function's execution role
+    stack_name, expected_secrets, expected_queue = LAMBDA_ROLES[handler]
+    template = dev.template_json(getattr(dev.stacks, stack_name))
+    role_grants = grants(template, function_role(template, handler))
+    # Then it reads exactly its secrets, does exactly its queue operations, and nothing else but tracing
+    assert secrets_readable(role_grants) == expected_secrets
+    assert queue_actions(role_grants, "SyncQueue") == expected_queue
+    assert queue_actions(role_grants, "DeadLetter") == set()
+    assert set(role_grants) <= SECRET_READ | expected_queue | ALWAYS_ALLOWED
+
+
+def test_emu_consumes_but_never_sends(dev: Synthesized) -> None:
+    # Given Emu's role
+    template = dev.template_json(dev.stacks.emu)
+    role_grants = grants(template, function_role(template, topology.EMU_HANDLER))
+    # Then it receives and deletes from the queue but cannot enqueue (only Pelican produces)
+    assert QUEUE_READ <= set(role_grants)
+    assert QUEUE_SEND not in role_grants
+
+
+def test_web_cannot_read_or_write_the_queue(dev: Synthesized) -> None:
+    # Given the web task role
+    template = dev.template_json(dev.stacks.frontend)
+    role_grants = grants(template, container_task_role(template, "web"))
+    # Then its only queue permission is reading the depth; it can read its secrets and the search keys
+    assert queue_actions(role_grants, "SyncQueue") == {"sqs:GetQueueAttributes"}
+    assert queue_actions(role_grants, "DeadLetter") == {"sqs:GetQueueAttributes"}
+    assert not (QUEUE_READ | {QUEUE_SEND}) & set(role_grants)
+    assert secrets_readable(role_grants) == {"database", "openai", "pinecone", "edit-password", "session"}
+    assert set(role_grants) <= SECRET_READ | {"sqs:GetQueueAttributes"}
+
+
+def test_listener_sends_but_never_receives(dev: Synthesized) -> None:
+    # Given the listener task role
+    template = dev.template_json(dev.stacks.pelican)
+    role_grants = grants(template, container_task_role(template, "listener"))
+    # Then it can enqueue and read the database secret, nothing else
+    assert queue_actions(role_grants, "SyncQueue") == {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+    assert secrets_readable(role_grants) == {"database"}
+    assert set(role_grants) <= SECRET_READ | {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+
+
+def test_state_machine_can_only_invoke_the_bootstrap_functions(dev: Synthesized) -> None:
+    # Given the state machine's role
+    template = dev.template_json(dev.stacks.pelican)
+    machine = next(iter(resources(template, "AWS::StepFunctions::StateMachine").values()))
+    role_grants = grants(template, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    # Then it invokes the three bootstrap functions and nothing else
+    invoked = " ".join(role_grants["lambda:InvokeFunction"])
+    for handler in (topology.BOOTSTRAP_PLAN_HANDLER, topology.BOOTSTRAP_BATCH_HANDLER,
+                    topology.BOOTSTRAP_FINALIZE_HANDLER):
+        assert function_role(template, handler)  # the function exists
+    assert {"BootstrapPlan", "BootstrapBatch", "BootstrapFinalize"} == {
+        name for name in ("BootstrapPlan", "BootstrapBatch", "BootstrapFinalize", "Reconcile") if name in invoked}
+    assert not any(a.startswith(("sqs:", "secretsmanager:", "rds")) for a in role_grants)
+
+
+def test_no_policy_grants_a_service_wide_wildcard_action(any_stage: Synthesized) -> None:
+    # Given every policy statement in every stack of the stage
+    statements = []
+    for stack in any_stage.stacks.all():
+        template = any_stage.template_json(stack)
+        for policy in resources(template, "AWS::IAM::Policy").values():
+            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    # Then no action is `*` or `service:*`
+    actions = [a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])]
+    assert actions
+    assert not [a for a in actions if a == "*" or a.endswith(":*")]
+
+
+def test_only_aws_minimum_managed_policies_are_attached(any_stage: Synthesized) -> None:
+    # Given every role in every stack
+    attached = set()
+    for stack in any_stage.stacks.all():
+        template = any_stage.template_json(stack)
+        for role_id in resources(template, "AWS::IAM::Role"):
+            attached.update(managed_policies(template, role_id))
+    # Then the only managed policies are Lambda's logging and VPC-networking minimums
+    names = {name for arn in attached for name in re.findall(r":policy/(?:service-role/)?([\w+=,.@-]+)", arn)}
+    assert len(names) >= 1 and all(":iam::aws:policy/" in arn for arn in attached)
+    assert names == {"AWSLambdaBasicExecutionRole", "AWSLambdaVPCAccessExecutionRole"}

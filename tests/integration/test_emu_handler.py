@@ -1,0 +1,383 @@
+"""The Emu Lambda handler fed real SQS-shaped events, against a real Postgres and both indexes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from decimal import Decimal
+
+import psycopg2
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from refarch import ledger
+from refarch.db import connect
+from refarch.emu import content_hash
+from refarch.products import MAX_DESCRIPTION_CHARS
+from refarch.vector_index import DimensionMismatchError, SearchFilter
+from tests.integration.emu_support import (
+    OPENAI_DIMENSIONS,
+    assert_index_matches_database,
+    change,
+    configure_emu,
+    delete_product,
+    edit_product,
+    embed_calls_recorded,
+    failed_ids,
+    invoke_emu,
+    ledger_entries,
+    ledger_errors,
+    new_product,
+    openai_standin,  # noqa: F401 - fixture
+    pinecone_standins,  # noqa: F401 - fixture
+    query_one,
+    shared_local_embedder,
+    sqs_event,
+    start_pinecone,
+)
+
+
+@pytest.fixture
+def emu(monkeypatch, dsn, openai_standin):  # noqa: F811
+    """The handler wired to the OpenAI stand-in and pgvector (the fastest real pair)."""
+    return configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin)
+
+
+@pytest.fixture
+def emu_pinecone(monkeypatch, dsn, openai_standin, pinecone_standins):  # noqa: F811
+    """The handler wired to the OpenAI stand-in and the Pinecone stand-in."""
+    pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS)
+    return configure_emu(monkeypatch, dsn, embedder="openai", index="pinecone", openai=openai_standin,
+                         pinecone=pinecone)
+
+
+# -- the message contract --------------------------------------------------------------------
+
+
+def test_malformed_messages_fail_alone_with_a_logged_reason(emu, dsn, openai_standin, caplog):  # noqa: F811
+    # Given two real products and five bodies that break the contract, each in its own group
+    a, b = new_product(dsn, 1), new_product(dsn, 2)
+    bad_bodies = {
+        "not json": "bad-1",
+        json.dumps({"product_id": -4, "version": 1, "op": "update", "source": "change"}): "bad-2",
+        json.dumps({"product_id": 3, "version": 1, "op": "explode", "source": "change"}): "bad-3",
+        json.dumps({"product_id": 3, "version": 1, "op": "update", "source": "change", "sql": "DROP"}): "bad-4",
+        "": "bad-5",
+    }
+    event = sqs_event(change(a.id, op="insert"), *bad_bodies.items(), change(b.id, op="insert"))
+    # When the handler processes the batch
+    response = invoke_emu(event)
+    # Then exactly the malformed records are reported for retry (and so reach the DLQ)
+    bad_ids = {r["messageId"] for r in event["Records"][1:6]}
+    assert failed_ids(response) == bad_ids
+    # And each rejection was logged with its message id and a reason naming the problem
+    rejections = {r.message_id: r.reason for r in caplog.records if r.getMessage() == "rejecting message"}
+    assert set(rejections) == bad_ids
+    assert "op" in rejections[event["Records"][3]["messageId"]]
+    assert "sql" in rejections[event["Records"][4]["messageId"]]
+    # And the valid products were indexed in the same batch
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+    assert openai_standin.embed_calls == 1
+
+
+def test_a_failure_holds_back_later_messages_of_its_group_only(emu, dsn):
+    # Given a malformed body in product 1's group, followed by a valid message of the same group,
+    # and a message of another product
+    a, b = new_product(dsn, 1), new_product(dsn, 2)
+    event = sqs_event(("{broken", str(a.id)), change(a.id, op="insert"), change(b.id, op="insert"))
+    # When processed
+    response = invoke_emu(event)
+    # Then the FIFO processor also fails the later message of the failed group (order is kept),
+    # while the other group succeeds
+    records = event["Records"]
+    assert failed_ids(response) == {records[0]["messageId"], records[1]["messageId"]}
+    # Emu synced product 1 anyway (it re-reads rows), so the retried message will be a no-op
+    assert ledger_entries(dsn)[a.id].status == "indexed"
+    calls = embed_calls_recorded(dsn)
+    assert failed_ids(invoke_emu(sqs_event(change(a.id, op="insert")))) == set()
+    assert embed_calls_recorded(dsn) == calls
+
+
+# -- processing a batch ----------------------------------------------------------------------
+
+
+def test_a_batch_is_embedded_in_one_call_and_indexed_with_its_metadata(emu, dsn, openai_standin):  # noqa: F811
+    # Given ten new products and a batch of their messages (one duplicated)
+    rows = [new_product(dsn, n) for n in range(1, 10)]
+    messages = [change(r.id, op="insert") for r in rows]
+    # When the handler processes the batch
+    response = invoke_emu(sqs_event(*messages, messages[0]))
+    # Then nothing failed, one provider call embedded the nine texts, and the audit recorded it
+    assert response == {"batchItemFailures": []}
+    assert openai_standin.embed_calls == 1
+    assert openai_standin.texts == 9
+    assert embed_calls_recorded(dsn) == 1
+    assert query_one(dsn, "SELECT texts FROM embed_calls") == 9
+    # And every vector carries the link back to Postgres and the filterable fields
+    match = emu.index.query(emu.embedder.embed([rows[3].embedding_text()])[0], top_k=1)[0]
+    assert match.id == rows[3].id
+    assert match.metadata == {"sku": "T-0004", "name": "Widget 4", "category": "tools", "price": 14.0,
+                              "version": 1, "content_hash": content_hash(emu.embedder.model_id,
+                                                                         rows[3].embedding_text())}
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def test_unchanged_content_is_never_embedded_again(emu, dsn, openai_standin):  # noqa: F811
+    # Given indexed products
+    rows = [new_product(dsn, n) for n in range(1, 6)]
+    invoke_emu(sqs_event(*[change(r.id, op="insert") for r in rows]))
+    assert openai_standin.embed_calls == 1
+    # When the same messages arrive again (a duplicate delivery, a bootstrap re-run)
+    response = invoke_emu(sqs_event(*[change(r.id, op="sync") for r in rows]))
+    # Then nothing is embedded and nothing fails
+    assert failed_ids(response) == set()
+    assert openai_standin.embed_calls == 1
+    assert embed_calls_recorded(dsn) == 1
+
+
+@pytest.mark.parametrize("wiring", ["emu", "emu_pinecone"])
+def test_a_price_change_updates_metadata_without_embedding(request, dsn, openai_standin, wiring):  # noqa: F811
+    emu = request.getfixturevalue(wiring)
+    # Given an indexed product
+    row = new_product(dsn, 1, price=Decimal("20.00"))
+    invoke_emu(sqs_event(change(row.id, op="insert")))
+    # When only its price changes
+    edited = edit_product(dsn, row.id, price=Decimal("35.50"))
+    assert edited.version == 2
+    response = invoke_emu(sqs_event(change(row.id, version=2)))
+    # Then no embedding happened, but the price filter and the version follow the row
+    assert failed_ids(response) == set()
+    assert openai_standin.embed_calls == 1
+    vector = emu.embedder.embed([row.embedding_text()])[0]
+    assert [m.id for m in emu.index.query(vector, top_k=5, filter=SearchFilter(min_price=35, max_price=36))] == [
+        row.id]
+    assert emu.index.query(vector, top_k=5, filter=SearchFilter(max_price=30)) == []
+    assert ledger_entries(dsn)[row.id].indexed_version == 2
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def test_a_text_change_is_re_embedded(emu, dsn, openai_standin):  # noqa: F811
+    row = new_product(dsn, 1)
+    invoke_emu(sqs_event(change(row.id, op="insert")))
+    edit_product(dsn, row.id, description="Now with a walnut handle.")
+    invoke_emu(sqs_event(change(row.id, version=2)))
+    assert openai_standin.embed_calls == 2
+    assert openai_standin.received[-1][1].body["input"] == ["Widget 1. tools. Now with a walnut handle."]
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+@pytest.mark.parametrize("wiring", ["emu", "emu_pinecone"])
+def test_a_deleted_row_loses_its_vector_and_the_ledger_says_deleted(request, dsn, wiring):
+    emu = request.getfixturevalue(wiring)
+    # Given two indexed products
+    keep, gone = new_product(dsn, 1), new_product(dsn, 2)
+    invoke_emu(sqs_event(change(keep.id, op="insert"), change(gone.id, op="insert")))
+    # When one is deleted and its tombstone message arrives (twice)
+    delete_product(dsn, gone.id)
+    response = invoke_emu(sqs_event(change(gone.id, version=2, op="delete")))
+    invoke_emu(sqs_event(change(gone.id, version=2, op="delete")))
+    # Then its vector is gone and the ledger records the deletion past every version it had
+    assert failed_ids(response) == set()
+    assert [pid for pid, _ in emu.index.scan()] == [keep.id]
+    entry = ledger_entries(dsn)[gone.id]
+    assert (entry.status, entry.indexed_version) == ("deleted", 2)
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def test_a_late_insert_message_for_a_deleted_row_does_not_resurrect_it(emu, dsn, openai_standin):  # noqa: F811
+    # Given a product that was created and deleted before Emu saw anything
+    row = new_product(dsn, 1)
+    delete_product(dsn, row.id)
+    # When the messages arrive out of order: the delete first, then the stale insert
+    invoke_emu(sqs_event(change(row.id, version=2, op="delete")))
+    invoke_emu(sqs_event(change(row.id, version=1, op="insert")))
+    # Then the index stays empty and nothing was embedded
+    assert emu.index.count() == 0
+    assert openai_standin.embed_calls == 0
+    assert ledger_entries(dsn)[row.id].status == "deleted"
+
+
+def test_stale_messages_never_move_the_ledger_backwards(emu, dsn, openai_standin):  # noqa: F811
+    # Given a product indexed at version 3
+    row = new_product(dsn, 1)
+    edit_product(dsn, row.id, name="Widget One")
+    edit_product(dsn, row.id, name="Widget Uno")
+    invoke_emu(sqs_event(change(row.id, version=3)))
+    # When older versions' messages arrive late
+    invoke_emu(sqs_event(change(row.id, version=1, op="insert"), change(row.id, version=2)))
+    # Then nothing is re-embedded and the ledger still says version 3
+    assert openai_standin.embed_calls == 1
+    assert ledger_entries(dsn)[row.id].indexed_version == 3
+    # And the ledger's own guard refuses to record an older version even if asked to
+    conn = connect(dsn)
+    with conn:
+        ledger.record_indexed(conn, [(row.id, 2, "older", "indexed")])
+    conn.close()
+    assert ledger_entries(dsn)[row.id].indexed_version == 3
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def test_a_forced_repair_re_embeds_current_content(emu, dsn, openai_standin):  # noqa: F811
+    row = new_product(dsn, 1)
+    invoke_emu(sqs_event(change(row.id, op="insert")))
+    invoke_emu(sqs_event(change(row.id, op="sync", force=True).model_copy(update={"source": "repair"})))
+    assert openai_standin.embed_calls == 2
+
+
+def test_over_long_descriptions_are_cut_to_the_model_limit(emu, dsn, openai_standin):  # noqa: F811
+    # Given a product with the longest description the table allows (far over 8191 tokens)
+    row = new_product(dsn, 1, description="lorem ipsum " * (MAX_DESCRIPTION_CHARS // 12))
+    # When Emu indexes it, Then the provider accepted it (the stand-in refuses over-long inputs)
+    assert failed_ids(invoke_emu(sqs_event(change(row.id, op="insert")))) == set()
+    assert openai_standin.embed_calls == 1
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def test_the_local_model_indexes_into_pinecone(monkeypatch, dsn, pinecone_standins):  # noqa: F811
+    # Given the local all-MiniLM-L6-v2 model and a 384-d Pinecone index
+    pinecone = start_pinecone(pinecone_standins, 384)
+    emu = configure_emu(monkeypatch, dsn, embedder="local", index="pinecone", pinecone=pinecone)
+    rows = [new_product(dsn, 1, name="Cast iron skillet", description="Heavy pan for searing steak."),
+            new_product(dsn, 2, name="Garden hose", description="Fifty feet of flexible rubber hose.")]
+    # When the handler indexes them
+    assert failed_ids(invoke_emu(sqs_event(*[change(r.id, op="insert") for r in rows]))) == set()
+    # Then a plain-language query finds the right one first
+    query = shared_local_embedder().embed(["something to fry meat in"])[0]
+    assert emu.index.query(query, top_k=2)[0].id == rows[0].id
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+# -- failures --------------------------------------------------------------------------------
+
+
+def test_an_outage_fails_the_whole_batch_records_it_and_a_retry_succeeds(monkeypatch, dsn, openai_standin):  # noqa: F811
+    # Given the provider fails every attempt the SDK makes (1 try + 2 retries)
+    emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin, max_retries=2)
+    rows = [new_product(dsn, n) for n in (1, 2)]
+    event = sqs_event(*[change(r.id, op="insert") for r in rows])
+    openai_standin.fail_next("server_error", times=3)
+    # When the batch is processed, Then every record failed, so Powertools raises and Lambda
+    # (or the local event source) returns the whole batch to the queue
+    with pytest.raises(BatchProcessingError, match="All records failed"):
+        invoke_emu(event)
+    # And the ledger says failed, why, and how often
+    entries, errors = ledger_entries(dsn), ledger_errors(dsn)
+    for r in rows:
+        assert (entries[r.id].status, entries[r.id].attempts) == ("failed", 1)
+        assert "InternalServerError" in errors[r.id]
+    assert embed_calls_recorded(dsn) == 0
+    # When the provider recovers and the batch is redelivered
+    response = invoke_emu(event)
+    # Then it succeeds and the ledger forgets the failure
+    assert failed_ids(response) == set()
+    assert all(e.status == "indexed" and e.attempts == 0 for e in ledger_entries(dsn).values())
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def test_only_the_products_that_failed_are_retried(monkeypatch, dsn, openai_standin):  # noqa: F811
+    # Given one product already indexed (it will be skipped) and one new product
+    configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin, max_retries=0)
+    done, new = new_product(dsn, 1), new_product(dsn, 2)
+    invoke_emu(sqs_event(change(done.id, op="insert")))
+    openai_standin.fail_next("server_error")
+    # When a batch with both fails at the provider
+    event = sqs_event(change(done.id, op="sync"), change(new.id, op="insert"))
+    response = invoke_emu(event)
+    # Then only the new product's message is reported for retry
+    assert failed_ids(response) == {event["Records"][1]["messageId"]}
+    assert ledger_entries(dsn)[done.id].status == "indexed"
+    assert ledger_entries(dsn)[new.id].status == "failed"
+
+
+def test_timeouts_count_attempts_until_the_provider_answers(monkeypatch, dsn, openai_standin):  # noqa: F811
+    # Given an embedder with a 0.5 s timeout and no SDK retries, and a provider that hangs twice
+    emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin,
+                        timeout_seconds=0.5, max_retries=0)
+    row = new_product(dsn, 1)
+    event = sqs_event(change(row.id, op="insert"))
+    openai_standin.fail_next("timeout", times=2)
+    # When the message is delivered three times
+    for _ in range(2):
+        with pytest.raises(BatchProcessingError):
+            invoke_emu(event)
+    # Then each timed-out delivery counted an attempt, with the reason
+    assert ledger_entries(dsn)[row.id].attempts == 2
+    assert "Timeout" in ledger_errors(dsn)[row.id]
+    assert failed_ids(invoke_emu(event)) == set()
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def test_an_index_failure_fails_the_records_and_keeps_the_old_version(emu_pinecone, dsn, pinecone_standins):
+    # Given an indexed product, then a text change
+    pinecone = pinecone_standins[0]
+    row = new_product(dsn, 1)
+    invoke_emu(sqs_event(change(row.id, op="insert")))
+    edit_product(dsn, row.id, name="Widget Prime")
+    # When Pinecone fails more often than its SDK retries (1 try + 3 retries)
+    pinecone.fail_next("server_error", times=4)
+    with pytest.raises(BatchProcessingError):
+        invoke_emu(sqs_event(change(row.id, version=2)))
+    # Then the ledger keeps the version the index really holds, marked failed
+    entry = ledger_entries(dsn)[row.id]
+    assert (entry.status, entry.indexed_version) == ("failed", 1)
+    assert "upsert failed" in ledger_errors(dsn)[row.id]
+    # And the retry brings the index up to date
+    assert failed_ids(invoke_emu(sqs_event(change(row.id, version=2)))) == set()
+    idx = emu_pinecone.index
+    assert_index_matches_database(emu_pinecone.db, idx, emu_pinecone.embedder.model_id)
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_a_pgvector_table_of_another_dimension_is_a_clear_error(monkeypatch, dsn, openai_standin):  # noqa: F811
+    # Given product_vectors built for the 384-d local model
+    configure_emu(monkeypatch, dsn, embedder="local", index="pgvector").emu  # noqa: B018 - builds the table
+    # When Emu starts with a 64-d OpenAI embedder
+    configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    row = new_product(dsn, 1)
+    # Then the handler refuses to run, naming both sizes and how to fix it
+    with pytest.raises(DimensionMismatchError, match="holds 384-d vectors but the embedder produces 64-d"):
+        invoke_emu(sqs_event(change(row.id, op="insert")))
+    assert openai_standin.embed_calls == 0
+
+
+def test_a_pinecone_index_of_another_dimension_is_a_clear_error(monkeypatch, dsn, openai_standin,  # noqa: F811
+                                                               pinecone_standins):  # noqa: F811
+    pinecone = start_pinecone(pinecone_standins, 1536)
+    configure_emu(monkeypatch, dsn, embedder="openai", index="pinecone", openai=openai_standin, pinecone=pinecone)
+    row = new_product(dsn, 1)
+    with pytest.raises(DimensionMismatchError, match="dimension 1536 but the embedder produces 64-d"):
+        invoke_emu(sqs_event(change(row.id, op="insert")))
+    assert pinecone.calls["upsert"] == 0
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def test_a_product_locked_by_another_worker_is_waited_for_then_read_fresh(emu, dsn, openai_standin):  # noqa: F811
+    # Given another worker holds product 1's lock (as while it embeds)
+    row = new_product(dsn, 1)
+    holder = psycopg2.connect(dsn)
+    holder.autocommit = False
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (row.id,))
+    # When this worker receives a message for the same product
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(invoke_emu(sqs_event(change(row.id, op="insert")))))
+    worker.start()
+    # Then it waits on the lock instead of working on the product concurrently
+    deadline = time.monotonic() + 10
+    while not query_one(dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+        assert time.monotonic() < deadline, "the worker never waited for the lock"
+        time.sleep(0.02)
+    assert openai_standin.embed_calls == 0
+    # And when the row changes meanwhile and the lock is released, it indexes the newer state
+    edit_product(dsn, row.id, name="Widget Renamed")
+    holder.rollback()
+    holder.close()
+    worker.join(timeout=10)
+    assert result == {"batchItemFailures": []}
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+    assert ledger_entries(dsn)[row.id].indexed_version == 2

@@ -1,0 +1,152 @@
+"""The local runtime end to end: `refarch demo` as a person runs it, with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+from click.testing import CliRunner
+
+from refarch.cli import main
+from refarch.status import sync_counts
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    """Poll until predicate() is truthy; fail with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def runtime(home: Path) -> dict:
+    try:
+        return json.loads((home / "runtime.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def counts(dsn: str) -> dict:
+    conn = psycopg2.connect(dsn)
+    try:
+        return sync_counts(conn)
+    finally:
+        conn.close()
+
+
+def synced(dsn: str) -> bool:
+    c = counts(dsn)
+    return c["pending"] == 0 and c["failed"] == 0 and c["outbox_backlog"] == 0
+
+
+def search(home: Path, query: str, k: int = 5) -> list[dict]:
+    """`refarch search --json`, through the real command."""
+    result = CliRunner().invoke(main, ["search", query, "--k", str(k), "--json"],
+                                env={"REFARCH_HOME": str(home), "DATABASE_URL": ""}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])["results"]
+
+
+def index_matches_database(dsn: str) -> list[str]:
+    """Differences between products and product_vectors (ids, versions); empty when converged."""
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT coalesce(p.id, v.product_id), p.version, v.version FROM products p"
+            " FULL JOIN product_vectors v ON v.product_id = p.id"
+            " WHERE p.id IS NULL OR v.product_id IS NULL OR p.version <> v.version"
+        )
+        rows = cur.fetchall()
+    conn.close()
+    return [f"product {pid}: row v{pv} vector v{vv}" for pid, pv, vv in rows]
+
+
+@pytest.fixture
+def demo_home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def start_demo(home: Path, rows: int, port: int) -> subprocess.Popen:
+    env = {**os.environ, "REFARCH_HOME": str(home)}
+    env.pop("DATABASE_URL", None)
+    home.mkdir(parents=True, exist_ok=True)
+    log = (home.parent / "demo.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "refarch", "demo", "--rows", str(rows), "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_local_stack_syncs_edits_and_survives_a_worker_crash(demo_home: Path):
+    # Given `refarch demo` on a small catalog
+    demo = start_demo(demo_home, rows=300, port=free_port())
+    try:
+        dsn = wait_for(lambda: runtime(demo_home).get("database_url"), 60, "the database")
+        # When the bootstrap runs, Then every product gets indexed
+        wait_for(lambda: counts(dsn)["indexed"] == 300 and synced(dsn), 240, "the bootstrap to index 300 rows")
+        assert index_matches_database(dsn) == []
+
+        # When a person edits, inserts and deletes (straight in Postgres, like any other client)
+        conn = psycopg2.connect(dsn)
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE products SET description = 'A basket woven underwater by scuba divers.'"
+                        " WHERE id = 5")
+            cur.execute("INSERT INTO products (sku, name, description, category, price) VALUES"
+                        " ('NEW-1', 'Quantum Teapot', 'A teapot that brews tea using quantum tunnelling.',"
+                        " 'kitchen', 42) RETURNING id")
+            new_id = cur.fetchone()[0]
+            cur.execute("SELECT name FROM products WHERE id = 7")
+            deleted_name = cur.fetchone()[0]
+            cur.execute("DELETE FROM products WHERE id = 7")
+        conn.close()
+        wait_for(lambda: synced(dsn), 60, "the edits to sync")
+        # Then `refarch search` sees each of them, without restarting anything
+        assert search(demo_home, "basket woven underwater by scuba divers")[0]["id"] == 5
+        assert search(demo_home, "teapot brewing with quantum tunnelling")[0]["id"] == new_id
+        assert 7 not in [hit["id"] for hit in search(demo_home, deleted_name, k=20)]
+
+        # When the Emu worker is killed mid-stream and changes keep coming
+        emu_pid = json.loads((demo_home / "processes.json").read_text())["emu"]
+        conn = psycopg2.connect(dsn)
+        for i in range(60):
+            with conn, conn.cursor() as cur:
+                cur.execute("UPDATE products SET description = description || %s WHERE id = %s",
+                            (f" Revision {i}.", 10 + i))
+            if i == 20:
+                os.kill(emu_pid, signal.SIGKILL)
+        conn.close()
+        # Then the supervisor restarts it and nothing is lost
+        wait_for(lambda: json.loads((demo_home / "processes.json").read_text())["emu"] != emu_pid, 60,
+                 "the worker to be restarted")
+        wait_for(lambda: synced(dsn), 120, "the changes made around the crash to sync")
+        assert index_matches_database(dsn) == []
+    finally:
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0
+
+    # Given the same home, When the demo runs again to completion
+    env = {**os.environ, "REFARCH_HOME": str(demo_home)}
+    env.pop("DATABASE_URL", None)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "refarch", "demo", "--rows", "300", "--port", str(free_port()),
+         "--exit-when-synced", "--timeout", "120"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    # Then it resumes: data persisted, nothing unchanged is re-embedded, and it says so in one JSON line
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["rows"] == 300  # 300 seeded + 1 inserted - 1 deleted; the seed adds nothing new
+    assert summary["embed_calls"] == 0
+    assert summary["failures"] == 0
+    assert set(summary) >= {"rows", "seconds", "rows_per_s", "embed_calls", "failures"}

@@ -1,0 +1,146 @@
+"""The server-rendered page, health check, sync status, error shapes and the OpenAPI description."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from openapi_spec_validator import validate
+
+from tests.conftest import free_port
+from tests.web.conftest import build_app, make_runtime
+
+
+def test_page_lists_products_with_sync_badges_and_header_totals(client, catalog):
+    # Given five pending products, When the page is opened without a query
+    html = client.get("/").get_data(as_text=True)
+    # Then every product has a row with its pending badge, and the header counts them
+    assert html.count('class="product"') == 5
+    assert html.count('data-sync-status="pending"') == 5
+    assert re.search(r'data-key="products">5<', html) and re.search(r'data-key="pending">5<', html)
+    assert 'data-key="queue_depth">not configured<' in html
+    assert '<label for="q">Search products</label>' in html
+    assert "Products 1–5 of 5, by id." in html
+
+
+def test_page_search_shows_scores_in_relevance_order(client, indexed_catalog):
+    html = client.get("/?q=a+tent+for+camping+in+the+rain").get_data(as_text=True)
+    names = re.findall(r'<span class="name">([^<]+)</span>', html)
+    scores = [float(s) for s in re.findall(r'<td class="score" data-label="Score">(-?[0-9.]+)</td>', html)]
+    assert names[0] == "Alpine Camping Tent"
+    assert len(scores) == len(names) == 5 and scores == sorted(scores, reverse=True)
+    assert 'data-sync-status="indexed"' in html
+
+
+def test_page_paginates_with_filters_kept(client, catalog):
+    html = client.get("/?k=10&category=kitchen&page=1").get_data(as_text=True)
+    assert 'rel="next"' not in html
+    html = client.get("/?k=2&page=2").get_data(as_text=True)
+    assert 'href="/?k=2&amp;page=1" rel="prev"' in html and 'href="/?k=2&amp;page=3" rel="next"' in html
+    assert "Page 2 of 3" in html
+
+
+def test_page_shows_bad_input_as_a_message_not_a_crash(client, catalog):
+    response = client.get("/?q=tent&min_price=10&max_price=1")
+    assert response.status_code == 400
+    assert 'role="alert"' in response.get_data(as_text=True)
+    assert "min_price is greater than max_price" in response.get_data(as_text=True)
+
+
+def test_page_escapes_product_text(api, client):
+    api.post("/api/products", json={"sku": "XSS-1", "name": "<script>alert(1)</script>", "category": "toys",
+                                    "price": 1})
+    html = client.get("/").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_row_fragment_renders_one_product_for_the_page_to_insert(client, catalog):
+    html = client.get(f"/products/{catalog[0].id}/row?score_column=1").get_data(as_text=True)
+    assert html.strip().startswith(f'<tbody class="product" id="product-{catalog[0].id}"')
+    assert 'class="score"' in html and "Insight Forecasting Engine" in html
+    assert client.get("/products/999/row").status_code == 404
+
+
+def test_healthz_checks_the_database(client, closed_port_dsn, embedder):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    down = build_app(make_runtime(embedder, database_url=closed_port_dsn)).test_client()
+    response = down.get("/healthz")
+    assert response.status_code == 503 and response.get_json()["error"] == "database unavailable"
+
+
+def test_database_outage_is_a_503_not_a_500(closed_port_dsn, embedder):
+    down = build_app(make_runtime(embedder, database_url=closed_port_dsn)).test_client()
+    for url in ("/api/products/1", "/api/search?q=tent", "/api/sync/status"):
+        response = down.get(url)
+        assert response.status_code == 503, url
+        assert "database is unavailable" in response.get_json()["error"]
+
+
+def test_sync_status_reports_totals_and_real_queue_depth(local_settings, embedder, catalog_in_local_db):
+    # Given the local SQS queue exists and holds two messages
+    from refarch.messages import SyncMessage
+
+    runtime = make_runtime(embedder, database_url=local_settings.database_url, home=local_settings.home)
+    runtime.queue.send([SyncMessage(product_id=i, version=1, op="insert", source="change") for i in (1, 2)])
+    # When the status is read
+    body = build_app(runtime).test_client().get("/api/sync/status").get_json()
+    # Then totals come from Postgres and depths from SQS
+    assert body["products"] == 5 and body["pending"] == 5 and body["indexed"] == 0
+    assert body["outbox_backlog"] == 5
+    assert body["queue"] == "ok" and body["queue_depth"] == 2 and body["dlq_depth"] == 0
+    assert body["oldest_pending_seconds"] >= 0
+
+
+@pytest.fixture
+def catalog_in_local_db(local_settings):
+    """The small catalog in the local_settings database."""
+    import psycopg2
+
+    from refarch import products
+    from tests.web.conftest import CATALOG
+
+    conn = psycopg2.connect(local_settings.database_url)
+    with conn:
+        for row in CATALOG:
+            products.create(conn, dict(row))
+    conn.close()
+
+
+def test_sync_status_survives_an_unreachable_queue(dsn, embedder, tmp_path):
+    # Given a queue URL whose SQS endpoint does not answer
+    port = free_port()
+    runtime = make_runtime(embedder, database_url=dsn, home=tmp_path, sqs_endpoint_url=f"http://127.0.0.1:{port}",
+                           queue_url=f"http://127.0.0.1:{port}/000000000000/q.fifo")
+    # When the status is read, Then the database totals still come back and the queue is marked unreachable
+    response = build_app(runtime).test_client().get("/api/sync/status")
+    assert response.status_code == 200
+    assert response.get_json()["queue"] == "unreachable" and response.get_json()["queue_depth"] is None
+    assert response.get_json()["products"] == 0
+
+
+def test_errors_are_json_with_the_right_status(client, api):
+    not_found = client.get("/no/such/page")
+    assert not_found.status_code == 404 and set(not_found.get_json()) == {"error", "fields"}
+    wrong_method = client.patch("/api/search")
+    assert wrong_method.status_code in (403, 405)  # CSRF is checked before routing finds no PATCH
+    wrong_method = api.client.patch("/api/search", headers={"X-CSRF-Token": api.token})
+    assert wrong_method.status_code == 405 and "GET" in wrong_method.headers["Allow"]
+    too_big = api.post("/api/products", data="x" * (3 * 1024 * 1024), content_type="application/json")
+    assert too_big.status_code == 413 and "error" in too_big.get_json()
+
+
+def test_openapi_is_valid_and_documents_every_api_route(app, client):
+    # Given the served description
+    response = client.get("/api/openapi.yaml")
+    assert response.status_code == 200 and response.mimetype == "application/yaml"
+    spec = yaml.safe_load(response.get_data(as_text=True))
+    # Then it is valid OpenAPI, and every API route and method of the app is in it (and nothing else)
+    validate(spec)
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/") or rule.rule == "/healthz":
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            routes |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops if method != "parameters"}
+    assert routes == documented

@@ -1,0 +1,170 @@
+"""POST/GET/PUT/DELETE /api/products against a real Postgres: validation, versions, conflicts, sync state."""
+
+from __future__ import annotations
+
+import pytest
+
+from refarch.products import MAX_DESCRIPTION_CHARS
+from tests.web.conftest import index_now
+
+NEW = {"sku": "GA-9", "name": "Rain Barrel", "category": "garden", "price": "59.90",
+       "description": "Collects rainwater from your gutter."}
+
+
+def test_create_returns_the_stored_product_pending_with_its_location(api):
+    # When a product is added
+    response = api.post("/api/products", json=NEW)
+    # Then it is stored as sent (price normalised), at version 1, pending, and readable at Location
+    assert response.status_code == 201
+    body = response.get_json()
+    assert {k: body[k] for k in NEW} == NEW
+    assert body["version"] == 1 and body["sync"]["status"] == "pending"
+    assert response.headers["Location"] == f"/api/products/{body['id']}"
+    assert api.get(response.headers["Location"]).get_json()["name"] == "Rain Barrel"
+
+
+def test_price_may_be_a_json_number_and_description_may_be_omitted(api):
+    response = api.post("/api/products", json={"sku": "GA-10", "name": "Trowel", "category": "garden", "price": 7})
+    assert response.status_code == 201
+    assert response.get_json()["price"] == "7.00" and response.get_json()["description"] == ""
+
+
+def test_duplicate_sku_is_a_409_naming_the_field(api):
+    assert api.post("/api/products", json=NEW).status_code == 201
+    response = api.post("/api/products", json={**NEW, "name": "Another barrel"})
+    assert response.status_code == 409
+    assert "sku" in response.get_json()["fields"]
+
+
+@pytest.mark.parametrize(("change", "field", "message"), [
+    ({"price": "abc"}, "price", "must be a number"),
+    ({"price": -1}, "price", "cannot be negative"),
+    ({"price": "1.234"}, "price", "at most 2 decimal places"),
+    ({"price": "1e20"}, "price", "cannot be more than"),
+    ({"price": True}, "price", "must be a number"),
+    ({"name": "   "}, "name", "cannot be empty"),
+    ({"name": 42}, "name", "must be text"),
+    ({"category": ""}, "category", "cannot be empty"),
+    ({"colour": "red"}, "colour", "not a product field"),
+])
+def test_invalid_fields_are_a_400_with_a_message_per_field(api, change, field, message):
+    # When a product is sent with one bad field
+    response = api.post("/api/products", json={**NEW, **change})
+    # Then it is refused with that field's message, and nothing was stored
+    assert response.status_code == 400
+    assert message in response.get_json()["fields"][field]
+    assert api.get("/api/products").get_json()["total"] == 0
+
+
+def test_missing_required_fields_are_each_named(api):
+    response = api.post("/api/products", json={"description": "just words"})
+    assert response.status_code == 400
+    assert set(response.get_json()["fields"]) == {"sku", "name", "category", "price"}
+
+
+def test_oversized_description_is_a_413_naming_the_field(api):
+    response = api.post("/api/products", json={**NEW, "description": "x" * (MAX_DESCRIPTION_CHARS + 1)})
+    assert response.status_code == 413
+    assert "limit is 100,000" in response.get_json()["fields"]["description"]
+    # A description exactly at the limit is fine
+    ok = api.post("/api/products", json={**NEW, "description": "x" * MAX_DESCRIPTION_CHARS})
+    assert ok.status_code == 201
+
+
+@pytest.mark.parametrize("body", [
+    {"data": "not json", "content_type": "application/json"},
+    {"data": "sku=1&name=x", "content_type": "application/x-www-form-urlencoded"},
+    {"json": ["a", "list"]},
+])
+def test_a_body_that_is_not_a_json_object_is_a_400(api, body):
+    response = api.post("/api/products", **body)
+    assert response.status_code == 400
+    assert "JSON object" in response.get_json()["error"]
+
+
+def test_unknown_product_is_a_404_for_every_method(api):
+    for response in (api.get("/api/products/999"), api.put("/api/products/999", json={"version": 1, "name": "x"}),
+                     api.delete("/api/products/999"), api.get(f"/api/products/{2**70}"),
+                     api.put(f"/api/products/{2**70}", json={"version": 1})):
+        assert response.status_code == 404, response.get_json()
+        assert "does not exist" in response.get_json()["error"]
+    assert api.get("/api/products/not-a-number").status_code == 404
+
+
+def test_update_changes_only_the_fields_sent_and_bumps_the_version(api, catalog):
+    tent = catalog[2]
+    response = api.put(f"/api/products/{tent.id}", json={"version": tent.version, "price": "199.99"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["price"] == "199.99" and body["name"] == tent.name and body["version"] == tent.version + 1
+    assert body["sync"]["status"] == "pending"
+
+
+def test_stale_version_is_a_409_with_the_current_product(api, catalog):
+    # Given someone else saved the tent first
+    tent = catalog[2]
+    assert api.put(f"/api/products/{tent.id}", json={"version": tent.version, "name": "Tent v2"}).status_code == 200
+    # When I save with the version I saw
+    response = api.put(f"/api/products/{tent.id}", json={"version": tent.version, "name": "My tent"})
+    # Then I am told clearly, shown their version, and their change survives
+    assert response.status_code == 409
+    body = response.get_json()
+    assert "changed by someone else" in body["error"] and "reload" in body["error"]
+    assert body["current"]["name"] == "Tent v2" and body["current"]["version"] == tent.version + 1
+    assert api.get(f"/api/products/{tent.id}").get_json()["name"] == "Tent v2"
+
+
+@pytest.mark.parametrize(("version", "message"), [(None, "is required"), ("two", "whole number"),
+                                                  (0, "out of range"), (1.5, "whole number"),
+                                                  (True, "whole number")])
+def test_update_needs_a_valid_version(api, catalog, version, message):
+    body = {"name": "Renamed"} if version is None else {"name": "Renamed", "version": version}
+    response = api.put(f"/api/products/{catalog[0].id}", json=body)
+    assert response.status_code == 400
+    assert message in response.get_json()["fields"]["version"]
+
+
+def test_invalid_update_leaves_the_product_unchanged(api, catalog):
+    skillet = catalog[1]
+    response = api.put(f"/api/products/{skillet.id}", json={"version": 1, "price": "free", "name": ""})
+    assert response.status_code == 400
+    assert set(response.get_json()["fields"]) == {"price", "name"}
+    assert api.get(f"/api/products/{skillet.id}").get_json()["price"] == "45.00"
+
+
+def test_delete_removes_the_product(api, catalog):
+    skillet = catalog[1]
+    assert api.delete(f"/api/products/{skillet.id}").status_code == 204
+    assert api.get(f"/api/products/{skillet.id}").status_code == 404
+    assert api.delete(f"/api/products/{skillet.id}").status_code == 404
+
+
+def test_delete_with_a_stale_version_is_refused(api, catalog):
+    tent = catalog[2]
+    api.put(f"/api/products/{tent.id}", json={"version": 1, "name": "Tent v2"})
+    response = api.delete(f"/api/products/{tent.id}", query_string={"version": 1})
+    assert response.status_code == 409
+    assert api.get(f"/api/products/{tent.id}").status_code == 200
+
+
+def test_sync_statuses_follow_an_edit_from_pending_to_indexed(api, runtime, indexed_catalog):
+    # Given two indexed products, When one is edited and the other deleted
+    earbuds, tent = indexed_catalog[4], indexed_catalog[2]
+    url = f"/api/sync/statuses?ids={earbuds.id},{tent.id}"
+    api.put(f"/api/products/{earbuds.id}", json={"version": earbuds.version, "description": "Now waterproof."})
+    api.delete(f"/api/products/{tent.id}")
+    # Then the edited one is pending and the deleted one is missing
+    before = api.get(url).get_json()
+    assert [(p["id"], p["status"]) for p in before["products"]] == [(earbuds.id, "pending")]
+    assert before["missing"] == [tent.id]
+    # When Emu has processed the change, Then it is indexed at the new version
+    index_now(runtime, [earbuds.id])
+    after = api.get(url).get_json()["products"][0]
+    assert after["status"] == "indexed" and after["indexed_version"] == after["version"] == earbuds.version + 1
+
+
+@pytest.mark.parametrize("ids", ["", "1,x", ",".join(["1"] * 201), "0", f"{2**64}"])
+def test_sync_statuses_refuse_malformed_ids(client, ids):
+    response = client.get("/api/sync/statuses", query_string={"ids": ids})
+    assert response.status_code == 400
+    assert "ids" in response.get_json()["fields"]

@@ -1,0 +1,107 @@
+"""GET /api/search and GET /api/products: ranking, filters, pagination and bad input (real model + pgvector)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.web.conftest import index_now
+
+
+def names(response) -> list[str]:
+    return [r["name"] for r in response.get_json()["results"]]
+
+
+def test_search_ranks_the_closest_meaning_first_with_scores(client, indexed_catalog):
+    # Given the catalog is indexed, When searching in plain language without the product's words
+    response = client.get("/api/search", query_string={"q": "software that predicts with AI", "k": 5})
+    # Then the forecasting software comes first, every hit has a score, and scores descend
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["results"][0]["name"] == "Insight Forecasting Engine"
+    scores = [r["score"] for r in body["results"]]
+    assert all(isinstance(s, float) for s in scores)
+    assert scores == sorted(scores, reverse=True)
+    assert body["results"][0]["sync"]["status"] == "indexed"
+
+
+def test_category_and_price_filters_apply_to_the_ranking(client, indexed_catalog):
+    # When filtering a query by category, Then only that category comes back
+    by_category = client.get("/api/search", query_string={"q": "neural networks", "category": "books"})
+    assert names(by_category) == ["Deep Learning Handbook"]
+    # When filtering by a price range, Then every hit lies inside it
+    by_price = client.get("/api/search", query_string={"q": "something useful", "min_price": "90",
+                                                       "max_price": "200"}).get_json()["results"]
+    assert {r["name"] for r in by_price} == {"Insight Forecasting Engine", "Wireless Earbuds"}
+    assert all(90 <= float(r["price"]) <= 200 for r in by_price)
+
+
+def test_pagination_walks_past_the_first_page_without_overlap(client, indexed_catalog):
+    # Given a query matching everything, When reading it two results at a time
+    pages = [client.get("/api/search", query_string={"q": "things to buy", "k": 2, "page": n}).get_json()
+             for n in (1, 2, 3)]
+    everything = client.get("/api/search", query_string={"q": "things to buy", "k": 5}).get_json()
+    # Then the pages concatenate to the single-page ranking, and only the last says there is no more
+    assert [r["id"] for p in pages for r in p["results"]] == [r["id"] for r in everything["results"]]
+    assert [p["has_more"] for p in pages] == [True, True, False]
+
+
+def test_empty_query_lists_products_by_id_with_a_total(client, catalog):
+    # Given products that are not even indexed yet, When listing (empty query) page 2 of 2-per-page
+    body = client.get("/api/search", query_string={"q": "", "k": 2, "page": 2}).get_json()
+    # Then rows come by id from Postgres, unscored, with the total and their pending state
+    assert [r["id"] for r in body["results"]] == [catalog[2].id, catalog[3].id]
+    assert body["total"] == 5 and body["has_more"] is True
+    assert all(r["score"] is None and r["sync"]["status"] == "pending" for r in body["results"])
+
+
+def test_products_listing_takes_the_same_filters(client, catalog):
+    # When listing products of one category
+    response = client.get("/api/products", query_string={"category": "kitchen", "q": "ignored"})
+    # Then only that category is listed, by id, with its total
+    assert names(response) == ["Cast Iron Skillet"]
+    assert response.get_json()["total"] == 1
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"q": "x" * 513}, "limit is 512"),
+    ({"q": "tent", "k": "0"}, "k must be between"),
+    ({"q": "tent", "k": "101"}, "k must be between"),
+    ({"q": "tent", "k": "ten"}, "k must be a whole number"),
+    ({"q": "tent", "page": "0"}, "page must be 1 or more"),
+    ({"q": "tent", "page": "1.5"}, "page must be a whole number"),
+    ({"q": "tent", "min_price": "cheap"}, "min_price must be a number"),
+    ({"q": "tent", "max_price": "nan"}, "max_price must be a finite number"),
+    ({"q": "tent", "min_price": "-1"}, "cannot be negative"),
+    ({"q": "tent", "min_price": "50", "max_price": "10"}, "min_price is greater than max_price"),
+    ({"q": "tent", "k": "100", "page": "11"}, "depth of 1000"),
+])
+def test_bad_search_input_is_a_400_with_a_message(client, params, message):
+    # When the request cannot be answered as asked
+    response = client.get("/api/search", query_string=params)
+    # Then it is refused with a readable JSON message, never a 500
+    assert response.status_code == 400
+    assert message in response.get_json()["error"]
+    assert response.get_json()["fields"] == {}
+
+
+def test_an_edit_becomes_searchable_once_emu_indexed_it(api, runtime, indexed_catalog):
+    # Given the tent is indexed, When its description gains new words and Emu processes the change
+    tent = indexed_catalog[2]
+    saved = api.put(f"/api/products/{tent.id}", json={
+        "version": tent.version,
+        "description": "A floating lantern raft for moonlit kayak fishing trips."}).get_json()
+    assert saved["sync"]["status"] == "pending"
+    index_now(runtime, [tent.id])
+    # Then a search for the new meaning finds it first, and it reports indexed at its new version
+    top = api.get("/api/search", query_string={"q": "night fishing from a kayak"}).get_json()["results"][0]
+    assert top["id"] == tent.id
+    assert top["sync"]["status"] == "indexed" and top["version"] == saved["version"]
+
+
+def test_a_deleted_product_disappears_from_results_at_once(api, indexed_catalog):
+    # Given the skillet is findable, When it is deleted (its vector is still there until Emu runs)
+    skillet = indexed_catalog[1]
+    assert api.delete(f"/api/products/{skillet.id}").status_code == 204
+    # Then search no longer returns it
+    hits = api.get("/api/search", query_string={"q": "cast iron pan for searing steak"}).get_json()["results"]
+    assert skillet.id not in [h["id"] for h in hits]

@@ -1,0 +1,77 @@
+"""The web page and JSON API: a Flask app factory (the CLI runs it locally, gunicorn runs `web:create_app()`)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+
+from refarch.observability import logger
+from refarch.products import MAX_DESCRIPTION_CHARS
+from refarch.runtime import Runtime
+from refarch.settings import Settings
+
+# A JSON body holding a maximal description (up to 12 bytes per character when \u-escaped) still fits.
+MAX_REQUEST_BYTES = 12 * MAX_DESCRIPTION_CHARS + 64 * 1024
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: configuration from Settings (and Secrets Manager), then `test_config` on top.
+
+    `test_config` may hold any Flask setting plus REFARCH_RUNTIME (a prepared `Runtime`), so
+    tests can point the app at their own database and share one embedding model.
+    """
+    test_config = test_config or {}
+    app = Flask(__name__)
+    runtime = test_config.get("REFARCH_RUNTIME") or Runtime(application_name="refarch-web")
+    settings = runtime.settings
+    app.config.from_mapping(
+        REFARCH_RUNTIME=runtime,
+        SECRET_KEY=_session_secret(settings),
+        EDIT_PASSWORD=_edit_password(settings),
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="refarch_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+    )
+    app.config.update(test_config)
+
+    from web import api, auth, db, errors, security, views
+
+    app.json = security.JSONProvider(app)
+    db.init_app(app)
+    security.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
+    return app
+
+
+def _edit_password(settings: Settings) -> str | None:
+    """The edit password from the environment or Secrets Manager; None leaves editing open."""
+    if settings.edit_password is not None:
+        return settings.edit_password.get_secret_value() or None
+    if settings.edit_password_secret_arn:
+        from refarch.secrets import text_from_secret
+
+        return text_from_secret(settings.edit_password_secret_arn, settings.aws_region, json_field="password")
+    logger.warning("no edit password configured: anyone who can reach the page can edit products")
+    return None
+
+
+def _session_secret(settings: Settings) -> str:
+    """The key that signs session cookies; a random one per process when none is configured."""
+    if settings.session_secret is not None and settings.session_secret.get_secret_value():
+        return settings.session_secret.get_secret_value()
+    if settings.session_secret_arn:
+        from refarch.secrets import text_from_secret
+
+        return text_from_secret(settings.session_secret_arn, settings.aws_region, json_field="secret")
+    # Fine for one process; several workers or a restart sign people out (set REFARCH_SESSION_SECRET).
+    logger.info("no session secret configured: using a random key for this process")
+    return secrets.token_urlsafe(32)

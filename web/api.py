@@ -1,0 +1,165 @@
+"""The JSON API (the page uses it too): search, products, sync status, health. Described in openapi.yaml."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
+
+from refarch import products, status
+from refarch.observability import logger
+from refarch.products import Product, StaleVersionError
+from refarch.settings import ConfigurationError
+from web.auth import editor_required
+from web.db import get_db, get_runtime
+from web.errors import ApiError, error_response
+from web.params import MAX_DB_ID, product_id_list, search_args, version_value
+
+bp = Blueprint("api", __name__)
+
+
+def product_body(product: Product, sync: dict[str, Any] | None) -> dict[str, Any]:
+    """A product as the API returns it: its fields plus its sync state."""
+    return {**product.as_dict(), "sync": sync or {}}
+
+
+def _json_object() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "send a JSON object (Content-Type: application/json)")
+    return body
+
+
+def _not_found(product_id: int) -> ApiError:
+    return ApiError(404, f"product {product_id} does not exist (it may have been deleted)")
+
+
+def _existing(conn: Any, product_id: int) -> Product:
+    product = products.get(conn, product_id) if product_id <= MAX_DB_ID else None
+    if product is None:
+        raise _not_found(product_id)
+    return product
+
+
+@bp.get("/api/search")
+def search() -> Response:
+    """Ranked products for ?q= (empty: products by id), with filters and pagination."""
+    return jsonify(get_runtime().search.search(**search_args(request.args)).as_dict())
+
+
+@bp.get("/api/products")
+def list_products() -> Response:
+    """Products by id, a page at a time, with the same filters as search."""
+    args = search_args(request.args)
+    args["query"] = ""
+    return jsonify(get_runtime().search.search(**args).as_dict())
+
+
+@bp.post("/api/products")
+@editor_required
+def create_product() -> tuple[Response, int, dict[str, str]]:
+    """Add a product; it is pending until Emu has indexed it."""
+    fields = products.validate_fields(_json_object(), partial=False)
+    with get_db() as conn:
+        product = products.create(conn, fields)
+        sync = products.sync_statuses(conn, [product.id]).get(product.id)
+    location = url_for("api.get_product", product_id=product.id)
+    return jsonify(product_body(product, sync)), 201, {"Location": location}
+
+
+@bp.get("/api/products/<int:product_id>")
+def get_product(product_id: int) -> Response:
+    """One product with its sync state."""
+    with get_db() as conn:
+        product = _existing(conn, product_id)
+        sync = products.sync_statuses(conn, [product_id]).get(product_id)
+    return jsonify(product_body(product, sync))
+
+
+@bp.put("/api/products/<int:product_id>")
+@editor_required
+def update_product(product_id: int) -> Response:
+    """Change the fields sent; `version` must be the one the client saw (else 409)."""
+    body = _json_object()
+    expected = version_value(body.pop("version", None), required=True)
+    fields = products.validate_fields(body, partial=True)
+    if product_id > MAX_DB_ID:
+        raise _not_found(product_id)
+    try:
+        with get_db() as conn:
+            product = products.update(conn, product_id, fields, expected_version=expected)
+            sync = products.sync_statuses(conn, [product_id]).get(product_id)
+    except KeyError:
+        raise _not_found(product_id) from None
+    except StaleVersionError as err:
+        with get_db() as conn:
+            current = _existing(conn, product_id)
+            sync = products.sync_statuses(conn, [product_id]).get(product_id)
+        # The current state lets a client show what changed and re-apply its edit on top.
+        raise ApiError(409, f"{err}; it is now at version {current.version}: reload it and apply your change "
+                            "again", current=product_body(current, sync)) from err
+    return jsonify(product_body(product, sync))
+
+
+@bp.delete("/api/products/<int:product_id>")
+@editor_required
+def delete_product(product_id: int) -> tuple[str, int]:
+    """Delete a product (only if still at ?version=, when given); Emu then removes its vector."""
+    expected = version_value(request.args.get("version"), required=False)
+    if product_id > MAX_DB_ID:
+        raise _not_found(product_id)
+    try:
+        with get_db() as conn:
+            products.delete(conn, product_id, expected_version=expected)
+    except KeyError:
+        raise _not_found(product_id) from None
+    return "", 204
+
+
+@bp.get("/api/sync/statuses")
+def sync_statuses() -> Response:
+    """Sync state of the given products (?ids=1,2,3): what the page polls while rows are pending."""
+    ids = product_id_list(request.args.get("ids", ""))
+    with get_db() as conn:
+        found = products.sync_statuses(conn, ids)
+    return jsonify({"products": [{"id": pid, **found[pid]} for pid in ids if pid in found],
+                    "missing": [pid for pid in ids if pid not in found]})
+
+
+@bp.get("/api/sync/status")
+def sync_status() -> Response:
+    """Totals (indexed / pending / failed), outbox backlog, oldest pending change, queue and DLQ depth."""
+    with get_db() as conn:
+        result: dict[str, Any] = status.sync_counts(conn)
+    result.update(queue_state())
+    return jsonify(result)
+
+
+def queue_state() -> dict[str, Any]:
+    """Queue and DLQ depth; "unreachable" or "not configured" instead of an error when SQS cannot answer."""
+    runtime = get_runtime()
+    try:
+        queue = runtime.queue
+    except ConfigurationError:
+        return {"queue_depth": None, "dlq_depth": None, "queue": "not configured"}
+    depths = status.queue_depths(queue.client, queue.url, runtime.settings.resolved_dlq_url())
+    return {**depths, "queue": "ok" if depths["queue_depth"] is not None else "unreachable"}
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """200 when the database answers, else 503 (the load balancer's health check)."""
+    try:
+        with get_db() as conn:
+            status.ping(conn)
+    except psycopg2.Error as err:
+        logger.warning("health check failed", extra={"error": type(err).__name__})
+        return error_response(503, "database unavailable")
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/api/openapi.yaml")
+def openapi() -> Response:
+    """The OpenAPI description of this API."""
+    return send_from_directory(current_app.root_path, "openapi.yaml", mimetype="application/yaml")

@@ -1,0 +1,124 @@
+"""Sign-in for editing: one shared edit password (Secrets Manager on AWS); open when none is configured."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session, url_for
+
+from refarch.observability import logger
+from web.errors import ApiError
+from web.security import csrf_token, rotate_csrf_token
+
+bp = Blueprint("auth", __name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def password_required() -> bool:
+    """True when an edit password is configured."""
+    return bool(current_app.config.get("EDIT_PASSWORD"))
+
+
+def can_edit() -> bool:
+    """True when this session may change products (signed in, or no password configured)."""
+    return not password_required() or session.get("editor") is True
+
+
+def editor_required(view: F) -> F:
+    """Refuse the view with 401 unless the session may edit."""
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not can_edit():
+            raise ApiError(401, "sign in to edit products (POST /api/session with the edit password)")
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def _password_matches(candidate: str) -> bool:
+    expected = current_app.config.get("EDIT_PASSWORD") or ""
+    # Constant time, so response timing does not reveal how much of a guess was right.
+    return bool(expected) and hmac.compare_digest(candidate.encode(), expected.encode())
+
+
+def _sign_in() -> None:
+    # A new session on sign-in: nothing from before (a planted token) survives.
+    session.clear()
+    session["editor"] = True
+    session.permanent = True
+    rotate_csrf_token()
+
+
+def _sign_out() -> None:
+    session.clear()
+    rotate_csrf_token()
+
+
+@bp.app_context_processor
+def auth_state() -> dict[str, Any]:
+    """Sign-in state for every template."""
+    return {"password_required": password_required(), "can_edit": can_edit(),
+            "signed_in": session.get("editor") is True}
+
+
+def _session_state() -> dict[str, Any]:
+    return {"password_required": password_required(), "signed_in": session.get("editor") is True,
+            "can_edit": can_edit(), "csrf_token": csrf_token()}
+
+
+@bp.get("/login")
+def login_form() -> str:
+    """The sign-in page."""
+    return render_template("login.html", error=None)
+
+
+@bp.post("/login")
+def login() -> Response | tuple[str, int]:
+    """Check the password from the form; on success go back to the page."""
+    if not password_required():
+        return redirect(url_for("views.index"))
+    if not _password_matches(request.form.get("password", "")):
+        logger.warning("sign-in refused", extra={"remote_addr": request.remote_addr})
+        return render_template("login.html", error="That password is not right."), 401
+    _sign_in()
+    return redirect(url_for("views.index"))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """Sign out and go back to the page."""
+    _sign_out()
+    return redirect(url_for("views.index"))
+
+
+@bp.get("/api/session")
+def session_state() -> Response:
+    """Whether editing needs a password, whether this session may edit, and its CSRF token."""
+    return jsonify(_session_state())
+
+
+@bp.post("/api/session")
+def api_login() -> Response:
+    """Sign in with JSON {"password": ...}; the response carries the new CSRF token."""
+    body = request.get_json(silent=True)
+    password = body.get("password") if isinstance(body, dict) else None
+    if not isinstance(password, str):
+        raise ApiError(400, "send JSON {\"password\": \"...\"}", {"password": "is required"})
+    if not password_required():
+        return jsonify(_session_state())
+    if not _password_matches(password):
+        logger.warning("sign-in refused", extra={"remote_addr": request.remote_addr})
+        raise ApiError(401, "wrong password", {"password": "is not right"})
+    _sign_in()
+    return jsonify(_session_state())
+
+
+@bp.delete("/api/session")
+def api_logout() -> Response:
+    """Sign out; the response carries the new CSRF token."""
+    _sign_out()
+    return jsonify(_session_state())

@@ -1,0 +1,100 @@
+"""Every error is JSON {"error": message, "fields": {field: message}}; bad input is a 4xx, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from refarch.observability import logger
+from refarch.products import ProductInputError, StaleVersionError
+from refarch.search import SearchInputError
+from refarch.settings import ConfigurationError
+
+
+class ApiError(Exception):
+    """An error with the HTTP status and the message the client should see."""
+
+    def __init__(self, status: int, message: str, fields: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields or {}
+        self.extra = extra
+
+
+def error_response(status: int, message: str, fields: dict[str, str] | None = None, **extra: Any) -> Response:
+    """The one error shape."""
+    response = jsonify({"error": message, "fields": fields or {}, **extra})
+    response.status_code = status
+    return response
+
+
+def _api_error(err: ApiError) -> Response:
+    return error_response(err.status, err.message, err.fields, **err.extra)
+
+
+def _http_error(err: HTTPException) -> Response:
+    response = error_response(err.code or 500, err.description or err.name)
+    # Keep headers such as Allow (405) that tell the client what would work.
+    for name, value in err.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _search_input(err: SearchInputError) -> Response:
+    return error_response(400, str(err))
+
+
+def _product_input(err: ProductInputError) -> Response:
+    status = 413 if err.oversized else 400
+    return error_response(status, "some fields are invalid", err.fields)
+
+
+def _stale_version(err: StaleVersionError) -> Response:
+    return error_response(409, f"{err}; reload the product and apply your change again")
+
+
+def _unique_violation(err: psycopg2.errors.UniqueViolation) -> Response:
+    # The only unique column people write is the SKU.
+    return error_response(409, "a product with this SKU already exists", {"sku": "is already used by another product"})
+
+
+def _check_violation(err: psycopg2.errors.CheckViolation) -> Response:
+    # Validation runs first, so this is a rule the validation does not know about yet: still the client's input.
+    return error_response(400, f"the database refused the values: {err.diag.message_primary}")
+
+
+def _database_unavailable(err: psycopg2.Error) -> Response:
+    logger.warning("database unavailable", extra={"error": str(err).strip()})
+    return error_response(503, "the database is unavailable; try again shortly")
+
+
+def _not_configured(err: ConfigurationError) -> Response:
+    logger.error("not configured", extra={"error": str(err)})
+    return error_response(503, f"the service is not fully configured: {err}")
+
+
+def _unexpected(err: Exception) -> Response:
+    logger.exception("unexpected error")
+    return error_response(500, "internal error; it has been logged")
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers (the most specific class wins)."""
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(SearchInputError, _search_input)
+    app.register_error_handler(ProductInputError, _product_input)
+    app.register_error_handler(StaleVersionError, _stale_version)
+    app.register_error_handler(psycopg2.errors.UniqueViolation, _unique_violation)
+    app.register_error_handler(psycopg2.errors.CheckViolation, _check_violation)
+    app.register_error_handler(psycopg2.OperationalError, _database_unavailable)
+    app.register_error_handler(psycopg2.InterfaceError, _database_unavailable)
+    app.register_error_handler(ConfigurationError, _not_configured)
+    app.register_error_handler(Exception, _unexpected)

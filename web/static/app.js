@@ -1,0 +1,283 @@
+// The product table's behaviour: inline edit, add, delete, and sync badges that update by themselves.
+// Plain JavaScript, no build step. Every change goes through the JSON API with the CSRF token.
+(function () {
+  "use strict";
+
+  var POLL_MS = 500; // while any row is pending
+  var SUMMARY_MS = 5000; // header totals and queue lag
+  var csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+  var pollTimer = null;
+  var summaryTimer = null;
+
+  function api(method, url, body) {
+    var headers = { Accept: "application/json", "X-CSRF-Token": csrfToken };
+    var init = { method: method, headers: headers, credentials: "same-origin" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(url, init).then(function (response) {
+      if (response.status === 204) return { status: 204, ok: true, data: null };
+      return response.json().then(
+        function (data) { return { status: response.status, ok: response.ok, data: data }; },
+        function () { return { status: response.status, ok: response.ok, data: null }; }
+      );
+    });
+  }
+
+  function announce(text) {
+    document.getElementById("announcer").textContent = text;
+  }
+
+  // --- sync badges -------------------------------------------------------------------------
+
+  function setBadge(row, sync) {
+    var state = (sync && sync.status) || "pending";
+    var badge = row.querySelector(".badge");
+    badge.textContent = state;
+    badge.dataset.syncStatus = state;
+    row.querySelector(".sync-reason").textContent = state === "failed" ? sync.last_error || "" : "";
+  }
+
+  function pendingRows() {
+    var badges = document.querySelectorAll('tbody.product .badge[data-sync-status="pending"]');
+    return Array.prototype.map.call(badges, function (b) { return b.closest("tbody.product"); });
+  }
+
+  function schedulePoll() {
+    if (pollTimer === null) pollTimer = window.setTimeout(poll, POLL_MS);
+  }
+
+  function poll() {
+    pollTimer = null;
+    var rows = pendingRows().slice(0, 200);
+    if (rows.length === 0) {
+      refreshSummary();
+      return;
+    }
+    var ids = rows.map(function (r) { return r.dataset.id; }).join(",");
+    api("GET", "/api/sync/statuses?ids=" + ids)
+      .then(function (result) {
+        if (!result.ok) return;
+        result.data.products.forEach(function (sync) {
+          var row = document.getElementById("product-" + sync.id);
+          if (row) setBadge(row, sync);
+        });
+        result.data.missing.forEach(function (id) {
+          var row = document.getElementById("product-" + id);
+          if (row) setBadge(row, { status: "deleted" });
+        });
+      })
+      .catch(function () { /* a network hiccup: the next tick tries again */ })
+      .then(schedulePoll);
+  }
+
+  function refreshSummary() {
+    var summary = document.getElementById("sync-summary");
+    if (!summary) return;
+    window.clearTimeout(summaryTimer);
+    api("GET", "/api/sync/status")
+      .then(function (result) {
+        if (!result.ok) return;
+        var data = result.data;
+        summary.querySelectorAll("dd[data-key]").forEach(function (dd) {
+          var key = dd.dataset.key;
+          var value = data[key];
+          if (key === "oldest_pending_seconds") value = Number(value).toFixed(1) + " s";
+          else if (key === "queue_depth" && value === null) value = data.queue;
+          else if (value === null) value = "–";
+          dd.textContent = String(value);
+        });
+      })
+      .catch(function () { /* keep the last numbers */ })
+      .then(function () { summaryTimer = window.setTimeout(refreshSummary, SUMMARY_MS); });
+  }
+
+  // --- forms -------------------------------------------------------------------------------
+
+  function formValues(form, names) {
+    var values = {};
+    names.forEach(function (name) { values[name] = form.elements[name].value; });
+    return values;
+  }
+
+  function clearErrors(form) {
+    form.querySelectorAll("[data-error-for]").forEach(function (slot) { slot.textContent = ""; });
+    form.querySelectorAll("[aria-invalid]").forEach(function (input) { input.removeAttribute("aria-invalid"); });
+    form.querySelector(".form-message").textContent = "";
+  }
+
+  function showErrors(form, result, fallback) {
+    var data = result.data || {};
+    var fields = data.fields || {};
+    var first = null;
+    Object.keys(fields).forEach(function (name) {
+      var input = form.elements[name];
+      var slot = form.querySelector('[data-error-for="' + name + '"]');
+      var label = input && form.querySelector('label[for="' + input.id + '"]');
+      if (slot) slot.textContent = (label ? label.textContent + " " : "") + fields[name];
+      if (input) {
+        input.setAttribute("aria-invalid", "true");
+        first = first || input;
+      }
+    });
+    var message = data.error || fallback;
+    if (result.status === 401) message = "Sign in to edit (the link is at the top of the page).";
+    if (result.status === 403) message = "Your session has expired: reload the page and try again.";
+    form.querySelector(".form-message").textContent = message;
+    if (first) first.focus();
+  }
+
+  function setBusy(form, busy) {
+    form.querySelectorAll("button").forEach(function (button) { button.disabled = busy; });
+  }
+
+  function unreachable() {
+    return { status: 0, data: { error: "Could not reach the server; check your connection and try again." } };
+  }
+
+  // --- rows --------------------------------------------------------------------------------
+
+  // Show a saved product in its row, and make it the editor's reset state.
+  function fillRow(row, product) {
+    row.dataset.version = product.version;
+    row.querySelector(".name").textContent = product.name;
+    row.querySelector(".sku").textContent = product.sku;
+    row.querySelector(".description").textContent = product.description;
+    row.querySelector(".category").textContent = product.category;
+    row.querySelector(".price").textContent = product.price;
+    var form = row.querySelector("form.product-editor");
+    if (form) {
+      ["name", "category", "price", "description"].forEach(function (name) {
+        form.elements[name].value = product[name];
+        form.elements[name].defaultValue = product[name];
+      });
+    }
+    setBadge(row, product.sync);
+  }
+
+  function openEditor(row, button) {
+    var editor = row.querySelector(".editor-row");
+    editor.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    editor.querySelector("input, textarea").focus();
+  }
+
+  function closeEditor(row) {
+    var editor = row.querySelector(".editor-row");
+    var form = editor.querySelector("form");
+    form.reset();
+    clearErrors(form);
+    editor.hidden = true;
+    var button = row.querySelector('[data-action="edit"]');
+    button.setAttribute("aria-expanded", "false");
+    button.focus();
+  }
+
+  function saveProduct(form) {
+    var row = form.closest("tbody.product");
+    var body = formValues(form, ["name", "category", "price", "description"]);
+    body.version = Number(row.dataset.version);
+    clearErrors(form);
+    setBusy(form, true);
+    return api("PUT", "/api/products/" + row.dataset.id, body)
+      .catch(unreachable)
+      .then(function (result) {
+        setBusy(form, false);
+        if (result.ok) {
+          fillRow(row, result.data);
+          closeEditor(row);
+          announce("Saved " + result.data.name + "; it becomes searchable once indexed.");
+          schedulePoll();
+          refreshSummary();
+          return;
+        }
+        if (result.status === 409 && result.data && result.data.current) {
+          // Someone else saved first: show their version in the row, keep this person's text in the
+          // form, and let a second Save apply it on top of the new version deliberately.
+          var mine = formValues(form, ["name", "category", "price", "description"]);
+          fillRow(row, result.data.current);
+          Object.keys(mine).forEach(function (name) { form.elements[name].value = mine[name]; });
+        }
+        showErrors(form, result, "Saving failed.");
+      });
+  }
+
+  function deleteProduct(row) {
+    var name = row.querySelector(".name").textContent;
+    var message = row.querySelector(".row-message");
+    if (!window.confirm("Delete \u201c" + name + "\u201d? This cannot be undone.")) return Promise.resolve();
+    message.textContent = "";
+    return api("DELETE", "/api/products/" + row.dataset.id + "?version=" + row.dataset.version)
+      .catch(unreachable)
+      .then(function (result) {
+        if (result.ok || result.status === 404) {
+          row.remove();
+          announce("Deleted " + name + ".");
+          refreshSummary();
+          return;
+        }
+        message.textContent = (result.data && result.data.error) || "Deleting failed.";
+      });
+  }
+
+  function addProduct(form) {
+    var body = formValues(form, ["sku", "name", "category", "price", "description"]);
+    var table = document.getElementById("results");
+    clearErrors(form);
+    setBusy(form, true);
+    return api("POST", "/api/products", body)
+      .catch(unreachable)
+      .then(function (result) {
+        setBusy(form, false);
+        if (result.status !== 201) {
+          showErrors(form, result, "Adding failed.");
+          return;
+        }
+        var product = result.data;
+        form.reset();
+        form.querySelector(".form-message").textContent =
+          "Added " + product.name + " (#" + product.id + "); it becomes searchable once indexed.";
+        schedulePoll();
+        refreshSummary();
+        if (!table) return;
+        var url = "/products/" + product.id + "/row?score_column=" + table.dataset.scoreColumn;
+        return fetch(url, { credentials: "same-origin" })
+          .then(function (response) { return response.ok ? response.text() : ""; })
+          .then(function (html) {
+            if (!html) return;
+            var template = document.createElement("template");
+            template.innerHTML = html.trim();
+            var empty = table.querySelector("tbody.empty");
+            if (empty) empty.remove();
+            table.insertBefore(template.content.firstElementChild, table.tBodies[0] || null);
+            schedulePoll();
+          });
+      });
+  }
+
+  // --- wiring ------------------------------------------------------------------------------
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("button[data-action]");
+    if (!button) return;
+    var row = button.closest("tbody.product");
+    if (button.dataset.action === "edit") openEditor(row, button);
+    else if (button.dataset.action === "cancel") closeEditor(row);
+    else if (button.dataset.action === "delete") deleteProduct(row);
+  });
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.matches("form.product-editor")) {
+      event.preventDefault();
+      saveProduct(form);
+    } else if (form.id === "add-product") {
+      event.preventDefault();
+      addProduct(form);
+    }
+  });
+
+  schedulePoll();
+  summaryTimer = window.setTimeout(refreshSummary, SUMMARY_MS);
+})();

@@ -1,0 +1,57 @@
+"""The page people see: a server-rendered product table (search, filters, pages) that app.js makes editable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, render_template, request, url_for
+
+from refarch import products, status
+from refarch.search import SearchInputError, SearchPage
+from web.api import queue_state
+from web.db import get_db, get_runtime
+from web.errors import ApiError
+from web.params import DEFAULT_K, MAX_DB_ID, search_args
+
+bp = Blueprint("views", __name__)
+
+PAGE_SIZES = (10, 20, 50, 100)
+
+
+@bp.get("/")
+def index() -> tuple[str, int]:
+    """Search results (or all products by id) with filters, pagination, sync badges and the status header."""
+    error: str | None = None
+    result: SearchPage | None = None
+    try:
+        args = search_args(request.args)
+        result = get_runtime().search.search(**args)
+    except SearchInputError as err:
+        error = str(err)
+    with get_db() as conn:
+        categories = products.categories(conn)
+        summary: dict[str, Any] = status.sync_counts(conn)
+    summary.update(queue_state())
+    html = render_template(
+        "index.html", result=result, error=error, categories=categories, summary=summary,
+        form=request.args, page_sizes=PAGE_SIZES, default_k=DEFAULT_K, page_url=_page_url,
+    )
+    return html, 400 if error else 200
+
+
+@bp.get("/products/<int:product_id>/row")
+def product_row(product_id: int) -> str:
+    """One product's table rows (display + editor), for the page to insert after adding it."""
+    with get_db() as conn:
+        product = products.get(conn, product_id) if product_id <= MAX_DB_ID else None
+        if product is None:
+            raise ApiError(404, f"product {product_id} does not exist (it may have been deleted)")
+        sync = products.sync_statuses(conn, [product_id]).get(product_id, {})
+    return render_template("product_row.html", product=product, sync=sync, score=None,
+                           show_score=request.args.get("score_column") == "1")
+
+
+def _page_url(page: int) -> str:
+    """This page's URL with another page number (filters kept)."""
+    args = {key: value for key, value in request.args.items() if key != "page" and value}
+    return url_for("views.index", **args, page=page)
