@@ -97,8 +97,11 @@ def update_product(product_id: int) -> Response:
             current = _existing(conn, product_id)
             sync = products.sync_statuses(conn, [product_id]).get(product_id)
         # The current state lets a client show what changed and re-apply its edit on top.
-        raise ApiError(409, f"{err}; it is now at version {current.version}: reload it and apply your change "
-                            "again", current=product_body(current, sync)) from err
+        raise ApiError(
+            409,
+            f"{err}; it is now at version {current.version}: reload it and apply your change again",
+            current=product_body(current, sync),
+        ) from err
     return jsonify(product_body(product, sync))
 
 
@@ -123,8 +126,12 @@ def sync_statuses() -> Response:
     ids = product_id_list(request.args.get("ids", ""))
     with get_db() as conn:
         found = products.sync_statuses(conn, ids)
-    return jsonify({"products": [{"id": pid, **found[pid]} for pid in ids if pid in found],
-                    "missing": [pid for pid in ids if pid not in found]})
+    return jsonify(
+        {
+            "products": [{"id": pid, **found[pid]} for pid in ids if pid in found],
+            "missing": [pid for pid in ids if pid not in found],
+        }
+    )
 
 
 @bp.get("/api/sync/status")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
 
 from refarch.observability import logger
 from web.errors import ApiError
@@ -30,6 +31,7 @@ def can_edit() -> bool:
 
 def editor_required(view: F) -> F:
     """Refuse the view with 401 unless the session may edit."""
+
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if not can_edit():
@@ -61,13 +63,20 @@ def _sign_out() -> None:
 @bp.app_context_processor
 def auth_state() -> dict[str, Any]:
     """Sign-in state for every template."""
-    return {"password_required": password_required(), "can_edit": can_edit(),
-            "signed_in": session.get("editor") is True}
+    return {
+        "password_required": password_required(),
+        "can_edit": can_edit(),
+        "signed_in": session.get("editor") is True,
+    }
 
 
 def _session_state() -> dict[str, Any]:
-    return {"password_required": password_required(), "signed_in": session.get("editor") is True,
-            "can_edit": can_edit(), "csrf_token": csrf_token()}
+    return {
+        "password_required": password_required(),
+        "signed_in": session.get("editor") is True,
+        "can_edit": can_edit(),
+        "csrf_token": csrf_token(),
+    }
 
 
 @bp.get("/login")
@@ -77,7 +86,7 @@ def login_form() -> str:
 
 
 @bp.post("/login")
-def login() -> Response | tuple[str, int]:
+def login() -> ResponseReturnValue:
     """Check the password from the form; on success go back to the page."""
     if not password_required():
         return redirect(url_for("views.index"))
@@ -89,7 +98,7 @@ def login() -> Response | tuple[str, int]:
 
 
 @bp.post("/logout")
-def logout() -> Response:
+def logout() -> ResponseReturnValue:
     """Sign out and go back to the page."""
     _sign_out()
     return redirect(url_for("views.index"))
@@ -107,7 +116,7 @@ def api_login() -> Response:
     body = request.get_json(silent=True)
     password = body.get("password") if isinstance(body, dict) else None
     if not isinstance(password, str):
-        raise ApiError(400, "send JSON {\"password\": \"...\"}", {"password": "is required"})
+        raise ApiError(400, 'send JSON {"password": "..."}', {"password": "is required"})
     if not password_required():
         return jsonify(_session_state())
     if not _password_matches(password):

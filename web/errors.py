@@ -18,8 +18,7 @@ from refarch.settings import ConfigurationError
 class ApiError(Exception):
     """An error with the HTTP status and the message the client should see."""
 
-    def __init__(self, status: int, message: str, fields: dict[str, str] | None = None,
-                 **extra: Any) -> None:
+    def __init__(self, status: int, message: str, fields: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message

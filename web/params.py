@@ -73,8 +73,11 @@ def version_value(value: Any, *, required: bool) -> int | None:
     """The product version a client saw (an integer >= 1); ApiError 400 when missing or malformed."""
     if value is None or value == "":
         if required:
-            raise ApiError(400, "send the version you last saw, so a concurrent edit is not overwritten",
-                           {"version": "is required"})
+            raise ApiError(
+                400,
+                "send the version you last saw, so a concurrent edit is not overwritten",
+                {"version": "is required"},
+            )
         return None
     if isinstance(value, bool):
         raise ApiError(400, "version must be a whole number", {"version": "must be a whole number"})

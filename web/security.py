@@ -16,17 +16,19 @@ CSRF_FORM_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Everything comes from this origin; no inline script or style, so injected markup cannot run.
-CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data:",
-    "connect-src 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-    "base-uri 'none'",
-    "object-src 'none'",
-))
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    )
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -59,8 +61,11 @@ def check_csrf() -> None:
     if sent is None and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         sent = request.form.get(CSRF_FORM_FIELD)
     if not expected or not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
-        abort(403, description=f"missing or invalid CSRF token: send the {CSRF_HEADER} header (or the "
-                               f"{CSRF_FORM_FIELD} form field) with the token from GET /api/session")
+        abort(
+            403,
+            description=f"missing or invalid CSRF token: send the {CSRF_HEADER} header (or the "
+            f"{CSRF_FORM_FIELD} form field) with the token from GET /api/session",
+        )
 
 
 def add_security_headers(response: Response) -> Response:

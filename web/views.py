@@ -33,8 +33,15 @@ def index() -> tuple[str, int]:
         summary: dict[str, Any] = status.sync_counts(conn)
     summary.update(queue_state())
     html = render_template(
-        "index.html", result=result, error=error, categories=categories, summary=summary,
-        form=request.args, page_sizes=PAGE_SIZES, default_k=DEFAULT_K, page_url=_page_url,
+        "index.html",
+        result=result,
+        error=error,
+        categories=categories,
+        summary=summary,
+        form=request.args,
+        page_sizes=PAGE_SIZES,
+        default_k=DEFAULT_K,
+        page_url=_page_url,
     )
     return html, 400 if error else 200
 
@@ -47,11 +54,12 @@ def product_row(product_id: int) -> str:
         if product is None:
             raise ApiError(404, f"product {product_id} does not exist (it may have been deleted)")
         sync = products.sync_statuses(conn, [product_id]).get(product_id, {})
-    return render_template("product_row.html", product=product, sync=sync, score=None,
-                           show_score=request.args.get("score_column") == "1")
+    return render_template(
+        "product_row.html", product=product, sync=sync, score=None, show_score=request.args.get("score_column") == "1"
+    )
 
 
 def _page_url(page: int) -> str:
     """This page's URL with another page number (filters kept)."""
-    args = {key: value for key, value in request.args.items() if key != "page" and value}
+    args: dict[str, Any] = {key: value for key, value in request.args.items() if key != "page" and value}
     return url_for("views.index", **args, page=page)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aws_cdk import Annotations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_rds as rds
@@ -63,6 +64,10 @@ class RuntimeAccess(Construct):
         """Give one runtime the database, and optionally search (embedder + index) and the queue."""
         # The rule lands in the runtime's stack (allow_to), so the data stack never depends on it.
         connections.connections.allow_to_default_port(self.database, "Postgres from the runtime")
+        for group in connections.connections.security_groups:
+            Annotations.of(group).acknowledge_warning(
+                "@aws-cdk/aws-ec2:ipv4IgnoreEgressRule",
+                "The runtime's group already allows all outbound traffic; only the database's ingress rule matters.")
         self.database_secret.grant_read(grantee)
         env = {
             "REFARCH_DATABASE_SECRET_ARN": self.database_secret.secret_arn,

@@ -240,7 +240,9 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
     supervisor = Supervisor(settings, web_port=web_port, console=console)
     started_wall, started = time.time(), time.monotonic()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C and SIGTERM both unwind through `finally` (SIGINT explicitly: a shell may start us ignoring it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         console.print(f"[bold]refarch demo[/bold] · home {supervisor.home}")
         supervisor.start_database()

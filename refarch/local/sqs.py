@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import threading
+import time
 from typing import Any
 
 from refarch.queue import make_sqs_client
@@ -16,17 +20,71 @@ DEFAULT_PORT = 9324
 LOCAL_VISIBILITY_TIMEOUT = 10
 
 
-def start_server(port: int = DEFAULT_PORT) -> Any:
-    """Start moto's SQS server in a thread of this process; returns the server (call .stop())."""
-    import os
+class LocalSqsServer:
+    """moto's SQS API on 127.0.0.1, one request at a time.
 
-    os.environ["MOTO_PORT"] = str(port)
-    from moto.server import ThreadedMotoServer
+    moto's in-memory queues are not thread-safe (concurrent receive/delete/send can strand or drop
+    a message), so requests are serialised. Long polls (WaitTimeSeconds > 0) are served as a
+    series of short polls outside the lock, so a waiting receiver never blocks senders.
+    """
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    return server
+    LONG_POLL_STEP_SECONDS = 0.02
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._app: Any = None
+
+    def start(self) -> LocalSqsServer:
+        """Serve in a background thread of this process."""
+        os.environ["MOTO_PORT"] = str(self.port)
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server("127.0.0.1", self.port, self._serve, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="sqs-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        wait = 0.0
+        if environ.get("HTTP_X_AMZ_TARGET") == "AmazonSQS.ReceiveMessage":
+            request = json.loads(body or b"{}")
+            wait = float(request.get("WaitTimeSeconds") or 0)
+            if wait:
+                request["WaitTimeSeconds"] = 0
+                body = json.dumps(request).encode()
+        deadline = time.monotonic() + wait
+        while True:
+            response: dict[str, Any] = {}
+
+            def capture(status: str, headers: list, exc_info: Any = None) -> None:
+                response.update(status=status, headers=headers)
+
+            env = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+            with self._lock:
+                payload = b"".join(self._app(env, capture))
+            if not wait or b'"Messages"' in payload or time.monotonic() >= deadline:
+                break
+            time.sleep(self.LONG_POLL_STEP_SECONDS)
+        start_response(response["status"], response["headers"])
+        return [payload]
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+
+def start_server(port: int = DEFAULT_PORT) -> LocalSqsServer:
+    """Start the local SQS API on 127.0.0.1:port; returns the server (call .stop())."""
+    return LocalSqsServer(port).start()
 
 
 def create_queues(settings: Settings, endpoint: str, *, topology: Topology = DEFAULT_TOPOLOGY,

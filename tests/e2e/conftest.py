@@ -28,8 +28,16 @@ from web import create_app
 
 SEED_ROWS = 300
 EDIT_PASSWORD = "e2e edit password"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @dataclass
@@ -82,17 +90,20 @@ def stack(local_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setattr(lambdas.emu, "runtime", emu_runtime)
 
     relay = OutboxRelay(dsn, SyncQueue(make_sqs_client(settings), settings.resolved_queue_url()), poll_seconds=0.5)
-    poller = EventSourcePoller(make_sqs_client(settings), settings.resolved_queue_url(), concurrency=2,
-                               region=settings.aws_region)
+    poller = EventSourcePoller(
+        make_sqs_client(settings), settings.resolved_queue_url(), concurrency=2, region=settings.aws_region
+    )
     web_runtime = Runtime(application_name="refarch-web")
     web_runtime.embedder = shared_local_embedder()
     app = create_app({"REFARCH_RUNTIME": web_runtime})
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
 
-    threads = [threading.Thread(target=relay.run, name="relay", daemon=True),
-               threading.Thread(target=poller.run, name="poller", daemon=True),
-               threading.Thread(target=server.serve_forever, name="web", daemon=True)]
+    threads = [
+        threading.Thread(target=relay.run, name="relay", daemon=True),
+        threading.Thread(target=poller.run, name="poller", daemon=True),
+        threading.Thread(target=server.serve_forever, name="web", daemon=True),
+    ]
     for thread in threads:
         thread.start()
     try:

@@ -10,9 +10,16 @@ from playwright.sync_api import Page, expect
 from tests.conftest import ARTIFACTS
 
 # How the catalog describes AI software without saying "AI".
-ML_TERMS = ("machine learning", "neural network", "predictive", "deep learning", "natural language processing",
-            "large language model")
-NEW_WORDS = "Also logs glacier meltwater and snowpack readings for alpine hydrologists."
+ML_TERMS = (
+    "machine learning",
+    "neural network",
+    "predictive",
+    "deep learning",
+    "natural language processing",
+    "large language model",
+)
+# A rewritten description (a sentence appended to a long one barely moves a MiniLM embedding).
+NEW_DESCRIPTION = "Logs glacier meltwater and snowpack readings for alpine hydrologists."
 SYNC_TIMEOUT_MS = 60_000
 
 pytestmark = pytest.mark.slow
@@ -69,8 +76,7 @@ def test_search_edit_and_delete_in_a_real_browser(stack, page: Page):
 
     # When its description is edited, Then its badge goes pending, then indexed by itself
     first.get_by_role("button", name=re.compile("^Edit")).click()
-    description = editor.get_by_label("Description")
-    description.fill(description.input_value() + " " + NEW_WORDS)
+    editor.get_by_label("Description").fill(NEW_DESCRIPTION)
     editor.get_by_role("button", name="Save").click()
     badge = page.locator(f"#product-{product_id} .badge")
     expect(badge).to_have_text("pending")

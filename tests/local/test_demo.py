@@ -74,6 +74,24 @@ def index_matches_database(dsn: str) -> list[str]:
     return [f"product {pid}: row v{pv} vector v{vv}" for pid, pv, vv in rows]
 
 
+def diagnose(home: Path) -> str:
+    """What the stack looked like: status, queue attributes, log tails (printed when a wait fails)."""
+    import boto3
+
+    rt = runtime(home)
+    parts = [f"runtime: {rt}"]
+    try:
+        parts.append(f"status: {counts(rt['database_url'])}")
+        sqs = boto3.client("sqs", endpoint_url=rt["sqs_endpoint_url"], region_name="us-east-1",
+                           aws_access_key_id="local", aws_secret_access_key="local")
+        parts.append(f"queue: {sqs.get_queue_attributes(QueueUrl=rt['queue_url'], AttributeNames=['All'])}")
+    except Exception as err:  # diagnostics must not hide the original failure
+        parts.append(f"(diagnostics failed: {err})")
+    for log in sorted((home / "logs").glob("*.log")):
+        parts.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+    return "\n".join(parts)
+
+
 @pytest.fixture
 def demo_home(tmp_path: Path) -> Path:
     return tmp_path / "home"
@@ -92,49 +110,60 @@ def test_local_stack_syncs_edits_and_survives_a_worker_crash(demo_home: Path):
     # Given `refarch demo` on a small catalog
     demo = start_demo(demo_home, rows=300, port=free_port())
     try:
-        dsn = wait_for(lambda: runtime(demo_home).get("database_url"), 60, "the database")
-        # When the bootstrap runs, Then every product gets indexed
-        wait_for(lambda: counts(dsn)["indexed"] == 300 and synced(dsn), 240, "the bootstrap to index 300 rows")
-        assert index_matches_database(dsn) == []
-
-        # When a person edits, inserts and deletes (straight in Postgres, like any other client)
-        conn = psycopg2.connect(dsn)
-        with conn, conn.cursor() as cur:
-            cur.execute("UPDATE products SET description = 'A basket woven underwater by scuba divers.'"
-                        " WHERE id = 5")
-            cur.execute("INSERT INTO products (sku, name, description, category, price) VALUES"
-                        " ('NEW-1', 'Quantum Teapot', 'A teapot that brews tea using quantum tunnelling.',"
-                        " 'kitchen', 42) RETURNING id")
-            new_id = cur.fetchone()[0]
-            cur.execute("SELECT name FROM products WHERE id = 7")
-            deleted_name = cur.fetchone()[0]
-            cur.execute("DELETE FROM products WHERE id = 7")
-        conn.close()
-        wait_for(lambda: synced(dsn), 60, "the edits to sync")
-        # Then `refarch search` sees each of them, without restarting anything
-        assert search(demo_home, "basket woven underwater by scuba divers")[0]["id"] == 5
-        assert search(demo_home, "teapot brewing with quantum tunnelling")[0]["id"] == new_id
-        assert 7 not in [hit["id"] for hit in search(demo_home, deleted_name, k=20)]
-
-        # When the Emu worker is killed mid-stream and changes keep coming
-        emu_pid = json.loads((demo_home / "processes.json").read_text())["emu"]
-        conn = psycopg2.connect(dsn)
-        for i in range(60):
-            with conn, conn.cursor() as cur:
-                cur.execute("UPDATE products SET description = description || %s WHERE id = %s",
-                            (f" Revision {i}.", 10 + i))
-            if i == 20:
-                os.kill(emu_pid, signal.SIGKILL)
-        conn.close()
-        # Then the supervisor restarts it and nothing is lost
-        wait_for(lambda: json.loads((demo_home / "processes.json").read_text())["emu"] != emu_pid, 60,
-                 "the worker to be restarted")
-        wait_for(lambda: synced(dsn), 120, "the changes made around the crash to sync")
-        assert index_matches_database(dsn) == []
+        _run_scenario(demo_home)
+    except AssertionError:
+        print(diagnose(demo_home))
+        raise
     finally:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 0
+    _rerun_resumes(demo_home)
 
+
+def _run_scenario(demo_home: Path) -> None:
+    """Bootstrap, edits seen by `refarch search`, and an Emu worker crash that loses nothing."""
+    dsn = wait_for(lambda: runtime(demo_home).get("database_url"), 60, "the database")
+    # When the bootstrap runs, Then every product gets indexed
+    wait_for(lambda: counts(dsn)["indexed"] == 300 and synced(dsn), 240, "the bootstrap to index 300 rows")
+    assert index_matches_database(dsn) == []
+
+    # When a person edits, inserts and deletes (straight in Postgres, like any other client)
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE products SET description = 'A basket woven underwater by scuba divers.'"
+                    " WHERE id = 5")
+        cur.execute("INSERT INTO products (sku, name, description, category, price) VALUES"
+                    " ('NEW-1', 'Quantum Teapot', 'A teapot that brews tea using quantum tunnelling.',"
+                    " 'kitchen', 42) RETURNING id")
+        new_id = cur.fetchone()[0]
+        cur.execute("SELECT name FROM products WHERE id = 7")
+        deleted_name = cur.fetchone()[0]
+        cur.execute("DELETE FROM products WHERE id = 7")
+    conn.close()
+    wait_for(lambda: synced(dsn), 60, "the edits to sync")
+    # Then `refarch search` sees each of them, without restarting anything
+    assert search(demo_home, "basket woven underwater by scuba divers")[0]["id"] == 5
+    assert search(demo_home, "teapot brewing with quantum tunnelling")[0]["id"] == new_id
+    assert 7 not in [hit["id"] for hit in search(demo_home, deleted_name, k=20)]
+
+    # When the Emu worker is killed mid-stream and changes keep coming
+    emu_pid = json.loads((demo_home / "processes.json").read_text())["emu"]
+    conn = psycopg2.connect(dsn)
+    for i in range(60):
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE products SET description = description || %s WHERE id = %s",
+                        (f" Revision {i}.", 10 + i))
+        if i == 20:
+            os.kill(emu_pid, signal.SIGKILL)
+    conn.close()
+    # Then the supervisor restarts it and nothing is lost
+    wait_for(lambda: json.loads((demo_home / "processes.json").read_text())["emu"] != emu_pid, 60,
+             "the worker to be restarted")
+    wait_for(lambda: synced(dsn), 120, "the changes made around the crash to sync")
+    assert index_matches_database(dsn) == []
+
+
+def _rerun_resumes(demo_home: Path) -> None:
     # Given the same home, When the demo runs again to completion
     env = {**os.environ, "REFARCH_HOME": str(demo_home)}
     env.pop("DATABASE_URL", None)

@@ -24,16 +24,41 @@ EDIT_PASSWORD = "correct horse battery staple"
 
 # A small catalog whose words do not overlap, so rankings are unambiguous.
 CATALOG = [
-    {"sku": "SW-1", "name": "Insight Forecasting Engine", "category": "software", "price": Decimal("199.00"),
-     "description": "Uses machine learning and neural networks to predict demand from your sales history."},
-    {"sku": "KI-1", "name": "Cast Iron Skillet", "category": "kitchen", "price": Decimal("45.00"),
-     "description": "Heats evenly for a perfect sear on steaks and vegetables."},
-    {"sku": "OU-1", "name": "Alpine Camping Tent", "category": "outdoor", "price": Decimal("230.00"),
-     "description": "Stays dry in heavy rain and sets up in two minutes."},
-    {"sku": "BO-1", "name": "Deep Learning Handbook", "category": "books", "price": Decimal("39.50"),
-     "description": "Explains neural networks and deep learning from first principles."},
-    {"sku": "EL-1", "name": "Wireless Earbuds", "category": "electronics", "price": Decimal("99.00"),
-     "description": "Crisp sound with deep bass and a battery that lasts all week."},
+    {
+        "sku": "SW-1",
+        "name": "Insight Forecasting Engine",
+        "category": "software",
+        "price": Decimal("199.00"),
+        "description": "Uses machine learning and neural networks to predict demand from your sales history.",
+    },
+    {
+        "sku": "KI-1",
+        "name": "Cast Iron Skillet",
+        "category": "kitchen",
+        "price": Decimal("45.00"),
+        "description": "Heats evenly for a perfect sear on steaks and vegetables.",
+    },
+    {
+        "sku": "OU-1",
+        "name": "Alpine Camping Tent",
+        "category": "outdoor",
+        "price": Decimal("230.00"),
+        "description": "Stays dry in heavy rain and sets up in two minutes.",
+    },
+    {
+        "sku": "BO-1",
+        "name": "Deep Learning Handbook",
+        "category": "books",
+        "price": Decimal("39.50"),
+        "description": "Explains neural networks and deep learning from first principles.",
+    },
+    {
+        "sku": "EL-1",
+        "name": "Wireless Earbuds",
+        "category": "electronics",
+        "price": Decimal("99.00"),
+        "description": "Crisp sound with deep bass and a battery that lasts all week.",
+    },
 ]
 
 
@@ -51,9 +76,16 @@ def embedder() -> LocalEmbedder:
 
 def make_runtime(embedder: LocalEmbedder, **settings: Any) -> Runtime:
     """A Runtime from explicit settings (nothing from the developer's environment) sharing the model."""
-    base: dict[str, Any] = {"embedder": "local", "vector_backend": "pgvector", "queue_url": None,
-                            "sqs_endpoint_url": None, "edit_password": None, "edit_password_secret_arn": None,
-                            "session_secret": None, "session_secret_arn": None}
+    base: dict[str, Any] = {
+        "embedder": "local",
+        "vector_backend": "pgvector",
+        "queue_url": None,
+        "sqs_endpoint_url": None,
+        "edit_password": None,
+        "edit_password_secret_arn": None,
+        "session_secret": None,
+        "session_secret_arn": None,
+    }
     runtime = Runtime(Settings(**{**base, **settings}), application_name="refarch-web-test")
     runtime.embedder = embedder  # cached_property: set once, the Runtime reuses it
     return runtime
@@ -102,7 +134,8 @@ def csrf_token(client: FlaskClient) -> str:
 def form_csrf_token(html: str) -> str:
     """The CSRF token embedded in a rendered page."""
     match = re.search(r'name="csrf_token" value="([^"]+)"', html) or re.search(
-        r'name="csrf-token" content="([^"]+)"', html)
+        r'name="csrf-token" content="([^"]+)"', html
+    )
     assert match, "page carries no CSRF token"
     return match.group(1)
 

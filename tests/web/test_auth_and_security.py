@@ -30,8 +30,11 @@ def test_changes_without_a_csrf_token_are_refused(client, catalog, method, url, 
 def test_a_token_from_another_session_is_refused(app, catalog):
     # Given two browsers, When one sends the other's token
     mine, theirs = app.test_client(), app.test_client()
-    response = mine.put(f"/api/products/{catalog[0].id}", json={"version": 1, "name": "Hijacked"},
-                        headers={"X-CSRF-Token": csrf_token(theirs)})
+    response = mine.put(
+        f"/api/products/{catalog[0].id}",
+        json={"version": 1, "name": "Hijacked"},
+        headers={"X-CSRF-Token": csrf_token(theirs)},
+    )
     # Then it is refused (the token is bound to the session cookie)
     assert response.status_code == 403
 
@@ -49,9 +52,11 @@ def test_with_a_password_configured_changes_need_sign_in(locked_client, catalog)
     state = locked_client.get("/api/session").get_json()
     assert state["password_required"] is True and state["can_edit"] is False
     # When I try to change something, Then it is refused with 401 and nothing changed
-    for response in (api.post("/api/products", json={"sku": "X-1", "name": "X", "category": "c", "price": 1}),
-                     api.put(f"/api/products/{catalog[0].id}", json={"version": 1, "name": "Changed"}),
-                     api.delete(f"/api/products/{catalog[0].id}")):
+    for response in (
+        api.post("/api/products", json={"sku": "X-1", "name": "X", "category": "c", "price": 1}),
+        api.put(f"/api/products/{catalog[0].id}", json={"version": 1, "name": "Changed"}),
+        api.delete(f"/api/products/{catalog[0].id}"),
+    ):
         assert response.status_code == 401
         assert "sign in" in response.get_json()["error"]
     assert api.get(f"/api/products/{catalog[0].id}").get_json()["name"] == catalog[0].name

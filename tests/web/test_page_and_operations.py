@@ -49,8 +49,9 @@ def test_page_shows_bad_input_as_a_message_not_a_crash(client, catalog):
 
 
 def test_page_escapes_product_text(api, client):
-    api.post("/api/products", json={"sku": "XSS-1", "name": "<script>alert(1)</script>", "category": "toys",
-                                    "price": 1})
+    api.post(
+        "/api/products", json={"sku": "XSS-1", "name": "<script>alert(1)</script>", "category": "toys", "price": 1}
+    )
     html = client.get("/").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
@@ -110,8 +111,13 @@ def catalog_in_local_db(local_settings):
 def test_sync_status_survives_an_unreachable_queue(dsn, embedder, tmp_path):
     # Given a queue URL whose SQS endpoint does not answer
     port = free_port()
-    runtime = make_runtime(embedder, database_url=dsn, home=tmp_path, sqs_endpoint_url=f"http://127.0.0.1:{port}",
-                           queue_url=f"http://127.0.0.1:{port}/000000000000/q.fifo")
+    runtime = make_runtime(
+        embedder,
+        database_url=dsn,
+        home=tmp_path,
+        sqs_endpoint_url=f"http://127.0.0.1:{port}",
+        queue_url=f"http://127.0.0.1:{port}/000000000000/q.fifo",
+    )
     # When the status is read, Then the database totals still come back and the queue is marked unreachable
     response = build_app(runtime).test_client().get("/api/sync/status")
     assert response.status_code == 200

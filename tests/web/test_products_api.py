@@ -7,8 +7,13 @@ import pytest
 from refarch.products import MAX_DESCRIPTION_CHARS
 from tests.web.conftest import index_now
 
-NEW = {"sku": "GA-9", "name": "Rain Barrel", "category": "garden", "price": "59.90",
-       "description": "Collects rainwater from your gutter."}
+NEW = {
+    "sku": "GA-9",
+    "name": "Rain Barrel",
+    "category": "garden",
+    "price": "59.90",
+    "description": "Collects rainwater from your gutter.",
+}
 
 
 def test_create_returns_the_stored_product_pending_with_its_location(api):
@@ -36,17 +41,20 @@ def test_duplicate_sku_is_a_409_naming_the_field(api):
     assert "sku" in response.get_json()["fields"]
 
 
-@pytest.mark.parametrize(("change", "field", "message"), [
-    ({"price": "abc"}, "price", "must be a number"),
-    ({"price": -1}, "price", "cannot be negative"),
-    ({"price": "1.234"}, "price", "at most 2 decimal places"),
-    ({"price": "1e20"}, "price", "cannot be more than"),
-    ({"price": True}, "price", "must be a number"),
-    ({"name": "   "}, "name", "cannot be empty"),
-    ({"name": 42}, "name", "must be text"),
-    ({"category": ""}, "category", "cannot be empty"),
-    ({"colour": "red"}, "colour", "not a product field"),
-])
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"price": "abc"}, "price", "must be a number"),
+        ({"price": -1}, "price", "cannot be negative"),
+        ({"price": "1.234"}, "price", "at most 2 decimal places"),
+        ({"price": "1e20"}, "price", "cannot be more than"),
+        ({"price": True}, "price", "must be a number"),
+        ({"name": "   "}, "name", "cannot be empty"),
+        ({"name": 42}, "name", "must be text"),
+        ({"category": ""}, "category", "cannot be empty"),
+        ({"colour": "red"}, "colour", "not a product field"),
+    ],
+)
 def test_invalid_fields_are_a_400_with_a_message_per_field(api, change, field, message):
     # When a product is sent with one bad field
     response = api.post("/api/products", json={**NEW, **change})
@@ -71,11 +79,14 @@ def test_oversized_description_is_a_413_naming_the_field(api):
     assert ok.status_code == 201
 
 
-@pytest.mark.parametrize("body", [
-    {"data": "not json", "content_type": "application/json"},
-    {"data": "sku=1&name=x", "content_type": "application/x-www-form-urlencoded"},
-    {"json": ["a", "list"]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": "not json", "content_type": "application/json"},
+        {"data": "sku=1&name=x", "content_type": "application/x-www-form-urlencoded"},
+        {"json": ["a", "list"]},
+    ],
+)
 def test_a_body_that_is_not_a_json_object_is_a_400(api, body):
     response = api.post("/api/products", **body)
     assert response.status_code == 400
@@ -83,9 +94,13 @@ def test_a_body_that_is_not_a_json_object_is_a_400(api, body):
 
 
 def test_unknown_product_is_a_404_for_every_method(api):
-    for response in (api.get("/api/products/999"), api.put("/api/products/999", json={"version": 1, "name": "x"}),
-                     api.delete("/api/products/999"), api.get(f"/api/products/{2**70}"),
-                     api.put(f"/api/products/{2**70}", json={"version": 1})):
+    for response in (
+        api.get("/api/products/999"),
+        api.put("/api/products/999", json={"version": 1, "name": "x"}),
+        api.delete("/api/products/999"),
+        api.get(f"/api/products/{2**70}"),
+        api.put(f"/api/products/{2**70}", json={"version": 1}),
+    ):
         assert response.status_code == 404, response.get_json()
         assert "does not exist" in response.get_json()["error"]
     assert api.get("/api/products/not-a-number").status_code == 404
@@ -114,9 +129,16 @@ def test_stale_version_is_a_409_with_the_current_product(api, catalog):
     assert api.get(f"/api/products/{tent.id}").get_json()["name"] == "Tent v2"
 
 
-@pytest.mark.parametrize(("version", "message"), [(None, "is required"), ("two", "whole number"),
-                                                  (0, "out of range"), (1.5, "whole number"),
-                                                  (True, "whole number")])
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        (None, "is required"),
+        ("two", "whole number"),
+        (0, "out of range"),
+        (1.5, "whole number"),
+        (True, "whole number"),
+    ],
+)
 def test_update_needs_a_valid_version(api, catalog, version, message):
     body = {"name": "Renamed"} if version is None else {"name": "Renamed", "version": version}
     response = api.put(f"/api/products/{catalog[0].id}", json=body)

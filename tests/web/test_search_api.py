@@ -29,16 +29,18 @@ def test_category_and_price_filters_apply_to_the_ranking(client, indexed_catalog
     by_category = client.get("/api/search", query_string={"q": "neural networks", "category": "books"})
     assert names(by_category) == ["Deep Learning Handbook"]
     # When filtering by a price range, Then every hit lies inside it
-    by_price = client.get("/api/search", query_string={"q": "something useful", "min_price": "90",
-                                                       "max_price": "200"}).get_json()["results"]
+    by_price = client.get(
+        "/api/search", query_string={"q": "something useful", "min_price": "90", "max_price": "200"}
+    ).get_json()["results"]
     assert {r["name"] for r in by_price} == {"Insight Forecasting Engine", "Wireless Earbuds"}
     assert all(90 <= float(r["price"]) <= 200 for r in by_price)
 
 
 def test_pagination_walks_past_the_first_page_without_overlap(client, indexed_catalog):
     # Given a query matching everything, When reading it two results at a time
-    pages = [client.get("/api/search", query_string={"q": "things to buy", "k": 2, "page": n}).get_json()
-             for n in (1, 2, 3)]
+    pages = [
+        client.get("/api/search", query_string={"q": "things to buy", "k": 2, "page": n}).get_json() for n in (1, 2, 3)
+    ]
     everything = client.get("/api/search", query_string={"q": "things to buy", "k": 5}).get_json()
     # Then the pages concatenate to the single-page ranking, and only the last says there is no more
     assert [r["id"] for p in pages for r in p["results"]] == [r["id"] for r in everything["results"]]
@@ -62,19 +64,22 @@ def test_products_listing_takes_the_same_filters(client, catalog):
     assert response.get_json()["total"] == 1
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"q": "x" * 513}, "limit is 512"),
-    ({"q": "tent", "k": "0"}, "k must be between"),
-    ({"q": "tent", "k": "101"}, "k must be between"),
-    ({"q": "tent", "k": "ten"}, "k must be a whole number"),
-    ({"q": "tent", "page": "0"}, "page must be 1 or more"),
-    ({"q": "tent", "page": "1.5"}, "page must be a whole number"),
-    ({"q": "tent", "min_price": "cheap"}, "min_price must be a number"),
-    ({"q": "tent", "max_price": "nan"}, "max_price must be a finite number"),
-    ({"q": "tent", "min_price": "-1"}, "cannot be negative"),
-    ({"q": "tent", "min_price": "50", "max_price": "10"}, "min_price is greater than max_price"),
-    ({"q": "tent", "k": "100", "page": "11"}, "depth of 1000"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"q": "x" * 513}, "limit is 512"),
+        ({"q": "tent", "k": "0"}, "k must be between"),
+        ({"q": "tent", "k": "101"}, "k must be between"),
+        ({"q": "tent", "k": "ten"}, "k must be a whole number"),
+        ({"q": "tent", "page": "0"}, "page must be 1 or more"),
+        ({"q": "tent", "page": "1.5"}, "page must be a whole number"),
+        ({"q": "tent", "min_price": "cheap"}, "min_price must be a number"),
+        ({"q": "tent", "max_price": "nan"}, "max_price must be a finite number"),
+        ({"q": "tent", "min_price": "-1"}, "cannot be negative"),
+        ({"q": "tent", "min_price": "50", "max_price": "10"}, "min_price is greater than max_price"),
+        ({"q": "tent", "k": "100", "page": "11"}, "depth of 1000"),
+    ],
+)
 def test_bad_search_input_is_a_400_with_a_message(client, params, message):
     # When the request cannot be answered as asked
     response = client.get("/api/search", query_string=params)
@@ -87,9 +92,10 @@ def test_bad_search_input_is_a_400_with_a_message(client, params, message):
 def test_an_edit_becomes_searchable_once_emu_indexed_it(api, runtime, indexed_catalog):
     # Given the tent is indexed, When its description gains new words and Emu processes the change
     tent = indexed_catalog[2]
-    saved = api.put(f"/api/products/{tent.id}", json={
-        "version": tent.version,
-        "description": "A floating lantern raft for moonlit kayak fishing trips."}).get_json()
+    saved = api.put(
+        f"/api/products/{tent.id}",
+        json={"version": tent.version, "description": "A floating lantern raft for moonlit kayak fishing trips."},
+    ).get_json()
     assert saved["sync"]["status"] == "pending"
     index_now(runtime, [tent.id])
     # Then a search for the new meaning finds it first, and it reports indexed at its new version
