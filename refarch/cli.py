@@ -190,6 +190,23 @@ def web_command(host: str, port: int) -> None:
     create_app().run(host=host, port=port, threaded=True, use_reloader=False)
 
 
+@main.command("reconcile")
+@click.option("--repair", "do_repair", is_flag=True, help="Enqueue forced syncs for every drifting product.")
+@click.option("--json", "as_json", is_flag=True)
+def reconcile_command(do_repair: bool, as_json: bool) -> None:
+    """Compare database, ledger and vector index; report missing, extra and stale vectors."""
+    from refarch.reconcile import find_drift, repair
+    from refarch.runtime import Runtime
+
+    runtime = Runtime(application_name="refarch-reconcile")
+    report = find_drift(runtime.db, runtime.index, runtime.embedder.model_id)
+    if do_repair:
+        repair(runtime.db, runtime.queue, report)
+    result = report.as_dict()
+    click.echo(json.dumps(result) if as_json else "  ".join(f"{k}={v}" for k, v in result.items()))
+    sys.exit(0 if report.clean or do_repair else 1)
+
+
 # --- search & status --------------------------------------------------------------------------
 
 @main.command("search")

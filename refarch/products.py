@@ -33,7 +33,7 @@ class Product:
 
     def embedding_text(self) -> str:
         """Exactly what is embedded for this product (its content hash covers this string)."""
-        return f"{self.name}. {self.category}. {self.description}"
+        return embedding_text(self.name, self.category, self.description)
 
     def metadata(self) -> dict[str, Any]:
         """What the vector index stores next to the vector (filters + the link back)."""
@@ -59,6 +59,11 @@ class Product:
             "updated_at": self.updated_at.isoformat(),
             "version": self.version,
         }
+
+
+def embedding_text(name: str, category: str, description: str) -> str:
+    """The text embedded for a product: name, category and description."""
+    return f"{name}. {category}. {description}"
 
 
 class StaleVersionError(Exception):

@@ -114,3 +114,23 @@ def local_settings(tmp_path: Path, sqs_endpoint: str, dsn: str, monkeypatch: pyt
     monkeypatch.setattr("refarch.local.sqs.DLQ_NAME", f"d{suffix}.fifo")
     create_queues(settings, sqs_endpoint, visibility_timeout=2)
     return Settings()
+
+
+@pytest.fixture(scope="session")
+def local_embedder():
+    """The real all-MiniLM-L6-v2 model, loaded once per session (a few seconds)."""
+    from refarch.embeddings import LocalEmbedder
+
+    return LocalEmbedder()
+
+
+@pytest.fixture
+def emu_runtime(local_settings, local_embedder, monkeypatch: pytest.MonkeyPatch):
+    """`lambdas.emu` wired to this test's database and queues, sharing the session's model."""
+    import lambdas.emu
+    from refarch.runtime import Runtime
+
+    runtime = Runtime(local_settings)
+    runtime.__dict__["embedder"] = local_embedder
+    monkeypatch.setattr(lambdas.emu, "runtime", runtime)
+    return runtime

@@ -1,0 +1,104 @@
+"""Reconciliation: compare the database, the ledger and the vector index; report and repair drift.
+
+Drift should never happen (the outbox and the ledger guarantee it); this is the safety net for
+what they cannot see: vectors deleted or corrupted behind the system's back, a restored index
+backup, a bug. Repairs go through the normal queue as forced messages, so Emu stays the only
+writer of the index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from refarch.db import Database
+from refarch.emu import content_hash
+from refarch.messages import SyncMessage
+from refarch.products import embedding_text
+from refarch.observability import logger
+from refarch.queue import SyncQueue
+from refarch.vector_index import VectorIndex
+
+SAMPLE = 20
+
+
+@dataclass
+class DriftReport:
+    """What differs between Postgres and the index (ids sorted; counts are exact)."""
+
+    products: int = 0
+    vectors: int = 0
+    missing: list[int] = field(default_factory=list)  # row exists, vector does not
+    extra: list[int] = field(default_factory=list)  # vector exists, row does not
+    stale: list[int] = field(default_factory=list)  # vector's version or content hash differs from the row
+    ledger_drift: list[int] = field(default_factory=list)  # ledger disagrees with the index
+    repaired: int = 0
+
+    @property
+    def clean(self) -> bool:
+        """True when the index equals the database."""
+        return not (self.missing or self.extra or self.stale)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counts plus a sample of ids per kind of drift."""
+        result: dict[str, Any] = {"products": self.products, "vectors": self.vectors, "clean": self.clean,
+                                  "repaired": self.repaired}
+        for name in ("missing", "extra", "stale", "ledger_drift"):
+            ids = getattr(self, name)
+            result[name] = len(ids)
+            result[f"{name}_sample"] = ids[:SAMPLE]
+        return result
+
+
+def find_drift(db: Database, index: VectorIndex, model_id: str) -> DriftReport:
+    """Compare every product with its vector (id, version, content hash) and with the ledger."""
+    vectors = dict(index.scan())
+    report = DriftReport(vectors=len(vectors))
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT p.id, p.version, p.name, p.category, p.description, s.indexed_version, s.content_hash, s.status"
+            " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id ORDER BY p.id"
+        )
+        rows = cur.fetchall()
+    seen: set[int] = set()
+    for pid, version, name, category, description, ledger_version, ledger_hash, status in rows:
+        seen.add(pid)
+        meta = vectors.get(pid)
+        expected = content_hash(model_id, embedding_text(name, category, description))
+        if meta is None:
+            report.missing.append(pid)
+        elif int(meta.get("version", -1)) != version or meta.get("content_hash") != expected:
+            report.stale.append(pid)
+        if status == "indexed" and (meta is None or meta.get("content_hash") != ledger_hash
+                                    or int(meta.get("version", -1)) != ledger_version):
+            report.ledger_drift.append(pid)
+    report.products = len(rows)
+    report.extra = sorted(set(vectors) - seen)
+    return report
+
+
+def repair(db: Database, queue: SyncQueue, report: DriftReport) -> int:
+    """Enqueue forced sync messages for every drifting product; return how many were sent."""
+    now = datetime.now(UTC)
+    ids = sorted(set(report.missing) | set(report.stale) | set(report.extra) | set(report.ledger_drift))
+    if not ids:
+        return 0
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, version FROM products WHERE id = ANY(%s)", (ids,))
+        versions = dict(cur.fetchall())
+        cur.execute("SELECT product_id, indexed_version FROM sync_state WHERE product_id = ANY(%s)", (ids,))
+        ledger_versions = dict(cur.fetchall())
+    messages = [
+        SyncMessage(
+            product_id=pid,
+            version=versions.get(pid) or ledger_versions.get(pid) or 1,
+            op="sync" if pid in versions else "delete",
+            source="repair", force=True, changed_at=now,
+        )
+        for pid in ids
+    ]
+    queue.send(messages)
+    report.repaired = len(messages)
+    logger.info("reconcile repairs enqueued", extra={"messages": len(messages)})
+    return len(messages)
