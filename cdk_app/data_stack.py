@@ -40,7 +40,8 @@ class SyncQueues(Construct):
     def __init__(self, scope: Construct, id_: str, *, stage: str, topo: topology.Topology) -> None:
         super().__init__(scope, id_)
         self.dead_letter_queue = sqs.Queue(
-            self, "DeadLetterQueue",
+            self,
+            "DeadLetterQueue",
             queue_name=f"{stage}-{topology.DLQ_NAME}",
             fifo=True,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
@@ -48,7 +49,8 @@ class SyncQueues(Construct):
             retention_period=Duration.days(14),
         )
         self.queue = sqs.Queue(
-            self, "Queue",
+            self,
+            "Queue",
             queue_name=f"{stage}-{topology.QUEUE_NAME}",
             fifo=True,
             # High-throughput FIFO: ordering and deduplication per product (message group), not per queue.
@@ -59,7 +61,8 @@ class SyncQueues(Construct):
             visibility_timeout=Duration.seconds(topo.visibility_timeout_seconds),
             retention_period=Duration.days(4),
             dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dead_letter_queue, max_receive_count=topo.max_receive_count),
+                queue=self.dead_letter_queue, max_receive_count=topo.max_receive_count
+            ),
         )
 
 
@@ -70,17 +73,24 @@ class DataStack(Stack):
         super().__init__(scope, id_, **kwargs)
         engine = rds.DatabaseInstanceEngine.postgres(version=POSTGRES_VERSION)
         parameters = rds.ParameterGroup(
-            self, "Parameters", engine=engine, description="refarch: TLS required for every connection",
+            self,
+            "Parameters",
+            engine=engine,
+            description="refarch: TLS required for every connection",
             parameters={"rds.force_ssl": "1"},
         )
         instance_identifier = f"refarch-{config.name}"
         # Created here (not by RDS) so the exported Postgres log has a retention period.
         postgres_logs = logs.LogGroup(
-            self, "PostgresLogs", log_group_name=f"/aws/rds/instance/{instance_identifier}/postgresql",
-            retention=config.log_retention, removal_policy=RemovalPolicy.DESTROY,
+            self,
+            "PostgresLogs",
+            log_group_name=f"/aws/rds/instance/{instance_identifier}/postgresql",
+            retention=config.log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
         )
         self.database = rds.DatabaseInstance(
-            self, "Database",
+            self,
+            "Database",
             instance_identifier=instance_identifier,
             engine=engine,
             instance_type=ec2.InstanceType(config.db_instance_type),
@@ -89,7 +99,8 @@ class DataStack(Stack):
             publicly_accessible=False,
             database_name=DATABASE_NAME,
             credentials=rds.Credentials.from_generated_secret(
-                DATABASE_ADMIN, secret_name=f"{config.stack_prefix}/database"),
+                DATABASE_ADMIN, secret_name=f"{config.stack_prefix}/database"
+            ),
             parameter_group=parameters,
             storage_type=rds.StorageType.GP3,
             allocated_storage=config.db_allocated_storage_gb,
@@ -112,17 +123,26 @@ class DataStack(Stack):
 
         self._add_schema_migration(config, vpc)
 
-        CfnOutput(self, "DatabaseSecretArn", value=self.database_secret.secret_arn,
-                  description="Secrets Manager secret with the database admin credentials")
+        CfnOutput(
+            self,
+            "DatabaseSecretArn",
+            value=self.database_secret.secret_arn,
+            description="Secrets Manager secret with the database admin credentials",
+        )
         CfnOutput(self, "QueueUrl", value=self.queue.queue_url, description="The FIFO sync queue")
-        CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
-                  description="Messages that failed maxReceiveCount times, with Emu's logged reason")
+        CfnOutput(
+            self,
+            "DeadLetterQueueUrl",
+            value=self.dead_letter_queue.queue_url,
+            description="Messages that failed maxReceiveCount times, with Emu's logged reason",
+        )
         self._acknowledge_findings(config)
 
     def _add_schema_migration(self, config: StageConfig, vpc: ec2.IVpc) -> None:
         """A custom resource that migrates (and optionally seeds) the database on every deploy that changes it."""
         migrate = PythonFunction(
-            self, "Migrate",
+            self,
+            "Migrate",
             code=lambda_code(),
             handler=topology.MIGRATE_HANDLER,
             description="Custom resource: apply database migrations (advisory-locked, idempotent), seed if asked",
@@ -131,43 +151,67 @@ class DataStack(Stack):
             vpc=vpc,
         )
         RuntimeAccess(
-            self, "MigrateAccess", search=config.search, database=self.database,
+            self,
+            "MigrateAccess",
+            search=config.search,
+            database=self.database,
             database_secret=self.database_secret,
-        ).attach(grantee=migrate.function, connections=migrate.function,
-                 add_environment=migrate.function.add_environment)
+        ).attach(
+            grantee=migrate.function, connections=migrate.function, add_environment=migrate.function.add_environment
+        )
         provider = cr.Provider(
-            self, "SchemaProvider",
+            self,
+            "SchemaProvider",
             on_event_handler=migrate.function,
-            log_group=logs.LogGroup(self, "SchemaProviderLogs", retention=config.log_retention,
-                                    removal_policy=RemovalPolicy.DESTROY),
+            log_group=logs.LogGroup(
+                self, "SchemaProviderLogs", retention=config.log_retention, removal_policy=RemovalPolicy.DESTROY
+            ),
         )
         self.schema = CustomResource(
-            self, "Schema",
+            self,
+            "Schema",
             service_token=provider.service_token,
             resource_type="Custom::RefarchSchema",
             properties={"MigrationsHash": migrations_hash(), "SeedRows": str(config.seed_rows)},
         )
         # The instance (and the security group rule letting the function in) must exist first.
         self.schema.node.add_dependency(self.database)
-        acknowledge(provider, "AwsSolutions-IAM4",
-                    "The CDK custom resource framework's function uses the AWS-maintained logging policy.",
-                    findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",))
-        acknowledge(provider, "AwsSolutions-IAM5",
-                    "The framework may invoke any version of the migration function (CDK's own policy).",
-                    findings=(f"Resource::<{self.get_logical_id(migrate.function.node.default_child)}.Arn>:*",))
+        acknowledge(
+            provider,
+            "AwsSolutions-IAM4",
+            "The CDK custom resource framework's function uses the AWS-maintained logging policy.",
+            findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",),
+        )
+        acknowledge(
+            provider,
+            "AwsSolutions-IAM5",
+            "The framework may invoke any version of the migration function (CDK's own policy).",
+            findings=(f"Resource::<{self.get_logical_id(migrate.function.node.default_child)}.Arn>:*",),
+        )
 
     def _acknowledge_findings(self, config: StageConfig) -> None:
-        acknowledge(self.database, "AwsSolutions-RDS11",
-                    "Postgres listens on its default port; only the runtimes' security groups can reach it "
-                    "and it sits in isolated subnets, so a non-default port adds no protection.")
-        acknowledge(self.database, "AwsSolutions-SMG4",
-                    "No automatic rotation: the runtimes read the credentials once per process "
-                    "(refarch.secrets) and would fail to open new connections after a rotation until they "
-                    "restart. Turn rotation on once they re-read the secret on an authentication failure.")
+        acknowledge(
+            self.database,
+            "AwsSolutions-RDS11",
+            "Postgres listens on its default port; only the runtimes' security groups can reach it "
+            "and it sits in isolated subnets, so a non-default port adds no protection.",
+        )
+        acknowledge(
+            self.database,
+            "AwsSolutions-SMG4",
+            "No automatic rotation: the runtimes read the credentials once per process "
+            "(refarch.secrets) and would fail to open new connections after a rotation until they "
+            "restart. Turn rotation on once they re-read the secret on an authentication failure.",
+        )
         if not config.db_multi_az:
-            acknowledge(self.database, "AwsSolutions-RDS3",
-                        f"Stage {config.name} runs a single-AZ database to keep idle cost low; prod is multi-AZ.")
+            acknowledge(
+                self.database,
+                "AwsSolutions-RDS3",
+                f"Stage {config.name} runs a single-AZ database to keep idle cost low; prod is multi-AZ.",
+            )
         if not config.protect_data:
-            acknowledge(self.database, "AwsSolutions-RDS10",
-                        f"Stage {config.name} is disposable: `cdk destroy` must remove it; prod has deletion "
-                        "protection.")
+            acknowledge(
+                self.database,
+                "AwsSolutions-RDS10",
+                f"Stage {config.name} is disposable: `cdk destroy` must remove it; prod has deletion protection.",
+            )

@@ -38,7 +38,8 @@ class EmuStack(Stack):
         super().__init__(scope, id_, **kwargs)
         topo = config.topology
         emu = PythonFunction(
-            self, "Emu",
+            self,
+            "Emu",
             code=lambda_code(),
             handler=topology.EMU_HANDLER,
             description="Emu: re-read changed products, embed them (one call per batch), update the vector index",
@@ -50,14 +51,21 @@ class EmuStack(Stack):
         )
         self.function = emu.function
         RuntimeAccess(
-            self, "Access", search=config.search, database=database, database_secret=database_secret,
+            self,
+            "Access",
+            search=config.search,
+            database=database,
+            database_secret=database_secret,
             pinecone_host=pinecone_host,
-        ).attach(grantee=self.function, connections=self.function,
-                 add_environment=self.function.add_environment, search=True)
+        ).attach(
+            grantee=self.function, connections=self.function, add_environment=self.function.add_environment, search=True
+        )
         # FIFO event sources take no batching window; order within a product is kept by the message group.
-        self.function.add_event_source(event_sources.SqsEventSource(
-            queue,
-            batch_size=topo.emu_batch_size,
-            report_batch_item_failures=True,
-            max_concurrency=topo.emu_max_concurrency,
-        ))
+        self.function.add_event_source(
+            event_sources.SqsEventSource(
+                queue,
+                batch_size=topo.emu_batch_size,
+                report_batch_item_failures=True,
+                max_concurrency=topo.emu_max_concurrency,
+            )
+        )

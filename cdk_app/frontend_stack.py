@@ -52,20 +52,21 @@ class FrontendStack(Stack):
         super().__init__(scope, id_, **kwargs)
         self.config = config
         self.edit_password = secretsmanager.Secret(
-            self, "EditPassword",
+            self,
+            "EditPassword",
             secret_name=f"{config.stack_prefix}/edit-password",
             description="Password that unlocks editing on the refarch web page (read it to sign in)",
-            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=24,
-                                                                        exclude_punctuation=True),
+            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=24, exclude_punctuation=True),
         )
         session_secret = secretsmanager.Secret(
-            self, "SessionSecret",
+            self,
+            "SessionSecret",
             description="Signs the web app's session cookies (shared by every web task)",
-            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64,
-                                                                        exclude_punctuation=True),
+            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64, exclude_punctuation=True),
         )
         self.access_logs = s3.Bucket(
-            self, "AccessLogs",
+            self,
+            "AccessLogs",
             encryption=s3.BucketEncryption.S3_MANAGED,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
@@ -87,10 +88,21 @@ class FrontendStack(Stack):
         session_secret.grant_read(task_role)
         # Search and editing, plus the queue depth for the status header; never receive or send.
         RuntimeAccess(
-            self, "Access", search=config.search, database=database, database_secret=database_secret,
-            queue=queue, dead_letter_queue=dead_letter_queue, pinecone_host=pinecone_host,
-        ).attach(grantee=task_role, connections=self.service.service, add_environment=container.add_environment,
-                 search=True, read_queue_depth=True)
+            self,
+            "Access",
+            search=config.search,
+            database=database,
+            database_secret=database_secret,
+            queue=queue,
+            dead_letter_queue=dead_letter_queue,
+            pinecone_host=pinecone_host,
+        ).attach(
+            grantee=task_role,
+            connections=self.service.service,
+            add_environment=container.add_environment,
+            search=True,
+            read_queue_depth=True,
+        )
 
         self.load_balancer = self.service.load_balancer
         self.load_balancer.log_access_logs(self.access_logs, prefix="alb")
@@ -100,14 +112,21 @@ class FrontendStack(Stack):
         else:
             self.site_url = "https://" + self._cloudfront_in_front(config).distribution_domain_name
         CfnOutput(self, "SiteUrl", value=self.site_url, description="The search page")
-        CfnOutput(self, "EditPasswordSecretArn", value=self.edit_password.secret_arn,
-                  description="Read this secret for the password that unlocks editing")
+        CfnOutput(
+            self,
+            "EditPasswordSecretArn",
+            value=self.edit_password.secret_arn,
+            description="Read this secret for the password that unlocks editing",
+        )
         self._acknowledge_findings(config)
 
     def _web_service(self, config: StageConfig, vpc: ec2.IVpc) -> ecs_patterns.ApplicationLoadBalancedFargateService:
         cluster = ecs.Cluster(
-            self, "Cluster", vpc=vpc,
-            container_insights_v2=ecs.ContainerInsights.ENABLED if config.container_insights
+            self,
+            "Cluster",
+            vpc=vpc,
+            container_insights_v2=ecs.ContainerInsights.ENABLED
+            if config.container_insights
             else ecs.ContainerInsights.DISABLED,
         )
         domain = config.custom_domain
@@ -118,12 +137,14 @@ class FrontendStack(Stack):
                 "certificate": acm.Certificate.from_certificate_arn(self, "Certificate", domain.certificate_arn),
                 "domain_name": domain.domain_name,
                 "domain_zone": route53.HostedZone.from_hosted_zone_attributes(
-                    self, "Zone", hosted_zone_id=domain.hosted_zone_id, zone_name=domain.hosted_zone_name),
+                    self, "Zone", hosted_zone_id=domain.hosted_zone_id, zone_name=domain.hosted_zone_name
+                ),
                 "redirect_http": True,
                 "ssl_policy": elbv2.SslPolicy.RECOMMENDED_TLS,
             }
         service = ecs_patterns.ApplicationLoadBalancedFargateService(
-            self, "Web",
+            self,
+            "Web",
             cluster=cluster,
             cpu=config.web_cpu,
             memory_limit_mib=config.web_memory_mb,
@@ -136,8 +157,10 @@ class FrontendStack(Stack):
                 container_port=WEB_PORT,
                 log_driver=ecs.LogDrivers.aws_logs(
                     stream_prefix="web",
-                    log_group=logs.LogGroup(self, "WebLogs", retention=config.log_retention,
-                                            removal_policy=RemovalPolicy.DESTROY)),
+                    log_group=logs.LogGroup(
+                        self, "WebLogs", retention=config.log_retention, removal_policy=RemovalPolicy.DESTROY
+                    ),
+                ),
             ),
             public_load_balancer=True,
             # Without a domain, only CloudFront may reach the ALB (rule added below).
@@ -149,48 +172,63 @@ class FrontendStack(Stack):
             **https,
         )
         service.target_group.configure_health_check(
-            path=HEALTH_CHECK_PATH, healthy_http_codes="200", interval=Duration.seconds(30),
+            path=HEALTH_CHECK_PATH,
+            healthy_http_codes="200",
+            interval=Duration.seconds(30),
             timeout=Duration.seconds(10),
         )
         # Short deregistration: requests are short, and deploys should not wait five minutes per task.
         service.target_group.set_attribute("deregistration_delay.timeout_seconds", "30")
         if domain:
-            acknowledge(service.load_balancer, "AwsSolutions-EC23",
-                        "With a custom domain the ALB is the public entry point: 443 for the site, 80 only to "
-                        "redirect to HTTPS.")
+            acknowledge(
+                service.load_balancer,
+                "AwsSolutions-EC23",
+                "With a custom domain the ALB is the public entry point: 443 for the site, 80 only to "
+                "redirect to HTTPS.",
+            )
         return service
 
     def _cloudfront_in_front(self, config: StageConfig) -> cloudfront.Distribution:
         """HTTPS on CloudFront's domain; the ALB admits only CloudFront's origin-facing addresses."""
         prefix_list = cr.AwsCustomResource(
-            self, "CloudFrontPrefixList",
+            self,
+            "CloudFrontPrefixList",
             resource_type="Custom::CloudFrontOriginPrefixList",
             on_update=cr.AwsSdkCall(
-                service="EC2", action="describeManagedPrefixLists",
+                service="EC2",
+                action="describeManagedPrefixLists",
                 parameters={"Filters": [{"Name": "prefix-list-name", "Values": [CLOUDFRONT_PREFIX_LIST]}]},
                 physical_resource_id=cr.PhysicalResourceId.of(CLOUDFRONT_PREFIX_LIST),
                 output_paths=["PrefixLists.0.PrefixListId"],
             ),
-            policy=cr.AwsCustomResourcePolicy.from_sdk_calls(
-                resources=cr.AwsCustomResourcePolicy.ANY_RESOURCE),
+            policy=cr.AwsCustomResourcePolicy.from_sdk_calls(resources=cr.AwsCustomResourcePolicy.ANY_RESOURCE),
             install_latest_aws_sdk=False,
-            log_group=logs.LogGroup(self, "CloudFrontPrefixListLogs", retention=config.log_retention,
-                                    removal_policy=RemovalPolicy.DESTROY),
+            log_group=logs.LogGroup(
+                self, "CloudFrontPrefixListLogs", retention=config.log_retention, removal_policy=RemovalPolicy.DESTROY
+            ),
         )
         self.load_balancer.connections.allow_from(
             ec2.Peer.prefix_list(prefix_list.get_response_field("PrefixLists.0.PrefixListId")),
-            ec2.Port.tcp(80), "HTTP from CloudFront only")
-        acknowledge(prefix_list, "AwsSolutions-IAM5",
-                    "ec2:DescribeManagedPrefixLists supports no resource-level permissions (read-only lookup).",
-                    findings=("Resource::*",))
+            ec2.Port.tcp(80),
+            "HTTP from CloudFront only",
+        )
+        acknowledge(
+            prefix_list,
+            "AwsSolutions-IAM5",
+            "ec2:DescribeManagedPrefixLists supports no resource-level permissions (read-only lookup).",
+            findings=("Resource::*",),
+        )
         acknowledge_aws_custom_resource(self)
         distribution = cloudfront.Distribution(
-            self, "Cdn",
+            self,
+            "Cdn",
             comment=f"refarch {config.name}: HTTPS in front of the web ALB",
             default_behavior=cloudfront.BehaviorOptions(
                 origin=origins.LoadBalancerV2Origin(
-                    self.load_balancer, protocol_policy=cloudfront.OriginProtocolPolicy.HTTP_ONLY,
-                    read_timeout=Duration.seconds(30)),
+                    self.load_balancer,
+                    protocol_policy=cloudfront.OriginProtocolPolicy.HTTP_ONLY,
+                    read_timeout=Duration.seconds(30),
+                ),
                 viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
                 allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,
                 # Every page is dynamic (search results, sync state): pass everything through.
@@ -203,32 +241,54 @@ class FrontendStack(Stack):
             log_bucket=self.access_logs,
             log_file_prefix="cloudfront/",
         )
-        acknowledge(distribution, "AwsSolutions-CFR1",
-                    "A public product search has no country restrictions; add geo restrictions in a fork "
-                    "that needs them.")
-        acknowledge(distribution, "AwsSolutions-CFR2",
-                    "No WAF web ACL: it costs ~$6/month idle; the app caps input sizes and requires sign-in "
-                    "for edits. Attach one (web_acl_id) for production traffic.")
-        acknowledge(distribution, "AwsSolutions-CFR4",
-                    "The default *.cloudfront.net certificate does not allow choosing the minimum TLS version; "
-                    "configure custom_domain (ACM certificate, TLS 1.2+ policy) to control it.")
-        acknowledge(distribution, "AwsSolutions-CFR5",
-                    "CloudFront reaches the ALB over HTTP inside AWS's network because the ALB has no "
-                    "certificate without a domain; the ALB accepts only CloudFront's prefix list.")
+        acknowledge(
+            distribution,
+            "AwsSolutions-CFR1",
+            "A public product search has no country restrictions; add geo restrictions in a fork that needs them.",
+        )
+        acknowledge(
+            distribution,
+            "AwsSolutions-CFR2",
+            "No WAF web ACL: it costs ~$6/month idle; the app caps input sizes and requires sign-in "
+            "for edits. Attach one (web_acl_id) for production traffic.",
+        )
+        acknowledge(
+            distribution,
+            "AwsSolutions-CFR4",
+            "The default *.cloudfront.net certificate does not allow choosing the minimum TLS version; "
+            "configure custom_domain (ACM certificate, TLS 1.2+ policy) to control it.",
+        )
+        acknowledge(
+            distribution,
+            "AwsSolutions-CFR5",
+            "CloudFront reaches the ALB over HTTP inside AWS's network because the ALB has no "
+            "certificate without a domain; the ALB accepts only CloudFront's prefix list.",
+        )
         return distribution
 
     def _acknowledge_findings(self, config: StageConfig) -> None:
-        acknowledge(self.access_logs, "AwsSolutions-S1",
-                    "This bucket receives the access logs; logging its own access would recurse.")
-        for secret, why in ((self.edit_password, "a shared sign-in password the operator reads from the console"),
-                            (self.node.find_child("SessionSecret"), "rotating it signs every user out")):
+        acknowledge(
+            self.access_logs,
+            "AwsSolutions-S1",
+            "This bucket receives the access logs; logging its own access would recurse.",
+        )
+        for secret, why in (
+            (self.edit_password, "a shared sign-in password the operator reads from the console"),
+            (self.node.find_child("SessionSecret"), "rotating it signs every user out"),
+        ):
             acknowledge(secret, "AwsSolutions-SMG4", f"No automatic rotation: {why}; rotate it deliberately.")
         task_definition = self.service.task_definition
         acknowledge_task_execution_role(task_definition)
-        acknowledge(task_definition, "AwsSolutions-ECS2",
-                    "The environment holds only non-secret settings (model, index, URLs, secret ARNs); secret "
-                    "values are read from Secrets Manager at start.")
+        acknowledge(
+            task_definition,
+            "AwsSolutions-ECS2",
+            "The environment holds only non-secret settings (model, index, URLs, secret ARNs); secret "
+            "values are read from Secrets Manager at start.",
+        )
         if not config.container_insights:
-            acknowledge(self.service.cluster, "AwsSolutions-ECS4",
-                        f"Container Insights is off in stage {config.name} to keep idle cost low; the ALB and "
-                        "service metrics on the dashboard remain.")
+            acknowledge(
+                self.service.cluster,
+                "AwsSolutions-ECS4",
+                f"Container Insights is off in stage {config.name} to keep idle cost low; the ALB and "
+                "service metrics on the dashboard remain.",
+            )

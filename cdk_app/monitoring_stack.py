@@ -45,75 +45,133 @@ class MonitoringStack(Stack):
         self.alarm_topic = sns.Topic(self, "Alarms", display_name=f"refarch {config.name} alarms", enforce_ssl=True)
         if config.alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
-        acknowledge(self.alarm_topic, "AwsSolutions-SNS2",
-                    "Alarm notifications carry no data beyond alarm names; CloudWatch cannot publish to a topic "
-                    "encrypted with the AWS-managed SNS key, and a customer key would add idle cost.")
+        acknowledge(
+            self.alarm_topic,
+            "AwsSolutions-SNS2",
+            "Alarm notifications carry no data beyond alarm names; CloudWatch cannot publish to a topic "
+            "encrypted with the AWS-managed SNS key, and a customer key would add idle cost.",
+        )
 
         queue_depth = queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
         queue_age = queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum")
-        dlq_depth = dead_letter_queue.metric_approximate_number_of_messages_visible(
-            period=PERIOD, statistic="Maximum")
+        dlq_depth = dead_letter_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
         emu_errors = emu.metric_errors(period=PERIOD, statistic="Sum")
         # Emu's Powertools metrics (EMF): the age of the newest change it indexed, per batch.
-        sync_lag = cloudwatch.Metric(namespace=NAMESPACE, metric_name="SyncLag", dimensions_map={"service": SERVICE},
-                                     period=PERIOD, statistic="p95", unit=cloudwatch.Unit.MILLISECONDS)
+        sync_lag = cloudwatch.Metric(
+            namespace=NAMESPACE,
+            metric_name="SyncLag",
+            dimensions_map={"service": SERVICE},
+            period=PERIOD,
+            statistic="p95",
+            unit=cloudwatch.Unit.MILLISECONDS,
+        )
         # ECS reports a CPU datapoint per minute while a listener task runs: none means none is running.
         listener_samples = cloudwatch.Metric(
-            namespace="AWS/ECS", metric_name="CPUUtilization", period=PERIOD, statistic="SampleCount",
-            dimensions_map={"ClusterName": listener.cluster.cluster_name, "ServiceName": listener.service_name})
+            namespace="AWS/ECS",
+            metric_name="CPUUtilization",
+            period=PERIOD,
+            statistic="SampleCount",
+            dimensions_map={"ClusterName": listener.cluster.cluster_name, "ServiceName": listener.service_name},
+        )
 
-        self._alarm("DeadLetterQueueNotEmpty", dlq_depth, threshold=0,
-                    description="Messages failed maxReceiveCount times; Emu logged each reason. Inspect and "
-                                "redrive them.")
-        self._alarm("QueueAgeHigh", queue_age, threshold=config.queue_age_alarm_seconds, evaluation_periods=3,
-                    datapoints_to_alarm=2,
-                    description="The oldest sync message is waiting too long: Emu is failing, throttled or "
-                                "under-scaled.")
-        self._alarm("EmuErrors", emu_errors, threshold=0, evaluation_periods=3, datapoints_to_alarm=2,
-                    description="Emu invocations are failing as a whole (not single records).")
-        self._alarm("ListenerNotRunning", listener_samples, threshold=1,
-                    comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD, evaluation_periods=3,
-                    missing=cloudwatch.TreatMissingData.BREACHING,
-                    description="No Pelican listener task has run for 15 minutes: changes stay in the outbox.")
+        self._alarm(
+            "DeadLetterQueueNotEmpty",
+            dlq_depth,
+            threshold=0,
+            description="Messages failed maxReceiveCount times; Emu logged each reason. Inspect and redrive them.",
+        )
+        self._alarm(
+            "QueueAgeHigh",
+            queue_age,
+            threshold=config.queue_age_alarm_seconds,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            description="The oldest sync message is waiting too long: Emu is failing, throttled or under-scaled.",
+        )
+        self._alarm(
+            "EmuErrors",
+            emu_errors,
+            threshold=0,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            description="Emu invocations are failing as a whole (not single records).",
+        )
+        self._alarm(
+            "ListenerNotRunning",
+            listener_samples,
+            threshold=1,
+            comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            evaluation_periods=3,
+            missing=cloudwatch.TreatMissingData.BREACHING,
+            description="No Pelican listener task has run for 15 minutes: changes stay in the outbox.",
+        )
 
-        self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"refarch-{config.name}",
-                                              default_interval=Duration.hours(3))
+        self.dashboard = cloudwatch.Dashboard(
+            self, "Dashboard", dashboard_name=f"refarch-{config.name}", default_interval=Duration.hours(3)
+        )
         self.dashboard.add_widgets(
             _graph("Sync queue depth", queue_depth, dlq_depth.with_(label="DLQ depth")),
             _graph("Oldest message age (s)", queue_age),
             _graph("Sync lag p95 (ms)", sync_lag),
         )
         self.dashboard.add_widgets(
-            _graph("Emu errors and throttles", emu_errors,
-                   emu.metric_throttles(period=PERIOD, statistic="Sum")),
+            _graph("Emu errors and throttles", emu_errors, emu.metric_throttles(period=PERIOD, statistic="Sum")),
             _graph("Emu concurrency", emu.metric("ConcurrentExecutions", period=PERIOD, statistic="Maximum")),
-            _graph("Emu duration (ms)", emu.metric_duration(period=PERIOD, statistic="p95"),
-                   emu.metric_duration(period=PERIOD, statistic="Maximum")),
+            _graph(
+                "Emu duration (ms)",
+                emu.metric_duration(period=PERIOD, statistic="p95"),
+                emu.metric_duration(period=PERIOD, statistic="Maximum"),
+            ),
         )
         self.dashboard.add_widgets(
-            _graph("Web 5xx", load_balancer.metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=PERIOD),
-                   load_balancer.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=PERIOD)),
+            _graph(
+                "Web 5xx",
+                load_balancer.metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=PERIOD),
+                load_balancer.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=PERIOD),
+            ),
             _graph("Web latency (s)", load_balancer.metrics.target_response_time(period=PERIOD, statistic="p95")),
-            _graph("Database CPU (%) and connections", database.metric_cpu_utilization(period=PERIOD),
-                   right=[database.metric_database_connections(period=PERIOD)]),
+            _graph(
+                "Database CPU (%) and connections",
+                database.metric_cpu_utilization(period=PERIOD),
+                right=[database.metric_database_connections(period=PERIOD)],
+            ),
         )
         self.dashboard.add_widgets(
             _graph("Listener tasks reporting (samples)", listener_samples),
             cloudwatch.AlarmStatusWidget(alarms=self.alarms, title="Alarms", width=16),
         )
-        CfnOutput(self, "DashboardUrl", description="CloudWatch dashboard for the sync path",
-                  value=f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
-                        f"#dashboards:name={self.dashboard.dashboard_name}")
-        CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn,
-                  description="Subscribe here to receive the alarms")
+        CfnOutput(
+            self,
+            "DashboardUrl",
+            description="CloudWatch dashboard for the sync path",
+            value=f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
+            f"#dashboards:name={self.dashboard.dashboard_name}",
+        )
+        CfnOutput(
+            self, "AlarmTopicArn", value=self.alarm_topic.topic_arn, description="Subscribe here to receive the alarms"
+        )
 
-    def _alarm(self, id_: str, metric: cloudwatch.IMetric, *, threshold: float, description: str,
-               evaluation_periods: int = 1, datapoints_to_alarm: int | None = None,
-               comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-               missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING) -> None:
+    def _alarm(
+        self,
+        id_: str,
+        metric: cloudwatch.IMetric,
+        *,
+        threshold: float,
+        description: str,
+        evaluation_periods: int = 1,
+        datapoints_to_alarm: int | None = None,
+        comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
+    ) -> None:
         alarm = cloudwatch.Alarm(
-            self, id_, metric=metric, threshold=threshold, evaluation_periods=evaluation_periods,
-            datapoints_to_alarm=datapoints_to_alarm, comparison_operator=comparison, treat_missing_data=missing,
+            self,
+            id_,
+            metric=metric,
+            threshold=threshold,
+            evaluation_periods=evaluation_periods,
+            datapoints_to_alarm=datapoints_to_alarm,
+            comparison_operator=comparison,
+            treat_missing_data=missing,
             alarm_description=description,
         )
         alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
@@ -121,5 +179,7 @@ class MonitoringStack(Stack):
         self.alarms.append(alarm)
 
 
-def _graph(title: str, *left: cloudwatch.IMetric, right: list[cloudwatch.IMetric] | None = None) -> cloudwatch.GraphWidget:
+def _graph(
+    title: str, *left: cloudwatch.IMetric, right: list[cloudwatch.IMetric] | None = None
+) -> cloudwatch.GraphWidget:
     return cloudwatch.GraphWidget(title=title, left=list(left), right=right or [], width=8)

@@ -37,9 +37,12 @@ def acknowledge_aws_custom_resource(stack: Stack) -> None:
     provider = stack.node.try_find_child(AWS_CUSTOM_RESOURCE_PROVIDER_ID)
     if provider is None:
         raise ValueError(f"{stack.node.path} has no AwsCustomResource provider to acknowledge")
-    acknowledge(provider, "AwsSolutions-IAM4",
-                "CDK's AwsCustomResource function uses the AWS-maintained logging policy.",
-                findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",))
+    acknowledge(
+        provider,
+        "AwsSolutions-IAM4",
+        "CDK's AwsCustomResource function uses the AWS-maintained logging policy.",
+        findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",),
+    )
 
 
 def acknowledge_task_execution_role(task: IConstruct) -> None:
@@ -47,6 +50,9 @@ def acknowledge_task_execution_role(task: IConstruct) -> None:
     execution_role = getattr(task, "execution_role", None)
     if execution_role is None:
         raise ValueError(f"{task.node.path} has no execution role")
-    acknowledge(execution_role, "AwsSolutions-IAM5",
-                "Pulling the image needs ecr:GetAuthorizationToken, which supports no resource-level permission.",
-                findings=("Resource::*",))
+    acknowledge(
+        execution_role,
+        "AwsSolutions-IAM5",
+        "Pulling the image needs ecr:GetAuthorizationToken, which supports no resource-level permission.",
+        findings=("Resource::*",),
+    )

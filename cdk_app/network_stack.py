@@ -27,16 +27,17 @@ class NetworkStack(Stack):
             nat_gateways=config.nat_gateways,
             subnet_configuration=[
                 ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
-                ec2.SubnetConfiguration(name="services", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS,
-                                        cidr_mask=22),
-                ec2.SubnetConfiguration(name="database", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED,
-                                        cidr_mask=24),
+                ec2.SubnetConfiguration(name="services", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22),
+                ec2.SubnetConfiguration(name="database", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24),
             ],
             # Image layers pulled from ECR come from S3: the gateway endpoint is free and spares the NAT.
             gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)},
         )
         flow_log_group = logs.LogGroup(
-            self, "FlowLogs", retention=config.log_retention, removal_policy=RemovalPolicy.DESTROY,
+            self,
+            "FlowLogs",
+            retention=config.log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
         )
         self.vpc.add_flow_log(
             "FlowLog",
@@ -46,19 +47,23 @@ class NetworkStack(Stack):
         )
         if config.vpc_endpoints:
             endpoints_security_group = ec2.SecurityGroup(
-                self, "EndpointsSecurityGroup", vpc=self.vpc, allow_all_outbound=False,
+                self,
+                "EndpointsSecurityGroup",
+                vpc=self.vpc,
+                allow_all_outbound=False,
                 description="HTTPS to the AWS service endpoints from inside the VPC",
             )
             # The literal CIDR (not the VPC's token) lets cdk-nag verify the rule is not open to the world.
-            endpoints_security_group.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443),
-                                                      "HTTPS from the VPC")
+            endpoints_security_group.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443), "HTTPS from the VPC")
             for name, service in (
                 ("Sqs", ec2.InterfaceVpcEndpointAwsService.SQS),
                 ("SecretsManager", ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER),
                 ("Logs", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS),
             ):
                 self.vpc.add_interface_endpoint(
-                    name, service=service, security_groups=[endpoints_security_group], open=False,
+                    name,
+                    service=service,
+                    security_groups=[endpoints_security_group],
+                    open=False,
                     subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
                 )
-

@@ -47,34 +47,66 @@ class BootstrapStateMachine(Construct):
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, id_)
-        plan_step = _retried(tasks.LambdaInvoke(
-            self, "Plan", lambda_function=plan, payload_response_only=True,
-            comment="Create or resume a run; output {run_id, ranges}"))
-        batch_step = _retried(tasks.LambdaInvoke(
-            self, "Batch", lambda_function=batch, payload_response_only=True,
-            comment="Enqueue one id range (rows claimed FOR UPDATE SKIP LOCKED)"))
+        plan_step = _retried(
+            tasks.LambdaInvoke(
+                self,
+                "Plan",
+                lambda_function=plan,
+                payload_response_only=True,
+                comment="Create or resume a run; output {run_id, ranges}",
+            )
+        )
+        batch_step = _retried(
+            tasks.LambdaInvoke(
+                self,
+                "Batch",
+                lambda_function=batch,
+                payload_response_only=True,
+                comment="Enqueue one id range (rows claimed FOR UPDATE SKIP LOCKED)",
+            )
+        )
         enqueue_ranges = sfn.Map(
-            self, "Enqueue ranges",
+            self,
+            "Enqueue ranges",
             items_path="$.ranges",
             max_concurrency=max_concurrency,
             # Keep the Plan output ({run_id, ranges}) as the state; the per-range results are not needed.
             result_path=sfn.JsonPath.DISCARD,
         ).item_processor(batch_step)
-        finalize_step = _retried(tasks.LambdaInvoke(
-            self, "Finalize", lambda_function=finalize, payload_response_only=True,
-            payload=sfn.TaskInput.from_object({"run_id": sfn.JsonPath.number_at("$.run_id")}),
-            comment="Mark the run complete"))
-        record_failure = _retried(tasks.LambdaInvoke(
-            self, "Record failure", lambda_function=finalize, payload_response_only=True,
-            payload=sfn.TaskInput.from_object({
-                "run_id": sfn.JsonPath.number_at("$.run_id"),
-                "error": sfn.JsonPath.format("{}: {}", sfn.JsonPath.string_at("$.error.Error"),
-                                             sfn.JsonPath.string_at("$.error.Cause")),
-            }),
-            result_path=sfn.JsonPath.DISCARD,
-            comment="Finalize with {run_id, error}: the run is marked failed with the reason"))
-        failed = sfn.Fail(self, "Bootstrap failed", error="BootstrapFailed",
-                          cause="A step failed after its retries; see the run's error in bootstrap_runs")
+        finalize_step = _retried(
+            tasks.LambdaInvoke(
+                self,
+                "Finalize",
+                lambda_function=finalize,
+                payload_response_only=True,
+                payload=sfn.TaskInput.from_object({"run_id": sfn.JsonPath.number_at("$.run_id")}),
+                comment="Mark the run complete",
+            )
+        )
+        record_failure = _retried(
+            tasks.LambdaInvoke(
+                self,
+                "Record failure",
+                lambda_function=finalize,
+                payload_response_only=True,
+                payload=sfn.TaskInput.from_object(
+                    {
+                        "run_id": sfn.JsonPath.number_at("$.run_id"),
+                        "error": sfn.JsonPath.format(
+                            "{}: {}", sfn.JsonPath.string_at("$.error.Error"), sfn.JsonPath.string_at("$.error.Cause")
+                        ),
+                    }
+                ),
+                result_path=sfn.JsonPath.DISCARD,
+                comment="Finalize with {run_id, error}: the run is marked failed with the reason",
+            )
+        )
+        failed = sfn.Fail(
+            self,
+            "Bootstrap failed",
+            error="BootstrapFailed",
+            cause="A step failed after its retries; see the run's error in bootstrap_runs",
+        )
         record_failure.next(failed)
         # Without a run id (Plan failed) there is nothing to record: fail the execution directly.
         plan_step.add_catch(failed, result_path="$.error")
@@ -83,7 +115,8 @@ class BootstrapStateMachine(Construct):
 
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
         self.state_machine = sfn.StateMachine(
-            self, "StateMachine",
+            self,
+            "StateMachine",
             comment="refarch bootstrap: enqueue every product for indexing (re-runnable, resumable)",
             definition_body=sfn.DefinitionBody.from_chainable(plan_step.next(enqueue_ranges).next(finalize_step)),
             timeout=Duration.hours(6),
@@ -94,8 +127,13 @@ class BootstrapStateMachine(Construct):
 
 def _retried(task: tasks.LambdaInvoke) -> tasks.LambdaInvoke:
     """Retry a step on Lambda errors with backoff: every bootstrap step is idempotent."""
-    task.add_retry(errors=[sfn.Errors.TASKS_FAILED, sfn.Errors.TIMEOUT], interval=Duration.seconds(5),
-                   max_attempts=3, backoff_rate=2.0, jitter_strategy=sfn.JitterType.FULL)
+    task.add_retry(
+        errors=[sfn.Errors.TASKS_FAILED, sfn.Errors.TIMEOUT],
+        interval=Duration.seconds(5),
+        max_attempts=3,
+        backoff_rate=2.0,
+        jitter_strategy=sfn.JitterType.FULL,
+    )
     return task
 
 
@@ -120,8 +158,13 @@ class PelicanStack(Stack):
         self.config = config
         self.vpc = vpc
         self.access = RuntimeAccess(
-            self, "Access", search=config.search, database=database, database_secret=database_secret,
-            queue=queue, pinecone_host=pinecone_host,
+            self,
+            "Access",
+            search=config.search,
+            database=database,
+            database_secret=database_secret,
+            queue=queue,
+            pinecone_host=pinecone_host,
         )
         self.code = lambda_code()
         self._add_listener()
@@ -131,12 +174,18 @@ class PelicanStack(Stack):
     def _add_listener(self) -> None:
         config = self.config
         self.cluster = ecs.Cluster(
-            self, "Cluster", vpc=self.vpc,
-            container_insights_v2=ecs.ContainerInsights.ENABLED if config.container_insights
+            self,
+            "Cluster",
+            vpc=self.vpc,
+            container_insights_v2=ecs.ContainerInsights.ENABLED
+            if config.container_insights
             else ecs.ContainerInsights.DISABLED,
         )
         task = ecs.FargateTaskDefinition(
-            self, "ListenerTask", cpu=config.listener_cpu, memory_limit_mib=config.listener_memory_mb,
+            self,
+            "ListenerTask",
+            cpu=config.listener_cpu,
+            memory_limit_mib=config.listener_memory_mb,
             runtime_platform=runtime_platform(config.container_architecture),
         )
         container = task.add_container(
@@ -145,15 +194,22 @@ class PelicanStack(Stack):
             command=LISTENER_COMMAND,
             logging=ecs.LogDrivers.aws_logs(
                 stream_prefix="listener",
-                log_group=logs.LogGroup(self, "ListenerLogs", retention=config.log_retention,
-                                        removal_policy=RemovalPolicy.DESTROY)),
-            health_check=ecs.HealthCheck(command=["CMD", *LISTENER_HEALTH_COMMAND], interval=Duration.seconds(30),
-                                         timeout=Duration.seconds(10), retries=3,
-                                         start_period=Duration.seconds(60)),
+                log_group=logs.LogGroup(
+                    self, "ListenerLogs", retention=config.log_retention, removal_policy=RemovalPolicy.DESTROY
+                ),
+            ),
+            health_check=ecs.HealthCheck(
+                command=["CMD", *LISTENER_HEALTH_COMMAND],
+                interval=Duration.seconds(30),
+                timeout=Duration.seconds(10),
+                retries=3,
+                start_period=Duration.seconds(60),
+            ),
             environment={"AWS_REGION": self.region},
         )
         self.listener = ecs.FargateService(
-            self, "Listener",
+            self,
+            "Listener",
             cluster=self.cluster,
             task_definition=task,
             desired_count=1,
@@ -163,82 +219,137 @@ class PelicanStack(Stack):
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
         )
-        self.access.attach(grantee=task.task_role, connections=self.listener,
-                           add_environment=container.add_environment, send_to_queue=True)
+        self.access.attach(
+            grantee=task.task_role,
+            connections=self.listener,
+            add_environment=container.add_environment,
+            send_to_queue=True,
+        )
         acknowledge_task_execution_role(task)
-        acknowledge(task, "AwsSolutions-ECS2",
-                    "The environment holds only non-secret settings (queue URL, region, secret ARNs); secret "
-                    "values are read from Secrets Manager at start.")
+        acknowledge(
+            task,
+            "AwsSolutions-ECS2",
+            "The environment holds only non-secret settings (queue URL, region, secret ARNs); secret "
+            "values are read from Secrets Manager at start.",
+        )
         if not config.container_insights:
-            acknowledge(self.cluster, "AwsSolutions-ECS4",
-                        f"Container Insights is off in stage {config.name} to keep idle cost low; the service's "
-                        "CPU and memory metrics and the listener alarm remain.")
+            acknowledge(
+                self.cluster,
+                "AwsSolutions-ECS4",
+                f"Container Insights is off in stage {config.name} to keep idle cost low; the service's "
+                "CPU and memory metrics and the listener alarm remain.",
+            )
 
     def _function(self, id_: str, *, handler: str, description: str, timeout: Duration) -> lambda_.Function:
         return PythonFunction(
-            self, id_, code=self.code, handler=handler, description=description, timeout=timeout,
-            log_retention=self.config.log_retention, vpc=self.vpc,
+            self,
+            id_,
+            code=self.code,
+            handler=handler,
+            description=description,
+            timeout=timeout,
+            log_retention=self.config.log_retention,
+            vpc=self.vpc,
         ).function
 
     def _attach(self, function: lambda_.Function, **needs: bool) -> None:
-        self.access.attach(grantee=function, connections=function, add_environment=function.add_environment,
-                           **needs)
+        self.access.attach(grantee=function, connections=function, add_environment=function.add_environment, **needs)
 
     def _add_bootstrap(self, schema: IConstruct) -> None:
-        plan = self._function("BootstrapPlan", handler=topology.BOOTSTRAP_PLAN_HANDLER,
-                              description="Bootstrap Plan: create or resume a run, split ids into ranges",
-                              timeout=Duration.minutes(5))
-        batch = self._function("BootstrapBatch", handler=topology.BOOTSTRAP_BATCH_HANDLER,
-                               description="Bootstrap Batch: enqueue one id range with SendMessageBatch",
-                               timeout=Duration.minutes(5))
-        finalize = self._function("BootstrapFinalize", handler=topology.BOOTSTRAP_FINALIZE_HANDLER,
-                                  description="Bootstrap Finalize: mark the run complete, or failed with a reason",
-                                  timeout=Duration.minutes(1))
+        plan = self._function(
+            "BootstrapPlan",
+            handler=topology.BOOTSTRAP_PLAN_HANDLER,
+            description="Bootstrap Plan: create or resume a run, split ids into ranges",
+            timeout=Duration.minutes(5),
+        )
+        batch = self._function(
+            "BootstrapBatch",
+            handler=topology.BOOTSTRAP_BATCH_HANDLER,
+            description="Bootstrap Batch: enqueue one id range with SendMessageBatch",
+            timeout=Duration.minutes(5),
+        )
+        finalize = self._function(
+            "BootstrapFinalize",
+            handler=topology.BOOTSTRAP_FINALIZE_HANDLER,
+            description="Bootstrap Finalize: mark the run complete, or failed with a reason",
+            timeout=Duration.minutes(1),
+        )
         self._attach(plan)
         self._attach(batch, send_to_queue=True)
         self._attach(finalize)
         bootstrap = BootstrapStateMachine(
-            self, "Bootstrap", plan=plan, batch=batch, finalize=finalize,
+            self,
+            "Bootstrap",
+            plan=plan,
+            batch=batch,
+            finalize=finalize,
             max_concurrency=self.config.topology.bootstrap_max_concurrency,
             log_retention=self.config.log_retention,
         )
         self.state_machine = bootstrap.state_machine
         # Started once, when the stack is created (after the schema exists); later runs are manual.
         first_run = cr.AwsCustomResource(
-            self, "StartFirstBootstrap",
+            self,
+            "StartFirstBootstrap",
             resource_type="Custom::StartFirstBootstrap",
             on_create=cr.AwsSdkCall(
-                service="SFN", action="startExecution",
+                service="SFN",
+                action="startExecution",
                 parameters={"stateMachineArn": self.state_machine.state_machine_arn, "input": "{}"},
                 physical_resource_id=cr.PhysicalResourceId.of("first-bootstrap"),
                 output_paths=["executionArn"],
             ),
-            policy=cr.AwsCustomResourcePolicy.from_statements([iam.PolicyStatement(
-                actions=["states:StartExecution"], resources=[self.state_machine.state_machine_arn])]),
+            policy=cr.AwsCustomResourcePolicy.from_statements(
+                [
+                    iam.PolicyStatement(
+                        actions=["states:StartExecution"], resources=[self.state_machine.state_machine_arn]
+                    )
+                ]
+            ),
             install_latest_aws_sdk=False,
-            log_group=logs.LogGroup(self, "StartFirstBootstrapLogs", retention=self.config.log_retention,
-                                    removal_policy=RemovalPolicy.DESTROY),
+            log_group=logs.LogGroup(
+                self,
+                "StartFirstBootstrapLogs",
+                retention=self.config.log_retention,
+                removal_policy=RemovalPolicy.DESTROY,
+            ),
         )
         first_run.node.add_dependency(schema)
-        CfnOutput(self, "BootstrapStateMachineArn", value=self.state_machine.state_machine_arn,
-                  description="Start an execution (input {}) to re-enqueue every product")
+        CfnOutput(
+            self,
+            "BootstrapStateMachineArn",
+            value=self.state_machine.state_machine_arn,
+            description="Start an execution (input {}) to re-enqueue every product",
+        )
         role = self.state_machine.role
-        acknowledge(role, "AwsSolutions-IAM5",
-                    "Step Functions invokes the bootstrap functions by qualified ARN (version wildcard), and "
-                    "log delivery and X-Ray support no resource-level permissions.",
-                    findings=("Resource::*", *(f"Resource::<{self.get_logical_id(fn.node.default_child)}.Arn>:*"
-                                               for fn in (plan, batch, finalize))))
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5",
+            "Step Functions invokes the bootstrap functions by qualified ARN (version wildcard), and "
+            "log delivery and X-Ray support no resource-level permissions.",
+            findings=(
+                "Resource::*",
+                *(f"Resource::<{self.get_logical_id(fn.node.default_child)}.Arn>:*" for fn in (plan, batch, finalize)),
+            ),
+        )
         acknowledge_aws_custom_resource(self)
 
     def _add_reconcile(self) -> None:
-        reconcile = self._function("Reconcile", handler=topology.RECONCILE_HANDLER,
-                                   description="Reconcile: compare database, ledger and vector index; enqueue fixes",
-                                   timeout=Duration.minutes(15))
+        reconcile = self._function(
+            "Reconcile",
+            handler=topology.RECONCILE_HANDLER,
+            description="Reconcile: compare database, ledger and vector index; enqueue fixes",
+            timeout=Duration.minutes(15),
+        )
         self._attach(reconcile, search=True, send_to_queue=True)
         events.Rule(
-            self, "ReconcileSchedule",
+            self,
+            "ReconcileSchedule",
             description="Weekly drift repair between the database and the vector index",
             schedule=events.Schedule.rate(Duration.days(self.config.reconcile_schedule_days)),
-            targets=[targets.LambdaFunction(reconcile, event=events.RuleTargetInput.from_object({"repair": True}),
-                                            retry_attempts=2)],
+            targets=[
+                targets.LambdaFunction(
+                    reconcile, event=events.RuleTargetInput.from_object({"repair": True}), retry_attempts=2
+                )
+            ],
         )

@@ -25,7 +25,8 @@ class PineconeIndexStack(Stack):
         search = config.search
         api_key = secretsmanager.Secret.from_secret_name_v2(self, "PineconeApiKey", search.pinecone_secret_name)
         create_index = PythonFunction(
-            self, "CreateIndex",
+            self,
+            "CreateIndex",
             code=lambda_code(),
             handler=topology.PINECONE_INDEX_HANDLER,
             description="Custom resource: create the Pinecone serverless index if missing; never deletes it",
@@ -34,13 +35,16 @@ class PineconeIndexStack(Stack):
         )
         api_key.grant_read(create_index.function)
         provider = cr.Provider(
-            self, "IndexProvider",
+            self,
+            "IndexProvider",
             on_event_handler=create_index.function,
-            log_group=logs.LogGroup(self, "IndexProviderLogs", retention=config.log_retention,
-                                    removal_policy=RemovalPolicy.DESTROY),
+            log_group=logs.LogGroup(
+                self, "IndexProviderLogs", retention=config.log_retention, removal_policy=RemovalPolicy.DESTROY
+            ),
         )
         index = CustomResource(
-            self, "Index",
+            self,
+            "Index",
             service_token=provider.service_token,
             resource_type="Custom::PineconeIndex",
             properties={
@@ -52,9 +56,15 @@ class PineconeIndexStack(Stack):
         )
         self.host = index.get_att_string("Host")
         CfnOutput(self, "PineconeHost", value=self.host, description="The index's data-plane host")
-        acknowledge(provider, "AwsSolutions-IAM4",
-                    "The CDK custom resource framework's function uses the AWS-maintained logging policy.",
-                    findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",))
-        acknowledge(provider, "AwsSolutions-IAM5",
-                    "The framework may invoke any version of the index function (CDK's own policy).",
-                    findings=(f"Resource::<{self.get_logical_id(create_index.function.node.default_child)}.Arn>:*",))
+        acknowledge(
+            provider,
+            "AwsSolutions-IAM4",
+            "The CDK custom resource framework's function uses the AWS-maintained logging policy.",
+            findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",),
+        )
+        acknowledge(
+            provider,
+            "AwsSolutions-IAM5",
+            "The framework may invoke any version of the index function (CDK's own policy).",
+            findings=(f"Resource::<{self.get_logical_id(create_index.function.node.default_child)}.Arn>:*",),
+        )

@@ -32,8 +32,15 @@ class SystemStacks:
 
     def all(self) -> list[Stack]:
         """Every stack, in deployment order."""
-        stacks: list[Stack | None] = [self.network, self.data, self.pinecone_index, self.emu, self.pelican,
-                                        self.frontend, self.monitoring]
+        stacks: list[Stack | None] = [
+            self.network,
+            self.data,
+            self.pinecone_index,
+            self.emu,
+            self.pelican,
+            self.frontend,
+            self.monitoring,
+        ]
         return [stack for stack in stacks if stack is not None]
 
 
@@ -44,37 +51,93 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
     env = Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=config.region)
     prefix = config.stack_prefix
 
-    network = NetworkStack(app, f"{prefix}-Network", config=config, env=env,
-                           description="refarch network: VPC over 2 AZs (public, private, isolated), flow logs")
-    data = DataStack(app, f"{prefix}-Data", config=config, vpc=network.vpc, env=env,
-                     description="refarch data: RDS Postgres 16 + schema migration, SQS FIFO sync queue + DLQ")
+    network = NetworkStack(
+        app,
+        f"{prefix}-Network",
+        config=config,
+        env=env,
+        description="refarch network: VPC over 2 AZs (public, private, isolated), flow logs",
+    )
+    data = DataStack(
+        app,
+        f"{prefix}-Data",
+        config=config,
+        vpc=network.vpc,
+        env=env,
+        description="refarch data: RDS Postgres 16 + schema migration, SQS FIFO sync queue + DLQ",
+    )
     pinecone_index = None
     if config.search.vector_backend == "pinecone":
         pinecone_index = PineconeIndexStack(
-            app, f"{prefix}-PineconeIndex", config=config, env=env,
-            description="refarch Pinecone index: creates the serverless index (custom resource) if missing")
+            app,
+            f"{prefix}-PineconeIndex",
+            config=config,
+            env=env,
+            description="refarch Pinecone index: creates the serverless index (custom resource) if missing",
+        )
     pinecone_host = pinecone_index.host if pinecone_index else None
-    emu = EmuStack(app, f"{prefix}-Emu", config=config, vpc=network.vpc, database=data.database,
-                   database_secret=data.database_secret, queue=data.queue, pinecone_host=pinecone_host, env=env,
-                   description="refarch Emu: SQS FIFO -> Lambda that embeds changed products into the vector index")
-    pelican = PelicanStack(app, f"{prefix}-Pelican", config=config, vpc=network.vpc, database=data.database,
-                           database_secret=data.database_secret, queue=data.queue, schema=data.schema,
-                           pinecone_host=pinecone_host, env=env,
-                           description="refarch Pelican: outbox listener (Fargate), bootstrap state machine, "
-                                       "weekly reconcile")
+    emu = EmuStack(
+        app,
+        f"{prefix}-Emu",
+        config=config,
+        vpc=network.vpc,
+        database=data.database,
+        database_secret=data.database_secret,
+        queue=data.queue,
+        pinecone_host=pinecone_host,
+        env=env,
+        description="refarch Emu: SQS FIFO -> Lambda that embeds changed products into the vector index",
+    )
+    pelican = PelicanStack(
+        app,
+        f"{prefix}-Pelican",
+        config=config,
+        vpc=network.vpc,
+        database=data.database,
+        database_secret=data.database_secret,
+        queue=data.queue,
+        schema=data.schema,
+        pinecone_host=pinecone_host,
+        env=env,
+        description="refarch Pelican: outbox listener (Fargate), bootstrap state machine, weekly reconcile",
+    )
     # Emu is in place before the first bootstrap fills the queue.
     pelican.add_dependency(emu)
-    frontend = FrontendStack(app, f"{prefix}-Frontend", config=config, vpc=network.vpc, database=data.database,
-                             database_secret=data.database_secret, queue=data.queue,
-                             dead_letter_queue=data.dead_letter_queue, pinecone_host=pinecone_host, env=env,
-                             description="refarch frontend: Flask on Fargate behind an ALB, HTTPS via CloudFront "
-                                         "or your domain")
+    frontend = FrontendStack(
+        app,
+        f"{prefix}-Frontend",
+        config=config,
+        vpc=network.vpc,
+        database=data.database,
+        database_secret=data.database_secret,
+        queue=data.queue,
+        dead_letter_queue=data.dead_letter_queue,
+        pinecone_host=pinecone_host,
+        env=env,
+        description="refarch frontend: Flask on Fargate behind an ALB, HTTPS via CloudFront or your domain",
+    )
     monitoring = MonitoringStack(
-        app, f"{prefix}-Monitoring", config=config, queue=data.queue, dead_letter_queue=data.dead_letter_queue,
-        emu=emu.function, listener=pelican.listener, load_balancer=frontend.load_balancer, database=data.database,
-        env=env, description="refarch monitoring: dashboard and alarms (DLQ, queue age, Emu errors, listener)")
-    stacks = SystemStacks(network=network, data=data, pinecone_index=pinecone_index, emu=emu, pelican=pelican,
-                          frontend=frontend, monitoring=monitoring)
+        app,
+        f"{prefix}-Monitoring",
+        config=config,
+        queue=data.queue,
+        dead_letter_queue=data.dead_letter_queue,
+        emu=emu.function,
+        listener=pelican.listener,
+        load_balancer=frontend.load_balancer,
+        database=data.database,
+        env=env,
+        description="refarch monitoring: dashboard and alarms (DLQ, queue age, Emu errors, listener)",
+    )
+    stacks = SystemStacks(
+        network=network,
+        data=data,
+        pinecone_index=pinecone_index,
+        emu=emu,
+        pelican=pelican,
+        frontend=frontend,
+        monitoring=monitoring,
+    )
     for stack in stacks.all():
         Tags.of(stack).add("project", "refarch")
         Tags.of(stack).add("stage", config.name)

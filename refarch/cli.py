@@ -159,6 +159,18 @@ def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) ->
     sys.exit(run_demo(rows=rows, web_port=port, exit_when_synced=exit_when_synced, timeout=timeout))
 
 
+@main.command("bench")
+@click.option("--quick", is_flag=True, help="Small sizes (a CI smoke run, ~2 minutes).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all results here.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results table (markdown) here.")
+def bench(quick: bool, json_path: Path | None, markdown_path: Path | None) -> None:
+    """Benchmarks on a fresh local stack: throughput, change latency, search latency, re-bootstrap, memory."""
+    from refarch.local.bench import run_bench
+
+    run_bench(quick=quick, json_path=json_path, markdown_path=markdown_path)
+
+
 # --- local services ---------------------------------------------------------------------------
 
 @main.command("sqs-server")

@@ -30,7 +30,11 @@ ARCHITECTURE = lambda_.Architecture.ARM_64
 # glibc 2.34 runs there. pip does not expand `manylinux_2_x` tags downwards, so list them all.
 PIP_PLATFORM_ARGS = (
     *(arg for minor in range(34, 16, -1) for arg in ("--platform", f"manylinux_2_{minor}_aarch64")),
-    "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+    "--only-binary=:all:",
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
 )
 # Bump when the bundling steps change, so old cached dependency trees and asset hashes retire.
 RECIPE_VERSION = "1"
@@ -73,8 +77,20 @@ def install_dependencies(requirements: Path) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
     try:
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-compile", *PIP_PLATFORM_ARGS, "--target", str(scratch), "-r", str(requirements)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-compile",
+                *PIP_PLATFORM_ARGS,
+                "--target",
+                str(scratch),
+                "-r",
+                str(requirements),
+            ],
             check=True,
         )
         try:
@@ -104,18 +120,21 @@ class PipLocalBundling:
             return False
         shutil.copytree(dependencies, output_dir, dirs_exist_ok=True)
         for package in CODE_PACKAGES:
-            shutil.copytree(self.project_root / package, Path(output_dir) / package,
-                            ignore=IGNORED_NAMES, dirs_exist_ok=True)
+            shutil.copytree(
+                self.project_root / package, Path(output_dir) / package, ignore=IGNORED_NAMES, dirs_exist_ok=True
+            )
         return True
 
 
 def lambda_code(project_root: Path = PROJECT_ROOT) -> lambda_.Code:
     """A fresh Code object for one stack (CDK binds an asset to the first stack that uses it)."""
-    docker_steps = " && ".join([
-        f"pip install --no-compile -r {REQUIREMENTS} -t /asset-output",
-        *(f"cp -r {package} /asset-output/" for package in CODE_PACKAGES),
-        "find /asset-output -name __pycache__ -prune -exec rm -rf {} +",
-    ])
+    docker_steps = " && ".join(
+        [
+            f"pip install --no-compile -r {REQUIREMENTS} -t /asset-output",
+            *(f"cp -r {package} /asset-output/" for package in CODE_PACKAGES),
+            "find /asset-output -name __pycache__ -prune -exec rm -rf {} +",
+        ]
+    )
     return lambda_.Code.from_asset(
         str(project_root),
         # A custom hash over the few inputs that matter: CDK never fingerprints the whole repo.

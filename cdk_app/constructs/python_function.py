@@ -33,7 +33,10 @@ class PythonFunction(Construct):
     ) -> None:
         super().__init__(scope, id_)
         self.log_group = logs.LogGroup(
-            self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY,
+            self,
+            "Logs",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
         )
         self.function = lambda_.Function(
             self,
@@ -63,13 +66,21 @@ class PythonFunction(Construct):
         role = self.function.role
         assert role is not None
         managed = ["AWSLambdaBasicExecutionRole"] + (["AWSLambdaVPCAccessExecutionRole"] if in_vpc else [])
-        acknowledge(role, "AwsSolutions-IAM4",
-                    "AWS-maintained minimum policies for Lambda logging and, in a VPC, its network interfaces.",
-                    findings=tuple(f"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/{name}"
-                                   for name in managed))
-        acknowledge(role, "AwsSolutions-IAM5",
-                    "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions.",
-                    findings=("Resource::*",))
-        acknowledge(self.function, "AwsSolutions-L1",
-                    "The bundle's wheels are built for Python 3.12 (lambdas/requirements.txt); the runtime "
-                    "moves together with them, not on its own.")
+        acknowledge(
+            role,
+            "AwsSolutions-IAM4",
+            "AWS-maintained minimum policies for Lambda logging and, in a VPC, its network interfaces.",
+            findings=tuple(f"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/{name}" for name in managed),
+        )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5",
+            "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions.",
+            findings=("Resource::*",),
+        )
+        acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            "The bundle's wheels are built for Python 3.12 (lambdas/requirements.txt); the runtime "
+            "moves together with them, not on its own.",
+        )

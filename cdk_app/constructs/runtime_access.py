@@ -44,11 +44,11 @@ class RuntimeAccess(Construct):
         self.dead_letter_queue = dead_letter_queue
         self.pinecone_host = pinecone_host
         # The operator creates these before the first deploy; importing by name keeps values out of CDK.
-        self.openai_secret = secretsmanager.Secret.from_secret_name_v2(
-            self, "OpenAiApiKey", search.openai_secret_name)
+        self.openai_secret = secretsmanager.Secret.from_secret_name_v2(self, "OpenAiApiKey", search.openai_secret_name)
         self.pinecone_secret = (
             secretsmanager.Secret.from_secret_name_v2(self, "PineconeApiKey", search.pinecone_secret_name)
-            if search.vector_backend == "pinecone" else None
+            if search.vector_backend == "pinecone"
+            else None
         )
 
     def attach(
@@ -67,7 +67,8 @@ class RuntimeAccess(Construct):
         for group in connections.connections.security_groups:
             Annotations.of(group).acknowledge_warning(
                 "@aws-cdk/aws-ec2:ipv4IgnoreEgressRule",
-                "The runtime's group already allows all outbound traffic; only the database's ingress rule matters.")
+                "The runtime's group already allows all outbound traffic; only the database's ingress rule matters.",
+            )
         self.database_secret.grant_read(grantee)
         env = {
             "REFARCH_DATABASE_SECRET_ARN": self.database_secret.secret_arn,

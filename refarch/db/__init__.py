@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
@@ -70,6 +71,12 @@ class Database:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server's URL for another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def migration_files() -> list[tuple[str, str]]:

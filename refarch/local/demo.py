@@ -51,6 +51,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+COMMANDS = {
+    "listener": lambda supervisor: ["pelican", "listen"],
+    "emu": lambda supervisor: ["emu", "worker"],
+    "web": lambda supervisor: ["web", "--port", str(supervisor.web_port)],
+}
+
+
 @dataclass
 class Component:
     """One supervised process: its command, log file and restart count."""
@@ -107,7 +114,9 @@ class Supervisor:
 
     def env(self) -> dict[str, str]:
         """Environment for every component: same home, same database, quiet local observability."""
-        return {**LOCAL_ENV, **os.environ, "REFARCH_HOME": str(self.home), "DATABASE_URL": self.dsn}
+        # The page is served over plain http on 127.0.0.1, so the session cookie cannot be Secure-only.
+        return {**LOCAL_ENV, "REFARCH_SESSION_COOKIE_SECURE": "false", **os.environ,
+                "REFARCH_HOME": str(self.home), "DATABASE_URL": self.dsn}
 
     def start_database(self) -> None:
         """Start the embedded Postgres (unless DATABASE_URL names another), migrate, publish its address."""
@@ -115,25 +124,21 @@ class Supervisor:
         migrate(self.dsn)
         write_local_runtime(self.settings, database_url=self.dsn)
 
-    def start_components(self) -> None:
-        """SQS first (others need its queue URLs), then listener, Emu worker and web."""
-        # Stale queue URLs from a previous run must not be used before the new server publishes them.
-        write_local_runtime(self.settings, queue_url="", dlq_url="", sqs_endpoint_url="")
-        logs = self.home / "logs"
-        sqs = Component("sqs", ["sqs-server", "--port", str(self.sqs_port)], logs / "sqs.log")
-        sqs.start(self.env())
-        self.components.append(sqs)
-        self._wait_for_queue()
-        for name, args in (
-            ("listener", ["pelican", "listen"]),
-            ("emu", ["emu", "worker"]),
-            ("web", ["web", "--port", str(self.web_port)]),
-        ):
-            component = Component(name, args, logs / f"{name}.log")
+    def start_components(self, names: tuple[str, ...] = ("emu", "web")) -> None:
+        """Start the SQS server (first: others need its queue URLs), then the named components."""
+        if not self.components:
+            # Stale queue URLs from a previous run must not be used before the new server publishes them.
+            write_local_runtime(self.settings, queue_url="", dlq_url="", sqs_endpoint_url="")
+            sqs = Component("sqs", ["sqs-server", "--port", str(self.sqs_port)], self.home / "logs" / "sqs.log")
+            sqs.start(self.env())
+            self.components.append(sqs)
+            self._wait_for_queue()
+            threading.Thread(target=self._watch, name="supervisor", daemon=True).start()
+        for name in names:
+            component = Component(name, COMMANDS[name](self), self.home / "logs" / f"{name}.log")
             component.start(self.env())
             self.components.append(component)
         self._publish_pids()
-        threading.Thread(target=self._watch, name="supervisor", daemon=True).start()
 
     def _wait_for_queue(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -246,7 +251,7 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
     try:
         console.print(f"[bold]refarch demo[/bold] · home {supervisor.home}")
         supervisor.start_database()
-        supervisor.start_components()
+        supervisor.start_components(("emu", "web"))
         console.print(f"web page: [link]http://127.0.0.1:{web_port}[/link] (starting) · logs in "
                       f"{supervisor.home / 'logs'}")
         inserted = supervisor.seed(rows)
@@ -306,6 +311,9 @@ def _bootstrap_with_progress(supervisor: Supervisor, console: Console) -> None:
 
         result = supervisor.bootstrap(on_batch=on_batch)
         progress.update(enqueued, completed=total)
+        if not any(c.name == "listener" for c in supervisor.components):
+            # Started after the first bootstrap: the seed's outbox rows are covered by it by now.
+            supervisor.start_components(("listener",))
         console.print(f"bootstrap run {result['run_id']}: {result['enqueued']} enqueued, "
                       f"{result['skipped']} already indexed")
         watcher.join()

@@ -84,12 +84,31 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
         for start in range(0, len(todo), SEND_CHUNK):
             queue.send(todo[start:start + SEND_CHUNK])
         skipped = len(rows) - len(todo)
+        _mark_outbox_covered(cur, [(m.product_id, m.version) for m in todo])
         cur.execute(
             "UPDATE bootstrap_ranges SET status = 'done', enqueued = %s, skipped = %s, updated_at = now()"
             " WHERE run_id = %s AND range_no = %s",
             (len(todo), skipped, run_id, range_no),
         )
     return {"run_id": run_id, "range_no": range_no, "enqueued": len(todo), "skipped": skipped, "taken": True}
+
+
+def _mark_outbox_covered(cur: Any, sent: list[tuple[int, int]]) -> None:
+    """Mark unsent outbox rows as enqueued when a message just sent covers them.
+
+    A message for product P at version v covers every change of P up to v (Emu re-reads the row),
+    so the relay need not send them again. Rows the relay is sending right now are skipped.
+    """
+    if not sent:
+        return
+    cur.execute(
+        "UPDATE sync_outbox SET enqueued_at = now() WHERE id IN ("
+        " SELECT o.id FROM sync_outbox o"
+        " JOIN unnest(%s::bigint[], %s::bigint[]) AS s (product_id, version)"
+        " ON o.product_id = s.product_id AND o.version <= s.version"
+        " WHERE o.enqueued_at IS NULL FOR UPDATE OF o SKIP LOCKED)",
+        ([pid for pid, _ in sent], [version for _, version in sent]),
+    )
 
 
 def finalize_bootstrap(db: Database, *, run_id: int) -> dict[str, Any]:

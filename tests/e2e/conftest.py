@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from werkzeug.serving import make_server
@@ -23,7 +24,6 @@ from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
 from refarch.settings import Settings
 from tests.conftest import free_port
-from tests.web.conftest import shared_local_embedder
 from web import create_app
 
 SEED_ROWS = 300
@@ -66,8 +66,13 @@ def _wait_until_indexed(dsn: str, expected: int, deadline_seconds: float) -> Non
 
 
 @pytest.fixture
-def stack(local_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    """Seed, sync and serve; everything stops (in reverse order) when the test ends."""
+def stack(
+    local_settings: Settings, emu_runtime: Runtime, local_embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
+    """Seed, sync and serve; everything stops (in reverse order) when the test ends.
+
+    `emu_runtime` (tests/conftest.py) points the Emu handler at this test's database and queues.
+    """
     # The environment the components read, as a person would export it.
     monkeypatch.setenv("REFARCH_EMBEDDER", "local")
     monkeypatch.setenv("REFARCH_VECTOR_BACKEND", "pgvector")
@@ -82,19 +87,12 @@ def stack(local_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator
     finally:
         conn.close()
 
-    # lambdas.emu builds its Runtime at import; give it one that reads this test's environment.
-    import lambdas.emu
-
-    emu_runtime = Runtime(application_name="emu")
-    emu_runtime.embedder = shared_local_embedder()
-    monkeypatch.setattr(lambdas.emu, "runtime", emu_runtime)
-
     relay = OutboxRelay(dsn, SyncQueue(make_sqs_client(settings), settings.resolved_queue_url()), poll_seconds=0.5)
     poller = EventSourcePoller(
         make_sqs_client(settings), settings.resolved_queue_url(), concurrency=2, region=settings.aws_region
     )
     web_runtime = Runtime(application_name="refarch-web")
-    web_runtime.embedder = shared_local_embedder()
+    web_runtime.embedder = local_embedder
     app = create_app({"REFARCH_RUNTIME": web_runtime})
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,24 @@ class Synthesized:
         return sorted(self.outdir.glob("*.template.json"))
 
 
+@contextmanager
+def canary_environment() -> Iterator[None]:
+    """Fake secrets in the environment while the app builds, as a deploying shell might hold real ones.
+
+    Restored right after, so no other test in the session sees them.
+    """
+    saved = {name: os.environ.get(name) for name in CANARY_SECRETS}
+    os.environ.update(CANARY_SECRETS)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def synthesize(config: StageConfig, outdir: Path, *, bundle_stacks: list[str] | None = None) -> Synthesized:
     """Build and synthesize the whole stage into `outdir` (no asset bundling unless asked)."""
     context: dict[str, Any] = {
@@ -74,38 +93,26 @@ def synthesize(config: StageConfig, outdir: Path, *, bundle_stacks: list[str] | 
         "aws:cdk:bundling-stacks": bundle_stacks or [],
     }
     app = cdk.App(outdir=str(outdir), context=context)
-    stacks = build_system(app, config)
-    app.synth()
+    with canary_environment():
+        stacks = build_system(app, config)
+        app.synth()
     return Synthesized(config=config, app=app, stacks=stacks, outdir=outdir)
 
 
 @pytest.fixture(scope="session")
-def canary_environment() -> Iterator[dict[str, str]]:
-    """Put fake secrets into the environment, as a deploying shell might have real ones."""
-    saved = {name: os.environ.get(name) for name in CANARY_SECRETS}
-    os.environ.update(CANARY_SECRETS)
-    yield CANARY_SECRETS
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
-@pytest.fixture(scope="session")
-def dev(tmp_path_factory: pytest.TempPathFactory, canary_environment: dict[str, str]) -> Synthesized:
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The dev stage, as `cdk synth` builds it by default."""
     return synthesize(DEV, tmp_path_factory.mktemp("cdk-dev"))
 
 
 @pytest.fixture(scope="session")
-def prod(tmp_path_factory: pytest.TempPathFactory, canary_environment: dict[str, str]) -> Synthesized:
+def prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The prod stage."""
     return synthesize(PROD, tmp_path_factory.mktemp("cdk-prod"))
 
 
 @pytest.fixture(scope="session")
-def variant(tmp_path_factory: pytest.TempPathFactory, canary_environment: dict[str, str]) -> Synthesized:
+def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """pgvector + custom domain: the branches the shipped stages do not take."""
     return synthesize(VARIANT, tmp_path_factory.mktemp("cdk-variant"))
 

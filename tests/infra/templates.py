@@ -22,8 +22,11 @@ def only(template: Template, resource_type: str) -> dict[str, Any]:
 
 def function_by_handler(template: Template, handler: str) -> dict[str, Any]:
     """The properties of the Lambda function declaring this handler string."""
-    matches = [r["Properties"] for r in resources(template, "AWS::Lambda::Function").values()
-               if r["Properties"].get("Handler") == handler]
+    matches = [
+        r["Properties"]
+        for r in resources(template, "AWS::Lambda::Function").values()
+        if r["Properties"].get("Handler") == handler
+    ]
     assert len(matches) == 1, f"expected one function with handler {handler}, found {len(matches)}"
     return matches[0]
 

@@ -13,7 +13,7 @@ from cfnlint.api import ManualArgs, lint_file
 
 from cdk_app.config import stage_config
 from cdk_app.nag import PACK, acknowledge, check_app
-from tests.infra.conftest import Synthesized
+from tests.infra.conftest import CANARY_SECRETS, Synthesized
 
 # cfn-lint findings accepted on CDK's own output, with the reason.
 ACCEPTED_LINT = {
@@ -72,10 +72,16 @@ def test_cdk_nag_fails_the_synth_on_an_unacknowledged_finding(tmp_path: Path) ->
         app.synth()
     # Then the findings are reported and the acknowledged one is not
     report = json.loads((tmp_path / "policy-validation-report.json").read_text())
-    violations = {(v["ruleName"], r["constructPath"]) for p in report["pluginReports"] for v in p["violations"]
-                  for r in v["violatingResources"]}
-    assert violations == {("AwsSolutions-SQS3", "NagProbe/NoDlqNoTls/Resource"),
-                          ("AwsSolutions-SQS4", "NagProbe/NoDlqNoTls/Resource")}
+    violations = {
+        (v["ruleName"], r["constructPath"])
+        for p in report["pluginReports"]
+        for v in p["violations"]
+        for r in v["violatingResources"]
+    }
+    assert violations == {
+        ("AwsSolutions-SQS3", "NagProbe/NoDlqNoTls/Resource"),
+        ("AwsSolutions-SQS4", "NagProbe/NoDlqNoTls/Resource"),
+    }
 
 
 def test_acknowledging_without_a_reason_is_refused() -> None:
@@ -101,13 +107,12 @@ def test_cfn_lint_finds_no_error_in_any_template(any_stage: Synthesized) -> None
     assert findings == []
 
 
-def test_no_secret_value_in_any_template_or_asset_manifest(any_stage: Synthesized,
-                                                           canary_environment: dict[str, str]) -> None:
+def test_no_secret_value_in_any_template_or_asset_manifest(any_stage: Synthesized) -> None:
     # Given the cloud assembly's text (templates, manifests, the construct tree)
     files = [*any_stage.outdir.glob("*.json")]
     text = "\n".join(path.read_text() for path in files)
     # Then no canary from the deploying shell and nothing shaped like a credential appears
-    for name, value in canary_environment.items():
+    for name, value in CANARY_SECRETS.items():
         assert value not in text, f"{name} leaked into the cloud assembly"
     for what, pattern in SECRET_PATTERNS.items():
         assert not pattern.search(text), f"something like a {what} is in the cloud assembly"

@@ -14,15 +14,20 @@ from tests.infra.templates import function_by_handler, only, resources
 def _isolated_subnet_ids(network: dict) -> set[str]:
     """Logical ids of the VPC's isolated subnets, after checking none of them routes to the internet."""
     subnets = {
-        logical_id for logical_id, r in resources(network, "AWS::EC2::Subnet").items()
+        logical_id
+        for logical_id, r in resources(network, "AWS::EC2::Subnet").items()
         if {"Key": "aws-cdk:subnet-type", "Value": "Isolated"} in r["Properties"]["Tags"]
     }
     route_tables = {
-        r["Properties"]["RouteTableId"]["Ref"] for r in resources(network, "AWS::EC2::SubnetRouteTableAssociation").values()
+        r["Properties"]["RouteTableId"]["Ref"]
+        for r in resources(network, "AWS::EC2::SubnetRouteTableAssociation").values()
         if r["Properties"]["SubnetId"]["Ref"] in subnets
     }
-    routes_out = [r for r in resources(network, "AWS::EC2::Route").values()
-                  if r["Properties"]["RouteTableId"]["Ref"] in route_tables]
+    routes_out = [
+        r
+        for r in resources(network, "AWS::EC2::Route").values()
+        if r["Properties"]["RouteTableId"]["Ref"] in route_tables
+    ]
     assert routes_out == [], "isolated subnets must have no route to an internet or NAT gateway"
     return subnets
 
@@ -51,9 +56,12 @@ def test_database_enforces_tls_and_generated_credentials(dev: Synthesized) -> No
     template = dev.template(dev.stacks.data)
     # Then the parameter group forces TLS, and the password is generated into Secrets Manager
     template.has_resource_properties("AWS::RDS::DBParameterGroup", {"Parameters": {"rds.force_ssl": "1"}})
-    template.has_resource_properties("AWS::SecretsManager::Secret", {
-        "GenerateSecretString": Match.object_like({"GenerateStringKey": "password"}),
-    })
+    template.has_resource_properties(
+        "AWS::SecretsManager::Secret",
+        {
+            "GenerateSecretString": Match.object_like({"GenerateStringKey": "password"}),
+        },
+    )
     instance = only(dev.template_json(dev.stacks.data), "AWS::RDS::DBInstance")
     assert "resolve:secretsmanager" in json.dumps(instance["MasterUserPassword"])
     assert instance["BackupRetentionPeriod"] >= 1
@@ -88,8 +96,10 @@ def test_queue_is_high_throughput_fifo_with_fifo_dlq_and_redrive(dev: Synthesize
     assert props["DeduplicationScope"] == "messageGroup"
     assert props["FifoThroughputLimit"] == "perMessageGroupId"
     assert props["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
-    assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
-                                      "maxReceiveCount": topo.max_receive_count}
+    assert props["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+        "maxReceiveCount": topo.max_receive_count,
+    }
     assert props["QueueName"].endswith(topology.QUEUE_NAME) and dlq["QueueName"].endswith(topology.DLQ_NAME)
 
 
@@ -109,8 +119,9 @@ def test_queues_refuse_plain_http(dev: Synthesized) -> None:
     # Then each denies requests without TLS
     statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
     assert len(statements) == 2
-    assert all(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-               for s in statements)
+    assert all(
+        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
+    )
 
 
 def test_schema_custom_resource_runs_migrations_after_the_database(dev: Synthesized) -> None:

@@ -111,11 +111,17 @@ def test_real_cdk_cli_synthesizes_every_stack(tmp_path: Path) -> None:
     # When the pinned CDK CLI runs `cdk synth` from the repo root, as `make synth` does
     result = subprocess.run(
         [str(CDK_CLI), "synth", "--quiet", "--no-notices", "--output", str(tmp_path)],
-        cwd=REPO_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=600,
+        cwd=REPO_ROOT,
+        env=cli_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     # Then it succeeds (cdk-nag included) and writes every dev stack
     assert result.returncode == 0, result.stderr[-4000:]
     written = {p.name.removesuffix(".template.json") for p in tmp_path.glob("*.template.json")}
-    expected = {f"{DEV.stack_prefix}-{name}" for name in
-                ("Network", "Data", "PineconeIndex", "Emu", "Pelican", "Frontend", "Monitoring")}
+    expected = {
+        f"{DEV.stack_prefix}-{name}"
+        for name in ("Network", "Data", "PineconeIndex", "Emu", "Pelican", "Frontend", "Monitoring")
+    }
     assert written == expected

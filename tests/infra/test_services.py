@@ -58,7 +58,7 @@ def test_emu_environment_names_secrets_by_arn_and_sets_the_search_config(dev: Sy
     assert env["PINECONE_INDEX_NAME"] == search.pinecone_index_name
     assert "PineconeIndex" in json.dumps(env["PINECONE_HOST"])
     assert env["POWERTOOLS_SERVICE_NAME"] == "refarch"
-    assert SECRET_ARN_SETTINGS <= set(env)
+    assert set(env) >= SECRET_ARN_SETTINGS
     assert ":secret:" in json.dumps(env["REFARCH_OPENAI_SECRET_ARN"])
     assert "AWS_REGION" not in env  # reserved by Lambda, which sets it
 
@@ -177,12 +177,24 @@ def test_web_runs_gunicorn_behind_the_alb_with_healthz(dev: Synthesized) -> None
     target_group = only(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
     service = only(template, "AWS::ECS::Service")
     # Then gunicorn serves the app factory, the ALB checks /healthz, and secrets arrive as ARNs
-    assert web["Command"] == ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4",
-                              "web:create_app()"]
+    assert web["Command"] == [
+        "gunicorn",
+        "--bind",
+        "0.0.0.0:8000",
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "web:create_app()",
+    ]
     assert target_group["HealthCheckPath"] == "/healthz"
     assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
     assert service["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
-    assert {"REFARCH_EDIT_PASSWORD_SECRET_ARN", "REFARCH_SESSION_SECRET_ARN", "REFARCH_DLQ_URL"} | SECRET_ARN_SETTINGS <= set(env)
+    assert {
+        "REFARCH_EDIT_PASSWORD_SECRET_ARN",
+        "REFARCH_SESSION_SECRET_ARN",
+        "REFARCH_DLQ_URL",
+    } | SECRET_ARN_SETTINGS <= set(env)
     assert env["REFARCH_EMBEDDER"] == "openai"
 
 
@@ -191,8 +203,11 @@ def test_alb_accepts_only_cloudfront_which_serves_https(dev: Synthesized) -> Non
     template = dev.template_json(dev.stacks.frontend)
     lb_group = only(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")["SecurityGroups"][0]["Fn::GetAtt"][0]
     inline = resources(template, "AWS::EC2::SecurityGroup")[lb_group]["Properties"].get("SecurityGroupIngress", [])
-    ingress = [r["Properties"] for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()
-               if r["Properties"]["GroupId"] == {"Fn::GetAtt": [lb_group, "GroupId"]}]
+    ingress = [
+        r["Properties"]
+        for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()
+        if r["Properties"]["GroupId"] == {"Fn::GetAtt": [lb_group, "GroupId"]}
+    ]
     distribution = only(template, "AWS::CloudFront::Distribution")["DistributionConfig"]
     # Then the ALB's only way in is CloudFront's origin-facing prefix list, and viewers are sent to HTTPS
     assert inline == []
@@ -211,8 +226,9 @@ def test_custom_domain_serves_https_from_the_alb_without_cloudfront(variant: Syn
     # Then the ALB terminates TLS with the certificate, redirects HTTP, and there is no distribution
     assert len(https) == 1
     assert https[0]["Certificates"] == [{"CertificateArn": variant.config.custom_domain.certificate_arn}]
-    assert any(listener["Protocol"] == "HTTP" and listener["DefaultActions"][0]["Type"] == "redirect"
-               for listener in listeners)
+    assert any(
+        listener["Protocol"] == "HTTP" and listener["DefaultActions"][0]["Type"] == "redirect" for listener in listeners
+    )
     assert resources(template, "AWS::CloudFront::Distribution") == {}
     assert resources(template, "AWS::Route53::RecordSet")
 
@@ -235,12 +251,22 @@ def test_monitoring_alarms_notify_the_topic(dev: Synthesized, variant: Synthesiz
     topic_id = next(iter(resources(template, "AWS::SNS::Topic")))
     metrics = {a["Properties"]["MetricName"] for a in alarms.values()}
     # Then DLQ, queue age, Emu errors and the listener are watched, each alarm notifying the topic
-    assert metrics == {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "Errors",
-                       "CPUUtilization"}
+    assert metrics == {
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+        "Errors",
+        "CPUUtilization",
+    }
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic_id}] for a in alarms.values())
     dashboard = json.dumps(only(template, "AWS::CloudWatch::Dashboard")["DashboardBody"])
-    for metric in ("SyncLag", "ConcurrentExecutions", "Throttles", "HTTPCode_ELB_5XX_Count", "TargetResponseTime",
-                   "DatabaseConnections"):
+    for metric in (
+        "SyncLag",
+        "ConcurrentExecutions",
+        "Throttles",
+        "HTTPCode_ELB_5XX_Count",
+        "TargetResponseTime",
+        "DatabaseConnections",
+    ):
         assert metric in dashboard
     # And an email subscription exists only where an address is configured
     assert resources(template, "AWS::SNS::Subscription") == {}
@@ -252,5 +278,11 @@ def test_outputs_name_what_an_operator_needs(dev: Synthesized) -> None:
     # Given every stack's outputs
     outputs = {name for stack in dev.stacks.all() for name in dev.template_json(stack).get("Outputs", {})}
     # Then the site URL, queue URLs, state machine, dashboard and database secret are listed
-    assert {"SiteUrl", "QueueUrl", "DeadLetterQueueUrl", "BootstrapStateMachineArn", "DashboardUrl",
-            "DatabaseSecretArn"} <= outputs
+    assert {
+        "SiteUrl",
+        "QueueUrl",
+        "DeadLetterQueueUrl",
+        "BootstrapStateMachineArn",
+        "DashboardUrl",
+        "DatabaseSecretArn",
+    } <= outputs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -62,16 +61,10 @@ CATALOG = [
 ]
 
 
-@functools.cache
-def shared_local_embedder() -> LocalEmbedder:
-    """One local all-MiniLM-L6-v2 model per test process (loading it takes seconds); web and e2e share it."""
-    return LocalEmbedder()
-
-
 @pytest.fixture(scope="session")
-def embedder() -> LocalEmbedder:
-    """The shared local model."""
-    return shared_local_embedder()
+def embedder(local_embedder: LocalEmbedder) -> LocalEmbedder:
+    """The session's local all-MiniLM-L6-v2 model (tests/conftest.py), shared with every other suite."""
+    return local_embedder
 
 
 def make_runtime(embedder: LocalEmbedder, **settings: Any) -> Runtime:

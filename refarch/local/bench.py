@@ -1,0 +1,399 @@
+"""`refarch bench`: reproducible numbers from the local stack, in one run.
+
+1. Bootstrap throughput end to end (seed -> queue -> Emu -> index) next to the raw throughput of
+   the same model on the same texts, in the same batches, measured in the same run.
+2. Change -> searchable latency for edits made at a steady pace.
+3. Search latency (query embed + vector query + row fetch) at two catalog sizes.
+4. Re-bootstrap and full re-delivery with nothing changed: embeddings computed (target 0).
+5. Peak memory of each process.
+Benchmarks print and write their numbers; they assert nothing (tests check behaviour).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from refarch import catalog
+from refarch.db import Database, connect, migrate, with_database
+from refarch.local.demo import Supervisor, free_port
+from refarch.messages import SyncMessage
+from refarch.products import embedding_text
+from refarch.settings import Settings
+from refarch.topology import DEFAULT_TOPOLOGY
+
+QUERIES = (
+    "AI", "machine learning software for small businesses", "comfortable office chair for my back",
+    "waterproof tent for family camping", "noise cancelling headphones for travel", "cast iron pan",
+    "toys that teach kids to code", "book about neural networks", "running shoes", "smart sprinkler",
+    "espresso machine", "fitness tracker that measures sleep", "standing desk", "warm winter parka",
+)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The pct-th percentile of values (nearest-rank method)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory (VmHWM) of a process in MB, or None if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+class Bench:
+    """One benchmark run on a fresh local stack under a temporary REFARCH_HOME."""
+
+    def __init__(self, *, rows: int, edits: int, search_sizes: tuple[int, int], queries: int,
+                 console: Console) -> None:
+        self.rows = rows
+        self.edits = edits
+        self.search_sizes = search_sizes
+        self.queries = queries
+        self.console = console
+        self.home = Path(tempfile.mkdtemp(prefix="refarch-bench-"))
+        self.supervisor = Supervisor(Settings(home=self.home), web_port=free_port(), console=console)
+        self.results: dict[str, Any] = {}
+        self._embedder: Any = None
+
+    @property
+    def embedder(self) -> Any:
+        """The same model Emu runs, loaded in this process for the raw and search measurements."""
+        if self._embedder is None:
+            from refarch.embeddings import LocalEmbedder
+
+            self._embedder = LocalEmbedder()
+        return self._embedder
+
+    def run(self) -> dict[str, Any]:
+        """All measurements, in order; the stack is stopped at the end whatever happens."""
+        try:
+            self.supervisor.start_database()
+            self.supervisor.start_components(("emu", "web"))
+            self.bootstrap_throughput()
+            self.raw_model_throughput()
+            self.change_latency()
+            self.rebootstrap_unchanged()
+            self.search_latency()
+            self.peak_memory()
+        finally:
+            self.supervisor.stop()
+        self.results["machine"] = machine_description()
+        return self.results
+
+    def _count(self, sql: str, params: tuple = ()) -> int:
+        conn = connect(self.supervisor.dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def _wait_indexed(self, expected: int, timeout: float = 3600) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.supervisor.status()
+            if status["indexed"] >= expected and status["pending"] == 0:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"index did not reach {expected} rows in {timeout}s")
+
+    def _wait_queue_empty(self, timeout: float = 3600) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.supervisor.status().get("queue_depth") or 0) == 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError("queue did not drain")
+
+    def bootstrap_throughput(self) -> None:
+        """Seed N rows, bootstrap them through the queue and Emu, time until all are indexed."""
+        self.console.print(f"[bold]1. bootstrap[/bold] {self.rows} products end to end …")
+        self.supervisor.seed(self.rows)
+        calls_before = self._count("SELECT count(*) FROM embed_calls")
+        started = time.monotonic()
+        self.supervisor.bootstrap()
+        self.supervisor.start_components(("listener",))
+        self._wait_indexed(self.rows)
+        seconds = time.monotonic() - started
+        calls = self._count("SELECT count(*) FROM embed_calls") - calls_before
+        self.results["bootstrap"] = {
+            "rows": self.rows, "seconds": round(seconds, 2), "rows_per_s": round(self.rows / seconds, 1),
+            "embed_calls": calls, "texts_per_call": round(self.rows / calls, 2) if calls else None,
+        }
+
+    def raw_model_throughput(self) -> None:
+        """The model alone on the same texts: in Emu's batch size, and in large batches."""
+        self.console.print("[bold]   raw model[/bold] on the same texts …")
+        seeded = [catalog.make_product(i) for i in range(1, self.rows + 1)]
+        strings = [embedding_text(p.name, p.category, p.description) for p in seeded]
+        self.embedder.embed(strings[:10])  # warm-up
+        raw: dict[str, float] = {}
+        for batch in (DEFAULT_TOPOLOGY.emu_batch_size, 64):
+            started = time.monotonic()
+            for start in range(0, len(strings), batch):
+                self.embedder.embed(strings[start:start + batch])
+            raw[f"batch_{batch}"] = round(len(strings) / (time.monotonic() - started), 1)
+        pipeline = self.results["bootstrap"]["rows_per_s"]
+        batch_size = DEFAULT_TOPOLOGY.emu_batch_size
+        self.results["raw_model"] = {
+            "texts_per_s_batch_10": raw[f"batch_{batch_size}"], "texts_per_s_batch_64": raw["batch_64"],
+            "ratio_vs_batch_10": round(pipeline / raw[f"batch_{batch_size}"], 3),
+            "ratio_vs_batch_64": round(pipeline / raw["batch_64"], 3),
+        }
+
+    def change_latency(self) -> None:
+        """Edits at a steady pace; time from commit until the index holds the new version."""
+        self.console.print(f"[bold]2. change → searchable[/bold] {self.edits} edits …")
+        pending: dict[int, tuple[int, float]] = {}
+        latencies: list[float] = []
+        lock = threading.Lock()
+        done = threading.Event()
+
+        def watch() -> None:
+            conn = connect(self.supervisor.dsn)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                while not (done.is_set() and not pending):
+                    with lock:
+                        ids = list(pending)
+                    if ids:
+                        cur.execute("SELECT product_id, indexed_version FROM sync_state"
+                                    " WHERE product_id = ANY(%s) AND status = 'indexed'", (ids,))
+                        now = time.monotonic()
+                        with lock:
+                            for pid, version in cur.fetchall():
+                                if pid in pending and version >= pending[pid][0]:
+                                    latencies.append((now - pending.pop(pid)[1]) * 1000)
+                    time.sleep(0.005)
+            conn.close()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        conn = connect(self.supervisor.dsn)
+        pace = 0.2
+        edited: list[tuple[int, str]] = []
+        for i in range(self.edits):
+            pid = 1 + (i * 7919) % self.rows
+            with lock:
+                busy = pid in pending
+            if busy:
+                continue
+            text = f"Edition {i}: a limited run finished in hand-rubbed teal lacquer number {i}."
+            with conn, conn.cursor() as cur:
+                cur.execute("UPDATE products SET description = %s WHERE id = %s RETURNING version", (text, pid))
+                version = cur.fetchone()[0]
+            with lock:
+                pending[pid] = (version, time.monotonic())
+            edited.append((pid, text))
+            time.sleep(pace)
+        conn.close()
+        done.set()
+        watcher.join(120)
+        found = self._found_by_search(edited[-10:])
+        self.results["change_latency_ms"] = {
+            "edits": len(latencies), "pace_per_s": round(1 / pace, 1),
+            "p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1),
+            "p99": round(percentile(latencies, 99), 1), "max": round(max(latencies), 1),
+            "found_by_search": found,
+        }
+
+    def _found_by_search(self, edited: list[tuple[int, str]]) -> str:
+        from refarch.search import SearchService
+        from refarch.vector_index import PgVectorIndex
+
+        db = Database(self.supervisor.dsn)
+        service = SearchService(db, self.embedder, PgVectorIndex(Database(self.supervisor.dsn), 384))
+        hits = sum(pid in [h.product.id for h in service.search(text, k=10).hits] for pid, text in edited)
+        return f"{hits}/{len(edited)}"
+
+    def rebootstrap_unchanged(self) -> None:
+        """Run the bootstrap again, then re-deliver every row: neither may embed anything."""
+        self.console.print("[bold]4. re-bootstrap[/bold] with nothing changed …")
+        calls_before = self._count("SELECT count(*) FROM embed_calls")
+        started = time.monotonic()
+        result = self.supervisor.bootstrap()
+        self._wait_queue_empty()
+        rerun_seconds = time.monotonic() - started
+        calls_after_rerun = self._count("SELECT count(*) FROM embed_calls")
+        # Now force every row through the queue and Emu (duplicates of indexed versions).
+        from refarch.queue import SyncQueue, make_sqs_client
+
+        runtime = json.loads((self.home / "runtime.json").read_text())
+        queue = SyncQueue(make_sqs_client(Settings(home=self.home)), runtime["queue_url"])
+        conn = connect(self.supervisor.dsn)
+        with conn.cursor() as cur:
+            cur.execute("SELECT id, version FROM products ORDER BY id")
+            rows = cur.fetchall()
+        conn.close()
+        started = time.monotonic()
+        queue.send([SyncMessage(product_id=pid, version=v, op="sync", source="bootstrap") for pid, v in rows])
+        self._wait_queue_empty()
+        redelivery_seconds = time.monotonic() - started
+        self.results["rebootstrap_unchanged"] = {
+            "bootstrap_enqueued": result["enqueued"], "bootstrap_seconds": round(rerun_seconds, 2),
+            "bootstrap_embeddings": calls_after_rerun - calls_before,
+            "redelivered": len(rows), "redelivery_seconds": round(redelivery_seconds, 2),
+            "redelivery_embeddings": self._count("SELECT count(*) FROM embed_calls") - calls_after_rerun,
+        }
+
+    def search_latency(self) -> None:
+        """p50/p95 of SearchService.search at two catalog sizes (the larger one in its own database)."""
+        from refarch.search import SearchService
+        from refarch.vector_index import PgVectorIndex
+
+        self.console.print(f"[bold]3. search latency[/bold] at {self.search_sizes} products …")
+        results = {}
+        for size in self.search_sizes:
+            dsn = self.supervisor.dsn if size == self.rows else self._synthetic_catalog(size)
+            db = Database(dsn)
+            service = SearchService(db, self.embedder, PgVectorIndex(Database(dsn), self.embedder.dimension))
+            for q in QUERIES:
+                service.search(q, k=10)  # warm caches
+            timings = []
+            for i in range(self.queries):
+                started = time.perf_counter()
+                service.search(QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}"), k=10)
+                timings.append((time.perf_counter() - started) * 1000)
+            results[str(size)] = {"queries": len(timings), "p50_ms": round(percentile(timings, 50), 1),
+                                  "p95_ms": round(percentile(timings, 95), 1)}
+            db.close()
+        self.results["search_latency"] = results
+
+    def _synthetic_catalog(self, size: int) -> str:
+        """A database with `size` catalog rows whose vectors are the real ones of the first rows + noise.
+
+        Embedding 100k texts on this machine would take ~15 minutes and measure the model again;
+        search latency depends on the index size, so the extra vectors are near-copies of real ones.
+        """
+        self.console.print(f"   building a {size}-product index …")
+        admin = connect(self.supervisor.dsn, autocommit=True)
+        name = f"bench_{size}"
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+            cur.execute(f"CREATE DATABASE {name}")
+        admin.close()
+        dsn = with_database(self.supervisor.dsn, name)
+        migrate(dsn)
+        conn = connect(dsn)
+        catalog.seed(conn, size)
+        source = connect(self.supervisor.dsn)
+        with source.cursor() as cur:
+            cur.execute("SELECT product_id, embedding::text FROM product_vectors ORDER BY product_id")
+            real = cur.fetchall()
+        source.close()
+        from refarch.vector_index import PgVectorIndex
+
+        PgVectorIndex(Database(dsn), self.embedder.dimension).ensure()
+        with conn, conn.cursor() as cur:
+            cur.execute("DROP INDEX product_vectors_hnsw")
+            cur.execute("CREATE TEMP TABLE real_vectors (n int, embedding vector)")
+            cur.executemany("INSERT INTO real_vectors VALUES (%s, %s::vector)",
+                            [(n, text) for n, (_, text) in enumerate(real)])
+            cur.execute(
+                "INSERT INTO product_vectors (product_id, embedding, sku, name, category, price, version, content_hash)"
+                " SELECT p.id, r.embedding + (SELECT array_agg((random() - 0.5) * 0.02 + 0 * g + 0 * p.id)::vector"
+                "   FROM generate_series(1, %s) AS g), p.sku, p.name, p.category, p.price, p.version, 'synthetic'"
+                " FROM products p JOIN real_vectors r ON r.n = (p.id - 1) %% %s",
+                (self.embedder.dimension, len(real)),
+            )
+            cur.execute("SET maintenance_work_mem = '1GB'")
+            cur.execute("CREATE INDEX product_vectors_hnsw ON product_vectors USING hnsw (embedding vector_cosine_ops)")
+        conn.close()
+        return dsn
+
+    def peak_memory(self) -> None:
+        """Peak RSS of every component process, the database server and this process."""
+        runtime_pids = json.loads((self.home / "processes.json").read_text())
+        memory = {name: peak_rss_mb(pid) for name, pid in runtime_pids.items()}
+        memory["bench (this process: seed, bootstrap, raw model, search)"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        postmaster = self.supervisor.database.pgdata / "postmaster.pid"
+        if postmaster.exists():
+            memory["postgres (postmaster)"] = peak_rss_mb(int(postmaster.read_text().split()[0]))
+        self.results["peak_memory_mb"] = memory
+
+
+def machine_description() -> str:
+    """CPU count, model and Python version: the context every number needs."""
+    import os
+
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except FileNotFoundError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({model}), {mem_gb:.0f} GiB RAM, Python {platform.python_version()}, CPU only"
+
+
+def render(results: dict[str, Any], console: Console) -> str:
+    """Print a table and return the same as markdown."""
+    b, raw, lat = results["bootstrap"], results["raw_model"], results["change_latency_ms"]
+    re, search, mem = results["rebootstrap_unchanged"], results["search_latency"], results["peak_memory_mb"]
+    rows = [
+        ("Bootstrap throughput (end to end)", f"{b['rows_per_s']} rows/s ({b['rows']} rows in {b['seconds']} s, "
+                                              f"{b['embed_calls']} embed calls)", ""),
+        ("Raw model, same texts, batches of 10", f"{raw['texts_per_s_batch_10']} texts/s", ""),
+        ("Raw model, same texts, batches of 64", f"{raw['texts_per_s_batch_64']} texts/s", ""),
+        ("Pipeline / raw (batches of 10)", f"{raw['ratio_vs_batch_10']}", "≥ 0.90"),
+        ("Pipeline / raw (batches of 64)", f"{raw['ratio_vs_batch_64']}", ""),
+        ("Change → searchable p50 / p95 / p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms "
+                                                f"({lat['edits']} edits, {lat['pace_per_s']}/s; found by search "
+                                                f"{lat['found_by_search']})", "p95 ≤ 500 ms"),
+    ]
+    for size, s in search.items():
+        rows.append((f"Search p50 / p95 at {size} products", f"{s['p50_ms']} / {s['p95_ms']} ms", "p95 ≤ 50 ms"))
+    rows.append(("Re-bootstrap, nothing changed", f"{re['bootstrap_embeddings']} embeddings, "
+                 f"{re['bootstrap_enqueued']} enqueued, {re['bootstrap_seconds']} s", "0 embeddings"))
+    rows.append(("Re-delivery of every row", f"{re['redelivery_embeddings']} embeddings, {re['redelivered']} "
+                 f"messages in {re['redelivery_seconds']} s", "0 embeddings"))
+    for name, mb in mem.items():
+        rows.append((f"Peak memory: {name}", f"{mb} MB", ""))
+    table = Table(title=f"refarch bench — {results['machine']}")
+    for column in ("Measure", "Result", "Target"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    lines = [f"Machine: {results['machine']}", "", "| Measure | Result | Target |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(*, quick: bool, json_path: Path | None, markdown_path: Path | None) -> dict[str, Any]:
+    """Run every benchmark (small sizes with quick) and write the results."""
+    console = Console(stderr=True)
+    if quick:
+        bench = Bench(rows=300, edits=20, search_sizes=(300, 2000), queries=30, console=console)
+    else:
+        bench = Bench(rows=10_000, edits=200, search_sizes=(10_000, 100_000), queries=200, console=console)
+    results = bench.run()
+    results["quick"] = quick
+    markdown = render(results, console)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))
+    if markdown_path:
+        markdown_path.write_text(markdown)
+    return results

@@ -1,0 +1,68 @@
+"""What differs between stages comes from the typed config, and every stack reads clearly in the console."""
+
+from __future__ import annotations
+
+from tests.infra.conftest import Synthesized
+from tests.infra.templates import only, resources
+
+
+def test_prod_database_is_multi_az_protected_and_snapshotted(prod: Synthesized, dev: Synthesized) -> None:
+    # Given both stages' database instances
+    prod_data = prod.template_json(prod.stacks.data)
+    prod_db = next(iter(resources(prod_data, "AWS::RDS::DBInstance").values()))
+    dev_db = next(iter(resources(dev.template_json(dev.stacks.data), "AWS::RDS::DBInstance").values()))
+    # Then prod is multi-AZ with deletion protection and a final snapshot; dev is cheap and disposable
+    assert prod_db["Properties"]["MultiAZ"] is True
+    assert prod_db["Properties"]["DeletionProtection"] is True
+    assert prod_db["DeletionPolicy"] == "Snapshot"
+    assert prod_db["Properties"]["BackupRetentionPeriod"] == prod.config.db_backup_retention_days
+    assert dev_db["Properties"]["MultiAZ"] is False
+    assert dev_db["Properties"]["DeletionProtection"] is False
+    assert dev_db["DeletionPolicy"] == "Delete"
+
+
+def test_nat_gateways_and_endpoints_follow_the_stage(prod: Synthesized, dev: Synthesized) -> None:
+    # Given both stages' networks
+    prod_net = prod.template_json(prod.stacks.network)
+    dev_net = dev.template_json(dev.stacks.network)
+
+    def interface_endpoints(template: dict) -> set[str]:
+        found = resources(template, "AWS::EC2::VPCEndpoint").values()
+        return {
+            str(e["Properties"]["ServiceName"]) for e in found if e["Properties"].get("VpcEndpointType") == "Interface"
+        }
+
+    # Then NAT gateways match the config, and only prod has the SQS / Secrets Manager / Logs endpoints
+    assert len(resources(dev_net, "AWS::EC2::NatGateway")) == dev.config.nat_gateways == 1
+    assert len(resources(prod_net, "AWS::EC2::NatGateway")) == prod.config.nat_gateways == 2
+    assert interface_endpoints(dev_net) == set()
+    assert {name.rsplit(".", 1)[-1] for name in interface_endpoints(prod_net)} == {"sqs", "secretsmanager", "logs"}
+    assert len(resources(dev_net, "AWS::EC2::FlowLog")) == 1
+
+
+def test_prod_scaling_reaches_emu_and_the_map(prod: Synthesized) -> None:
+    # Given prod's Emu mapping, function and bootstrap Map
+    emu = prod.template_json(prod.stacks.emu)
+    mapping = only(emu, "AWS::Lambda::EventSourceMapping")
+    function = next(iter(resources(emu, "AWS::Lambda::Function").values()))["Properties"]
+    topo = prod.config.topology
+    # Then the prod topology (not the default) is what gets deployed
+    assert topo.emu_reserved_concurrency != 8
+    assert function["ReservedConcurrentExecutions"] == topo.emu_reserved_concurrency
+    assert mapping["ScalingConfig"]["MaximumConcurrency"] == topo.emu_max_concurrency
+    assert mapping["ScalingConfig"]["MaximumConcurrency"] <= function["ReservedConcurrentExecutions"]
+
+
+def test_every_stack_has_a_description_tags_and_the_stage_prefix(any_stage: Synthesized) -> None:
+    # Given every stack of the stage
+    for stack in any_stage.stacks.all():
+        template = any_stage.template_json(stack)
+        # Then its name starts with the stage prefix, it describes itself, and its resources are tagged
+        assert stack.stack_name.startswith(any_stage.config.stack_prefix + "-")
+        assert template["Description"].startswith("refarch ")
+        tagged = [r for r in template["Resources"].values() if "Tags" in r.get("Properties", {})]
+        assert tagged, stack.stack_name
+        for resource in tagged:
+            tags = resource["Properties"]["Tags"]
+            if isinstance(tags, list):
+                assert {"Key": "stage", "Value": any_stage.config.name} in tags
