@@ -171,6 +171,21 @@ def bench(quick: bool, json_path: Path | None, markdown_path: Path | None) -> No
     run_bench(quick=quick, json_path=json_path, markdown_path=markdown_path)
 
 
+@main.command("chaos")
+@click.option("--quick", is_flag=True, help="Fewer rows and edits (the variant `make test` runs).")
+@click.option("--scenario", "scenarios", multiple=True, help="Run only these (repeatable); default: all.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results here.")
+def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None) -> None:
+    """Inject faults into the local stack; each scenario ends with a full convergence check."""
+    from refarch.local.chaos import SCENARIOS, run_chaos
+
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        raise click.UsageError(f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    results = run_chaos(quick=quick, only=scenarios, json_path=json_path)
+    sys.exit(0 if results and all(r.ok for r in results) else 1)
+
+
 # --- local services ---------------------------------------------------------------------------
 
 @main.command("sqs-server")

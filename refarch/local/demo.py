@@ -101,8 +101,9 @@ class Supervisor:
     """Starts the local stack, keeps it running, stops it cleanly."""
 
     def __init__(self, settings: Settings, *, web_port: int, sqs_port: int | None = None,
-                 console: Console | None = None) -> None:
+                 sqs_visibility_timeout: int | None = None, console: Console | None = None) -> None:
         self.settings = settings
+        self.sqs_visibility_timeout = sqs_visibility_timeout
         self.home = settings.home.resolve()
         self.web_port = web_port
         self.sqs_port = sqs_port or (9324 if port_is_free(9324) else free_port())
@@ -129,7 +130,10 @@ class Supervisor:
         if not self.components:
             # Stale queue URLs from a previous run must not be used before the new server publishes them.
             write_local_runtime(self.settings, queue_url="", dlq_url="", sqs_endpoint_url="")
-            sqs = Component("sqs", ["sqs-server", "--port", str(self.sqs_port)], self.home / "logs" / "sqs.log")
+            args = ["sqs-server", "--port", str(self.sqs_port)]
+            if self.sqs_visibility_timeout:
+                args += ["--visibility-timeout", str(self.sqs_visibility_timeout)]
+            sqs = Component("sqs", args, self.home / "logs" / "sqs.log")
             sqs.start(self.env())
             self.components.append(sqs)
             self._wait_for_queue()
@@ -163,6 +167,8 @@ class Supervisor:
                 code = component.process.returncode if component.process else None
                 self.console.print(f"[yellow]{component.name} exited ({code}); restarting "
                                    f"(log: {component.log})[/yellow]")
+                if time.monotonic() - component.started_at > 60:
+                    component.restarts = 0  # it ran fine for a while: not a crash loop
                 time.sleep(min(2 ** component.restarts, 30))
                 component.restarts += 1
                 component.start(self.env())
@@ -171,6 +177,13 @@ class Supervisor:
                     # The local queue lives in memory: whatever it held is re-sent by a bootstrap.
                     self._wait_for_queue()
                     threading.Thread(target=self.bootstrap, daemon=True).start()
+
+    def kill(self, name: str) -> int:
+        """SIGKILL a component (fault injection); the supervisor restarts it. Returns the killed pid."""
+        component = next(c for c in self.components if c.name == name)
+        assert component.process is not None
+        component.process.kill()
+        return component.process.pid
 
     def _publish_pids(self) -> None:
         """Write each component's pid to REFARCH_HOME/processes.json (for operators and fault tests)."""

@@ -1,0 +1,370 @@
+"""`refarch chaos`: faults injected into the running local stack, each scenario ending with a
+full convergence check (index equals database: ids, versions, content hashes).
+
+The stack is the real one (Postgres, SQS server, listener and Emu worker processes); Emu embeds
+through the real `openai` client against the OpenAI-compatible stand-in, so that embedder
+faults (429, 500, timeouts) exercise the client's own retry path and scenarios run fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from rich.console import Console
+from rich.table import Table
+
+from refarch.db import Database, connect
+from refarch.local.demo import Supervisor, free_port
+from refarch.local.standins import OpenAIStandIn
+from refarch.reconcile import find_drift
+from refarch.settings import Settings
+from refarch.vector_index import PgVectorIndex
+
+DIMENSION = 64
+MODEL = "text-embedding-3-small"
+VISIBILITY_TIMEOUT = 3
+WORDS = ("river", "granite", "velvet", "orbit", "maple", "signal", "ember", "harbor", "quartz", "meadow",
+         "lantern", "cobalt", "saffron", "tundra", "willow", "canyon", "beacon", "juniper")
+
+
+@dataclass
+class ScenarioResult:
+    """What one scenario did and what the convergence check found."""
+
+    name: str
+    changes: int
+    lost: int
+    stale: int
+    seconds: float
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Nothing lost, nothing stale."""
+        return self.lost == 0 and self.stale == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {"scenario": self.name, "changes": self.changes, "lost": self.lost, "stale": self.stale,
+                "seconds": round(self.seconds, 1), "ok": self.ok, "detail": self.detail}
+
+
+class ChangeMaker:
+    """Random edits, inserts and deletes by a client that retries when the database is away.
+
+    Only committed changes are counted: a change whose commit failed was never made.
+    """
+
+    def __init__(self, dsn: str, seed: int) -> None:
+        self.dsn = dsn
+        self.random = random.Random(seed)
+        self.committed = 0
+        self._conn: Any = None
+        self._new = 0
+
+    def _connection(self) -> Any:
+        while self._conn is None or self._conn.closed:
+            try:
+                self._conn = connect(self.dsn)
+            except psycopg2.OperationalError:
+                time.sleep(0.2)
+        return self._conn
+
+    def make(self, count: int, *, pace: float = 0.0, on_change: Callable[[int], None] | None = None) -> int:
+        """Make `count` committed changes; return how many were made."""
+        made = 0
+        while made < count:
+            conn = self._connection()
+            try:
+                with conn, conn.cursor() as cur:
+                    self._one(cur)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                conn.close()
+                time.sleep(0.2)
+                continue
+            made += 1
+            self.committed += 1
+            if on_change:
+                on_change(made)
+            if pace:
+                time.sleep(pace)
+        return made
+
+    def _one(self, cur: Any) -> None:
+        roll = self.random.random()
+        cur.execute("SELECT id FROM products ORDER BY random() LIMIT 1")
+        row = cur.fetchone()
+        if roll < 0.08 or row is None:
+            self._new += 1
+            tag = f"{os.getpid()}-{time.time_ns()}-{self._new}"
+            cur.execute(
+                "INSERT INTO products (sku, name, description, category, price) VALUES (%s, %s, %s, %s, %s)",
+                (f"CHAOS-{tag}", f"Chaos item {tag}", self.words(), "outdoor", self.random.randint(1, 500)),
+            )
+        elif roll < 0.12:
+            cur.execute("DELETE FROM products WHERE id = %s", row)
+        elif roll < 0.30:
+            cur.execute("UPDATE products SET price = price + 1 WHERE id = %s", row)
+        else:
+            cur.execute("UPDATE products SET description = %s WHERE id = %s", (self.words(), row[0]))
+
+    def words(self) -> str:
+        """A random product description."""
+        return "A " + " ".join(self.random.choices(WORDS, k=8)) + " product."
+
+
+class ChaosHarness:
+    """A local stack with an OpenAI stand-in, and the scenarios run against it."""
+
+    def __init__(self, *, rows: int, edits: int, console: Console) -> None:
+        self.rows = rows
+        self.edits = edits
+        self.console = console
+        self.home = Path(tempfile.mkdtemp(prefix="refarch-chaos-"))
+        self.openai = OpenAIStandIn(hang_seconds=5, retry_after_seconds=0.2, seed=7)
+        self.supervisor: Supervisor | None = None
+        self.results: list[ScenarioResult] = []
+
+    @property
+    def stack(self) -> Supervisor:
+        """The running supervisor."""
+        assert self.supervisor is not None
+        return self.supervisor
+
+    def start(self) -> None:
+        """Start the stand-in and the stack (no web page), seed and bootstrap, wait until synced."""
+        self.openai.start()
+        os.environ.update({
+            "REFARCH_EMBEDDER": "openai", "OPENAI_API_KEY": "chaos-local-key",
+            "OPENAI_BASE_URL": self.openai.base_url, "REFARCH_OPENAI_MODEL": MODEL,
+            "REFARCH_OPENAI_DIMENSIONS": str(DIMENSION), "REFARCH_OPENAI_TIMEOUT_SECONDS": "1",
+            "REFARCH_OPENAI_MAX_RETRIES": "2", "REFARCH_HOME": str(self.home),
+        })
+        self.supervisor = Supervisor(Settings(home=self.home), web_port=free_port(),
+                                     sqs_visibility_timeout=VISIBILITY_TIMEOUT, console=self.console)
+        self.stack.start_database()
+        self.stack.start_components(("emu",))
+        self.stack.seed(self.rows)
+        self.stack.bootstrap()
+        self.stack.start_components(("listener",))
+        self.wait_converged(timeout=600)
+
+    def stop(self) -> None:
+        """Stop everything."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        self.openai.stop()
+
+    # -- convergence ---------------------------------------------------------------------------
+
+    def settled(self) -> bool:
+        """Nothing left to do: no pending or failed rows, empty outbox backlog and queue."""
+        status = self.stack.status()
+        return (status["pending"] == 0 and status["failed"] == 0 and status["outbox_backlog"] == 0
+                and (status.get("queue_depth") or 0) == 0)
+
+    def wait_converged(self, timeout: float) -> bool:
+        """Wait until settled (True) or the timeout (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.settled():
+                    return True
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                pass
+            time.sleep(0.5)
+        return False
+
+    def drift(self) -> tuple[int, int, str]:
+        """(lost, stale, detail): lost = rows without their vector or deleted rows whose vector remains;
+        stale = vectors whose version or content hash differ from the row."""
+        db = Database(self.stack.dsn)
+        report = find_drift(db, PgVectorIndex(Database(self.stack.dsn), DIMENSION), f"openai:{MODEL}:{DIMENSION}")
+        db.close()
+        detail = "" if report.clean else json.dumps({k: v for k, v in report.as_dict().items() if "sample" in k})
+        return len(report.missing) + len(report.extra), len(report.stale), detail
+
+    def scenario(self, name: str, body: Callable[[], int], *, timeout: float = 300) -> ScenarioResult:
+        """Run one scenario body (returns changes made), wait for convergence, check it."""
+        self.console.print(f"[bold]chaos[/bold] {name} …")
+        started = time.monotonic()
+        changes = body()
+        settled = self.wait_converged(timeout)
+        lost, stale, detail = self.drift()
+        if not settled:
+            detail = f"did not settle in {timeout}s; status {self.stack.status()} {detail}"
+        result = ScenarioResult(name, changes, lost, stale, time.monotonic() - started, detail)
+        self.results.append(result)
+        self.console.print(f"  changes {result.changes} · lost {result.lost} · stale {result.stale} · "
+                           f"{result.seconds:.1f}s {'[green]ok[/green]' if result.ok else '[red]FAILED[/red]'}")
+        return result
+
+    # -- scenarios -----------------------------------------------------------------------------
+
+    def _kill_during_changes(self, component: str, count: int, kills: int) -> int:
+        maker = ChangeMaker(self.stack.dsn, seed=zlib.crc32(component.encode()))
+        marks = {round(count * (k + 1) / (kills + 1)) for k in range(kills)}
+
+        def on_change(made: int) -> None:
+            if made in marks:
+                self.stack.kill(component)
+
+        return maker.make(count, pace=0.002, on_change=on_change)
+
+    def listener_killed(self) -> ScenarioResult:
+        """The listener is SIGKILLed twice during the edits and restarted by the supervisor."""
+        return self.scenario("listener killed during edits",
+                             lambda: self._kill_during_changes("listener", self.edits, kills=2))
+
+    def emu_killed(self) -> ScenarioResult:
+        """The Emu worker is SIGKILLed mid-batch twice; its in-flight messages come back."""
+        return self.scenario("emu worker killed mid-batch",
+                             lambda: self._kill_during_changes("emu", max(self.edits // 3, 50), kills=2))
+
+    def embedder_faults(self) -> ScenarioResult:
+        """30% of embedding calls fail (429, 500, timeouts) while edits flow."""
+        def body() -> int:
+            self.openai.fault_rate = 0.3
+            try:
+                made = ChangeMaker(self.stack.dsn, seed=3).make(max(self.edits // 3, 50), pace=0.01)
+                self.wait_converged(timeout=240)
+            finally:
+                self.openai.fault_rate = 0.0
+            return made
+
+        result = self.scenario("embedder failing 30% of calls", body)
+        result.detail = (result.detail + f" faults injected: {dict(self.openai.faults)}").strip()
+        return result
+
+    def duplicates_and_reordering(self) -> ScenarioResult:
+        """Concurrent workers receive duplicated, stale and reordered messages for the same hot products."""
+        def body() -> int:
+            from refarch.local.handlers import LocalLambdaContext, load_handler
+            from refarch.messages import SyncMessage
+
+            handler = load_handler("lambdas.emu.handler")
+            maker = ChangeMaker(self.stack.dsn, seed=11)
+            stop = threading.Event()
+            conn = connect(self.stack.dsn)
+            with conn.cursor() as cur:
+                cur.execute("SELECT id FROM products ORDER BY id LIMIT 8")
+                hot = [r[0] for r in cur.fetchall()]
+            conn.close()
+
+            def deliver(worker: int) -> None:
+                rng = random.Random(worker)
+                while not stop.is_set():
+                    records = []
+                    for n in range(10):
+                        pid = rng.choice(hot)
+                        message = SyncMessage(product_id=pid, version=rng.randint(1, 30), op="update",
+                                              source="change")
+                        records.append({"messageId": f"w{worker}-{time.time_ns()}-{n}",
+                                        "receiptHandle": "direct", "body": message.model_dump_json(),
+                                        "attributes": {"MessageGroupId": str(pid), "ApproximateReceiveCount": "1"},
+                                        "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                                        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:direct.fifo",
+                                        "awsRegion": "us-east-1"})
+                    rng.shuffle(records)
+                    try:
+                        handler({"Records": records}, LocalLambdaContext(function_name="emu-direct"))
+                    except Exception:  # a batch where every record failed: redelivery is the queue's job
+                        pass
+
+            workers = [threading.Thread(target=deliver, args=(w,), daemon=True) for w in range(3)]
+            for w in workers:
+                w.start()
+            try:
+                made = 0
+                for _ in range(max(self.edits // 10, 20)):
+                    conn = connect(self.stack.dsn)
+                    with conn, conn.cursor() as cur:
+                        cur.execute("UPDATE products SET description = %s WHERE id = %s",
+                                    (maker.words(), random.choice(hot)))
+                    conn.close()
+                    made += 1
+                    time.sleep(0.02)
+                made += maker.make(max(self.edits // 10, 20), pace=0.01)
+            finally:
+                stop.set()
+                for w in workers:
+                    w.join()
+            return made
+
+        return self.scenario("duplicate and reordered deliveries, concurrent workers", body)
+
+    def database_restarted(self) -> ScenarioResult:
+        """Postgres restarts (every connection cut) while edits flow; clients reconnect."""
+        def body() -> int:
+            maker = ChangeMaker(self.stack.dsn, seed=5)
+            count = max(self.edits // 3, 50)
+            restarted = threading.Event()
+
+            def on_change(made: int) -> None:
+                if made == count // 2 and not restarted.is_set():
+                    restarted.set()
+                    threading.Thread(target=self.stack.database.restart, daemon=True).start()
+
+            return maker.make(count, pace=0.01, on_change=on_change)
+
+        return self.scenario("database restarted under load", body)
+
+    def poison_message(self) -> ScenarioResult:
+        """A malformed message reaches the DLQ (reason logged); everything else is unaffected."""
+        def body() -> int:
+            from refarch.queue import make_sqs_client
+
+            runtime = json.loads((self.home / "runtime.json").read_text())
+            sqs = make_sqs_client(Settings(home=self.home))
+            sqs.send_message(QueueUrl=runtime["queue_url"], MessageBody='{"product_id": "not-a-number"}',
+                             MessageGroupId="poison", MessageDeduplicationId=f"poison-{time.time_ns()}")
+            made = ChangeMaker(self.stack.dsn, seed=13).make(30, pace=0.01)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not self.stack.status().get("dlq_depth"):
+                time.sleep(0.5)
+            return made
+
+        result = self.scenario("poison message", body)
+        dlq = self.stack.status().get("dlq_depth")
+        logged = "malformed message" in (self.home / "logs" / "emu.log").read_text(errors="replace")
+        result.detail = f"DLQ depth {dlq}, reason logged: {logged}"
+        if dlq != 1 or not logged:
+            result.lost += 1  # the poison message must be kept (in the DLQ) and explained
+        return result
+
+
+SCENARIOS = ("listener_killed", "emu_killed", "embedder_faults", "duplicates_and_reordering",
+             "database_restarted", "poison_message")
+
+
+def run_chaos(*, quick: bool, only: tuple[str, ...] = (), json_path: Path | None = None) -> list[ScenarioResult]:
+    """Run the scenarios (all unless `only`), print the table, write JSON; return the results."""
+    console = Console(stderr=True)
+    harness = ChaosHarness(rows=200 if quick else 2000, edits=150 if quick else 1000, console=console)
+    try:
+        harness.start()
+        for name in only or SCENARIOS:
+            getattr(harness, name)()
+    finally:
+        harness.stop()
+    table = Table(title="refarch chaos")
+    for column in ("Scenario", "Changes", "Lost", "Stale", "Seconds", "Result", "Detail"):
+        table.add_column(column)
+    for r in harness.results:
+        table.add_row(r.name, str(r.changes), str(r.lost), str(r.stale), f"{r.seconds:.1f}",
+                      "ok" if r.ok else "FAILED", r.detail)
+    console.print(table)
+    if json_path:
+        json_path.write_text(json.dumps([r.as_dict() for r in harness.results], indent=2))
+    return harness.results
