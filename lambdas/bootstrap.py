@@ -17,9 +17,9 @@ runtime = Runtime(application_name="bootstrap")
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Create or resume a run; return {run_id, ranges} for the Map state."""
+    """Create or resume a run ({"fresh": true} abandons one in progress); return {run_id, ranges} for the Map."""
     range_size = int(event.get("range_size") or DEFAULT_TOPOLOGY.bootstrap_range_size)
-    return plan_bootstrap(runtime.db, range_size=range_size)
+    return plan_bootstrap(runtime.db, range_size=range_size, fresh=bool(event.get("fresh")))
 
 
 @logger.inject_lambda_context

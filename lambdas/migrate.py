@@ -16,7 +16,7 @@ runtime = Runtime(application_name="migrate")
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Create/Update: migrate (idempotent, advisory-locked), seed if asked. Delete: keep the data."""
+    """Create/Update: migrate (idempotent, advisory-locked), seed an empty catalog if asked. Delete: keep the data."""
     if event.get("RequestType") == "Delete":
         return {"PhysicalResourceId": event.get("PhysicalResourceId", "schema")}
     applied = migrate(runtime.db.dsn)
@@ -25,7 +25,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if seed_rows:
         conn = runtime.db.connect()
         try:
-            inserted = catalog.seed(conn, seed_rows)
+            inserted = catalog.seed_if_empty(conn, seed_rows) or 0
         finally:
             conn.close()
     logger.info("schema ready", extra={"applied": applied, "seeded": inserted})

@@ -213,6 +213,16 @@ def make_product(i: int) -> SeedProduct:
                        price=price)
 
 
+def seed_if_empty(conn: Connection, rows: int) -> int | None:
+    """Seed only an empty catalog (demo start, deploy): existing rows and their edits are kept. None if skipped."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM products)")
+        if cur.fetchone()[0]:
+            conn.rollback()
+            return None
+    return seed(conn, rows)
+
+
 def seed(conn: Connection, rows: int) -> int:
     """Load products 1..rows with COPY (through a staging table); return how many were new."""
     buf = io.StringIO()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import sys
@@ -117,11 +118,12 @@ def pelican_health(max_age: float) -> None:
 
 @pelican.command("bootstrap")
 @click.option("--range-size", type=click.IntRange(min=1), help="Products per Map item.")
-def pelican_bootstrap(range_size: int | None) -> None:
+@click.option("--fresh", is_flag=True, help="Abandon a run in progress instead of resuming it.")
+def pelican_bootstrap(range_size: int | None, fresh: bool) -> None:
     """Run the bootstrap (Plan -> Map(Batch) -> Finalize) locally with the Map's max concurrency."""
     from refarch.local.stepfunctions import run_bootstrap
 
-    click.echo(json.dumps(run_bootstrap(range_size=range_size)))
+    click.echo(json.dumps(run_bootstrap(range_size=range_size, fresh=fresh)))
 
 
 # --- emu --------------------------------------------------------------------------------------
@@ -137,8 +139,19 @@ def emu_worker(concurrency: int | None) -> None:
     """Poll the local queue and invoke the Emu Lambda handler (the local event source mapping)."""
     from refarch.local.event_source import EventSourcePoller
     from refarch.queue import make_sqs_client
+    from refarch.settings import ConfigurationError
+    from refarch.topology import EMU_HANDLER
 
     settings = _settings()
+    try:
+        # Build Emu's runtime now: a configuration that can never work fails here, once, clearly.
+        importlib.import_module(EMU_HANDLER.rpartition(".")[0]).runtime.emu
+    except ConfigurationError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    # Readiness for the local supervisor: the runtime is built and the configuration holds.
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "emu.ready").touch()
     poller = EventSourcePoller(make_sqs_client(settings), settings.resolved_queue_url(),
                                concurrency=concurrency, region=settings.aws_region)
     _stop_on_signals(poller.stop)

@@ -140,7 +140,7 @@ class Emu:
 
             try:
                 self.index.delete(to_delete)
-                # A deleted row's ledger version is the tombstone's: larger than any version it had.
+                # A deleted row's ledger version moves one past the last indexed version: never backwards.
                 done += [
                     (pid, max((entries[pid].indexed_version if pid in entries else 0) + 1, 1), None, "deleted")
                     for pid in to_delete

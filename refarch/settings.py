@@ -112,8 +112,14 @@ class Settings(BaseSettings):
         return self.dlq_url or self.local_runtime.get("dlq_url")
 
     def resolved_sqs_endpoint(self) -> str | None:
-        """A custom SQS endpoint (the local server), or None for AWS."""
-        return self.sqs_endpoint_url or self.local_runtime.get("sqs_endpoint_url")
+        """A custom SQS endpoint (the local server), or None for AWS.
+
+        A queue URL from the environment means "that queue", so a local server's address left in
+        runtime.json is not used with it.
+        """
+        if self.sqs_endpoint_url or self.queue_url:
+            return self.sqs_endpoint_url
+        return self.local_runtime.get("sqs_endpoint_url")
 
 
 def write_local_runtime(settings: Settings, **addresses: str) -> None:

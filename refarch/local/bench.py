@@ -15,7 +15,6 @@ import json
 import math
 import platform
 import resource
-import statistics
 import tempfile
 import threading
 import time

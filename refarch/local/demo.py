@@ -29,7 +29,7 @@ from refarch import catalog
 from refarch.db import connect, migrate
 from refarch.local import LOCAL_ENV
 from refarch.local.database import LocalDatabase
-from refarch.settings import Settings, write_local_runtime
+from refarch.settings import ConfigurationError, Settings, write_local_runtime
 from refarch.status import queue_depths, sync_counts
 
 
@@ -49,6 +49,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# A component exits with this code when its configuration can never work (e.g. a dimension
+# mismatch between the embedder and the index): restarting it would not help.
+CONFIGURATION_ERROR_EXIT = 2
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
 
 
 COMMANDS = {
@@ -112,6 +124,7 @@ class Supervisor:
         self.dsn = ""
         self.components: list[Component] = []
         self.stop_event = threading.Event()
+        self.fatal = threading.Event()
 
     def env(self) -> dict[str, str]:
         """Environment for every component: same home, same database, quiet local observability."""
@@ -140,9 +153,25 @@ class Supervisor:
             threading.Thread(target=self._watch, name="supervisor", daemon=True).start()
         for name in names:
             component = Component(name, COMMANDS[name](self), self.home / "logs" / f"{name}.log")
+            if name == "emu":
+                (self.home / "emu.ready").unlink(missing_ok=True)
             component.start(self.env())
             self.components.append(component)
         self._publish_pids()
+        if "emu" in names:
+            self._wait_until_ready(next(c for c in self.components if c.name == "emu"), self.home / "emu.ready")
+
+    def _wait_until_ready(self, component: Component, marker: Path, timeout: float = 180) -> None:
+        """Wait for a component's readiness marker; a configuration error is raised, not retried."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not marker.exists():
+            if not component.alive():
+                assert component.process is not None
+                if component.process.returncode == CONFIGURATION_ERROR_EXIT:
+                    self.fatal.set()
+                    raise ConfigurationError(f"{component.name} cannot start:\n{_tail(component.log)}")
+                return  # crashed for another reason: the watcher restarts it
+            time.sleep(0.1)
 
     def _wait_for_queue(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -165,11 +194,20 @@ class Supervisor:
                 if component.alive() or self.stop_event.is_set():
                     continue
                 code = component.process.returncode if component.process else None
+                if code == CONFIGURATION_ERROR_EXIT:
+                    self.console.print(f"[red]{component.name} cannot start: configuration error (see "
+                                       f"{component.log}):[/red]\n" + _tail(component.log))
+                    self.fatal.set()
+                    return
                 self.console.print(f"[yellow]{component.name} exited ({code}); restarting "
                                    f"(log: {component.log})[/yellow]")
                 if time.monotonic() - component.started_at > 60:
                     component.restarts = 0  # it ran fine for a while: not a crash loop
-                time.sleep(min(2 ** component.restarts, 30))
+                if component.name == "sqs":
+                    # Its queue URLs die with it; nobody may use them until the new server publishes its own.
+                    write_local_runtime(self.settings, queue_url="", dlq_url="")
+                if self.stop_event.wait(min(2 ** component.restarts, 30)):
+                    return
                 component.restarts += 1
                 component.start(self.env())
                 self._publish_pids()
@@ -201,11 +239,7 @@ class Supervisor:
         """Load the demo catalog into an empty table; an existing catalog (and its edits) is kept."""
         conn = connect(self.dsn)
         try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT EXISTS (SELECT 1 FROM products)")
-                if cur.fetchone()[0]:
-                    return None
-            return catalog.seed(conn, rows)
+            return catalog.seed_if_empty(conn, rows)
         finally:
             conn.close()
 
@@ -214,7 +248,8 @@ class Supervisor:
         from refarch.local.stepfunctions import run_bootstrap
 
         os.environ.update(DATABASE_URL=self.dsn, REFARCH_HOME=str(self.home))
-        return run_bootstrap(on_batch=on_batch)
+        # Always a fresh run: the local queue is in memory, so a previous run's sends are gone.
+        return run_bootstrap(on_batch=on_batch, fresh=True)
 
     def status(self) -> dict[str, Any]:
         """Sync counts plus queue depths."""
@@ -274,6 +309,8 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
         else:
             console.print(f"catalog: seeded {inserted} products")
         _bootstrap_with_progress(supervisor, console)
+        if supervisor.fatal.is_set():
+            return CONFIGURATION_ERROR_EXIT
         if exit_when_synced:
             code = _wait_synced(supervisor, timeout)
             status = supervisor.status()
@@ -288,8 +325,13 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
             return code
         with Live(console=console, refresh_per_second=2) as live:
             while not stop.wait(0.5):
+                if supervisor.fatal.is_set():
+                    return CONFIGURATION_ERROR_EXIT
                 live.update(status_line(supervisor.status()))
         return 0
+    except ConfigurationError as err:
+        console.print(f"[red]{err}[/red]")
+        return CONFIGURATION_ERROR_EXIT
     except KeyboardInterrupt:
         return 0
     finally:
@@ -307,7 +349,7 @@ def _bootstrap_with_progress(supervisor: Supervisor, console: Console) -> None:
         done = threading.Event()
 
         def follow() -> None:
-            while not done.wait(0.5):
+            while not done.wait(0.5) and not supervisor.fatal.is_set():
                 status = supervisor.status()
                 elapsed = max(time.monotonic() - started, 1e-6)
                 progress.update(indexed, completed=status["indexed"], rate=status["indexed"] / elapsed)
@@ -334,10 +376,15 @@ def _bootstrap_with_progress(supervisor: Supervisor, console: Console) -> None:
 
 
 def _wait_synced(supervisor: Supervisor, timeout: float | None) -> int:
+    """Wait until nothing is left to do: 0 if every row is indexed, 1 if some failed for good or time ran out."""
     deadline = time.monotonic() + timeout if timeout else None
     while deadline is None or time.monotonic() < deadline:
+        if supervisor.fatal.is_set():
+            return CONFIGURATION_ERROR_EXIT
         status = supervisor.status()
-        if status["pending"] == 0 and status["outbox_backlog"] == 0 and status["failed"] == 0:
-            return 0
+        idle = status["outbox_backlog"] == 0 and (status.get("queue_depth") or 0) == 0
+        if status["pending"] == 0 and idle:
+            # Failed rows with an empty queue have exhausted their retries (their messages are in the DLQ).
+            return 0 if status["failed"] == 0 else 1
         time.sleep(0.5)
     return 1

@@ -22,9 +22,9 @@ from refarch.topology import (
 
 
 def run_bootstrap(*, topology: Topology = DEFAULT_TOPOLOGY, range_size: int | None = None,
-                  on_batch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                  on_batch: Callable[[dict[str, Any]], None] | None = None, fresh: bool = False) -> dict[str, Any]:
     """Run one bootstrap execution to the end; return Finalize's output."""
-    plan = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": range_size or topology.bootstrap_range_size})
+    plan = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": range_size or topology.bootstrap_range_size, "fresh": fresh})
     run_id = plan["run_id"]
     try:
         with ThreadPoolExecutor(max_workers=topology.bootstrap_max_concurrency,
@@ -32,7 +32,7 @@ def run_bootstrap(*, topology: Topology = DEFAULT_TOPOLOGY, range_size: int | No
             for result in pool.map(lambda item: invoke(BOOTSTRAP_BATCH_HANDLER, item), plan["ranges"]):
                 if on_batch:
                     on_batch(result)
-    except Exception as err:
+    except BaseException as err:  # Ctrl-C included: the run is recorded as failed, never left half-done
         invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id, "error": f"{type(err).__name__}: {err}"})
         raise
     return invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id})

@@ -18,14 +18,20 @@ from refarch.queue import SyncQueue
 SEND_CHUNK = 500
 
 
-def plan_bootstrap(db: Database, *, range_size: int) -> dict[str, Any]:
+def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dict[str, Any]:
     """Create (or resume) a run and return its unfinished ranges as Map items.
+
+    `fresh` abandons a run in progress instead of resuming it: for when the queue it filled was
+    lost (the local in-memory SQS server restarted), so its done ranges must be redone.
 
     Each item is ~80 bytes of JSON: 1M rows at 1,000 per range is ~80 KB, inside Step
     Functions' 256 KB payload limit (docs/pelican.md: beyond that, a Distributed Map).
     """
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("LOCK TABLE bootstrap_runs IN SHARE ROW EXCLUSIVE MODE")
+        if fresh:
+            cur.execute("UPDATE bootstrap_runs SET status = 'failed', finished_at = now(),"
+                        " error = 'abandoned: a fresh run was requested' WHERE status = 'running'")
         cur.execute("SELECT id FROM bootstrap_runs WHERE status = 'running'")
         row = cur.fetchone()
         if row:

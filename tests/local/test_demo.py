@@ -179,3 +179,23 @@ def _rerun_resumes(demo_home: Path) -> None:
     assert summary["embed_calls"] == 0
     assert summary["failures"] == 0
     assert set(summary) >= {"rows", "seconds", "rows_per_s", "embed_calls", "failures"}
+
+
+def test_a_dimension_mismatch_stops_the_demo_with_a_clear_error(tmp_path: Path):
+    # Given a home whose index was built by the local 384-d model
+    home = tmp_path / "home"
+    env = {**os.environ, "REFARCH_HOME": str(home)}
+    env.pop("DATABASE_URL", None)
+    first = subprocess.run([sys.executable, "-m", "refarch", "demo", "--rows", "20", "--port", str(free_port()),
+                            "--exit-when-synced", "--timeout", "120"], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    # When the demo restarts with a 64-d OpenAI-compatible embedder (never reached: the check comes first)
+    mismatched = {**env, "REFARCH_EMBEDDER": "openai", "OPENAI_API_KEY": "not-used",
+                  "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "REFARCH_OPENAI_DIMENSIONS": "64"}
+    second = subprocess.run([sys.executable, "-m", "refarch", "demo", "--rows", "20", "--port", str(free_port()),
+                             "--exit-when-synced", "--timeout", "120"], env=mismatched, capture_output=True,
+                            text=True, timeout=300)
+    # Then it stops at once with exit code 2 and an error naming both dimensions
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert "384" in second.stderr and "64" in second.stderr and "dimension" in second.stderr

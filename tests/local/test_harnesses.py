@@ -1,0 +1,57 @@
+"""The fault harness and the benchmark run end to end on the real local stack (their quick variants)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def run_refarch(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ}
+    env.pop("DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "refarch", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
+    # Given the whole local stack, When every fault scenario runs (listener and worker killed, embedder
+    # failing 30% of calls, duplicates and reordering, database restart, a poison message)
+    out = tmp_path / "chaos.json"
+    result = run_refarch("chaos", "--quick", "--json", str(out), timeout=900)
+    # Then each ends converged: nothing lost, nothing stale, and the poison message is in the DLQ
+    scenarios = json.loads(out.read_text())
+    assert [s["scenario"] for s in scenarios] == [
+        "listener killed during edits", "emu worker killed mid-batch", "embedder failing 30% of calls",
+        "duplicate and reordered deliveries, concurrent workers", "database restarted under load", "poison message",
+    ]
+    failed = [s for s in scenarios if not s["ok"]]
+    assert failed == [], result.stderr[-3000:]
+    assert all(s["changes"] > 0 for s in scenarios)
+    assert "'timeout'" in scenarios[2]["detail"] or "'rate_limit'" in scenarios[2]["detail"]
+    assert "DLQ depth 1" in scenarios[5]["detail"]
+    assert result.returncode == 0
+
+
+def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Path):
+    out = tmp_path / "bench.json"
+    md = tmp_path / "bench.md"
+    result = run_refarch("bench", "--quick", "--json", str(out), "--markdown", str(md), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["bootstrap"]["rows"] == 300 and report["bootstrap"]["rows_per_s"] > 0
+    assert report["raw_model"]["texts_per_s_batch_10"] > 0
+    assert report["change_latency_ms"]["edits"] > 0
+    assert set(report["search_latency"]) == {"300", "2000"}
+    # Re-running the bootstrap or re-delivering every row computes no embedding (the cost guarantee)
+    assert report["rebootstrap_unchanged"]["bootstrap_embeddings"] == 0
+    assert report["rebootstrap_unchanged"]["redelivery_embeddings"] == 0
+    assert report["rebootstrap_unchanged"]["redelivered"] == 300
+    assert {"emu", "listener", "sqs", "web"} <= set(report["peak_memory_mb"])
+    assert "| Pipeline / raw (batches of 10) |" in md.read_text()
