@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     )
     openai_model: str = "text-embedding-3-small"
     openai_dimensions: int | None = 1536
-    openai_timeout_seconds: float = 20.0
-    openai_max_retries: int = 5
+    # Worst case 4 attempts x 10 s + backoff stays inside Emu's 60 s Lambda timeout.
+    openai_timeout_seconds: float = 10.0
+    openai_max_retries: int = 3
 
     vector_backend: Literal["pgvector", "pinecone"] | None = None
     pinecone_api_key: SecretStr | None = Field(
