@@ -51,7 +51,9 @@ def record_indexed(conn: Connection, entries: list[tuple[int, int, str | None, s
             " ON CONFLICT (product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version,"
             " content_hash = EXCLUDED.content_hash, status = EXCLUDED.status, last_error = NULL, attempts = 0,"
             " indexed_at = now(), updated_at = now()"
-            " WHERE s.indexed_version <= EXCLUDED.indexed_version",
+            # A row re-inserted under a deleted id starts a new life at version 1.
+            " WHERE s.indexed_version <= EXCLUDED.indexed_version"
+            " OR (s.status = 'deleted' AND EXCLUDED.status = 'indexed')",
             entries,
             template="(%s::bigint, %s::bigint, %s::text, %s::text)",
         )

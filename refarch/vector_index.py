@@ -240,7 +240,7 @@ class PineconeIndex:
         existing = int(stats.dimension) if stats.dimension else None
         if existing is not None and existing != self.dimension:
             raise DimensionMismatchError(
-                f"Pinecone index {self.index_name or ''} has dimension {existing} but the embedder "
+                f"Pinecone index {self.index_name or self._index.host} has dimension {existing} but the embedder "
                 f"produces {self.dimension}-d vectors: create a new index or change the embedder"
             )
 

@@ -70,7 +70,8 @@ class StandInServer:
 
     Faults: `fail_next(kind, times)` scripts the next answers; `fault_rate` fails that share of
     the remaining requests at random (seeded), with a kind drawn from `fault_kinds`. Every
-    answer can be delayed by up to `latency_seconds` (a slow provider widens race windows).
+    answer can be delayed by up to `latency_seconds`, and `delay_next` slows chosen calls (a
+    slow provider widens race windows).
     `received` keeps every authorised request (faulted ones too); `calls` counts answered ones.
     """
 
@@ -105,6 +106,7 @@ class StandInServer:
         self.received: deque[tuple[str, Request]] = deque(maxlen=1000)
         self.routes: dict[tuple[str, str], tuple[str, Route]] = {}
         self._scripted: deque[str] = deque()
+        self._delays: deque[float] = deque()
         self._random = random.Random(seed)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -153,6 +155,11 @@ class StandInServer:
         with self._lock:
             self._scripted.extend([kind] * times)
 
+    def delay_next(self, seconds: float, times: int = 1) -> None:
+        """Answer the next `times` requests only after `seconds` (a slow call, not a failure)."""
+        with self._lock:
+            self._delays.extend([seconds] * times)
+
     def reset(self) -> None:
         """Forget counters, received requests and scripted faults."""
         with self._lock:
@@ -161,6 +168,7 @@ class StandInServer:
             self.faults.clear()
             self.received.clear()
             self._scripted.clear()
+            self._delays.clear()
 
     def _next_fault(self) -> str | None:
         with self._lock:
@@ -194,6 +202,8 @@ class StandInServer:
             with self._lock:
                 self.received.append((route_name, request))
                 delay = self._random.uniform(0, self.latency_seconds) if self.latency_seconds else 0.0
+                if self._delays:
+                    delay += self._delays.popleft()
             if delay:
                 self._stopping.wait(delay)
             fault = self._next_fault()
@@ -406,9 +416,7 @@ class OpenAIStandIn(StandInServer):
                 f"however you requested {max(tokens)} tokens. Please reduce your prompt.",
             )
         if sum(tokens) > self.MAX_REQUEST_TOKENS:
-            raise ApiError(
-                400, f"Requested {sum(tokens)} tokens, max {self.MAX_REQUEST_TOKENS} tokens per request"
-            )
+            raise ApiError(400, f"Requested {sum(tokens)} tokens, max {self.MAX_REQUEST_TOKENS} tokens per request")
         if body.get("encoding_format") != "float":
             raise ApiError(
                 400,
@@ -523,9 +531,7 @@ class PineconeStandIn(StandInServer):
     @staticmethod
     def _id(value: Any, where: str) -> str:
         if not isinstance(value, str) or not 1 <= len(value) <= 512 or not value.isascii() or "\x00" in value:
-            raise ApiError(
-                400, f"{where}: vector id must be an ASCII string of 1-512 characters, got {value!r}"
-            )
+            raise ApiError(400, f"{where}: vector id must be an ASCII string of 1-512 characters, got {value!r}")
         return value
 
     def _values(self, values: Any, where: str) -> list[float]:
@@ -536,8 +542,7 @@ class PineconeStandIn(StandInServer):
         if len(values) != self.dimension:
             raise ApiError(
                 400,
-                f"{where}: Vector dimension {len(values)} does not match the dimension of the "
-                f"index {self.dimension}",
+                f"{where}: Vector dimension {len(values)} does not match the dimension of the index {self.dimension}",
             )
         if not any(values):
             raise ApiError(400, f"{where}: Dense vectors must contain at least one non-zero value")
@@ -579,9 +584,7 @@ class PineconeStandIn(StandInServer):
                 raise ApiError(400, f"{where}: expected an object with id, values and optional metadata")
             if "sparseValues" in vector:
                 raise ApiError(400, f"{where}: this index is dense; sparse values are not supported")
-            metadata = (
-                self._metadata(vector["metadata"], where) if vector.get("metadata") is not None else None
-            )
+            metadata = self._metadata(vector["metadata"], where) if vector.get("metadata") is not None else None
             parsed[self._id(vector.get("id"), where)] = _StoredVector(
                 self._values(vector.get("values"), where), metadata
             )
@@ -692,9 +695,7 @@ class PineconeStandIn(StandInServer):
         return {}
 
     def _update(self, request: Request) -> dict[str, Any]:
-        body = self._object(
-            request, {"id", "values", "sparseValues", "setMetadata", "namespace", "filter", "dryRun"}
-        )
+        body = self._object(request, {"id", "values", "sparseValues", "setMetadata", "namespace", "filter", "dryRun"})
         if ("id" in body) == ("filter" in body):
             raise ApiError(400, "give exactly one of id or filter")
         if "sparseValues" in body:
@@ -720,9 +721,7 @@ class PineconeStandIn(StandInServer):
         _check_filter(body["filter"], require_condition=True)
         with self._lock:
             hits = [
-                v
-                for v in self.namespaces.get(namespace, {}).values()
-                if _matches(body["filter"], v.metadata or {})
+                v for v in self.namespaces.get(namespace, {}).values() if _matches(body["filter"], v.metadata or {})
             ]
             if not body.get("dryRun"):
                 for vector in hits:
@@ -764,9 +763,7 @@ class PineconeStandIn(StandInServer):
         namespace = self._namespace(query.get("namespace"))
         prefix = query.get("prefix", "")
         with self._lock:
-            ids = sorted(
-                vid for vid in self.namespaces.get(namespace, {}) if vid.startswith(prefix) and vid > after
-            )
+            ids = sorted(vid for vid in self.namespaces.get(namespace, {}) if vid.startswith(prefix) and vid > after)
         page = ids[:limit]
         answer: dict[str, Any] = {
             "vectors": [{"id": vid} for vid in page],
@@ -837,9 +834,7 @@ def _matches(query_filter: dict[str, Any], metadata: dict[str, Any]) -> bool:
             ok = any(_matches(part, metadata) for part in condition)
         else:
             ops = condition if isinstance(condition, dict) else {"$eq": condition}
-            ok = all(
-                _field_matches(op, operand, key in metadata, metadata.get(key)) for op, operand in ops.items()
-            )
+            ok = all(_field_matches(op, operand, key in metadata, metadata.get(key)) for op, operand in ops.items())
         if not ok:
             return False
     return True
@@ -885,6 +880,7 @@ def serve(
     fault_kinds: Iterable[str] = FAULT_KINDS,
     retry_after_seconds: float = 1.0,
     hang_seconds: float = 30.0,
+    latency_seconds: float = 0.0,
     seed: int | None = None,
     api_key: str | None = None,
 ) -> None:
@@ -895,6 +891,7 @@ def serve(
         "fault_kinds": fault_kinds,
         "retry_after_seconds": retry_after_seconds,
         "hang_seconds": hang_seconds,
+        "latency_seconds": latency_seconds,
         "seed": seed,
     }
     stand_in: OpenAIStandIn | PineconeStandIn
@@ -902,9 +899,7 @@ def serve(
         stand_in = OpenAIStandIn(api_key=api_key, **common).start()
         where = f"OPENAI_BASE_URL={stand_in.base_url}"
     elif api == "pinecone":
-        stand_in = PineconeStandIn(
-            dimension=dimension, api_key=api_key or "local-pinecone-key", **common
-        ).start()
+        stand_in = PineconeStandIn(dimension=dimension, api_key=api_key or "local-pinecone-key", **common).start()
         where = f"PINECONE_HOST={stand_in.url} PINECONE_API_KEY={stand_in.api_key}"
     else:
         raise ValueError(f"api must be 'openai' or 'pinecone', got {api!r}")
@@ -929,6 +924,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", default=",".join(FAULT_KINDS), help="comma-separated kinds to inject")
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on injected 429s")
     parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long an injected timeout hangs")
+    parser.add_argument("--latency", type=float, default=0.0, help="delay every answer by up to this many seconds")
     parser.add_argument("--dimension", type=int, default=384, help="Pinecone index dimension")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
@@ -940,6 +936,7 @@ def main(argv: list[str] | None = None) -> None:
         fault_kinds=args.faults.split(","),
         retry_after_seconds=args.retry_after,
         hang_seconds=args.hang_seconds,
+        latency_seconds=args.latency,
         seed=args.seed,
     )
 

@@ -15,13 +15,14 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg2
+from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from refarch import outbox
 from refarch.db import Connection, connect
 from refarch.messages import SyncMessage
 from refarch.observability import logger
-from refarch.queue import SyncQueue
+from refarch.queue import PartialSendError, SyncQueue
 
 CHANNEL = "refarch_outbox"
 
@@ -54,6 +55,8 @@ class OutboxRelay:
                 outbox.mark_enqueued(conn, [r.id for r in rows])
             total += len(rows)
             self.sent += len(rows)
+            # A long backlog is work, not a hang: stay live for the health check while draining it.
+            self._heartbeat()
         if total:
             logger.info("outbox drained", extra={"rows": total, "sent_total": self.sent})
         return total
@@ -78,7 +81,7 @@ class OutboxRelay:
             with listen_conn.cursor() as cur:
                 cur.execute(f"LISTEN {CHANNEL}")
             # LISTEN first, then drain: a change committed in between is caught by one or the other.
-            self.drain(work_conn)
+            self._drain_unless_queue_fails(work_conn)
             self._maintain(work_conn)
             last_maintenance = time.monotonic()
             while not self.stop.is_set():
@@ -87,13 +90,23 @@ class OutboxRelay:
                 if readable:
                     listen_conn.poll()
                     listen_conn.notifies.clear()
-                self.drain(work_conn)
+                self._drain_unless_queue_fails(work_conn)
                 if time.monotonic() - last_maintenance > 60:
                     self._maintain(work_conn)
                     last_maintenance = time.monotonic()
         finally:
             listen_conn.close()
             work_conn.close()
+
+    def _drain_unless_queue_fails(self, conn: Connection) -> None:
+        # SQS unreachable or refusing (after the SDK's and SyncQueue's own retries): the claim was
+        # rolled back, so its rows stay unsent and the next poll retries them. Exiting instead
+        # would only trade this wait for a container restart.
+        try:
+            self.drain(conn)
+        except (BotoCoreError, ClientError, PartialSendError) as err:
+            logger.warning("queue send failed, rows stay in the outbox for the next drain",
+                           extra={"error": f"{type(err).__name__}: {err}"})
 
     def _maintain(self, conn: Connection) -> None:
         with conn:

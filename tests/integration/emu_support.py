@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import itertools
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -34,26 +33,17 @@ def shared_local_embedder() -> LocalEmbedder:
     return LocalEmbedder()
 
 
-@pytest.fixture
-def openai_standin() -> Iterator[OpenAIStandIn]:
-    """An OpenAI stand-in whose injected 429s ask for a short wait and whose hangs outlast a 1 s timeout."""
-    with OpenAIStandIn(retry_after_seconds=0.2, hang_seconds=3.0, seed=7) as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-def pinecone_standins() -> Iterator[list[PineconeStandIn]]:
-    """Pinecone stand-ins started by `start_pinecone` (stopped after the test)."""
-    started: list[PineconeStandIn] = []
-    yield started
-    for stand_in in started:
-        stand_in.stop()
-
-
 def configure_emu(
-    monkeypatch: pytest.MonkeyPatch, dsn: str, *, embedder: str, index: str,
-    openai: OpenAIStandIn | None = None, pinecone: PineconeStandIn | None = None,
-    dimensions: int = OPENAI_DIMENSIONS, timeout_seconds: float = 1.0, max_retries: int = 2,
+    monkeypatch: pytest.MonkeyPatch,
+    dsn: str,
+    *,
+    embedder: str,
+    index: str,
+    openai: OpenAIStandIn | None = None,
+    pinecone: PineconeStandIn | None = None,
+    dimensions: int = OPENAI_DIMENSIONS,
+    timeout_seconds: float = 1.0,
+    max_retries: int = 2,
 ) -> Runtime:
     """Point `lambdas.emu.handler` at this database, embedder and index through the environment, as on AWS."""
     import lambdas.emu
@@ -96,10 +86,15 @@ def sqs_record(body: str, group_id: str, *, receive_count: int = 1) -> dict[str,
         "ReceiptHandle": f"handle-{n}",
         "Body": body,
         "MD5OfBody": "",
-        "Attributes": {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": "1700000000000",
-                       "SenderId": "local", "ApproximateFirstReceiveTimestamp": "1700000000000",
-                       "SequenceNumber": str(10_000 + n), "MessageGroupId": group_id,
-                       "MessageDeduplicationId": f"dedup-{n}"},
+        "Attributes": {
+            "ApproximateReceiveCount": str(receive_count),
+            "SentTimestamp": "1700000000000",
+            "SenderId": "local",
+            "ApproximateFirstReceiveTimestamp": "1700000000000",
+            "SequenceNumber": str(10_000 + n),
+            "MessageGroupId": group_id,
+            "MessageDeduplicationId": f"dedup-{n}",
+        },
     }
     return to_lambda_record(message, QUEUE_ARN, "us-east-1")
 
@@ -132,8 +127,14 @@ def change(product_id: int, version: int = 1, op: str = "update", **extra: Any) 
 
 def new_product(dsn: str, n: int, **overrides: Any) -> products.Product:
     """Insert product number n (triggers write the outbox row as for any change)."""
-    fields = {"sku": f"T-{n:04d}", "name": f"Widget {n}", "description": f"A sturdy widget, model {n}.",
-              "category": "tools", "price": Decimal("10.00") + n, **overrides}
+    fields = {
+        "sku": f"T-{n:04d}",
+        "name": f"Widget {n}",
+        "description": f"A sturdy widget, model {n}.",
+        "category": "tools",
+        "price": Decimal("10.00") + n,
+        **overrides,
+    }
     conn = psycopg2.connect(dsn)
     try:
         with conn:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import psycopg2
@@ -29,33 +31,35 @@ from tests.integration.emu_support import (
     ledger_entries,
     ledger_errors,
     new_product,
-    openai_standin,  # noqa: F401 - fixture
-    pinecone_standins,  # noqa: F401 - fixture
     query_one,
     shared_local_embedder,
     sqs_event,
     start_pinecone,
 )
 
+# The stand-in fixtures, shared by the Emu test modules.
+pytest_plugins = ["tests.integration.emu_fixtures"]
+
 
 @pytest.fixture
-def emu(monkeypatch, dsn, openai_standin):  # noqa: F811
+def emu(monkeypatch, dsn, openai_standin):
     """The handler wired to the OpenAI stand-in and pgvector (the fastest real pair)."""
     return configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin)
 
 
 @pytest.fixture
-def emu_pinecone(monkeypatch, dsn, openai_standin, pinecone_standins):  # noqa: F811
+def emu_pinecone(monkeypatch, dsn, openai_standin, pinecone_standins):
     """The handler wired to the OpenAI stand-in and the Pinecone stand-in."""
     pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS)
-    return configure_emu(monkeypatch, dsn, embedder="openai", index="pinecone", openai=openai_standin,
-                         pinecone=pinecone)
+    return configure_emu(
+        monkeypatch, dsn, embedder="openai", index="pinecone", openai=openai_standin, pinecone=pinecone
+    )
 
 
 # -- the message contract --------------------------------------------------------------------
 
 
-def test_malformed_messages_fail_alone_with_a_logged_reason(emu, dsn, openai_standin, caplog):  # noqa: F811
+def test_malformed_messages_fail_alone_with_a_logged_reason(emu, dsn, openai_standin, caplog):
     # Given two real products and five bodies that break the contract, each in its own group
     a, b = new_product(dsn, 1), new_product(dsn, 2)
     bad_bodies = {
@@ -102,7 +106,7 @@ def test_a_failure_holds_back_later_messages_of_its_group_only(emu, dsn):
 # -- processing a batch ----------------------------------------------------------------------
 
 
-def test_a_batch_is_embedded_in_one_call_and_indexed_with_its_metadata(emu, dsn, openai_standin):  # noqa: F811
+def test_a_batch_is_embedded_in_one_call_and_indexed_with_its_metadata(emu, dsn, openai_standin):
     # Given ten new products and a batch of their messages (one duplicated)
     rows = [new_product(dsn, n) for n in range(1, 10)]
     messages = [change(r.id, op="insert") for r in rows]
@@ -117,13 +121,18 @@ def test_a_batch_is_embedded_in_one_call_and_indexed_with_its_metadata(emu, dsn,
     # And every vector carries the link back to Postgres and the filterable fields
     match = emu.index.query(emu.embedder.embed([rows[3].embedding_text()])[0], top_k=1)[0]
     assert match.id == rows[3].id
-    assert match.metadata == {"sku": "T-0004", "name": "Widget 4", "category": "tools", "price": 14.0,
-                              "version": 1, "content_hash": content_hash(emu.embedder.model_id,
-                                                                         rows[3].embedding_text())}
+    assert match.metadata == {
+        "sku": "T-0004",
+        "name": "Widget 4",
+        "category": "tools",
+        "price": 14.0,
+        "version": 1,
+        "content_hash": content_hash(emu.embedder.model_id, rows[3].embedding_text()),
+    }
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 
-def test_unchanged_content_is_never_embedded_again(emu, dsn, openai_standin):  # noqa: F811
+def test_unchanged_content_is_never_embedded_again(emu, dsn, openai_standin):
     # Given indexed products
     rows = [new_product(dsn, n) for n in range(1, 6)]
     invoke_emu(sqs_event(*[change(r.id, op="insert") for r in rows]))
@@ -137,7 +146,7 @@ def test_unchanged_content_is_never_embedded_again(emu, dsn, openai_standin):  #
 
 
 @pytest.mark.parametrize("wiring", ["emu", "emu_pinecone"])
-def test_a_price_change_updates_metadata_without_embedding(request, dsn, openai_standin, wiring):  # noqa: F811
+def test_a_price_change_updates_metadata_without_embedding(request, dsn, openai_standin, wiring):
     emu = request.getfixturevalue(wiring)
     # Given an indexed product
     row = new_product(dsn, 1, price=Decimal("20.00"))
@@ -150,14 +159,13 @@ def test_a_price_change_updates_metadata_without_embedding(request, dsn, openai_
     assert failed_ids(response) == set()
     assert openai_standin.embed_calls == 1
     vector = emu.embedder.embed([row.embedding_text()])[0]
-    assert [m.id for m in emu.index.query(vector, top_k=5, filter=SearchFilter(min_price=35, max_price=36))] == [
-        row.id]
+    assert [m.id for m in emu.index.query(vector, top_k=5, filter=SearchFilter(min_price=35, max_price=36))] == [row.id]
     assert emu.index.query(vector, top_k=5, filter=SearchFilter(max_price=30)) == []
     assert ledger_entries(dsn)[row.id].indexed_version == 2
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 
-def test_a_text_change_is_re_embedded(emu, dsn, openai_standin):  # noqa: F811
+def test_a_text_change_is_re_embedded(emu, dsn, openai_standin):
     row = new_product(dsn, 1)
     invoke_emu(sqs_event(change(row.id, op="insert")))
     edit_product(dsn, row.id, description="Now with a walnut handle.")
@@ -185,7 +193,7 @@ def test_a_deleted_row_loses_its_vector_and_the_ledger_says_deleted(request, dsn
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 
-def test_a_late_insert_message_for_a_deleted_row_does_not_resurrect_it(emu, dsn, openai_standin):  # noqa: F811
+def test_a_late_insert_message_for_a_deleted_row_does_not_resurrect_it(emu, dsn, openai_standin):
     # Given a product that was created and deleted before Emu saw anything
     row = new_product(dsn, 1)
     delete_product(dsn, row.id)
@@ -198,7 +206,7 @@ def test_a_late_insert_message_for_a_deleted_row_does_not_resurrect_it(emu, dsn,
     assert ledger_entries(dsn)[row.id].status == "deleted"
 
 
-def test_stale_messages_never_move_the_ledger_backwards(emu, dsn, openai_standin):  # noqa: F811
+def test_stale_messages_never_move_the_ledger_backwards(emu, dsn, openai_standin):
     # Given a product indexed at version 3
     row = new_product(dsn, 1)
     edit_product(dsn, row.id, name="Widget One")
@@ -218,14 +226,14 @@ def test_stale_messages_never_move_the_ledger_backwards(emu, dsn, openai_standin
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 
-def test_a_forced_repair_re_embeds_current_content(emu, dsn, openai_standin):  # noqa: F811
+def test_a_forced_repair_re_embeds_current_content(emu, dsn, openai_standin):
     row = new_product(dsn, 1)
     invoke_emu(sqs_event(change(row.id, op="insert")))
     invoke_emu(sqs_event(change(row.id, op="sync", force=True).model_copy(update={"source": "repair"})))
     assert openai_standin.embed_calls == 2
 
 
-def test_over_long_descriptions_are_cut_to_the_model_limit(emu, dsn, openai_standin):  # noqa: F811
+def test_over_long_descriptions_are_cut_to_the_model_limit(emu, dsn, openai_standin):
     # Given a product with the longest description the table allows (far over 8191 tokens)
     row = new_product(dsn, 1, description="lorem ipsum " * (MAX_DESCRIPTION_CHARS // 12))
     # When Emu indexes it, Then the provider accepted it (the stand-in refuses over-long inputs)
@@ -234,12 +242,14 @@ def test_over_long_descriptions_are_cut_to_the_model_limit(emu, dsn, openai_stan
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 
-def test_the_local_model_indexes_into_pinecone(monkeypatch, dsn, pinecone_standins):  # noqa: F811
+def test_the_local_model_indexes_into_pinecone(monkeypatch, dsn, pinecone_standins):
     # Given the local all-MiniLM-L6-v2 model and a 384-d Pinecone index
     pinecone = start_pinecone(pinecone_standins, 384)
     emu = configure_emu(monkeypatch, dsn, embedder="local", index="pinecone", pinecone=pinecone)
-    rows = [new_product(dsn, 1, name="Cast iron skillet", description="Heavy pan for searing steak."),
-            new_product(dsn, 2, name="Garden hose", description="Fifty feet of flexible rubber hose.")]
+    rows = [
+        new_product(dsn, 1, name="Cast iron skillet", description="Heavy pan for searing steak."),
+        new_product(dsn, 2, name="Garden hose", description="Fifty feet of flexible rubber hose."),
+    ]
     # When the handler indexes them
     assert failed_ids(invoke_emu(sqs_event(*[change(r.id, op="insert") for r in rows]))) == set()
     # Then a plain-language query finds the right one first
@@ -251,7 +261,7 @@ def test_the_local_model_indexes_into_pinecone(monkeypatch, dsn, pinecone_standi
 # -- failures --------------------------------------------------------------------------------
 
 
-def test_an_outage_fails_the_whole_batch_records_it_and_a_retry_succeeds(monkeypatch, dsn, openai_standin):  # noqa: F811
+def test_an_outage_fails_the_whole_batch_records_it_and_a_retry_succeeds(monkeypatch, dsn, openai_standin):
     # Given the provider fails every attempt the SDK makes (1 try + 2 retries)
     emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin, max_retries=2)
     rows = [new_product(dsn, n) for n in (1, 2)]
@@ -275,7 +285,7 @@ def test_an_outage_fails_the_whole_batch_records_it_and_a_retry_succeeds(monkeyp
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 
-def test_only_the_products_that_failed_are_retried(monkeypatch, dsn, openai_standin):  # noqa: F811
+def test_only_the_products_that_failed_are_retried(monkeypatch, dsn, openai_standin):
     # Given one product already indexed (it will be skipped) and one new product
     configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin, max_retries=0)
     done, new = new_product(dsn, 1), new_product(dsn, 2)
@@ -290,10 +300,11 @@ def test_only_the_products_that_failed_are_retried(monkeypatch, dsn, openai_stan
     assert ledger_entries(dsn)[new.id].status == "failed"
 
 
-def test_timeouts_count_attempts_until_the_provider_answers(monkeypatch, dsn, openai_standin):  # noqa: F811
+def test_timeouts_count_attempts_until_the_provider_answers(monkeypatch, dsn, openai_standin):
     # Given an embedder with a 0.5 s timeout and no SDK retries, and a provider that hangs twice
-    emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin,
-                        timeout_seconds=0.5, max_retries=0)
+    emu = configure_emu(
+        monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin, timeout_seconds=0.5, max_retries=0
+    )
     row = new_product(dsn, 1)
     event = sqs_event(change(row.id, op="insert"))
     openai_standin.fail_next("timeout", times=2)
@@ -331,7 +342,7 @@ def test_an_index_failure_fails_the_records_and_keeps_the_old_version(emu_pineco
 # -- configuration ---------------------------------------------------------------------------
 
 
-def test_a_pgvector_table_of_another_dimension_is_a_clear_error(monkeypatch, dsn, openai_standin):  # noqa: F811
+def test_a_pgvector_table_of_another_dimension_is_a_clear_error(monkeypatch, dsn, openai_standin):
     # Given product_vectors built for the 384-d local model
     configure_emu(monkeypatch, dsn, embedder="local", index="pgvector").emu  # noqa: B018 - builds the table
     # When Emu starts with a 64-d OpenAI embedder
@@ -343,8 +354,12 @@ def test_a_pgvector_table_of_another_dimension_is_a_clear_error(monkeypatch, dsn
     assert openai_standin.embed_calls == 0
 
 
-def test_a_pinecone_index_of_another_dimension_is_a_clear_error(monkeypatch, dsn, openai_standin,  # noqa: F811
-                                                               pinecone_standins):  # noqa: F811
+def test_a_pinecone_index_of_another_dimension_is_a_clear_error(
+    monkeypatch,
+    dsn,
+    openai_standin,
+    pinecone_standins,
+):
     pinecone = start_pinecone(pinecone_standins, 1536)
     configure_emu(monkeypatch, dsn, embedder="openai", index="pinecone", openai=openai_standin, pinecone=pinecone)
     row = new_product(dsn, 1)
@@ -356,7 +371,7 @@ def test_a_pinecone_index_of_another_dimension_is_a_clear_error(monkeypatch, dsn
 # -- concurrency -----------------------------------------------------------------------------
 
 
-def test_a_product_locked_by_another_worker_is_waited_for_then_read_fresh(emu, dsn, openai_standin):  # noqa: F811
+def test_a_product_locked_by_another_worker_is_waited_for_then_read_fresh(emu, dsn, openai_standin):
     # Given another worker holds product 1's lock (as while it embeds)
     row = new_product(dsn, 1)
     holder = psycopg2.connect(dsn)
@@ -381,3 +396,22 @@ def test_a_product_locked_by_another_worker_is_waited_for_then_read_fresh(emu, d
     assert result == {"batchItemFailures": []}
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
     assert ledger_entries(dsn)[row.id].indexed_version == 2
+
+
+def test_concurrent_invocations_each_report_only_their_own_failures(emu, dsn):
+    # Given six indexed products, and batches that each hold one poison message and one valid message
+    rows = [new_product(dsn, n) for n in range(1, 7)]
+    invoke_emu(sqs_event(*[change(r.id, op="insert") for r in rows]))
+    events = [sqs_event((f"{{poison {i}", f"poison-{i}"), change(rows[i % 6].id, op="sync")) for i in range(150)]
+    # When concurrent invocations in one process handle them (as the local event source does),
+    # with threads switching often to widen any race
+    usual = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(invoke_emu, events))
+    finally:
+        sys.setswitchinterval(usual)
+    # Then every response names exactly its own poison message: no batch state is shared
+    for event, response in zip(events, responses, strict=True):
+        assert failed_ids(response) == {event["Records"][0]["messageId"]}

@@ -12,9 +12,11 @@ have moved backwards on the way.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from decimal import Decimal
 
 import psycopg2
@@ -31,11 +33,12 @@ from tests.integration.emu_support import (
     configure_emu,
     failed_ids,
     invoke_emu,
-    openai_standin,  # noqa: F401 - fixture
-    pinecone_standins,  # noqa: F401 - fixture
     sqs_event,
     start_pinecone,
 )
+
+# The stand-in fixtures, shared by the Emu test modules.
+pytest_plugins = ["tests.integration.emu_fixtures"]
 
 SLOTS = 4
 NAMES = ("Lamp", "Desk", "Chair")
@@ -45,16 +48,37 @@ FAULTS = (None, None, "server_error", "rate_limit")
 
 # Derandomized: the same examples every run, so CI is stable and the power check below is exact.
 EXAMPLE_SETTINGS = settings(
-    max_examples=25, derandomize=True, deadline=None, database=None, print_blob=True,
+    max_examples=25,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@dataclass(frozen=True)
+class Change:
+    """A drawn change to the table, applied when called; `product_id` is None for an insert."""
+
+    apply: Callable[[], None]
+    product_id: int | None
+
+    def __call__(self) -> None:
+        self.apply()
 
 
 class Scenario:
     """The database side (real changes through the triggers) and the queue side (pending deliveries)."""
 
-    def __init__(self, conn: psycopg2.extensions.connection, pool: ThreadPoolExecutor, data: st.DataObject,
-                 openai: OpenAIStandIn, tally: Counter[str]) -> None:
+    def __init__(
+        self,
+        conn: psycopg2.extensions.connection,
+        pool: ThreadPoolExecutor,
+        data: st.DataObject,
+        openai: OpenAIStandIn,
+        tally: Counter[str],
+    ) -> None:
         self.conn = conn
         self.pool = pool
         self.data = data
@@ -69,22 +93,28 @@ class Scenario:
 
     # -- the database side -------------------------------------------------------------------
 
-    def plan_change(self, *, insert: bool = False) -> Callable[[], None]:
+    def plan_change(self, *, insert: bool = False) -> Change:
         """Draw one change (insert into a free slot, or edit/delete a live one); return what applies it."""
         draw = self.data.draw
         free = [s for s in range(SLOTS) if s not in self.slots]
         action = "insert" if insert or not self.slots else draw(st.sampled_from(EDITS + (("insert",) if free else ())))
         if action == "insert":
             slot = free[0] if free else None
-            fields = {"sku": f"P-{next(self.skus)}", "name": draw(st.sampled_from(NAMES)),
-                      "description": draw(st.sampled_from(DESCRIPTIONS)), "category": "home",
-                      "price": Decimal(draw(st.integers(1, 9)))}
+            fields = {
+                "sku": f"P-{next(self.skus)}",
+                "name": draw(st.sampled_from(NAMES)),
+                "description": draw(st.sampled_from(DESCRIPTIONS)),
+                "category": "home",
+                "price": Decimal(draw(st.integers(1, 9))),
+            }
         else:
             slot = draw(st.sampled_from(sorted(self.slots)))
-            fields = {"rename": lambda: {"name": draw(st.sampled_from(NAMES))},
-                      "describe": lambda: {"description": draw(st.sampled_from(DESCRIPTIONS))},
-                      "reprice": lambda: {"price": Decimal(draw(st.integers(1, 9)))},
-                      "delete": dict}[action]()
+            fields = {
+                "rename": lambda: {"name": draw(st.sampled_from(NAMES))},
+                "describe": lambda: {"description": draw(st.sampled_from(DESCRIPTIONS))},
+                "reprice": lambda: {"price": Decimal(draw(st.integers(1, 9)))},
+                "delete": dict,
+            }[action]()
 
         def apply() -> None:
             if slot is None:
@@ -106,17 +136,17 @@ class Scenario:
                     if indexed and after.version > before.version and action == "reprice":
                         self.tally["price changes of indexed products"] += 1
 
-        return apply
+        return Change(apply, self.slots.get(slot) if slot is not None else None)
 
     def capture(self) -> None:
         """Turn new outbox rows into pending messages, as the relay does (sometimes twice)."""
         with self.conn, self.conn.cursor() as cur:
-            cur.execute("SELECT id, product_id, op, version FROM sync_outbox WHERE id > %s ORDER BY id",
-                        (self.last_outbox_id,))
+            cur.execute(
+                "SELECT id, product_id, op, version FROM sync_outbox WHERE id > %s ORDER BY id", (self.last_outbox_id,)
+            )
             rows = cur.fetchall()
         for outbox_id, pid, op, version in rows:
-            message = SyncMessage(product_id=pid, version=version, op=op, source="change",
-                                  outbox_id=outbox_id)
+            message = SyncMessage(product_id=pid, version=version, op=op, source="change", outbox_id=outbox_id)
             # At-least-once: the relay may send a change twice (crash between send and mark).
             copies = self.data.draw(st.sampled_from((1, 1, 2)), label="copies")
             self.tally["duplicated messages"] += copies - 1
@@ -136,8 +166,9 @@ class Scenario:
         if final:
             chosen = self.data.draw(st.permutations(keys), label="final order")[:10]
         else:
-            chosen = self.data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=min(10, len(keys)),
-                                             unique=True), label="batch")
+            chosen = self.data.draw(
+                st.lists(st.sampled_from(keys), min_size=1, max_size=min(10, len(keys)), unique=True), label="batch"
+            )
             fault = self.data.draw(st.sampled_from(FAULTS), label="fault")
             if fault:
                 self.openai.fail_next(fault)
@@ -150,19 +181,35 @@ class Scenario:
             cut = self.data.draw(st.integers(1, len(chosen) - 1), label="split")
             batches = [chosen[:cut], chosen[cut:]]
             self.tally["concurrent batches"] += 1
-        running = [self.pool.submit(self._invoke, batch) for batch in batches]
+        # Staggered starts (milliseconds) so reads, embeds and the change interleave differently.
+        starts = [self.data.draw(st.integers(0, 30), label="start ms") / 1000 for _ in range(3)]
+        if change is not None and (racing := [k for k in keys if self.pending[k].product_id == change.product_id]):
+            # The race the locks exist for: the first worker reads the product, then it changes,
+            # then a second worker reads it and finishes first while the first one's embed is slow.
+            batches = [b if racing[0] in b else [*b, racing[0]] for b in batches] + (
+                [[racing[0]]] if len(batches) == 1 else []
+            )
+            starts = [0.0, 0.06, 0.03]
+            self.openai.delay_next(0.15)
+            self.tally["races on a changing product"] += 1
+        running = [
+            self.pool.submit(self._invoke, {k: self.pending[k] for k in batch}, start)
+            for batch, start in zip(batches, starts, strict=False)
+        ]
         if change is not None:
-            self.pool.submit(change).result()
+            self.pool.submit(lambda: (time.sleep(starts[-1]), change())).result()
         for future in running:
             for key in future.result():
                 self.pending.pop(key, None)
         self.capture()
         self._check_ledger_never_moves_back()
 
-    def _invoke(self, keys: list[int]) -> list[int]:
-        """One Lambda invocation; returns the delivery keys whose records succeeded."""
-        event = sqs_event(*[self.pending[k] for k in keys])
-        by_message_id = {r["messageId"]: k for r, k in zip(event["Records"], keys, strict=True)}
+    @staticmethod
+    def _invoke(batch: dict[int, SyncMessage], start: float) -> list[int]:
+        """One Lambda invocation after `start` seconds; returns the delivery keys whose records succeeded."""
+        time.sleep(start)
+        event = sqs_event(*batch.values())
+        by_message_id = {r["messageId"]: k for r, k in zip(event["Records"], batch, strict=True)}
         try:
             failed = failed_ids(invoke_emu(event))
         except BatchProcessingError:  # every record failed: the whole batch comes back
@@ -186,14 +233,29 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 
 @pytest.mark.parametrize("index", ["pgvector", "pinecone"])
-def test_index_converges_to_the_table_whatever_the_delivery(monkeypatch, dsn, conn, pool, openai_standin,  # noqa: F811
-                                                            pinecone_standins, index):  # noqa: F811
+def test_index_converges_to_the_table_whatever_the_delivery(
+    monkeypatch,
+    dsn,
+    conn,
+    pool,
+    openai_standin,
+    pinecone_standins,
+    index,
+):
     pinecone = start_pinecone(pinecone_standins, 16) if index == "pinecone" else None
     # Provider faults surface as record failures (no SDK retries), to be redelivered; a little
     # provider latency lets concurrent batches and changes interleave.
     openai_standin.latency_seconds = 0.02
-    emu = configure_emu(monkeypatch, dsn, embedder="openai", index=index, openai=openai_standin,
-                        pinecone=pinecone, dimensions=16, max_retries=0)
+    emu = configure_emu(
+        monkeypatch,
+        dsn,
+        embedder="openai",
+        index=index,
+        openai=openai_standin,
+        pinecone=pinecone,
+        dimensions=16,
+        max_retries=0,
+    )
     emu.emu  # noqa: B018 - build the index (and its table) before the first example
     tally: Counter[str] = Counter()
 
@@ -228,6 +290,14 @@ def test_index_converges_to_the_table_whatever_the_delivery(monkeypatch, dsn, co
 
     check()
     # The examples really exercised what this test claims to cover.
-    assert all(tally[what] >= 3 for what in ("price changes of indexed products", "duplicated messages",
-                                             "provider faults", "changes during delivery",
-                                             "concurrent batches")), tally
+    assert all(
+        tally[what] >= 3
+        for what in (
+            "price changes of indexed products",
+            "duplicated messages",
+            "provider faults",
+            "changes during delivery",
+            "concurrent batches",
+            "races on a changing product",
+        )
+    ), tally

@@ -29,11 +29,12 @@ from tests.integration.emu_support import (
     ledger_entries,
     ledger_errors,
     new_product,
-    openai_standin,  # noqa: F401 - fixture
-    pinecone_standins,  # noqa: F401 - fixture
     query_one,
     start_pinecone,
 )
+
+# The stand-in fixtures, shared by the Emu test modules.
+pytest_plugins = ["tests.integration.emu_fixtures"]
 
 
 @pytest.fixture
@@ -74,16 +75,27 @@ def process_queue(poller: EventSourcePoller, queue: SyncQueue, *, timeout: float
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize(("embedder", "index"), [("local", "pgvector"), ("local", "pinecone"),
-                                                 ("openai", "pgvector"), ("openai", "pinecone")])
+@pytest.mark.parametrize(
+    ("embedder", "index"),
+    [("local", "pgvector"), ("local", "pinecone"), ("openai", "pgvector"), ("openai", "pinecone")],
+)
 def test_changes_flow_through_sqs_into_either_index_with_either_embedder(
-    monkeypatch, dsn, local_settings, queue, poller, openai_standin, pinecone_standins, embedder, index,  # noqa: F811
+    monkeypatch,
+    dsn,
+    local_settings,
+    queue,
+    poller,
+    openai_standin,
+    pinecone_standins,
+    embedder,
+    index,
 ):
     # Given Emu wired to this embedder and index, and 15 products captured in the outbox
     dimension = 384 if embedder == "local" else 64
     pinecone = start_pinecone(pinecone_standins, dimension) if index == "pinecone" else None
-    emu = configure_emu(monkeypatch, dsn, embedder=embedder, index=index, openai=openai_standin,
-                        pinecone=pinecone, dimensions=dimension)
+    emu = configure_emu(
+        monkeypatch, dsn, embedder=embedder, index=index, openai=openai_standin, pinecone=pinecone, dimensions=dimension
+    )
     conn = connect(dsn)
     assert catalog.seed(conn, 15) == 15
     conn.close()
@@ -113,7 +125,7 @@ def test_changes_flow_through_sqs_into_either_index_with_either_embedder(
     assert ledger_entries(dsn)[3].status == "deleted"
 
 
-def test_rerunning_the_bootstrap_embeds_nothing(monkeypatch, dsn, local_settings, queue, openai_standin):  # noqa: F811
+def test_rerunning_the_bootstrap_embeds_nothing(monkeypatch, dsn, local_settings, queue, openai_standin):
     # Given a catalog loaded before any listener ran (the outbox is never relayed in this test)
     emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin)
     monkeypatch.setattr(lambdas.bootstrap, "runtime", Runtime(application_name="bootstrap"))
@@ -157,14 +169,14 @@ def test_rerunning_the_bootstrap_embeds_nothing(monkeypatch, dsn, local_settings
     assert run_bootstrap(range_size=10)["enqueued"] == 0
 
 
-def test_only_the_failed_message_returns_to_the_queue(monkeypatch, dsn, local_settings, queue, poller,
-                                                     openai_standin):  # noqa: F811
+def test_only_the_failed_message_returns_to_the_queue(monkeypatch, dsn, local_settings, queue, poller, openai_standin):
     # Given a valid change and a poison message on the queue
     emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin)
     row = new_product(dsn, 1)
     queue.send([change(row.id, op="insert")])
-    queue.client.send_message(QueueUrl=queue.url, MessageBody="{poison", MessageGroupId="poison",
-                              MessageDeduplicationId="poison-1")
+    queue.client.send_message(
+        QueueUrl=queue.url, MessageBody="{poison", MessageGroupId="poison", MessageDeduplicationId="poison-1"
+    )
     # When the event source delivers them in one batch
     assert poller.poll_once(lambdas.emu.handler) == 2
     # Then the valid one was deleted and the poison one is invisible until its timeout, then back
@@ -178,19 +190,24 @@ def test_only_the_failed_message_returns_to_the_queue(monkeypatch, dsn, local_se
 
 
 def test_a_batch_that_always_fails_reaches_the_dlq_and_a_redrive_succeeds(
-    monkeypatch, dsn, local_settings, queue, poller, openai_standin,  # noqa: F811
+    monkeypatch,
+    dsn,
+    local_settings,
+    queue,
+    poller,
+    openai_standin,
 ):
     # Given the provider is down (every request answers 500) and the SDK does not retry
-    emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin,
-                        max_retries=0)
+    emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin, max_retries=0)
     openai_standin.fault_kinds, openai_standin.fault_rate = ("server_error",), 1.0
     row = new_product(dsn, 1)
     relay_outbox(dsn, queue)
     dlq = local_settings.resolved_dlq_url()
 
     def dlq_messages() -> list[dict]:
-        return queue.client.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10,
-                                            AttributeNames=["All"]).get("Messages", [])
+        return queue.client.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
+            "Messages", []
+        )
 
     # When the event source keeps polling
     whole_batch_failures = 0
@@ -213,8 +230,12 @@ def test_a_batch_that_always_fails_reaches_the_dlq_and_a_redrive_succeeds(
     # When the provider recovers and an operator redrives the message (a new dedup id: FIFO
     # deduplicates an identical id for five minutes)
     openai_standin.fault_rate = 0.0
-    queue.client.send_message(QueueUrl=queue.url, MessageBody=message["Body"], MessageGroupId=str(row.id),
-                              MessageDeduplicationId=f"{row.id}-1-redrive")
+    queue.client.send_message(
+        QueueUrl=queue.url,
+        MessageBody=message["Body"],
+        MessageGroupId=str(row.id),
+        MessageDeduplicationId=f"{row.id}-1-redrive",
+    )
     queue.client.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
     process_queue(poller, queue)
     # Then it succeeds and the ledger is clean again

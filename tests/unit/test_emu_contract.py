@@ -15,8 +15,14 @@ from refarch.local.standins import PineconeStandIn
 from refarch.messages import SyncMessage
 from refarch.vector_index import PineconeIndex
 
-VALID = {"product_id": 7, "version": 3, "op": "update", "source": "change", "outbox_id": 41,
-         "changed_at": "2030-01-02T03:04:05+00:00"}
+VALID = {
+    "product_id": 7,
+    "version": 3,
+    "op": "update",
+    "source": "change",
+    "outbox_id": 41,
+    "changed_at": "2030-01-02T03:04:05+00:00",
+}
 
 
 def test_a_message_survives_the_queue_unchanged():
@@ -93,8 +99,9 @@ def test_emu_refuses_an_index_of_another_dimension_and_names_both():
     # Given a 384-d index and a 64-d embedder (real adapters; nothing is called yet)
     with PineconeStandIn(dimension=384) as pinecone:
         index = PineconeIndex(api_key=pinecone.api_key, dimension=384, host=pinecone.url)
-        embedder = OpenAIEmbedder(api_key="sk-test", model="text-embedding-3-small", dimensions=64,
-                                  base_url="http://127.0.0.1:9/v1")
+        embedder = OpenAIEmbedder(
+            api_key="sk-test", model="text-embedding-3-small", dimensions=64, base_url="http://127.0.0.1:9/v1"
+        )
         # When Emu is built from them, Then it refuses with both sizes and the model named
         with pytest.raises(ValueError, match="384") as caught:
             Emu(Database("postgresql://127.0.0.1:9/unused"), embedder, index)

@@ -22,8 +22,14 @@ def stand_in() -> Iterator[OpenAIStandIn]:
 
 
 def embedder_for(stand_in: OpenAIStandIn, *, max_retries: int = 2, timeout: float = 1.0) -> OpenAIEmbedder:
-    return OpenAIEmbedder(api_key="sk-test", model="text-embedding-3-small", dimensions=DIMENSIONS,
-                          base_url=stand_in.base_url, timeout=timeout, max_retries=max_retries)
+    return OpenAIEmbedder(
+        api_key="sk-test",
+        model="text-embedding-3-small",
+        dimensions=DIMENSIONS,
+        base_url=stand_in.base_url,
+        timeout=timeout,
+        max_retries=max_retries,
+    )
 
 
 def post(stand_in: OpenAIStandIn, body: dict, *, key: str | None = "sk-test") -> httpx.Response:
@@ -39,10 +45,14 @@ def test_one_call_returns_unit_vectors_of_the_requested_size_in_order(stand_in):
     vectors = embedder.embed(texts)
     # Then one request carried them all, asking for floats of the configured size
     assert stand_in.embed_calls == 1
-    (route, request), = stand_in.received
+    ((route, request),) = stand_in.received
     assert route == "embeddings"
-    assert request.body == {"model": "text-embedding-3-small", "input": texts, "dimensions": DIMENSIONS,
-                            "encoding_format": "float"}
+    assert request.body == {
+        "model": "text-embedding-3-small",
+        "input": texts,
+        "dimensions": DIMENSIONS,
+        "encoding_format": "float",
+    }
     # And the vectors are unit length, in input order, deterministic per text
     assert embedder.dimension == DIMENSIONS
     assert [len(v) for v in vectors] == [DIMENSIONS] * 3
@@ -57,7 +67,8 @@ def test_texts_sharing_words_are_closer_than_unrelated_texts():
         return sum(x * y for x, y in zip(hashed_embedding(a, 256), hashed_embedding(b, 256), strict=True))
 
     assert cos("wireless noise cancelling headphones", "noise cancelling headphones") > cos(
-        "wireless noise cancelling headphones", "cast iron frying pan")
+        "wireless noise cancelling headphones", "cast iron frying pan"
+    )
 
 
 def test_a_429_is_retried_after_the_retry_after_it_names(stand_in):
@@ -101,8 +112,11 @@ def test_a_random_fault_rate_fails_about_that_share_of_requests():
     with OpenAIStandIn(fault_rate=0.3, fault_kinds=["server_error"], seed=3) as stand_in:
         client = httpx.Client(timeout=5)
         statuses = [
-            client.post(f"{stand_in.base_url}/embeddings", headers={"Authorization": "Bearer k"},
-                        json={"model": "text-embedding-3-small", "input": ["x"], "encoding_format": "float"}).status_code
+            client.post(
+                f"{stand_in.base_url}/embeddings",
+                headers={"Authorization": "Bearer k"},
+                json={"model": "text-embedding-3-small", "input": ["x"], "encoding_format": "float"},
+            ).status_code
             for _ in range(200)
         ]
     # Then roughly 30% failed, and the counters agree with what clients saw
@@ -114,8 +128,10 @@ def test_a_random_fault_rate_fails_about_that_share_of_requests():
 def test_over_long_text_is_truncated_to_the_model_limit(stand_in):
     # Given a text far over 8191 tokens (the stand-in rejects such inputs, as OpenAI does)
     huge = "word " * 20_000
-    assert post(stand_in, {"model": "text-embedding-3-small", "input": [huge], "encoding_format": "float"}
-                ).status_code == 400
+    assert (
+        post(stand_in, {"model": "text-embedding-3-small", "input": [huge], "encoding_format": "float"}).status_code
+        == 400
+    )
     # When the embedder embeds it
     vectors = embedder_for(stand_in).embed([huge, "short"])
     # Then it was cut to the limit before sending, and both texts were embedded
@@ -145,13 +161,22 @@ def test_more_inputs_than_one_request_allows_are_split(stand_in):
         ({"model": "text-embedding-3-small", "input": [""], "encoding_format": "float"}, 400, "empty strings"),
         ({"model": "text-embedding-3-small", "input": [1, 2], "encoding_format": "float"}, 400, "list of strings"),
         ({"model": "text-embedding-3-small", "input": ["x"] * 2049, "encoding_format": "float"}, 400, "at most 2048"),
-        ({"model": "text-embedding-3-small", "input": ["x"], "encoding_format": "float", "dimensions": 4096},
-         400, "between 1 and 1536"),
-        ({"model": "text-embedding-ada-002", "input": ["x"], "encoding_format": "float", "dimensions": 8},
-         400, "does not support specifying dimensions"),
+        (
+            {"model": "text-embedding-3-small", "input": ["x"], "encoding_format": "float", "dimensions": 4096},
+            400,
+            "between 1 and 1536",
+        ),
+        (
+            {"model": "text-embedding-ada-002", "input": ["x"], "encoding_format": "float", "dimensions": 8},
+            400,
+            "does not support specifying dimensions",
+        ),
         ({"model": "text-embedding-9", "input": ["x"], "encoding_format": "float"}, 404, "does not exist"),
-        ({"model": "text-embedding-3-small", "input": ["x"], "encoding_format": "float", "temperature": 1},
-         400, "Unrecognized request argument"),
+        (
+            {"model": "text-embedding-3-small", "input": ["x"], "encoding_format": "float", "temperature": 1},
+            400,
+            "Unrecognized request argument",
+        ),
     ],
 )
 def test_requests_a_careful_client_would_not_send_are_refused(stand_in, body, status, message):
@@ -162,16 +187,21 @@ def test_requests_a_careful_client_would_not_send_are_refused(stand_in, body, st
 
 
 def test_a_request_without_a_bearer_key_is_unauthorised(stand_in):
-    response = post(stand_in, {"model": "text-embedding-3-small", "input": ["x"], "encoding_format": "float"},
-                    key=None)
+    response = post(stand_in, {"model": "text-embedding-3-small", "input": ["x"], "encoding_format": "float"}, key=None)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
 
 
 def test_the_sdk_reports_a_refused_request_as_a_client_error(stand_in):
     # Given an embedder configured for more dimensions than the model has
-    embedder = OpenAIEmbedder(api_key="sk-test", model="text-embedding-3-small", dimensions=4096,
-                              base_url=stand_in.base_url, timeout=1.0, max_retries=2)
+    embedder = OpenAIEmbedder(
+        api_key="sk-test",
+        model="text-embedding-3-small",
+        dimensions=4096,
+        base_url=stand_in.base_url,
+        timeout=1.0,
+        max_retries=2,
+    )
     # When embedding, Then the 400 is not retried and names the problem
     with pytest.raises(openai.BadRequestError, match="between 1 and 1536"):
         embedder.embed(["x"])

@@ -32,9 +32,19 @@ def index(stand_in: PineconeStandIn) -> PineconeIndex:
 
 def record(pid: int, rng: random.Random) -> VectorRecord:
     values = [rng.uniform(-1, 1) for _ in range(DIMENSION)]
-    return VectorRecord(pid, values, {"product_id": pid, "sku": f"S-{pid}", "name": f"Item {pid}",
-                                      "category": CATEGORIES[pid % 3], "price": float(pid % 50) + 0.5,
-                                      "version": 1, "content_hash": f"h{pid}"})
+    return VectorRecord(
+        pid,
+        values,
+        {
+            "product_id": pid,
+            "sku": f"S-{pid}",
+            "name": f"Item {pid}",
+            "category": CATEGORIES[pid % 3],
+            "price": float(pid % 50) + 0.5,
+            "version": 1,
+            "content_hash": f"h{pid}",
+        },
+    )
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -101,7 +111,7 @@ def test_metadata_update_changes_only_the_given_fields_and_keeps_the_vector(stan
 
 def test_numbers_come_back_as_floats_as_pinecone_stores_them(index):
     index.upsert([record(3, random.Random(4))])
-    (_, metadata), = index.scan()
+    ((_, metadata),) = index.scan()
     assert metadata["version"] == 1
     assert isinstance(metadata["version"], float)
 
@@ -141,8 +151,11 @@ def test_a_transient_500_is_retried_by_the_sdk(stand_in, index):
     [
         ("/vectors/upsert", {"vectors": [{"id": "1", "values": [0.1] * 3}]}, "Vector dimension 3 does not match"),
         ("/vectors/upsert", {"vectors": [{"id": "1", "values": [0.0] * DIMENSION}]}, "at least one non-zero"),
-        ("/vectors/upsert", {"vectors": [{"id": "1", "values": [0.1] * DIMENSION, "metadata": {"a": None}}]},
-         "unsupported value"),
+        (
+            "/vectors/upsert",
+            {"vectors": [{"id": "1", "values": [0.1] * DIMENSION, "metadata": {"a": None}}]},
+            "unsupported value",
+        ),
         ("/vectors/upsert", {"vectors": []}, "non-empty"),
         ("/vectors/upsert", {"vectors": [{"id": "", "values": [0.1] * DIMENSION}]}, "1-512 characters"),
         ("/query", {"topK": 3, "vector": [0.1] * DIMENSION, "filter": {"price": {"$near": 3}}}, "unknown filter"),
@@ -162,10 +175,19 @@ def test_malformed_requests_are_refused_with_a_message(stand_in, path, body, mes
 
 def test_filters_support_the_operators_pinecone_documents(stand_in):
     # Given three vectors with varied metadata
-    for pid, metadata in {"a": {"tag": ["x", "y"], "n": 1, "ok": True}, "b": {"tag": ["y"], "n": 5},
-                          "c": {"n": 9, "ok": False}}.items():
-        assert raw(stand_in, "/vectors/upsert", {"vectors": [{"id": pid, "values": [1.0] * DIMENSION,
-                                                              "metadata": metadata}]}).status_code == 200
+    for pid, metadata in {
+        "a": {"tag": ["x", "y"], "n": 1, "ok": True},
+        "b": {"tag": ["y"], "n": 5},
+        "c": {"n": 9, "ok": False},
+    }.items():
+        assert (
+            raw(
+                stand_in,
+                "/vectors/upsert",
+                {"vectors": [{"id": pid, "values": [1.0] * DIMENSION, "metadata": metadata}]},
+            ).status_code
+            == 200
+        )
 
     def ids(query_filter: dict) -> list[str]:
         response = raw(stand_in, "/query", {"topK": 10, "vector": [1.0] * DIMENSION, "filter": query_filter})

@@ -1,0 +1,188 @@
+"""Pelican's bootstrap (Plan -> Map(Batch) -> Finalize) against a real Postgres and a real local SQS FIFO queue.
+
+The handlers are the Lambda handlers the state machine invokes, run by the local Map (a pool of
+the Map's max concurrency, 4) or by `refarch pelican bootstrap` in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import lambdas.bootstrap
+from refarch import catalog
+from refarch.local.handlers import invoke
+from refarch.local.stepfunctions import run_bootstrap
+from refarch.queue import SyncQueue, make_sqs_client
+from refarch.runtime import Runtime
+from refarch.topology import BOOTSTRAP_BATCH_HANDLER, BOOTSTRAP_FINALIZE_HANDLER, BOOTSTRAP_PLAN_HANDLER
+from tests.integration.pelican_support import (
+    REPO,
+    QueueDrain,
+    RefarchProcess,
+    SendRecorder,
+    query,
+    refarch_env,
+    wait_for,
+)
+
+
+@pytest.fixture
+def sent(local_settings, monkeypatch) -> SendRecorder:
+    """The bootstrap Lambdas' runtime for this test, its SQS client wrapped in a recorder of accepted entries."""
+    runtime = Runtime(local_settings, application_name="bootstrap")
+    recorder = SendRecorder(make_sqs_client(local_settings))
+    runtime.queue = SyncQueue(recorder, local_settings.resolved_queue_url())  # type: ignore[misc]
+    monkeypatch.setattr(lambdas.bootstrap, "runtime", runtime)
+    return recorder
+
+
+def product_ids(dsn: str) -> set[int]:
+    return {row[0] for row in query(dsn, "SELECT id FROM products")}
+
+
+def ranges(dsn: str) -> list[tuple]:
+    return query(dsn, "SELECT range_no, status, enqueued, skipped, updated_at FROM bootstrap_ranges ORDER BY range_no")
+
+
+def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, local_settings, sent):
+    # Given 10,000 products that were never indexed
+    catalog.seed(conn, 10_000)
+    # When the bootstrap runs with the Map's concurrency of 4 and the default range size (1,000)
+    with QueueDrain(local_settings) as drain:
+        result = run_bootstrap()
+        received = drain.settle()
+    # Then the run is complete and its bookkeeping accounts for every row once
+    assert result == {"run_id": result["run_id"], "status": "complete", "pending_ranges": 0,
+                      "enqueued": 10_000, "skipped": 0}
+    assert [(n, status, enqueued) for n, status, enqueued, _, _ in ranges(dsn)] == [
+        (n, "done", 1_000) for n in range(10)]
+    # And SQS accepted exactly one message per product, from four concurrent workers
+    ids = product_ids(dsn)
+    assert sent.per_product() == Counter(dict.fromkeys(ids, 1))
+    assert sorted(sent.senders) == [f"bootstrap_{i}" for i in range(4)]
+    # And the queue delivered each product once: FIFO group = product id, dedup id = product id + version
+    assert len(received) == 10_000
+    assert {m["product_id"] for m in received} == ids
+    assert all(m["sqs_group_id"] == str(m["product_id"]) for m in received)
+    assert all(m["sqs_dedup_id"] == f"{m['product_id']}-{m['version']}" for m in received)
+    assert {(m["op"], m["source"], m["version"]) for m in received} == {("sync", "bootstrap", 1)}
+
+
+def test_overlapping_executions_never_send_a_range_twice(conn, dsn, local_settings, sent):
+    # Given 2,000 products and two executions started together: the second plan resumes the first's run
+    catalog.seed(conn, 2_000)
+    first = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": 100})
+    second = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": 100})
+    assert second == first and len(first["ranges"]) == 20
+    # When four workers run both executions' Map items at once (each range is offered twice, back to back)
+    items = [item for pair in zip(first["ranges"], second["ranges"], strict=True) for item in pair]
+    with QueueDrain(local_settings) as drain:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda item: invoke(BOOTSTRAP_BATCH_HANDLER, item), items))
+        final = invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": first["run_id"]})
+        received = drain.settle()
+    # Then every range was taken by exactly one worker; the other copy found it claimed or done
+    assert Counter(r["range_no"] for r in results if r["taken"]) == Counter(range(20))
+    assert [r["enqueued"] for r in results if not r["taken"]] == [0] * 20
+    # And each product was sent once, and arrived once
+    assert sent.per_product() == Counter(dict.fromkeys(product_ids(dsn), 1))
+    assert len(received) == 2_000
+    assert final["status"] == "complete" and final["enqueued"] == 2_000
+
+
+def test_bootstrap_killed_mid_run_is_resumed_and_loses_nothing(conn, dsn, local_settings, tmp_path):
+    # Given 2,000 products and a bootstrap process (40 ranges of 50) killed with SIGKILL mid-run
+    catalog.seed(conn, 2_000)
+    env = refarch_env(local_settings, dsn)
+    command = ["pelican", "bootstrap", "--range-size", "50"]
+    with QueueDrain(local_settings) as drain:
+        killed = RefarchProcess(command, env, tmp_path / "bootstrap-killed.log")
+        try:
+            wait_for(lambda: query(dsn, "SELECT count(*) FROM bootstrap_ranges WHERE status = 'done'")[0][0] >= 8,
+                     120, "a fifth of the ranges to be done")
+        finally:
+            killed.kill()
+        [(run_id, status)] = query(dsn, "SELECT id, status FROM bootstrap_runs")
+        done_before = {n: updated for n, status, _, _, updated in ranges(dsn) if status == "done"}
+        assert status == "running" and 8 <= len(done_before) < 40, killed.output()
+        # When the bootstrap is run again
+        rerun = subprocess.run([sys.executable, "-m", "refarch", *command], env=env, cwd=REPO,
+                               capture_output=True, text=True, timeout=180)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        received = drain.settle()
+    # Then it resumed the same run, redid only the unfinished ranges, and completed it
+    result = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert result == {"run_id": run_id, "status": "complete", "pending_ranges": 0, "enqueued": 2_000, "skipped": 0}
+    after = {n: updated for n, _, _, _, updated in ranges(dsn)}
+    assert {n: after[n] for n in done_before} == done_before
+    # And every product reached the queue (ranges cut off mid-send may have been sent twice: harmless)
+    assert {m["product_id"] for m in received} == product_ids(dsn)
+
+
+def test_a_failed_worker_fails_the_run_and_a_rerun_sends_everything(conn, dsn, local_settings, sent, monkeypatch):
+    # Given 1,000 products and a Batch worker that crashes on its fourth range
+    catalog.seed(conn, 1_000)
+    original = lambdas.bootstrap.run_batch
+    calls = Counter[str]()
+
+    def crashing_batch(*args, **kwargs):
+        calls["batch"] += 1
+        if calls["batch"] == 4:
+            raise RuntimeError("worker crashed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lambdas.bootstrap, "run_batch", crashing_batch)
+    with QueueDrain(local_settings) as drain:
+        # When the bootstrap runs, the Map fails and the catch path records the failure
+        with pytest.raises(RuntimeError, match="worker crashed"):
+            run_bootstrap(range_size=100)
+        [(failed_id, status, error)] = query(dsn, "SELECT id, status, error FROM bootstrap_runs")
+        assert status == "failed" and "worker crashed" in error
+        assert 0 < len([r for r in ranges(dsn) if r[1] == "done"]) < 10
+        # And the bootstrap is run again with healthy workers
+        monkeypatch.setattr(lambdas.bootstrap, "run_batch", original)
+        result = run_bootstrap(range_size=100)
+        received = drain.settle()
+    # Then a new run sends every product not yet indexed (the failed run's sends repeat: Emu no-ops them)
+    assert result["run_id"] != failed_id
+    assert (result["status"], result["enqueued"], result["skipped"]) == ("complete", 1_000, 0)
+    assert {m["product_id"] for m in received} == product_ids(dsn)
+
+
+def test_rows_indexed_at_their_current_version_are_not_sent_again(conn, dsn, local_settings, sent):
+    # Given 1,000 products: the even ones indexed at their current version, except product 2,
+    # which was edited after it was indexed
+    catalog.seed(conn, 1_000)
+    query(dsn, "INSERT INTO sync_state (product_id, indexed_version, status, indexed_at)"
+               " SELECT id, version, 'indexed', now() FROM products WHERE id % 2 = 0")
+    query(dsn, "UPDATE products SET price = price + 1 WHERE id = 2")
+    # When the bootstrap runs
+    with QueueDrain(local_settings) as drain:
+        first = run_bootstrap(range_size=100)
+        received = drain.settle()
+    # Then only the rows not indexed at their current version were sent
+    expected = {pid for pid in product_ids(dsn) if pid % 2 == 1} | {2}
+    assert (first["enqueued"], first["skipped"]) == (501, 499)
+    assert set(sent.per_product()) == expected
+    assert {m["product_id"] for m in received} == expected
+    assert {m["version"] for m in received if m["product_id"] == 2} == {2}
+
+    # Given a completed run, and now every row indexed at its current version
+    query(dsn, "INSERT INTO sync_state (product_id, indexed_version, status, indexed_at)"
+               " SELECT id, version, 'indexed', now() FROM products"
+               " ON CONFLICT (product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version")
+    # When the bootstrap runs again
+    with QueueDrain(local_settings) as drain:
+        second = run_bootstrap(range_size=100)
+        nothing = drain.settle()
+    # Then a new run completes having sent nothing
+    assert second["run_id"] != first["run_id"]
+    assert (second["status"], second["enqueued"], second["skipped"]) == ("complete", 0, 1_000)
+    assert len(sent.accepted) == 501
+    assert nothing == []
