@@ -43,12 +43,23 @@ class QueueDrain:
     up here, which makes "exactly once" checks stricter than on AWS, not looser.
     """
 
-    def __init__(self, settings: Settings, *, threads: int = 4) -> None:
+    MAX_DEPTH = 30
+
+    def __init__(self, settings: Settings, *, threads: int = 4, pace: SendRecorder | None = None) -> None:
         self.settings = settings
         self.url = settings.resolved_queue_url()
         self.messages: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, name=f"drain-{i}", daemon=True) for i in range(threads)]
+        if pace is not None:
+            pace.before_send = self._wait_for_room
+
+    def _wait_for_room(self, accepted: int) -> None:
+        # Only timing changes: a sender pauses (at most a few seconds) while the queue holds more
+        # than MAX_DEPTH messages, so moto's per-call cost stays small.
+        deadline = time.monotonic() + 5
+        while accepted - len(self.messages) > self.MAX_DEPTH and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def __enter__(self) -> QueueDrain:
         for thread in self._threads:
@@ -111,9 +122,13 @@ class SendRecorder:
         self._client = client
         self.accepted: list[dict[str, Any]] = []
         self.senders: Counter[str] = Counter()
+        self.before_send: Callable[[int], None] = lambda accepted: None
+        self.attempts = 0
 
     def send_message_batch(self, **kwargs: Any) -> dict[str, Any]:
         """Send for real, then record the accepted entries (and which thread sent them)."""
+        self.before_send(len(self.accepted))
+        self.attempts += 1
         response = self._client.send_message_batch(**kwargs)
         ok = {s["Id"] for s in response.get("Successful", [])}
         for entry in kwargs["Entries"]:
@@ -136,7 +151,7 @@ def query(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(sql, params)
+            cur.execute(sql, params or None)  # without params, a literal % stays literal
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()

@@ -46,6 +46,14 @@ def product_ids(dsn: str) -> set[int]:
     return {row[0] for row in query(dsn, "SELECT id FROM products")}
 
 
+def run_refarch_bootstrap(settings, dsn: str, *args: str) -> dict:
+    """`refarch pelican bootstrap` in a child process (the local Step Functions run); return Finalize's output."""
+    done = subprocess.run([sys.executable, "-m", "refarch", "pelican", "bootstrap", *args],
+                          env=refarch_env(settings, dsn), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def ranges(dsn: str) -> list[tuple]:
     return query(dsn, "SELECT range_no, status, enqueued, skipped, updated_at FROM bootstrap_ranges ORDER BY range_no")
 
@@ -53,8 +61,8 @@ def ranges(dsn: str) -> list[tuple]:
 def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, local_settings, sent):
     # Given 10,000 products that were never indexed
     catalog.seed(conn, 10_000)
-    # When the bootstrap runs with the Map's concurrency of 4 and the default range size (1,000)
-    with QueueDrain(local_settings) as drain:
+    # When the bootstrap runs with the Map's concurrency (4) and the default range size (1,000)
+    with QueueDrain(local_settings, pace=sent) as drain:
         result = run_bootstrap()
         received = drain.settle()
     # Then the run is complete and its bookkeeping accounts for every row once
@@ -66,7 +74,7 @@ def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, loc
     ids = product_ids(dsn)
     assert sent.per_product() == Counter(dict.fromkeys(ids, 1))
     assert sorted(sent.senders) == [f"bootstrap_{i}" for i in range(4)]
-    # And the queue delivered each product once: FIFO group = product id, dedup id = product id + version
+    # And the queue delivered each product once, with FIFO group = product id and dedup id = product id + version
     assert len(received) == 10_000
     assert {m["product_id"] for m in received} == ids
     assert all(m["sqs_group_id"] == str(m["product_id"]) for m in received)
@@ -82,7 +90,7 @@ def test_overlapping_executions_never_send_a_range_twice(conn, dsn, local_settin
     assert second == first and len(first["ranges"]) == 20
     # When four workers run both executions' Map items at once (each range is offered twice, back to back)
     items = [item for pair in zip(first["ranges"], second["ranges"], strict=True) for item in pair]
-    with QueueDrain(local_settings) as drain:
+    with QueueDrain(local_settings, pace=sent) as drain:
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda item: invoke(BOOTSTRAP_BATCH_HANDLER, item), items))
         final = invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": first["run_id"]})
@@ -97,10 +105,10 @@ def test_overlapping_executions_never_send_a_range_twice(conn, dsn, local_settin
 
 
 def test_bootstrap_killed_mid_run_is_resumed_and_loses_nothing(conn, dsn, local_settings, tmp_path):
-    # Given 2,000 products and a bootstrap process (40 ranges of 50) killed with SIGKILL mid-run
-    catalog.seed(conn, 2_000)
+    # Given 1,000 products and a bootstrap process (40 ranges of 25) killed with SIGKILL mid-run
+    catalog.seed(conn, 1_000)
     env = refarch_env(local_settings, dsn)
-    command = ["pelican", "bootstrap", "--range-size", "50"]
+    command = ["pelican", "bootstrap", "--range-size", "25"]
     with QueueDrain(local_settings) as drain:
         killed = RefarchProcess(command, env, tmp_path / "bootstrap-killed.log")
         try:
@@ -118,7 +126,7 @@ def test_bootstrap_killed_mid_run_is_resumed_and_loses_nothing(conn, dsn, local_
         received = drain.settle()
     # Then it resumed the same run, redid only the unfinished ranges, and completed it
     result = json.loads(rerun.stdout.strip().splitlines()[-1])
-    assert result == {"run_id": run_id, "status": "complete", "pending_ranges": 0, "enqueued": 2_000, "skipped": 0}
+    assert result == {"run_id": run_id, "status": "complete", "pending_ranges": 0, "enqueued": 1_000, "skipped": 0}
     after = {n: updated for n, _, _, _, updated in ranges(dsn)}
     assert {n: after[n] for n in done_before} == done_before
     # And every product reached the queue (ranges cut off mid-send may have been sent twice: harmless)
@@ -138,7 +146,7 @@ def test_a_failed_worker_fails_the_run_and_a_rerun_sends_everything(conn, dsn, l
         return original(*args, **kwargs)
 
     monkeypatch.setattr(lambdas.bootstrap, "run_batch", crashing_batch)
-    with QueueDrain(local_settings) as drain:
+    with QueueDrain(local_settings, pace=sent) as drain:
         # When the bootstrap runs, the Map fails and the catch path records the failure
         with pytest.raises(RuntimeError, match="worker crashed"):
             run_bootstrap(range_size=100)
@@ -163,7 +171,7 @@ def test_rows_indexed_at_their_current_version_are_not_sent_again(conn, dsn, loc
                " SELECT id, version, 'indexed', now() FROM products WHERE id % 2 = 0")
     query(dsn, "UPDATE products SET price = price + 1 WHERE id = 2")
     # When the bootstrap runs
-    with QueueDrain(local_settings) as drain:
+    with QueueDrain(local_settings, pace=sent) as drain:
         first = run_bootstrap(range_size=100)
         received = drain.settle()
     # Then only the rows not indexed at their current version were sent
