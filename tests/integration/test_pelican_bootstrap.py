@@ -62,7 +62,7 @@ def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, loc
     # Given 10,000 products that were never indexed
     catalog.seed(conn, 10_000)
     # When the bootstrap runs with the Map's concurrency (4) and the default range size (1,000)
-    with QueueDrain(local_settings, pace=sent) as drain:
+    with QueueDrain(local_settings) as drain:
         result = run_bootstrap()
         received = drain.settle()
     # Then the run is complete and its bookkeeping accounts for every row once
@@ -90,7 +90,7 @@ def test_overlapping_executions_never_send_a_range_twice(conn, dsn, local_settin
     assert second == first and len(first["ranges"]) == 20
     # When four workers run both executions' Map items at once (each range is offered twice, back to back)
     items = [item for pair in zip(first["ranges"], second["ranges"], strict=True) for item in pair]
-    with QueueDrain(local_settings, pace=sent) as drain:
+    with QueueDrain(local_settings) as drain:
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda item: invoke(BOOTSTRAP_BATCH_HANDLER, item), items))
         final = invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": first["run_id"]})
@@ -146,7 +146,7 @@ def test_a_failed_worker_fails_the_run_and_a_rerun_sends_everything(conn, dsn, l
         return original(*args, **kwargs)
 
     monkeypatch.setattr(lambdas.bootstrap, "run_batch", crashing_batch)
-    with QueueDrain(local_settings, pace=sent) as drain:
+    with QueueDrain(local_settings) as drain:
         # When the bootstrap runs, the Map fails and the catch path records the failure
         with pytest.raises(RuntimeError, match="worker crashed"):
             run_bootstrap(range_size=100)
@@ -171,7 +171,7 @@ def test_rows_indexed_at_their_current_version_are_not_sent_again(conn, dsn, loc
                " SELECT id, version, 'indexed', now() FROM products WHERE id % 2 = 0")
     query(dsn, "UPDATE products SET price = price + 1 WHERE id = 2")
     # When the bootstrap runs
-    with QueueDrain(local_settings, pace=sent) as drain:
+    with QueueDrain(local_settings) as drain:
         first = run_bootstrap(range_size=100)
         received = drain.settle()
     # Then only the rows not indexed at their current version were sent
