@@ -89,7 +89,8 @@ def _speed_up_moto() -> None:
     moto reads the time through datetime arithmetic for every message, and recomputes the queue's
     approximate counts (three scans of every message) each time it reads any queue attribute, which
     it does several times per message sent. Same clock from time.time(), read once per scan; the
-    approximate counts (approximate in SQS too) are reused for 50 ms.
+    approximate counts (approximate in SQS too) are reused until a message is sent, received or
+    deleted, or for at most 50 ms.
     """
     import moto.sqs.models as sqs_models
 
@@ -100,11 +101,13 @@ def _speed_up_moto() -> None:
     def reused_for_50ms(count: Any) -> property:
         def getter(queue: Any) -> int:
             cache = queue.__dict__.setdefault("_refarch_counts", {})
+            # Any send, receive or delete changes the key, so only visibility timeouts can be 50 ms late.
+            key = (len(queue._messages), len(queue.pending_messages))
             now = time.monotonic()
             cached = cache.get(count.__name__)
-            if cached is None or now - cached[0] > 0.05:
-                cached = cache[count.__name__] = (now, count(queue))
-            return cached[1]
+            if cached is None or cached[1] != key or now - cached[0] > 0.05:
+                cached = cache[count.__name__] = (now, key, count(queue))
+            return cached[2]
 
         return property(getter)
 

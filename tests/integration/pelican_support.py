@@ -62,15 +62,22 @@ class QueueDrain:
     def _loop(self) -> None:
         client = make_sqs_client(self.settings)
         while not self._stop.is_set():
-            received = client.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, VisibilityTimeout=120,
-                                              MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"])
+            received = client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=10,
+                VisibilityTimeout=120,
+                MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"],
+            )
             batch = received.get("Messages", [])
             if not batch:
                 time.sleep(0.05)
                 continue
             self.messages.extend(
-                {**json.loads(m["Body"]), "sqs_group_id": m["Attributes"]["MessageGroupId"],
-                 "sqs_dedup_id": m["Attributes"]["MessageDeduplicationId"]}
+                {
+                    **json.loads(m["Body"]),
+                    "sqs_group_id": m["Attributes"]["MessageGroupId"],
+                    "sqs_dedup_id": m["Attributes"]["MessageDeduplicationId"],
+                }
                 for m in batch
             )
             client.delete_message_batch(
@@ -175,8 +182,14 @@ def edit_products(dsn: str, product_ids: list[int]) -> None:
 
 def refarch_env(settings: Settings, dsn: str) -> dict[str, str]:
     """Environment for a `python -m refarch` child: the test's home (runtime.json with the queues) and DB."""
-    env = {**os.environ, "REFARCH_HOME": str(settings.home), "DATABASE_URL": dsn, "AWS_REGION": settings.aws_region,
-           "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "POWERTOOLS_LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "REFARCH_HOME": str(settings.home),
+        "DATABASE_URL": dsn,
+        "AWS_REGION": settings.aws_region,
+        "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "/tmp"),
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+    }
     env.pop("REFARCH_QUEUE_URL", None)
     return env
 
@@ -187,8 +200,9 @@ class RefarchProcess:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "refarch", *args], env=env, cwd=REPO,
-                                     stdout=self._out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "refarch", *args], env=env, cwd=REPO, stdout=self._out, stderr=subprocess.STDOUT
+        )
 
     def signal(self, signum: int) -> None:
         """Send a signal to this child only."""

@@ -48,8 +48,14 @@ def product_ids(dsn: str) -> set[int]:
 
 def run_refarch_bootstrap(settings, dsn: str, *args: str) -> dict:
     """`refarch pelican bootstrap` in a child process (the local Step Functions run); return Finalize's output."""
-    done = subprocess.run([sys.executable, "-m", "refarch", "pelican", "bootstrap", *args],
-                          env=refarch_env(settings, dsn), cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "refarch", "pelican", "bootstrap", *args],
+        env=refarch_env(settings, dsn),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -66,10 +72,16 @@ def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, loc
         result = run_bootstrap()
         received = drain.settle()
     # Then the run is complete and its bookkeeping accounts for every row once
-    assert result == {"run_id": result["run_id"], "status": "complete", "pending_ranges": 0,
-                      "enqueued": 10_000, "skipped": 0}
+    assert result == {
+        "run_id": result["run_id"],
+        "status": "complete",
+        "pending_ranges": 0,
+        "enqueued": 10_000,
+        "skipped": 0,
+    }
     assert [(n, status, enqueued) for n, status, enqueued, _, _ in ranges(dsn)] == [
-        (n, "done", 1_000) for n in range(10)]
+        (n, "done", 1_000) for n in range(10)
+    ]
     # And SQS accepted exactly one message per product, from four concurrent workers
     ids = product_ids(dsn)
     assert sent.per_product() == Counter(dict.fromkeys(ids, 1))
@@ -107,25 +119,27 @@ def test_overlapping_executions_never_send_a_range_twice(conn, dsn, local_settin
 def test_bootstrap_killed_mid_run_is_resumed_and_loses_nothing(conn, dsn, local_settings, tmp_path):
     # Given 1,000 products and a bootstrap process (40 ranges of 25) killed with SIGKILL mid-run
     catalog.seed(conn, 1_000)
-    env = refarch_env(local_settings, dsn)
-    command = ["pelican", "bootstrap", "--range-size", "25"]
     with QueueDrain(local_settings) as drain:
-        killed = RefarchProcess(command, env, tmp_path / "bootstrap-killed.log")
+        killed = RefarchProcess(
+            ["pelican", "bootstrap", "--range-size", "25"],
+            refarch_env(local_settings, dsn),
+            tmp_path / "bootstrap-killed.log",
+        )
         try:
-            wait_for(lambda: query(dsn, "SELECT count(*) FROM bootstrap_ranges WHERE status = 'done'")[0][0] >= 8,
-                     120, "a fifth of the ranges to be done")
+            wait_for(
+                lambda: query(dsn, "SELECT count(*) FROM bootstrap_ranges WHERE status = 'done'")[0][0] >= 8,
+                120,
+                "a fifth of the ranges to be done",
+            )
         finally:
             killed.kill()
         [(run_id, status)] = query(dsn, "SELECT id, status FROM bootstrap_runs")
-        done_before = {n: updated for n, status, _, _, updated in ranges(dsn) if status == "done"}
+        done_before = {n: updated for n, range_status, _, _, updated in ranges(dsn) if range_status == "done"}
         assert status == "running" and 8 <= len(done_before) < 40, killed.output()
         # When the bootstrap is run again
-        rerun = subprocess.run([sys.executable, "-m", "refarch", *command], env=env, cwd=REPO,
-                               capture_output=True, text=True, timeout=180)
-        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        result = run_refarch_bootstrap(local_settings, dsn, "--range-size", "25")
         received = drain.settle()
     # Then it resumed the same run, redid only the unfinished ranges, and completed it
-    result = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert result == {"run_id": run_id, "status": "complete", "pending_ranges": 0, "enqueued": 1_000, "skipped": 0}
     after = {n: updated for n, _, _, _, updated in ranges(dsn)}
     assert {n: after[n] for n in done_before} == done_before
@@ -167,8 +181,11 @@ def test_rows_indexed_at_their_current_version_are_not_sent_again(conn, dsn, loc
     # Given 1,000 products: the even ones indexed at their current version, except product 2,
     # which was edited after it was indexed
     catalog.seed(conn, 1_000)
-    query(dsn, "INSERT INTO sync_state (product_id, indexed_version, status, indexed_at)"
-               " SELECT id, version, 'indexed', now() FROM products WHERE id % 2 = 0")
+    query(
+        dsn,
+        "INSERT INTO sync_state (product_id, indexed_version, status, indexed_at)"
+        " SELECT id, version, 'indexed', now() FROM products WHERE id % 2 = 0",
+    )
     query(dsn, "UPDATE products SET price = price + 1 WHERE id = 2")
     # When the bootstrap runs
     with QueueDrain(local_settings) as drain:
@@ -180,11 +197,18 @@ def test_rows_indexed_at_their_current_version_are_not_sent_again(conn, dsn, loc
     assert set(sent.per_product()) == expected
     assert {m["product_id"] for m in received} == expected
     assert {m["version"] for m in received if m["product_id"] == 2} == {2}
+    # And the outbox rows those messages cover (all versions up to the one sent) are marked sent,
+    # so the listener does not send them again; the skipped products' rows are left to it
+    unsent = query(dsn, "SELECT product_id FROM sync_outbox WHERE enqueued_at IS NULL")
+    assert {pid for (pid,) in unsent} == product_ids(dsn) - expected
 
     # Given a completed run, and now every row indexed at its current version
-    query(dsn, "INSERT INTO sync_state (product_id, indexed_version, status, indexed_at)"
-               " SELECT id, version, 'indexed', now() FROM products"
-               " ON CONFLICT (product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version")
+    query(
+        dsn,
+        "INSERT INTO sync_state (product_id, indexed_version, status, indexed_at)"
+        " SELECT id, version, 'indexed', now() FROM products"
+        " ON CONFLICT (product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version",
+    )
     # When the bootstrap runs again
     with QueueDrain(local_settings) as drain:
         second = run_bootstrap(range_size=100)

@@ -50,8 +50,9 @@ def start_listener(local_settings, dsn, tmp_path) -> Iterator[Callable[..., Refa
 
     def start(database: str | None = None) -> RefarchProcess:
         env = refarch_env(local_settings, database or dsn)
-        process = RefarchProcess(["pelican", "listen", "--poll-seconds", "0.5"], env,
-                                 tmp_path / f"listener-{len(started)}.log")
+        process = RefarchProcess(
+            ["pelican", "listen", "--poll-seconds", "0.5"], env, tmp_path / f"listener-{len(started)}.log"
+        )
         started.append(process)
         return process
 
@@ -74,32 +75,42 @@ def backends(dsn: str, application: str, state: str | None = None, waiting_on_lo
 
 def health(settings, dsn: str, max_age: float) -> subprocess.CompletedProcess:
     """`refarch pelican health --max-age N` (the ECS container health check)."""
-    return subprocess.run([sys.executable, "-m", "refarch", "pelican", "health", "--max-age", str(max_age)],
-                          env=refarch_env(settings, dsn), cwd=REPO, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "refarch", "pelican", "health", "--max-age", str(max_age)],
+        env=refarch_env(settings, dsn),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_listener_killed_during_1000_edits_loses_no_change(conn, dsn, local_settings, start_listener):
     # Given 200 products and a listener that has relayed their inserts
     catalog.seed(conn, 200)
-    edits = [1 + (i * 7) % 200 for i in range(1_000)]
+    edits = [1 + (i * 7) % 200 for i in range(1_000)]  # every product edited once per 200 edits
     with QueueDrain(local_settings) as drain:
         first = start_listener()
         wait_for(lambda: unsent_outbox_rows(dsn) == 0, 60, "the seed to be relayed")
-        # When 1,000 edits are made; the listener is SIGKILLed right after the 300th (mid-relay),
-        # and a new one starts after the 600th
-        edit_products(dsn, edits[:300])
+        # When 1,000 edits are made while the listener is SIGKILLed right after the 250th edit
+        # (mid-relay), restarted after the 500th, SIGKILLed again after the 600th, and restarted
+        # once all are done (400 edits, two per product, wait in the outbox for it)
+        edit_products(dsn, edits[:250])
         first.kill()
-        edit_products(dsn, edits[300:600])
+        edit_products(dsn, edits[250:500])
+        second = start_listener()
+        edit_products(dsn, edits[500:600])
+        second.kill()
+        edit_products(dsn, edits[600:])
         waiting_while_down = unsent_outbox_rows(dsn)
         start_listener()
-        edit_products(dsn, edits[600:])
         wait_for(lambda: unsent_outbox_rows(dsn) == 0, 60, "every change to be relayed")
         drain.settle()
-    # Then the changes made while no listener ran waited in the outbox, and every product's
-    # latest version reached the queue (intermediate versions may be coalesced: Emu re-reads the row)
-    assert waiting_while_down >= 300
-    assert drain.latest_versions() == product_versions(dsn)
+    # Then every product's latest version reached the queue (intermediate versions may be
+    # coalesced into one message: Emu re-reads the row)
+    assert waiting_while_down >= 400
     assert set(product_versions(dsn).values()) == {6}
+    assert drain.latest_versions() == product_versions(dsn)
 
 
 def test_two_listeners_never_send_the_same_outbox_row(conn, dsn, local_settings, start_listener):
@@ -107,13 +118,16 @@ def test_two_listeners_never_send_the_same_outbox_row(conn, dsn, local_settings,
     # "Sent twice" means: a row marked enqueued by two sends (each mark follows an accepted send in
     # the claiming transaction), or one outbox id carried by two messages.
     catalog.seed(conn, 1_500)
-    query(dsn, """
+    query(
+        dsn,
+        """
         CREATE TABLE outbox_marks (outbox_id bigint NOT NULL, marked_by integer NOT NULL);
         CREATE FUNCTION record_outbox_mark() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN INSERT INTO outbox_marks VALUES (NEW.id, pg_backend_pid()); RETURN NULL; END $$;
         CREATE TRIGGER record_outbox_mark AFTER UPDATE OF enqueued_at ON sync_outbox
             FOR EACH ROW WHEN (NEW.enqueued_at IS NOT NULL) EXECUTE FUNCTION record_outbox_mark();
-    """)
+    """,
+    )
     # And two listeners held at a gate (a table lock) until both are about to claim
     gate = psycopg2.connect(dsn)
     with gate.cursor() as cur:
@@ -141,8 +155,7 @@ def test_two_listeners_never_send_the_same_outbox_row(conn, dsn, local_settings,
     assert drain.latest_versions() == product_versions(dsn)
 
 
-def test_listener_recovers_from_a_database_restart_and_loses_nothing(local_settings, start_listener,
-                                                                     tmp_path_factory):
+def test_listener_recovers_from_a_database_restart_and_loses_nothing(local_settings, start_listener, tmp_path_factory):
     # Given a database of its own (so it can be restarted) with 300 products, and a running listener
     database = LocalDatabase(tmp_path_factory.mktemp("pgr"))
     own_dsn = database.start()
@@ -164,18 +177,22 @@ def test_listener_recovers_from_a_database_restart_and_loses_nothing(local_setti
             drain.settle()
             # Then the same listener process reconnected (no restart of the process needed)...
             assert listener.proc.poll() is None, listener.output()
-            reconnected = query(own_dsn, "SELECT min(backend_start) FROM pg_stat_activity"
-                                         " WHERE application_name IN ('pelican-listen', 'pelican-drain')")[0][0]
+            reconnected = query(
+                own_dsn,
+                "SELECT min(backend_start) FROM pg_stat_activity"
+                " WHERE application_name IN ('pelican-listen', 'pelican-drain')",
+            )[0][0]
             assert reconnected is not None and reconnected >= restarted_at
         # ...and every product's latest version reached the queue
         assert drain.latest_versions() == product_versions(own_dsn)
-        assert {v for pid, v in product_versions(own_dsn).items()} == {2, 3}
+        assert set(product_versions(own_dsn).values()) == {2, 3}
     finally:
         database.stop()
 
 
-def test_sigterm_finishes_the_send_in_flight_and_health_follows_the_heartbeat(conn, dsn, local_settings,
-                                                                              start_listener):
+def test_sigterm_finishes_the_send_in_flight_and_health_follows_the_heartbeat(
+    conn, dsn, local_settings, start_listener
+):
     # Given 2,000 captured changes (four claims) and no listener ever started: unhealthy
     catalog.seed(conn, 2_000)
     never_ran = health(local_settings, dsn, max_age=60)
@@ -221,17 +238,18 @@ class RefuseEntries:
         self.times = times
         self.calls: list[list[str]] = []
 
-    def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+    def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         """Forward the entries not refused; report the refused ones as failed (for the first `times` calls)."""
         self.calls.append([e["MessageDeduplicationId"] for e in Entries])
         refusing = len(self.calls) <= self.times
         refused = [e for e in Entries if refusing and self.refuse(e)]
         accepted = [e for e in Entries if e not in refused]
         response = self._client.send_message_batch(QueueUrl=QueueUrl, Entries=accepted) if accepted else {}
-        return {"Successful": response.get("Successful", []),
-                "Failed": response.get("Failed", []) + [
-                    {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "try again"}
-                    for e in refused]}
+        return {
+            "Successful": response.get("Successful", []),
+            "Failed": response.get("Failed", [])
+            + [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "try again"} for e in refused],
+        }
 
 
 def odd_product(entry: dict[str, Any]) -> bool:
@@ -257,8 +275,10 @@ def test_entries_refused_in_a_batch_are_resent_and_only_they(local_settings):
 def test_rows_are_marked_only_after_sqs_accepted_them(conn, dsn, local_settings):
     # Given 20 captured changes and a queue that keeps refusing the odd products
     catalog.seed(conn, 20)
-    refusing = SyncQueue(RefuseEntries(make_sqs_client(local_settings), refuse=odd_product, times=10**6),
-                         local_settings.resolved_queue_url())
+    refusing = SyncQueue(
+        RefuseEntries(make_sqs_client(local_settings), refuse=odd_product, times=10**6),
+        local_settings.resolved_queue_url(),
+    )
     # When the relay drains: retries run out
     with pytest.raises(PartialSendError, match="5 of 10 entries refused"):
         OutboxRelay(dsn, refusing).drain(conn)
@@ -277,10 +297,16 @@ def test_rows_are_marked_only_after_sqs_accepted_them(conn, dsn, local_settings)
 def test_listener_keeps_running_through_an_sqs_outage(conn, dsn, local_settings, monkeypatch):
     # Given a relay whose SQS endpoint is unreachable (nothing listens on its port yet)
     port = free_port()
-    sqs = SendRecorder(boto3.client(
-        "sqs", endpoint_url=f"http://127.0.0.1:{port}", region_name=local_settings.aws_region,
-        aws_access_key_id="local", aws_secret_access_key="local",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5)))
+    sqs = SendRecorder(
+        boto3.client(
+            "sqs",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name=local_settings.aws_region,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5),
+        )
+    )
     relay = OutboxRelay(dsn, SyncQueue(sqs, local_settings.resolved_queue_url()), poll_seconds=0.2)
     catalog.seed(conn, 50)
     runner = threading.Thread(target=relay.run, name="relay")
@@ -320,13 +346,18 @@ def test_coalescing_sends_one_message_per_product_and_pruning_keeps_unsent_rows(
         received = sorted(drain.settle(), key=lambda m: m["product_id"])
     # Then one message per product: the newest change, timed from the oldest, naming the newest row
     assert [(m["product_id"], m["version"], m["op"], m["outbox_id"]) for m in received] == [
-        (1, 3, "update", rows[3][0]), (2, 1, "insert", rows[1][0])]
+        (1, 3, "update", rows[3][0]),
+        (2, 1, "insert", rows[1][0]),
+    ]
     assert datetime.fromisoformat(received[0]["changed_at"]) == rows[0][3]
     assert unsent_outbox_rows(dsn) == 0
     # Given rows sent two days ago and a row left unsent for two days
     edit_products(dsn, [2])
-    query(dsn, "UPDATE sync_outbox SET created_at = now() - interval '2 days',"
-               " enqueued_at = CASE WHEN enqueued_at IS NOT NULL THEN now() - interval '2 days' END")
+    query(
+        dsn,
+        "UPDATE sync_outbox SET created_at = now() - interval '2 days',"
+        " enqueued_at = CASE WHEN enqueued_at IS NOT NULL THEN now() - interval '2 days' END",
+    )
     # When pruning rows enqueued more than 24 hours ago
     with conn:
         pruned = outbox.prune(conn, 24)
