@@ -38,8 +38,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # that group are failed too (FIFO order).
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
     try:
-        return process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                        context=context)
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
     finally:
         # Also when every record failed (Powertools then raises so the whole batch is retried):
         # that is when the Failed metric matters most.
@@ -52,6 +53,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric("BatchLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
         if outcome.max_lag_seconds is not None:
             metrics.add_metric("SyncLag", MetricUnit.Milliseconds, outcome.max_lag_seconds * 1000)
-        logger.info("batch done", extra={"records": len(records), "embedded": outcome.embedded,
-                                         "skipped": outcome.skipped, "metadata_only": outcome.metadata_only,
-                                         "deleted": outcome.deleted, "failed": failed})
+        logger.info(
+            "batch done",
+            extra={
+                "records": len(records),
+                "embedded": outcome.embedded,
+                "skipped": outcome.skipped,
+                "metadata_only": outcome.metadata_only,
+                "deleted": outcome.deleted,
+                "failed": failed,
+            },
+        )

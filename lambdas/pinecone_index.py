@@ -23,8 +23,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     pc = Pinecone(api_key=api_key_from_secret(props["ApiKeySecretArn"], props["Region"]))
     dimension = int(props["Dimension"])
     if not pc.has_index(name):
-        pc.create_index(name=name, dimension=dimension, metric="cosine",
-                        spec=ServerlessSpec(cloud="aws", region=props["Region"]))
+        pc.create_index(
+            name=name, dimension=dimension, metric="cosine", spec=ServerlessSpec(cloud="aws", region=props["Region"])
+        )
         logger.info("pinecone index created", extra={"index": name, "dimension": dimension})
     description = pc.describe_index(name)
     if int(description.dimension) != dimension:

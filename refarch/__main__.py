@@ -1,4 +1,5 @@
 """`python -m refarch` runs the command line."""
+
 from refarch.cli import main
 
 main()

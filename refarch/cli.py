@@ -22,6 +22,7 @@ def _settings() -> Settings:
 
 def _stop_on_signals(stop: Any) -> None:
     """SIGTERM/SIGINT set the stop event: the in-flight work finishes, then the process exits 0."""
+
     def handle(signum: int, frame: Any) -> None:
         stop.set()
 
@@ -42,6 +43,7 @@ def main(ctx: click.Context) -> None:
 
 
 # --- db ---------------------------------------------------------------------------------------
+
 
 @main.group()
 def db() -> None:
@@ -78,6 +80,7 @@ def db_seed(rows: int, dsn: str | None) -> None:
 
 # --- pelican ----------------------------------------------------------------------------------
 
+
 @main.group()
 def pelican() -> None:
     """Change capture: the outbox listener and the bootstrap."""
@@ -94,8 +97,10 @@ def pelican_listen(dsn: str | None, poll_seconds: float) -> None:
 
     settings = _settings()
     relay = OutboxRelay(
-        resolve_dsn(settings, dsn), SyncQueue(make_sqs_client(settings), settings.resolved_queue_url()),
-        poll_seconds=poll_seconds, heartbeat_file=_heartbeat_file(settings),
+        resolve_dsn(settings, dsn),
+        SyncQueue(make_sqs_client(settings), settings.resolved_queue_url()),
+        poll_seconds=poll_seconds,
+        heartbeat_file=_heartbeat_file(settings),
     )
     _stop_on_signals(relay.stop)
     relay.run()
@@ -128,6 +133,7 @@ def pelican_bootstrap(range_size: int | None, fresh: bool) -> None:
 
 # --- emu --------------------------------------------------------------------------------------
 
+
 @main.group()
 def emu() -> None:
     """The embed-and-index worker."""
@@ -145,20 +151,22 @@ def emu_worker(concurrency: int | None) -> None:
     settings = _settings()
     try:
         # Build Emu's runtime now: a configuration that can never work fails here, once, clearly.
-        importlib.import_module(EMU_HANDLER.rpartition(".")[0]).runtime.emu
+        _emu = importlib.import_module(EMU_HANDLER.rpartition(".")[0]).runtime.emu
     except ConfigurationError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
     # Readiness for the local supervisor: the runtime is built and the configuration holds.
     settings.home.mkdir(parents=True, exist_ok=True)
     (settings.home / "emu.ready").touch()
-    poller = EventSourcePoller(make_sqs_client(settings), settings.resolved_queue_url(),
-                               concurrency=concurrency, region=settings.aws_region)
+    poller = EventSourcePoller(
+        make_sqs_client(settings), settings.resolved_queue_url(), concurrency=concurrency, region=settings.aws_region
+    )
     _stop_on_signals(poller.stop)
     poller.run()
 
 
 # --- local runtime ----------------------------------------------------------------------------
+
 
 @main.command("demo")
 @click.option("--rows", default=10_000, show_default=True, type=click.IntRange(min=0), help="Catalog size.")
@@ -175,8 +183,12 @@ def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) ->
 @main.command("bench")
 @click.option("--quick", is_flag=True, help="Small sizes (a CI smoke run, ~2 minutes).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all results here.")
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the results table (markdown) here.")
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the results table (markdown) here.",
+)
 def bench(quick: bool, json_path: Path | None, markdown_path: Path | None) -> None:
     """Benchmarks on a fresh local stack: throughput, change latency, search latency, re-bootstrap, memory."""
     from refarch.local.bench import run_bench
@@ -200,6 +212,7 @@ def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None) -> No
 
 
 # --- local services ---------------------------------------------------------------------------
+
 
 @main.command("sqs-server")
 @click.option("--port", default=9324, show_default=True)
@@ -248,6 +261,7 @@ def reconcile_command(do_repair: bool, as_json: bool) -> None:
 
 
 # --- search & status --------------------------------------------------------------------------
+
 
 @main.command("search")
 @click.argument("query")

@@ -34,8 +34,14 @@ class OpenAIEmbedder:
     CHARS_PER_TOKEN = 2.5
 
     def __init__(
-        self, *, api_key: str, model: str, dimensions: int | None, base_url: str | None = None,
-        timeout: float = 20.0, max_retries: int = 5,
+        self,
+        *,
+        api_key: str,
+        model: str,
+        dimensions: int | None,
+        base_url: str | None = None,
+        timeout: float = 20.0,
+        max_retries: int = 5,
     ) -> None:
         from openai import OpenAI
 
@@ -67,9 +73,7 @@ class OpenAIEmbedder:
         vectors: list[list[float]] = []
         for chunk in self._requests([self._truncate(t) for t in texts]):
             kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
-            response = self._client.embeddings.create(
-                model=self.model, input=chunk, encoding_format="float", **kwargs
-            )
+            response = self._client.embeddings.create(model=self.model, input=chunk, encoding_format="float", **kwargs)
             ordered = sorted(response.data, key=lambda d: d.index)
             vectors.extend(list(d.embedding) for d in ordered)
         return vectors
@@ -118,8 +122,11 @@ def make_embedder(settings: Settings) -> Embedder:
         if not key:
             raise ConfigurationError("OpenAI embedder chosen but no OPENAI_API_KEY or REFARCH_OPENAI_SECRET_ARN set")
         embedder: Embedder = OpenAIEmbedder(
-            api_key=key, model=settings.openai_model, dimensions=settings.openai_dimensions,
-            base_url=settings.openai_base_url, timeout=settings.openai_timeout_seconds,
+            api_key=key,
+            model=settings.openai_model,
+            dimensions=settings.openai_dimensions,
+            base_url=settings.openai_base_url,
+            timeout=settings.openai_timeout_seconds,
             max_retries=settings.openai_max_retries,
         )
     else:

@@ -118,14 +118,18 @@ class Emu:
                     vectors = self.embedder.embed([row.embedding_text() for row, _ in to_embed])
                     outcome.embed_calls += 1
                     ledger.record_embed_call(conn, self.embedder.model_id, len(to_embed))
-                    self.index.upsert([
-                        VectorRecord(row.id, vector, {**row.metadata(), "content_hash": digest})
-                        for (row, digest), vector in zip(to_embed, vectors, strict=True)
-                    ])
+                    self.index.upsert(
+                        [
+                            VectorRecord(row.id, vector, {**row.metadata(), "content_hash": digest})
+                            for (row, digest), vector in zip(to_embed, vectors, strict=True)
+                        ]
+                    )
                     done += [(row.id, row.version, digest, "indexed") for row, digest in to_embed]
                     outcome.embedded += len(to_embed)
-                    logger.debug("embedded", extra={"texts": len(to_embed),
-                                                    "ms": round((time.perf_counter() - started) * 1000, 1)})
+                    logger.debug(
+                        "embedded",
+                        extra={"texts": len(to_embed), "ms": round((time.perf_counter() - started) * 1000, 1)},
+                    )
                 except Exception as err:  # provider or index failure: retry these products later
                     reason = f"embed/upsert failed: {type(err).__name__}: {err}"
                     logger.warning("embedding failed", extra={"products": len(to_embed), "reason": reason})

@@ -75,8 +75,12 @@ MAX_SKU_CHARS = 64
 MAX_NAME_CHARS = 200
 MAX_CATEGORY_CHARS = 64
 MAX_PRICE = Decimal("9999999999.99")  # numeric(12, 2)
-_TEXT_LIMITS = {"sku": MAX_SKU_CHARS, "name": MAX_NAME_CHARS, "category": MAX_CATEGORY_CHARS,
-                "description": MAX_DESCRIPTION_CHARS}
+_TEXT_LIMITS = {
+    "sku": MAX_SKU_CHARS,
+    "name": MAX_NAME_CHARS,
+    "category": MAX_CATEGORY_CHARS,
+    "description": MAX_DESCRIPTION_CHARS,
+}
 
 
 class ProductInputError(ValueError):
@@ -163,8 +167,13 @@ def get(conn: Connection, product_id: int) -> Product | None:
 
 
 def list_page(
-    conn: Connection, *, limit: int, offset: int, category: str | None = None,
-    min_price: Decimal | None = None, max_price: Decimal | None = None,
+    conn: Connection,
+    *,
+    limit: int,
+    offset: int,
+    category: str | None = None,
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
 ) -> tuple[list[Product], int]:
     """A page of products ordered by id, with the total matching count."""
     where, params = _filters(category, min_price, max_price)

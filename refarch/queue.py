@@ -21,9 +21,10 @@ class PartialSendError(RuntimeError):
 def make_sqs_client(settings: Settings) -> Any:
     """A boto3 SQS client (the local server's endpoint when one is configured)."""
     endpoint = settings.resolved_sqs_endpoint()
-    kwargs: dict[str, Any] = {"region_name": settings.aws_region,
-                              "config": Config(retries={"max_attempts": 5, "mode": "standard"},
-                                               connect_timeout=5, read_timeout=30)}
+    kwargs: dict[str, Any] = {
+        "region_name": settings.aws_region,
+        "config": Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+    }
     if endpoint:
         # The local SQS server accepts any credentials; real ones are never needed or read.
         kwargs.update(endpoint_url=endpoint, aws_access_key_id="local", aws_secret_access_key="local")
@@ -40,19 +41,27 @@ class SyncQueue:
     def send(self, messages: list[SyncMessage]) -> None:
         """Send all messages; returns only when SQS accepted every one of them (else raises)."""
         for start in range(0, len(messages), SQS_BATCH):
-            self._send_batch(messages[start:start + SQS_BATCH])
+            self._send_batch(messages[start : start + SQS_BATCH])
 
     def _send_batch(self, batch: list[SyncMessage]) -> None:
         pending = {str(i): m for i, m in enumerate(batch)}
 
-        @retry(retry=retry_if_exception_type(PartialSendError), stop=stop_after_attempt(6),
-               wait=wait_exponential(multiplier=0.1, max=5), reraise=True)
+        @retry(
+            retry=retry_if_exception_type(PartialSendError),
+            stop=stop_after_attempt(6),
+            wait=wait_exponential(multiplier=0.1, max=5),
+            reraise=True,
+        )
         def attempt() -> None:
             response = self.client.send_message_batch(
                 QueueUrl=self.url,
                 Entries=[
-                    {"Id": key, "MessageBody": m.model_dump_json(), "MessageGroupId": m.group_id,
-                     "MessageDeduplicationId": m.deduplication_id}
+                    {
+                        "Id": key,
+                        "MessageBody": m.model_dump_json(),
+                        "MessageGroupId": m.group_id,
+                        "MessageDeduplicationId": m.deduplication_id,
+                    }
                     for key, m in pending.items()
                 ],
             )
@@ -70,5 +79,7 @@ class SyncQueue:
             QueueUrl=self.url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        return {"visible": int(attrs["ApproximateNumberOfMessages"]),
-                "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"])}
+        return {
+            "visible": int(attrs["ApproximateNumberOfMessages"]),
+            "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+        }

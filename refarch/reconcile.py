@@ -15,8 +15,8 @@ from typing import Any
 from refarch.db import Database
 from refarch.emu import content_hash
 from refarch.messages import SyncMessage
-from refarch.products import embedding_text
 from refarch.observability import logger
+from refarch.products import embedding_text
 from refarch.queue import SyncQueue
 from refarch.vector_index import VectorIndex
 
@@ -42,8 +42,12 @@ class DriftReport:
 
     def as_dict(self) -> dict[str, Any]:
         """Counts plus a sample of ids per kind of drift."""
-        result: dict[str, Any] = {"products": self.products, "vectors": self.vectors, "clean": self.clean,
-                                  "repaired": self.repaired}
+        result: dict[str, Any] = {
+            "products": self.products,
+            "vectors": self.vectors,
+            "clean": self.clean,
+            "repaired": self.repaired,
+        }
         for name in ("missing", "extra", "stale", "ledger_drift"):
             ids = getattr(self, name)
             result[name] = len(ids)
@@ -70,8 +74,9 @@ def find_drift(db: Database, index: VectorIndex, model_id: str) -> DriftReport:
             report.missing.append(pid)
         elif int(meta.get("version", -1)) != version or meta.get("content_hash") != expected:
             report.stale.append(pid)
-        if status == "indexed" and (meta is None or meta.get("content_hash") != ledger_hash
-                                    or int(meta.get("version", -1)) != ledger_version):
+        if status == "indexed" and (
+            meta is None or meta.get("content_hash") != ledger_hash or int(meta.get("version", -1)) != ledger_version
+        ):
             report.ledger_drift.append(pid)
     report.products = len(rows)
     report.extra = sorted(set(vectors) - seen)
@@ -94,7 +99,9 @@ def repair(db: Database, queue: SyncQueue, report: DriftReport) -> int:
             product_id=pid,
             version=versions.get(pid) or ledger_versions.get(pid) or 1,
             op="sync" if pid in versions else "delete",
-            source="repair", force=True, changed_at=now,
+            source="repair",
+            force=True,
+            changed_at=now,
         )
         for pid in ids
     ]

@@ -16,8 +16,9 @@ from refarch.vector_index import VectorIndex, make_index
 class Runtime:
     """Lazily built clients; each piece is created on first use and then reused (Lambda cold start)."""
 
-    def __init__(self, settings: Settings | None = None, *, dsn: str | None = None,
-                 application_name: str = "refarch") -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, dsn: str | None = None, application_name: str = "refarch"
+    ) -> None:
         self.settings = settings or Settings()
         self._dsn = dsn
         self._application_name = application_name

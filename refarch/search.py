@@ -47,8 +47,14 @@ class SearchPage:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
-        return {"query": self.query, "page": self.page, "k": self.k, "total": self.total,
-                "has_more": self.has_more, "results": [h.as_dict() for h in self.hits]}
+        return {
+            "query": self.query,
+            "page": self.page,
+            "k": self.k,
+            "total": self.total,
+            "has_more": self.has_more,
+            "results": [h.as_dict() for h in self.hits],
+        }
 
 
 class SearchService:
@@ -60,8 +66,14 @@ class SearchService:
         self.index = index
 
     def search(
-        self, query: str, *, k: int = 10, page: int = 1, category: str | None = None,
-        min_price: float | None = None, max_price: float | None = None,
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        page: int = 1,
+        category: str | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
     ) -> SearchPage:
         """Ranked products for `query` (empty query: products by id), with filters and pagination."""
         query = (query or "").strip()
@@ -77,16 +89,18 @@ class SearchService:
             raise SearchInputError("prices cannot be negative")
         offset = (page - 1) * k
         if not query:
-            return self._list(k=k, page=page, offset=offset, category=category, min_price=min_price,
-                              max_price=max_price)
+            return self._list(
+                k=k, page=page, offset=offset, category=category, min_price=min_price, max_price=max_price
+            )
         if offset + k > MAX_DEPTH:
             raise SearchInputError(f"results are ranked to a depth of {MAX_DEPTH}; narrow the query instead")
         vector = self.embedder.embed([query])[0]
         matches = self.index.query(
-            vector, top_k=offset + k + 1,
+            vector,
+            top_k=offset + k + 1,
             filter=SearchFilter(category=category or None, min_price=min_price, max_price=max_price),
         )
-        window = matches[offset:offset + k]
+        window = matches[offset : offset + k]
         with self.db.transaction() as conn:
             rows = products.get_many(conn, [m.id for m in window])
             statuses = products.sync_statuses(conn, list(rows))
@@ -94,11 +108,15 @@ class SearchService:
         hits = [SearchHit(rows[m.id], m.score, statuses.get(m.id, {})) for m in window if m.id in rows]
         return SearchPage(query=query, hits=hits, page=page, k=k, total=None, has_more=len(matches) > offset + k)
 
-    def _list(self, *, k: int, page: int, offset: int, category: str | None, min_price: float | None,
-              max_price: float | None) -> SearchPage:
+    def _list(
+        self, *, k: int, page: int, offset: int, category: str | None, min_price: float | None, max_price: float | None
+    ) -> SearchPage:
         with self.db.transaction() as conn:
             rows, total = products.list_page(
-                conn, limit=k, offset=offset, category=category or None,
+                conn,
+                limit=k,
+                offset=offset,
+                category=category or None,
                 min_price=Decimal(str(min_price)) if min_price is not None else None,
                 max_price=Decimal(str(max_price)) if max_price is not None else None,
             )

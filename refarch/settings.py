@@ -57,9 +57,7 @@ class Settings(BaseSettings):
     pinecone_index_name: str | None = Field(
         default=None, validation_alias=AliasChoices("PINECONE_INDEX_NAME", "pinecone_index_name")
     )
-    pinecone_host: str | None = Field(
-        default=None, validation_alias=AliasChoices("PINECONE_HOST", "pinecone_host")
-    )
+    pinecone_host: str | None = Field(default=None, validation_alias=AliasChoices("PINECONE_HOST", "pinecone_host"))
     pinecone_namespace: str = "products"
 
     # Web page: editing needs this password when one is set (locally open when neither is set).

@@ -34,19 +34,26 @@ def sync_counts(conn: Connection) -> dict[str, Any]:
         oldest = float(cur.fetchone()[0])
         cur.execute("SELECT count(*) FROM sync_outbox WHERE enqueued_at IS NULL")
         outbox_backlog = cur.fetchone()[0]
-    return {"products": total, "indexed": indexed, "pending": pending, "failed": failed,
-            "outbox_backlog": outbox_backlog, "oldest_pending_seconds": round(oldest, 3)}
+    return {
+        "products": total,
+        "indexed": indexed,
+        "pending": pending,
+        "failed": failed,
+        "outbox_backlog": outbox_backlog,
+        "oldest_pending_seconds": round(oldest, 3),
+    }
 
 
 def queue_depths(sqs: Any, queue_url: str | None, dlq_url: str | None) -> dict[str, int | None]:
     """Visible + in-flight messages in the queue, and messages in the DLQ (None when unknown)."""
+
     def depth(url: str | None) -> int | None:
         if not url:
             return None
         try:
             attrs = sqs.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                              "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            )["Attributes"]
         except Exception:
             return None
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])

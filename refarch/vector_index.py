@@ -120,8 +120,16 @@ class PgVectorIndex:
         if not records:
             return
         rows = [
-            (r.id, _vector_literal(r.values), r.metadata["sku"], r.metadata["name"], r.metadata["category"],
-             r.metadata["price"], r.metadata["version"], r.metadata["content_hash"])
+            (
+                r.id,
+                _vector_literal(r.values),
+                r.metadata["sku"],
+                r.metadata["name"],
+                r.metadata["category"],
+                r.metadata["price"],
+                r.metadata["version"],
+                r.metadata["content_hash"],
+            )
             for r in records
         ]
         with self.db.transaction() as conn, conn.cursor() as cur:
@@ -189,9 +197,18 @@ class PgVectorIndex:
                 [literal, *params, literal, top_k],
             )
             return [
-                Match(id=r[0], score=float(r[1]), metadata={
-                    "sku": r[2], "name": r[3], "category": r[4], "price": r[5], "version": r[6], "content_hash": r[7],
-                })
+                Match(
+                    id=r[0],
+                    score=float(r[1]),
+                    metadata={
+                        "sku": r[2],
+                        "name": r[3],
+                        "category": r[4],
+                        "price": r[5],
+                        "version": r[6],
+                        "content_hash": r[7],
+                    },
+                )
                 for r in cur.fetchall()
             ]
 
@@ -222,8 +239,15 @@ class PineconeIndex:
     UPSERT_BATCH = 100
     DELETE_BATCH = 1000
 
-    def __init__(self, *, api_key: str, dimension: int, index_name: str | None = None, host: str | None = None,
-                 namespace: str = "products") -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        dimension: int,
+        index_name: str | None = None,
+        host: str | None = None,
+        namespace: str = "products",
+    ) -> None:
         from pinecone import Pinecone
 
         if not (index_name or host):
@@ -247,7 +271,7 @@ class PineconeIndex:
     def upsert(self, records: list[VectorRecord]) -> None:
         """Upsert in request-sized batches."""
         for start in range(0, len(records), self.UPSERT_BATCH):
-            chunk = records[start:start + self.UPSERT_BATCH]
+            chunk = records[start : start + self.UPSERT_BATCH]
             self._index.upsert(
                 vectors=[{"id": str(r.id), "values": r.values, "metadata": r.metadata} for r in chunk],
                 namespace=self.namespace,
@@ -261,7 +285,7 @@ class PineconeIndex:
     def delete(self, ids: list[int]) -> None:
         """Delete by id."""
         for start in range(0, len(ids), self.DELETE_BATCH):
-            self._index.delete(ids=[str(i) for i in ids[start:start + self.DELETE_BATCH]], namespace=self.namespace)
+            self._index.delete(ids=[str(i) for i in ids[start : start + self.DELETE_BATCH]], namespace=self.namespace)
 
     def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
         """Top-k with a Pinecone metadata filter."""
@@ -276,7 +300,10 @@ class PineconeIndex:
         if price:
             pinecone_filter["price"] = price
         result = self._index.query(
-            vector=vector, top_k=top_k, namespace=self.namespace, include_metadata=True,
+            vector=vector,
+            top_k=top_k,
+            namespace=self.namespace,
+            include_metadata=True,
             filter=pinecone_filter or None,
         )
         return [Match(id=int(m.id), score=float(m.score), metadata=dict(m.metadata or {})) for m in result.matches]
@@ -313,8 +340,11 @@ def make_index(settings: Settings, db: Database, dimension: int) -> VectorIndex:
         if not key:
             raise ConfigurationError("Pinecone chosen but no PINECONE_API_KEY or REFARCH_PINECONE_SECRET_ARN set")
         index = PineconeIndex(
-            api_key=key, dimension=dimension, index_name=settings.pinecone_index_name,
-            host=settings.pinecone_host, namespace=settings.pinecone_namespace,
+            api_key=key,
+            dimension=dimension,
+            index_name=settings.pinecone_index_name,
+            host=settings.pinecone_host,
+            namespace=settings.pinecone_namespace,
         )
     else:
         # Its own connections: Emu holds per-product locks in a transaction on `db` meanwhile.

@@ -33,10 +33,20 @@ from refarch.settings import Settings
 from refarch.topology import DEFAULT_TOPOLOGY
 
 QUERIES = (
-    "AI", "machine learning software for small businesses", "comfortable office chair for my back",
-    "waterproof tent for family camping", "noise cancelling headphones for travel", "cast iron pan",
-    "toys that teach kids to code", "book about neural networks", "running shoes", "smart sprinkler",
-    "espresso machine", "fitness tracker that measures sleep", "standing desk", "warm winter parka",
+    "AI",
+    "machine learning software for small businesses",
+    "comfortable office chair for my back",
+    "waterproof tent for family camping",
+    "noise cancelling headphones for travel",
+    "cast iron pan",
+    "toys that teach kids to code",
+    "book about neural networks",
+    "running shoes",
+    "smart sprinkler",
+    "espresso machine",
+    "fitness tracker that measures sleep",
+    "standing desk",
+    "warm winter parka",
 )
 
 
@@ -60,8 +70,7 @@ def peak_rss_mb(pid: int) -> float | None:
 class Bench:
     """One benchmark run on a fresh local stack under a temporary REFARCH_HOME."""
 
-    def __init__(self, *, rows: int, edits: int, search_sizes: tuple[int, int], queries: int,
-                 console: Console) -> None:
+    def __init__(self, *, rows: int, edits: int, search_sizes: tuple[int, int], queries: int, console: Console) -> None:
         self.rows = rows
         self.edits = edits
         self.search_sizes = search_sizes
@@ -135,8 +144,11 @@ class Bench:
         seconds = time.monotonic() - started
         calls = self._count("SELECT count(*) FROM embed_calls") - calls_before
         self.results["bootstrap"] = {
-            "rows": self.rows, "seconds": round(seconds, 2), "rows_per_s": round(self.rows / seconds, 1),
-            "embed_calls": calls, "texts_per_call": round(self.rows / calls, 2) if calls else None,
+            "rows": self.rows,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(self.rows / seconds, 1),
+            "embed_calls": calls,
+            "texts_per_call": round(self.rows / calls, 2) if calls else None,
         }
 
     def raw_model_throughput(self) -> None:
@@ -149,12 +161,13 @@ class Bench:
         for batch in (DEFAULT_TOPOLOGY.emu_batch_size, 64):
             started = time.monotonic()
             for start in range(0, len(strings), batch):
-                self.embedder.embed(strings[start:start + batch])
+                self.embedder.embed(strings[start : start + batch])
             raw[f"batch_{batch}"] = round(len(strings) / (time.monotonic() - started), 1)
         pipeline = self.results["bootstrap"]["rows_per_s"]
         batch_size = DEFAULT_TOPOLOGY.emu_batch_size
         self.results["raw_model"] = {
-            "texts_per_s_batch_10": raw[f"batch_{batch_size}"], "texts_per_s_batch_64": raw["batch_64"],
+            "texts_per_s_batch_10": raw[f"batch_{batch_size}"],
+            "texts_per_s_batch_64": raw["batch_64"],
             "ratio_vs_batch_10": round(pipeline / raw[f"batch_{batch_size}"], 3),
             "ratio_vs_batch_64": round(pipeline / raw["batch_64"], 3),
         }
@@ -175,8 +188,11 @@ class Bench:
                     with lock:
                         ids = list(pending)
                     if ids:
-                        cur.execute("SELECT product_id, indexed_version FROM sync_state"
-                                    " WHERE product_id = ANY(%s) AND status = 'indexed'", (ids,))
+                        cur.execute(
+                            "SELECT product_id, indexed_version FROM sync_state"
+                            " WHERE product_id = ANY(%s) AND status = 'indexed'",
+                            (ids,),
+                        )
                         now = time.monotonic()
                         with lock:
                             for pid, version in cur.fetchall():
@@ -209,9 +225,12 @@ class Bench:
         watcher.join(120)
         found = self._found_by_search(edited[-10:])
         self.results["change_latency_ms"] = {
-            "edits": len(latencies), "pace_per_s": round(1 / pace, 1),
-            "p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1),
-            "p99": round(percentile(latencies, 99), 1), "max": round(max(latencies), 1),
+            "edits": len(latencies),
+            "pace_per_s": round(1 / pace, 1),
+            "p50": round(percentile(latencies, 50), 1),
+            "p95": round(percentile(latencies, 95), 1),
+            "p99": round(percentile(latencies, 99), 1),
+            "max": round(max(latencies), 1),
             "found_by_search": found,
         }
 
@@ -248,9 +267,11 @@ class Bench:
         self._wait_queue_empty()
         redelivery_seconds = time.monotonic() - started
         self.results["rebootstrap_unchanged"] = {
-            "bootstrap_enqueued": result["enqueued"], "bootstrap_seconds": round(rerun_seconds, 2),
+            "bootstrap_enqueued": result["enqueued"],
+            "bootstrap_seconds": round(rerun_seconds, 2),
             "bootstrap_embeddings": calls_after_rerun - calls_before,
-            "redelivered": len(rows), "redelivery_seconds": round(redelivery_seconds, 2),
+            "redelivered": len(rows),
+            "redelivery_seconds": round(redelivery_seconds, 2),
             "redelivery_embeddings": self._count("SELECT count(*) FROM embed_calls") - calls_after_rerun,
         }
 
@@ -272,8 +293,11 @@ class Bench:
                 started = time.perf_counter()
                 service.search(QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}"), k=10)
                 timings.append((time.perf_counter() - started) * 1000)
-            results[str(size)] = {"queries": len(timings), "p50_ms": round(percentile(timings, 50), 1),
-                                  "p95_ms": round(percentile(timings, 95), 1)}
+            results[str(size)] = {
+                "queries": len(timings),
+                "p50_ms": round(percentile(timings, 50), 1),
+                "p95_ms": round(percentile(timings, 95), 1),
+            }
             db.close()
         self.results["search_latency"] = results
 
@@ -305,8 +329,9 @@ class Bench:
         with conn, conn.cursor() as cur:
             cur.execute("DROP INDEX product_vectors_hnsw")
             cur.execute("CREATE TEMP TABLE real_vectors (n int, embedding vector)")
-            cur.executemany("INSERT INTO real_vectors VALUES (%s, %s::vector)",
-                            [(n, text) for n, (_, text) in enumerate(real)])
+            cur.executemany(
+                "INSERT INTO real_vectors VALUES (%s, %s::vector)", [(n, text) for n, (_, text) in enumerate(real)]
+            )
             cur.execute(
                 "INSERT INTO product_vectors (product_id, embedding, sku, name, category, price, version, content_hash)"
                 " SELECT p.id, r.embedding + (SELECT array_agg((random() - 0.5) * 0.02 + 0 * g + 0 * p.id)::vector"
@@ -324,7 +349,8 @@ class Bench:
         runtime_pids = json.loads((self.home / "processes.json").read_text())
         memory = {name: peak_rss_mb(pid) for name, pid in runtime_pids.items()}
         memory["bench (this process: seed, bootstrap, raw model, search)"] = round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        )
         postmaster = self.supervisor.database.pgdata / "postmaster.pid"
         if postmaster.exists():
             memory["postgres (postmaster)"] = peak_rss_mb(int(postmaster.read_text().split()[0]))
@@ -352,22 +378,40 @@ def render(results: dict[str, Any], console: Console) -> str:
     b, raw, lat = results["bootstrap"], results["raw_model"], results["change_latency_ms"]
     re, search, mem = results["rebootstrap_unchanged"], results["search_latency"], results["peak_memory_mb"]
     rows = [
-        ("Bootstrap throughput (end to end)", f"{b['rows_per_s']} rows/s ({b['rows']} rows in {b['seconds']} s, "
-                                              f"{b['embed_calls']} embed calls)", ""),
+        (
+            "Bootstrap throughput (end to end)",
+            f"{b['rows_per_s']} rows/s ({b['rows']} rows in {b['seconds']} s, {b['embed_calls']} embed calls)",
+            "",
+        ),
         ("Raw model, same texts, batches of 10", f"{raw['texts_per_s_batch_10']} texts/s", ""),
         ("Raw model, same texts, batches of 64", f"{raw['texts_per_s_batch_64']} texts/s", ""),
         ("Pipeline / raw (batches of 10)", f"{raw['ratio_vs_batch_10']}", "≥ 0.90"),
         ("Pipeline / raw (batches of 64)", f"{raw['ratio_vs_batch_64']}", ""),
-        ("Change → searchable p50 / p95 / p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms "
-                                                f"({lat['edits']} edits, {lat['pace_per_s']}/s; found by search "
-                                                f"{lat['found_by_search']})", "p95 ≤ 500 ms"),
+        (
+            "Change → searchable p50 / p95 / p99",
+            f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms "
+            f"({lat['edits']} edits, {lat['pace_per_s']}/s; found by search "
+            f"{lat['found_by_search']})",
+            "p95 ≤ 500 ms",
+        ),
     ]
     for size, s in search.items():
         rows.append((f"Search p50 / p95 at {size} products", f"{s['p50_ms']} / {s['p95_ms']} ms", "p95 ≤ 50 ms"))
-    rows.append(("Re-bootstrap, nothing changed", f"{re['bootstrap_embeddings']} embeddings, "
-                 f"{re['bootstrap_enqueued']} enqueued, {re['bootstrap_seconds']} s", "0 embeddings"))
-    rows.append(("Re-delivery of every row", f"{re['redelivery_embeddings']} embeddings, {re['redelivered']} "
-                 f"messages in {re['redelivery_seconds']} s", "0 embeddings"))
+    rows.append(
+        (
+            "Re-bootstrap, nothing changed",
+            f"{re['bootstrap_embeddings']} embeddings, "
+            f"{re['bootstrap_enqueued']} enqueued, {re['bootstrap_seconds']} s",
+            "0 embeddings",
+        )
+    )
+    rows.append(
+        (
+            "Re-delivery of every row",
+            f"{re['redelivery_embeddings']} embeddings, {re['redelivered']} messages in {re['redelivery_seconds']} s",
+            "0 embeddings",
+        )
+    )
     for name, mb in mem.items():
         rows.append((f"Peak memory: {name}", f"{mb} MB", ""))
     table = Table(title=f"refarch bench — {results['machine']}")

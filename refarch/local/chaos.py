@@ -8,6 +8,7 @@ faults (429, 500, timeouts) exercise the client's own retry path and scenarios r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -34,8 +35,26 @@ from refarch.vector_index import PgVectorIndex
 DIMENSION = 64
 MODEL = "text-embedding-3-small"
 VISIBILITY_TIMEOUT = 3
-WORDS = ("river", "granite", "velvet", "orbit", "maple", "signal", "ember", "harbor", "quartz", "meadow",
-         "lantern", "cobalt", "saffron", "tundra", "willow", "canyon", "beacon", "juniper")
+WORDS = (
+    "river",
+    "granite",
+    "velvet",
+    "orbit",
+    "maple",
+    "signal",
+    "ember",
+    "harbor",
+    "quartz",
+    "meadow",
+    "lantern",
+    "cobalt",
+    "saffron",
+    "tundra",
+    "willow",
+    "canyon",
+    "beacon",
+    "juniper",
+)
 
 
 @dataclass
@@ -56,8 +75,15 @@ class ScenarioResult:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
-        return {"scenario": self.name, "changes": self.changes, "lost": self.lost, "stale": self.stale,
-                "seconds": round(self.seconds, 1), "ok": self.ok, "detail": self.detail}
+        return {
+            "scenario": self.name,
+            "changes": self.changes,
+            "lost": self.lost,
+            "stale": self.stale,
+            "seconds": round(self.seconds, 1),
+            "ok": self.ok,
+            "detail": self.detail,
+        }
 
 
 class ChangeMaker:
@@ -145,14 +171,24 @@ class ChaosHarness:
     def start(self) -> None:
         """Start the stand-in and the stack (no web page), seed and bootstrap, wait until synced."""
         self.openai.start()
-        os.environ.update({
-            "REFARCH_EMBEDDER": "openai", "OPENAI_API_KEY": "chaos-local-key",
-            "OPENAI_BASE_URL": self.openai.base_url, "REFARCH_OPENAI_MODEL": MODEL,
-            "REFARCH_OPENAI_DIMENSIONS": str(DIMENSION), "REFARCH_OPENAI_TIMEOUT_SECONDS": "1",
-            "REFARCH_OPENAI_MAX_RETRIES": "2", "REFARCH_HOME": str(self.home),
-        })
-        self.supervisor = Supervisor(Settings(home=self.home), web_port=free_port(),
-                                     sqs_visibility_timeout=VISIBILITY_TIMEOUT, console=self.console)
+        os.environ.update(
+            {
+                "REFARCH_EMBEDDER": "openai",
+                "OPENAI_API_KEY": "chaos-local-key",
+                "OPENAI_BASE_URL": self.openai.base_url,
+                "REFARCH_OPENAI_MODEL": MODEL,
+                "REFARCH_OPENAI_DIMENSIONS": str(DIMENSION),
+                "REFARCH_OPENAI_TIMEOUT_SECONDS": "1",
+                "REFARCH_OPENAI_MAX_RETRIES": "2",
+                "REFARCH_HOME": str(self.home),
+            }
+        )
+        self.supervisor = Supervisor(
+            Settings(home=self.home),
+            web_port=free_port(),
+            sqs_visibility_timeout=VISIBILITY_TIMEOUT,
+            console=self.console,
+        )
         self.stack.start_database()
         self.stack.start_components(("emu",))
         self.stack.seed(self.rows)
@@ -171,8 +207,12 @@ class ChaosHarness:
     def settled(self) -> bool:
         """Nothing left to do: no pending or failed rows, empty outbox backlog and queue."""
         status = self.stack.status()
-        return (status["pending"] == 0 and status["failed"] == 0 and status["outbox_backlog"] == 0
-                and (status.get("queue_depth") or 0) == 0)
+        return (
+            status["pending"] == 0
+            and status["failed"] == 0
+            and status["outbox_backlog"] == 0
+            and (status.get("queue_depth") or 0) == 0
+        )
 
     def wait_converged(self, timeout: float) -> bool:
         """Wait until settled (True) or the timeout (False)."""
@@ -206,8 +246,10 @@ class ChaosHarness:
             detail = f"did not settle in {timeout}s; status {self.stack.status()} {detail}"
         result = ScenarioResult(name, changes, lost, stale, time.monotonic() - started, detail)
         self.results.append(result)
-        self.console.print(f"  changes {result.changes} · lost {result.lost} · stale {result.stale} · "
-                           f"{result.seconds:.1f}s {'[green]ok[/green]' if result.ok else '[red]FAILED[/red]'}")
+        self.console.print(
+            f"  changes {result.changes} · lost {result.lost} · stale {result.stale} · "
+            f"{result.seconds:.1f}s {'[green]ok[/green]' if result.ok else '[red]FAILED[/red]'}"
+        )
         return result
 
     # -- scenarios -----------------------------------------------------------------------------
@@ -224,16 +266,19 @@ class ChaosHarness:
 
     def listener_killed(self) -> ScenarioResult:
         """The listener is SIGKILLed twice during the edits and restarted by the supervisor."""
-        return self.scenario("listener killed during edits",
-                             lambda: self._kill_during_changes("listener", self.edits, kills=2))
+        return self.scenario(
+            "listener killed during edits", lambda: self._kill_during_changes("listener", self.edits, kills=2)
+        )
 
     def emu_killed(self) -> ScenarioResult:
         """The Emu worker is SIGKILLed mid-batch twice; its in-flight messages come back."""
-        return self.scenario("emu worker killed mid-batch",
-                             lambda: self._kill_during_changes("emu", max(self.edits // 3, 50), kills=2))
+        return self.scenario(
+            "emu worker killed mid-batch", lambda: self._kill_during_changes("emu", max(self.edits // 3, 50), kills=2)
+        )
 
     def embedder_faults(self) -> ScenarioResult:
         """30% of embedding calls fail (429, 500, timeouts) while edits flow."""
+
         def body() -> int:
             self.openai.fault_rate = 0.3
             try:
@@ -249,6 +294,7 @@ class ChaosHarness:
 
     def duplicates_and_reordering(self) -> ScenarioResult:
         """Concurrent workers receive duplicated, stale and reordered messages for the same hot products."""
+
         def body() -> int:
             from refarch.local.handlers import LocalLambdaContext, load_handler
             from refarch.messages import SyncMessage
@@ -268,19 +314,24 @@ class ChaosHarness:
                     records = []
                     for n in range(10):
                         pid = rng.choice(hot)
-                        message = SyncMessage(product_id=pid, version=rng.randint(1, 30), op="update",
-                                              source="change")
-                        records.append({"messageId": f"w{worker}-{time.time_ns()}-{n}",
-                                        "receiptHandle": "direct", "body": message.model_dump_json(),
-                                        "attributes": {"MessageGroupId": str(pid), "ApproximateReceiveCount": "1"},
-                                        "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                                        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:direct.fifo",
-                                        "awsRegion": "us-east-1"})
+                        message = SyncMessage(product_id=pid, version=rng.randint(1, 30), op="update", source="change")
+                        records.append(
+                            {
+                                "messageId": f"w{worker}-{time.time_ns()}-{n}",
+                                "receiptHandle": "direct",
+                                "body": message.model_dump_json(),
+                                "attributes": {"MessageGroupId": str(pid), "ApproximateReceiveCount": "1"},
+                                "messageAttributes": {},
+                                "md5OfBody": "",
+                                "eventSource": "aws:sqs",
+                                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:direct.fifo",
+                                "awsRegion": "us-east-1",
+                            }
+                        )
                     rng.shuffle(records)
-                    try:
+                    # A batch where every record failed raises; redelivery is the queue's job, not ours.
+                    with contextlib.suppress(Exception):
                         handler({"Records": records}, LocalLambdaContext(function_name="emu-direct"))
-                    except Exception:  # a batch where every record failed: redelivery is the queue's job
-                        pass
 
             workers = [threading.Thread(target=deliver, args=(w,), daemon=True) for w in range(3)]
             for w in workers:
@@ -290,8 +341,9 @@ class ChaosHarness:
                 for _ in range(max(self.edits // 10, 20)):
                     conn = connect(self.stack.dsn)
                     with conn, conn.cursor() as cur:
-                        cur.execute("UPDATE products SET description = %s WHERE id = %s",
-                                    (maker.words(), random.choice(hot)))
+                        cur.execute(
+                            "UPDATE products SET description = %s WHERE id = %s", (maker.words(), random.choice(hot))
+                        )
                     conn.close()
                     made += 1
                     time.sleep(0.02)
@@ -306,6 +358,7 @@ class ChaosHarness:
 
     def database_restarted(self) -> ScenarioResult:
         """Postgres restarts (every connection cut) while edits flow; clients reconnect."""
+
         def body() -> int:
             maker = ChangeMaker(self.stack.dsn, seed=5)
             count = max(self.edits // 3, 50)
@@ -322,13 +375,18 @@ class ChaosHarness:
 
     def poison_message(self) -> ScenarioResult:
         """A malformed message reaches the DLQ (reason logged); everything else is unaffected."""
+
         def body() -> int:
             from refarch.queue import make_sqs_client
 
             runtime = json.loads((self.home / "runtime.json").read_text())
             sqs = make_sqs_client(Settings(home=self.home))
-            sqs.send_message(QueueUrl=runtime["queue_url"], MessageBody='{"product_id": "not-a-number"}',
-                             MessageGroupId="poison", MessageDeduplicationId=f"poison-{time.time_ns()}")
+            sqs.send_message(
+                QueueUrl=runtime["queue_url"],
+                MessageBody='{"product_id": "not-a-number"}',
+                MessageGroupId="poison",
+                MessageDeduplicationId=f"poison-{time.time_ns()}",
+            )
             made = ChangeMaker(self.stack.dsn, seed=13).make(30, pace=0.01)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not self.stack.status().get("dlq_depth"):
@@ -344,8 +402,14 @@ class ChaosHarness:
         return result
 
 
-SCENARIOS = ("listener_killed", "emu_killed", "embedder_faults", "duplicates_and_reordering",
-             "database_restarted", "poison_message")
+SCENARIOS = (
+    "listener_killed",
+    "emu_killed",
+    "embedder_faults",
+    "duplicates_and_reordering",
+    "database_restarted",
+    "poison_message",
+)
 
 
 def run_chaos(*, quick: bool, only: tuple[str, ...] = (), json_path: Path | None = None) -> list[ScenarioResult]:
@@ -362,8 +426,9 @@ def run_chaos(*, quick: bool, only: tuple[str, ...] = (), json_path: Path | None
     for column in ("Scenario", "Changes", "Lost", "Stale", "Seconds", "Result", "Detail"):
         table.add_column(column)
     for r in harness.results:
-        table.add_row(r.name, str(r.changes), str(r.lost), str(r.stale), f"{r.seconds:.1f}",
-                      "ok" if r.ok else "FAILED", r.detail)
+        table.add_row(
+            r.name, str(r.changes), str(r.lost), str(r.stale), f"{r.seconds:.1f}", "ok" if r.ok else "FAILED", r.detail
+        )
     console.print(table)
     if json_path:
         json_path.write_text(json.dumps([r.as_dict() for r in harness.results], indent=2))

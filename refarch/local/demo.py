@@ -33,7 +33,6 @@ from refarch.settings import ConfigurationError, Settings, write_local_runtime
 from refarch.status import queue_depths, sync_counts
 
 
-
 def port_is_free(port: int) -> bool:
     """True when nothing listens on 127.0.0.1:port."""
     with socket.socket() as s:
@@ -87,7 +86,10 @@ class Component:
         with self.log.open("ab") as out:
             # Own session: Ctrl-C reaches the supervisor only, which then stops components in order.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "refarch", *self.args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "refarch", *self.args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.started_at = time.monotonic()
@@ -112,8 +114,15 @@ class Component:
 class Supervisor:
     """Starts the local stack, keeps it running, stops it cleanly."""
 
-    def __init__(self, settings: Settings, *, web_port: int, sqs_port: int | None = None,
-                 sqs_visibility_timeout: int | None = None, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        web_port: int,
+        sqs_port: int | None = None,
+        sqs_visibility_timeout: int | None = None,
+        console: Console | None = None,
+    ) -> None:
         self.settings = settings
         self.sqs_visibility_timeout = sqs_visibility_timeout
         self.home = settings.home.resolve()
@@ -129,8 +138,13 @@ class Supervisor:
     def env(self) -> dict[str, str]:
         """Environment for every component: same home, same database, quiet local observability."""
         # The page is served over plain http on 127.0.0.1, so the session cookie cannot be Secure-only.
-        return {**LOCAL_ENV, "REFARCH_SESSION_COOKIE_SECURE": "false", **os.environ,
-                "REFARCH_HOME": str(self.home), "DATABASE_URL": self.dsn}
+        return {
+            **LOCAL_ENV,
+            "REFARCH_SESSION_COOKIE_SECURE": "false",
+            **os.environ,
+            "REFARCH_HOME": str(self.home),
+            "DATABASE_URL": self.dsn,
+        }
 
     def start_database(self) -> None:
         """Start the embedded Postgres (unless DATABASE_URL names another), migrate, publish its address."""
@@ -195,18 +209,21 @@ class Supervisor:
                     continue
                 code = component.process.returncode if component.process else None
                 if code == CONFIGURATION_ERROR_EXIT:
-                    self.console.print(f"[red]{component.name} cannot start: configuration error (see "
-                                       f"{component.log}):[/red]\n" + _tail(component.log))
+                    self.console.print(
+                        f"[red]{component.name} cannot start: configuration error (see "
+                        f"{component.log}):[/red]\n" + _tail(component.log)
+                    )
                     self.fatal.set()
                     return
-                self.console.print(f"[yellow]{component.name} exited ({code}); restarting "
-                                   f"(log: {component.log})[/yellow]")
+                self.console.print(
+                    f"[yellow]{component.name} exited ({code}); restarting (log: {component.log})[/yellow]"
+                )
                 if time.monotonic() - component.started_at > 60:
                     component.restarts = 0  # it ran fine for a while: not a crash loop
                 if component.name == "sqs":
                     # Its queue URLs die with it; nobody may use them until the new server publishes its own.
                     write_local_runtime(self.settings, queue_url="", dlq_url="")
-                if self.stop_event.wait(min(2 ** component.restarts, 30)):
+                if self.stop_event.wait(min(2**component.restarts, 30)):
                     return
                 component.restarts += 1
                 component.start(self.env())
@@ -278,9 +295,11 @@ class Supervisor:
 
 def status_line(status: dict[str, Any]) -> str:
     """One human line: products, indexed, pending, failed, queue, DLQ, oldest pending."""
-    return (f"products {status['products']} · indexed {status['indexed']} · pending {status['pending']} · "
-            f"failed {status['failed']} · queue {status.get('queue_depth')} · dlq {status.get('dlq_depth')} · "
-            f"oldest pending {status['oldest_pending_seconds']:.1f}s")
+    return (
+        f"products {status['products']} · indexed {status['indexed']} · pending {status['pending']} · "
+        f"failed {status['failed']} · queue {status.get('queue_depth')} · dlq {status.get('dlq_depth')} · "
+        f"oldest pending {status['oldest_pending_seconds']:.1f}s"
+    )
 
 
 def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float | None = None) -> int:
@@ -300,12 +319,12 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
         console.print(f"[bold]refarch demo[/bold] · home {supervisor.home}")
         supervisor.start_database()
         supervisor.start_components(("emu", "web"))
-        console.print(f"web page: [link]http://127.0.0.1:{web_port}[/link] (starting) · logs in "
-                      f"{supervisor.home / 'logs'}")
+        console.print(
+            f"web page: [link]http://127.0.0.1:{web_port}[/link] (starting) · logs in {supervisor.home / 'logs'}"
+        )
         inserted = supervisor.seed(rows)
         if inserted is None:
-            console.print("catalog: kept the existing products and their edits "
-                          "(`refarch db seed --rows N` adds more)")
+            console.print("catalog: kept the existing products and their edits (`refarch db seed --rows N` adds more)")
         else:
             console.print(f"catalog: seeded {inserted} products")
         _bootstrap_with_progress(supervisor, console)
@@ -315,13 +334,19 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
             code = _wait_synced(supervisor, timeout)
             status = supervisor.status()
             seconds = time.monotonic() - started
-            print(json.dumps({
-                "rows": status["products"], "seconds": round(seconds, 2),
-                "rows_per_s": round(status["products"] / seconds, 2) if seconds else None,
-                "embed_calls": supervisor.embed_calls_since(started_wall),
-                "failures": status["failed"] + (status.get("dlq_depth") or 0),
-                "indexed": status["indexed"],
-            }), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "rows": status["products"],
+                        "seconds": round(seconds, 2),
+                        "rows_per_s": round(status["products"] / seconds, 2) if seconds else None,
+                        "embed_calls": supervisor.embed_calls_since(started_wall),
+                        "failures": status["failed"] + (status.get("dlq_depth") or 0),
+                        "indexed": status["indexed"],
+                    }
+                ),
+                flush=True,
+            )
             return code
         with Live(console=console, refresh_per_second=2) as live:
             while not stop.wait(0.5):
@@ -341,8 +366,14 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
 
 def _bootstrap_with_progress(supervisor: Supervisor, console: Console) -> None:
     total = supervisor.status()["products"]
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.0f}/s"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
         enqueued = progress.add_task("enqueued", total=total, rate=0.0)
         indexed = progress.add_task("indexed ", total=total, rate=0.0)
         started = time.monotonic()
@@ -369,8 +400,9 @@ def _bootstrap_with_progress(supervisor: Supervisor, console: Console) -> None:
         if not any(c.name == "listener" for c in supervisor.components):
             # Started after the first bootstrap: the seed's outbox rows are covered by it by now.
             supervisor.start_components(("listener",))
-        console.print(f"bootstrap run {result['run_id']}: {result['enqueued']} enqueued, "
-                      f"{result['skipped']} already indexed")
+        console.print(
+            f"bootstrap run {result['run_id']}: {result['enqueued']} enqueued, {result['skipped']} already indexed"
+        )
         watcher.join()
         done.set()
 

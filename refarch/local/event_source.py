@@ -47,9 +47,16 @@ def to_lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> di
 class EventSourcePoller:
     """Receives batches and invokes the handler with at most `concurrency` batches in flight."""
 
-    def __init__(self, client: Any, queue_url: str, *, handler: str = EMU_HANDLER,
-                 topology: Topology = DEFAULT_TOPOLOGY, concurrency: int | None = None,
-                 region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        client: Any,
+        queue_url: str,
+        *,
+        handler: str = EMU_HANDLER,
+        topology: Topology = DEFAULT_TOPOLOGY,
+        concurrency: int | None = None,
+        region: str = "us-east-1",
+    ) -> None:
         self.client = client
         self.queue_url = queue_url
         self.handler_name = handler
@@ -61,8 +68,9 @@ class EventSourcePoller:
         self.invocations = 0
         self.failed_records = 0
         self._lock = threading.Lock()
-        self.queue_arn = client.get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.queue_arn = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
 
     def run(self) -> None:
         """Poll until `stop` is set; in-flight invocations finish first."""
@@ -86,8 +94,11 @@ class EventSourcePoller:
     def receive(self, wait_seconds: int = RECEIVE_WAIT_SECONDS) -> list[dict[str, Any]]:
         """One (long) poll for up to a batch of messages."""
         return self.client.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=self.batch_size, WaitTimeSeconds=wait_seconds,
-            AttributeNames=["All"], MessageSystemAttributeNames=["All"],
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=self.batch_size,
+            WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
         ).get("Messages", [])
 
     def _invoke_and_release(self, handler: Any, messages: list[dict[str, Any]], slots: threading.Semaphore) -> None:
@@ -113,7 +124,7 @@ class EventSourcePoller:
         failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
-            chunk = done[start:start + 10]
+            chunk = done[start : start + 10]
             self.client.delete_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],

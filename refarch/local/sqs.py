@@ -61,12 +61,12 @@ class LocalSqsServer:
                 request["WaitTimeSeconds"] = 0
                 body = json.dumps(request).encode()
         deadline = time.monotonic() + wait
+        response: dict[str, Any] = {}
+
+        def capture(status: str, headers: list, exc_info: Any = None) -> None:
+            response.update(status=status, headers=headers)
+
         while True:
-            response: dict[str, Any] = {}
-
-            def capture(status: str, headers: list, exc_info: Any = None) -> None:
-                response.update(status=status, headers=headers)
-
             env = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
             with self._lock:
                 payload = b"".join(self._app(env, capture))
@@ -118,8 +118,11 @@ def _speed_up_moto() -> None:
         return [m for m in queue._messages if now > m.visible_at and not now < m.delayed_until]
 
     queue_class.messages = property(visible_messages)
-    for name in ("approximate_number_of_messages", "approximate_number_of_messages_not_visible",
-                 "approximate_number_of_messages_delayed"):
+    for name in (
+        "approximate_number_of_messages",
+        "approximate_number_of_messages_not_visible",
+        "approximate_number_of_messages_delayed",
+    ):
         setattr(queue_class, name, reused_for_50ms(getattr(queue_class, name).fget))
 
 
@@ -128,13 +131,19 @@ def start_server(port: int = DEFAULT_PORT) -> LocalSqsServer:
     return LocalSqsServer(port).start()
 
 
-def create_queues(settings: Settings, endpoint: str, *, topology: Topology = DEFAULT_TOPOLOGY,
-                  visibility_timeout: int = LOCAL_VISIBILITY_TIMEOUT) -> dict[str, str]:
+def create_queues(
+    settings: Settings,
+    endpoint: str,
+    *,
+    topology: Topology = DEFAULT_TOPOLOGY,
+    visibility_timeout: int = LOCAL_VISIBILITY_TIMEOUT,
+) -> dict[str, str]:
     """Create the FIFO queue + FIFO DLQ with redrive (idempotent); publish their URLs."""
     write_local_runtime(settings, sqs_endpoint_url=endpoint)
     client = make_sqs_client(settings)
-    dlq_url = client.create_queue(QueueName=DLQ_NAME, Attributes={"FifoQueue": "true",
-                                                                   "MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_url = client.create_queue(
+        QueueName=DLQ_NAME, Attributes={"FifoQueue": "true", "MessageRetentionPeriod": "1209600"}
+    )["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = client.create_queue(
         QueueName=QUEUE_NAME,
@@ -144,8 +153,9 @@ def create_queues(settings: Settings, endpoint: str, *, topology: Topology = DEF
             "DeduplicationScope": "messageGroup",
             "FifoThroughputLimit": "perMessageGroupId",
             "VisibilityTimeout": str(visibility_timeout),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                         "maxReceiveCount": str(topology.max_receive_count)}),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(topology.max_receive_count)}
+            ),
         },
     )["QueueUrl"]
     write_local_runtime(settings, queue_url=queue_url, dlq_url=dlq_url)

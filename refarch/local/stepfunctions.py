@@ -21,14 +21,18 @@ from refarch.topology import (
 )
 
 
-def run_bootstrap(*, topology: Topology = DEFAULT_TOPOLOGY, range_size: int | None = None,
-                  on_batch: Callable[[dict[str, Any]], None] | None = None, fresh: bool = False) -> dict[str, Any]:
+def run_bootstrap(
+    *,
+    topology: Topology = DEFAULT_TOPOLOGY,
+    range_size: int | None = None,
+    on_batch: Callable[[dict[str, Any]], None] | None = None,
+    fresh: bool = False,
+) -> dict[str, Any]:
     """Run one bootstrap execution to the end; return Finalize's output."""
     plan = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": range_size or topology.bootstrap_range_size, "fresh": fresh})
     run_id = plan["run_id"]
     try:
-        with ThreadPoolExecutor(max_workers=topology.bootstrap_max_concurrency,
-                                thread_name_prefix="bootstrap") as pool:
+        with ThreadPoolExecutor(max_workers=topology.bootstrap_max_concurrency, thread_name_prefix="bootstrap") as pool:
             for result in pool.map(lambda item: invoke(BOOTSTRAP_BATCH_HANDLER, item), plan["ranges"]):
                 if on_batch:
                     on_batch(result)

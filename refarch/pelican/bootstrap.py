@@ -30,8 +30,10 @@ def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dic
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("LOCK TABLE bootstrap_runs IN SHARE ROW EXCLUSIVE MODE")
         if fresh:
-            cur.execute("UPDATE bootstrap_runs SET status = 'failed', finished_at = now(),"
-                        " error = 'abandoned: a fresh run was requested' WHERE status = 'running'")
+            cur.execute(
+                "UPDATE bootstrap_runs SET status = 'failed', finished_at = now(),"
+                " error = 'abandoned: a fresh run was requested' WHERE status = 'running'"
+            )
         cur.execute("SELECT id FROM bootstrap_runs WHERE status = 'running'")
         row = cur.fetchone()
         if row:
@@ -85,10 +87,13 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
             (first_id, last_id),
         )
         rows = cur.fetchall()
-        todo = [SyncMessage(product_id=pid, version=version, op="sync", source="bootstrap")
-                for pid, version, current in rows if not current]
+        todo = [
+            SyncMessage(product_id=pid, version=version, op="sync", source="bootstrap")
+            for pid, version, current in rows
+            if not current
+        ]
         for start in range(0, len(todo), SEND_CHUNK):
-            queue.send(todo[start:start + SEND_CHUNK])
+            queue.send(todo[start : start + SEND_CHUNK])
         skipped = len(rows) - len(todo)
         _mark_outbox_covered(cur, [(m.product_id, m.version) for m in todo])
         cur.execute(
@@ -132,8 +137,13 @@ def finalize_bootstrap(db: Database, *, run_id: int) -> dict[str, Any]:
             " finished_at = CASE WHEN %s = 'complete' THEN now() END WHERE id = %s",
             (status, enqueued, skipped, status, run_id),
         )
-    result = {"run_id": run_id, "status": status, "pending_ranges": int(pending), "enqueued": int(enqueued),
-              "skipped": int(skipped)}
+    result = {
+        "run_id": run_id,
+        "status": status,
+        "pending_ranges": int(pending),
+        "enqueued": int(enqueued),
+        "skipped": int(skipped),
+    }
     logger.info("bootstrap finalized", extra=result)
     return result
 

@@ -31,8 +31,14 @@ class OutboxRelay:
     """Moves captured changes from Postgres to SQS, forever, until `stop` is set."""
 
     def __init__(
-        self, dsn: str, queue: SyncQueue, *, poll_seconds: float = 2.0, claim_size: int = 500,
-        prune_after_hours: float = 24.0, heartbeat_file: Path | None = None,
+        self,
+        dsn: str,
+        queue: SyncQueue,
+        *,
+        poll_seconds: float = 2.0,
+        claim_size: int = 500,
+        prune_after_hours: float = 24.0,
+        heartbeat_file: Path | None = None,
     ) -> None:
         self.dsn = dsn
         self.queue = queue
@@ -67,8 +73,9 @@ class OutboxRelay:
             retry=retry_if_exception_type((psycopg2.OperationalError, psycopg2.InterfaceError)),
             wait=wait_exponential(multiplier=0.2, max=10),
             before_sleep=lambda rs: logger.warning(
-                "database unavailable, reconnecting", extra={"attempt": rs.attempt_number,
-                                                             "error": str(rs.outcome.exception())}),
+                "database unavailable, reconnecting",
+                extra={"attempt": rs.attempt_number, "error": str(rs.outcome.exception())},
+            ),
         ):
             with attempt:
                 if not self.stop.is_set():
@@ -105,15 +112,24 @@ class OutboxRelay:
         try:
             self.drain(conn)
         except (BotoCoreError, ClientError, PartialSendError) as err:
-            logger.warning("queue send failed, rows stay in the outbox for the next drain",
-                           extra={"error": f"{type(err).__name__}: {err}"})
+            logger.warning(
+                "queue send failed, rows stay in the outbox for the next drain",
+                extra={"error": f"{type(err).__name__}: {err}"},
+            )
 
     def _maintain(self, conn: Connection) -> None:
         with conn:
             pruned = outbox.prune(conn, self.prune_after_hours)
             count, age = outbox.backlog(conn)
-        logger.info("outbox status", extra={"backlog": count, "oldest_pending_seconds": round(age, 3),
-                                            "pruned": pruned, "sent_total": self.sent})
+        logger.info(
+            "outbox status",
+            extra={
+                "backlog": count,
+                "oldest_pending_seconds": round(age, 3),
+                "pruned": pruned,
+                "sent_total": self.sent,
+            },
+        )
 
     def _heartbeat(self) -> None:
         if self.heartbeat_file is not None:
@@ -130,8 +146,14 @@ def _coalesce(rows: list[outbox.OutboxRow]) -> list[SyncMessage]:
             latest[row.product_id] = row
         earliest[row.product_id] = min(row.created_at, earliest.get(row.product_id, row.created_at))
     return [
-        SyncMessage(product_id=r.product_id, version=r.version, op=r.op, source="change",  # type: ignore[arg-type]
-                    outbox_id=r.id, changed_at=earliest[r.product_id])
+        SyncMessage(
+            product_id=r.product_id,
+            version=r.version,
+            op=r.op,
+            source="change",  # type: ignore[arg-type]
+            outbox_id=r.id,
+            changed_at=earliest[r.product_id],
+        )
         for r in latest.values()
     ]
 

@@ -21,8 +21,14 @@ def outbox_rows(conn) -> list[tuple]:
 
 
 def new_product(conn, sku: str = "T-1", **overrides) -> products.Product:
-    fields = {"sku": sku, "name": "Test Widget", "description": "A widget.", "category": "software",
-              "price": Decimal("9.99"), **overrides}
+    fields = {
+        "sku": sku,
+        "name": "Test Widget",
+        "description": "A widget.",
+        "category": "software",
+        "price": Decimal("9.99"),
+        **overrides,
+    }
     with conn:
         return products.create(conn, fields)
 

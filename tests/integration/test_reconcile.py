@@ -26,10 +26,12 @@ def drain(settings) -> int:
 def test_drift_is_reported_and_repaired_through_the_queue(emu_runtime, local_settings, conn):
     # Given 40 products indexed by Emu
     catalog.seed(conn, 40)
-    outcome = emu_runtime.emu.process({
-        str(i): SyncMessage(product_id=i, version=1, op="sync", source="bootstrap").model_dump_json()
-        for i in range(1, 41)
-    })
+    outcome = emu_runtime.emu.process(
+        {
+            str(i): SyncMessage(product_id=i, version=1, op="sync", source="bootstrap").model_dump_json()
+            for i in range(1, 41)
+        }
+    )
     assert outcome.failures == {} and outcome.embedded == 40
     model_id = emu_runtime.embedder.model_id
     assert find_drift(emu_runtime.db, emu_runtime.index, model_id).clean
@@ -39,8 +41,10 @@ def test_drift_is_reported_and_repaired_through_the_queue(emu_runtime, local_set
         cur.execute("DELETE FROM product_vectors WHERE product_id = 3")
         cur.execute("UPDATE product_vectors SET content_hash = 'corrupted' WHERE product_id = 5")
         cur.execute("UPDATE product_vectors SET version = 99 WHERE product_id = 7")
-        cur.execute("INSERT INTO product_vectors SELECT 9999, embedding, sku, name, category, price, version,"
-                    " content_hash, updated_at FROM product_vectors WHERE product_id = 1")
+        cur.execute(
+            "INSERT INTO product_vectors SELECT 9999, embedding, sku, name, category, price, version,"
+            " content_hash, updated_at FROM product_vectors WHERE product_id = 1"
+        )
 
     # Then reconcile reports exactly that drift
     report = find_drift(emu_runtime.db, emu_runtime.index, model_id)
@@ -56,10 +60,12 @@ def test_drift_is_reported_and_repaired_through_the_queue(emu_runtime, local_set
 
 def test_cli_reports_drift_with_a_failing_exit_code(emu_runtime, local_settings, conn, monkeypatch):
     catalog.seed(conn, 5)
-    emu_runtime.emu.process({
-        str(i): SyncMessage(product_id=i, version=1, op="sync", source="bootstrap").model_dump_json()
-        for i in range(1, 6)
-    })
+    emu_runtime.emu.process(
+        {
+            str(i): SyncMessage(product_id=i, version=1, op="sync", source="bootstrap").model_dump_json()
+            for i in range(1, 6)
+        }
+    )
     with conn, conn.cursor() as cur:
         cur.execute("DELETE FROM product_vectors WHERE product_id = 2")
     monkeypatch.setattr("refarch.runtime.Runtime.embedder", emu_runtime.embedder)

@@ -54,8 +54,12 @@ def synced(dsn: str) -> bool:
 
 def search(home: Path, query: str, k: int = 5) -> list[dict]:
     """`refarch search --json`, through the real command."""
-    result = CliRunner().invoke(main, ["search", query, "--k", str(k), "--json"],
-                                env={"REFARCH_HOME": str(home), "DATABASE_URL": ""}, catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["search", query, "--k", str(k), "--json"],
+        env={"REFARCH_HOME": str(home), "DATABASE_URL": ""},
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout.strip().splitlines()[-1])["results"]
 
@@ -82,8 +86,13 @@ def diagnose(home: Path) -> str:
     parts = [f"runtime: {rt}"]
     try:
         parts.append(f"status: {counts(rt['database_url'])}")
-        sqs = boto3.client("sqs", endpoint_url=rt["sqs_endpoint_url"], region_name="us-east-1",
-                           aws_access_key_id="local", aws_secret_access_key="local")
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=rt["sqs_endpoint_url"],
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
         parts.append(f"queue: {sqs.get_queue_attributes(QueueUrl=rt['queue_url'], AttributeNames=['All'])}")
     except Exception as err:  # diagnostics must not hide the original failure
         parts.append(f"(diagnostics failed: {err})")
@@ -102,8 +111,12 @@ def start_demo(home: Path, rows: int, port: int) -> subprocess.Popen:
     env.pop("DATABASE_URL", None)
     home.mkdir(parents=True, exist_ok=True)
     log = (home.parent / "demo.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "refarch", "demo", "--rows", str(rows), "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "refarch", "demo", "--rows", str(rows), "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_local_stack_syncs_edits_and_survives_a_worker_crash(demo_home: Path):
@@ -130,11 +143,12 @@ def _run_scenario(demo_home: Path) -> None:
     # When a person edits, inserts and deletes (straight in Postgres, like any other client)
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
-        cur.execute("UPDATE products SET description = 'A basket woven underwater by scuba divers.'"
-                    " WHERE id = 5")
-        cur.execute("INSERT INTO products (sku, name, description, category, price) VALUES"
-                    " ('NEW-1', 'Quantum Teapot', 'A teapot that brews tea using quantum tunnelling.',"
-                    " 'kitchen', 42) RETURNING id")
+        cur.execute("UPDATE products SET description = 'A basket woven underwater by scuba divers.' WHERE id = 5")
+        cur.execute(
+            "INSERT INTO products (sku, name, description, category, price) VALUES"
+            " ('NEW-1', 'Quantum Teapot', 'A teapot that brews tea using quantum tunnelling.',"
+            " 'kitchen', 42) RETURNING id"
+        )
         new_id = cur.fetchone()[0]
         cur.execute("SELECT name FROM products WHERE id = 7")
         deleted_name = cur.fetchone()[0]
@@ -151,14 +165,18 @@ def _run_scenario(demo_home: Path) -> None:
     conn = psycopg2.connect(dsn)
     for i in range(60):
         with conn, conn.cursor() as cur:
-            cur.execute("UPDATE products SET description = description || %s WHERE id = %s",
-                        (f" Revision {i}.", 10 + i))
+            cur.execute(
+                "UPDATE products SET description = description || %s WHERE id = %s", (f" Revision {i}.", 10 + i)
+            )
         if i == 20:
             os.kill(emu_pid, signal.SIGKILL)
     conn.close()
     # Then the supervisor restarts it and nothing is lost
-    wait_for(lambda: json.loads((demo_home / "processes.json").read_text())["emu"] != emu_pid, 60,
-             "the worker to be restarted")
+    wait_for(
+        lambda: json.loads((demo_home / "processes.json").read_text())["emu"] != emu_pid,
+        60,
+        "the worker to be restarted",
+    )
     wait_for(lambda: synced(dsn), 120, "the changes made around the crash to sync")
     assert index_matches_database(dsn) == []
 
@@ -168,9 +186,23 @@ def _rerun_resumes(demo_home: Path) -> None:
     env = {**os.environ, "REFARCH_HOME": str(demo_home)}
     env.pop("DATABASE_URL", None)
     rerun = subprocess.run(
-        [sys.executable, "-m", "refarch", "demo", "--rows", "300", "--port", str(free_port()),
-         "--exit-when-synced", "--timeout", "120"],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "refarch",
+            "demo",
+            "--rows",
+            "300",
+            "--port",
+            str(free_port()),
+            "--exit-when-synced",
+            "--timeout",
+            "120",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     # Then it resumes: data persisted, nothing unchanged is re-embedded, and it says so in one JSON line
     assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -186,16 +218,53 @@ def test_a_dimension_mismatch_stops_the_demo_with_a_clear_error(tmp_path: Path):
     home = tmp_path / "home"
     env = {**os.environ, "REFARCH_HOME": str(home)}
     env.pop("DATABASE_URL", None)
-    first = subprocess.run([sys.executable, "-m", "refarch", "demo", "--rows", "20", "--port", str(free_port()),
-                            "--exit-when-synced", "--timeout", "120"], env=env, capture_output=True, text=True,
-                           timeout=300)
+    first = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refarch",
+            "demo",
+            "--rows",
+            "20",
+            "--port",
+            str(free_port()),
+            "--exit-when-synced",
+            "--timeout",
+            "120",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     # When the demo restarts with a 64-d OpenAI-compatible embedder (never reached: the check comes first)
-    mismatched = {**env, "REFARCH_EMBEDDER": "openai", "OPENAI_API_KEY": "not-used",
-                  "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "REFARCH_OPENAI_DIMENSIONS": "64"}
-    second = subprocess.run([sys.executable, "-m", "refarch", "demo", "--rows", "20", "--port", str(free_port()),
-                             "--exit-when-synced", "--timeout", "120"], env=mismatched, capture_output=True,
-                            text=True, timeout=300)
+    mismatched = {
+        **env,
+        "REFARCH_EMBEDDER": "openai",
+        "OPENAI_API_KEY": "not-used",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "REFARCH_OPENAI_DIMENSIONS": "64",
+    }
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refarch",
+            "demo",
+            "--rows",
+            "20",
+            "--port",
+            str(free_port()),
+            "--exit-when-synced",
+            "--timeout",
+            "120",
+        ],
+        env=mismatched,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     # Then it stops at once with exit code 2 and an error naming both dimensions
     assert second.returncode == 2, second.stderr[-2000:]
     assert "384" in second.stderr and "64" in second.stderr and "dimension" in second.stderr

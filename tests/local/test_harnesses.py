@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
 def run_refarch(*args: str, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ}
     env.pop("DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "refarch", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "refarch", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
@@ -28,8 +29,12 @@ def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     # Then each ends converged: nothing lost, nothing stale, and the poison message is in the DLQ
     scenarios = json.loads(out.read_text())
     assert [s["scenario"] for s in scenarios] == [
-        "listener killed during edits", "emu worker killed mid-batch", "embedder failing 30% of calls",
-        "duplicate and reordered deliveries, concurrent workers", "database restarted under load", "poison message",
+        "listener killed during edits",
+        "emu worker killed mid-batch",
+        "embedder failing 30% of calls",
+        "duplicate and reordered deliveries, concurrent workers",
+        "database restarted under load",
+        "poison message",
     ]
     failed = [s for s in scenarios if not s["ok"]]
     assert failed == [], result.stderr[-3000:]
