@@ -17,7 +17,7 @@ from cdk_app.config import StageConfig
 from cdk_app.constructs.lambda_code import PROJECT_ROOT, lambda_code
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
-from cdk_app.nag import acknowledge
+from cdk_app.nag import acknowledge, acknowledge_provider_framework
 from refarch import topology
 
 # A pinned minor version: upgrades are a reviewed change, not a surprise (minor patches still auto-apply).
@@ -176,18 +176,7 @@ class DataStack(Stack):
         )
         # The instance (and the security group rule letting the function in) must exist first.
         self.schema.node.add_dependency(self.database)
-        acknowledge(
-            provider,
-            "AwsSolutions-IAM4",
-            "The CDK custom resource framework's function uses the AWS-maintained logging policy.",
-            findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",),
-        )
-        acknowledge(
-            provider,
-            "AwsSolutions-IAM5",
-            "The framework may invoke any version of the migration function (CDK's own policy).",
-            findings=(f"Resource::<{self.get_logical_id(migrate.function.node.default_child)}.Arn>:*",),
-        )
+        acknowledge_provider_framework(provider, migrate.function, "migration")
 
     def _acknowledge_findings(self, config: StageConfig) -> None:
         acknowledge(

@@ -32,6 +32,22 @@ def acknowledge(scope: IConstruct, rule: str, reason: str, *, findings: tuple[st
 AWS_CUSTOM_RESOURCE_PROVIDER_ID = "AWS679f53fac002430cb0da5b7982bd2287"
 
 
+def acknowledge_provider_framework(provider: IConstruct, function: IConstruct, what: str) -> None:
+    """The findings every `custom_resources.Provider` raises, with the reasons they are acceptable."""
+    acknowledge(
+        provider,
+        "AwsSolutions-IAM4",
+        "The CDK custom resource framework's function uses the AWS-maintained logging policy.",
+        findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",),
+    )
+    acknowledge(
+        provider,
+        "AwsSolutions-IAM5",
+        f"The framework may invoke any version of the {what} function (CDK's own policy).",
+        findings=(f"Resource::<{Stack.of(function).get_logical_id(function.node.default_child)}.Arn>:*",),
+    )
+
+
 def acknowledge_aws_custom_resource(stack: Stack) -> None:
     """Accept the findings on CDK's AwsCustomResource provider function (CDK-owned code and policy)."""
     provider = stack.node.try_find_child(AWS_CUSTOM_RESOURCE_PROVIDER_ID)

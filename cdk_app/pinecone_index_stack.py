@@ -13,7 +13,7 @@ from constructs import Construct
 from cdk_app.config import StageConfig
 from cdk_app.constructs.lambda_code import lambda_code
 from cdk_app.constructs.python_function import PythonFunction
-from cdk_app.nag import acknowledge
+from cdk_app.nag import acknowledge_provider_framework
 from refarch import topology
 
 
@@ -56,15 +56,4 @@ class PineconeIndexStack(Stack):
         )
         self.host = index.get_att_string("Host")
         CfnOutput(self, "PineconeHost", value=self.host, description="The index's data-plane host")
-        acknowledge(
-            provider,
-            "AwsSolutions-IAM4",
-            "The CDK custom resource framework's function uses the AWS-maintained logging policy.",
-            findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",),
-        )
-        acknowledge(
-            provider,
-            "AwsSolutions-IAM5",
-            "The framework may invoke any version of the index function (CDK's own policy).",
-            findings=(f"Resource::<{self.get_logical_id(create_index.function.node.default_child)}.Arn>:*",),
-        )
+        acknowledge_provider_framework(provider, create_index.function, "index")

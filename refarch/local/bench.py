@@ -212,7 +212,8 @@ class Bench:
                 busy = pid in pending
             if busy:
                 continue
-            text = f"Edition {i}: a limited run finished in hand-rubbed teal lacquer number {i}."
+            # A description no other product has (another catalog item's), so a search for it is decisive.
+            text = catalog.make_product(self.rows + 1 + i).description
             with conn, conn.cursor() as cur:
                 cur.execute("UPDATE products SET description = %s WHERE id = %s RETURNING version", (text, pid))
                 version = cur.fetchone()[0]

@@ -181,29 +181,19 @@ def _run_scenario(demo_home: Path) -> None:
     assert index_matches_database(dsn) == []
 
 
+def run_demo_until_synced(home: Path, rows: int, **env_overrides: str) -> subprocess.CompletedProcess:
+    """`refarch demo --exit-when-synced` on this home, as a script would run it."""
+    env = {**os.environ, "REFARCH_HOME": str(home), **env_overrides}
+    env.pop("DATABASE_URL", None)
+    args = ["demo", "--rows", str(rows), "--port", str(free_port()), "--exit-when-synced", "--timeout", "120"]
+    return subprocess.run(
+        [sys.executable, "-m", "refarch", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
 def _rerun_resumes(demo_home: Path) -> None:
     # Given the same home, When the demo runs again to completion
-    env = {**os.environ, "REFARCH_HOME": str(demo_home)}
-    env.pop("DATABASE_URL", None)
-    rerun = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refarch",
-            "demo",
-            "--rows",
-            "300",
-            "--port",
-            str(free_port()),
-            "--exit-when-synced",
-            "--timeout",
-            "120",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    rerun = run_demo_until_synced(demo_home, rows=300)
     # Then it resumes: data persisted, nothing unchanged is re-embedded, and it says so in one JSON line
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])
@@ -216,54 +206,16 @@ def _rerun_resumes(demo_home: Path) -> None:
 def test_a_dimension_mismatch_stops_the_demo_with_a_clear_error(tmp_path: Path):
     # Given a home whose index was built by the local 384-d model
     home = tmp_path / "home"
-    env = {**os.environ, "REFARCH_HOME": str(home)}
-    env.pop("DATABASE_URL", None)
-    first = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refarch",
-            "demo",
-            "--rows",
-            "20",
-            "--port",
-            str(free_port()),
-            "--exit-when-synced",
-            "--timeout",
-            "120",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    first = run_demo_until_synced(home, rows=20)
     assert first.returncode == 0, first.stderr[-2000:]
     # When the demo restarts with a 64-d OpenAI-compatible embedder (never reached: the check comes first)
-    mismatched = {
-        **env,
-        "REFARCH_EMBEDDER": "openai",
-        "OPENAI_API_KEY": "not-used",
-        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
-        "REFARCH_OPENAI_DIMENSIONS": "64",
-    }
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refarch",
-            "demo",
-            "--rows",
-            "20",
-            "--port",
-            str(free_port()),
-            "--exit-when-synced",
-            "--timeout",
-            "120",
-        ],
-        env=mismatched,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    second = run_demo_until_synced(
+        home,
+        rows=20,
+        REFARCH_EMBEDDER="openai",
+        OPENAI_API_KEY="not-used",
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+        REFARCH_OPENAI_DIMENSIONS="64",
     )
     # Then it stops at once with exit code 2 and an error naming both dimensions
     assert second.returncode == 2, second.stderr[-2000:]
