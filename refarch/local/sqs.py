@@ -94,19 +94,23 @@ def _speed_up_moto() -> None:
     """
     import moto.sqs.models as sqs_models
 
+    if getattr(sqs_models, "_refarch_patched", False):  # once per process, however many servers start
+        return
+    sqs_models._refarch_patched = True  # type: ignore[attr-defined]
+
     original_ms, original_s = sqs_models.unix_time_millis, sqs_models.unix_time
     sqs_models.unix_time_millis = lambda dt=None: time.time() * 1000.0 if dt is None else original_ms(dt)
     sqs_models.unix_time = lambda dt=None: time.time() if dt is None else original_s(dt)
 
-    def reused_for_50ms(count: Any) -> property:
+    def reused_for_50ms(name: str, count: Any) -> property:
         def getter(queue: Any) -> int:
             cache = queue.__dict__.setdefault("_refarch_counts", {})
             # Any send, receive or delete changes the key, so only visibility timeouts can be 50 ms late.
             key = (len(queue._messages), len(queue.pending_messages))
             now = time.monotonic()
-            cached = cache.get(count.__name__)
+            cached = cache.get(name)
             if cached is None or cached[1] != key or now - cached[0] > 0.05:
-                cached = cache[count.__name__] = (now, key, count(queue))
+                cached = cache[name] = (now, key, count(queue))
             return cached[2]
 
         return property(getter)
@@ -123,7 +127,7 @@ def _speed_up_moto() -> None:
         "approximate_number_of_messages_not_visible",
         "approximate_number_of_messages_delayed",
     ):
-        setattr(queue_class, name, reused_for_50ms(getattr(queue_class, name).fget))
+        setattr(queue_class, name, reused_for_50ms(name, getattr(queue_class, name).fget))
 
 
 def start_server(port: int = DEFAULT_PORT) -> LocalSqsServer:

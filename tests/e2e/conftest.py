@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +43,12 @@ CHROMIUM_ARGS = [
 
 @dataclass
 class Stack:
-    """The running system: where the page is, and how to reach its database."""
+    """The running system: where the page is, how to reach its database, and a way to hold Emu back."""
 
     url: str
     dsn: str
     edit_password: str
+    sync_paused: Callable[[], AbstractContextManager[None]]
 
 
 def _wait_until_indexed(dsn: str, expected: int, deadline_seconds: float) -> None:
@@ -104,9 +106,25 @@ def stack(
     ]
     for thread in threads:
         thread.start()
+
+    @contextmanager
+    def sync_paused() -> Iterator[None]:
+        """Emu takes nothing from the queue inside the block (an edit stays visibly pending); then resumes.
+
+        The pipeline indexes an edit in well under a second, often before the page can show 'pending'.
+        """
+        poller.stop.set()
+        threads[1].join(timeout=30)
+        try:
+            yield
+        finally:
+            poller.stop.clear()
+            threads[1] = threading.Thread(target=poller.run, name="poller", daemon=True)
+            threads[1].start()
+
     try:
         _wait_until_indexed(dsn, SEED_ROWS, deadline_seconds=180)
-        yield Stack(url=f"http://127.0.0.1:{port}", dsn=dsn, edit_password=EDIT_PASSWORD)
+        yield Stack(url=f"http://127.0.0.1:{port}", dsn=dsn, edit_password=EDIT_PASSWORD, sync_paused=sync_paused)
     finally:
         server.shutdown()
         poller.stop.set()
