@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
@@ -17,23 +15,11 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from refarch.db import migrate  # noqa: E402
+from refarch.db import migrate, with_database  # noqa: E402
 from refarch.local.database import LocalDatabase  # noqa: E402
+from refarch.local.demo import free_port  # noqa: E402  (re-exported for the tests)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def with_database(dsn: str, name: str) -> str:
-    """The same server URL pointing at another database."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")

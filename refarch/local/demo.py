@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -275,12 +276,16 @@ class Supervisor:
             result = sync_counts(conn)
         finally:
             conn.close()
+        runtime = self._runtime()
+        result.update(queue_depths(self._sqs, runtime.get("queue_url"), runtime.get("dlq_url")))
+        return result
+
+    @cached_property
+    def _sqs(self) -> Any:
+        """One SQS client for every status poll (the local server keeps its port across restarts)."""
         from refarch.queue import make_sqs_client
 
-        settings = Settings(home=self.home)
-        runtime = self._runtime()
-        result.update(queue_depths(make_sqs_client(settings), runtime.get("queue_url"), runtime.get("dlq_url")))
-        return result
+        return make_sqs_client(Settings(home=self.home))
 
     def embed_calls_since(self, started: float) -> int:
         """Provider calls recorded by Emu since a wall-clock time."""
