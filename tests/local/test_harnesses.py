@@ -59,4 +59,9 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     assert report["rebootstrap_unchanged"]["redelivery_embeddings"] == 0
     assert report["rebootstrap_unchanged"]["redelivered"] == 300
     assert {"emu", "listener", "sqs", "web"} <= set(report["peak_memory_mb"])
+    # Where the bootstrap's CPU went: Emu and Postgres did work; the parts add up to the total.
+    cpu = report["bootstrap_cpu_ms_per_row"]
+    total = next(value for key, value in cpu.items() if key.startswith("all"))
+    assert cpu["emu"] > 0 and cpu["postgres"] > 0
+    assert abs(sum(v for k, v in cpu.items() if not k.startswith("all")) - total) < 0.1
     assert "| Pipeline / raw (batches of 10) |" in md.read_text()
