@@ -9,6 +9,7 @@ from aws_cdk import CfnOutput, CustomResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
@@ -19,6 +20,7 @@ from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.nag import acknowledge, acknowledge_provider_framework
 from refarch import topology
+from refarch.db.roles import RUNTIME_ROLES
 
 # A pinned minor version: upgrades are a reviewed change, not a surprise (minor patches still auto-apply).
 POSTGRES_VERSION = rds.PostgresEngineVersion.VER_16_13
@@ -88,6 +90,14 @@ class DataStack(Stack):
             retention=config.log_retention,
             removal_policy=RemovalPolicy.DESTROY,
         )
+        # Every secret names the application database: a secret without `dbname` means `postgres`.
+        self._admin_secret = admin_secret = rds.DatabaseSecret(
+            self,
+            "DatabaseSecret",
+            username=DATABASE_ADMIN,
+            dbname=DATABASE_NAME,
+            secret_name=f"{config.stack_prefix}/database",
+        )
         self.database = rds.DatabaseInstance(
             self,
             "Database",
@@ -98,9 +108,7 @@ class DataStack(Stack):
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
             publicly_accessible=False,
             database_name=DATABASE_NAME,
-            credentials=rds.Credentials.from_generated_secret(
-                DATABASE_ADMIN, secret_name=f"{config.stack_prefix}/database"
-            ),
+            credentials=rds.Credentials.from_secret(admin_secret),
             parameter_group=parameters,
             storage_type=rds.StorageType.GP3,
             allocated_storage=config.db_allocated_storage_gb,
@@ -114,8 +122,24 @@ class DataStack(Stack):
             cloudwatch_logs_exports=["postgresql"],
         )
         self.database.node.add_dependency(postgres_logs)
-        assert self.database.secret is not None  # from_generated_secret always creates one
+        assert self.database.secret is not None  # from_secret attaches the admin secret to the instance
+        # The admin credentials: only the migrate custom resource reads them.
         self.database_secret = self.database.secret
+        # Each runtime logs in as its own database role (migration 0005) with its own generated secret.
+        self._runtime_logins = {
+            runtime: rds.DatabaseSecret(
+                self,
+                f"DatabaseLogin{runtime.capitalize()}",
+                username=role,
+                dbname=DATABASE_NAME,
+                secret_name=f"{config.stack_prefix}/database/{runtime}",
+            )
+            for runtime, role in RUNTIME_ROLES.items()
+        }
+        # Attached: Secrets Manager adds the instance's host and port to each secret.
+        self.runtime_database_secrets: dict[str, secretsmanager.ISecret] = {
+            runtime: login.attach(self.database) for runtime, login in self._runtime_logins.items()
+        }
 
         queues = SyncQueues(self, "Sync", stage=config.name, topo=config.topology)
         self.queue = queues.queue
@@ -127,7 +151,7 @@ class DataStack(Stack):
             self,
             "DatabaseSecretArn",
             value=self.database_secret.secret_arn,
-            description="Secrets Manager secret with the database admin credentials",
+            description="Secrets Manager secret with the database admin credentials (migrations only)",
         )
         CfnOutput(self, "QueueUrl", value=self.queue.queue_url, description="The FIFO sync queue")
         CfnOutput(
@@ -159,6 +183,15 @@ class DataStack(Stack):
         ).attach(
             grantee=migrate.function, connections=migrate.function, add_environment=migrate.function.add_environment
         )
+        # It turns each runtime's login on with the password from that runtime's secret.
+        for secret in self.runtime_database_secrets.values():
+            secret.grant_read(migrate.function)
+        migrate.function.add_environment(
+            "REFARCH_DATABASE_ROLE_SECRET_ARNS",
+            self.to_json_string({runtime: s.secret_arn for runtime, s in self.runtime_database_secrets.items()}),
+        )
+        # With the pgvector backend it creates the vector table, sized for the embedder.
+        migrate.function.add_environment("REFARCH_OPENAI_DIMENSIONS", str(config.search.openai_dimensions))
         provider = cr.Provider(
             self,
             "SchemaProvider",
@@ -172,7 +205,12 @@ class DataStack(Stack):
             "Schema",
             service_token=provider.service_token,
             resource_type="Custom::RefarchSchema",
-            properties={"MigrationsHash": migrations_hash(), "SeedRows": str(config.seed_rows)},
+            properties={
+                "MigrationsHash": migrations_hash(),
+                "SeedRows": str(config.seed_rows),
+                # A new or replaced runtime secret re-runs the resource, which applies its password.
+                "RuntimeSecrets": [s.secret_arn for s in self.runtime_database_secrets.values()],
+            },
         )
         # The instance (and the security group rule letting the function in) must exist first.
         self.schema.node.add_dependency(self.database)
@@ -185,13 +223,13 @@ class DataStack(Stack):
             "Postgres listens on its default port; only the runtimes' security groups can reach it "
             "and it sits in isolated subnets, so a non-default port adds no protection.",
         )
-        acknowledge(
-            self.database,
-            "AwsSolutions-SMG4",
+        rotation_reason = (
             "No automatic rotation: the runtimes read the credentials once per process "
             "(refarch.secrets) and would fail to open new connections after a rotation until they "
-            "restart. Turn rotation on once they re-read the secret on an authentication failure.",
+            "restart. Turn rotation on once they re-read the secret on an authentication failure."
         )
+        for secret in (self._admin_secret, *self._runtime_logins.values()):
+            acknowledge(secret, "AwsSolutions-SMG4", rotation_reason)
         if not config.db_multi_az:
             acknowledge(
                 self.database,

@@ -8,25 +8,38 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from refarch import catalog
 from refarch.db import migrate
+from refarch.db.roles import enable_runtime_logins
 from refarch.observability import logger
 from refarch.runtime import Runtime
+from refarch.settings import ConfigurationError
+from refarch.vector_index import PgVectorIndex
 
 runtime = Runtime(application_name="migrate")
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Create/Update: migrate (idempotent, advisory-locked), seed an empty catalog if asked. Delete: keep the data."""
+    """Create/Update: migrate, create the vector table, enable the runtimes' logins, seed if asked. Delete: keep data.
+
+    All of it is idempotent and advisory-locked where it matters, so a retry or a second deploy is safe.
+    """
     if event.get("RequestType") == "Delete":
         return {"PhysicalResourceId": event.get("PhysicalResourceId", "schema")}
+    settings = runtime.settings
     applied = migrate(runtime.db.dsn)
+    if settings.vector_backend_kind == "pgvector":
+        # Created here, as the owner: the runtimes' roles may read and write it, never create or alter it.
+        if not settings.openai_dimensions:
+            raise ConfigurationError("the pgvector table needs REFARCH_OPENAI_DIMENSIONS (the embedder's dimension)")
+        PgVectorIndex(runtime.db, settings.openai_dimensions).ensure()
     seed_rows = int(event.get("ResourceProperties", {}).get("SeedRows", 0) or 0)
     inserted = 0
-    if seed_rows:
-        conn = runtime.db.connect()
-        try:
+    conn = runtime.db.connect()
+    try:
+        logins = enable_runtime_logins(conn, settings)
+        if seed_rows:
             inserted = catalog.seed_if_empty(conn, seed_rows) or 0
-        finally:
-            conn.close()
-    logger.info("schema ready", extra={"applied": applied, "seeded": inserted})
+    finally:
+        conn.close()
+    logger.info("schema ready", extra={"applied": applied, "seeded": inserted, "logins": logins})
     return {"PhysicalResourceId": "schema", "Data": {"Applied": len(applied), "Seeded": inserted}}

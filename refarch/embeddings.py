@@ -70,10 +70,13 @@ class OpenAIEmbedder:
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Vectors from the API; raises the SDK's error once its retries are exhausted."""
+        from openai import omit
+
         vectors: list[list[float]] = []
         for chunk in self._requests([self._truncate(t) for t in texts]):
-            kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
-            response = self._client.embeddings.create(model=self.model, input=chunk, encoding_format="float", **kwargs)
+            response = self._client.embeddings.create(
+                model=self.model, input=chunk, encoding_format="float", dimensions=self.dimensions or omit
+            )
             ordered = sorted(response.data, key=lambda d: d.index)
             vectors.extend(list(d.embedding) for d in ordered)
         return vectors
@@ -99,7 +102,10 @@ class LocalEmbedder:
                 path = f"sentence-transformers/{model_name}"
         self._model = SentenceTransformer(path, device="cpu")
         # The model truncates to its own limit (256 word pieces); longer text is cut, not rejected.
-        self.dimension = int(self._model.get_embedding_dimension())
+        dimension = self._model.get_embedding_dimension()
+        if dimension is None:
+            raise ConfigurationError(f"embedding model {path} does not report its vector dimension")
+        self.dimension = int(dimension)
         self.model_id = f"local:{model_name}:{self.dimension}"
         self._lock = threading.Lock()
 

@@ -105,7 +105,7 @@ class Emu:
                     continue
                 digest = content_hash(self.embedder.model_id, row.embedding_text())
                 current = entry is not None and entry.status == "indexed" and entry.content_hash == digest
-                if current and entry.indexed_version >= row.version and pid not in force:
+                if current and entry is not None and entry.indexed_version >= row.version and pid not in force:
                     outcome.skipped += 1
                 elif current and pid not in force:
                     metadata_only[pid] = {**row.metadata(), "content_hash": digest}

@@ -7,11 +7,13 @@ wins and a message can be duplicated, delayed or reordered without harm.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
+
+SyncOp = Literal["insert", "update", "delete", "sync"]
 
 
 class SyncMessage(BaseModel):
@@ -22,7 +24,7 @@ class SyncMessage(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     product_id: int = Field(gt=0)
     version: int = Field(ge=1)
-    op: Literal["insert", "update", "delete", "sync"]
+    op: SyncOp
     source: Literal["change", "bootstrap", "repair"]
     outbox_id: int | None = None
     # When the change was committed (the outbox row's created_at): Emu reports sync lag from it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from refarch.db import Connection
+from refarch.db import Connection, fetch_one
 
 
 @dataclass(frozen=True)
@@ -53,5 +53,5 @@ def backlog(conn: Connection) -> tuple[int, float]:
             "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)"
             " FROM sync_outbox WHERE enqueued_at IS NULL"
         )
-        count, age = cur.fetchone()
+        count, age = fetch_one(cur)
         return int(count), float(age)

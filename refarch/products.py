@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg2.extras
 
-from refarch.db import Connection
+from refarch.db import Connection, fetch_one
 
 MAX_DESCRIPTION_CHARS = 100_000
 EDITABLE_FIELDS = ("sku", "name", "description", "category", "price")
@@ -179,7 +179,7 @@ def list_page(
     where, params = _filters(category, min_price, max_price)
     with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute(f"SELECT count(*) AS n FROM products {where}", params)
-        total = cur.fetchone()["n"]
+        total = fetch_one(cur)["n"]
         cur.execute(
             f"SELECT {_COLUMNS} FROM products {where} ORDER BY id LIMIT %s OFFSET %s",
             [*params, limit, offset],
@@ -187,8 +187,9 @@ def list_page(
         return _rows(cur), total
 
 
-def _filters(category: str | None, min_price: Decimal | None, max_price: Decimal | None) -> tuple[str, list]:
-    clauses, params = [], []
+def _filters(category: str | None, min_price: Decimal | None, max_price: Decimal | None) -> tuple[str, list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
     if category:
         clauses.append("category = %s")
         params.append(category)

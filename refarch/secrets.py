@@ -30,6 +30,12 @@ def api_key_from_secret(arn: str, region: str) -> str:
     raise ValueError(f"secret {arn} holds JSON without an apiKey field")
 
 
+def credentials_from_secret(arn: str, region: str) -> tuple[str, str]:
+    """(username, password) from an RDS-style credentials secret."""
+    data = json.loads(secret_string(arn, region))
+    return str(data["username"]), str(data["password"])
+
+
 def database_url_from_secret(arn: str, region: str) -> str:
     """A libpq URL (TLS required) from an RDS-generated credentials secret."""
     data = json.loads(secret_string(arn, region))

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".refarch"), validation_alias=AliasChoices("REFARCH_HOME", "home"))
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"))
     database_secret_arn: str | None = None
+    # Only the migrate step: {"web"|"emu"|"pelican": secret ARN} of each runtime's own database login.
+    database_role_secret_arns: dict[str, str] = Field(default_factory=dict)
 
     aws_region: str = Field(default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "aws_region"))
     sqs_endpoint_url: str | None = None

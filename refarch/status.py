@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from refarch.db import Connection
+from refarch.db import Connection, fetch_one
 
 
 def ping(conn: Connection) -> None:
@@ -24,16 +24,16 @@ def sync_counts(conn: Connection) -> dict[str, Any]:
             " count(*) FILTER (WHERE status = 'failed')"
             " FROM product_sync_status"
         )
-        total, indexed, pending, failed = cur.fetchone()
+        total, indexed, pending, failed = fetch_one(cur)
         # Oldest change not yet reflected in the index (updated_at is when that state was committed).
         cur.execute(
             "SELECT coalesce(extract(epoch FROM now() - min(p.updated_at)), 0) FROM products p"
             " LEFT JOIN sync_state s ON s.product_id = p.id"
             " WHERE s.product_id IS NULL OR s.indexed_version < p.version OR s.status = 'failed'"
         )
-        oldest = float(cur.fetchone()[0])
+        oldest = float(fetch_one(cur)[0])
         cur.execute("SELECT count(*) FROM sync_outbox WHERE enqueued_at IS NULL")
-        outbox_backlog = cur.fetchone()[0]
+        outbox_backlog = fetch_one(cur)[0]
     return {
         "products": total,
         "indexed": indexed,

@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 import psycopg2.extras
 
-from refarch.db import Database
+from refarch.db import Database, fetch_one
+from refarch.db.roles import VECTOR_TABLE_GRANTS
 from refarch.settings import ConfigurationError, Settings
 
 
@@ -114,6 +115,7 @@ class PgVectorIndex:
             )
             cur.execute("CREATE INDEX product_vectors_hnsw ON product_vectors USING hnsw (embedding vector_cosine_ops)")
             cur.execute("CREATE INDEX product_vectors_category ON product_vectors (category)")
+            cur.execute(VECTOR_TABLE_GRANTS)
 
     def upsert(self, records: list[VectorRecord]) -> None:
         """Insert or replace vectors."""
@@ -171,7 +173,8 @@ class PgVectorIndex:
 
     def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
         """Nearest neighbours by cosine distance."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if filter and filter.category is not None:
             clauses.append("category = %s")
             params.append(filter.category)
@@ -216,7 +219,7 @@ class PgVectorIndex:
         """Number of vectors."""
         with self.db.transaction() as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM product_vectors")
-            return int(cur.fetchone()[0])
+            return int(fetch_one(cur)[0])
 
     def scan(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """All ids with version and hash."""
@@ -250,11 +253,15 @@ class PineconeIndex:
     ) -> None:
         from pinecone import Pinecone
 
-        if not (index_name or host):
+        if host:
+            target = {"host": host}
+        elif index_name:
+            target = {"name": index_name}
+        else:
             raise ConfigurationError("Pinecone chosen but neither PINECONE_INDEX_NAME nor PINECONE_HOST is set")
         self._pc = Pinecone(api_key=api_key)
         self.index_name = index_name
-        self._index = self._pc.Index(host=host) if host else self._pc.Index(name=index_name)
+        self._index = self._pc.Index(**target)
         self.namespace = namespace
         self.dimension = dimension
 

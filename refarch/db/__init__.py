@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -19,6 +20,23 @@ from refarch.settings import Settings
 MIGRATION_LOCK = (0x7265, 1)
 
 Connection = psycopg2.extensions.connection
+
+_Row = TypeVar("_Row")
+_RowCo = TypeVar("_RowCo", covariant=True)
+
+
+class _RowCursor(Protocol[_RowCo]):
+    """Any psycopg2 cursor: tuple rows, or dict rows from a RealDictCursor."""
+
+    def fetchone(self) -> _RowCo | None: ...
+
+
+def fetch_one(cur: _RowCursor[_Row]) -> _Row:
+    """The next row of a query that always returns one (an aggregate, EXISTS, RETURNING); a missing row is a bug."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError("the query returned no row where one must exist")
+    return row
 
 
 def connect(dsn: str, *, autocommit: bool = False, application_name: str = "refarch") -> Connection:

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from refarch import catalog
-from refarch.db import Database, connect, migrate, with_database
+from refarch.db import Database, connect, fetch_one, migrate, with_database
 from refarch.local.demo import Supervisor, free_port
 from refarch.messages import SyncMessage
 from refarch.products import embedding_text
@@ -124,7 +124,7 @@ class Bench:
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, params)
-                return int(cur.fetchone()[0])
+                return int(fetch_one(cur)[0])
         finally:
             conn.close()
 
@@ -257,7 +257,7 @@ class Bench:
             text = catalog.make_product(self.rows + 1 + i).description
             with conn, conn.cursor() as cur:
                 cur.execute("UPDATE products SET description = %s WHERE id = %s RETURNING version", (text, pid))
-                version = cur.fetchone()[0]
+                version = fetch_one(cur)[0]
             with lock:
                 pending[pid] = (version, time.monotonic())
             edited.append((pid, text))

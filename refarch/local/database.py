@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 import pgserver
-from pgserver._commands import pg_ctl
+
+# pgserver creates its command wrappers (pg_ctl, initdb, ...) at import time, so they are not visible to mypy.
+from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
 # pgserver logs every step at INFO through the root logger; keep the console for our own output.
 logging.getLogger("pgserver").setLevel(logging.WARNING)

@@ -27,7 +27,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from refarch import catalog
-from refarch.db import connect, migrate
+from refarch.db import connect, fetch_one, migrate
 from refarch.local import LOCAL_ENV
 from refarch.local.database import LocalDatabase
 from refarch.settings import ConfigurationError, Settings, write_local_runtime
@@ -293,7 +293,7 @@ class Supervisor:
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT count(*) FROM embed_calls WHERE called_at >= to_timestamp(%s)", (started,))
-                return int(cur.fetchone()[0])
+                return int(fetch_one(cur)[0])
         finally:
             conn.close()
 

@@ -121,14 +121,14 @@ def _speed_up_moto() -> None:
         now = time.time() * 1000.0  # one clock reading per scan, not two per message
         return [m for m in queue._messages if now > m.visible_at and not now < m.delayed_until]
 
-    queue_class.messages = property(visible_messages)
+    queue_class.messages = property(visible_messages)  # type: ignore[method-assign, assignment]
 
     def retained(backend: Any, queue_name: str, message: Any) -> bool:
         # moto computes every queue attribute (three scans of every message) to read this one, per message received.
         retention = int(backend.get_queue(queue_name).message_retention_period)
         return retention + message.sent_timestamp / 1000 > time.time()
 
-    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = retained
+    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign, assignment]
 
     def delete_message(queue: Any, receipt_handle: str) -> None:
         # One pass instead of moto's two, each building a list of handles per message.
@@ -142,7 +142,7 @@ def _speed_up_moto() -> None:
                 return
         raise sqs_models.ReceiptHandleIsInvalid()
 
-    queue_class.delete_message = delete_message
+    queue_class.delete_message = delete_message  # type: ignore[method-assign, assignment]
     for name in (
         "approximate_number_of_messages",
         "approximate_number_of_messages_not_visible",

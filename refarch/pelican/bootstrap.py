@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from refarch.db import Database
+from refarch.db import Database, fetch_one
 from refarch.messages import SyncMessage
 from refarch.observability import logger
 from refarch.queue import SyncQueue
@@ -41,12 +41,12 @@ def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dic
             logger.info("resuming bootstrap run", extra={"run_id": run_id})
         else:
             cur.execute("SELECT count(*), coalesce(min(id), 1), coalesce(max(id), 0) FROM products")
-            total, low, high = cur.fetchone()
+            total, low, high = fetch_one(cur)
             cur.execute(
                 "INSERT INTO bootstrap_runs (range_size, total_rows) VALUES (%s, %s) RETURNING id",
                 (range_size, total),
             )
-            run_id = cur.fetchone()[0]
+            run_id = fetch_one(cur)[0]
             cur.execute(
                 "INSERT INTO bootstrap_ranges (run_id, range_no, first_id, last_id)"
                 " SELECT %s, n, %s + n * %s, %s + (n + 1) * %s - 1"
@@ -130,7 +130,7 @@ def finalize_bootstrap(db: Database, *, run_id: int) -> dict[str, Any]:
             " FROM bootstrap_ranges WHERE run_id = %s",
             (run_id,),
         )
-        pending, enqueued, skipped = cur.fetchone()
+        pending, enqueued, skipped = fetch_one(cur)
         status = "running" if pending else "complete"
         cur.execute(
             "UPDATE bootstrap_runs SET status = %s, enqueued = %s, skipped = %s,"

@@ -13,6 +13,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 import psycopg2
 from botocore.exceptions import BotoCoreError, ClientError
@@ -20,7 +21,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from refarch import outbox
 from refarch.db import Connection, connect
-from refarch.messages import SyncMessage
+from refarch.messages import SyncMessage, SyncOp
 from refarch.observability import logger
 from refarch.queue import PartialSendError, SyncQueue
 
@@ -74,7 +75,8 @@ class OutboxRelay:
             wait=wait_exponential(multiplier=0.2, max=10),
             before_sleep=lambda rs: logger.warning(
                 "database unavailable, reconnecting",
-                extra={"attempt": rs.attempt_number, "error": str(rs.outcome.exception())},
+                # before_sleep runs only after a failed attempt, so the outcome is always set.
+                extra={"attempt": rs.attempt_number, "error": str(rs.outcome.exception() if rs.outcome else None)},
             ),
         ):
             with attempt:
@@ -149,8 +151,8 @@ def _coalesce(rows: list[outbox.OutboxRow]) -> list[SyncMessage]:
         SyncMessage(
             product_id=r.product_id,
             version=r.version,
-            op=r.op,
-            source="change",  # type: ignore[arg-type]
+            op=cast(SyncOp, r.op),  # the table's CHECK allows only SyncOp values; SyncMessage validates it again
+            source="change",
             outbox_id=r.id,
             changed_at=earliest[r.product_id],
         )

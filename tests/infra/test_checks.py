@@ -135,7 +135,7 @@ def test_secrets_are_generated_or_referenced_never_given_a_value(any_stage: Synt
     assert secrets and all("SecretString" not in s and "GenerateSecretString" in s for s in secrets)
     secretish = {name for name in env if SECRETISH_NAME.search(name)}
     assert secretish
-    assert all(name.endswith("_SECRET_ARN") for name in secretish), secretish
+    assert all(name.endswith(("_SECRET_ARN", "_SECRET_ARNS")) for name in secretish), secretish
 
 
 def test_unknown_stage_is_a_clear_error() -> None:

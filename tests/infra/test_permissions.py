@@ -1,9 +1,9 @@
 """Least privilege, role by role: each runtime can touch only the secrets and queue operations it uses.
 
 IAM decides which secrets a runtime can read and what it may do with the queues. Inside Postgres
-every runtime logs in with the same generated credentials, so table-level limits ("Emu cannot
-write tables it does not own") are a database-grants matter IAM cannot express; docs/deploy.md
-says so and how to add per-runtime database roles.
+each runtime logs in as its own role (web, emu, pelican) with its own secret, so reading only its
+own secret is what confines it to its tables; the grants themselves are tested against a real
+database in tests/integration/test_runtime_roles.py. Only the migrate function reads the admin secret.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ ALWAYS_ALLOWED = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 def secrets_readable(role_grants: dict[str, list[str]]) -> set[str]:
     """Which of our secrets a role may read, by name."""
     names = {
-        "DatabaseSecret": "database",
+        "DatabaseSecret": "database-admin",
+        "DatabaseLoginWeb": "database:web",
+        "DatabaseLoginEmu": "database:emu",
+        "DatabaseLoginPelican": "database:pelican",
         "openai-api-key": "openai",
         "pinecone-api-key": "pinecone",
         "EditPassword": "edit-password",
@@ -50,21 +53,25 @@ LAMBDA_ROLES = {
     # handler: (stack attribute, secrets it may read, queue actions on the main queue)
     topology.EMU_HANDLER: (
         "emu",
-        {"database", "openai", "pinecone"},
+        {"database:emu", "openai", "pinecone"},
         QUEUE_READ | {"sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
     ),
-    topology.MIGRATE_HANDLER: ("data", {"database"}, set()),
+    topology.MIGRATE_HANDLER: (
+        "data",
+        {"database-admin", "database:web", "database:emu", "database:pelican"},
+        set(),
+    ),
     topology.PINECONE_INDEX_HANDLER: ("pinecone_index", {"pinecone"}, set()),
-    topology.BOOTSTRAP_PLAN_HANDLER: ("pelican", {"database"}, set()),
+    topology.BOOTSTRAP_PLAN_HANDLER: ("pelican", {"database:pelican"}, set()),
     topology.BOOTSTRAP_BATCH_HANDLER: (
         "pelican",
-        {"database"},
+        {"database:pelican"},
         {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
     ),
-    topology.BOOTSTRAP_FINALIZE_HANDLER: ("pelican", {"database"}, set()),
+    topology.BOOTSTRAP_FINALIZE_HANDLER: ("pelican", {"database:pelican"}, set()),
     topology.RECONCILE_HANDLER: (
         "pelican",
-        {"database", "openai", "pinecone"},
+        {"database:pelican", "openai", "pinecone"},
         {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
     ),
 }
@@ -100,7 +107,7 @@ def test_web_cannot_read_or_write_the_queue(dev: Synthesized) -> None:
     assert queue_actions(role_grants, "SyncQueue") == {"sqs:GetQueueAttributes"}
     assert queue_actions(role_grants, "DeadLetter") == {"sqs:GetQueueAttributes"}
     assert not (QUEUE_READ | {QUEUE_SEND}) & set(role_grants)
-    assert secrets_readable(role_grants) == {"database", "openai", "pinecone", "edit-password", "session"}
+    assert secrets_readable(role_grants) == {"database:web", "openai", "pinecone", "edit-password", "session"}
     assert set(role_grants) <= SECRET_READ | {"sqs:GetQueueAttributes"}
 
 
@@ -110,7 +117,7 @@ def test_listener_sends_but_never_receives(dev: Synthesized) -> None:
     role_grants = grants(template, container_task_role(template, "listener"))
     # Then it can enqueue and read the database secret, nothing else
     assert queue_actions(role_grants, "SyncQueue") == {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
-    assert secrets_readable(role_grants) == {"database"}
+    assert secrets_readable(role_grants) == {"database:pelican"}
     assert set(role_grants) <= SECRET_READ | {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
 
 

@@ -1,0 +1,52 @@
+"""The database roles of the runtimes (created and granted by migration 0005) and their logins.
+
+Each runtime connects as its own role with only the rights its code needs; the migrate custom
+resource, the only holder of the admin credentials, turns each role's LOGIN on with the password
+from that runtime's generated secret. Passwords are sent as literals inside ALTER ROLE (utility
+statements take no bind parameters) and are never logged.
+"""
+
+from __future__ import annotations
+
+from psycopg2 import sql
+
+from refarch.db import Connection
+from refarch.settings import Settings
+
+# Runtime -> database role. The runtimes' secrets are keyed by these runtime names.
+RUNTIME_ROLES = {"web": "refarch_web", "emu": "refarch_emu", "pelican": "refarch_pelican"}
+
+# Run after a vector table is created: the same grants migration 0005 gives an existing one.
+VECTOR_TABLE_GRANTS = """
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'refarch_emu') THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON product_vectors TO refarch_emu;
+        GRANT SELECT ON product_vectors TO refarch_web, refarch_pelican;
+    END IF;
+END $$
+"""
+
+
+def enable_login(conn: Connection, runtime: str, *, username: str, password: str) -> None:
+    """Let `runtime`'s role log in with this secret's username and password (idempotent; rotates the password)."""
+    role = RUNTIME_ROLES.get(runtime)
+    if role is None:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {sorted(RUNTIME_ROLES)}")
+    if username != role:
+        raise ValueError(f"the {runtime} secret names user {username!r}; the {runtime} role is {role!r}")
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    conn.commit()
+
+
+def enable_runtime_logins(conn: Connection, settings: Settings) -> list[str]:
+    """Enable the login of every runtime whose secret the settings name; return those runtimes."""
+    from refarch.secrets import credentials_from_secret
+
+    enabled = []
+    for runtime, arn in sorted(settings.database_role_secret_arns.items()):
+        username, password = credentials_from_secret(arn, settings.aws_region)
+        enable_login(conn, runtime, username=username, password=password)
+        enabled.append(runtime)
+    return enabled

@@ -1,0 +1,185 @@
+"""Least privilege in the database: each runtime's real code works as its own role, and nothing more does.
+
+The migrate step (as admin) creates the roles and the vector table; then the web, Emu and Pelican
+code paths run on connections logged in as refarch_web, refarch_emu and refarch_pelican.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from decimal import Decimal
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.errors
+import pytest
+
+from refarch import catalog, products
+from refarch.db import Database, connect
+from refarch.db.roles import RUNTIME_ROLES, enable_login
+from refarch.emu import Emu
+from refarch.pelican.bootstrap import finalize_bootstrap, plan_bootstrap, run_batch
+from refarch.pelican.listener import OutboxRelay
+from refarch.queue import SyncQueue, make_sqs_client
+from refarch.search import SearchService
+from refarch.status import sync_counts
+from refarch.vector_index import PgVectorIndex
+
+
+@pytest.fixture
+def login_as(dsn: str) -> Callable[[str], str]:
+    """Turn a runtime's role LOGIN on (as the migrate custom resource does) and return its DSN."""
+
+    def login(runtime: str) -> str:
+        role, password = RUNTIME_ROLES[runtime], secrets.token_urlsafe(16)
+        admin = connect(dsn)
+        try:
+            enable_login(admin, runtime, username=role, password=password)
+        finally:
+            admin.close()
+        parts = urlsplit(dsn)
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
+
+    return login
+
+
+@pytest.fixture
+def vectors(dsn: str, local_embedder) -> PgVectorIndex:
+    """The vector table, created by the admin (the migrate step does this on AWS)."""
+    index = PgVectorIndex(Database(dsn), local_embedder.dimension)
+    index.ensure()
+    return index
+
+
+def refused(dsn: str, statement: str, params: tuple = ()) -> bool:
+    """True if the database refuses the statement for lack of privilege."""
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+    except psycopg2.errors.InsufficientPrivilege:
+        return True
+    finally:
+        conn.rollback()
+        conn.close()
+    return False
+
+
+def whoami(dsn: str) -> str:
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+FORBIDDEN = {
+    "web": [
+        "INSERT INTO sync_outbox (product_id, op, version) VALUES (1, 'update', 99)",
+        "UPDATE sync_outbox SET enqueued_at = now()",
+        "UPDATE sync_state SET indexed_version = 99",
+        "DELETE FROM product_vectors",
+        "UPDATE bootstrap_runs SET status = 'failed'",
+    ],
+    "emu": [
+        "UPDATE products SET name = 'x'",
+        "DELETE FROM products",
+        "INSERT INTO products (sku, name, description, category, price) VALUES ('X', 'x', 'x', 'x', 1)",
+        "UPDATE sync_outbox SET enqueued_at = now()",
+        "DELETE FROM sync_state",
+        "INSERT INTO bootstrap_runs (range_size, total_rows) VALUES (1, 1)",
+    ],
+    "pelican": [
+        "UPDATE products SET name = 'x'",
+        "DELETE FROM products",
+        "UPDATE sync_state SET indexed_version = 99",
+        "INSERT INTO sync_outbox (product_id, op, version) VALUES (1, 'update', 99)",
+        "DELETE FROM product_vectors",
+        "INSERT INTO embed_calls (model, texts) VALUES ('m', 1)",
+    ],
+}
+
+
+@pytest.mark.parametrize("runtime", sorted(FORBIDDEN))
+def test_each_role_is_refused_what_its_runtime_does_not_do(runtime, dsn, login_as, vectors):
+    role_dsn = login_as(runtime)
+    assert whoami(role_dsn) == RUNTIME_ROLES[runtime]
+    for statement in FORBIDDEN[runtime]:
+        assert refused(role_dsn, statement), f"{runtime} may run: {statement}"
+    # None of them can create tables or roles, or read the migration bookkeeping's DDL rights.
+    assert refused(role_dsn, "CREATE TABLE mine (id int)")
+    assert refused(role_dsn, "ALTER ROLE refarch_web SUPERUSER")
+
+
+def test_the_whole_flow_runs_with_each_runtime_on_its_own_role(dsn, login_as, vectors, local_settings, local_embedder):
+    """Seed (admin) → bootstrap (pelican) → index (emu) → search (web) → edit (web) → relay (pelican) → index (emu)."""
+    admin = connect(dsn)
+    catalog.seed(admin, 30)
+    admin.close()
+    web_dsn, emu_dsn, pelican_dsn = login_as("web"), login_as("emu"), login_as("pelican")
+    queue = SyncQueue(make_sqs_client(local_settings), local_settings.resolved_queue_url())
+
+    # Pelican: the bootstrap's plan, batches and finalize.
+    pelican_db = Database(pelican_dsn)
+    plan = plan_bootstrap(pelican_db, range_size=10)
+    for item in plan["ranges"]:
+        run_batch(pelican_db, queue, run_id=plan["run_id"], range_no=item["range_no"])
+    assert finalize_bootstrap(pelican_db, run_id=plan["run_id"])["enqueued"] == 30
+
+    # Emu: its index check at start, then every queued message.
+    emu_index = PgVectorIndex(Database(emu_dsn), local_embedder.dimension)
+    emu_index.ensure()  # the table exists: a check, no DDL
+    emu = Emu(Database(emu_dsn), local_embedder, emu_index)
+
+    def index_everything_queued() -> int:
+        done = 0
+        while batch := queue.client.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=10).get("Messages"):
+            outcome = emu.process({m["MessageId"]: m["Body"] for m in batch})
+            assert outcome.failures == {}
+            for m in batch:
+                queue.client.delete_message(QueueUrl=queue.url, ReceiptHandle=m["ReceiptHandle"])
+            done += len(batch)
+        return done
+
+    assert index_everything_queued() == 30
+    assert vectors.count() == 30
+
+    # Web: search, status, and an edit (whose outbox row the trigger writes with its owner's rights).
+    web_db = Database(web_dsn)
+    search = SearchService(web_db, local_embedder, PgVectorIndex(web_db, local_embedder.dimension))
+    assert len(search.search("products", k=5).hits) == 5
+    with web_db.transaction() as conn:
+        assert sync_counts(conn)["indexed"] == 30
+        edited = products.update(
+            conn,
+            1,
+            {"description": "A neural network that forecasts demand", "price": Decimal("5")},
+            expected_version=1,
+        )
+        created = products.create(
+            conn, {"sku": "ROLE-1", "name": "Role test", "description": "x", "category": "software", "price": "1"}
+        )
+        products.delete(conn, 2)
+
+    # Pelican's listener relays the three changes; Emu indexes them.
+    relay_conn = connect(pelican_dsn)
+    assert OutboxRelay(pelican_dsn, queue).drain(relay_conn) == 3
+    relay_conn.close()
+    assert index_everything_queued() == 3
+    stored = {pid: meta for pid, meta in vectors.scan()}
+    assert stored[edited.id]["version"] == 2 and created.id in stored and 2 not in stored
+
+
+def test_login_refuses_a_secret_for_another_role(dsn):
+    admin = connect(dsn)
+    try:
+        with pytest.raises(ValueError, match="refarch_web"):
+            enable_login(admin, "web", username="refarch_admin", password="x")
+        with pytest.raises(ValueError, match="unknown runtime"):
+            enable_login(admin, "root", username="root", password="x")
+    finally:
+        admin.close()
