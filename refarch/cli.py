@@ -141,7 +141,13 @@ def emu() -> None:
 
 @emu.command("worker")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Default: Emu's reserved concurrency.")
-def emu_worker(concurrency: int | None) -> None:
+@click.option(
+    "--ready-file",
+    default="emu.ready",
+    show_default=True,
+    help="Created under REFARCH_HOME once the worker's configuration holds (for a supervisor).",
+)
+def emu_worker(concurrency: int | None, ready_file: str) -> None:
     """Poll the local queue and invoke the Emu Lambda handler (the local event source mapping)."""
     from refarch.local.event_source import EventSourcePoller
     from refarch.queue import make_sqs_client
@@ -157,7 +163,7 @@ def emu_worker(concurrency: int | None) -> None:
         sys.exit(2)
     # Readiness for the local supervisor: the runtime is built and the configuration holds.
     settings.home.mkdir(parents=True, exist_ok=True)
-    (settings.home / "emu.ready").touch()
+    (settings.home / ready_file).touch()
     poller = EventSourcePoller(
         make_sqs_client(settings), settings.resolved_queue_url(), concurrency=concurrency, region=settings.aws_region
     )
@@ -174,7 +180,7 @@ def emu_worker(concurrency: int | None) -> None:
 @click.option("--exit-when-synced", is_flag=True, help="Exit once every row is indexed; print a JSON summary.")
 @click.option("--timeout", type=float, help="With --exit-when-synced: give up after this many seconds (exit 1).")
 def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) -> None:
-    """Run the whole system locally: Postgres, SQS, listener, Emu worker, web; bootstrap the catalog."""
+    """Run the whole system locally: Postgres, SQS, listener, Emu workers, web; bootstrap the catalog."""
     from refarch.local.demo import run_demo
 
     sys.exit(run_demo(rows=rows, web_port=port, exit_when_synced=exit_when_synced, timeout=timeout))

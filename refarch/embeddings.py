@@ -85,7 +85,7 @@ class OpenAIEmbedder:
 class LocalEmbedder:
     """sentence-transformers all-MiniLM-L6-v2 (384-d, normalised), loaded offline when packaged."""
 
-    def __init__(self, model_name: str = "all-MiniLM-L6-v2") -> None:
+    def __init__(self, model_name: str = "all-MiniLM-L6-v2", *, threads: int | None = None) -> None:
         import os
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,6 +100,11 @@ class LocalEmbedder:
                 path = str(get_model_path())
             except ImportError:
                 path = f"sentence-transformers/{model_name}"
+        if threads:
+            import torch
+
+            # Several model processes on one machine each take a share of the cores, not all of them.
+            torch.set_num_threads(threads)
         self._model = SentenceTransformer(path, device="cpu")
         # The model truncates to its own limit (256 word pieces); longer text is cut, not rejected.
         dimension = self._model.get_embedding_dimension()
@@ -136,6 +141,6 @@ def make_embedder(settings: Settings) -> Embedder:
             max_retries=settings.openai_max_retries,
         )
     else:
-        embedder = LocalEmbedder(settings.local_model)
+        embedder = LocalEmbedder(settings.local_model, threads=settings.local_model_threads)
     logger.info("embedder ready", extra={"model_id": embedder.model_id, "dimension": embedder.dimension})
     return embedder

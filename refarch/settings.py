@@ -38,6 +38,8 @@ class Settings(BaseSettings):
 
     embedder: Literal["local", "openai"] | None = None
     local_model: str = "all-MiniLM-L6-v2"
+    # CPU threads for the local model in this process (None: torch's default, one per core).
+    local_model_threads: int | None = None
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
     )

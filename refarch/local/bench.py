@@ -27,7 +27,7 @@ from rich.table import Table
 
 from refarch import catalog
 from refarch.db import Database, connect, fetch_one, migrate, with_database
-from refarch.local.demo import Supervisor, free_port
+from refarch.local.demo import Supervisor, emu_layout, free_port
 from refarch.messages import SyncMessage
 from refarch.products import embedding_text
 from refarch.settings import Settings
@@ -49,6 +49,60 @@ QUERIES = (
     "standing desk",
     "warm winter parka",
 )
+
+
+MOTIFS = ("a lighthouse", "a fox", "a hot-air balloon", "an octopus", "a cactus", "a violin", "a comet", "a tortoise")
+COLOURS = ("saffron yellow", "teal", "burgundy", "lavender", "forest green", "coral", "slate grey", "ivory")
+PLACES = ("Lisbon", "Kyoto", "Reykjavik", "Marrakesh", "Patagonia", "Tasmania", "Montreal", "Istanbul")
+
+
+def distinctive_description(n: int) -> str:
+    """Another catalog item's description plus a limited-edition motif few others share.
+
+    Catalog descriptions of one kind of product are near-identical in meaning, so a search for one
+    cannot single out the edited row; the motif (512 combinations) gives the new text its own meaning.
+    """
+    motif, colour, place = MOTIFS[n % 8], COLOURS[(n // 8) % 8], PLACES[(n // 64) % 8]
+    return (
+        f"{catalog.make_product(n).description} This limited edition comes in {colour} with {motif} "
+        f"printed on it, made in honour of {place}."
+    )
+
+
+def _embed_share(texts: list[str], batch: int, threads: int, barrier: Any, results: Any) -> None:
+    """One model process of the parallel raw measurement: load, wait for the others, embed, report seconds."""
+    from refarch.embeddings import LocalEmbedder
+
+    embedder = LocalEmbedder(threads=threads)
+    embedder.embed(texts[:batch])  # warm-up
+    barrier.wait()
+    started, usage = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
+    for start in range(0, len(texts), batch):
+        embedder.embed(texts[start : start + batch])
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    results.put((time.monotonic() - started, after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime))
+
+
+def raw_parallel_throughput(texts: list[str], batch: int, layout: list[tuple[int, int]]) -> tuple[float, float]:
+    """Texts/s and CPU ms per text of the model alone, run as the local Emu workers run it.
+
+    One process per worker with the same number of threads, all starting together.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(len(layout)), context.Queue()
+    processes = [
+        context.Process(target=_embed_share, args=(texts[k :: len(layout)], batch, threads, barrier, results))
+        for k, (_, threads) in enumerate(layout)
+    ]
+    for process in processes:
+        process.start()
+    reports = [results.get(timeout=3600) for _ in processes]
+    for process in processes:
+        process.join()
+    slowest = max(seconds for seconds, _ in reports)
+    return round(len(texts) / slowest, 1), round(1000 * sum(cpu for _, cpu in reports) / len(texts), 2)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -198,20 +252,30 @@ class Bench:
             raw[f"cpu_ms_batch_{batch}"] = round(1000 * cpu / len(strings), 2)
         pipeline = self.results["bootstrap"]["rows_per_s"]
         batch_size = DEFAULT_TOPOLOGY.emu_batch_size
+        layout = emu_layout()
+        # The model as the Emu workers run it: one process per worker, each on its share of the cores.
+        parallel, parallel_cpu = (
+            raw_parallel_throughput(strings, batch_size, layout)
+            if len(layout) > 1
+            else (raw[f"batch_{batch_size}"], raw[f"cpu_ms_batch_{batch_size}"])
+        )
+        best = max(parallel, raw[f"batch_{batch_size}"])
         self.results["raw_model"] = {
             "texts_per_s_batch_10": raw[f"batch_{batch_size}"],
             "texts_per_s_batch_64": raw["batch_64"],
+            "emu_processes": len(layout),
+            "texts_per_s_batch_10_emu_processes": parallel,
+            "ratio": round(pipeline / best, 3),
             "ratio_vs_batch_10": round(pipeline / raw[f"batch_{batch_size}"], 3),
             "ratio_vs_batch_64": round(pipeline / raw["batch_64"], 3),
             "cpu_ms_per_text_batch_10": raw[f"cpu_ms_batch_{batch_size}"],
+            "cpu_ms_per_text_batch_10_emu_processes": parallel_cpu,
         }
         # With every core busy, throughput is cores / CPU per row: the model's share of the pipeline's
         # CPU bounds the ratio whatever the scheduling.
         total = self.results["bootstrap_cpu_ms_per_row"]
         all_key = next(key for key in total if key.startswith("all"))
-        self.results["raw_model"]["ratio_ceiling_from_cpu"] = round(
-            raw[f"cpu_ms_batch_{batch_size}"] / total[all_key], 3
-        )
+        self.results["raw_model"]["ratio_ceiling_from_cpu"] = round(parallel_cpu / total[all_key], 3)
 
     def change_latency(self) -> None:
         """Edits at a steady pace; time from commit until the index holds the new version."""
@@ -253,8 +317,7 @@ class Bench:
                 busy = pid in pending
             if busy:
                 continue
-            # A description no other product has (another catalog item's), so a search for it is decisive.
-            text = catalog.make_product(self.rows + 1 + i).description
+            text = distinctive_description(self.rows + 1 + i)
             with conn, conn.cursor() as cur:
                 cur.execute("UPDATE products SET description = %s WHERE id = %s RETURNING version", (text, pid))
                 version = fetch_one(cur)[0]
@@ -425,13 +488,18 @@ def render(results: dict[str, Any], console: Console) -> str:
             f"{b['rows_per_s']} rows/s ({b['rows']} rows in {b['seconds']} s, {b['embed_calls']} embed calls)",
             "",
         ),
-        ("Raw model, same texts, batches of 10", f"{raw['texts_per_s_batch_10']} texts/s", ""),
-        ("Raw model, same texts, batches of 64", f"{raw['texts_per_s_batch_64']} texts/s", ""),
-        ("Pipeline / raw (batches of 10)", f"{raw['ratio_vs_batch_10']}", "≥ 0.90"),
-        ("Pipeline / raw (batches of 64)", f"{raw['ratio_vs_batch_64']}", ""),
+        ("Raw model, same texts, batches of 10, one process", f"{raw['texts_per_s_batch_10']} texts/s", ""),
+        ("Raw model, same texts, batches of 64, one process", f"{raw['texts_per_s_batch_64']} texts/s", ""),
         (
-            "Model CPU per text (raw, batches of 10) / pipeline CPU per row",
-            f"{raw['cpu_ms_per_text_batch_10']} / {cpu_all} ms → ceiling {raw['ratio_ceiling_from_cpu']}",
+            f"Raw model, same texts, batches of 10, {raw['emu_processes']} processes (as the Emu workers)",
+            f"{raw['texts_per_s_batch_10_emu_processes']} texts/s",
+            "",
+        ),
+        ("Pipeline / best raw (batches of 10)", f"{raw['ratio']}", "≥ 0.90"),
+        ("Pipeline / raw (batches of 64, one process)", f"{raw['ratio_vs_batch_64']}", ""),
+        (
+            "Model CPU per text (as the Emu workers run it) / pipeline CPU per row",
+            f"{raw['cpu_ms_per_text_batch_10_emu_processes']} / {cpu_all} ms → ceiling {raw['ratio_ceiling_from_cpu']}",
             "",
         ),
         (

@@ -32,6 +32,7 @@ from refarch.local import LOCAL_ENV
 from refarch.local.database import LocalDatabase
 from refarch.settings import ConfigurationError, Settings, write_local_runtime
 from refarch.status import queue_depths, sync_counts
+from refarch.topology import DEFAULT_TOPOLOGY, Topology
 
 
 def port_is_free(port: int) -> bool:
@@ -65,9 +66,22 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 COMMANDS = {
     "listener": lambda supervisor: ["pelican", "listen"],
-    "emu": lambda supervisor: ["emu", "worker"],
     "web": lambda supervisor: ["web", "--port", str(supervisor.web_port)],
 }
+
+# Emu runs as this many worker processes (fewer on a 1-core machine), as Lambda runs separate
+# execution environments: each holds its own model on its share of the cores, so one worker's
+# Python work (SQS, Postgres) never stalls another's model. Two already keep 2 cores busy.
+EMU_PROCESSES = 2
+
+
+def emu_layout(topology: Topology = DEFAULT_TOPOLOGY, cores: int | None = None) -> list[tuple[int, int]]:
+    """(concurrency, model threads) per local Emu worker: Emu's concurrency split over the processes."""
+    cores = cores or os.cpu_count() or 1
+    total = min(topology.emu_reserved_concurrency, topology.emu_max_concurrency)
+    processes = max(1, min(EMU_PROCESSES, total, cores))
+    threads = max(1, cores // processes)
+    return [(total // processes + (1 if k < total % processes else 0), threads) for k in range(processes)]
 
 
 @dataclass
@@ -77,6 +91,8 @@ class Component:
     name: str
     args: list[str]
     log: Path
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
+    ready_file: str | None = None  # created under REFARCH_HOME once the process is ready
     process: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
@@ -88,7 +104,7 @@ class Component:
             # Own session: Ctrl-C reaches the supervisor only, which then stops components in order.
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "refarch", *self.args],
-                env=env,
+                env={**env, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -166,15 +182,34 @@ class Supervisor:
             self.components.append(sqs)
             self._wait_for_queue()
             threading.Thread(target=self._watch, name="supervisor", daemon=True).start()
-        for name in names:
-            component = Component(name, COMMANDS[name](self), self.home / "logs" / f"{name}.log")
-            if name == "emu":
-                (self.home / "emu.ready").unlink(missing_ok=True)
+        started = [component for name in names for component in self._components_for(name)]
+        for component in started:
+            if component.ready_file:
+                (self.home / component.ready_file).unlink(missing_ok=True)
             component.start(self.env())
             self.components.append(component)
         self._publish_pids()
-        if "emu" in names:
-            self._wait_until_ready(next(c for c in self.components if c.name == "emu"), self.home / "emu.ready")
+        for component in started:
+            if component.ready_file:
+                self._wait_until_ready(component, self.home / component.ready_file)
+
+    def _components_for(self, name: str) -> list[Component]:
+        """The process(es) of one part of the stack: Emu is several workers ("emu", "emu-2", ...)."""
+        if name != "emu":
+            return [Component(name, COMMANDS[name](self), self.home / "logs" / f"{name}.log")]
+        workers = []
+        for k, (concurrency, threads) in enumerate(emu_layout()):
+            worker = "emu" if k == 0 else f"emu-{k + 1}"
+            workers.append(
+                Component(
+                    worker,
+                    ["emu", "worker", "--concurrency", str(concurrency), "--ready-file", f"{worker}.ready"],
+                    self.home / "logs" / f"{worker}.log",
+                    env={"REFARCH_LOCAL_MODEL_THREADS": str(threads)},
+                    ready_file=f"{worker}.ready",
+                )
+            )
+        return workers
 
     def _wait_until_ready(self, component: Component, marker: Path, timeout: float = 180) -> None:
         """Wait for a component's readiness marker; a configuration error is raised, not retried."""

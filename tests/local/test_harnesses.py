@@ -64,4 +64,5 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     total = next(value for key, value in cpu.items() if key.startswith("all"))
     assert cpu["emu"] > 0 and cpu["postgres"] > 0
     assert abs(sum(v for k, v in cpu.items() if not k.startswith("all")) - total) < 0.1
-    assert "| Pipeline / raw (batches of 10) |" in md.read_text()
+    assert "| Pipeline / best raw (batches of 10) |" in md.read_text()
+    assert report["raw_model"]["emu_processes"] >= 1 and report["raw_model"]["ratio"] > 0
