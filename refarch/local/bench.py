@@ -271,11 +271,6 @@ class Bench:
             "cpu_ms_per_text_batch_10": raw[f"cpu_ms_batch_{batch_size}"],
             "cpu_ms_per_text_batch_10_emu_processes": parallel_cpu,
         }
-        # With every core busy, throughput is cores / CPU per row: the model's share of the pipeline's
-        # CPU bounds the ratio whatever the scheduling.
-        total = self.results["bootstrap_cpu_ms_per_row"]
-        all_key = next(key for key in total if key.startswith("all"))
-        self.results["raw_model"]["ratio_ceiling_from_cpu"] = round(parallel_cpu / total[all_key], 3)
 
     def change_latency(self) -> None:
         """Edits at a steady pace; time from commit until the index holds the new version."""
@@ -481,7 +476,6 @@ def render(results: dict[str, Any], console: Console) -> str:
     b, raw, lat = results["bootstrap"], results["raw_model"], results["change_latency_ms"]
     re, search, mem = results["rebootstrap_unchanged"], results["search_latency"], results["peak_memory_mb"]
     cpu = results["bootstrap_cpu_ms_per_row"]
-    cpu_all = next(value for key, value in cpu.items() if key.startswith("all"))
     rows = [
         (
             "Bootstrap throughput (end to end)",
@@ -497,11 +491,6 @@ def render(results: dict[str, Any], console: Console) -> str:
         ),
         ("Pipeline / best raw (batches of 10)", f"{raw['ratio']}", "≥ 0.90"),
         ("Pipeline / raw (batches of 64, one process)", f"{raw['ratio_vs_batch_64']}", ""),
-        (
-            "Model CPU per text (as the Emu workers run it) / pipeline CPU per row",
-            f"{raw['cpu_ms_per_text_batch_10_emu_processes']} / {cpu_all} ms → ceiling {raw['ratio_ceiling_from_cpu']}",
-            "",
-        ),
         (
             "Change → searchable p50 / p95 / p99",
             f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms "

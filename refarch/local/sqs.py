@@ -24,11 +24,13 @@ class LocalSqsServer:
     """moto's SQS API on 127.0.0.1, one request at a time.
 
     moto's in-memory queues are not thread-safe (concurrent receive/delete/send can strand or drop
-    a message), so requests are serialised. Long polls (WaitTimeSeconds > 0) are served as a
-    series of short polls outside the lock, so a waiting receiver never blocks senders.
+    a message), so requests are serialised. A long poll (WaitTimeSeconds > 0) waits outside the
+    lock, so it never blocks senders: it polls again as soon as any request could have made a
+    message receivable (a send, a delete that frees a FIFO group, a visibility change), and every
+    half second for messages whose visibility timeout ran out. An idle stack costs next to no CPU.
     """
 
-    LONG_POLL_STEP_SECONDS = 0.02
+    LONG_POLL_RECHECK_SECONDS = 0.5
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -36,6 +38,8 @@ class LocalSqsServer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._app: Any = None
+        self._changes = threading.Condition()
+        self._generation = 0  # counts requests that may have made a message receivable
 
     def start(self) -> LocalSqsServer:
         """Serve in a background thread of this process."""
@@ -57,6 +61,7 @@ class LocalSqsServer:
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         app: Any = self._sqs_app if target.startswith("AmazonSQS.") else self._app
+        mutates = not target.startswith(("AmazonSQS.Receive", "AmazonSQS.Get", "AmazonSQS.List"))
         wait = 0.0
         if target == "AmazonSQS.ReceiveMessage":
             request = json.loads(body or b"{}")
@@ -73,12 +78,24 @@ class LocalSqsServer:
         while True:
             env = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
             with self._lock:
+                generation = self._generation
                 payload = b"".join(app(env, capture))
-            if not wait or b'"Messages"' in payload or time.monotonic() >= deadline:
+                if mutates:
+                    self._generation += 1
+            if mutates:
+                with self._changes:
+                    self._changes.notify_all()
+            remaining = deadline - time.monotonic()
+            if not wait or b'"Messages"' in payload or remaining <= 0:
                 break
-            time.sleep(self.LONG_POLL_STEP_SECONDS)
+            self._wait_for_change(generation, min(remaining, self.LONG_POLL_RECHECK_SECONDS))
         start_response(response["status"], response["headers"])
         return [payload]
+
+    def _wait_for_change(self, seen: int, timeout: float) -> None:
+        """Sleep until a request may have made a message receivable (or the timeout passes)."""
+        with self._changes:
+            self._changes.wait_for(lambda: self._generation != seen, timeout=timeout)
 
     def stop(self) -> None:
         """Stop serving."""
