@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg2
@@ -72,6 +72,28 @@ def conn(dsn: str) -> Iterator[psycopg2.extensions.connection]:
     connection = psycopg2.connect(dsn)
     yield connection
     connection.close()
+
+
+@pytest.fixture
+def login_as(dsn: str) -> Callable[[str], str]:
+    """Turn a runtime's database role LOGIN on (as the migrate custom resource does); return its DSN."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    from refarch.db import connect
+    from refarch.db.roles import RUNTIME_ROLES, enable_login
+
+    def login(runtime: str) -> str:
+        role, password = RUNTIME_ROLES[runtime], secrets.token_urlsafe(16)
+        admin = connect(dsn)
+        try:
+            enable_login(admin, runtime, username=role, password=password)
+        finally:
+            admin.close()
+        parts = urlsplit(dsn)
+        return urlunsplit(parts._replace(netloc=f"{role}:{password}@{parts.netloc.rpartition('@')[2]}"))
+
+    return login
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,7 @@ code paths run on connections logged in as refarch_web, refarch_emu and refarch_
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable
 from decimal import Decimal
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.errors
@@ -25,24 +22,6 @@ from refarch.queue import SyncQueue, make_sqs_client
 from refarch.search import SearchService
 from refarch.status import sync_counts
 from refarch.vector_index import PgVectorIndex
-
-
-@pytest.fixture
-def login_as(dsn: str) -> Callable[[str], str]:
-    """Turn a runtime's role LOGIN on (as the migrate custom resource does) and return its DSN."""
-
-    def login(runtime: str) -> str:
-        role, password = RUNTIME_ROLES[runtime], secrets.token_urlsafe(16)
-        admin = connect(dsn)
-        try:
-            enable_login(admin, runtime, username=role, password=password)
-        finally:
-            admin.close()
-        parts = urlsplit(dsn)
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
-
-    return login
 
 
 @pytest.fixture
