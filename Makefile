@@ -32,14 +32,15 @@ node_modules/.stamp: package.json
 demo: setup
 	$(BIN)/refarch demo $(ARGS)
 
-## test: install everything the tests need, then run them all
-test: setup system-deps
+## test: install everything the tests need, lint, then run them all
+test: setup system-deps lint
 	$(PY) -m pytest
 
 ## test-fast: unit + integration tests only
 test-fast: setup
 	$(PY) -m pytest tests/unit tests/integration
 
+## lint: ruff (lint + format check) and mypy
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
