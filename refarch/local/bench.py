@@ -228,9 +228,9 @@ class Bench:
         """CPU seconds spent so far by each part of the stack (Postgres with all its backends)."""
         pids = json.loads((self.home / "processes.json").read_text())
         spent = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        postmaster = self.supervisor.database.pgdata / "postmaster.pid"
-        if postmaster.exists():
-            spent["postgres"] = cpu_seconds(int(postmaster.read_text().split()[0]))
+        postmaster = self.supervisor.database.postmaster_pid()
+        if postmaster is not None:
+            spent["postgres"] = cpu_seconds(postmaster)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         spent["bench (bootstrap workers, status polls)"] = usage.ru_utime + usage.ru_stime
         return spent
@@ -451,9 +451,9 @@ class Bench:
         memory["bench (this process: seed, bootstrap, raw model, search)"] = round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
         )
-        postmaster = self.supervisor.database.pgdata / "postmaster.pid"
-        if postmaster.exists():
-            memory["postgres (postmaster)"] = peak_rss_mb(int(postmaster.read_text().split()[0]))
+        postmaster = self.supervisor.database.postmaster_pid()
+        if postmaster is not None:
+            memory["postgres (postmaster)"] = peak_rss_mb(postmaster)
         self.results["peak_memory_mb"] = memory
 
 

@@ -31,6 +31,13 @@ class LocalDatabase:
         self.dsn = self._server.get_uri()
         return self.dsn
 
+    def postmaster_pid(self) -> int | None:
+        """The server's process id, or None when it is not running."""
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except FileNotFoundError:
+            return None
+
     def restart(self) -> None:
         """Restart the server in place (fault injection: every connection is cut)."""
         assert self._server is not None, "start() first"

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from typing import Any
 
 import boto3
 import pytest
@@ -35,16 +36,21 @@ def scram_matches(verifier: str, password: str) -> bool:
 
 
 @pytest.fixture
-def role_secrets(sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[str, str]]:
-    """One generated-looking secret per runtime, as the data stack creates them: runtime -> (arn, password)."""
+def secretsmanager(sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A Secrets Manager client on moto's server; the handler's own client finds the same server."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-    client = boto3.client("secretsmanager", region_name="us-east-1")
+    return boto3.client("secretsmanager", region_name="us-east-1")
+
+
+@pytest.fixture
+def role_secrets(secretsmanager: Any) -> dict[str, tuple[str, str]]:
+    """One generated-looking secret per runtime, as the data stack creates them: runtime -> (arn, password)."""
     created = {}
     for runtime, role in RUNTIME_ROLES.items():
         password = uuid.uuid4().hex
-        arn = client.create_secret(
+        arn = secretsmanager.create_secret(
             Name=f"test/{uuid.uuid4().hex[:8]}/database/{runtime}",
             SecretString=json.dumps({"username": role, "password": password, "dbname": "refarch"}),
         )["ARN"]
@@ -103,11 +109,10 @@ def test_deploy_migrates_creates_the_vector_table_enables_logins_and_seeds(
     conn.close()
 
 
-def test_a_secret_for_the_wrong_user_fails_the_deploy_clearly(empty_dsn, sqs_endpoint, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-    arn = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+def test_a_secret_for_the_wrong_user_fails_the_deploy_clearly(
+    empty_dsn, secretsmanager, monkeypatch: pytest.MonkeyPatch
+):
+    arn = secretsmanager.create_secret(
         Name=f"test/{uuid.uuid4().hex[:8]}/database/web",
         SecretString=json.dumps({"username": "postgres", "password": "x"}),
     )["ARN"]
