@@ -126,6 +126,23 @@ def test_constraints_reject_bad_rows(conn):
         products.create(conn, {"sku": "DUP", "name": "n", "description": "", "category": "c", "price": 1})
 
 
+def test_product_ids_are_positive_and_never_change(conn):
+    # Given a product
+    product = new_product(conn, sku="ID-1")
+    # When someone inserts id 0 or moves a product to another id, Then the database refuses
+    with pytest.raises(psycopg2.errors.CheckViolation), conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO products (id, sku, name, description, category, price) VALUES (0, 'ID-0', 'n', '', 'c', 1)"
+        )
+    with pytest.raises(psycopg2.errors.IntegrityConstraintViolation, match="cannot change its id"):
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE products SET id = id + 1000 WHERE id = %s", (product.id,))
+    # And an update that keeps the id (even naming it) still works and is captured
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE products SET id = id, name = 'Renamed' WHERE id = %s", (product.id,))
+    assert outbox_rows(conn)[-1][:3] == (product.id, "update", 2)
+
+
 def test_concurrent_writers_get_strictly_increasing_versions(dsn, conn):
     # Given one product, When 8 threads update it 25 times each
     p = new_product(conn)

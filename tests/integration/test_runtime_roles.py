@@ -6,6 +6,7 @@ code paths run on connections logged in as refarch_web, refarch_emu and refarch_
 
 from __future__ import annotations
 
+import base64
 from decimal import Decimal
 
 import psycopg2
@@ -14,7 +15,7 @@ import pytest
 
 from refarch import catalog, products
 from refarch.db import Database, connect
-from refarch.db.roles import RUNTIME_ROLES, enable_login
+from refarch.db.roles import RUNTIME_ROLES, enable_login, scram_sha256_verifier
 from refarch.emu import Emu
 from refarch.pelican.bootstrap import finalize_bootstrap, plan_bootstrap, run_batch
 from refarch.pelican.listener import OutboxRelay
@@ -162,3 +163,48 @@ def test_login_refuses_a_secret_for_another_role(dsn):
             enable_login(admin, "root", username="root", password="x")
     finally:
         admin.close()
+
+
+def _libpq_verifier(conn, password: str, user: str) -> str:
+    """libpq's own SCRAM-SHA-256 verifier (PQencryptPasswordConn, what psql's \\password sends)."""
+    import ctypes
+    import glob
+    from pathlib import Path
+
+    import psycopg2
+
+    (lib_path,) = glob.glob(str(Path(psycopg2.__file__).parent.parent / "psycopg2_binary.libs" / "libpq-*.so*"))
+    libpq = ctypes.CDLL(lib_path)
+    libpq.PQencryptPasswordConn.restype = ctypes.c_void_p
+    libpq.PQencryptPasswordConn.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
+    libpq.PQfreemem.argtypes = [ctypes.c_void_p]
+    raw = libpq.PQencryptPasswordConn(conn.pgconn_ptr, password.encode(), user.encode(), b"scram-sha-256")
+    assert raw, "libpq could not compute a verifier"
+    try:
+        return ctypes.string_at(raw).decode()
+    finally:
+        libpq.PQfreemem(raw)
+
+
+def test_the_password_travels_only_as_the_verifier_libpq_would_compute(dsn):
+    # Given libpq's verifier for a password (random salt), and ours with the same salt and iterations
+    admin = connect(dsn)
+    try:
+        password = "generated-Secret_42~x"
+        reference = _libpq_verifier(admin, password, "refarch_web")
+        iterations, salt = reference.split("$")[1].split(":")
+        ours = scram_sha256_verifier(password, salt=base64.b64decode(salt), iterations=int(iterations))
+        # Then they are the same string
+        assert ours == reference
+
+        # When the login is enabled, Then Postgres stores a verifier, never the password
+        enable_login(admin, "web", username="refarch_web", password=password)
+        with admin.cursor() as cur:
+            cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'refarch_web'")
+            stored = cur.fetchone()[0]
+        assert stored.startswith("SCRAM-SHA-256$4096:") and password not in stored
+    finally:
+        admin.close()
+
+    with pytest.raises(ValueError, match="ASCII"):
+        scram_sha256_verifier("pässword")
