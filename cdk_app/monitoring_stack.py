@@ -65,6 +65,23 @@ class MonitoringStack(Stack):
             statistic="p95",
             unit=cloudwatch.Unit.MILLISECONDS,
         )
+        # The listener's own EMF metrics (every minute): changes captured but not yet on the queue.
+        outbox_age = cloudwatch.Metric(
+            namespace=NAMESPACE,
+            metric_name="OutboxOldestPendingAge",
+            dimensions_map={"service": SERVICE},
+            period=PERIOD,
+            statistic="Maximum",
+            unit=cloudwatch.Unit.SECONDS,
+        )
+        outbox_backlog = cloudwatch.Metric(
+            namespace=NAMESPACE,
+            metric_name="OutboxBacklog",
+            dimensions_map={"service": SERVICE},
+            period=PERIOD,
+            statistic="Maximum",
+            unit=cloudwatch.Unit.COUNT,
+        )
         # ECS reports a CPU datapoint per minute while a listener task runs: none means none is running.
         listener_samples = cloudwatch.Metric(
             namespace="AWS/ECS",
@@ -87,6 +104,15 @@ class MonitoringStack(Stack):
             evaluation_periods=3,
             datapoints_to_alarm=2,
             description="The oldest sync message is waiting too long: Emu is failing, throttled or under-scaled.",
+        )
+        self._alarm(
+            "OutboxAgeHigh",
+            outbox_age,
+            threshold=config.queue_age_alarm_seconds,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            description="Changes wait in the outbox: the listener runs but cannot send (SQS refusing, "
+            "permissions) or cannot keep up. Its log says why.",
         )
         self._alarm(
             "EmuErrors",
@@ -138,8 +164,9 @@ class MonitoringStack(Stack):
         )
         self.dashboard.add_widgets(
             _graph("Listener tasks reporting (samples)", listener_samples),
-            cloudwatch.AlarmStatusWidget(alarms=self.alarms, title="Alarms", width=16),
+            _graph("Outbox backlog (rows) and oldest age (s)", outbox_backlog, right=[outbox_age]),
         )
+        self.dashboard.add_widgets(cloudwatch.AlarmStatusWidget(alarms=self.alarms, title="Alarms", width=24))
         CfnOutput(
             self,
             "DashboardUrl",

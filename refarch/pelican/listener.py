@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import cast
 
 import psycopg2
+from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from refarch import outbox
 from refarch.db import Connection, connect
 from refarch.messages import SyncMessage, SyncOp
-from refarch.observability import logger
+from refarch.observability import logger, metrics
 from refarch.queue import PartialSendError, SyncQueue
 
 CHANNEL = "refarch_outbox"
@@ -49,6 +50,7 @@ class OutboxRelay:
         self.heartbeat_file = heartbeat_file
         self.stop = threading.Event()
         self.sent = 0
+        self._sent_reported = 0
 
     def drain(self, conn: Connection) -> int:
         """Send every unsent outbox row; return how many rows were marked enqueued."""
@@ -91,7 +93,7 @@ class OutboxRelay:
                 cur.execute(f"LISTEN {CHANNEL}")
             # LISTEN first, then drain: a change committed in between is caught by one or the other.
             self._drain_unless_queue_fails(work_conn)
-            self._maintain(work_conn)
+            self.maintain(work_conn)
             last_maintenance = time.monotonic()
             while not self.stop.is_set():
                 self._heartbeat()
@@ -101,7 +103,7 @@ class OutboxRelay:
                     listen_conn.notifies.clear()
                 self._drain_unless_queue_fails(work_conn)
                 if time.monotonic() - last_maintenance > 60:
-                    self._maintain(work_conn)
+                    self.maintain(work_conn)
                     last_maintenance = time.monotonic()
         finally:
             listen_conn.close()
@@ -119,10 +121,16 @@ class OutboxRelay:
                 extra={"error": f"{type(err).__name__}: {err}"},
             )
 
-    def _maintain(self, conn: Connection) -> None:
+    def maintain(self, conn: Connection) -> None:
+        """Prune old enqueued rows; log and publish the backlog, its oldest age and rows sent since last time.
+
+        The metrics are CloudWatch embedded-metric-format lines on stdout (the container's log
+        stream), so a relay that runs but cannot send, e.g. refused by SQS, still raises an alarm.
+        """
         with conn:
             pruned = outbox.prune(conn, self.prune_after_hours)
             count, age = outbox.backlog(conn)
+        sent, self._sent_reported = self.sent - self._sent_reported, self.sent
         logger.info(
             "outbox status",
             extra={
@@ -132,6 +140,10 @@ class OutboxRelay:
                 "sent_total": self.sent,
             },
         )
+        metrics.add_metric(name="OutboxBacklog", unit=MetricUnit.Count, value=count)
+        metrics.add_metric(name="OutboxOldestPendingAge", unit=MetricUnit.Seconds, value=age)
+        metrics.add_metric(name="OutboxSent", unit=MetricUnit.Count, value=sent)
+        metrics.flush_metrics()
 
     def _heartbeat(self) -> None:
         if self.heartbeat_file is not None:

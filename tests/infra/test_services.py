@@ -250,10 +250,11 @@ def test_monitoring_alarms_notify_the_topic(dev: Synthesized, variant: Synthesiz
     alarms = resources(template, "AWS::CloudWatch::Alarm")
     topic_id = next(iter(resources(template, "AWS::SNS::Topic")))
     metrics = {a["Properties"]["MetricName"] for a in alarms.values()}
-    # Then DLQ, queue age, Emu errors and the listener are watched, each alarm notifying the topic
+    # Then DLQ, queue age, outbox age, Emu errors and the listener are watched, each alarm notifying the topic
     assert metrics == {
         "ApproximateNumberOfMessagesVisible",
         "ApproximateAgeOfOldestMessage",
+        "OutboxOldestPendingAge",
         "Errors",
         "CPUUtilization",
     }
@@ -261,6 +262,7 @@ def test_monitoring_alarms_notify_the_topic(dev: Synthesized, variant: Synthesiz
     dashboard = json.dumps(only(template, "AWS::CloudWatch::Dashboard")["DashboardBody"])
     for metric in (
         "SyncLag",
+        "OutboxBacklog",
         "ConcurrentExecutions",
         "Throttles",
         "HTTPCode_ELB_5XX_Count",

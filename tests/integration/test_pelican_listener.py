@@ -6,6 +6,7 @@ kill, stop or starve it; the queue is drained concurrently, as Emu would.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from refarch.db import migrate
 from refarch.local.database import LocalDatabase
 from refarch.local.sqs import start_server
 from refarch.messages import SyncMessage
+from refarch.observability import metrics
 from refarch.pelican.listener import OutboxRelay
 from refarch.queue import PartialSendError, SyncQueue, make_sqs_client
 from tests.conftest import free_port
@@ -366,3 +368,34 @@ def test_coalescing_sends_one_message_per_product_and_pruning_keeps_unsent_rows(
     with conn:
         assert outbox.backlog(conn)[0] == 1
     assert query(dsn, "SELECT product_id, version, enqueued_at FROM sync_outbox") == [(2, 2, None)]
+
+
+def test_maintenance_publishes_backlog_metrics_even_when_sends_fail(conn, dsn, local_settings, capsys, monkeypatch):
+    # Given metrics on (the test session turns them off), 20 captured changes and a queue that refuses every entry
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    metrics.clear_metrics()
+    catalog.seed(conn, 20)
+    refusing = SyncQueue(
+        RefuseEntries(make_sqs_client(local_settings), refuse=lambda _: True, times=10**6),
+        local_settings.resolved_queue_url(),
+    )
+    relay = OutboxRelay(dsn, refusing)
+    with pytest.raises(PartialSendError):
+        relay.drain(conn)
+    capsys.readouterr()
+    # When the relay runs its maintenance
+    relay.maintain(conn)
+    # Then it prints one CloudWatch embedded-metric-format line: 20 pending, none sent, an age
+    (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    names = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert names == {"OutboxBacklog", "OutboxOldestPendingAge", "OutboxSent"}
+    assert emf["OutboxBacklog"] == [20] and emf["OutboxSent"] == [0] and emf["OutboxOldestPendingAge"][0] > 0
+
+    # When the queue accepts again and the relay drains, Then the next report counts the rows sent
+    relay.queue = SyncQueue(make_sqs_client(local_settings), local_settings.resolved_queue_url())
+    with QueueDrain(local_settings) as drain:
+        relay.drain(conn)
+        drain.settle()
+    relay.maintain(conn)
+    (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emf["OutboxBacklog"] == [0] and emf["OutboxSent"] == [20]
