@@ -134,9 +134,9 @@ def test_product_ids_are_positive_and_never_change(conn):
         cur.execute(
             "INSERT INTO products (id, sku, name, description, category, price) VALUES (0, 'ID-0', 'n', '', 'c', 1)"
         )
-    with pytest.raises(psycopg2.errors.IntegrityConstraintViolation, match="cannot change its id"):
-        with conn, conn.cursor() as cur:
-            cur.execute("UPDATE products SET id = id + 1000 WHERE id = %s", (product.id,))
+    refused = pytest.raises(psycopg2.errors.IntegrityConstraintViolation, match="cannot change its id")
+    with refused, conn, conn.cursor() as cur:
+        cur.execute("UPDATE products SET id = id + 1000 WHERE id = %s", (product.id,))
     # And an update that keeps the id (even naming it) still works and is captured
     with conn, conn.cursor() as cur:
         cur.execute("UPDATE products SET id = id, name = 'Renamed' WHERE id = %s", (product.id,))
