@@ -30,7 +30,8 @@ class OpenAIEmbedder:
     MAX_INPUTS = 2048
     MAX_REQUEST_TOKENS = 250_000
     MAX_INPUT_TOKENS = 8191
-    # Without a tokenizer, budget conservatively: English averages ~4 chars/token, never below ~2.5.
+    # Without a tokenizer, budget conservatively: English averages ~4 chars/token, rarely below ~2.5;
+    # other scripts and emoji take one or more tokens per character, never more than one per UTF-8 byte.
     CHARS_PER_TOKEN = 2.5
 
     def __init__(
@@ -51,16 +52,36 @@ class OpenAIEmbedder:
         self.dimension = dimensions or {"text-embedding-3-large": 3072}.get(model, 1536)
         self.model_id = f"openai:{model}:{self.dimension}"
 
+    @classmethod
+    def estimated_tokens(cls, text: str) -> float:
+        """A generous token estimate: ASCII at CHARS_PER_TOKEN, anything else one token per UTF-8 byte."""
+        if text.isascii():
+            return len(text) / cls.CHARS_PER_TOKEN
+        return sum(1 / cls.CHARS_PER_TOKEN if c.isascii() else len(c.encode()) for c in text)
+
     def _truncate(self, text: str) -> str:
-        limit = int(self.MAX_INPUT_TOKENS * self.CHARS_PER_TOKEN)
-        return text[:limit] if len(text) > limit else (text or " ")
+        """Cut to the estimated input limit (the model would refuse more; the start carries the meaning)."""
+        if not text:
+            return " "
+        if text.isascii():
+            return text[: int(self.MAX_INPUT_TOKENS * self.CHARS_PER_TOKEN)]
+        budget = float(self.MAX_INPUT_TOKENS)
+        for end, char in enumerate(text):
+            budget -= 1 / self.CHARS_PER_TOKEN if char.isascii() else len(char.encode())
+            if budget < 0:
+                return text[:end]
+        return text
+
+    def _hard_cut(self, text: str) -> str:
+        """Cut to MAX_INPUT_TOKENS UTF-8 bytes: every token covers at least one byte, so this always fits."""
+        return text.encode()[: self.MAX_INPUT_TOKENS].decode(errors="ignore") or " "
 
     def _requests(self, texts: list[str]) -> list[list[str]]:
         """Split into as few requests as the provider's count and token limits allow."""
         requests: list[list[str]] = [[]]
         budget = 0.0
         for text in texts:
-            cost = len(text) / self.CHARS_PER_TOKEN
+            cost = self.estimated_tokens(text)
             if requests[-1] and (len(requests[-1]) >= self.MAX_INPUTS or budget + cost > self.MAX_REQUEST_TOKENS):
                 requests.append([])
                 budget = 0.0
@@ -70,16 +91,28 @@ class OpenAIEmbedder:
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Vectors from the API; raises the SDK's error once its retries are exhausted."""
-        from openai import omit
-
         vectors: list[list[float]] = []
         for chunk in self._requests([self._truncate(t) for t in texts]):
+            vectors.extend(self._create(chunk))
+        return vectors
+
+    def _create(self, chunk: list[str]) -> list[list[float]]:
+        from openai import BadRequestError, omit
+
+        try:
             response = self._client.embeddings.create(
                 model=self.model, input=chunk, encoding_format="float", dimensions=self.dimensions or omit
             )
-            ordered = sorted(response.data, key=lambda d: d.index)
-            vectors.extend(list(d.embedding) for d in ordered)
-        return vectors
+        except BadRequestError:
+            # The estimate was short for some text (the provider counts real tokens): find it alone
+            # and cut it to a length that always fits, so one odd text cannot fail a whole batch.
+            if len(chunk) > 1:
+                return [vector for text in chunk for vector in self._create([text])]
+            if self._hard_cut(chunk[0]) == chunk[0]:
+                raise
+            logger.warning("input over the model's token limit, cut further", extra={"chars": len(chunk[0])})
+            return self._create([self._hard_cut(chunk[0])])
+        return [list(d.embedding) for d in sorted(response.data, key=lambda d: d.index)]
 
 
 class LocalEmbedder:

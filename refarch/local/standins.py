@@ -322,8 +322,13 @@ def hashed_embedding(text: str, dimension: int) -> list[float]:
 
 
 def estimated_tokens(text: str) -> int:
-    """Tokens as the stand-in counts them (~4 characters each, like English text)."""
-    return max(1, math.ceil(len(text) / 4))
+    """Tokens roughly as OpenAI's tokenizer counts them: a run of up to 4 ASCII letters or digits
+    is one token, and so is every other visible character (punctuation, each non-ASCII letter).
+    """
+    return max(1, len(_TOKEN.findall(text)))
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9]{1,4}|[^\sA-Za-z0-9]")
 
 
 class OpenAIStandIn(StandInServer):

@@ -141,6 +141,34 @@ def test_over_long_text_is_truncated_to_the_model_limit(stand_in):
     assert sent[1] == "short"
 
 
+def test_non_ascii_text_is_cut_by_its_bytes_not_by_english_characters_per_token(stand_in):
+    # Given a long description in Japanese (one token or more per character, as OpenAI counts it)
+    japanese = "機械学習で需要を予測する在庫管理ソフトウェア。" * 800
+    assert len(japanese) > OpenAIEmbedder.MAX_INPUT_TOKENS
+    # When the embedder embeds it in a batch
+    vectors = embedder_for(stand_in).embed([japanese, "short"])
+    # Then one request carried a prefix within the limit, and both texts were embedded
+    assert len(vectors) == 2 and len(stand_in.received) == 1
+    sent = stand_in.received[0][1].body["input"][0]
+    assert japanese.startswith(sent) and len(sent.encode()) <= OpenAIEmbedder.MAX_INPUT_TOKENS
+
+
+def test_a_text_the_estimate_gets_wrong_is_cut_further_and_fails_nothing_else(stand_in):
+    # Given punctuation-dense text: short enough by the character estimate, over the limit in real tokens
+    dense = "!?" * 10_000
+    assert len(dense) <= OpenAIEmbedder.MAX_INPUT_TOKENS * OpenAIEmbedder.CHARS_PER_TOKEN
+    # When it is embedded in a batch with an ordinary text
+    vectors = embedder_for(stand_in).embed(["a reading lamp", dense])
+    # Then the provider refused the batch and the dense text alone; it answered the lamp alone and the
+    # dense text cut to the byte limit
+    inputs = [request.body["input"] for _, request in stand_in.received]
+    cut = dense[: OpenAIEmbedder.MAX_INPUT_TOKENS]
+    assert inputs == [["a reading lamp", dense], ["a reading lamp"], [dense], [cut]]
+    assert stand_in.embed_calls == 2
+    # And both vectors came back in order
+    assert vectors[0] == pytest.approx(hashed_embedding("a reading lamp", DIMENSIONS)) and len(vectors) == 2
+
+
 def test_more_inputs_than_one_request_allows_are_split(stand_in):
     # Given more texts than OpenAI accepts in one request (2048)
     texts = [f"item {i}" for i in range(2049)]
