@@ -7,7 +7,7 @@ SETUP_STAMP := $(VENV)/.stamp-setup
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup system-deps demo test test-fast lint format synth deploy bench chaos clean
+.PHONY: setup system-deps cdk-cli demo test test-fast lint format synth deploy bench chaos clean
 
 ## setup: create .venv and install everything (idempotent; instant when nothing changed)
 setup: $(SETUP_STAMP)
@@ -19,10 +19,13 @@ $(SETUP_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 ## system-deps: Chromium (Debian package) for the browser tests, the CDK CLI (npm) for synth tests
-system-deps: node_modules/.stamp
+system-deps: cdk-cli
 	@command -v chromium >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+## cdk-cli: the CDK CLI from npm (all that synth and deploy need beyond the virtualenv)
+cdk-cli: node_modules/.stamp
 
 node_modules/.stamp: package.json
 	npm install --no-audit --no-fund --loglevel=error
@@ -50,10 +53,10 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-synth: setup system-deps
+synth: setup cdk-cli
 	npx cdk synth
 
-deploy: setup system-deps
+deploy: setup cdk-cli
 	npx cdk deploy --all
 
 bench: setup
