@@ -83,6 +83,8 @@ class FrontendStack(Stack):
         container.add_environment("AWS_REGION", self.region)
         container.add_environment("REFARCH_EDIT_PASSWORD_SECRET_ARN", self.edit_password.secret_arn)
         container.add_environment("REFARCH_SESSION_SECRET_ARN", session_secret.secret_arn)
+        # Who appends to X-Forwarded-For before the app: CloudFront and the ALB, or the ALB alone.
+        container.add_environment("REFARCH_PROXY_HOPS", "1" if config.custom_domain else "2")
         task_role = self.service.task_definition.task_role
         self.edit_password.grant_read(task_role)
         session_secret.grant_read(task_role)
@@ -162,8 +164,9 @@ class FrontendStack(Stack):
                     ),
                 ),
             ),
-            public_load_balancer=True,
-            # Without a domain, only CloudFront may reach the ALB (rule added below).
+            # Without a domain the ALB is internal: CloudFront reaches it through a VPC origin, and
+            # nothing else can, not even another CloudFront distribution (rule added below).
+            public_load_balancer=domain is not None,
             open_listener=domain is not None,
             task_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
@@ -189,7 +192,11 @@ class FrontendStack(Stack):
         return service
 
     def _cloudfront_in_front(self, config: StageConfig) -> cloudfront.Distribution:
-        """HTTPS on CloudFront's domain; the ALB admits only CloudFront's origin-facing addresses."""
+        """HTTPS on CloudFront's domain; CloudFront reaches the internal ALB through a VPC origin.
+
+        The ALB has no public address; its security group admits CloudFront's origin-facing
+        prefix list (one of the two sources AWS documents for VPC origins).
+        """
         prefix_list = cr.AwsCustomResource(
             self,
             "CloudFrontPrefixList",
@@ -224,7 +231,7 @@ class FrontendStack(Stack):
             "Cdn",
             comment=f"refarch {config.name}: HTTPS in front of the web ALB",
             default_behavior=cloudfront.BehaviorOptions(
-                origin=origins.LoadBalancerV2Origin(
+                origin=origins.VpcOrigin.with_application_load_balancer(
                     self.load_balancer,
                     protocol_policy=cloudfront.OriginProtocolPolicy.HTTP_ONLY,
                     read_timeout=Duration.seconds(30),
@@ -261,8 +268,8 @@ class FrontendStack(Stack):
         acknowledge(
             distribution,
             "AwsSolutions-CFR5",
-            "CloudFront reaches the ALB over HTTP inside AWS's network because the ALB has no "
-            "certificate without a domain; the ALB accepts only CloudFront's prefix list.",
+            "CloudFront reaches the internal ALB over HTTP through a VPC origin (private, inside the "
+            "VPC) because the ALB has no certificate without a domain.",
         )
         return distribution
 

@@ -112,7 +112,10 @@ def validate_fields(data: dict[str, Any], *, partial: bool) -> dict[str, Any]:
             continue
         # Descriptions keep their formatting; identifiers and labels lose stray spaces.
         value = value if name == "description" else value.strip()
-        if name != "description" and not value:
+        problem = unstorable_text(value)
+        if problem:
+            errors[name] = problem
+        elif name != "description" and not value:
             errors[name] = "cannot be empty"
         elif len(value) > limit:
             errors[name] = f"is {len(value):,} characters; the limit is {limit:,}"
@@ -129,6 +132,17 @@ def validate_fields(data: dict[str, Any], *, partial: bool) -> dict[str, Any]:
     if errors:
         raise ProductInputError(errors, oversized)
     return clean
+
+
+def unstorable_text(value: str) -> str | None:
+    """Why Postgres cannot store this text (a NUL character, or a lone surrogate that is not UTF-8), else None."""
+    if "\x00" in value:
+        return "cannot contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (it holds an unpaired surrogate)"
+    return None
 
 
 def parse_price(value: Any) -> Decimal:

@@ -14,6 +14,8 @@ from refarch.vector_index import SearchFilter, VectorIndex
 MAX_QUERY_CHARS = 512
 MAX_K = 100
 MAX_DEPTH = 1000
+# Listing has no depth cap, but its OFFSET must stay a bigint: 10 million pages of MAX_K rows is far inside.
+MAX_PAGE = 10_000_000
 
 
 class SearchInputError(ValueError):
@@ -77,12 +79,18 @@ class SearchService:
     ) -> SearchPage:
         """Ranked products for `query` (empty query: products by id), with filters and pagination."""
         query = (query or "").strip()
+        for name, text in (("query", query), ("category", category or "")):
+            problem = products.unstorable_text(text)
+            if problem:
+                raise SearchInputError(f"{name} {problem}")
         if len(query) > MAX_QUERY_CHARS:
             raise SearchInputError(f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
         if not 1 <= k <= MAX_K:
             raise SearchInputError(f"k must be between 1 and {MAX_K}")
         if page < 1:
             raise SearchInputError("page must be 1 or more")
+        if page > MAX_PAGE:
+            raise SearchInputError(f"page must be {MAX_PAGE:,} or less")
         if min_price is not None and max_price is not None and min_price > max_price:
             raise SearchInputError("min_price is greater than max_price")
         if (min_price is not None and min_price < 0) or (max_price is not None and max_price < 0):
@@ -106,7 +114,14 @@ class SearchService:
             statuses = products.sync_statuses(conn, list(rows))
         # A vector whose row was just deleted is skipped; its deletion is already on the way.
         hits = [SearchHit(rows[m.id], m.score, statuses.get(m.id, {})) for m in window if m.id in rows]
-        return SearchPage(query=query, hits=hits, page=page, k=k, total=None, has_more=len(matches) > offset + k)
+        return SearchPage(
+            query=query,
+            hits=hits,
+            page=page,
+            k=k,
+            total=None,
+            has_more=len(matches) > offset + k and offset + k < MAX_DEPTH,
+        )
 
     def _list(
         self, *, k: int, page: int, offset: int, category: str | None, min_price: float | None, max_price: float | None

@@ -54,6 +54,6 @@ def text_from_secret(arn: str, region: str, *, json_field: str) -> str:
         data = None
     if not isinstance(data, dict):  # a plain string, even one that happens to parse as a JSON number
         return value.strip()
-    if json_field not in data:
-        raise ValueError(f"secret {arn} holds JSON without a {json_field!r} field")
+    if not isinstance(data.get(json_field), str):
+        raise ValueError(f"secret {arn} holds JSON without a {json_field!r} text field")
     return str(data[json_field])

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     session_secret_arn: str | None = None
     # Only plain-http local use (http://127.0.0.1) may turn this off.
     session_cookie_secure: bool = True
+    # How many proxies append to X-Forwarded-For in front of the web app (AWS: CloudFront + ALB = 2,
+    # ALB alone = 1). 0: clients reach it directly, so nobody may claim an address or scheme.
+    proxy_hops: int = Field(default=0, ge=0, le=5)
 
     @property
     def embedder_kind(self) -> Literal["local", "openai"]:

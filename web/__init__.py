@@ -7,11 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from refarch.observability import logger
 from refarch.products import MAX_DESCRIPTION_CHARS
 from refarch.runtime import Runtime
-from refarch.settings import Settings
+from refarch.settings import ConfigurationError, Settings
 
 # A JSON body holding a maximal description (up to 12 bytes per character when \u-escaped) still fits.
 MAX_REQUEST_BYTES = 12 * MAX_DESCRIPTION_CHARS + 64 * 1024
@@ -39,6 +40,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
     )
     app.config.update(test_config)
+    if settings.proxy_hops:
+        # The client is proxy_hops entries from the right of X-Forwarded-For; the scheme is what the
+        # load balancer (the last hop) saw. Run directly, nobody may claim either.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=1)  # type: ignore[method-assign]
 
     from web import api, auth, db, errors, security, views
 
@@ -57,9 +62,7 @@ def _edit_password(settings: Settings) -> str | None:
     if settings.edit_password is not None:
         return settings.edit_password.get_secret_value() or None
     if settings.edit_password_secret_arn:
-        from refarch.secrets import text_from_secret
-
-        return text_from_secret(settings.edit_password_secret_arn, settings.aws_region, json_field="password")
+        return _required_secret_text(settings.edit_password_secret_arn, settings, "edit password", "password")
     logger.warning("no edit password configured: anyone who can reach the page can edit products")
     return None
 
@@ -69,9 +72,20 @@ def _session_secret(settings: Settings) -> str:
     if settings.session_secret is not None and settings.session_secret.get_secret_value():
         return settings.session_secret.get_secret_value()
     if settings.session_secret_arn:
-        from refarch.secrets import text_from_secret
-
-        return text_from_secret(settings.session_secret_arn, settings.aws_region, json_field="secret")
+        return _required_secret_text(settings.session_secret_arn, settings, "session secret", "secret")
     # Fine for one process; several workers or a restart sign people out (set REFARCH_SESSION_SECRET).
     logger.info("no session secret configured: using a random key for this process")
     return secrets.token_urlsafe(32)
+
+
+def _required_secret_text(arn: str, settings: Settings, what: str, json_field: str) -> str:
+    """A secret's text; ConfigurationError when it is blank (an empty edit password would leave editing open)."""
+    from refarch.secrets import text_from_secret
+
+    value = text_from_secret(arn, settings.aws_region, json_field=json_field)
+    if not value.strip():
+        raise ConfigurationError(
+            f"the {what} secret {arn} is empty: store a value in it (a plain string or JSON "
+            f'{{"{json_field}": "..."}}) and restart'
+        )
+    return value

@@ -10,8 +10,9 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from refarch import products, status
 from refarch.observability import logger
 from refarch.products import Product, StaleVersionError
+from refarch.search import SearchPage
 from refarch.settings import ConfigurationError
-from web.auth import editor_required
+from web.auth import can_edit, editor_required
 from web.db import get_db, get_runtime
 from web.errors import ApiError, error_response
 from web.params import MAX_DB_ID, product_id_list, search_args, version_value
@@ -19,9 +20,25 @@ from web.params import MAX_DB_ID, product_id_list, search_args, version_value
 bp = Blueprint("api", __name__)
 
 
+def visible_sync(sync: dict[str, Any] | None) -> dict[str, Any]:
+    """A sync state as this session may see it: why indexing failed only for people who may edit."""
+    sync = dict(sync or {})
+    # The reason can name internals (provider messages); visitors see just "failed".
+    if "last_error" in sync and not can_edit():
+        sync["last_error"] = None
+    return sync
+
+
 def product_body(product: Product, sync: dict[str, Any] | None) -> dict[str, Any]:
     """A product as the API returns it: its fields plus its sync state."""
-    return {**product.as_dict(), "sync": sync or {}}
+    return {**product.as_dict(), "sync": visible_sync(sync)}
+
+
+def _search_body(page: SearchPage) -> dict[str, Any]:
+    body = page.as_dict()
+    for result in body["results"]:
+        result["sync"] = visible_sync(result["sync"])
+    return body
 
 
 def _json_object() -> dict[str, Any]:
@@ -45,7 +62,7 @@ def _existing(conn: Any, product_id: int) -> Product:
 @bp.get("/api/search")
 def search() -> Response:
     """Ranked products for ?q= (empty: products by id), with filters and pagination."""
-    return jsonify(get_runtime().search.search(**search_args(request.args)).as_dict())
+    return jsonify(_search_body(get_runtime().search.search(**search_args(request.args))))
 
 
 @bp.get("/api/products")
@@ -53,7 +70,7 @@ def list_products() -> Response:
     """Products by id, a page at a time, with the same filters as search."""
     args = search_args(request.args)
     args["query"] = ""
-    return jsonify(get_runtime().search.search(**args).as_dict())
+    return jsonify(_search_body(get_runtime().search.search(**args)))
 
 
 @bp.post("/api/products")
@@ -128,7 +145,7 @@ def sync_statuses() -> Response:
         found = products.sync_statuses(conn, ids)
     return jsonify(
         {
-            "products": [{"id": pid, **found[pid]} for pid in ids if pid in found],
+            "products": [{"id": pid, **visible_sync(found[pid])} for pid in ids if pid in found],
             "missing": [pid for pid in ids if pid not in found],
         }
     )

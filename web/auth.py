@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,9 +25,19 @@ def password_required() -> bool:
     return bool(current_app.config.get("EDIT_PASSWORD"))
 
 
+def signed_in() -> bool:
+    """True when this session signed in with the edit password configured now (not an earlier one)."""
+    fingerprint = session.get("editor")
+    return (
+        password_required()
+        and isinstance(fingerprint, str)
+        and hmac.compare_digest(fingerprint.encode(), _password_fingerprint().encode())
+    )
+
+
 def can_edit() -> bool:
     """True when this session may change products (signed in, or no password configured)."""
-    return not password_required() or session.get("editor") is True
+    return not password_required() or signed_in()
 
 
 def editor_required(view: F) -> F:
@@ -41,16 +52,33 @@ def editor_required(view: F) -> F:
     return wrapped  # type: ignore[return-value]
 
 
+def _utf8(text: str) -> bytes:
+    # surrogatepass: a lone surrogate in a JSON string is a wrong password, not an encoding crash.
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _password_matches(candidate: str) -> bool:
     expected = current_app.config.get("EDIT_PASSWORD") or ""
     # Constant time, so response timing does not reveal how much of a guess was right.
-    return bool(expected) and hmac.compare_digest(candidate.encode(), expected.encode())
+    return bool(expected) and hmac.compare_digest(_utf8(candidate), _utf8(expected))
+
+
+def _password_fingerprint() -> str:
+    """An HMAC of the configured password under the session key: ties a sign-in to that password.
+
+    The session cookie is signed, not encrypted, so it carries this instead of the password; a new
+    password (or session key) makes every earlier sign-in worthless.
+    """
+    key = current_app.secret_key
+    key_bytes = key if isinstance(key, bytes) else _utf8(str(key))
+    password = _utf8(current_app.config.get("EDIT_PASSWORD") or "")
+    return hmac.new(key_bytes, b"refarch edit password\x00" + password, hashlib.sha256).hexdigest()
 
 
 def _sign_in() -> None:
     # A new session on sign-in: nothing from before (a planted token) survives.
     session.clear()
-    session["editor"] = True
+    session["editor"] = _password_fingerprint()
     session.permanent = True
     rotate_csrf_token()
 
@@ -66,14 +94,14 @@ def auth_state() -> dict[str, Any]:
     return {
         "password_required": password_required(),
         "can_edit": can_edit(),
-        "signed_in": session.get("editor") is True,
+        "signed_in": signed_in(),
     }
 
 
 def _session_state() -> dict[str, Any]:
     return {
         "password_required": password_required(),
-        "signed_in": session.get("editor") is True,
+        "signed_in": signed_in(),
         "can_edit": can_edit(),
         "csrf_token": csrf_token(),
     }

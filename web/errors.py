@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import openai
+import pinecone
 import psycopg2
 import psycopg2.errors
 from flask import Flask, Response, jsonify
@@ -74,6 +76,24 @@ def _database_unavailable(err: psycopg2.Error) -> Response:
     return error_response(503, "the database is unavailable; try again shortly")
 
 
+# What the search providers' SDKs raise once their own retries are spent: the service is down, slow
+# (timeouts), throttling us (429) or refusing our key: not the client's fault, and usually passing.
+EMBEDDING_SERVICE_ERRORS = (openai.APIError,)
+VECTOR_INDEX_ERRORS = (pinecone.PineconeError,)
+SEARCH_PROVIDER_ERRORS = EMBEDDING_SERVICE_ERRORS + VECTOR_INDEX_ERRORS
+
+
+def search_provider_message(err: Exception) -> str:
+    """What a person is told when a search provider failed (logged with the provider's own words)."""
+    service = "embedding service" if isinstance(err, EMBEDDING_SERVICE_ERRORS) else "vector index"
+    logger.warning("search provider unavailable", extra={"service": service, "error": f"{type(err).__name__}: {err}"})
+    return f"the {service} is unavailable (it failed, timed out or refused the request); try again shortly"
+
+
+def _search_provider_unavailable(err: Exception) -> Response:
+    return error_response(503, search_provider_message(err))
+
+
 def _not_configured(err: ConfigurationError) -> Response:
     logger.error("not configured", extra={"error": str(err)})
     return error_response(503, f"the service is not fully configured: {err}")
@@ -95,5 +115,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(psycopg2.errors.CheckViolation, _check_violation)
     app.register_error_handler(psycopg2.OperationalError, _database_unavailable)
     app.register_error_handler(psycopg2.InterfaceError, _database_unavailable)
+    for provider_error in SEARCH_PROVIDER_ERRORS:
+        app.register_error_handler(provider_error, _search_provider_unavailable)
     app.register_error_handler(ConfigurationError, _not_configured)
     app.register_error_handler(Exception, _unexpected)

@@ -83,7 +83,7 @@ def version_value(value: Any, *, required: bool) -> int | None:
         raise ApiError(400, "version must be a whole number", {"version": "must be a whole number"})
     try:
         version = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON 1e400 parses as infinity
         raise ApiError(400, "version must be a whole number", {"version": "must be a whole number"}) from None
     if isinstance(value, float) and value != version:
         raise ApiError(400, "version must be a whole number", {"version": "must be a whole number"})

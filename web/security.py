@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from flask import Flask, Response, abort, request, session
+from flask import Flask, Response, abort, current_app, request, session
 from flask.json.provider import DefaultJSONProvider
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -72,7 +72,9 @@ def add_security_headers(response: Response) -> Response:
     """Security headers on every response; dynamic responses are never cached (they may carry tokens)."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    if request.is_secure:
+    # Behind CloudFront/the load balancer TLS ends before the app, so the request itself looks like
+    # http; a Secure session cookie says the site is served over HTTPS. Browsers ignore HSTS over http.
+    if current_app.config.get("SESSION_COOKIE_SECURE") or request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
     if request.endpoint != "static":
         response.headers.setdefault("Cache-Control", "no-store")

@@ -10,7 +10,7 @@ from refarch import products, status
 from refarch.search import SearchInputError, SearchPage
 from web.api import queue_state
 from web.db import get_db, get_runtime
-from web.errors import ApiError
+from web.errors import SEARCH_PROVIDER_ERRORS, ApiError, search_provider_message
 from web.params import DEFAULT_K, MAX_DB_ID, search_args
 
 bp = Blueprint("views", __name__)
@@ -22,12 +22,16 @@ PAGE_SIZES = (10, 20, 50, 100)
 def index() -> tuple[str, int]:
     """Search results (or all products by id) with filters, pagination, sync badges and the status header."""
     error: str | None = None
+    error_status = 200
     result: SearchPage | None = None
     try:
         args = search_args(request.args)
         result = get_runtime().search.search(**args)
     except SearchInputError as err:
-        error = str(err)
+        error, error_status = str(err), 400
+    except SEARCH_PROVIDER_ERRORS as err:
+        # The rest of the page (filters, totals) still works: show the outage as its message.
+        error, error_status = search_provider_message(err), 503
     with get_db() as conn:
         categories = products.categories(conn)
         summary: dict[str, Any] = status.sync_counts(conn)
@@ -43,7 +47,7 @@ def index() -> tuple[str, int]:
         default_k=DEFAULT_K,
         page_url=_page_url,
     )
-    return html, 400 if error else 200
+    return html, error_status
 
 
 @bp.get("/products/<int:product_id>/row")

@@ -15,8 +15,6 @@ from refarch.messages import SyncMessage
 from refarch.observability import logger
 from refarch.queue import SyncQueue
 
-SEND_CHUNK = 500
-
 
 def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dict[str, Any]:
     """Create (or resume) a run and return its unfinished ranges as Map items.
@@ -81,7 +79,7 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
             return {"run_id": run_id, "range_no": range_no, "enqueued": 0, "skipped": 0, "taken": False}
         first_id, last_id, _ = claimed
         cur.execute(
-            "SELECT p.id, p.version, (s.status IN ('indexed') AND s.indexed_version >= p.version) AS current"
+            "SELECT p.id, p.version, (s.status = 'indexed' AND s.indexed_version >= p.version) AS current"
             " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id"
             " WHERE p.id BETWEEN %s AND %s ORDER BY p.id",
             (first_id, last_id),
@@ -92,8 +90,7 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
             for pid, version, current in rows
             if not current
         ]
-        for start in range(0, len(todo), SEND_CHUNK):
-            queue.send(todo[start : start + SEND_CHUNK])
+        queue.send(todo)
         skipped = len(rows) - len(todo)
         _mark_outbox_covered(cur, [(m.product_id, m.version) for m in todo])
         cur.execute(

@@ -209,7 +209,12 @@ def test_alb_accepts_only_cloudfront_which_serves_https(dev: Synthesized) -> Non
         if r["Properties"]["GroupId"] == {"Fn::GetAtt": [lb_group, "GroupId"]}
     ]
     distribution = only(template, "AWS::CloudFront::Distribution")["DistributionConfig"]
-    # Then the ALB's only way in is CloudFront's origin-facing prefix list, and viewers are sent to HTTPS
+    vpc_origin = only(template, "AWS::CloudFront::VpcOrigin")["VpcOriginEndpointConfig"]
+    # Then the ALB is internal and CloudFront reaches it through a VPC origin
+    assert only(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")["Scheme"] == "internal"
+    assert vpc_origin["Arn"] == {"Ref": next(iter(resources(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")))}
+    assert "VpcOriginConfig" in distribution["Origins"][0]
+    # And the ALB's only way in is CloudFront's origin-facing prefix list, and viewers are sent to HTTPS
     assert inline == []
     assert len(ingress) == 1 and "SourcePrefixListId" in ingress[0] and "CidrIp" not in ingress[0]
     prefix_lookup = next(iter(resources(template, "Custom::CloudFrontOriginPrefixList").values()))
@@ -231,6 +236,8 @@ def test_custom_domain_serves_https_from_the_alb_without_cloudfront(variant: Syn
     )
     assert resources(template, "AWS::CloudFront::Distribution") == {}
     assert resources(template, "AWS::Route53::RecordSet")
+    # And the ALB is the public entry point
+    assert only(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")["Scheme"] == "internet-facing"
 
 
 def test_pgvector_stage_has_no_pinecone_index_or_settings(variant: Synthesized) -> None:

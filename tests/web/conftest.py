@@ -67,8 +67,11 @@ def embedder(local_embedder: LocalEmbedder) -> LocalEmbedder:
     return local_embedder
 
 
-def make_runtime(embedder: LocalEmbedder, **settings: Any) -> Runtime:
-    """A Runtime from explicit settings (nothing from the developer's environment) sharing the model."""
+def make_runtime(shared_model: LocalEmbedder | None, /, **settings: Any) -> Runtime:
+    """A Runtime from explicit settings (nothing from the developer's environment) sharing the model.
+
+    With `shared_model=None` the Runtime builds the embedder the settings choose (e.g. OpenAI at a stand-in).
+    """
     base: dict[str, Any] = {
         "embedder": "local",
         "vector_backend": "pgvector",
@@ -80,7 +83,8 @@ def make_runtime(embedder: LocalEmbedder, **settings: Any) -> Runtime:
         "session_secret_arn": None,
     }
     runtime = Runtime(Settings(**{**base, **settings}), application_name="refarch-web-test")
-    runtime.embedder = embedder  # cached_property: set once, the Runtime reuses it
+    if shared_model is not None:
+        runtime.embedder = shared_model  # cached_property: set once, the Runtime reuses it
     return runtime
 
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from typing import Any
+
+import boto3
 import pytest
 
+from refarch.settings import ConfigurationError
 from tests.web.conftest import EDIT_PASSWORD, Api, build_app, csrf_token, form_csrf_token, make_runtime
+from web import create_app
 
 CHANGES = [
     ("post", "/api/products", {"sku": "X-1", "name": "X", "category": "c", "price": 1}),
@@ -147,3 +154,131 @@ def test_the_password_never_reaches_the_page_or_the_logs(locked_client, caplog):
     logged = " ".join(str(record.__dict__) for record in caplog.records)
     assert "sign-in refused" in logged
     assert EDIT_PASSWORD not in logged and EDIT_PASSWORD not in page
+
+
+def test_a_session_from_before_a_password_change_can_no_longer_edit(locked_app, catalog):
+    # Given an editor signed in with the current password
+    api = Api(locked_app.test_client())
+    api.token = api.post("/api/session", json={"password": EDIT_PASSWORD}).get_json()["csrf_token"]
+    assert api.put(f"/api/products/{catalog[0].id}", json={"version": 1, "name": "A"}).status_code == 200
+    # Then the session cookie holds no trace of the password itself
+    cookie = api.client.get_cookie("refarch_session")
+    assert cookie is not None
+    session = locked_app.session_interface.get_signing_serializer(locked_app).loads(cookie.value)
+    assert EDIT_PASSWORD not in str(session)
+    # When the configured password changes (a new secret value, picked up on restart)
+    locked_app.config["EDIT_PASSWORD"] = "a brand new passphrase"
+    # Then that old session is signed out: it may not edit any more
+    assert api.get("/api/session").get_json()["signed_in"] is False
+    response = api.put(f"/api/products/{catalog[0].id}", json={"version": 2, "name": "B"})
+    assert response.status_code == 401
+    assert api.get(f"/api/products/{catalog[0].id}").get_json()["name"] == "A"
+
+
+def test_a_password_with_a_lone_surrogate_is_refused_not_a_500(locked_client):
+    api = Api(locked_client)
+    response = api.post("/api/session", data='{"password": "\\ud800"}', content_type="application/json")
+    assert response.status_code == 401
+    assert api.get("/api/session").get_json()["signed_in"] is False
+
+
+def test_hsts_is_sent_whenever_the_session_cookie_is_secure(client):
+    # Given the default (cookie Secure, as on AWS), When a request arrives over plain HTTP from the proxy
+    response = client.get("/api/session")
+    # Then HSTS is still sent: TLS ends before the app, and browsers apply it only over HTTPS anyway
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+def test_no_hsts_for_plain_http_local_use(dsn, embedder):
+    # Given REFARCH_SESSION_COOKIE_SECURE=false (plain http on a laptop), Then no HSTS over http
+    runtime = make_runtime(embedder, database_url=dsn, session_cookie_secure=False)
+    client = build_app(runtime).test_client()
+    assert "Strict-Transport-Security" not in client.get("/api/session").headers
+    # But a request that did arrive over HTTPS still gets it
+    assert "Strict-Transport-Security" in client.get("/api/session", base_url="https://localhost").headers
+
+
+FORWARDED = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+
+
+def test_forwarded_headers_are_ignored_unless_the_app_runs_behind_a_proxy(dsn, embedder, caplog):
+    # Given a directly reachable app (no proxy setting), plain-http cookies so HSTS shows the scheme
+    runtime = make_runtime(embedder, database_url=dsn, session_cookie_secure=False)
+    client = build_app(runtime, EDIT_PASSWORD=EDIT_PASSWORD).test_client()
+    token = csrf_token(client)
+    # When a client claims another address and HTTPS
+    response = client.post("/api/session", json={"password": "guess"}, headers={**FORWARDED, "X-CSRF-Token": token})
+    # Then neither is believed: the refusal logs the real peer, and the request is not treated as HTTPS
+    assert response.status_code == 401
+    assert "Strict-Transport-Security" not in response.headers
+    refusals = [r for r in caplog.records if r.getMessage() == "sign-in refused"]
+    assert [r.remote_addr for r in refusals] == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("hops", "forwarded_for"),
+    [(1, "203.0.113.9"), (2, "203.0.113.9, 130.176.0.12")],  # ALB alone; CloudFront (its edge appended) + ALB
+    ids=["alb", "cloudfront-and-alb"],
+)
+def test_behind_proxies_the_forwarded_client_and_scheme_are_used(dsn, embedder, caplog, hops, forwarded_for):
+    # Given `hops` proxies in front (REFARCH_PROXY_HOPS: they are the only way in)
+    runtime = make_runtime(embedder, database_url=dsn, session_cookie_secure=False, proxy_hops=hops)
+    client = create_app({"TESTING": True, "REFARCH_RUNTIME": runtime, "EDIT_PASSWORD": EDIT_PASSWORD}).test_client()
+    headers = {"X-Forwarded-For": f"198.51.100.66, {forwarded_for}", "X-Forwarded-Proto": "https"}
+    token = client.get("/api/session", headers=headers).get_json()["csrf_token"]
+    # When they forward a refused sign-in from a client over HTTPS (after an address the client made up)
+    response = client.post("/api/session", json={"password": "guess"}, headers={**headers, "X-CSRF-Token": token})
+    # Then the address the first proxy saw is logged, and the request counts as HTTPS (HSTS sent)
+    assert response.status_code == 401
+    assert "Strict-Transport-Security" in response.headers
+    refusals = [r for r in caplog.records if r.getMessage() == "sign-in refused"]
+    assert [r.remote_addr for r in refusals] == ["203.0.113.9"]
+
+
+@pytest.fixture
+def secretsmanager(sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A Secrets Manager client on moto's server; the app's own client finds the same server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    return boto3.client("secretsmanager", region_name="us-east-1")
+
+
+def new_secret(secretsmanager: Any, value: str) -> str:
+    """A secret holding this string; its ARN."""
+    return secretsmanager.create_secret(Name=f"test/{uuid.uuid4().hex}", SecretString=value)["ARN"]
+
+
+@pytest.mark.parametrize("value", [" ", "  \n", '{"password": ""}', '{"password": "   "}'])
+def test_an_empty_edit_password_secret_stops_the_app_from_starting(dsn, embedder, secretsmanager, value):
+    # Given the edit password secret on AWS holds no password
+    runtime = make_runtime(embedder, database_url=dsn, edit_password_secret_arn=new_secret(secretsmanager, value))
+    # When the app starts, Then it refuses (editing would otherwise be open to everyone)
+    with pytest.raises(ConfigurationError, match="edit password secret .* is empty"):
+        create_app({"TESTING": True, "REFARCH_RUNTIME": runtime})
+
+
+@pytest.mark.parametrize("value", ['{"password": null}', '{"password": 12345}', '{"pass": "x"}'])
+def test_an_edit_password_secret_without_a_text_password_stops_the_app_from_starting(
+    dsn, embedder, secretsmanager, value
+):
+    # Given JSON in the secret whose password is not text (null would otherwise become the password "None")
+    runtime = make_runtime(embedder, database_url=dsn, edit_password_secret_arn=new_secret(secretsmanager, value))
+    # When the app starts, Then it refuses and names the field
+    with pytest.raises(ValueError, match="without a 'password' text field"):
+        create_app({"TESTING": True, "REFARCH_RUNTIME": runtime})
+
+
+@pytest.mark.parametrize("value", [EDIT_PASSWORD, json.dumps({"password": EDIT_PASSWORD})])
+def test_an_edit_password_secret_locks_editing(dsn, embedder, secretsmanager, value):
+    runtime = make_runtime(embedder, database_url=dsn, edit_password_secret_arn=new_secret(secretsmanager, value))
+    client = create_app({"TESTING": True, "REFARCH_RUNTIME": runtime}).test_client()
+    assert client.get("/api/session").get_json()["password_required"] is True
+    api = Api(client)
+    assert api.post("/api/session", json={"password": EDIT_PASSWORD}).get_json()["signed_in"] is True
+
+
+def test_an_empty_session_secret_stops_the_app_from_starting(dsn, embedder, secretsmanager):
+    runtime = make_runtime(embedder, database_url=dsn, session_secret_arn=new_secret(secretsmanager, '{"secret": ""}'))
+    with pytest.raises(ConfigurationError, match="session secret .* is empty"):
+        create_app({"TESTING": True, "REFARCH_RUNTIME": runtime})

@@ -9,7 +9,7 @@ import yaml
 from openapi_spec_validator import validate
 
 from tests.conftest import free_port
-from tests.web.conftest import build_app, make_runtime
+from tests.web.conftest import EDIT_PASSWORD, Api, build_app, make_runtime
 
 
 def test_page_lists_products_with_sync_badges_and_header_totals(client, catalog):
@@ -150,3 +150,51 @@ def test_openapi_is_valid_and_documents_every_api_route(app, client):
             routes |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops if method != "parameters"}
     assert routes == documented
+
+
+def input_tag(html: str, element_id: str) -> str:
+    """The opening tag of the input with this id."""
+    match = re.search(rf'<input id="{element_id}"[^>]*>', html)
+    assert match, f"no input {element_id}"
+    return match.group(0)
+
+
+def test_form_inputs_carry_real_attributes(client, catalog):
+    # When an editor opens the page
+    html = client.get("/").get_data(as_text=True)
+    # Then the add and edit forms' inputs carry their limits and hints as attributes, not escaped text
+    assert "&#34;" not in html
+    for prefix in ("new", f"edit-{catalog[0].id}"):
+        assert 'maxlength="200"' in input_tag(html, f"{prefix}-name")
+        assert 'list="category-options"' in input_tag(html, f"{prefix}-category")
+        assert 'inputmode="decimal"' in input_tag(html, f"{prefix}-price")
+        assert 'autocomplete="off"' in input_tag(html, f"{prefix}-price")
+    assert 'maxlength="64"' in input_tag(html, "new-sku")
+
+
+@pytest.fixture
+def failed_product(runtime, catalog):
+    """The skillet, marked failed by Emu's ledger with a reason that names internals."""
+    from refarch import ledger
+
+    with runtime.db.transaction() as conn:
+        ledger.record_failed(conn, {catalog[1].id: "openai: 401 Incorrect API key sk-internal-detail"})
+    return catalog[1]
+
+
+def test_the_failure_reason_is_shown_only_to_people_who_may_edit(locked_app, failed_product):
+    # Given a product whose indexing failed, and an edit password
+    visitor, editor = locked_app.test_client(), locked_app.test_client()
+    Api(editor).post("/api/session", json={"password": EDIT_PASSWORD})
+    reason = "sk-internal-detail"
+    urls = ["/", f"/products/{failed_product.id}/row", "/api/search?q=", f"/api/sync/statuses?ids={failed_product.id}"]
+    for url in urls:
+        # When a visitor reads it, Then it says failed without the reason
+        seen = visitor.get(url).get_data(as_text=True)
+        assert "failed" in seen and reason not in seen, url
+        # When a signed-in editor reads it, Then the reason is there
+        assert reason in editor.get(url).get_data(as_text=True), url
+
+
+def test_in_open_mode_everyone_may_edit_and_sees_the_reason(client, failed_product):
+    assert "sk-internal-detail" in client.get("/").get_data(as_text=True)

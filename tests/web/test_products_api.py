@@ -190,3 +190,37 @@ def test_sync_statuses_refuse_malformed_ids(client, ids):
     response = client.get("/api/sync/statuses", query_string={"ids": ids})
     assert response.status_code == 400
     assert "ids" in response.get_json()["fields"]
+
+
+UNSTORABLE_TEXT = [
+    pytest.param("Rain\x00Barrel", "NUL", id="nul"),
+    pytest.param("Rain \ud800 Barrel", "unpaired surrogate", id="lone-surrogate"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), UNSTORABLE_TEXT)
+@pytest.mark.parametrize("field", ["sku", "name", "category", "description"])
+def test_text_postgres_cannot_store_is_a_400_naming_the_field(api, catalog, field, text, message):
+    # When a product is added, or an existing one changed, with a NUL or a lone surrogate in one text field
+    created = api.post("/api/products", json={**NEW, field: text})
+    changed = api.put(f"/api/products/{catalog[0].id}", json={"version": catalog[0].version, field: text})
+    # Then both are refused with that field's message (not a 500 from the database driver) and nothing changed
+    for response in (created, changed):
+        assert response.status_code == 400, response.get_json()
+        assert message in response.get_json()["fields"][field]
+    assert api.get("/api/products").get_json()["total"] == len(catalog)
+    assert api.get(f"/api/products/{catalog[0].id}").get_json()["version"] == catalog[0].version
+
+
+@pytest.mark.parametrize("version", ["1e400", "Infinity", "-Infinity"])
+def test_an_infinite_version_is_a_400(api, catalog, version):
+    # When the version is a JSON number too large for a float (it parses as infinity)
+    response = api.put(
+        f"/api/products/{catalog[0].id}",
+        data=f'{{"version": {version}, "name": "Renamed"}}',
+        content_type="application/json",
+    )
+    # Then it is refused as a malformed version, and the product is unchanged
+    assert response.status_code == 400
+    assert "whole number" in response.get_json()["fields"]["version"]
+    assert api.get(f"/api/products/{catalog[0].id}").get_json()["name"] == catalog[0].name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from refarch.search import MAX_PAGE, SearchInputError
 from tests.web.conftest import index_now
 
 
@@ -111,3 +112,52 @@ def test_a_deleted_product_disappears_from_results_at_once(api, indexed_catalog)
     # Then search no longer returns it
     hits = api.get("/api/search", query_string={"q": "cast iron pan for searing steak"}).get_json()["results"]
     assert skillet.id not in [h["id"] for h in hits]
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "name"),
+    [
+        ("/api/search", {"q": "tent\x00"}, "query"),
+        ("/api/search", {"q": "tent", "category": "books\x00"}, "category"),
+        ("/api/products", {"category": "books\x00"}, "category"),
+    ],
+)
+def test_nul_in_the_query_or_category_is_a_400(client, indexed_catalog, url, params, name):
+    # When a NUL character arrives in a text parameter (Postgres cannot take it)
+    response = client.get(url, query_string=params)
+    # Then the request is refused with a message naming the parameter, not a 500
+    assert response.status_code == 400, response.get_json()
+    assert f"{name} cannot contain NUL" in response.get_json()["error"]
+
+
+def test_the_page_shows_a_nul_in_the_category_as_a_message(client, catalog):
+    response = client.get("/", query_string={"category": "books\x00"})
+    assert response.status_code == 400
+    assert 'role="alert"' in response.get_data(as_text=True)
+    assert "category cannot contain NUL" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("query", "category"), [("tent \ud800", None), ("", "books\udcff"), ("", "a\x00")])
+def test_the_search_service_refuses_text_postgres_cannot_store(runtime, catalog, query, category):
+    # Given the service every caller shares (web and CLI: a shell argument with invalid UTF-8 arrives as
+    # surrogates), When asked with a lone surrogate or a NUL, Then it refuses with a SearchInputError
+    with pytest.raises(SearchInputError, match="NUL|surrogate"):
+        runtime.search.search(query, category=category)
+
+
+@pytest.mark.parametrize("url", ["/api/search", "/api/products"])
+def test_a_page_number_past_any_listing_is_a_400(client, catalog, url):
+    # When listing (empty query) at a page whose offset no database could serve
+    response = client.get(url, query_string={"q": "", "page": "99999999999999999999"})
+    # Then it is refused with the limit, not a 500 from an out-of-range OFFSET
+    assert response.status_code == 400, response.get_json()
+    assert f"page must be {MAX_PAGE:,} or less" in response.get_json()["error"]
+    # And the last allowed page is simply empty
+    last = client.get(url, query_string={"q": "", "page": str(MAX_PAGE), "k": "100"})
+    assert last.status_code == 200 and last.get_json()["results"] == [] and last.get_json()["has_more"] is False
+
+
+def test_the_page_shows_a_page_number_past_any_listing_as_a_message(client, catalog):
+    response = client.get("/", query_string={"page": "99999999999999999999"})
+    assert response.status_code == 400
+    assert f"page must be {MAX_PAGE:,} or less" in response.get_data(as_text=True)
