@@ -38,8 +38,11 @@ def main(ctx: click.Context) -> None:
     # everything else is a local tool and gets quiet local defaults.
     if ctx.invoked_subcommand not in ("pelican", "web"):
         from refarch.local import apply_local_env
+        from refarch.observability import log_to_stderr
 
         apply_local_env()
+        # Local tools print their results (tables, JSON) on stdout; log lines must not mix in.
+        log_to_stderr()
 
 
 # --- db ---------------------------------------------------------------------------------------
@@ -178,7 +181,11 @@ def emu_worker(concurrency: int | None, ready_file: str) -> None:
 @click.option("--rows", default=10_000, show_default=True, type=click.IntRange(min=0), help="Catalog size.")
 @click.option("--port", default=8000, show_default=True, help="Web page port.")
 @click.option("--exit-when-synced", is_flag=True, help="Exit once every row is indexed; print a JSON summary.")
-@click.option("--timeout", type=float, help="With --exit-when-synced: give up after this many seconds (exit 1).")
+@click.option(
+    "--timeout",
+    type=float,
+    help="With --exit-when-synced: give up this many seconds after the command started (exit 1).",
+)
 def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) -> None:
     """Run the whole system locally: Postgres, SQS, listener, Emu workers, web; bootstrap the catalog."""
     from refarch.local.demo import run_demo

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from refarch.db import Connection, fetch_one
+from refarch.observability import logger
 
 
 def ping(conn: Connection) -> None:
@@ -54,7 +55,9 @@ def queue_depths(sqs: Any, queue_url: str | None, dlq_url: str | None) -> dict[s
             attrs = sqs.get_queue_attributes(
                 QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
             )["Attributes"]
-        except Exception:
+        except Exception as err:  # a status display must not fail with the queue; say why the depth is unknown
+            reason = f"{type(err).__name__}: {err}"
+            logger.warning("queue depth unavailable", extra={"queue_url": url, "reason": reason})
             return None
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 

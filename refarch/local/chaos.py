@@ -12,12 +12,13 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import tempfile
 import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ from refarch.vector_index import PgVectorIndex
 DIMENSION = 64
 MODEL = "text-embedding-3-small"
 VISIBILITY_TIMEOUT = 3
+# How long the embedding call of the batch chosen for a kill is held: ample time to see that it
+# arrived and kill its worker while the batch is still inside the Emu handler.
+HELD_EMBED_SECONDS = 2.0
 WORDS = (
     "river",
     "granite",
@@ -67,11 +71,12 @@ class ScenarioResult:
     stale: int
     seconds: float
     detail: str = ""
+    problems: list[str] = field(default_factory=list)  # what else went wrong (did not settle, fault not injected)
 
     @property
     def ok(self) -> bool:
-        """Nothing lost, nothing stale."""
-        return self.lost == 0 and self.stale == 0
+        """Nothing lost, nothing stale, and no other problem."""
+        return self.lost == 0 and self.stale == 0 and not self.problems
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -83,6 +88,7 @@ class ScenarioResult:
             "seconds": round(self.seconds, 1),
             "ok": self.ok,
             "detail": self.detail,
+            "problems": self.problems,
         }
 
 
@@ -239,12 +245,14 @@ class ChaosHarness:
         """Run one scenario body (returns changes made), wait for convergence, check it."""
         self.console.print(f"[bold]chaos[/bold] {name} …")
         started = time.monotonic()
+        problems: list[str] = []
         changes = body()
         settled = self.wait_converged(timeout)
         lost, stale, detail = self.drift()
         if not settled:
-            detail = f"did not settle in {timeout}s; status {self.stack.status()} {detail}"
-        result = ScenarioResult(name, changes, lost, stale, time.monotonic() - started, detail)
+            # A stack that never settles has not converged, whatever the drift check saw.
+            problems.append(f"did not settle in {timeout}s; status {self.stack.status()}")
+        result = ScenarioResult(name, changes, lost, stale, time.monotonic() - started, detail, problems)
         self.results.append(result)
         self.console.print(
             f"  changes {result.changes} · lost {result.lost} · stale {result.stale} · "
@@ -270,11 +278,49 @@ class ChaosHarness:
             "listener killed during edits", lambda: self._kill_during_changes("listener", self.edits, kills=2)
         )
 
+    def _kill_emu_mid_batch(self, missed: list[str], *, timeout: float = 60) -> bool:
+        """SIGKILL every Emu worker while one of them is provably inside a batch.
+
+        The next embedding call is held in the stand-in; once it has arrived, the worker that sent
+        it has received messages, locked their rows and is waiting for vectors, so a kill of every
+        worker now cuts that batch in half. If no call arrives within `timeout`, the kill is not
+        made (False) and the reason goes to `missed`.
+        """
+        arrived_before = self.openai.requests
+        self.openai.delay_next(HELD_EMBED_SECONDS)
+        deadline = time.monotonic() + timeout
+        while self.openai.requests == arrived_before:
+            if time.monotonic() > deadline:
+                missed.append(f"no embedding call (so no batch in flight) within {timeout}s: kill not made")
+                return False
+            time.sleep(0.01)
+        for component in self.stack.components:
+            if component.name == "emu" or component.name.startswith("emu-"):
+                self.stack.kill(component.name)
+        return True
+
     def emu_killed(self) -> ScenarioResult:
-        """The Emu worker is SIGKILLed mid-batch twice; its in-flight messages come back."""
-        return self.scenario(
-            "emu worker killed mid-batch", lambda: self._kill_during_changes("emu", max(self.edits // 3, 50), kills=2)
-        )
+        """Every Emu worker is SIGKILLed twice while a batch is in flight; its messages come back."""
+        missed: list[str] = []
+        kills = {"mid_batch": 0}
+
+        def body() -> int:
+            count = max(self.edits // 3, 50)
+            maker = ChangeMaker(self.stack.dsn, seed=zlib.crc32(b"emu"))
+            changes = threading.Thread(target=maker.make, args=(count,), kwargs={"pace": 0.002}, daemon=True)
+            changes.start()
+            for kill in range(2):
+                # Kills at a third and two thirds of the changes, each once a batch is provably in flight.
+                while maker.committed < count * (kill + 1) // 3 and changes.is_alive():
+                    time.sleep(0.01)
+                kills["mid_batch"] += self._kill_emu_mid_batch(missed)
+            changes.join()
+            return maker.committed
+
+        result = self.scenario("emu worker killed mid-batch", body)
+        result.problems += missed
+        result.detail = f"{kills['mid_batch']} of 2 kills made mid-batch {result.detail}".strip()
+        return result
 
     def embedder_faults(self) -> ScenarioResult:
         """30% of embedding calls fail (429, 500, timeouts) while edits flow."""
@@ -401,7 +447,7 @@ class ChaosHarness:
         )
         result.detail = f"DLQ depth {dlq}, reason logged: {logged}"
         if dlq != 1 or not logged:
-            result.lost += 1  # the poison message must be kept (in the DLQ) and explained
+            result.problems.append("the poison message must be kept (in the DLQ, alone) and its reason logged")
         return result
 
 
@@ -425,12 +471,18 @@ def run_chaos(*, quick: bool, only: tuple[str, ...] = (), json_path: Path | None
             getattr(harness, name)()
     finally:
         harness.stop()
+        # The stack's data and logs are only worth their disk space when something went wrong.
+        if harness.results and all(r.ok for r in harness.results):
+            shutil.rmtree(harness.home, ignore_errors=True)
+        else:
+            console.print(f"[yellow]kept {harness.home} (logs in logs/)[/yellow]")
     table = Table(title="refarch chaos")
     for column in ("Scenario", "Changes", "Lost", "Stale", "Seconds", "Result", "Detail"):
         table.add_column(column)
     for r in harness.results:
+        detail = " ".join([*r.problems, r.detail]).strip()
         table.add_row(
-            r.name, str(r.changes), str(r.lost), str(r.stale), f"{r.seconds:.1f}", "ok" if r.ok else "FAILED", r.detail
+            r.name, str(r.changes), str(r.lost), str(r.stale), f"{r.seconds:.1f}", "ok" if r.ok else "FAILED", detail
         )
     console.print(table)
     if json_path:

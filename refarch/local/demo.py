@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -351,6 +352,9 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
         return 2
     supervisor = Supervisor(settings, web_port=web_port, console=console)
     started_wall, started = time.time(), time.monotonic()
+    # --timeout counts from the command's start and bounds every wait after start-up (the bootstrap
+    # follow included): a script that passes it must get its summary line whatever gets stuck.
+    deadline = started + timeout if exit_when_synced and timeout else None
     stop = threading.Event()
     # Ctrl-C and SIGTERM both unwind through `finally` (SIGINT explicitly: a shell may start us ignoring it).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -367,26 +371,13 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
             console.print("catalog: kept the existing products and their edits (`refarch db seed --rows N` adds more)")
         else:
             console.print(f"catalog: seeded {inserted} products")
-        _bootstrap_with_progress(supervisor, console)
+        _bootstrap_with_progress(supervisor, console, deadline)
         if supervisor.fatal.is_set():
             return CONFIGURATION_ERROR_EXIT
         if exit_when_synced:
-            code = _wait_synced(supervisor, timeout)
-            status = supervisor.status()
-            seconds = time.monotonic() - started
-            print(
-                json.dumps(
-                    {
-                        "rows": status["products"],
-                        "seconds": round(seconds, 2),
-                        "rows_per_s": round(status["products"] / seconds, 2) if seconds else None,
-                        "embed_calls": supervisor.embed_calls_since(started_wall),
-                        "failures": status["failed"] + (status.get("dlq_depth") or 0),
-                        "indexed": status["indexed"],
-                    }
-                ),
-                flush=True,
-            )
+            code = _wait_synced(supervisor, deadline)
+            timed_out = code == 1 and deadline_passed(deadline)
+            print(json.dumps(_summary(supervisor, started, started_wall, timed_out=timed_out)), flush=True)
             return code
         with Live(console=console, refresh_per_second=2) as live:
             while not stop.wait(0.5):
@@ -404,7 +395,60 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
         supervisor.stop()
 
 
-def _bootstrap_with_progress(supervisor: Supervisor, console: Console) -> None:
+def _summary(supervisor: Supervisor, started: float, started_wall: float, *, timed_out: bool) -> dict[str, Any]:
+    """The --exit-when-synced JSON line; when the stack cannot be asked, the counts are null with the reason."""
+    seconds = round(time.monotonic() - started, 2)
+    summary: dict[str, Any] = {
+        "rows": None,
+        "seconds": seconds,
+        "rows_per_s": None,
+        "embed_calls": None,
+        "failures": None,
+        "indexed": None,
+        "timed_out": timed_out,
+    }
+    try:
+        status = supervisor.status()
+        summary.update(
+            rows=status["products"],
+            rows_per_s=round(status["products"] / seconds, 2) if seconds else None,
+            embed_calls=supervisor.embed_calls_since(started_wall),
+            failures=status["failed"] + (status.get("dlq_depth") or 0),
+            indexed=status["indexed"],
+        )
+    except Exception as err:  # e.g. the database is down: still one line, saying why the counts are missing
+        summary["error"] = f"status unavailable: {type(err).__name__}: {err}"
+    return summary
+
+
+def deadline_passed(deadline: float | None) -> bool:
+    """True once a time.monotonic() deadline has passed (never when there is none)."""
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def follow_indexing(
+    supervisor: Supervisor,
+    on_status: Callable[[dict[str, Any]], None],
+    enqueue_finished: threading.Event,
+    stop: threading.Event,
+    deadline: float | None = None,
+) -> bool:
+    """Poll the status for a progress display until nothing is pending after the enqueue.
+
+    Returns True when everything enqueued is indexed (or failed for good); False when stopped,
+    when a component cannot start, or when the deadline passed first.
+    """
+    while not stop.wait(0.5):
+        if supervisor.fatal.is_set() or deadline_passed(deadline):
+            return False
+        status = supervisor.status()
+        on_status(status)
+        if status["pending"] == 0 and enqueue_finished.is_set():
+            return True
+    return False
+
+
+def _bootstrap_with_progress(supervisor: Supervisor, console: Console, deadline: float | None = None) -> None:
     total = supervisor.status()["products"]
     with Progress(
         TextColumn("{task.description}"),
@@ -417,17 +461,15 @@ def _bootstrap_with_progress(supervisor: Supervisor, console: Console) -> None:
         enqueued = progress.add_task("enqueued", total=total, rate=0.0)
         indexed = progress.add_task("indexed ", total=total, rate=0.0)
         started = time.monotonic()
-        done = threading.Event()
+        enqueue_finished, stop = threading.Event(), threading.Event()
 
-        def follow() -> None:
-            while not done.wait(0.5) and not supervisor.fatal.is_set():
-                status = supervisor.status()
-                elapsed = max(time.monotonic() - started, 1e-6)
-                progress.update(indexed, completed=status["indexed"], rate=status["indexed"] / elapsed)
-                if status["pending"] == 0 and progress.tasks[enqueued].finished:
-                    break
+        def show(status: dict[str, Any]) -> None:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            progress.update(indexed, completed=status["indexed"], rate=status["indexed"] / elapsed)
 
-        watcher = threading.Thread(target=follow, daemon=True)
+        watcher = threading.Thread(
+            target=follow_indexing, args=(supervisor, show, enqueue_finished, stop, deadline), daemon=True
+        )
         watcher.start()
         sent = {"n": 0}
 
@@ -435,28 +477,33 @@ def _bootstrap_with_progress(supervisor: Supervisor, console: Console) -> None:
             sent["n"] += result["enqueued"] + result["skipped"]
             progress.update(enqueued, completed=sent["n"], rate=sent["n"] / max(time.monotonic() - started, 1e-6))
 
-        result = supervisor.bootstrap(on_batch=on_batch)
-        progress.update(enqueued, completed=total)
-        if not any(c.name == "listener" for c in supervisor.components):
-            # Started after the first bootstrap: the seed's outbox rows are covered by it by now.
-            supervisor.start_components(("listener",))
-        console.print(
-            f"bootstrap run {result['run_id']}: {result['enqueued']} enqueued, {result['skipped']} already indexed"
-        )
-        watcher.join()
-        done.set()
+        try:
+            result = supervisor.bootstrap(on_batch=on_batch)
+            progress.update(enqueued, completed=total)
+            enqueue_finished.set()
+            if not any(c.name == "listener" for c in supervisor.components):
+                # Started after the first bootstrap: the seed's outbox rows are covered by it by now.
+                supervisor.start_components(("listener",))
+            console.print(
+                f"bootstrap run {result['run_id']}: {result['enqueued']} enqueued, {result['skipped']} already indexed"
+            )
+            watcher.join()
+        finally:
+            stop.set()  # Ctrl-C or an error: the watcher must not outlive the progress display
 
 
-def _wait_synced(supervisor: Supervisor, timeout: float | None) -> int:
-    """Wait until nothing is left to do: 0 if every row is indexed, 1 if some failed for good or time ran out."""
-    deadline = time.monotonic() + timeout if timeout else None
-    while deadline is None or time.monotonic() < deadline:
+def _wait_synced(supervisor: Supervisor, deadline: float | None) -> int:
+    """Wait until nothing is left to do or the deadline passes.
+
+    0 when every row is indexed; 1 when time ran out, or when the queue and outbox are empty but
+    some products are marked failed (their messages have left the queue for the DLQ).
+    """
+    while not deadline_passed(deadline):
         if supervisor.fatal.is_set():
             return CONFIGURATION_ERROR_EXIT
         status = supervisor.status()
         idle = status["outbox_backlog"] == 0 and (status.get("queue_depth") or 0) == 0
         if status["pending"] == 0 and idle:
-            # Failed rows with an empty queue have exhausted their retries (their messages are in the DLQ).
             return 0 if status["failed"] == 0 else 1
         time.sleep(0.5)
     return 1

@@ -78,6 +78,17 @@ def index_matches_database(dsn: str) -> list[str]:
     return [f"product {pid}: row v{pv} vector v{vv}" for pid, pv, vv in rows]
 
 
+def vector_versions(dsn: str, ids: list[int]) -> dict[int, int]:
+    """{product id: version} of the vectors the index holds for these ids (absent ids are missing)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT product_id, version FROM product_vectors WHERE product_id = ANY(%s)", (ids,))
+            return dict(cur.fetchall())
+    finally:
+        conn.close()
+
+
 def diagnose(home: Path) -> str:
     """What the stack looked like: status, queue attributes, log tails (printed when a wait fails)."""
     import boto3
@@ -155,7 +166,11 @@ def _run_scenario(demo_home: Path) -> None:
         cur.execute("DELETE FROM products WHERE id = 7")
     conn.close()
     wait_for(lambda: synced(dsn), 60, "the edits to sync")
-    # Then `refarch search` sees each of them, without restarting anything
+    # Then the index holds the edit and the insert at their versions and no vector for the deleted row
+    # (search alone could not show the delete: it skips hits whose row is gone)
+    assert vector_versions(dsn, [5, new_id, 7]) == {5: 2, new_id: 1}
+    assert index_matches_database(dsn) == []
+    # And `refarch search` sees each of them, without restarting anything
     assert search(demo_home, "basket woven underwater by scuba divers")[0]["id"] == 5
     assert search(demo_home, "teapot brewing with quantum tunnelling")[0]["id"] == new_id
     assert 7 not in [hit["id"] for hit in search(demo_home, deleted_name, k=20)]

@@ -41,6 +41,8 @@ def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     assert all(s["changes"] > 0 for s in scenarios)
     assert "'timeout'" in scenarios[2]["detail"] or "'rate_limit'" in scenarios[2]["detail"]
     assert "DLQ depth 1" in scenarios[5]["detail"]
+    # Both Emu kills were made while a batch was in flight
+    assert scenarios[1]["detail"].startswith("2 of 2 kills made mid-batch")
     assert result.returncode == 0
 
 
@@ -52,7 +54,9 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     report = json.loads(out.read_text())
     assert report["bootstrap"]["rows"] == 300 and report["bootstrap"]["rows_per_s"] > 0
     assert report["raw_model"]["texts_per_s_batch_10"] > 0
-    assert report["change_latency_ms"]["edits"] > 0
+    # Every edit was measured on the search path: found at its new version, none given up on
+    latency = report["change_latency_ms"]
+    assert latency["edits"] == 20 and latency["measured"] == 20 and latency["not_found"] == 0
     assert set(report["search_latency"]) == {"300", "2000"}
     # Re-running the bootstrap or re-delivering every row computes no embedding (the cost guarantee)
     assert report["rebootstrap_unchanged"]["bootstrap_embeddings"] == 0

@@ -1,0 +1,30 @@
+"""Queue depths in the status: an unreachable queue gives an unknown depth and a logged reason."""
+
+from __future__ import annotations
+
+import boto3
+from botocore.config import Config
+
+from refarch.status import queue_depths
+from tests.conftest import free_port
+
+
+def test_an_unreachable_queue_reports_unknown_depth_and_logs_why(caplog):
+    # Given an SQS client pointed at a port where nothing listens
+    port = free_port()
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    url = f"http://127.0.0.1:{port}/000000000000/q.fifo"
+    # When the status asks for the queue depths
+    depths = queue_depths(sqs, url, None)
+    # Then both depths are unknown (the DLQ URL is not known either) and the failure is logged with its reason
+    assert depths == {"queue_depth": None, "dlq_depth": None}
+    warning = next(r for r in caplog.records if r.getMessage() == "queue depth unavailable")
+    assert warning.levelname == "WARNING" and warning.queue_url == url
+    assert "EndpointConnectionError" in warning.reason
