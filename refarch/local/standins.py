@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 FAULT_KINDS = ("rate_limit", "server_error", "timeout")
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -180,6 +180,10 @@ class StandInServer:
 
     # -- what subclasses provide -----------------------------------------------------------
 
+    def route_for(self, request: Request) -> tuple[str, Route] | None:
+        """The (name, route) that serves this request, or None: by default the exact (method, path) key."""
+        return self.routes.get((request.method, request.path))
+
     def authorize(self, request: Request) -> None:
         """Raise ApiError(401) unless the request carries valid credentials."""
 
@@ -193,7 +197,7 @@ class StandInServer:
         """Route one request: (status, JSON body or None to drop the connection, headers)."""
         with self._lock:
             self.requests += 1
-        entry = self.routes.get((request.method, request.path))
+        entry = self.route_for(request)
         try:
             if entry is None:
                 raise ApiError(404, f"{self.name}: no route for {request.method} {request.path}")
@@ -448,10 +452,30 @@ class OpenAIStandIn(StandInServer):
 
 
 # ---------------------------------------------------------------------------------------------
-# Pinecone data plane
+# Pinecone control plane and data plane
 # ---------------------------------------------------------------------------------------------
 
 DEFAULT_NAMESPACE = "__default__"
+# An index created with a dimension and a metric (no schema of named fields) declares exactly this
+# one field; the vectors API (upsert/query) serves only such indexes.
+DENSE_FIELD = "_values"
+INDEX_METRICS = ("cosine", "euclidean", "dotproduct")
+MAX_INDEX_DIMENSION = 20_000
+# Where Pinecone serverless runs, per cloud (the regions the SDK v10 knows).
+SERVERLESS_REGIONS = {
+    "aws": ("us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-southeast-1"),
+    "gcp": ("us-central1", "europe-west4"),
+    "azure": ("eastus2", "germanywestcentral"),
+}
+_INDEX_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,43}[a-z0-9])?")
+_INDEX_PATH = re.compile(r"/indexes/[^/]+")
+
+
+class _ControlPlaneError(ApiError):
+    """An error from the control plane, which answers in another envelope than the data plane."""
+
+    def __init__(self, status: int, message: str, code: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(status, message, code=code)
 
 
 @dataclass
@@ -461,11 +485,18 @@ class _StoredVector:
 
 
 class PineconeStandIn(StandInServer):
-    """A serverless Pinecone index's data plane (dense, cosine), in memory.
+    """A serverless Pinecone index's data plane (dense, cosine), in memory, and a control plane.
 
     Speaks what the SDK v10 sends for upsert, query (metadata filters with $eq/$ne/$gt/$gte/
     $lt/$lte/$in/$nin/$exists/$and/$or), fetch, delete, update, describe_index_stats and list;
     requires the Api-Key and API version headers; rejects vectors of the wrong dimension.
+
+    The control plane (point PINECONE_CONTROLLER_HOST or `Pinecone(host=...)` at `url`) lists,
+    creates (dense serverless indexes, validated as the API does, 409 when the name is taken),
+    describes (404 when missing) and deletes indexes. A new index is ready at once, or after
+    `initializing_describes` describes that find it still initializing. `indexes` holds each one
+    as a ready describe answers it. Every index's host is this stand-in's `url`: they share the
+    one data plane above, which checks vectors against `dimension`.
     """
 
     name = "pinecone-standin"
@@ -477,12 +508,26 @@ class PineconeStandIn(StandInServer):
     LIST_LIMIT_MAX = 100
     MAX_METADATA_BYTES = 40 * 1024
 
-    def __init__(self, *, dimension: int, api_key: str = "local-pinecone-key", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        dimension: int,
+        api_key: str = "local-pinecone-key",
+        initializing_describes: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.dimension = dimension
         self.api_key = api_key
         self.namespaces: dict[str, dict[str, _StoredVector]] = {}
+        self.indexes: dict[str, dict[str, Any]] = {}
+        self.initializing_describes = initializing_describes
+        self._initializing: Counter[str] = Counter()
         for method, path, name, route in (
+            ("GET", "/indexes", "list_indexes", self._list_indexes),
+            ("POST", "/indexes", "create_index", self._create_index),
+            ("GET", "/indexes/{name}", "describe_index", self._describe_index),
+            ("DELETE", "/indexes/{name}", "delete_index", self._delete_index),
             ("POST", "/vectors/upsert", "upsert", self._upsert),
             ("POST", "/query", "query", self._query),
             ("GET", "/vectors/fetch", "fetch", self._fetch),
@@ -498,6 +543,13 @@ class PineconeStandIn(StandInServer):
         with self._lock:
             return dict(self.namespaces.get(namespace or DEFAULT_NAMESPACE, {}))
 
+    def route_for(self, request: Request) -> tuple[str, Route] | None:
+        """Exact paths first; `/indexes/<name>` goes to the `/indexes/{name}` routes, which read the name."""
+        entry = super().route_for(request)
+        if entry is None and _INDEX_PATH.fullmatch(request.path):
+            return self.routes.get((request.method, "/indexes/{name}"))
+        return entry
+
     def authorize(self, request: Request) -> None:
         """The Api-Key header must match; the API version header must be present."""
         if request.headers.get("api-key") != self.api_key:
@@ -506,7 +558,9 @@ class PineconeStandIn(StandInServer):
             raise ApiError(400, "missing X-Pinecone-Api-Version header", code=3)
 
     def error_body(self, error: ApiError) -> dict[str, Any]:
-        """Pinecone's error envelope."""
+        """Pinecone's error envelope (the control plane's, or the data plane's gRPC-style one)."""
+        if isinstance(error, _ControlPlaneError):
+            return {"error": {"code": error.code, "message": error.message}, "status": error.status}
         code = (
             error.code
             if isinstance(error.code, int)
@@ -573,7 +627,116 @@ class PineconeStandIn(StandInServer):
         # Pinecone stores every number as a float64: a stored 3 comes back as 3.0.
         return {key: float(v) if _is_number(v) else v for key, v in metadata.items()}
 
-    # -- routes ----------------------------------------------------------------------------
+    # -- control plane ---------------------------------------------------------------------
+
+    def _list_indexes(self, request: Request) -> dict[str, Any]:
+        with self._lock:
+            return {"indexes": list(self.indexes.values())}
+
+    def _create_index(self, request: Request) -> dict[str, Any]:
+        body = request.body if request.body is not None else {}
+        if not isinstance(body, dict):
+            raise _ControlPlaneError(400, "request body must be a JSON object")
+        unsupported = set(body) - {"name", "schema", "deployment", "deletion_protection", "tags"}
+        if unsupported:
+            raise _ControlPlaneError(400, f"field(s) this stand-in does not support: {', '.join(sorted(unsupported))}")
+        name = body.get("name")
+        if not isinstance(name, str) or not _INDEX_NAME.fullmatch(name):
+            raise _ControlPlaneError(
+                400,
+                f"Invalid index name {name!r}: 1-45 lower case alphanumeric characters or '-', starting and "
+                "ending with an alphanumeric character (this stand-in does not generate names)",
+            )
+        protection = body.get("deletion_protection", "disabled")
+        if protection not in ("enabled", "disabled"):
+            raise _ControlPlaneError(400, f"deletion_protection must be 'enabled' or 'disabled', got {protection!r}")
+        tags = body.get("tags")
+        if tags is not None and not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
+            raise _ControlPlaneError(400, "tags must be an object of string values")
+        model = {
+            "name": name,
+            "host": self.url,
+            "status": {"ready": True, "state": "Ready"},
+            "schema": {"fields": {DENSE_FIELD: self._dense_field(body.get("schema"))}},
+            "deployment": self._managed_deployment(body.get("deployment")),
+            "deletion_protection": protection,
+            "tags": tags,
+        }
+        with self._lock:
+            if name in self.indexes:
+                raise _ControlPlaneError(409, f"Resource {name} already exists", code="ALREADY_EXISTS")
+            self.indexes[name] = model
+            self._initializing[name] = self.initializing_describes
+        # Like the API, the create answer shows the index still initializing; a describe finds it ready.
+        return {**model, "status": {"ready": False, "state": "Initializing"}}
+
+    def _describe_index(self, request: Request) -> dict[str, Any]:
+        name = unquote(request.path.removeprefix("/indexes/"))
+        with self._lock:
+            model = self.indexes.get(name)
+            initializing = self._initializing[name] > 0
+            if initializing:
+                self._initializing[name] -= 1
+        if model is None:
+            raise _ControlPlaneError(404, f"Resource {name} not found", code="NOT_FOUND")
+        return {**model, "status": {"ready": False, "state": "Initializing"}} if initializing else model
+
+    def _delete_index(self, request: Request) -> dict[str, Any]:
+        name = unquote(request.path.removeprefix("/indexes/"))
+        with self._lock:
+            model = self.indexes.get(name)
+            if model is None:
+                raise _ControlPlaneError(404, f"Resource {name} not found", code="NOT_FOUND")
+            if model["deletion_protection"] == "enabled":
+                raise _ControlPlaneError(
+                    403, f"Deletion protection is enabled for index {name}: disable it first", code="FORBIDDEN"
+                )
+            del self.indexes[name]
+            self._initializing.pop(name, None)
+        return {}
+
+    @staticmethod
+    def _dense_field(schema: Any) -> dict[str, Any]:
+        fields = schema.get("fields") if isinstance(schema, dict) else None
+        if not isinstance(fields, dict) or set(fields) != {DENSE_FIELD}:
+            raise _ControlPlaneError(
+                400,
+                f"this stand-in serves dense vector indexes only: schema.fields must declare exactly "
+                f"{DENSE_FIELD!r} (a dimension and a metric), got {schema!r}",
+            )
+        field = fields[DENSE_FIELD]
+        if not isinstance(field, dict) or field.get("type") != "dense_vector":
+            raise _ControlPlaneError(400, f"schema.fields.{DENSE_FIELD} must have type 'dense_vector', got {field!r}")
+        dimension = field.get("dimension")
+        if isinstance(dimension, bool) or not isinstance(dimension, int) or not 1 <= dimension <= MAX_INDEX_DIMENSION:
+            raise _ControlPlaneError(
+                400, f"dimension must be an integer between 1 and {MAX_INDEX_DIMENSION}, got {dimension!r}"
+            )
+        metric = field.get("metric", "cosine")
+        if metric not in INDEX_METRICS:
+            raise _ControlPlaneError(400, f"metric must be one of {', '.join(INDEX_METRICS)}, got {metric!r}")
+        return {"type": "dense_vector", "dimension": dimension, "metric": metric}
+
+    @staticmethod
+    def _managed_deployment(deployment: Any) -> dict[str, Any]:
+        if deployment is None:  # the API's default deployment
+            return {"deployment_type": "managed", "cloud": "aws", "region": "us-east-1"}
+        if not isinstance(deployment, dict) or deployment.get("deployment_type") != "managed":
+            raise _ControlPlaneError(
+                400, f"this stand-in serves serverless indexes only: deployment_type must be 'managed': {deployment!r}"
+            )
+        cloud, region = deployment.get("cloud"), deployment.get("region")
+        if cloud not in SERVERLESS_REGIONS:
+            raise _ControlPlaneError(400, f"cloud must be one of {', '.join(SERVERLESS_REGIONS)}, got {cloud!r}")
+        if region not in SERVERLESS_REGIONS[cloud]:
+            raise _ControlPlaneError(
+                400,
+                f"Pinecone serverless does not run in {cloud} region {region!r}; "
+                f"choose one of {', '.join(SERVERLESS_REGIONS[cloud])}",
+            )
+        return {"deployment_type": "managed", "cloud": cloud, "region": region}
+
+    # -- data plane ------------------------------------------------------------------------
 
     def _upsert(self, request: Request) -> dict[str, Any]:
         body = self._object(request, {"vectors", "namespace"})
