@@ -40,7 +40,7 @@ class StageConfig:
 
     name: str
     # Every stack deploys here, and so does the Pinecone serverless index ("the stack's region"):
-    # choose a region Pinecone serverless offers on AWS (us-east-1, us-west-2, eu-west-1).
+    # choose a region Pinecone serverless offers on AWS (see docs/deploy.md: us-east-1, us-west-2, eu-west-1, ...).
     region: str = "us-east-1"
     nat_gateways: int
     # Interface endpoints (SQS, Secrets Manager, Logs) keep AWS API traffic off the NAT gateway;

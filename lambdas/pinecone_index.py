@@ -76,6 +76,9 @@ def wait_until_ready(pc: Pinecone, index: IndexModel, deadline: float) -> IndexM
     while not index.status.ready:
         if index.status.state == "InitializationFailed":
             raise RuntimeError(f"Pinecone could not initialize index {index.name}: delete it and deploy again")
+        if index.status.state in ("Terminating", "Disabled"):
+            # Waiting cannot help: it is being deleted, or its project turned it off.
+            raise RuntimeError(f"Pinecone index {index.name} is {index.status.state}: choose another IndexName")
         if time.monotonic() + POLL_SECONDS > deadline:
             raise TimeoutError(f"Pinecone index {index.name} is still {index.status.state}: deploy again to wait more")
         time.sleep(POLL_SECONDS)

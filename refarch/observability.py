@@ -17,4 +17,14 @@ def log_to_stderr() -> None:
     """Send this process's log lines (Powertools writes to stdout) to stderr: a command's stdout is its output."""
     handler = logger.registered_handler
     if isinstance(handler, logging.StreamHandler):
-        handler.setStream(sys.stderr)
+        handler.setStream(_CurrentStderr())
+
+
+class _CurrentStderr:
+    """Whatever sys.stderr is at the moment of writing (a test runner may swap it in and out)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()

@@ -45,6 +45,10 @@ def sync_counts(conn: Connection) -> dict[str, Any]:
     }
 
 
+# Queues whose depth could not be read last time (per process), so an outage is warned about once.
+_UNAVAILABLE_QUEUES: set[str] = set()
+
+
 def queue_depths(sqs: Any, queue_url: str | None, dlq_url: str | None) -> dict[str, int | None]:
     """Visible + in-flight messages in the queue, and messages in the DLQ (None when unknown)."""
 
@@ -57,8 +61,14 @@ def queue_depths(sqs: Any, queue_url: str | None, dlq_url: str | None) -> dict[s
             )["Attributes"]
         except Exception as err:  # a status display must not fail with the queue; say why the depth is unknown
             reason = f"{type(err).__name__}: {err}"
-            logger.warning("queue depth unavailable", extra={"queue_url": url, "reason": reason})
+            # Status is polled (the demo twice a second, the page on every view): warn once per outage.
+            log = logger.debug if url in _UNAVAILABLE_QUEUES else logger.warning
+            _UNAVAILABLE_QUEUES.add(url)
+            log("queue depth unavailable", extra={"queue_url": url, "reason": reason})
             return None
+        if url in _UNAVAILABLE_QUEUES:
+            _UNAVAILABLE_QUEUES.discard(url)
+            logger.info("queue depth available again", extra={"queue_url": url})
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
     return {"queue_depth": depth(queue_url), "dlq_depth": depth(dlq_url)}

@@ -241,11 +241,16 @@ class ChaosHarness:
         detail = "" if report.clean else json.dumps({k: v for k, v in report.as_dict().items() if "sample" in k})
         return len(report.missing) + len(report.extra), len(report.stale), detail
 
-    def scenario(self, name: str, body: Callable[[], int], *, timeout: float = 300) -> ScenarioResult:
-        """Run one scenario body (returns changes made), wait for convergence, check it."""
+    def scenario(
+        self, name: str, body: Callable[[], int], *, timeout: float = 300, problems: list[str] | None = None
+    ) -> ScenarioResult:
+        """Run one scenario body (returns changes made), wait for convergence, check it.
+
+        `problems` is a list the body may append to (a fault it could not inject): each fails the scenario.
+        """
         self.console.print(f"[bold]chaos[/bold] {name} …")
         started = time.monotonic()
-        problems: list[str] = []
+        problems = problems if problems is not None else []
         changes = body()
         settled = self.wait_converged(timeout)
         lost, stale, detail = self.drift()
@@ -286,11 +291,11 @@ class ChaosHarness:
         worker now cuts that batch in half. If no call arrives within `timeout`, the kill is not
         made (False) and the reason goes to `missed`.
         """
-        arrived_before = self.openai.requests
         self.openai.delay_next(HELD_EMBED_SECONDS)
         deadline = time.monotonic() + timeout
-        while self.openai.requests == arrived_before:
+        while self.openai.delays_pending:  # taken the moment a call arrives, which it then holds
             if time.monotonic() > deadline:
+                self.openai.cancel_delays()  # or it would hold some later, unrelated call
                 missed.append(f"no embedding call (so no batch in flight) within {timeout}s: kill not made")
                 return False
             time.sleep(0.01)
@@ -317,8 +322,7 @@ class ChaosHarness:
             changes.join()
             return maker.committed
 
-        result = self.scenario("emu worker killed mid-batch", body)
-        result.problems += missed
+        result = self.scenario("emu worker killed mid-batch", body, problems=missed)
         result.detail = f"{kills['mid_batch']} of 2 kills made mid-batch {result.detail}".strip()
         return result
 
@@ -421,6 +425,8 @@ class ChaosHarness:
 
     def poison_message(self) -> ScenarioResult:
         """A malformed message reaches the DLQ (reason logged); everything else is unaffected."""
+        problems: list[str] = []
+        seen: dict[str, Any] = {}
 
         def body() -> int:
             from refarch.queue import make_sqs_client
@@ -437,17 +443,17 @@ class ChaosHarness:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not self.stack.status().get("dlq_depth"):
                 time.sleep(0.5)
+            seen["dlq"] = self.stack.status().get("dlq_depth")
+            # Whichever Emu worker received it logged the reason (on each of its receives).
+            seen["logged"] = any(
+                "malformed message" in log.read_text(errors="replace") for log in (self.home / "logs").glob("emu*.log")
+            )
+            if seen["dlq"] != 1 or not seen["logged"]:
+                problems.append("the poison message must be kept (in the DLQ, alone) and its reason logged")
             return made
 
-        result = self.scenario("poison message", body)
-        dlq = self.stack.status().get("dlq_depth")
-        # Whichever Emu worker received it logged the reason.
-        logged = any(
-            "malformed message" in log.read_text(errors="replace") for log in (self.home / "logs").glob("emu*.log")
-        )
-        result.detail = f"DLQ depth {dlq}, reason logged: {logged}"
-        if dlq != 1 or not logged:
-            result.problems.append("the poison message must be kept (in the DLQ, alone) and its reason logged")
+        result = self.scenario("poison message", body, problems=problems)
+        result.detail = f"DLQ depth {seen.get('dlq')}, reason logged: {seen.get('logged')}"
         return result
 
 

@@ -23,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -441,7 +442,10 @@ def follow_indexing(
     while not stop.wait(0.5):
         if supervisor.fatal.is_set() or deadline_passed(deadline):
             return False
-        status = supervisor.status()
+        try:
+            status = supervisor.status()
+        except psycopg2.Error:  # the database restarting: ask again (the deadline still applies)
+            continue
         on_status(status)
         if status["pending"] == 0 and enqueue_finished.is_set():
             return True
@@ -501,7 +505,11 @@ def _wait_synced(supervisor: Supervisor, deadline: float | None) -> int:
     while not deadline_passed(deadline):
         if supervisor.fatal.is_set():
             return CONFIGURATION_ERROR_EXIT
-        status = supervisor.status()
+        try:
+            status = supervisor.status()
+        except psycopg2.Error:  # the database restarting: ask again until the deadline
+            time.sleep(0.5)
+            continue
         idle = status["outbox_backlog"] == 0 and (status.get("queue_depth") or 0) == 0
         if status["pending"] == 0 and idle:
             return 0 if status["failed"] == 0 else 1

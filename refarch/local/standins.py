@@ -160,6 +160,17 @@ class StandInServer:
         with self._lock:
             self._delays.extend([seconds] * times)
 
+    @property
+    def delays_pending(self) -> int:
+        """How many `delay_next` delays no request has taken yet."""
+        with self._lock:
+            return len(self._delays)
+
+    def cancel_delays(self) -> None:
+        """Drop the delays no request has taken yet."""
+        with self._lock:
+            self._delays.clear()
+
     def reset(self) -> None:
         """Forget counters, received requests and scripted faults."""
         with self._lock:

@@ -119,7 +119,7 @@ def test_create_makes_a_dense_cosine_index_in_the_stack_region_and_returns_its_h
     PineconeIndex(api_key=stand_in.api_key, dimension=DIMENSION, host=result["Data"]["Host"]).ensure()
     # And the creation was logged, without the API key
     out, err = capfd.readouterr()
-    logged = out + err + caplog.text
+    logged = out + err + caplog.text + " ".join(str(record.__dict__) for record in caplog.records)
     assert "pinecone index created" in logged
     assert stand_in.api_key not in logged
 

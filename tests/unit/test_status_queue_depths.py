@@ -28,3 +28,22 @@ def test_an_unreachable_queue_reports_unknown_depth_and_logs_why(caplog):
     warning = next(r for r in caplog.records if r.getMessage() == "queue depth unavailable")
     assert warning.levelname == "WARNING" and warning.queue_url == url
     assert "EndpointConnectionError" in warning.reason
+
+
+def test_an_outage_is_warned_about_once(caplog):
+    # Given a queue that cannot be reached, asked about three times (the demo polls twice a second)
+    port = free_port()
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    url = f"http://127.0.0.1:{port}/000000000000/outage.fifo"
+    for _ in range(3):
+        assert queue_depths(sqs, url, None)["queue_depth"] is None
+    # Then one warning was logged for the outage, not one per poll
+    warnings = [r for r in caplog.records if r.getMessage() == "queue depth unavailable" and r.levelname == "WARNING"]
+    assert [w.queue_url for w in warnings] == [url]
