@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
@@ -27,9 +28,14 @@ from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_task_execution_role
 from refarch import topology
+from refarch.pelican.bootstrap import RangeBusyError
 
 LISTENER_COMMAND = ["refarch", "pelican", "listen"]
 LISTENER_HEALTH_COMMAND = ["refarch", "pelican", "health", "--max-age", "60"]
+
+
+# The error type the Batch Lambda reports for a range another worker holds (the exception's name).
+RANGE_BUSY_ERROR = RangeBusyError.__name__
 
 
 class BootstrapStateMachine(Construct):
@@ -44,6 +50,8 @@ class BootstrapStateMachine(Construct):
         batch: lambda_.IFunction,
         finalize: lambda_.IFunction,
         max_concurrency: int,
+        busy_retry_seconds: float,
+        busy_retry_attempts: int,
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, id_)
@@ -56,15 +64,22 @@ class BootstrapStateMachine(Construct):
                 comment="Create or resume a run; output {run_id, ranges}",
             )
         )
-        batch_step = _retried(
-            tasks.LambdaInvoke(
-                self,
-                "Batch",
-                lambda_function=batch,
-                payload_response_only=True,
-                comment="Enqueue one id range (rows claimed FOR UPDATE SKIP LOCKED)",
-            )
+        batch_step = tasks.LambdaInvoke(
+            self,
+            "Batch",
+            lambda_function=batch,
+            payload_response_only=True,
+            comment="Enqueue one id range (rows claimed FOR UPDATE SKIP LOCKED)",
         )
+        # Another worker holds the range (or a dead one, until Postgres drops its connection): wait
+        # and retry, so the Map never ends with a range unsent. Retriers match in order: this one first.
+        batch_step.add_retry(
+            errors=[RANGE_BUSY_ERROR],
+            interval=Duration.seconds(max(1, math.ceil(busy_retry_seconds))),  # ASL takes whole seconds
+            max_attempts=busy_retry_attempts,
+            backoff_rate=2.0,
+        )
+        _retried(batch_step)
         enqueue_ranges = sfn.Map(
             self,
             "Enqueue ranges",
@@ -284,6 +299,8 @@ class PelicanStack(Stack):
             batch=batch,
             finalize=finalize,
             max_concurrency=self.config.topology.bootstrap_max_concurrency,
+            busy_retry_seconds=self.config.topology.bootstrap_busy_retry_seconds,
+            busy_retry_attempts=self.config.topology.bootstrap_busy_retry_attempts,
             log_retention=self.config.log_retention,
         )
         self.state_machine = bootstrap.state_machine

@@ -35,6 +35,10 @@ class Topology:
     max_receive_count: int = 5
     bootstrap_range_size: int = 1000
     bootstrap_max_concurrency: int = 4
+    # A range another worker holds is retried, not skipped (Step Functions Retry and the local Map):
+    # waits of 5, 10, 20, 40, 80 s, long enough for Postgres to drop a dead worker's connection.
+    bootstrap_busy_retry_seconds: float = 5.0
+    bootstrap_busy_retry_attempts: int = 5
 
     @property
     def visibility_timeout_seconds(self) -> int:

@@ -39,8 +39,11 @@ def fetch_one(cur: _RowCursor[_Row]) -> _Row:
     return row
 
 
+SERVER_KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+
+
 def connect(dsn: str, *, autocommit: bool = False, application_name: str = "refarch") -> Connection:
-    """Open a new connection that fails fast and notices a dead peer."""
+    """Open a new connection that fails fast and notices a dead peer, on both ends."""
     conn = psycopg2.connect(
         dsn,
         connect_timeout=10,
@@ -49,6 +52,9 @@ def connect(dsn: str, *, autocommit: bool = False, application_name: str = "refa
         keepalives_idle=10,
         keepalives_interval=5,
         keepalives_count=3,
+        # The server's side too: a Lambda killed mid-transaction vanishes without closing its socket;
+        # with these, Postgres drops it (and its locks) within ~25 s instead of the OS's 2 hours.
+        options=" ".join(filter(None, [psycopg2.extensions.parse_dsn(dsn).get("options"), SERVER_KEEPALIVES])),
     )
     conn.autocommit = autocommit
     return conn

@@ -1,17 +1,20 @@
 """The bootstrap state machine run locally: Plan -> Map(Batch, max concurrency) -> Finalize.
 
 The same Lambda handlers the Step Functions definition invokes, loaded by handler string; the
-Map is a thread pool of the same max concurrency. A failed Batch goes to the same catch path
-(Finalize with an error), as in AWS.
+Map is a thread pool of the same max concurrency, and a Batch whose range another worker holds
+is retried with the same backoff as the state machine's Retry. A failed Batch goes to the same
+catch path (Finalize with an error), as in AWS.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from refarch.local.handlers import invoke
+from refarch.pelican.bootstrap import RangeBusyError
 from refarch.topology import (
     BOOTSTRAP_BATCH_HANDLER,
     BOOTSTRAP_FINALIZE_HANDLER,
@@ -33,10 +36,23 @@ def run_bootstrap(
     run_id = plan["run_id"]
     try:
         with ThreadPoolExecutor(max_workers=topology.bootstrap_max_concurrency, thread_name_prefix="bootstrap") as pool:
-            for result in pool.map(lambda item: invoke(BOOTSTRAP_BATCH_HANDLER, item), plan["ranges"]):
+            for result in pool.map(lambda item: invoke_batch(item, topology), plan["ranges"]):
                 if on_batch:
                     on_batch(result)
     except BaseException as err:  # Ctrl-C included: the run is recorded as failed, never left half-done
         invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id, "error": f"{type(err).__name__}: {err}"})
         raise
     return invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id})
+
+
+def invoke_batch(item: dict[str, Any], topology: Topology = DEFAULT_TOPOLOGY) -> dict[str, Any]:
+    """One Map item: the Batch handler, retried while its range is busy (the state machine's policy)."""
+    attempt = 0
+    while True:
+        try:
+            return invoke(BOOTSTRAP_BATCH_HANDLER, item)
+        except RangeBusyError:
+            if attempt == topology.bootstrap_busy_retry_attempts:
+                raise
+            time.sleep(topology.bootstrap_busy_retry_seconds * 2**attempt)
+            attempt += 1

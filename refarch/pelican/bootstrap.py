@@ -16,6 +16,10 @@ from refarch.observability import logger
 from refarch.queue import SyncQueue
 
 
+class RangeBusyError(RuntimeError):
+    """A range is pending but locked by another worker: retry later (the Map's retry policy does)."""
+
+
 def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dict[str, Any]:
     """Create (or resume) a run and return its unfinished ranges as Map items.
 
@@ -66,7 +70,8 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
 
     The range row is claimed FOR UPDATE SKIP LOCKED, so two workers never take the same rows;
     it is marked done in the same transaction, after SQS accepted every row. A crash leaves it
-    pending for the next run.
+    pending for the next run. A pending range another worker holds raises RangeBusyError, which
+    the Map retries: an item succeeds only once its range is done.
     """
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute(
@@ -75,6 +80,12 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
             (run_id, range_no),
         )
         claimed = cur.fetchone()
+        if claimed is None:
+            cur.execute("SELECT status FROM bootstrap_ranges WHERE run_id = %s AND range_no = %s", (run_id, range_no))
+            if (cur.fetchone() or ("done",))[0] == "pending":
+                # Another worker holds it, or a dead one whose connection Postgres has not dropped yet:
+                # fail this item so the Map retries it later, rather than finish with the range unsent.
+                raise RangeBusyError(f"range {range_no} of bootstrap run {run_id} is held by another worker")
         if claimed is None or claimed[2] == "done":
             return {"run_id": run_id, "range_no": range_no, "enqueued": 0, "skipped": 0, "taken": False}
         first_id, last_id, _ = claimed

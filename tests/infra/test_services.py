@@ -107,6 +107,12 @@ def test_bootstrap_retries_lambda_errors_and_records_failures(dev: Synthesized) 
     for task in (states["Plan"], batch, states["Finalize"], states["Record failure"]):
         retried = {error for rule in task["Retry"] for error in rule["ErrorEquals"]}
         assert {"States.TaskFailed", "Lambda.ServiceException"} <= retried
+    # And a range another worker holds is waited for (the rule ahead of the TaskFailed wildcard, which would match it)
+    rules = [rule["ErrorEquals"] for rule in batch["Retry"]]
+    busy = next(rule for rule in batch["Retry"] if rule["ErrorEquals"] == ["RangeBusyError"])
+    assert rules.index(["RangeBusyError"]) < next(i for i, r in enumerate(rules) if "States.TaskFailed" in r)
+    assert busy["IntervalSeconds"] == dev.config.topology.bootstrap_busy_retry_seconds
+    assert busy["MaxAttempts"] == dev.config.topology.bootstrap_busy_retry_attempts
     for state in (enqueue, states["Finalize"]):
         assert state["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Record failure"}]
     record = states["Record failure"]

@@ -216,3 +216,25 @@ def test_seed_catalog_is_the_same_in_another_process():
     )
     # Then it generates exactly the products this one does (every machine seeds the same catalog)
     assert other.stdout.strip() == repr([catalog.make_product(i) for i in (1, 42, 9999)])
+
+
+def test_connections_keep_the_dsn_options_and_ask_the_server_for_keepalives(dsn):
+    # Given a DSN that carries its own server options
+    from psycopg2.extensions import make_dsn
+
+    from refarch.db import connect
+
+    # When a connection is opened with it
+    conn = connect(make_dsn(dsn, options="-c statement_timeout=4321"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting('statement_timeout')")
+            (timeout,) = cur.fetchone()
+            cur.execute("SELECT name, source FROM pg_settings WHERE name LIKE 'tcp_keepalives_%' ORDER BY name")
+            keepalives = cur.fetchall()
+    finally:
+        conn.close()
+    # Then the DSN's option survives, next to the server keepalives the client asked for
+    # (a Unix-socket session ignores their values, but records where they came from)
+    assert timeout == "4321ms"
+    assert keepalives == [(f"tcp_keepalives_{n}", "client") for n in ("count", "idle", "interval")]

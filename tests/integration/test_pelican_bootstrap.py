@@ -6,9 +6,11 @@ the Map's max concurrency, 4) or by `refarch pelican bootstrap` in a child proce
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,11 +18,18 @@ import pytest
 
 import lambdas.bootstrap
 from refarch import catalog
+from refarch.db import connect
 from refarch.local.handlers import invoke
-from refarch.local.stepfunctions import run_bootstrap
+from refarch.local.stepfunctions import invoke_batch, run_bootstrap
+from refarch.pelican.bootstrap import RangeBusyError
 from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
-from refarch.topology import BOOTSTRAP_BATCH_HANDLER, BOOTSTRAP_FINALIZE_HANDLER, BOOTSTRAP_PLAN_HANDLER
+from refarch.topology import (
+    BOOTSTRAP_BATCH_HANDLER,
+    BOOTSTRAP_FINALIZE_HANDLER,
+    BOOTSTRAP_PLAN_HANDLER,
+    DEFAULT_TOPOLOGY,
+)
 from tests.integration.pelican_support import (
     REPO,
     QueueDrain,
@@ -30,6 +39,9 @@ from tests.integration.pelican_support import (
     refarch_env,
     wait_for,
 )
+
+# The state machine's retry policy for a busy range, with short waits (0.2, 0.4, 0.8, ... s).
+QUICK_RETRY = dataclasses.replace(DEFAULT_TOPOLOGY, bootstrap_busy_retry_seconds=0.2, bootstrap_busy_retry_attempts=6)
 
 
 @pytest.fixture
@@ -104,16 +116,40 @@ def test_overlapping_executions_never_send_a_range_twice(conn, dsn, local_settin
     items = [item for pair in zip(first["ranges"], second["ranges"], strict=True) for item in pair]
     with QueueDrain(local_settings) as drain:
         with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(lambda item: invoke(BOOTSTRAP_BATCH_HANDLER, item), items))
+            results = list(pool.map(lambda item: invoke_batch(item, QUICK_RETRY), items))
         final = invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": first["run_id"]})
         received = drain.settle()
-    # Then every range was taken by exactly one worker; the other copy found it claimed or done
+    # Then every range was taken by exactly one worker; the other copy found it done (waiting while claimed)
     assert Counter(r["range_no"] for r in results if r["taken"]) == Counter(range(20))
     assert [r["enqueued"] for r in results if not r["taken"]] == [0] * 20
     # And each product was sent once, and arrived once
     assert sent.per_product() == Counter(dict.fromkeys(product_ids(dsn), 1))
     assert len(received) == 2_000
     assert final["status"] == "complete" and final["enqueued"] == 2_000
+
+
+def test_a_range_held_by_another_worker_is_retried_until_it_is_sent(conn, dsn, local_settings, sent):
+    # Given a planned run of 300 products in 3 ranges, and range 1 held by a worker that is stuck
+    # (its transaction holds the range row, as a Lambda killed mid-send would until Postgres drops it)
+    catalog.seed(conn, 300)
+    plan = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": 100})
+    run_id = plan["run_id"]
+    holder = connect(dsn)
+    with holder.cursor() as cur:
+        cur.execute("SELECT 1 FROM bootstrap_ranges WHERE run_id = %s AND range_no = 1 FOR UPDATE", (run_id,))
+    # When a Batch is given that range, Then it does not report success with the range unsent
+    with pytest.raises(RangeBusyError, match="range 1 .* held by another worker"):
+        invoke(BOOTSTRAP_BATCH_HANDLER, plan["ranges"][1])
+    # When the Map runs every range with its retry policy and the stuck worker's connection drops meanwhile
+    threading.Timer(1.0, holder.close).start()
+    with QueueDrain(local_settings) as drain:
+        results = [invoke_batch(item, QUICK_RETRY) for item in plan["ranges"]]
+        final = invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id})
+        received = drain.settle()
+    # Then the held range was taken on a retry, and the run completed with every product sent
+    assert [r["taken"] for r in results] == [True, True, True]
+    assert final["status"] == "complete" and final["pending_ranges"] == 0
+    assert {m["product_id"] for m in received} == product_ids(dsn)
 
 
 def test_bootstrap_killed_mid_run_is_resumed_and_loses_nothing(conn, dsn, local_settings, tmp_path):
