@@ -67,7 +67,7 @@ def db_migrate(dsn: str | None) -> None:
 @click.option("--rows", default=10_000, show_default=True, type=click.IntRange(min=0))
 @click.option("--dsn", help=DSN_HELP)
 def db_seed(rows: int, dsn: str | None) -> None:
-    """Load the deterministic demo catalog (products 1..N; re-running adds nothing)."""
+    """Load the deterministic demo catalog (products 1..N by SKU; re-running adds only missing ones)."""
     from refarch import catalog
     from refarch.db import connect, migrate, resolve_dsn
 
@@ -120,7 +120,7 @@ def pelican_health(max_age: float) -> None:
     from refarch.pelican.listener import heartbeat_age
 
     age = heartbeat_age(_heartbeat_file(_settings()))
-    click.echo(f"last loop {age:.1f}s ago")
+    click.echo("no loop yet" if age == float("inf") else f"last loop {age:.1f}s ago")
     sys.exit(0 if age <= max_age else 1)
 
 
@@ -159,8 +159,9 @@ def emu_worker(concurrency: int | None, ready_file: str) -> None:
 
     settings = _settings()
     try:
-        # Build Emu's runtime now: a configuration that can never work fails here, once, clearly.
+        # Build Emu's runtime and find the queue now: a configuration that can never work fails here, once, clearly.
         _emu = importlib.import_module(EMU_HANDLER.rpartition(".")[0]).runtime.emu
+        queue_url = settings.resolved_queue_url()
     except ConfigurationError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -168,7 +169,7 @@ def emu_worker(concurrency: int | None, ready_file: str) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     (settings.home / ready_file).touch()
     poller = EventSourcePoller(
-        make_sqs_client(settings), settings.resolved_queue_url(), concurrency=concurrency, region=settings.aws_region
+        make_sqs_client(settings), queue_url, concurrency=concurrency, region=settings.aws_region
     )
     _stop_on_signals(poller.stop)
     poller.run()
@@ -258,7 +259,7 @@ def web_command(host: str, port: int) -> None:
 
 @main.command("reconcile")
 @click.option("--repair", "do_repair", is_flag=True, help="Enqueue forced syncs for every drifting product.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reconcile_command(do_repair: bool, as_json: bool) -> None:
     """Compare database, ledger and vector index; report missing, extra and stale vectors."""
     from refarch.reconcile import find_drift, repair
@@ -299,7 +300,7 @@ def search(query: str, k: int, category: str | None, as_json: bool) -> None:
 
 
 @main.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def status(as_json: bool) -> None:
     """Products, indexed, pending, failed, queue and DLQ depth, oldest pending age."""
     from refarch.db import resolve_dsn
