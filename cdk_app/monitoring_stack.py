@@ -57,31 +57,10 @@ class MonitoringStack(Stack):
         dlq_depth = dead_letter_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
         emu_errors = emu.metric_errors(period=PERIOD, statistic="Sum")
         # Emu's Powertools metrics (EMF): the age of the newest change it indexed, per batch.
-        sync_lag = cloudwatch.Metric(
-            namespace=NAMESPACE,
-            metric_name="SyncLag",
-            dimensions_map={"service": SERVICE},
-            period=PERIOD,
-            statistic="p95",
-            unit=cloudwatch.Unit.MILLISECONDS,
-        )
+        sync_lag = _emf_metric("SyncLag", "p95", cloudwatch.Unit.MILLISECONDS)
         # The listener's own EMF metrics (every minute): changes captured but not yet on the queue.
-        outbox_age = cloudwatch.Metric(
-            namespace=NAMESPACE,
-            metric_name="OutboxOldestPendingAge",
-            dimensions_map={"service": SERVICE},
-            period=PERIOD,
-            statistic="Maximum",
-            unit=cloudwatch.Unit.SECONDS,
-        )
-        outbox_backlog = cloudwatch.Metric(
-            namespace=NAMESPACE,
-            metric_name="OutboxBacklog",
-            dimensions_map={"service": SERVICE},
-            period=PERIOD,
-            statistic="Maximum",
-            unit=cloudwatch.Unit.COUNT,
-        )
+        outbox_age = _emf_metric("OutboxOldestPendingAge", "Maximum", cloudwatch.Unit.SECONDS)
+        outbox_backlog = _emf_metric("OutboxBacklog", "Maximum", cloudwatch.Unit.COUNT)
         # ECS reports a CPU datapoint per minute while a listener task runs: none means none is running.
         listener_samples = cloudwatch.Metric(
             namespace="AWS/ECS",
@@ -204,6 +183,18 @@ class MonitoringStack(Stack):
         alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
         alarm.add_ok_action(cloudwatch_actions.SnsAction(self.alarm_topic))
         self.alarms.append(alarm)
+
+
+def _emf_metric(name: str, statistic: str, unit: cloudwatch.Unit) -> cloudwatch.Metric:
+    """One of the runtimes' own Powertools (EMF) metrics: namespace Refarch, dimension service=refarch."""
+    return cloudwatch.Metric(
+        namespace=NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": SERVICE},
+        period=PERIOD,
+        statistic=statistic,
+        unit=unit,
+    )
 
 
 def _graph(

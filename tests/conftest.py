@@ -108,6 +108,31 @@ def sqs_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
+def secretsmanager(sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    """A Secrets Manager client on moto's server (the SQS server serves it too); code under test finds
+    the same server through AWS_ENDPOINT_URL_SECRETS_MANAGER."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    return boto3.client("secretsmanager", region_name="us-east-1")
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """Whether Postgres's SCRAM-SHA-256 verifier was made from this (ASCII) password."""
+    import base64
+
+    from refarch.db.roles import scram_sha256_verifier
+
+    method, _, rest = verifier.partition("$")
+    iterations, _, salt = rest.partition("$")[0].partition(":")
+    if method != "SCRAM-SHA-256":
+        return False
+    return verifier == scram_sha256_verifier(password, salt=base64.b64decode(salt), iterations=int(iterations))
+
+
+@pytest.fixture
 def local_settings(tmp_path: Path, sqs_endpoint: str, dsn: str, monkeypatch: pytest.MonkeyPatch):
     """Settings for one test: its own REFARCH_HOME, database and freshly created queues."""
     from refarch.local.sqs import create_queues

@@ -6,14 +6,10 @@ runtime's login on with the password from that runtime's secret, and seeds an em
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import uuid
 from typing import Any
 
-import boto3
 import pytest
 
 import lambdas.migrate
@@ -22,26 +18,7 @@ from refarch.db.roles import RUNTIME_ROLES
 from refarch.local.handlers import LocalLambdaContext
 from refarch.runtime import Runtime
 from refarch.settings import Settings
-
-
-def scram_matches(verifier: str, password: str) -> bool:
-    """Whether Postgres's SCRAM-SHA-256 verifier was made from this (ASCII) password."""
-    method, _, rest = verifier.partition("$")
-    iterations_salt, _, keys = rest.partition("$")
-    iterations, _, salt = iterations_salt.partition(":")
-    stored_key = keys.partition(":")[0]
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    return method == "SCRAM-SHA-256" and hashlib.sha256(client_key).digest() == base64.b64decode(stored_key)
-
-
-@pytest.fixture
-def secretsmanager(sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A Secrets Manager client on moto's server; the handler's own client finds the same server."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-    return boto3.client("secretsmanager", region_name="us-east-1")
+from tests.conftest import scram_matches
 
 
 @pytest.fixture

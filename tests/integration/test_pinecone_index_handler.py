@@ -45,11 +45,8 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[PineconeStandIn]:
 
 
 @pytest.fixture
-def api_key_secret(stand_in: PineconeStandIn, sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def api_key_secret(stand_in: PineconeStandIn, secretsmanager: Any) -> str:
     """The stand-in's API key in a secret on moto's server, as the stack's secret holds it; returns the ARN."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
     return create_secret(REGION, json.dumps({"apiKey": stand_in.api_key}))
 
 

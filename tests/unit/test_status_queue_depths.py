@@ -9,10 +9,9 @@ from refarch.status import queue_depths
 from tests.conftest import free_port
 
 
-def test_an_unreachable_queue_reports_unknown_depth_and_logs_why(caplog):
-    # Given an SQS client pointed at a port where nothing listens
-    port = free_port()
-    sqs = boto3.client(
+def unreachable_sqs(port: int):
+    """An SQS client for a port where nothing listens (one attempt, short connect timeout)."""
+    return boto3.client(
         "sqs",
         endpoint_url=f"http://127.0.0.1:{port}",
         region_name="us-east-1",
@@ -20,6 +19,12 @@ def test_an_unreachable_queue_reports_unknown_depth_and_logs_why(caplog):
         aws_secret_access_key="local",
         config=Config(retries={"max_attempts": 1}, connect_timeout=2),
     )
+
+
+def test_an_unreachable_queue_reports_unknown_depth_and_logs_why(caplog):
+    # Given an SQS client pointed at a port where nothing listens
+    port = free_port()
+    sqs = unreachable_sqs(port)
     url = f"http://127.0.0.1:{port}/000000000000/q.fifo"
     # When the status asks for the queue depths
     depths = queue_depths(sqs, url, None)
@@ -33,14 +38,7 @@ def test_an_unreachable_queue_reports_unknown_depth_and_logs_why(caplog):
 def test_an_outage_is_warned_about_once(caplog):
     # Given a queue that cannot be reached, asked about three times (the demo polls twice a second)
     port = free_port()
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
-    )
+    sqs = unreachable_sqs(port)
     url = f"http://127.0.0.1:{port}/000000000000/outage.fifo"
     for _ in range(3):
         assert queue_depths(sqs, url, None)["queue_depth"] is None

@@ -6,7 +6,6 @@ import json
 import uuid
 from typing import Any
 
-import boto3
 import pytest
 
 from refarch.settings import ConfigurationError
@@ -233,15 +232,6 @@ def test_behind_proxies_the_forwarded_client_and_scheme_are_used(dsn, embedder, 
     assert "Strict-Transport-Security" in response.headers
     refusals = [r for r in caplog.records if r.getMessage() == "sign-in refused"]
     assert [r.remote_addr for r in refusals] == ["203.0.113.9"]
-
-
-@pytest.fixture
-def secretsmanager(sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A Secrets Manager client on moto's server; the app's own client finds the same server."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-    return boto3.client("secretsmanager", region_name="us-east-1")
 
 
 def new_secret(secretsmanager: Any, value: str) -> str:
