@@ -25,8 +25,8 @@ def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def batch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Enqueue one range (a Map item: {run_id, range_no, ...})."""
-    return run_batch(runtime.db, runtime.queue, run_id=int(event["run_id"]), range_no=int(event["range_no"]))
+    """Enqueue one range on the bulk lane (a Map item: {run_id, range_no, ...})."""
+    return run_batch(runtime.db, runtime.bulk_queue, run_id=int(event["run_id"]), range_no=int(event["range_no"]))
 
 
 @logger.inject_lambda_context

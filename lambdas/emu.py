@@ -1,4 +1,8 @@
-"""Emu: SQS FIFO-triggered Lambda that embeds changed products and updates the vector index."""
+"""Emu: the SQS-triggered Lambda that embeds changed products and updates the vector index.
+
+One handler, two functions: REFARCH_EMU_LANE=live (FIFO queue, batches of 10) or bulk (standard
+queue, batches of up to 100 messages of up to 100 products each).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,12 @@ import time
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    SqsFifoPartialProcessor,
+    process_partial_response,
+)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -24,8 +33,12 @@ class RecordFailed(Exception):
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Sync the batch's products (one embed call), then report per-message failures."""
+    """Sync the batch's products (one embed call per chunk), then report per-message failures."""
     started = time.perf_counter()
+    lane = runtime.settings.emu_lane
+    if metrics.default_dimensions.get("lane") != lane:
+        # A default dimension (set once per process) survives each flush: every metric names its lane.
+        metrics.set_default_dimensions(lane=lane)
     records = event.get("Records", [])
     outcome = runtime.emu.process({r["messageId"]: r.get("body", "") for r in records})
 
@@ -34,13 +47,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             raise RecordFailed(outcome.failures[record.message_id])
 
     # A processor per invocation: it holds per-batch state, and the local event source calls this
-    # handler from several threads at once. After a failure in a message group, later messages of
-    # that group are failed too (FIFO order).
-    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    # handler from several threads at once. Live lane: after a failure in a message group, later
+    # messages of that group are failed too (FIFO order). Bulk lane: a standard queue, no order.
+    processor: BatchProcessor = (
+        SqsFifoPartialProcessor(skip_group_on_error=True) if lane == "live" else BatchProcessor(EventType.SQS)
+    )
     try:
-        return process_partial_response(
+        response = process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
         )
+        return dict(response)
     finally:
         # Also when every record failed (Powertools then raises so the whole batch is retried):
         # that is when the Failed metric matters most.
@@ -50,12 +66,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric("Deleted", MetricUnit.Count, outcome.deleted)
         metrics.add_metric("Failed", MetricUnit.Count, failed)
         metrics.add_metric("EmbedCalls", MetricUnit.Count, outcome.embed_calls)
+        metrics.add_metric("Chunks", MetricUnit.Count, outcome.chunks)
         metrics.add_metric("BatchLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
         if outcome.max_lag_seconds is not None:
             metrics.add_metric("SyncLag", MetricUnit.Milliseconds, outcome.max_lag_seconds * 1000)
         logger.info(
             "batch done",
             extra={
+                "lane": lane,
                 "records": len(records),
                 "embedded": outcome.embedded,
                 "skipped": outcome.skipped,

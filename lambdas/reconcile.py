@@ -21,7 +21,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Find drift; enqueue repairs unless the event says {"repair": false}."""
     report = find_drift(runtime.db, runtime.index, runtime.embedder.model_id)
     if event.get("repair", True):
-        repair(runtime.db, runtime.queue, report)
+        repair(runtime.db, runtime.bulk_queue, report)
     for name in ("missing", "extra", "stale"):
         metrics.add_metric(f"Drift{name.capitalize()}", MetricUnit.Count, len(getattr(report, name)))
     result = report.as_dict()

@@ -93,17 +93,19 @@ def pelican() -> None:
 @click.option("--dsn", help=DSN_HELP)
 @click.option("--poll-seconds", default=2.0, show_default=True, help="Drain at least this often.")
 def pelican_listen(dsn: str | None, poll_seconds: float) -> None:
-    """Relay the outbox to SQS: drain on start, on NOTIFY and on a timer; SIGTERM stops cleanly."""
+    """Relay the outbox to SQS (live lane; a large backlog to the bulk lane); SIGTERM stops cleanly."""
     from refarch.db import resolve_dsn
     from refarch.pelican.listener import OutboxRelay
     from refarch.queue import SyncQueue, make_sqs_client
 
     settings = _settings()
+    sqs = make_sqs_client(settings)
     relay = OutboxRelay(
         resolve_dsn(settings, dsn),
-        SyncQueue(make_sqs_client(settings), settings.resolved_queue_url()),
+        SyncQueue(sqs, settings.resolved_queue_url()),
         poll_seconds=poll_seconds,
         heartbeat_file=_heartbeat_file(settings),
+        bulk_queue=SyncQueue(sqs, settings.resolved_bulk_queue_url()),
     )
     _stop_on_signals(relay.stop)
     relay.run()
@@ -143,25 +145,35 @@ def emu() -> None:
 
 
 @emu.command("worker")
-@click.option("--concurrency", type=click.IntRange(min=1), help="Default: Emu's reserved concurrency.")
+@click.option(
+    "--lane",
+    type=click.Choice(["live", "bulk"]),
+    help="The lane's queue and event-source rules. Default: REFARCH_EMU_LANE, else live.",
+)
+@click.option("--concurrency", type=click.IntRange(min=1), help="Default: the lane's reserved concurrency.")
 @click.option(
     "--ready-file",
     default="emu.ready",
     show_default=True,
     help="Created under REFARCH_HOME once the worker's configuration holds (for a supervisor).",
 )
-def emu_worker(concurrency: int | None, ready_file: str) -> None:
-    """Poll the local queue and invoke the Emu Lambda handler (the local event source mapping)."""
+def emu_worker(lane: str | None, concurrency: int | None, ready_file: str) -> None:
+    """Poll one lane's local queue and invoke the Emu Lambda handler (the local event source mapping)."""
+    import os
+
     from refarch.local.event_source import EventSourcePoller
     from refarch.queue import make_sqs_client
     from refarch.settings import ConfigurationError
-    from refarch.topology import EMU_HANDLER
+    from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER
 
+    if lane:
+        # The handler reads its lane from the environment, as each Lambda function's configuration sets it.
+        os.environ["REFARCH_EMU_LANE"] = lane
     settings = _settings()
     try:
         # Build Emu's runtime and find the queue now: a configuration that can never work fails here, once, clearly.
         _emu = importlib.import_module(EMU_HANDLER.rpartition(".")[0]).runtime.emu
-        queue_url = settings.resolved_queue_url()
+        queue_url = settings.resolved_lane_queue_url()
     except ConfigurationError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -169,7 +181,11 @@ def emu_worker(concurrency: int | None, ready_file: str) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     (settings.home / ready_file).touch()
     poller = EventSourcePoller(
-        make_sqs_client(settings), queue_url, concurrency=concurrency, region=settings.aws_region
+        make_sqs_client(settings),
+        queue_url,
+        lane=DEFAULT_TOPOLOGY.lane(settings.emu_lane),
+        concurrency=concurrency,
+        region=settings.aws_region,
     )
     _stop_on_signals(poller.stop)
     poller.run()
@@ -230,16 +246,29 @@ def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None) -> No
 
 @main.command("sqs-server")
 @click.option("--port", default=9324, show_default=True)
-@click.option("--visibility-timeout", default=10, show_default=True, help="Seconds before a failed message returns.")
-def sqs_server(port: int, visibility_timeout: int) -> None:
-    """Run a local SQS API (moto) on 127.0.0.1 with the FIFO queue and DLQ; Ctrl-C stops it."""
+@click.option(
+    "--visibility-timeout", default=10, show_default=True, help="Seconds before a failed live-lane message returns."
+)
+@click.option(
+    "--bulk-visibility-timeout",
+    default=180,
+    show_default=True,
+    help="Seconds before a failed (or still running) bulk-lane message returns.",
+)
+def sqs_server(port: int, visibility_timeout: int, bulk_visibility_timeout: int) -> None:
+    """Run a local SQS API (moto) on 127.0.0.1 with both lanes' queues and DLQs; Ctrl-C stops it."""
     import threading
 
     from refarch.local.sqs import create_queues, start_server
 
     settings = _settings()
     server = start_server(port)
-    urls = create_queues(settings, f"http://127.0.0.1:{port}", visibility_timeout=visibility_timeout)
+    urls = create_queues(
+        settings,
+        f"http://127.0.0.1:{port}",
+        visibility_timeout=visibility_timeout,
+        bulk_visibility_timeout=bulk_visibility_timeout,
+    )
     click.echo(json.dumps(urls))
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -268,7 +297,7 @@ def reconcile_command(do_repair: bool, as_json: bool) -> None:
     runtime = Runtime(application_name="refarch-reconcile")
     report = find_drift(runtime.db, runtime.index, runtime.embedder.model_id)
     if do_repair:
-        repair(runtime.db, runtime.queue, report)
+        repair(runtime.db, runtime.bulk_queue, report)
     result = report.as_dict()
     click.echo(json.dumps(result) if as_json else "  ".join(f"{k}={v}" for k, v in result.items()))
     sys.exit(0 if report.clean or do_repair else 1)
@@ -302,22 +331,20 @@ def search(query: str, k: int, category: str | None, as_json: bool) -> None:
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def status(as_json: bool) -> None:
-    """Products, indexed, pending, failed, queue and DLQ depth, oldest pending age."""
-    from refarch.db import resolve_dsn
-    from refarch.queue import make_sqs_client
-    from refarch.status import queue_depths, sync_counts
+    """Products, indexed, pending, failed; each lane's queue depth, oldest message age and DLQ depth."""
+    from refarch.db import connect, resolve_dsn
+    from refarch.queue import make_cloudwatch_client, make_sqs_client
+    from refarch.status import lane_queues, queue_states, sync_counts
 
     settings = _settings()
-    from refarch.db import connect
-
     conn = connect(resolve_dsn(settings))
     try:
         result: dict[str, Any] = sync_counts(conn)
     finally:
         conn.close()
-    queue_url = settings.queue_url or settings.local_runtime.get("queue_url")
-    if queue_url:
-        result.update(queue_depths(make_sqs_client(settings), queue_url, settings.resolved_dlq_url()))
+    queues = lane_queues(settings)
+    if queues:
+        result.update(queue_states(make_sqs_client(settings), make_cloudwatch_client(settings), queues))
     if as_json:
         click.echo(json.dumps(result))
     else:

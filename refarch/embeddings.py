@@ -14,6 +14,8 @@ class Embedder(Protocol):
 
     model_id: str
     dimension: int
+    # Texts per request that suit the provider: Emu embeds in chunks of this size (one request each).
+    batch_size: int
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Vectors for these texts, in order."""
@@ -28,6 +30,10 @@ class OpenAIEmbedder:
 
     # Provider limits (text-embedding-3-*): 2048 inputs and 300k tokens per request, 8191 per input.
     MAX_INPUTS = 2048
+    # Emu's chunk: 512 texts of the seed catalog are ~28k tokens, one request well inside both limits
+    # (the token budget below still splits a chunk of unusually long texts), and a chunk's product
+    # locks are held for one request, not for a 2048-text one.
+    BATCH_SIZE = 512
     MAX_REQUEST_TOKENS = 250_000
     MAX_INPUT_TOKENS = 8191
     # Without a tokenizer, budget conservatively: English averages ~4 chars/token, rarely below ~2.5;
@@ -51,6 +57,7 @@ class OpenAIEmbedder:
         self.dimensions = dimensions
         self.dimension = dimensions or {"text-embedding-3-large": 3072}.get(model, 1536)
         self.model_id = f"openai:{model}:{self.dimension}"
+        self.batch_size = self.BATCH_SIZE
 
     @classmethod
     def estimated_tokens(cls, text: str) -> float:
@@ -118,6 +125,9 @@ class OpenAIEmbedder:
 class LocalEmbedder:
     """sentence-transformers all-MiniLM-L6-v2 (384-d, normalised), loaded offline when packaged."""
 
+    # The model's own encode batch: on CPU, larger batches gain little and hold Emu's locks longer.
+    BATCH_SIZE = 64
+
     def __init__(self, model_name: str = "all-MiniLM-L6-v2", *, threads: int | None = None) -> None:
         import os
 
@@ -145,13 +155,16 @@ class LocalEmbedder:
             raise ConfigurationError(f"embedding model {path} does not report its vector dimension")
         self.dimension = int(dimension)
         self.model_id = f"local:{model_name}:{self.dimension}"
+        self.batch_size = self.BATCH_SIZE
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Normalised vectors, computed on this machine's CPU."""
         # One model, many worker threads: serialise so torch's own threads are not oversubscribed.
         with self._lock:
-            array = self._model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+            array = self._model.encode(
+                texts, batch_size=self.BATCH_SIZE, normalize_embeddings=True, show_progress_bar=False
+            )
         return array.tolist()
 
 

@@ -1,21 +1,29 @@
-"""Emu's logic: bring the vector index up to date for the products named by a batch of messages."""
+"""Emu's logic: bring the vector index up to date for the products named by a batch of messages.
+
+The same code serves both lanes (docs/emu.md). A delivery is split into chunks sized for the
+embedding provider, not for the queue: each chunk is one transaction holding its products'
+locks, one embedding request, upserts of at most 100 vectors, and one ledger write. Locks are
+held for one chunk only, so a live edit of a product in a large bulk delivery waits for at most
+one chunk, never for the whole delivery.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from refarch import ledger, products
-from refarch.db import Database
+from refarch.db import Connection, Database
 from refarch.embeddings import Embedder
-from refarch.messages import SyncMessage
+from refarch.messages import AnyMessage, parse_message
 from refarch.observability import logger
 from refarch.vector_index import VectorIndex, VectorRecord
+
+__all__ = ["BatchOutcome", "Emu", "content_hash", "is_input_error", "parse_message"]
 
 
 def content_hash(model_id: str, text: str) -> str:
@@ -23,31 +31,40 @@ def content_hash(model_id: str, text: str) -> str:
     return hashlib.sha256(f"{model_id}\n{text}".encode()).hexdigest()
 
 
+def is_input_error(err: BaseException) -> bool:
+    """True when a provider refused the request for what it contained (HTTP 400/413/422), not for load.
+
+    Only then is a chunk split to find the product at fault: an outage or throttling would fail
+    every part as well, and splitting would only multiply the calls.
+    """
+    status = getattr(err, "status_code", None) or getattr(err, "status", None)
+    return status in (400, 413, 422)
+
+
 @dataclass
 class BatchOutcome:
-    """What one batch did; `failures` maps message ids to the reason they must be retried."""
+    """What one delivery did; `failures` maps message ids to the reason they must be retried."""
 
     embedded: int = 0
     metadata_only: int = 0
     skipped: int = 0
     deleted: int = 0
     embed_calls: int = 0
+    chunks: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     max_lag_seconds: float | None = None
 
 
-def parse_message(body: str) -> SyncMessage:
-    """Parse one message body; raises ValueError with a readable reason if malformed."""
-    try:
-        return SyncMessage.model_validate_json(body)
-    except ValidationError as err:
-        raise ValueError(f"malformed message: {err.errors(include_url=False)}") from err
+def chunked(ids: list[int], size: int) -> Iterator[list[int]]:
+    """Consecutive slices of at most `size` ids."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 class Emu:
-    """Re-reads rows, skips unchanged content, embeds once per batch, upserts, advances the ledger."""
+    """Re-reads rows, skips unchanged content, embeds once per chunk, upserts, advances the ledger."""
 
-    def __init__(self, db: Database, embedder: Embedder, index: VectorIndex) -> None:
+    def __init__(self, db: Database, embedder: Embedder, index: VectorIndex, *, chunk_size: int | None = None) -> None:
         if index.dimension != embedder.dimension:
             raise ValueError(
                 f"vector index dimension {index.dimension} != embedder {embedder.model_id} dimension "
@@ -56,12 +73,15 @@ class Emu:
         self.db = db
         self.embedder = embedder
         self.index = index
+        # The provider's preferred request size (refarch.embeddings): one request per chunk.
+        self.chunk_size = chunk_size or embedder.batch_size
 
     def process(self, bodies: dict[str, str]) -> BatchOutcome:
         """Process message bodies keyed by message id; never raises for a bad message or a failed product."""
         outcome = BatchOutcome()
         by_product: dict[int, list[str]] = defaultdict(list)
-        messages: dict[str, SyncMessage] = {}
+        messages: dict[str, AnyMessage] = {}
+        force: set[int] = set()
         for message_id, body in bodies.items():
             try:
                 messages[message_id] = message = parse_message(body)
@@ -69,23 +89,26 @@ class Emu:
                 logger.error("rejecting message", extra={"message_id": message_id, "reason": str(err)})
                 outcome.failures[message_id] = str(err)
                 continue
-            by_product[message.product_id].append(message_id)
-        if not by_product:
-            return outcome
-
-        force = {m.product_id for m in messages.values() if m.force}
-        failed_products = self._sync(sorted(by_product), force, outcome)
+            for item in message.work():
+                by_product[item.product_id].append(message_id)
+                if item.force:
+                    force.add(item.product_id)
+        failed_products: dict[int, str] = {}
+        for chunk in chunked(sorted(by_product), self.chunk_size):
+            failed_products.update(self._sync_chunk(chunk, force, outcome))
         for pid, reason in failed_products.items():
             for message_id in by_product[pid]:
-                outcome.failures[message_id] = reason
+                # A bulk message fails when any of its products did; its retry skips the others (ledger).
+                outcome.failures.setdefault(message_id, f"product {pid}: {reason}")
         ok_changed = [m.changed_at for mid, m in messages.items() if mid not in outcome.failures]
         if ok_changed:
             outcome.max_lag_seconds = (datetime.now(UTC) - min(ok_changed)).total_seconds()
         return outcome
 
-    def _sync(self, ids: list[int], force: set[int], outcome: BatchOutcome) -> dict[int, str]:
-        """Sync these products under per-product locks; return {product_id: reason} for failures."""
+    def _sync_chunk(self, ids: list[int], force: set[int], outcome: BatchOutcome) -> dict[int, str]:
+        """Sync one chunk under its products' locks, in one transaction; return {product_id: reason} for failures."""
         failures: dict[int, str] = {}
+        outcome.chunks += 1
         with self.db.transaction() as conn:
             ledger.lock_products(conn, ids)
             rows = products.get_many(conn, ids)
@@ -113,27 +136,9 @@ class Emu:
                     to_embed.append((row, digest))
 
             if to_embed:
-                started = time.perf_counter()
-                try:
-                    vectors = self.embedder.embed([row.embedding_text() for row, _ in to_embed])
-                    outcome.embed_calls += 1
-                    ledger.record_embed_call(conn, self.embedder.model_id, len(to_embed))
-                    self.index.upsert(
-                        [
-                            VectorRecord(row.id, vector, {**row.metadata(), "content_hash": digest})
-                            for (row, digest), vector in zip(to_embed, vectors, strict=True)
-                        ]
-                    )
-                    done += [(row.id, row.version, digest, "indexed") for row, digest in to_embed]
-                    outcome.embedded += len(to_embed)
-                    logger.debug(
-                        "embedded",
-                        extra={"texts": len(to_embed), "ms": round((time.perf_counter() - started) * 1000, 1)},
-                    )
-                except Exception as err:  # provider or index failure: retry these products later
-                    reason = f"embed/upsert failed: {type(err).__name__}: {err}"
-                    logger.warning("embedding failed", extra={"products": len(to_embed), "reason": reason})
-                    failures.update({row.id: reason for row, _ in to_embed})
+                embed_failures = self._embed_and_upsert(conn, to_embed, outcome)
+                failures.update(embed_failures)
+                done += [(row.id, row.version, digest, "indexed") for row, digest in to_embed if row.id not in failures]
 
             try:
                 self.index.update_metadata(metadata_only)
@@ -153,6 +158,41 @@ class Emu:
             except Exception as err:
                 failures.update({pid: f"delete failed: {err}" for pid in to_delete})
 
+            # One ledger write per chunk (plus one for its failures, if any).
             ledger.record_indexed(conn, done)
             ledger.record_failed(conn, failures)
         return failures
+
+    def _embed_and_upsert(
+        self, conn: Connection, to_embed: list[tuple[products.Product, str]], outcome: BatchOutcome
+    ) -> dict[int, str]:
+        """One embedding request and its upserts; a refused chunk is halved until the refused product is alone."""
+        started = time.perf_counter()
+        try:
+            vectors = self.embedder.embed([row.embedding_text() for row, _ in to_embed])
+            outcome.embed_calls += 1
+            ledger.record_embed_call(conn, self.embedder.model_id, len(to_embed))
+            self.index.upsert(
+                [
+                    VectorRecord(row.id, vector, {**row.metadata(), "content_hash": digest})
+                    for (row, digest), vector in zip(to_embed, vectors, strict=True)
+                ]
+            )
+        except Exception as err:  # provider or index failure: retry these products later
+            reason = f"embed/upsert failed: {type(err).__name__}: {err}"
+            if len(to_embed) > 1 and is_input_error(err):
+                # One product's content was refused: find it, so its neighbours are indexed now.
+                logger.warning("chunk refused, splitting it", extra={"products": len(to_embed), "reason": reason})
+                half = len(to_embed) // 2
+                return {
+                    **self._embed_and_upsert(conn, to_embed[:half], outcome),
+                    **self._embed_and_upsert(conn, to_embed[half:], outcome),
+                }
+            logger.warning("embedding failed", extra={"products": len(to_embed), "reason": reason})
+            return {row.id: reason for row, _ in to_embed}
+        outcome.embedded += len(to_embed)
+        logger.debug(
+            "embedded",
+            extra={"texts": len(to_embed), "ms": round((time.perf_counter() - started) * 1000, 1)},
+        )
+        return {}

@@ -55,3 +55,13 @@ def backlog(conn: Connection) -> tuple[int, float]:
         )
         count, age = fetch_one(cur)
         return int(count), float(age)
+
+
+def pending_at_least(conn: Connection, limit: int) -> int:
+    """Unsent rows, counted up to `limit` (enough to decide the lane without scanning a huge backlog)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM sync_outbox WHERE enqueued_at IS NULL LIMIT %s) AS pending",
+            (limit,),
+        )
+        return int(fetch_one(cur)[0])

@@ -1,14 +1,15 @@
-"""Sending sync messages to the SQS FIFO queue (SendMessageBatch, partial failures resent)."""
+"""Sending sync messages to a lane's SQS queue (SendMessageBatch, partial failures resent)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from refarch.messages import SyncMessage
+from refarch.messages import AnyMessage, SyncMessage
 from refarch.settings import Settings
 
 SQS_BATCH = 10
@@ -20,6 +21,15 @@ class PartialSendError(RuntimeError):
 
 def make_sqs_client(settings: Settings) -> Any:
     """A boto3 SQS client (the local server's endpoint when one is configured)."""
+    return _client("sqs", settings)
+
+
+def make_cloudwatch_client(settings: Settings) -> Any:
+    """A boto3 CloudWatch client, for the queues' age metric (the local SQS server serves it too)."""
+    return _client("cloudwatch", settings)
+
+
+def _client(service: str, settings: Settings) -> Any:
     endpoint = settings.resolved_sqs_endpoint()
     kwargs: dict[str, Any] = {
         "region_name": settings.aws_region,
@@ -28,22 +38,33 @@ def make_sqs_client(settings: Settings) -> Any:
     if endpoint:
         # The local SQS server accepts any credentials; real ones are never needed or read.
         kwargs.update(endpoint_url=endpoint, aws_access_key_id="local", aws_secret_access_key="local")
-    return boto3.client("sqs", **kwargs)
+    return boto3.client(service, **kwargs)
 
 
 class SyncQueue:
-    """The FIFO queue Emu consumes: group = product id, dedup id = product id + version."""
+    """A queue Emu consumes: the live lane's FIFO queue (group = product id, dedup id = product id +
+    version) or the bulk lane's standard queue (many products per message, no group)."""
 
     def __init__(self, client: Any, queue_url: str) -> None:
         self.client = client
         self.url = queue_url
+        # SQS names every FIFO queue *.fifo: the URL says which kind this is.
+        self.fifo = queue_url.endswith(".fifo")
 
-    def send(self, messages: list[SyncMessage]) -> None:
+    def send(self, messages: Sequence[AnyMessage]) -> None:
         """Send all messages; returns only when SQS accepted every one of them (else raises)."""
         for start in range(0, len(messages), SQS_BATCH):
             self._send_batch(messages[start : start + SQS_BATCH])
 
-    def _send_batch(self, batch: list[SyncMessage]) -> None:
+    def _entry(self, key: str, message: AnyMessage) -> dict[str, str]:
+        entry = {"Id": key, "MessageBody": message.model_dump_json()}
+        if self.fifo:
+            if not isinstance(message, SyncMessage):
+                raise TypeError("a bulk message cannot go to the live lane's FIFO queue")
+            entry.update(MessageGroupId=message.group_id, MessageDeduplicationId=message.deduplication_id)
+        return entry
+
+    def _send_batch(self, batch: Sequence[AnyMessage]) -> None:
         pending = {str(i): m for i, m in enumerate(batch)}
 
         @retry(
@@ -55,15 +76,7 @@ class SyncQueue:
         def attempt() -> None:
             response = self.client.send_message_batch(
                 QueueUrl=self.url,
-                Entries=[
-                    {
-                        "Id": key,
-                        "MessageBody": m.model_dump_json(),
-                        "MessageGroupId": m.group_id,
-                        "MessageDeduplicationId": m.deduplication_id,
-                    }
-                    for key, m in pending.items()
-                ],
+                Entries=[self._entry(key, m) for key, m in pending.items()],
             )
             for ok in response.get("Successful", []):
                 pending.pop(ok["Id"], None)

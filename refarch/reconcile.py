@@ -2,8 +2,8 @@
 
 Drift should never happen (the outbox and the ledger guarantee it); this is the safety net for
 what they cannot see: vectors deleted or corrupted behind the system's back, a restored index
-backup, a bug. Repairs go through the normal queue as forced messages, so Emu stays the only
-writer of the index.
+backup, a bug. Repairs go through the bulk lane as forced messages, so Emu stays the only
+writer of the index and a large repair never delays a live edit.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from refarch.db import Database
 from refarch.emu import content_hash
-from refarch.messages import SyncMessage
+from refarch.messages import bulk_messages
 from refarch.observability import logger
 from refarch.products import embedding_text
 from refarch.queue import SyncQueue
@@ -88,7 +88,7 @@ def find_drift(db: Database, index: VectorIndex, model_id: str) -> DriftReport:
 
 
 def repair(db: Database, queue: SyncQueue, report: DriftReport) -> int:
-    """Enqueue forced sync messages for every drifting product; return how many were sent."""
+    """Enqueue forced syncs for every drifting product on the bulk lane; return how many products."""
     now = datetime.now(UTC)
     ids = sorted(set(report.missing) | set(report.stale) | set(report.extra) | set(report.ledger_drift))
     if not ids:
@@ -98,18 +98,12 @@ def repair(db: Database, queue: SyncQueue, report: DriftReport) -> int:
         versions = dict(cur.fetchall())
         cur.execute("SELECT product_id, indexed_version FROM sync_state WHERE product_id = ANY(%s)", (ids,))
         ledger_versions = dict(cur.fetchall())
-    messages = [
-        SyncMessage(
-            product_id=pid,
-            version=versions.get(pid) or ledger_versions.get(pid) or 1,
-            op="sync" if pid in versions else "delete",
-            source="repair",
-            force=True,
-            changed_at=now,
-        )
+    work = [
+        (pid, versions.get(pid) or ledger_versions.get(pid) or 1, "sync" if pid in versions else "delete")
         for pid in ids
     ]
+    messages = bulk_messages(work, source="repair", force=True, changed_at=now)
     queue.send(messages)
-    report.repaired = len(messages)
-    logger.info("reconcile repairs enqueued", extra={"messages": len(messages)})
-    return len(messages)
+    report.repaired = len(work)
+    logger.info("reconcile repairs enqueued", extra={"products": len(work), "messages": len(messages)})
+    return len(work)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 from refarch.db import Database, resolve_dsn
 from refarch.embeddings import Embedder, make_embedder
 from refarch.emu import Emu
-from refarch.queue import SyncQueue, make_sqs_client
+from refarch.queue import SyncQueue, make_cloudwatch_client, make_sqs_client
 from refarch.search import SearchService
 from refarch.settings import Settings
 from refarch.vector_index import VectorIndex, make_index
@@ -39,9 +40,24 @@ class Runtime:
         return make_index(self.settings, self.db, self.embedder.dimension)
 
     @cached_property
+    def sqs(self) -> Any:
+        """The SQS client every queue of this process shares."""
+        return make_sqs_client(self.settings)
+
+    @cached_property
+    def cloudwatch(self) -> Any:
+        """A CloudWatch client (the queues' age-of-oldest-message metric for status displays)."""
+        return make_cloudwatch_client(self.settings)
+
+    @cached_property
     def queue(self) -> SyncQueue:
-        """The main FIFO queue."""
-        return SyncQueue(make_sqs_client(self.settings), self.settings.resolved_queue_url())
+        """The live lane's FIFO queue."""
+        return SyncQueue(self.sqs, self.settings.resolved_queue_url())
+
+    @cached_property
+    def bulk_queue(self) -> SyncQueue:
+        """The bulk lane's standard queue (bootstrap, repairs, large backlogs)."""
+        return SyncQueue(self.sqs, self.settings.resolved_bulk_queue_url())
 
     @cached_property
     def emu(self) -> Emu:

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     sqs_endpoint_url: str | None = None
     queue_url: str | None = None
     dlq_url: str | None = None
+    # The bulk lane (docs/emu.md): an SQS standard queue for bootstrap ranges, repairs and backlogs.
+    bulk_queue_url: str | None = None
+    bulk_dlq_url: str | None = None
+    # Which lane this Emu function serves: the same handler, configured per function.
+    emu_lane: Literal["live", "bulk"] = "live"
 
     embedder: Literal["local", "openai"] | None = None
     local_model: str = "all-MiniLM-L6-v2"
@@ -116,6 +121,24 @@ class Settings(BaseSettings):
     def resolved_dlq_url(self) -> str | None:
         """The dead-letter queue URL, when known."""
         return self.dlq_url or self.local_runtime.get("dlq_url")
+
+    def resolved_bulk_queue_url(self) -> str:
+        """The bulk lane's queue URL, from the environment or the local SQS server."""
+        url = self.bulk_queue_url or ("" if self.queue_url else self.local_runtime.get("bulk_queue_url"))
+        if not url:
+            raise ConfigurationError(
+                "No bulk queue configured: set REFARCH_BULK_QUEUE_URL, or start the local SQS server "
+                "(`refarch sqs-server` or `refarch demo`) with the same REFARCH_HOME."
+            )
+        return url
+
+    def resolved_bulk_dlq_url(self) -> str | None:
+        """The bulk lane's dead-letter queue URL, when known."""
+        return self.bulk_dlq_url or (None if self.queue_url else self.local_runtime.get("bulk_dlq_url"))
+
+    def resolved_lane_queue_url(self) -> str:
+        """The queue of the lane this Emu serves (REFARCH_EMU_LANE)."""
+        return self.resolved_queue_url() if self.emu_lane == "live" else self.resolved_bulk_queue_url()
 
     def resolved_sqs_endpoint(self) -> str | None:
         """A custom SQS endpoint (the local server), or None for AWS.

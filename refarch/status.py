@@ -1,11 +1,13 @@
-"""System sync status: one query for the database side, SQS attributes for the queues."""
+"""System sync status: one query for the database side, SQS attributes and metrics for each lane's queues."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from refarch.db import Connection, fetch_one
 from refarch.observability import logger
+from refarch.settings import Settings
 
 
 def ping(conn: Connection) -> None:
@@ -72,3 +74,62 @@ def queue_depths(sqs: Any, queue_url: str | None, dlq_url: str | None) -> dict[s
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
     return {"queue_depth": depth(queue_url), "dlq_depth": depth(dlq_url)}
+
+
+def lane_queues(settings: Settings) -> dict[str, tuple[str | None, str | None]]:
+    """{lane: (queue URL, DLQ URL)} for each lane whose queue is configured."""
+    live = settings.queue_url or settings.local_runtime.get("queue_url")
+    bulk = settings.bulk_queue_url or (None if settings.queue_url else settings.local_runtime.get("bulk_queue_url"))
+    queues: dict[str, tuple[str | None, str | None]] = {}
+    if live:
+        queues["live"] = (live, settings.resolved_dlq_url())
+    if bulk:
+        queues["bulk"] = (bulk, settings.resolved_bulk_dlq_url())
+    return queues
+
+
+def oldest_message_age(cloudwatch: Any, queue_url: str) -> float | None:
+    """Seconds the oldest message has waited: SQS publishes it only as a CloudWatch metric (every minute).
+
+    Locally the SQS server publishes the same metric (refarch.local.sqs). None when unknown.
+    """
+    now = datetime.now(UTC)
+    try:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="AWS/SQS",
+            MetricName="ApproximateAgeOfOldestMessage",
+            Dimensions=[{"Name": "QueueName", "Value": queue_url.rstrip("/").rsplit("/", 1)[-1]}],
+            StartTime=now - timedelta(minutes=10),
+            EndTime=now + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+    except Exception as err:  # a status display must not fail with CloudWatch; the age is then unknown
+        logger.debug("queue age unavailable", extra={"queue_url": queue_url, "reason": f"{type(err).__name__}: {err}"})
+        return None
+    if not points:
+        return None
+    return float(max(points, key=lambda p: p["Timestamp"])["Maximum"])
+
+
+def queue_states(sqs: Any, cloudwatch: Any, queues: dict[str, tuple[str | None, str | None]]) -> dict[str, Any]:
+    """Per lane: queue depth, age of its oldest message and DLQ depth; plus totals over both lanes.
+
+    `queue_depth` and `dlq_depth` are the sums (None when no lane could be read), so "nothing
+    queued anywhere" is one check.
+    """
+    result: dict[str, Any] = {}
+    for lane, (queue_url, dlq_url) in queues.items():
+        depths = queue_depths(sqs, queue_url, dlq_url)
+        age = None
+        if depths["queue_depth"] == 0:
+            age = 0.0
+        elif depths["queue_depth"] is not None and queue_url:
+            age = oldest_message_age(cloudwatch, queue_url)
+        result[f"{lane}_queue_depth"] = depths["queue_depth"]
+        result[f"{lane}_queue_age_seconds"] = age
+        result[f"{lane}_dlq_depth"] = depths["dlq_depth"]
+    for key in ("queue_depth", "dlq_depth"):
+        known = [result[f"{lane}_{key}"] for lane in queues if result[f"{lane}_{key}"] is not None]
+        result[key] = sum(known) if known else None
+    return result

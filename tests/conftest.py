@@ -145,7 +145,9 @@ def local_settings(tmp_path: Path, sqs_endpoint: str, dsn: str, monkeypatch: pyt
     suffix = uuid.uuid4().hex[:8]
     monkeypatch.setattr("refarch.local.sqs.QUEUE_NAME", f"q{suffix}.fifo")
     monkeypatch.setattr("refarch.local.sqs.DLQ_NAME", f"d{suffix}.fifo")
-    create_queues(settings, sqs_endpoint, visibility_timeout=2)
+    monkeypatch.setattr("refarch.local.sqs.BULK_QUEUE_NAME", f"b{suffix}")
+    monkeypatch.setattr("refarch.local.sqs.BULK_DLQ_NAME", f"bd{suffix}")
+    create_queues(settings, sqs_endpoint, visibility_timeout=2, bulk_visibility_timeout=2)
     return Settings()
 
 

@@ -11,7 +11,6 @@ from refarch import products, status
 from refarch.observability import logger
 from refarch.products import Product, StaleVersionError
 from refarch.search import SearchPage
-from refarch.settings import ConfigurationError
 from web.auth import can_edit, editor_required
 from web.db import get_db, get_runtime
 from web.errors import ApiError, error_response
@@ -153,7 +152,7 @@ def sync_statuses() -> Response:
 
 @bp.get("/api/sync/status")
 def sync_status() -> Response:
-    """Totals (indexed / pending / failed), outbox backlog, oldest pending change, queue and DLQ depth."""
+    """Totals (indexed / pending / failed), outbox backlog, oldest pending change, both lanes' queues and DLQs."""
     with get_db() as conn:
         result: dict[str, Any] = status.sync_counts(conn)
     result.update(queue_state())
@@ -161,14 +160,14 @@ def sync_status() -> Response:
 
 
 def queue_state() -> dict[str, Any]:
-    """Queue and DLQ depth; "unreachable" or "not configured" instead of an error when SQS cannot answer."""
+    """Each lane's queue depth, oldest message age and DLQ depth, plus totals; "unreachable" or
+    "not configured" instead of an error when SQS cannot answer."""
     runtime = get_runtime()
-    try:
-        queue = runtime.queue
-    except ConfigurationError:
+    queues = status.lane_queues(runtime.settings)
+    if not queues:
         return {"queue_depth": None, "dlq_depth": None, "queue": "not configured"}
-    depths = status.queue_depths(queue.client, queue.url, runtime.settings.resolved_dlq_url())
-    return {**depths, "queue": "ok" if depths["queue_depth"] is not None else "unreachable"}
+    states = status.queue_states(runtime.sqs, runtime.cloudwatch, queues)
+    return {**states, "queue": "ok" if states["queue_depth"] is not None else "unreachable"}
 
 
 @bp.get("/healthz")

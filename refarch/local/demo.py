@@ -33,8 +33,8 @@ from refarch.db import connect, fetch_one, migrate
 from refarch.local import LOCAL_ENV
 from refarch.local.database import LocalDatabase
 from refarch.settings import ConfigurationError, Settings, write_local_runtime
-from refarch.status import queue_depths, sync_counts
-from refarch.topology import DEFAULT_TOPOLOGY, Topology
+from refarch.status import lane_queues, queue_states, sync_counts
+from refarch.topology import DEFAULT_TOPOLOGY, LaneName, Topology
 
 
 def port_is_free(port: int) -> bool:
@@ -71,19 +71,34 @@ COMMANDS = {
     "web": lambda supervisor: ["web", "--port", str(supervisor.web_port)],
 }
 
-# Emu runs as this many worker processes (fewer on a 1-core machine), as Lambda runs separate
-# execution environments: each holds its own model on its share of the cores, so one worker's
-# Python work (SQS, Postgres) never stalls another's model. Two already keep 2 cores busy.
-EMU_PROCESSES = 2
+
+@dataclass(frozen=True)
+class EmuWorker:
+    """One local Emu worker process: its lane, the invocations it runs at once, its model threads."""
+
+    name: str
+    lane: LaneName
+    concurrency: int
+    threads: int
 
 
-def emu_layout(topology: Topology = DEFAULT_TOPOLOGY, cores: int | None = None) -> list[tuple[int, int]]:
-    """(concurrency, model threads) per local Emu worker: Emu's concurrency split over the processes."""
+def emu_layout(topology: Topology = DEFAULT_TOPOLOGY, cores: int | None = None) -> list[EmuWorker]:
+    """The local Emu workers: each lane its own process(es), as each lane is its own Lambda function.
+
+    The live lane is one process with one model thread (edits are single texts). The bulk lane gets
+    the cores: one process per two cores (each process holds its own model, as Lambda's execution
+    environments do), its concurrency split between them. Together they run exactly as many
+    invocations per lane as the lane's concurrency allows on AWS.
+    """
     cores = cores or os.cpu_count() or 1
-    total = min(topology.emu_reserved_concurrency, topology.emu_max_concurrency)
-    processes = max(1, min(EMU_PROCESSES, total, cores))
+    workers = [EmuWorker("emu", "live", topology.live.concurrency, 1)]
+    total = topology.bulk.concurrency
+    processes = max(1, min(total, cores // 2))
     threads = max(1, cores // processes)
-    return [(total // processes + (1 if k < total % processes else 0), threads) for k in range(processes)]
+    for k in range(processes):
+        name = "emu-bulk" if k == 0 else f"emu-bulk-{k + 1}"
+        workers.append(EmuWorker(name, "bulk", total // processes + (1 if k < total % processes else 0), threads))
+    return workers
 
 
 @dataclass
@@ -175,7 +190,9 @@ class Supervisor:
         """Start the SQS server (first: others need its queue URLs), then the named components."""
         if not self.components:
             # Stale queue URLs from a previous run must not be used before the new server publishes them.
-            write_local_runtime(self.settings, queue_url="", dlq_url="", sqs_endpoint_url="")
+            write_local_runtime(
+                self.settings, queue_url="", dlq_url="", bulk_queue_url="", bulk_dlq_url="", sqs_endpoint_url=""
+            )
             args = ["sqs-server", "--port", str(self.sqs_port)]
             if self.sqs_visibility_timeout:
                 args += ["--visibility-timeout", str(self.sqs_visibility_timeout)]
@@ -196,22 +213,28 @@ class Supervisor:
                 self._wait_until_ready(component, self.home / component.ready_file)
 
     def _components_for(self, name: str) -> list[Component]:
-        """The process(es) of one part of the stack: Emu is several workers ("emu", "emu-2", ...)."""
+        """The process(es) of one part of the stack: Emu is one worker per lane or more ("emu", "emu-bulk", ...)."""
         if name != "emu":
             return [Component(name, COMMANDS[name](self), self.home / "logs" / f"{name}.log")]
-        workers = []
-        for k, (concurrency, threads) in enumerate(emu_layout()):
-            worker = "emu" if k == 0 else f"emu-{k + 1}"
-            workers.append(
-                Component(
-                    worker,
-                    ["emu", "worker", "--concurrency", str(concurrency), "--ready-file", f"{worker}.ready"],
-                    self.home / "logs" / f"{worker}.log",
-                    env={"REFARCH_LOCAL_MODEL_THREADS": str(threads)},
-                    ready_file=f"{worker}.ready",
-                )
+        return [
+            Component(
+                worker.name,
+                [
+                    "emu",
+                    "worker",
+                    "--lane",
+                    worker.lane,
+                    "--concurrency",
+                    str(worker.concurrency),
+                    "--ready-file",
+                    f"{worker.name}.ready",
+                ],
+                self.home / "logs" / f"{worker.name}.log",
+                env={"REFARCH_LOCAL_MODEL_THREADS": str(worker.threads)},
+                ready_file=f"{worker.name}.ready",
             )
-        return workers
+            for worker in emu_layout()
+        ]
 
     def _wait_until_ready(self, component: Component, marker: Path, timeout: float = 180) -> None:
         """Wait for a component's readiness marker; a configuration error is raised, not retried."""
@@ -260,7 +283,7 @@ class Supervisor:
                     component.restarts = 0  # it ran fine for a while: not a crash loop
                 if component.name == "sqs":
                     # Its queue URLs die with it; nobody may use them until the new server publishes its own.
-                    write_local_runtime(self.settings, queue_url="", dlq_url="")
+                    write_local_runtime(self.settings, queue_url="", dlq_url="", bulk_queue_url="", bulk_dlq_url="")
                 if self.stop_event.wait(min(2**component.restarts, 30)):
                     return
                 component.restarts += 1
@@ -313,8 +336,7 @@ class Supervisor:
             result = sync_counts(conn)
         finally:
             conn.close()
-        runtime = self._runtime()
-        result.update(queue_depths(self._sqs, runtime.get("queue_url"), runtime.get("dlq_url")))
+        result.update(queue_states(self._sqs, self._cloudwatch, lane_queues(Settings(home=self.home))))
         return result
 
     @cached_property
@@ -323,6 +345,13 @@ class Supervisor:
         from refarch.queue import make_sqs_client
 
         return make_sqs_client(Settings(home=self.home))
+
+    @cached_property
+    def _cloudwatch(self) -> Any:
+        """One CloudWatch client (the local SQS server publishes the queues' age metric)."""
+        from refarch.queue import make_cloudwatch_client
+
+        return make_cloudwatch_client(Settings(home=self.home))
 
     def embed_calls_since(self, started: float) -> int:
         """Provider calls recorded by Emu since a wall-clock time."""
@@ -339,9 +368,15 @@ def status_line(status: dict[str, Any]) -> str:
     """One human line: products, indexed, pending, failed, queue, DLQ, oldest pending."""
     return (
         f"products {status['products']} · indexed {status['indexed']} · pending {status['pending']} · "
-        f"failed {status['failed']} · queue {status.get('queue_depth')} · dlq {status.get('dlq_depth')} · "
+        f"failed {status['failed']} · live queue {status.get('live_queue_depth')} "
+        f"({_age(status.get('live_queue_age_seconds'))}) · bulk queue {status.get('bulk_queue_depth')} "
+        f"({_age(status.get('bulk_queue_age_seconds'))}) · dlq {status.get('dlq_depth')} · "
         f"oldest pending {status['oldest_pending_seconds']:.1f}s"
     )
+
+
+def _age(seconds: float | None) -> str:
+    return "age ?" if seconds is None else f"oldest {seconds:.0f}s"
 
 
 def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float | None = None) -> int:

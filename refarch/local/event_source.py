@@ -1,9 +1,16 @@
-"""A local SQS event source mapping: polls the queue and calls the Emu handler like Lambda does.
+"""A local SQS event source mapping: polls one lane's queue and calls the Emu handler like Lambda does.
 
-As in AWS, a poller receives batches and invokes the function with up to N batches in flight,
-N = Emu's reserved concurrency. Events are real SQS-shaped Lambda events; the batch size and
-`batchItemFailures` are honoured: only succeeded messages are deleted, failed ones come back
-after the visibility timeout and reach the DLQ after maxReceiveCount.
+As in AWS, the lane's concurrency (the smaller of reserved and maximum concurrency) bounds the
+invocations in flight; each slot gathers its own batch and invokes the handler with it. Per lane:
+
+- live (FIFO): one receive of up to `batch_size` (10) records, invoked at once (FIFO event
+  sources have no batching window); the queue keeps one product's messages in order.
+- bulk (standard): records are gathered over several receives (10 per receive, the SQS
+  maximum) until `batch_size` records or `batching_window_seconds` after the first one.
+
+Events are real SQS-shaped Lambda events; `batchItemFailures` is honoured: only succeeded
+messages are deleted, failed ones come back after the visibility timeout and reach the DLQ
+after maxReceiveCount.
 """
 
 from __future__ import annotations
@@ -15,27 +22,34 @@ from typing import Any
 
 from refarch.local.handlers import LocalLambdaContext, load_handler
 from refarch.observability import logger
-from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, Topology
+from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, Lane
 
 RECEIVE_WAIT_SECONDS = 1
+# ReceiveMessage returns at most 10 messages per call, on AWS as here.
+RECEIVE_MAX = 10
 
 
 def to_lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
     """An SQS message as it appears in a Lambda event record."""
     attributes = message.get("Attributes", {})
+    record_attributes = {
+        "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
+        "SentTimestamp": attributes.get("SentTimestamp", str(int(time.time() * 1000))),
+        "SenderId": attributes.get("SenderId", "local"),
+        "ApproximateFirstReceiveTimestamp": attributes.get("ApproximateFirstReceiveTimestamp", "0"),
+    }
+    if queue_arn.endswith(".fifo"):
+        # Only FIFO records carry these (Powertools' FIFO processor reads MessageGroupId).
+        record_attributes.update(
+            SequenceNumber=attributes.get("SequenceNumber", "0"),
+            MessageGroupId=attributes.get("MessageGroupId", ""),
+            MessageDeduplicationId=attributes.get("MessageDeduplicationId", ""),
+        )
     return {
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],
         "body": message["Body"],
-        "attributes": {
-            "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
-            "SentTimestamp": attributes.get("SentTimestamp", str(int(time.time() * 1000))),
-            "SenderId": attributes.get("SenderId", "local"),
-            "ApproximateFirstReceiveTimestamp": attributes.get("ApproximateFirstReceiveTimestamp", "0"),
-            "SequenceNumber": attributes.get("SequenceNumber", "0"),
-            "MessageGroupId": attributes.get("MessageGroupId", ""),
-            "MessageDeduplicationId": attributes.get("MessageDeduplicationId", ""),
-        },
+        "attributes": record_attributes,
         "messageAttributes": {},
         "md5OfBody": message.get("MD5OfBody", ""),
         "eventSource": "aws:sqs",
@@ -45,7 +59,7 @@ def to_lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> di
 
 
 class EventSourcePoller:
-    """Receives batches and invokes the handler with at most `concurrency` batches in flight."""
+    """Gathers batches for one lane and invokes the handler with at most `concurrency` batches in flight."""
 
     def __init__(
         self,
@@ -53,16 +67,18 @@ class EventSourcePoller:
         queue_url: str,
         *,
         handler: str = EMU_HANDLER,
-        topology: Topology = DEFAULT_TOPOLOGY,
+        lane: Lane = DEFAULT_TOPOLOGY.live,
         concurrency: int | None = None,
         region: str = "us-east-1",
     ) -> None:
         self.client = client
         self.queue_url = queue_url
         self.handler_name = handler
-        self.batch_size = topology.emu_batch_size
-        self.timeout_seconds = topology.emu_timeout_seconds
-        self.concurrency = concurrency or min(topology.emu_reserved_concurrency, topology.emu_max_concurrency)
+        self.lane = lane
+        self.batch_size = lane.batch_size
+        self.window_seconds = 0.0 if lane.fifo else float(lane.batching_window_seconds)
+        self.timeout_seconds = lane.timeout_seconds
+        self.concurrency = concurrency or lane.concurrency
         self.region = region
         self.stop = threading.Event()
         self.invocations = 0
@@ -73,45 +89,65 @@ class EventSourcePoller:
         ]
 
     def run(self) -> None:
-        """Poll until `stop` is set; in-flight invocations finish first."""
+        """Poll until `stop` is set, one gatherer per concurrency slot; in-flight invocations finish first."""
         handler = load_handler(self.handler_name)
-        slots = threading.BoundedSemaphore(self.concurrency)
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="emu") as pool:
-            while not self.stop.is_set():
-                slots.acquire()
-                try:
-                    messages = self.receive()
-                except Exception:  # the queue server is down or restarting: back off, keep polling
-                    logger.exception("event source receive failed")
-                    slots.release()
-                    self.stop.wait(1)
-                    continue
-                if not messages:
-                    slots.release()
-                    continue
-                pool.submit(self._invoke_and_release, handler, messages, slots)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"emu-{self.lane.name}") as pool:
+            for _ in range(self.concurrency):
+                pool.submit(self._slot, handler)
 
-    def receive(self, wait_seconds: int = RECEIVE_WAIT_SECONDS) -> list[dict[str, Any]]:
-        """One (long) poll for up to a batch of messages."""
+    def _slot(self, handler: Any) -> None:
+        """One concurrency slot: gather a batch, invoke, repeat."""
+        while not self.stop.is_set():
+            try:
+                messages = self.gather()
+            except Exception:  # the queue server is down or restarting: back off, keep polling
+                logger.exception("event source receive failed")
+                self.stop.wait(1)
+                continue
+            if not messages:
+                continue
+            try:
+                self.invoke(handler, messages)
+            except Exception:  # a crashed invocation: nothing is deleted, the batch comes back (as in Lambda)
+                logger.exception("emu invocation failed")
+
+    def gather(self) -> list[dict[str, Any]]:
+        """One batch by the lane's rules: a single receive (FIFO), or receives until full or the window ends."""
+        messages = self.receive(limit=min(self.batch_size, RECEIVE_MAX))
+        if not messages or not self.window_seconds:
+            return messages
+        window_ends = time.monotonic() + self.window_seconds
+        while len(messages) < self.batch_size and not self.stop.is_set():
+            remaining = window_ends - time.monotonic()
+            if remaining <= 0:
+                break
+            more = self.receive(
+                wait_seconds=min(RECEIVE_WAIT_SECONDS, max(1, int(remaining))),
+                limit=min(self.batch_size - len(messages), RECEIVE_MAX),
+            )
+            messages.extend(more)
+        return messages
+
+    def receive(self, wait_seconds: int = RECEIVE_WAIT_SECONDS, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """One (long) poll for up to `limit` messages (default: a batch, at most 10)."""
         return self.client.receive_message(
             QueueUrl=self.queue_url,
-            MaxNumberOfMessages=self.batch_size,
+            MaxNumberOfMessages=limit or min(self.batch_size, RECEIVE_MAX),
             WaitTimeSeconds=wait_seconds,
             AttributeNames=["All"],
             MessageSystemAttributeNames=["All"],
         ).get("Messages", [])
 
-    def _invoke_and_release(self, handler: Any, messages: list[dict[str, Any]], slots: threading.Semaphore) -> None:
-        try:
-            self.invoke(handler, messages)
-        except Exception:  # a crashed invocation: nothing is deleted, the batch comes back (as in Lambda)
-            logger.exception("emu invocation failed")
-        finally:
-            slots.release()
-
     def poll_once(self, handler: Any) -> int:
-        """Receive one batch and invoke the handler with it; return the number of records (tests, tools)."""
+        """Receive one batch without waiting and invoke the handler with it; return its record count (tests, tools)."""
         messages = self.receive(wait_seconds=0)
+        if messages and self.window_seconds:
+            # Gather what is already there, as the window would, without waiting for more.
+            while len(messages) < self.batch_size:
+                more = self.receive(wait_seconds=0, limit=min(self.batch_size - len(messages), RECEIVE_MAX))
+                if not more:
+                    break
+                messages.extend(more)
         if messages:
             self.invoke(handler, messages)
         return len(messages)
@@ -119,7 +155,7 @@ class EventSourcePoller:
     def invoke(self, handler: Any, messages: list[dict[str, Any]]) -> None:
         """Invoke the handler with one batch; delete what succeeded."""
         event = {"Records": [to_lambda_record(m, self.queue_arn, self.region) for m in messages]}
-        context = LocalLambdaContext(function_name="emu", timeout_seconds=self.timeout_seconds)
+        context = LocalLambdaContext(function_name=f"emu-{self.lane.name}", timeout_seconds=self.timeout_seconds)
         response = handler(event, context) or {}
         failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]

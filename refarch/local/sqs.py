@@ -1,4 +1,4 @@
-"""A local SQS API (moto's server on 127.0.0.1) with the queues the CDK app defines."""
+"""A local SQS API (moto's server on 127.0.0.1) with the queues the CDK app defines: both lanes, each with its DLQ."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ from typing import Any
 
 from refarch.queue import make_sqs_client
 from refarch.settings import Settings, write_local_runtime
-from refarch.topology import DEFAULT_TOPOLOGY, DLQ_NAME, QUEUE_NAME, Topology
+from refarch.topology import BULK_DLQ_NAME, BULK_QUEUE_NAME, DEFAULT_TOPOLOGY, DLQ_NAME, QUEUE_NAME, Topology
 
 DEFAULT_PORT = 9324
 # Locally a failed message comes back after this many seconds (AWS: 6 x Emu's timeout), so
 # retries and the DLQ path are observable in seconds rather than minutes.
 LOCAL_VISIBILITY_TIMEOUT = 10
+# The bulk lane's deliveries are up to 100 x 100 products; locally they take a minute or more on
+# 2 cores, so its messages stay invisible longer (AWS: 6 x the bulk function's 300 s timeout).
+LOCAL_BULK_VISIBILITY_TIMEOUT = 180
 
 
 class LocalSqsServer:
@@ -31,6 +34,9 @@ class LocalSqsServer:
     """
 
     LONG_POLL_RECHECK_SECONDS = 0.5
+    # SQS publishes ApproximateAgeOfOldestMessage to CloudWatch every minute; locally every few
+    # seconds, into moto's CloudWatch on the same port, so status displays read it the same way.
+    AGE_METRIC_SECONDS = 5.0
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -55,7 +61,50 @@ class LocalSqsServer:
         self._server = make_server("127.0.0.1", self.port, self._serve, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="sqs-server", daemon=True)
         self._thread.start()
+        self._stopped = threading.Event()
+        threading.Thread(target=self._publish_ages, name="sqs-age-metric", daemon=True).start()
         return self
+
+    def oldest_ages(self) -> dict[str, float]:
+        """{queue name: seconds its oldest message has waited}, for every queue holding messages."""
+        from moto.sqs.models import sqs_backends
+
+        now_ms = time.time() * 1000.0
+        ages: dict[str, float] = {}
+        with self._lock:
+            for regions in list(sqs_backends.values()):
+                for backend in list(regions.values()):
+                    for name, queue in backend.queues.items():
+                        sent = [m.sent_timestamp for m in queue._messages if m.sent_timestamp is not None]
+                        if sent:
+                            ages[name] = max(0.0, (now_ms - min(sent)) / 1000.0)
+        return ages
+
+    def _publish_ages(self) -> None:
+        import boto3
+
+        cloudwatch = boto3.client(
+            "cloudwatch",
+            endpoint_url=f"http://127.0.0.1:{self.port}",
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        while not self._stopped.wait(self.AGE_METRIC_SECONDS):
+            try:
+                data = [
+                    {
+                        "MetricName": "ApproximateAgeOfOldestMessage",
+                        "Dimensions": [{"Name": "QueueName", "Value": name}],
+                        "Value": round(age, 3),
+                        "Unit": "Seconds",
+                    }
+                    for name, age in self.oldest_ages().items()
+                ]
+                for start in range(0, len(data), 20):
+                    cloudwatch.put_metric_data(Namespace="AWS/SQS", MetricData=data[start : start + 20])
+            except Exception:  # a status metric must never take the queue server down; try again next tick
+                logging.getLogger(__name__).debug("publishing queue ages failed", exc_info=True)
 
     def _serve(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
@@ -100,6 +149,7 @@ class LocalSqsServer:
     def stop(self) -> None:
         """Stop serving."""
         if self._server is not None:
+            self._stopped.set()
             self._server.shutdown()
             self._server = None
 
@@ -190,8 +240,12 @@ def create_queues(
     *,
     topology: Topology = DEFAULT_TOPOLOGY,
     visibility_timeout: int = LOCAL_VISIBILITY_TIMEOUT,
+    bulk_visibility_timeout: int = LOCAL_BULK_VISIBILITY_TIMEOUT,
 ) -> dict[str, str]:
-    """Create the FIFO queue + FIFO DLQ with redrive (idempotent); publish their URLs."""
+    """Create both lanes' queues with their DLQs and redrive (idempotent); publish their URLs.
+
+    Live lane: FIFO queue + FIFO DLQ. Bulk lane: standard queue + standard DLQ.
+    """
     write_local_runtime(settings, sqs_endpoint_url=endpoint)
     client = make_sqs_client(settings)
     dlq_url = client.create_queue(
@@ -211,5 +265,21 @@ def create_queues(
             ),
         },
     )["QueueUrl"]
-    write_local_runtime(settings, queue_url=queue_url, dlq_url=dlq_url)
-    return {"queue_url": queue_url, "dlq_url": dlq_url, "sqs_endpoint_url": endpoint}
+    bulk_dlq_url = client.create_queue(QueueName=BULK_DLQ_NAME, Attributes={"MessageRetentionPeriod": "1209600"})[
+        "QueueUrl"
+    ]
+    bulk_dlq_arn = client.get_queue_attributes(QueueUrl=bulk_dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    bulk_queue_url = client.create_queue(
+        QueueName=BULK_QUEUE_NAME,
+        Attributes={
+            "VisibilityTimeout": str(bulk_visibility_timeout),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": bulk_dlq_arn, "maxReceiveCount": str(topology.max_receive_count)}
+            ),
+        },
+    )["QueueUrl"]
+    urls = {"queue_url": queue_url, "dlq_url": dlq_url, "bulk_queue_url": bulk_queue_url, "bulk_dlq_url": bulk_dlq_url}
+    write_local_runtime(settings, **urls)
+    return {**urls, "sqs_endpoint_url": endpoint}

@@ -1,4 +1,4 @@
-"""Bootstrap: load every existing row onto the queue as plan -> fan-out of batches -> finalize.
+"""Bootstrap: load every existing row onto the bulk lane as plan -> fan-out of batches -> finalize.
 
 In AWS these are three Lambdas in a Step Functions Map; locally the same functions run in a
 thread pool of the Map's max concurrency. Re-runnable and resumable: an unfinished run is
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from refarch.db import Database, fetch_one
-from refarch.messages import SyncMessage
+from refarch.messages import bulk_messages
 from refarch.observability import logger
 from refarch.queue import SyncQueue
 
@@ -66,7 +66,11 @@ def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dic
 
 
 def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> dict[str, Any]:
-    """Enqueue one range's rows that are not indexed at their current version.
+    """Enqueue one range's rows that are not indexed at their current version, on the bulk lane.
+
+    The work list is (product_id, version, op) items, sent 100 per bulk message (a 1,000-row range
+    is 10 messages, one SendMessageBatch call); Emu re-reads each row, so it decides itself
+    whether an item is an upsert or a delete.
 
     The range row is claimed FOR UPDATE SKIP LOCKED, so two workers never take the same rows;
     it is marked done in the same transaction, after SQS accepted every row. A crash leaves it
@@ -96,14 +100,10 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
             (first_id, last_id),
         )
         rows = cur.fetchall()
-        todo = [
-            SyncMessage(product_id=pid, version=version, op="sync", source="bootstrap")
-            for pid, version, current in rows
-            if not current
-        ]
-        queue.send(todo)
+        todo = [(pid, version, "sync") for pid, version, current in rows if not current]
+        queue.send(bulk_messages(todo, source="bootstrap"))
         skipped = len(rows) - len(todo)
-        _mark_outbox_covered(cur, [(m.product_id, m.version) for m in todo])
+        _mark_outbox_covered(cur, [(pid, version) for pid, version, _ in todo])
         cur.execute(
             "UPDATE bootstrap_ranges SET status = 'done', enqueued = %s, skipped = %s, updated_at = now()"
             " WHERE run_id = %s AND range_no = %s",

@@ -4,6 +4,10 @@ NOTIFY is only a wake-up; the outbox is the source of truth. Rows are claimed wi
 `FOR UPDATE SKIP LOCKED` (two relays never send the same row) and marked enqueued only after
 SQS accepted them, in the same transaction that holds the claim: a crash in between re-sends
 (harmless: FIFO dedup + Emu's idempotence), it never loses.
+
+Changes go to the live lane, one message per product. A backlog above `bulk_threshold` rows
+(one UPDATE touching 50,000 rows, a long outage) goes to the bulk lane instead, 100 products per
+message, until it is below the threshold again: it would otherwise fill the live lane for minutes.
 """
 
 from __future__ import annotations
@@ -22,11 +26,19 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from refarch import outbox
 from refarch.db import Connection, connect
-from refarch.messages import SyncMessage, SyncOp
+from refarch.messages import BulkSyncMessage, SyncMessage, SyncOp, bulk_messages
 from refarch.observability import logger, metrics
 from refarch.queue import PartialSendError, SyncQueue
+from refarch.topology import DEFAULT_TOPOLOGY, LaneName
 
 CHANNEL = "refarch_outbox"
+# Rows claimed per round on the bulk lane: 50 bulk messages, 5 SendMessageBatch calls.
+BULK_CLAIM_SIZE = 5000
+
+
+def relay_lane(backlog: int, threshold: int, *, bulk_available: bool) -> LaneName:
+    """The lane for the next claim: bulk while the unsent backlog exceeds the threshold."""
+    return "bulk" if bulk_available and backlog > threshold else "live"
 
 
 class OutboxRelay:
@@ -41,15 +53,20 @@ class OutboxRelay:
         claim_size: int = 500,
         prune_after_hours: float = 24.0,
         heartbeat_file: Path | None = None,
+        bulk_queue: SyncQueue | None = None,
+        bulk_threshold: int = DEFAULT_TOPOLOGY.relay_bulk_threshold,
     ) -> None:
         self.dsn = dsn
         self.queue = queue
+        self.bulk_queue = bulk_queue
+        self.bulk_threshold = bulk_threshold
         self.poll_seconds = poll_seconds
         self.claim_size = claim_size
         self.prune_after_hours = prune_after_hours
         self.heartbeat_file = heartbeat_file
         self.stop = threading.Event()
         self.sent = 0
+        self.sent_bulk = 0
         self._sent_reported = 0
 
     def drain(self, conn: Connection) -> int:
@@ -57,17 +74,25 @@ class OutboxRelay:
         total = 0
         while not self.stop.is_set():
             with conn:
-                rows = outbox.claim(conn, self.claim_size)
+                backlog = outbox.pending_at_least(conn, self.bulk_threshold + 1)
+                lane = relay_lane(backlog, self.bulk_threshold, bulk_available=self.bulk_queue is not None)
+                rows = outbox.claim(conn, self.claim_size if lane == "live" else BULK_CLAIM_SIZE)
                 if not rows:
                     break
-                self.queue.send(_coalesce(rows))
+                if lane == "bulk" and self.bulk_queue is not None:
+                    self.bulk_queue.send(_bulk(rows))
+                    self.sent_bulk += len(rows)
+                else:
+                    self.queue.send(_coalesce(rows))
                 outbox.mark_enqueued(conn, [r.id for r in rows])
             total += len(rows)
             self.sent += len(rows)
             # A long backlog is work, not a hang: stay live for the health check while draining it.
             self._heartbeat()
         if total:
-            logger.info("outbox drained", extra={"rows": total, "sent_total": self.sent})
+            logger.info(
+                "outbox drained", extra={"rows": total, "sent_total": self.sent, "sent_bulk_total": self.sent_bulk}
+            )
         return total
 
     def run(self) -> None:
@@ -170,6 +195,18 @@ def _coalesce(rows: list[outbox.OutboxRow]) -> list[SyncMessage]:
         )
         for r in latest.values()
     ]
+
+
+def _bulk(rows: list[outbox.OutboxRow]) -> list[BulkSyncMessage]:
+    """A backlog as bulk messages: each product once at its newest version, timed from the oldest change."""
+    latest: dict[int, outbox.OutboxRow] = {}
+    for row in rows:
+        if row.product_id not in latest or row.version > latest[row.product_id].version:
+            latest[row.product_id] = row
+    oldest = min(row.created_at for row in rows)
+    return bulk_messages(
+        [(r.product_id, r.version, r.op) for r in latest.values()], source="backlog", changed_at=oldest
+    )
 
 
 def heartbeat_age(path: Path) -> float:

@@ -42,10 +42,14 @@ class QueueDrain:
     up here, which makes "exactly once" checks stricter than on AWS, not looser.
     """
 
-    def __init__(self, settings: Settings, *, threads: int = 4) -> None:
+    def __init__(self, settings: Settings, *, threads: int = 4, lane: str = "live") -> None:
         self.settings = settings
-        self.url = settings.resolved_queue_url()
+        self.lane = lane
+        self.url = settings.resolved_queue_url() if lane == "live" else settings.resolved_bulk_queue_url()
+        # One entry per product named: a live message as received (with its FIFO attributes), a
+        # bulk message's items each with the message's source and force flag.
         self.messages: list[dict[str, Any]] = []
+        self.bulk_bodies: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, name=f"drain-{i}", daemon=True) for i in range(threads)]
 
@@ -72,14 +76,22 @@ class QueueDrain:
             if not batch:
                 time.sleep(0.05)
                 continue
-            self.messages.extend(
-                {
-                    **json.loads(m["Body"]),
-                    "sqs_group_id": m["Attributes"]["MessageGroupId"],
-                    "sqs_dedup_id": m["Attributes"]["MessageDeduplicationId"],
-                }
-                for m in batch
-            )
+            for m in batch:
+                body = json.loads(m["Body"])
+                if "items" in body:
+                    self.bulk_bodies.append(body)
+                    self.messages.extend(
+                        {**item, "source": body["source"], "force": body.get("force", False)} for item in body["items"]
+                    )
+                else:
+                    attributes = m.get("Attributes", {})
+                    self.messages.append(
+                        {
+                            **body,
+                            "sqs_group_id": attributes.get("MessageGroupId"),
+                            "sqs_dedup_id": attributes.get("MessageDeduplicationId"),
+                        }
+                    )
             client.delete_message_batch(
                 QueueUrl=self.url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
@@ -142,8 +154,13 @@ class SendRecorder:
         return getattr(self._client, name)
 
     def per_product(self) -> Counter[int]:
-        """How many accepted messages each product got."""
-        return Counter(m["product_id"] for m in self.accepted)
+        """How many times each product was named by an accepted message (live or bulk)."""
+        return Counter(pid for m in self.accepted for pid in named_products(m))
+
+
+def named_products(body: dict[str, Any]) -> list[int]:
+    """The product ids one message body names (a live message one, a bulk message its items)."""
+    return [item["product_id"] for item in body["items"]] if "items" in body else [body["product_id"]]
 
 
 def query(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:

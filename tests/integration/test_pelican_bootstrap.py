@@ -1,4 +1,4 @@
-"""Pelican's bootstrap (Plan -> Map(Batch) -> Finalize) against a real Postgres and a real local SQS FIFO queue.
+"""Pelican's bootstrap (Plan -> Map(Batch) -> Finalize) against a real Postgres and the real local bulk-lane queue.
 
 The handlers are the Lambda handlers the state machine invokes, run by the local Map (a pool of
 the Map's max concurrency, 4) or by `refarch pelican bootstrap` in a child process.
@@ -49,7 +49,7 @@ def sent(local_settings, monkeypatch) -> SendRecorder:
     """The bootstrap Lambdas' runtime for this test, its SQS client wrapped in a recorder of accepted entries."""
     runtime = Runtime(local_settings, application_name="bootstrap")
     recorder = SendRecorder(make_sqs_client(local_settings))
-    runtime.queue = SyncQueue(recorder, local_settings.resolved_queue_url())  # type: ignore[misc]
+    runtime.bulk_queue = SyncQueue(recorder, local_settings.resolved_bulk_queue_url())  # type: ignore[misc]
     monkeypatch.setattr(lambdas.bootstrap, "runtime", runtime)
     return recorder
 
@@ -80,7 +80,7 @@ def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, loc
     # Given 10,000 products that were never indexed
     catalog.seed(conn, 10_000)
     # When the bootstrap runs with the Map's concurrency (4) and the default range size (1,000)
-    with QueueDrain(local_settings) as drain:
+    with QueueDrain(local_settings, lane="bulk") as drain:
         result = run_bootstrap()
         received = drain.settle()
     # Then the run is complete and its bookkeeping accounts for every row once
@@ -94,15 +94,15 @@ def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, loc
     assert [(n, status, enqueued) for n, status, enqueued, _, _ in ranges(dsn)] == [
         (n, "done", 1_000) for n in range(10)
     ]
-    # And SQS accepted exactly one message per product, from four concurrent workers
+    # And SQS accepted each product exactly once, from four concurrent workers, in 100 bulk messages
     ids = product_ids(dsn)
     assert sent.per_product() == Counter(dict.fromkeys(ids, 1))
     assert sorted(sent.senders) == [f"bootstrap_{i}" for i in range(4)]
-    # And the queue delivered each product once, with FIFO group = product id and dedup id = product id + version
-    assert len(received) == 10_000
+    assert len(sent.accepted) == 100 and sent.attempts == 10
+    # And the bulk queue delivered each product once, 100 per message
+    assert len(received) == 10_000 and len(drain.bulk_bodies) == 100
     assert {m["product_id"] for m in received} == ids
-    assert all(m["sqs_group_id"] == str(m["product_id"]) for m in received)
-    assert all(m["sqs_dedup_id"] == f"{m['product_id']}-{m['version']}" for m in received)
+    assert {len(body["items"]) for body in drain.bulk_bodies} == {100}
     assert {(m["op"], m["source"], m["version"]) for m in received} == {("sync", "bootstrap", 1)}
 
 
@@ -114,7 +114,7 @@ def test_overlapping_executions_never_send_a_range_twice(conn, dsn, local_settin
     assert second == first and len(first["ranges"]) == 20
     # When four workers run both executions' Map items at once (each range is offered twice, back to back)
     items = [item for pair in zip(first["ranges"], second["ranges"], strict=True) for item in pair]
-    with QueueDrain(local_settings) as drain:
+    with QueueDrain(local_settings, lane="bulk") as drain:
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda item: invoke_batch(item, QUICK_RETRY), items))
         final = invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": first["run_id"]})
@@ -142,7 +142,7 @@ def test_a_range_held_by_another_worker_is_retried_until_it_is_sent(conn, dsn, l
         invoke(BOOTSTRAP_BATCH_HANDLER, plan["ranges"][1])
     # When the Map runs every range with its retry policy and the stuck worker's connection drops meanwhile
     threading.Timer(1.0, holder.close).start()
-    with QueueDrain(local_settings) as drain:
+    with QueueDrain(local_settings, lane="bulk") as drain:
         results = [invoke_batch(item, QUICK_RETRY) for item in plan["ranges"]]
         final = invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id})
         received = drain.settle()
@@ -155,7 +155,7 @@ def test_a_range_held_by_another_worker_is_retried_until_it_is_sent(conn, dsn, l
 def test_bootstrap_killed_mid_run_is_resumed_and_loses_nothing(conn, dsn, local_settings, tmp_path):
     # Given 1,000 products and a bootstrap process (40 ranges of 25) killed with SIGKILL mid-run
     catalog.seed(conn, 1_000)
-    with QueueDrain(local_settings) as drain:
+    with QueueDrain(local_settings, lane="bulk") as drain:
         killed = RefarchProcess(
             ["pelican", "bootstrap", "--range-size", "25"],
             refarch_env(local_settings, dsn),
@@ -196,7 +196,7 @@ def test_a_failed_worker_fails_the_run_and_a_rerun_sends_everything(conn, dsn, l
         return original(*args, **kwargs)
 
     monkeypatch.setattr(lambdas.bootstrap, "run_batch", crashing_batch)
-    with QueueDrain(local_settings) as drain:
+    with QueueDrain(local_settings, lane="bulk") as drain:
         # When the bootstrap runs, the Map fails and the catch path records the failure
         with pytest.raises(RuntimeError, match="worker crashed"):
             run_bootstrap(range_size=100)
@@ -224,7 +224,7 @@ def test_rows_indexed_at_their_current_version_are_not_sent_again(conn, dsn, loc
     )
     query(dsn, "UPDATE products SET price = price + 1 WHERE id = 2")
     # When the bootstrap runs
-    with QueueDrain(local_settings) as drain:
+    with QueueDrain(local_settings, lane="bulk") as drain:
         first = run_bootstrap(range_size=100)
         received = drain.settle()
     # Then only the rows not indexed at their current version were sent
@@ -246,11 +246,11 @@ def test_rows_indexed_at_their_current_version_are_not_sent_again(conn, dsn, loc
         " ON CONFLICT (product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version",
     )
     # When the bootstrap runs again
-    with QueueDrain(local_settings) as drain:
+    with QueueDrain(local_settings, lane="bulk") as drain:
         second = run_bootstrap(range_size=100)
         nothing = drain.settle()
     # Then a new run completes having sent nothing
     assert second["run_id"] != first["run_id"]
     assert (second["status"], second["enqueued"], second["skipped"]) == ("complete", 0, 1_000)
-    assert len(sent.accepted) == 501
+    assert sum(sent.per_product().values()) == 501
     assert nothing == []

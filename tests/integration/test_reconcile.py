@@ -13,18 +13,23 @@ from refarch.local.event_source import EventSourcePoller
 from refarch.messages import SyncMessage
 from refarch.queue import make_sqs_client
 from refarch.reconcile import find_drift, repair
+from refarch.topology import DEFAULT_TOPOLOGY
 
 
 def drain(settings) -> int:
-    poller = EventSourcePoller(make_sqs_client(settings), settings.resolved_queue_url())
+    """Run bulk-lane Emu (where repairs go) until its queue is empty; return the messages delivered."""
+    poller = EventSourcePoller(
+        make_sqs_client(settings), settings.resolved_bulk_queue_url(), lane=DEFAULT_TOPOLOGY.bulk
+    )
     total = 0
     while n := poller.poll_once(lambdas.emu.handler):
         total += n
     return total
 
 
-def test_drift_is_reported_and_repaired_through_the_queue(emu_runtime, local_settings, conn):
-    # Given 40 products indexed by Emu
+def test_drift_is_reported_and_repaired_through_the_queue(emu_runtime, local_settings, conn, monkeypatch):
+    # Given 40 products indexed by Emu (the function serving the bulk lane, where repairs go)
+    monkeypatch.setattr(emu_runtime.settings, "emu_lane", "bulk")
     catalog.seed(conn, 40)
     outcome = emu_runtime.emu.process(
         {
@@ -51,14 +56,15 @@ def test_drift_is_reported_and_repaired_through_the_queue(emu_runtime, local_set
     assert (report.missing, report.extra, report.stale) == ([3], [9999], [5, 7])
     assert report.products == 40 and report.vectors == 40
 
-    # When it repairs, Then the forced messages flow through the queue and Emu, and the drift is gone
-    assert repair(emu_runtime.db, emu_runtime.queue, report) == 4
-    assert drain(local_settings) == 4
+    # When it repairs, Then the forced repairs flow through the bulk lane (one message) and Emu, and the drift is gone
+    assert repair(emu_runtime.db, emu_runtime.bulk_queue, report) == 4
+    assert drain(local_settings) == 1
     after = find_drift(emu_runtime.db, emu_runtime.index, model_id)
     assert after.clean and after.ledger_drift == [] and after.vectors == 40
 
 
 def test_cli_reports_drift_with_a_failing_exit_code(emu_runtime, local_settings, conn, monkeypatch):
+    monkeypatch.setattr(emu_runtime.settings, "emu_lane", "bulk")
     catalog.seed(conn, 5)
     emu_runtime.emu.process(
         {

@@ -1,25 +1,40 @@
-"""The local Emu workers split Emu's concurrency (as the CDK stack configures it) and the machine's cores."""
+"""The local Emu workers: each lane its own process(es), together exactly each lane's concurrency."""
 
 from __future__ import annotations
 
 import pytest
 
 from refarch.local.demo import emu_layout
-from refarch.topology import DEFAULT_TOPOLOGY, Topology
+from refarch.topology import DEFAULT_TOPOLOGY, Topology, bulk_lane, live_lane
 
 
 @pytest.mark.parametrize(
     ("topology", "cores", "expected"),
     [
-        (DEFAULT_TOPOLOGY, 2, [(4, 1), (4, 1)]),  # this machine: two workers, one core each
-        (DEFAULT_TOPOLOGY, 1, [(8, 1)]),  # one core: one worker with all of Emu's concurrency
-        (DEFAULT_TOPOLOGY, 8, [(4, 4), (4, 4)]),  # more cores: more model threads per worker
-        (Topology(emu_reserved_concurrency=3, emu_max_concurrency=3), 4, [(2, 2), (1, 2)]),
-        (Topology(emu_reserved_concurrency=32, emu_max_concurrency=16), 2, [(8, 1), (8, 1)]),
+        # this machine: the live lane on one thread, the bulk lane one process on both cores
+        (DEFAULT_TOPOLOGY, 2, [("emu", "live", 4, 1), ("emu-bulk", "bulk", 4, 2)]),
+        (DEFAULT_TOPOLOGY, 1, [("emu", "live", 4, 1), ("emu-bulk", "bulk", 4, 1)]),
+        # more cores: more bulk processes, two cores each
+        (
+            DEFAULT_TOPOLOGY,
+            8,
+            [("emu", "live", 4, 1), ("emu-bulk", "bulk", 1, 2)]
+            + [("emu-bulk-2", "bulk", 1, 2)]
+            + [("emu-bulk-3", "bulk", 1, 2), ("emu-bulk-4", "bulk", 1, 2)],
+        ),
+        (
+            Topology(live=live_lane(2), bulk=bulk_lane(3)),
+            4,
+            [("emu", "live", 2, 1), ("emu-bulk", "bulk", 2, 2), ("emu-bulk-2", "bulk", 1, 2)],
+        ),
     ],
 )
-def test_workers_share_exactly_emus_concurrency(topology: Topology, cores: int, expected: list) -> None:
+def test_each_lane_gets_its_own_workers_with_exactly_its_concurrency(
+    topology: Topology, cores: int, expected: list
+) -> None:
+    # Given a topology and a machine's cores / When the local workers are laid out
     layout = emu_layout(topology, cores)
-    assert layout == expected
-    # However it is split, the local event source runs as many batches at once as Lambda would.
-    assert sum(c for c, _ in layout) == min(topology.emu_reserved_concurrency, topology.emu_max_concurrency)
+    # Then each lane has its own processes, and together they run as many invocations as Lambda would
+    assert [(w.name, w.lane, w.concurrency, w.threads) for w in layout] == expected
+    for lane in (topology.live, topology.bulk):
+        assert sum(w.concurrency for w in layout if w.lane == lane.name) == lane.concurrency

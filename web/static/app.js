@@ -83,8 +83,11 @@
         summary.querySelectorAll("dd[data-key]").forEach(function (dd) {
           var key = dd.dataset.key;
           var value = data[key];
+          var ageKey = dd.dataset.ageKey;
           if (key === "oldest_pending_seconds") value = Number(value).toFixed(1) + " s";
-          else if (key === "queue_depth" && value === null) value = data.queue;
+          else if (ageKey && value === null) value = data.queue;
+          else if (ageKey && data[ageKey] !== null && data[ageKey] !== undefined)
+            value = value + " · " + Number(data[ageKey]).toFixed(0) + " s";
           else if (value === null) value = "–";
           dd.textContent = String(value);
         });
