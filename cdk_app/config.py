@@ -7,7 +7,7 @@ from typing import Literal
 
 from aws_cdk import aws_logs as logs
 
-from refarch.topology import Topology
+from refarch.topology import Topology, bulk_lane, live_lane
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,8 +67,10 @@ class StageConfig:
     seed_rows: int = 0
     alarm_email: str | None = None
     custom_domain: CustomDomain | None = None
-    # Oldest-message age (seconds) in the main queue that pages someone.
+    # Oldest-message age (seconds) in the live lane's queue that pages someone.
     queue_age_alarm_seconds: int = 900
+    # The same for the bulk lane: a 1M-row bootstrap legitimately queues for ~an hour (docs/scaling.md).
+    bulk_queue_age_alarm_seconds: int = 6 * 3600
     reconcile_schedule_days: int = 7
     search: SearchConfig = field(default_factory=SearchConfig)
     topology: Topology = field(default_factory=Topology)
@@ -109,7 +111,8 @@ PROD = StageConfig(
     web_cpu=512,
     web_memory_mb=1024,
     web_desired_count=2,
-    topology=Topology(emu_reserved_concurrency=32, emu_max_concurrency=32, bootstrap_max_concurrency=8),
+    # Live edits need few invocations (one per product with a pending change); bulk work takes the rest.
+    topology=Topology(live=live_lane(16), bulk=bulk_lane(32), bootstrap_max_concurrency=8),
 )
 
 STAGES: dict[str, StageConfig] = {stage.name: stage for stage in (DEV, PROD)}

@@ -1,4 +1,4 @@
-"""Data: the Postgres database (schema migrated on every deploy) and the FIFO sync queue with its DLQ."""
+"""Data: the Postgres database (schema migrated on every deploy) and both lanes' sync queues with their DLQs."""
 
 from __future__ import annotations
 
@@ -37,7 +37,11 @@ def migrations_hash() -> str:
 
 
 class SyncQueues(Construct):
-    """The high-throughput FIFO queue Pelican fills and Emu drains, with its FIFO dead-letter queue."""
+    """Both lanes' queues, each with its dead-letter queue (docs/emu.md).
+
+    Live lane: the high-throughput FIFO queue the outbox relay fills. Bulk lane: a standard queue
+    for bootstrap ranges, repairs and large backlogs, many products per message.
+    """
 
     def __init__(self, scope: Construct, id_: str, *, stage: str, topo: topology.Topology) -> None:
         super().__init__(scope, id_)
@@ -60,10 +64,30 @@ class SyncQueues(Construct):
             fifo_throughput_limit=sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            visibility_timeout=Duration.seconds(topo.visibility_timeout_seconds),
+            visibility_timeout=Duration.seconds(topo.live.visibility_timeout_seconds),
             retention_period=Duration.days(4),
             dead_letter_queue=sqs.DeadLetterQueue(
                 queue=self.dead_letter_queue, max_receive_count=topo.max_receive_count
+            ),
+        )
+        self.bulk_dead_letter_queue = sqs.Queue(
+            self,
+            "BulkDeadLetterQueue",
+            queue_name=f"{stage}-{topology.BULK_DLQ_NAME}",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        self.bulk_queue = sqs.Queue(
+            self,
+            "BulkQueue",
+            queue_name=f"{stage}-{topology.BULK_QUEUE_NAME}",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            visibility_timeout=Duration.seconds(topo.bulk.visibility_timeout_seconds),
+            retention_period=Duration.days(4),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.bulk_dead_letter_queue, max_receive_count=topo.max_receive_count
             ),
         )
 
@@ -144,6 +168,8 @@ class DataStack(Stack):
         queues = SyncQueues(self, "Sync", stage=config.name, topo=config.topology)
         self.queue = queues.queue
         self.dead_letter_queue = queues.dead_letter_queue
+        self.bulk_queue = queues.bulk_queue
+        self.bulk_dead_letter_queue = queues.bulk_dead_letter_queue
 
         self._add_schema_migration(config, vpc)
 
@@ -153,7 +179,19 @@ class DataStack(Stack):
             value=self.database_secret.secret_arn,
             description="Secrets Manager secret with the database admin credentials (migrations only)",
         )
-        CfnOutput(self, "QueueUrl", value=self.queue.queue_url, description="The FIFO sync queue")
+        CfnOutput(self, "QueueUrl", value=self.queue.queue_url, description="The live lane's FIFO sync queue")
+        CfnOutput(
+            self,
+            "BulkQueueUrl",
+            value=self.bulk_queue.queue_url,
+            description="The bulk lane's standard queue (bootstrap, repairs, large backlogs)",
+        )
+        CfnOutput(
+            self,
+            "BulkDeadLetterQueueUrl",
+            value=self.bulk_dead_letter_queue.queue_url,
+            description="Bulk messages that failed maxReceiveCount times (one of their products failed: last_error)",
+        )
         CfnOutput(
             self,
             "DeadLetterQueueUrl",

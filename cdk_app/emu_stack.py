@@ -1,4 +1,4 @@
-"""Emu: the SQS-triggered Lambda that embeds changed products and updates the vector index."""
+"""Emu: the SQS-triggered Lambda that embeds changed products and updates the vector index, once per lane."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from typing import Any
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
@@ -19,8 +21,60 @@ from cdk_app.constructs.runtime_access import RuntimeAccess
 from refarch import topology
 
 
+class EmuLane(Construct):
+    """One lane's Emu function: the shared handler, its own reserved concurrency, its own queue's event source.
+
+    The event source grants the function receive/delete on its own queue only: each lane's
+    function can read nothing else.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        lane: topology.Lane,
+        queue: sqs.IQueue,
+        access: RuntimeAccess,
+        log_retention: logs.RetentionDays,
+        vpc: ec2.IVpc,
+    ) -> None:
+        super().__init__(scope, id_)
+        self.lane = lane
+        self.function: lambda_.Function = PythonFunction(
+            self,
+            "Function",
+            code=lambda_code(),
+            handler=topology.EMU_HANDLER,
+            description=f"Emu ({lane.name} lane): re-read products, embed them in provider-sized chunks, "
+            "update the vector index",
+            timeout=Duration.seconds(lane.timeout_seconds),
+            memory_size=lane.memory_mb,
+            reserved_concurrency=lane.reserved_concurrency,
+            log_retention=log_retention,
+            vpc=vpc,
+        ).function
+        access.attach(
+            grantee=self.function, connections=self.function, add_environment=self.function.add_environment, search=True
+        )
+        # The same handler for both lanes: the lane (its batch processor, its metrics) is configuration.
+        self.function.add_environment("REFARCH_EMU_LANE", lane.name)
+        self.function.add_event_source(
+            event_sources.SqsEventSource(
+                queue,
+                batch_size=lane.batch_size,
+                # FIFO event sources take no batching window; order within a product is kept by the group.
+                max_batching_window=Duration.seconds(lane.batching_window_seconds)
+                if lane.batching_window_seconds
+                else None,
+                report_batch_item_failures=True,
+                max_concurrency=lane.max_concurrency,
+            )
+        )
+
+
 class EmuStack(Stack):
-    """Emu's scaling is its reserved concurrency plus the event source's maximum concurrency (refarch.topology)."""
+    """Two Emu functions, one per lane; each lane scales by its own reserved concurrency (refarch.topology)."""
 
     def __init__(
         self,
@@ -32,40 +86,32 @@ class EmuStack(Stack):
         database: rds.IDatabaseInstance,
         database_secret: secretsmanager.ISecret,
         queue: sqs.IQueue,
+        bulk_queue: sqs.IQueue,
         pinecone_host: str | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, **kwargs)
         topo = config.topology
-        emu = PythonFunction(
-            self,
-            "Emu",
-            code=lambda_code(),
-            handler=topology.EMU_HANDLER,
-            description="Emu: re-read changed products, embed them (one call per batch), update the vector index",
-            timeout=Duration.seconds(topo.emu_timeout_seconds),
-            memory_size=topo.emu_memory_mb,
-            reserved_concurrency=topo.emu_reserved_concurrency,
-            log_retention=config.log_retention,
-            vpc=vpc,
-        )
-        self.function = emu.function
-        RuntimeAccess(
+        access = RuntimeAccess(
             self,
             "Access",
             search=config.search,
             database=database,
             database_secret=database_secret,
             pinecone_host=pinecone_host,
-        ).attach(
-            grantee=self.function, connections=self.function, add_environment=self.function.add_environment, search=True
         )
-        # FIFO event sources take no batching window; order within a product is kept by the message group.
-        self.function.add_event_source(
-            event_sources.SqsEventSource(
-                queue,
-                batch_size=topo.emu_batch_size,
-                report_batch_item_failures=True,
-                max_concurrency=topo.emu_max_concurrency,
-            )
+        self.live = EmuLane(
+            self, "Emu", lane=topo.live, queue=queue, access=access, log_retention=config.log_retention, vpc=vpc
         )
+        self.bulk = EmuLane(
+            self,
+            "EmuBulk",
+            lane=topo.bulk,
+            queue=bulk_queue,
+            access=access,
+            log_retention=config.log_retention,
+            vpc=vpc,
+        )
+        # The live lane's function keeps its name in templates and tests: `function` is the live one.
+        self.function = self.live.function
+        self.bulk_function = self.bulk.function

@@ -46,6 +46,8 @@ class FrontendStack(Stack):
         database_secret: secretsmanager.ISecret,
         queue: sqs.IQueue,
         dead_letter_queue: sqs.IQueue,
+        bulk_queue: sqs.IQueue,
+        bulk_dead_letter_queue: sqs.IQueue,
         pinecone_host: str | None,
         **kwargs: Any,
     ) -> None:
@@ -88,7 +90,7 @@ class FrontendStack(Stack):
         task_role = self.service.task_definition.task_role
         self.edit_password.grant_read(task_role)
         session_secret.grant_read(task_role)
-        # Search and editing, plus the queue depth for the status header; never receive or send.
+        # Search and editing, plus both lanes' queue depths and ages for the status header; never receive or send.
         RuntimeAccess(
             self,
             "Access",
@@ -97,6 +99,8 @@ class FrontendStack(Stack):
             database_secret=database_secret,
             queue=queue,
             dead_letter_queue=dead_letter_queue,
+            bulk_queue=bulk_queue,
+            bulk_dead_letter_queue=bulk_dead_letter_queue,
             pinecone_host=pinecone_host,
         ).attach(
             grantee=task_role,
@@ -104,6 +108,13 @@ class FrontendStack(Stack):
             add_environment=container.add_environment,
             search=True,
             read_queue_depth=True,
+        )
+        acknowledge(
+            task_role,
+            "AwsSolutions-IAM5",
+            "cloudwatch:GetMetricStatistics (read-only) cannot be scoped to a resource; the status header "
+            "reads each lane's ApproximateAgeOfOldestMessage with it.",
+            findings=("Resource::*",),
         )
 
         self.load_balancer = self.service.load_balancer

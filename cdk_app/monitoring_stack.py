@@ -24,7 +24,7 @@ PERIOD = Duration.minutes(5)
 
 
 class MonitoringStack(Stack):
-    """Queue depth and age, DLQ, Emu health, sync lag, web errors and latency, database load."""
+    """Per lane: queue depth and age, DLQ, Emu health; sync lag, web errors and latency, database load."""
 
     def __init__(
         self,
@@ -34,7 +34,10 @@ class MonitoringStack(Stack):
         config: StageConfig,
         queue: sqs.IQueue,
         dead_letter_queue: sqs.IQueue,
+        bulk_queue: sqs.IQueue,
+        bulk_dead_letter_queue: sqs.IQueue,
         emu: lambda_.IFunction,
+        emu_bulk: lambda_.IFunction,
         listener: ecs.BaseService,
         load_balancer: elbv2.IApplicationLoadBalancer,
         database: rds.IDatabaseInstance,
@@ -56,8 +59,17 @@ class MonitoringStack(Stack):
         queue_age = queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum")
         dlq_depth = dead_letter_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
         emu_errors = emu.metric_errors(period=PERIOD, statistic="Sum")
-        # Emu's Powertools metrics (EMF): the age of the newest change it indexed, per batch.
-        sync_lag = _emf_metric("SyncLag", "p95", cloudwatch.Unit.MILLISECONDS)
+        bulk_depth = bulk_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
+        bulk_age = bulk_queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum")
+        bulk_dlq_depth = bulk_dead_letter_queue.metric_approximate_number_of_messages_visible(
+            period=PERIOD, statistic="Maximum"
+        )
+        emu_bulk_errors = emu_bulk.metric_errors(period=PERIOD, statistic="Sum")
+        # Emu's Powertools metrics (EMF), per lane: the age of the oldest change it indexed, per batch.
+        sync_lag = _emf_metric("SyncLag", "p95", cloudwatch.Unit.MILLISECONDS, lane="live")
+        bulk_sync_lag = _emf_metric("SyncLag", "p95", cloudwatch.Unit.MILLISECONDS, lane="bulk")
+        bulk_embed_calls = _emf_metric("EmbedCalls", "Sum", cloudwatch.Unit.COUNT, lane="bulk")
+        bulk_embedded = _emf_metric("Embedded", "Sum", cloudwatch.Unit.COUNT, lane="bulk")
         # The listener's own EMF metrics (every minute): changes captured but not yet on the queue.
         outbox_age = _emf_metric("OutboxOldestPendingAge", "Maximum", cloudwatch.Unit.SECONDS)
         outbox_backlog = _emf_metric("OutboxBacklog", "Maximum", cloudwatch.Unit.COUNT)
@@ -83,6 +95,30 @@ class MonitoringStack(Stack):
             evaluation_periods=3,
             datapoints_to_alarm=2,
             description="The oldest sync message is waiting too long: Emu is failing, throttled or under-scaled.",
+        )
+        self._alarm(
+            "BulkDeadLetterQueueNotEmpty",
+            bulk_dlq_depth,
+            threshold=0,
+            description="Bulk messages failed maxReceiveCount times: a product in each failed every time "
+            "(sync_state.last_error says why); its neighbours were indexed. Fix the cause and redrive.",
+        )
+        self._alarm(
+            "BulkQueueAgeHigh",
+            bulk_age,
+            threshold=config.bulk_queue_age_alarm_seconds,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            description="Bulk work (bootstrap, repairs, backlogs) waits longer than a large bootstrap should: "
+            "the bulk Emu is failing, throttled or under-scaled.",
+        )
+        self._alarm(
+            "EmuBulkErrors",
+            emu_bulk_errors,
+            threshold=0,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            description="Bulk-lane Emu invocations are failing as a whole (not single products).",
         )
         self._alarm(
             "OutboxAgeHigh",
@@ -115,17 +151,35 @@ class MonitoringStack(Stack):
             self, "Dashboard", dashboard_name=f"refarch-{config.name}", default_interval=Duration.hours(3)
         )
         self.dashboard.add_widgets(
-            _graph("Sync queue depth", queue_depth, dlq_depth.with_(label="DLQ depth")),
-            _graph("Oldest message age (s)", queue_age),
-            _graph("Sync lag p95 (ms)", sync_lag),
+            _graph("Live queue depth", queue_depth, dlq_depth.with_(label="DLQ depth")),
+            _graph("Live queue oldest message age (s)", queue_age),
+            _graph("Live sync lag p95 (ms)", sync_lag),
         )
         self.dashboard.add_widgets(
-            _graph("Emu errors and throttles", emu_errors, emu.metric_throttles(period=PERIOD, statistic="Sum")),
-            _graph("Emu concurrency", emu.metric("ConcurrentExecutions", period=PERIOD, statistic="Maximum")),
+            _graph("Live Emu errors and throttles", emu_errors, emu.metric_throttles(period=PERIOD, statistic="Sum")),
+            _graph("Live Emu concurrency", emu.metric("ConcurrentExecutions", period=PERIOD, statistic="Maximum")),
             _graph(
-                "Emu duration (ms)",
+                "Live Emu duration (ms)",
                 emu.metric_duration(period=PERIOD, statistic="p95"),
                 emu.metric_duration(period=PERIOD, statistic="Maximum"),
+            ),
+        )
+        self.dashboard.add_widgets(
+            _graph("Bulk queue depth (messages of up to 100 products)", bulk_depth, bulk_dlq_depth.with_(label="DLQ")),
+            _graph("Bulk queue oldest message age (s)", bulk_age, right=[bulk_sync_lag]),
+            _graph("Bulk products embedded and embedding requests", bulk_embedded, right=[bulk_embed_calls]),
+        )
+        self.dashboard.add_widgets(
+            _graph(
+                "Bulk Emu errors and throttles",
+                emu_bulk_errors,
+                emu_bulk.metric_throttles(period=PERIOD, statistic="Sum"),
+            ),
+            _graph("Bulk Emu concurrency", emu_bulk.metric("ConcurrentExecutions", period=PERIOD, statistic="Maximum")),
+            _graph(
+                "Bulk Emu duration (ms)",
+                emu_bulk.metric_duration(period=PERIOD, statistic="p95"),
+                emu_bulk.metric_duration(period=PERIOD, statistic="Maximum"),
             ),
         )
         self.dashboard.add_widgets(
@@ -185,12 +239,13 @@ class MonitoringStack(Stack):
         self.alarms.append(alarm)
 
 
-def _emf_metric(name: str, statistic: str, unit: cloudwatch.Unit) -> cloudwatch.Metric:
-    """One of the runtimes' own Powertools (EMF) metrics: namespace Refarch, dimension service=refarch."""
+def _emf_metric(name: str, statistic: str, unit: cloudwatch.Unit, *, lane: str | None = None) -> cloudwatch.Metric:
+    """One of the runtimes' own Powertools (EMF) metrics: namespace Refarch, dimension service=refarch
+    (and lane=live|bulk for Emu's)."""
     return cloudwatch.Metric(
         namespace=NAMESPACE,
         metric_name=name,
-        dimensions_map={"service": SERVICE},
+        dimensions_map={"service": SERVICE, **({"lane": lane} if lane else {})},
         period=PERIOD,
         statistic=statistic,
         unit=unit,

@@ -165,6 +165,7 @@ class PelicanStack(Stack):
         database: rds.IDatabaseInstance,
         database_secret: secretsmanager.ISecret,
         queue: sqs.IQueue,
+        bulk_queue: sqs.IQueue,
         schema: IConstruct,
         pinecone_host: str | None,
         **kwargs: Any,
@@ -179,6 +180,7 @@ class PelicanStack(Stack):
             database=database,
             database_secret=database_secret,
             queue=queue,
+            bulk_queue=bulk_queue,
             pinecone_host=pinecone_host,
         )
         self.code = lambda_code()
@@ -238,7 +240,9 @@ class PelicanStack(Stack):
             grantee=task.task_role,
             connections=self.listener,
             add_environment=container.add_environment,
+            # Changes go to the live lane; a backlog above Topology.relay_bulk_threshold to the bulk lane.
             send_to_queue=True,
+            send_to_bulk_queue=True,
         )
         acknowledge_task_execution_role(task)
         acknowledge(
@@ -280,7 +284,7 @@ class PelicanStack(Stack):
         batch = self._function(
             "BootstrapBatch",
             handler=topology.BOOTSTRAP_BATCH_HANDLER,
-            description="Bootstrap Batch: enqueue one id range with SendMessageBatch",
+            description="Bootstrap Batch: enqueue one id range on the bulk lane (100 products per message)",
             timeout=Duration.minutes(5),
         )
         finalize = self._function(
@@ -290,7 +294,7 @@ class PelicanStack(Stack):
             timeout=Duration.minutes(1),
         )
         self._attach(plan)
-        self._attach(batch, send_to_queue=True)
+        self._attach(batch, send_to_bulk_queue=True)
         self._attach(finalize)
         bootstrap = BootstrapStateMachine(
             self,
@@ -358,7 +362,7 @@ class PelicanStack(Stack):
             description="Reconcile: compare database, ledger and vector index; enqueue fixes",
             timeout=Duration.minutes(15),
         )
-        self._attach(reconcile, search=True, send_to_queue=True)
+        self._attach(reconcile, search=True, send_to_bulk_queue=True)
         events.Rule(
             self,
             "ReconcileSchedule",

@@ -64,7 +64,7 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
         config=config,
         vpc=network.vpc,
         env=env,
-        description="refarch data: RDS Postgres 16 + schema migration, SQS FIFO sync queue + DLQ",
+        description="refarch data: RDS Postgres 16 + schema migration, live (FIFO) and bulk sync queues + DLQs",
     )
     pinecone_index = None
     if config.search.vector_backend == "pinecone":
@@ -84,9 +84,10 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
         database=data.database,
         database_secret=data.runtime_database_secrets["emu"],
         queue=data.queue,
+        bulk_queue=data.bulk_queue,
         pinecone_host=pinecone_host,
         env=env,
-        description="refarch Emu: SQS FIFO -> Lambda that embeds changed products into the vector index",
+        description="refarch Emu: live (FIFO) and bulk lanes -> Lambdas that embed products into the vector index",
     )
     pelican = PelicanStack(
         app,
@@ -96,6 +97,7 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
         database=data.database,
         database_secret=data.runtime_database_secrets["pelican"],
         queue=data.queue,
+        bulk_queue=data.bulk_queue,
         schema=data.schema,
         pinecone_host=pinecone_host,
         env=env,
@@ -112,6 +114,8 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
         database_secret=data.runtime_database_secrets["web"],
         queue=data.queue,
         dead_letter_queue=data.dead_letter_queue,
+        bulk_queue=data.bulk_queue,
+        bulk_dead_letter_queue=data.bulk_dead_letter_queue,
         pinecone_host=pinecone_host,
         env=env,
         description="refarch frontend: Flask on Fargate behind an ALB, HTTPS via CloudFront or your domain",
@@ -122,7 +126,10 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
         config=config,
         queue=data.queue,
         dead_letter_queue=data.dead_letter_queue,
+        bulk_queue=data.bulk_queue,
+        bulk_dead_letter_queue=data.bulk_dead_letter_queue,
         emu=emu.function,
+        emu_bulk=emu.bulk_function,
         listener=pelican.listener,
         load_balancer=frontend.load_balancer,
         database=data.database,

@@ -34,6 +34,8 @@ class RuntimeAccess(Construct):
         database_secret: secretsmanager.ISecret,
         queue: sqs.IQueue | None = None,
         dead_letter_queue: sqs.IQueue | None = None,
+        bulk_queue: sqs.IQueue | None = None,
+        bulk_dead_letter_queue: sqs.IQueue | None = None,
         pinecone_host: str | None = None,
     ) -> None:
         super().__init__(scope, id_)
@@ -42,6 +44,8 @@ class RuntimeAccess(Construct):
         self.database_secret = database_secret
         self.queue = queue
         self.dead_letter_queue = dead_letter_queue
+        self.bulk_queue = bulk_queue
+        self.bulk_dead_letter_queue = bulk_dead_letter_queue
         self.pinecone_host = pinecone_host
         # The operator creates these before the first deploy; importing by name keeps values out of CDK.
         self.openai_secret = secretsmanager.Secret.from_secret_name_v2(self, "OpenAiApiKey", search.openai_secret_name)
@@ -59,9 +63,10 @@ class RuntimeAccess(Construct):
         add_environment: Callable[[str, str], Any],
         search: bool = False,
         send_to_queue: bool = False,
+        send_to_bulk_queue: bool = False,
         read_queue_depth: bool = False,
     ) -> None:
-        """Give one runtime the database, and optionally search (embedder + index) and the queue."""
+        """Give one runtime the database, and optionally search (embedder + index) and either lane's queue."""
         # The rule lands in the runtime's stack (allow_to), so the data stack never depends on it.
         connections.connections.allow_to_default_port(self.database, "Postgres from the runtime")
         for group in connections.connections.security_groups:
@@ -81,13 +86,26 @@ class RuntimeAccess(Construct):
                 raise ValueError("send_to_queue needs the queue")
             self.queue.grant_send_messages(grantee)
             env["REFARCH_QUEUE_URL"] = self.queue.queue_url
+        if send_to_bulk_queue:
+            if self.bulk_queue is None:
+                raise ValueError("send_to_bulk_queue needs the bulk queue")
+            self.bulk_queue.grant_send_messages(grantee)
+            env["REFARCH_BULK_QUEUE_URL"] = self.bulk_queue.queue_url
         if read_queue_depth:
-            # Only GetQueueAttributes (the status header's depth); no receive, delete or send.
-            for queue, name in ((self.queue, "REFARCH_QUEUE_URL"), (self.dead_letter_queue, "REFARCH_DLQ_URL")):
+            # Only GetQueueAttributes (the status header's depths); no receive, delete or send.
+            for queue, name in (
+                (self.queue, "REFARCH_QUEUE_URL"),
+                (self.dead_letter_queue, "REFARCH_DLQ_URL"),
+                (self.bulk_queue, "REFARCH_BULK_QUEUE_URL"),
+                (self.bulk_dead_letter_queue, "REFARCH_BULK_DLQ_URL"),
+            ):
                 if queue is None:
-                    raise ValueError("read_queue_depth needs the queue and the dead-letter queue")
+                    raise ValueError("read_queue_depth needs both lanes' queues and dead-letter queues")
                 queue.grant(grantee, "sqs:GetQueueAttributes")
                 env[name] = queue.queue_url
+            # The age of each queue's oldest message exists only as a CloudWatch metric. CloudWatch
+            # cannot scope metric reads to a resource, so this one action is granted on "*".
+            iam.Grant.add_to_principal(grantee=grantee, actions=["cloudwatch:GetMetricStatistics"], resource_arns=["*"])
         for name, value in env.items():
             add_environment(name, value)
 

@@ -20,29 +20,46 @@ def only(template: Template, resource_type: str) -> dict[str, Any]:
     return next(iter(found.values()))["Properties"]
 
 
-def function_by_handler(template: Template, handler: str) -> dict[str, Any]:
-    """The properties of the Lambda function declaring this handler string."""
-    matches = [
-        r["Properties"]
-        for r in resources(template, "AWS::Lambda::Function").values()
+def _functions(template: Template, handler: str, lane: str | None) -> dict[str, dict[str, Any]]:
+    """Logical id -> properties of the functions declaring this handler (and serving this Emu lane, if given)."""
+    return {
+        logical_id: r["Properties"]
+        for logical_id, r in resources(template, "AWS::Lambda::Function").items()
         if r["Properties"].get("Handler") == handler
-    ]
-    assert len(matches) == 1, f"expected one function with handler {handler}, found {len(matches)}"
-    return matches[0]
+        and (lane is None or r["Properties"]["Environment"]["Variables"].get("REFARCH_EMU_LANE") == lane)
+    }
 
 
-def function_logical_id(template: Template, handler: str) -> str:
-    """The logical id of the Lambda function declaring this handler string."""
-    for logical_id, resource in resources(template, "AWS::Lambda::Function").items():
-        if resource["Properties"].get("Handler") == handler:
-            return logical_id
-    raise AssertionError(f"no function with handler {handler}")
+def function_by_handler(template: Template, handler: str, *, lane: str | None = None) -> dict[str, Any]:
+    """The properties of the Lambda function declaring this handler string (Emu: of one lane)."""
+    matches = _functions(template, handler, lane)
+    assert len(matches) == 1, f"expected one function with handler {handler} (lane {lane}), found {len(matches)}"
+    return next(iter(matches.values()))
 
 
-def function_role(template: Template, handler: str) -> str:
-    """The logical id of the execution role of the function with this handler."""
-    role = function_by_handler(template, handler)["Role"]
+def function_logical_id(template: Template, handler: str, *, lane: str | None = None) -> str:
+    """The logical id of the Lambda function declaring this handler string (Emu: of one lane)."""
+    matches = _functions(template, handler, lane)
+    if not matches:
+        raise AssertionError(f"no function with handler {handler} (lane {lane})")
+    return next(iter(matches))
+
+
+def function_role(template: Template, handler: str, *, lane: str | None = None) -> str:
+    """The logical id of the execution role of the function with this handler (Emu: of one lane)."""
+    role = function_by_handler(template, handler, lane=lane)["Role"]
     return role["Fn::GetAtt"][0]
+
+
+def event_source_of(template: Template, function_logical_id: str) -> dict[str, Any]:
+    """The properties of the one event source mapping that invokes this function."""
+    found = [
+        r["Properties"]
+        for r in resources(template, "AWS::Lambda::EventSourceMapping").values()
+        if r["Properties"]["FunctionName"] == {"Ref": function_logical_id}
+    ]
+    assert len(found) == 1, f"expected one event source for {function_logical_id}, found {len(found)}"
+    return found[0]
 
 
 def container_task_role(template: Template, container_name: str) -> str:

@@ -84,10 +84,10 @@ def test_database_accepts_connections_only_from_runtime_security_groups(dev: Syn
 
 
 def test_queue_is_high_throughput_fifo_with_fifo_dlq_and_redrive(dev: Synthesized) -> None:
-    # Given the two queues
+    # Given the live lane's two queues
     queues = resources(dev.template_json(dev.stacks.data), "AWS::SQS::Queue")
-    main = next(r for k, r in queues.items() if "DeadLetter" not in k)
-    dlq_id = next(k for k in queues if "DeadLetter" in k)
+    main = next(r for k, r in queues.items() if k.startswith("SyncQueue"))
+    dlq_id = next(k for k in queues if k.startswith("SyncDeadLetter"))
     dlq = queues[dlq_id]["Properties"]
     props = main["Properties"]
     topo = dev.config.topology
@@ -106,11 +106,12 @@ def test_queue_is_high_throughput_fifo_with_fifo_dlq_and_redrive(dev: Synthesize
 def test_visibility_timeout_is_at_least_six_times_emu_timeout(dev: Synthesized) -> None:
     # Given the main queue and the deployed Emu function
     queues = resources(dev.template_json(dev.stacks.data), "AWS::SQS::Queue")
-    main = next(r["Properties"] for k, r in queues.items() if "DeadLetter" not in k)
-    emu = function_by_handler(dev.template_json(dev.stacks.emu), topology.EMU_HANDLER)
-    # Then the queue gives Emu six attempts' worth of time before a message reappears
-    assert main["VisibilityTimeout"] == dev.config.topology.visibility_timeout_seconds
-    assert main["VisibilityTimeout"] >= 6 * emu["Timeout"]
+    for marker, lane in (("SyncQueue", "live"), ("SyncBulkQueue", "bulk")):
+        main = next(r["Properties"] for k, r in queues.items() if k.startswith(marker))
+        emu = function_by_handler(dev.template_json(dev.stacks.emu), topology.EMU_HANDLER, lane=lane)
+        # Then each lane's queue gives its Emu six attempts' worth of time before a message reappears
+        assert main["VisibilityTimeout"] == dev.config.topology.lane(lane).visibility_timeout_seconds  # type: ignore[arg-type]
+        assert main["VisibilityTimeout"] >= 6 * emu["Timeout"]
 
 
 def test_queues_refuse_plain_http(dev: Synthesized) -> None:
@@ -118,7 +119,7 @@ def test_queues_refuse_plain_http(dev: Synthesized) -> None:
     policies = resources(dev.template_json(dev.stacks.data), "AWS::SQS::QueuePolicy").values()
     # Then each denies requests without TLS
     statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
-    assert len(statements) == 2
+    assert len(statements) == 4  # both lanes' queues and DLQs
     assert all(
         s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
     )

@@ -39,7 +39,9 @@ def bundled_dev(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 def emu_asset_dir(synth: Synthesized) -> Path:
     """The staged directory behind the Emu function's code."""
-    s3_key = function_by_handler(synth.template_json(synth.stacks.emu), topology.EMU_HANDLER)["Code"]["S3Key"]
+    s3_key = function_by_handler(synth.template_json(synth.stacks.emu), topology.EMU_HANDLER, lane="live")["Code"][
+        "S3Key"
+    ]
     manifest = json.loads((synth.outdir / f"{synth.stacks.emu.stack_name}.assets.json").read_text())
     for asset in manifest["files"].values():
         if any(d["objectKey"] == s3_key for d in asset["destinations"].values()):

@@ -49,51 +49,61 @@ def queue_actions(role_grants: dict[str, list[str]], queue_marker: str) -> set[s
     }
 
 
+SEND = {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+CONSUME = QUEUE_READ | {"sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+
 LAMBDA_ROLES = {
-    # handler: (stack attribute, secrets it may read, queue actions on the main queue)
-    topology.EMU_HANDLER: (
-        "emu",
-        {"database:emu", "openai", "pinecone"},
-        QUEUE_READ | {"sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
-    ),
+    # handler: (stack attribute, secrets it may read, queue actions on the live queue, on the bulk queue)
+    topology.EMU_HANDLER: ("emu", {"database:emu", "openai", "pinecone"}, CONSUME, set()),
     topology.MIGRATE_HANDLER: (
         "data",
         {"database-admin", "database:web", "database:emu", "database:pelican"},
         set(),
+        set(),
     ),
-    topology.PINECONE_INDEX_HANDLER: ("pinecone_index", {"pinecone"}, set()),
-    topology.BOOTSTRAP_PLAN_HANDLER: ("pelican", {"database:pelican"}, set()),
-    topology.BOOTSTRAP_BATCH_HANDLER: (
-        "pelican",
-        {"database:pelican"},
-        {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
-    ),
-    topology.BOOTSTRAP_FINALIZE_HANDLER: ("pelican", {"database:pelican"}, set()),
-    topology.RECONCILE_HANDLER: (
-        "pelican",
-        {"database:pelican", "openai", "pinecone"},
-        {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
-    ),
+    topology.PINECONE_INDEX_HANDLER: ("pinecone_index", {"pinecone"}, set(), set()),
+    topology.BOOTSTRAP_PLAN_HANDLER: ("pelican", {"database:pelican"}, set(), set()),
+    # The bootstrap and repairs are bulk work: they send to the bulk lane only.
+    topology.BOOTSTRAP_BATCH_HANDLER: ("pelican", {"database:pelican"}, set(), SEND),
+    topology.BOOTSTRAP_FINALIZE_HANDLER: ("pelican", {"database:pelican"}, set(), set()),
+    topology.RECONCILE_HANDLER: ("pelican", {"database:pelican", "openai", "pinecone"}, set(), SEND),
 }
 
 
 @pytest.mark.parametrize("handler", sorted(LAMBDA_ROLES))
 def test_each_function_reads_only_its_secrets_and_uses_the_queue_only_as_needed(dev: Synthesized, handler: str) -> None:
     # Given the function's execution role
-    stack_name, expected_secrets, expected_queue = LAMBDA_ROLES[handler]
+    stack_name, expected_secrets, expected_queue, expected_bulk = LAMBDA_ROLES[handler]
     template = dev.template_json(getattr(dev.stacks, stack_name))
-    role_grants = grants(template, function_role(template, handler))
+    role_grants = grants(
+        template, function_role(template, handler, lane="live" if handler == topology.EMU_HANDLER else None)
+    )
     # Then it reads exactly its secrets, does exactly its queue operations, and nothing else but tracing
     assert secrets_readable(role_grants) == expected_secrets
     assert queue_actions(role_grants, "SyncQueue") == expected_queue
+    assert queue_actions(role_grants, "SyncBulkQueue") == expected_bulk
     assert queue_actions(role_grants, "DeadLetter") == set()
-    assert set(role_grants) <= SECRET_READ | expected_queue | ALWAYS_ALLOWED
+    assert set(role_grants) <= SECRET_READ | expected_queue | expected_bulk | ALWAYS_ALLOWED
+
+
+@pytest.mark.parametrize(
+    ("lane", "own", "other"), [("live", "SyncQueue", "SyncBulkQueue"), ("bulk", "SyncBulkQueue", "SyncQueue")]
+)
+def test_each_emu_lane_reads_only_its_own_queue(dev: Synthesized, lane: str, own: str, other: str) -> None:
+    # Given one lane's Emu role
+    template = dev.template_json(dev.stacks.emu)
+    role_grants = grants(template, function_role(template, topology.EMU_HANDLER, lane=lane))
+    # Then it consumes its own queue, never the other lane's, and sends nowhere
+    assert queue_actions(role_grants, own) == CONSUME
+    assert queue_actions(role_grants, other) == set()
+    assert queue_actions(role_grants, "DeadLetter") == set()
+    assert QUEUE_SEND not in role_grants
 
 
 def test_emu_consumes_but_never_sends(dev: Synthesized) -> None:
     # Given Emu's role
     template = dev.template_json(dev.stacks.emu)
-    role_grants = grants(template, function_role(template, topology.EMU_HANDLER))
+    role_grants = grants(template, function_role(template, topology.EMU_HANDLER, lane="live"))
     # Then it receives and deletes from the queue but cannot enqueue (only Pelican produces)
     assert set(role_grants) >= QUEUE_READ
     assert QUEUE_SEND not in role_grants
@@ -103,20 +113,24 @@ def test_web_cannot_read_or_write_the_queue(dev: Synthesized) -> None:
     # Given the web task role
     template = dev.template_json(dev.stacks.frontend)
     role_grants = grants(template, container_task_role(template, "web"))
-    # Then its only queue permission is reading the depth; it can read its secrets and the search keys
+    # Then its only queue permissions are reading both lanes' depths (and their age metric); it can read
+    # its secrets and the search keys
     assert queue_actions(role_grants, "SyncQueue") == {"sqs:GetQueueAttributes"}
+    assert queue_actions(role_grants, "SyncBulkQueue") == {"sqs:GetQueueAttributes"}
     assert queue_actions(role_grants, "DeadLetter") == {"sqs:GetQueueAttributes"}
     assert not (QUEUE_READ | {QUEUE_SEND}) & set(role_grants)
     assert secrets_readable(role_grants) == {"database:web", "openai", "pinecone", "edit-password", "session"}
-    assert set(role_grants) <= SECRET_READ | {"sqs:GetQueueAttributes"}
+    assert set(role_grants["cloudwatch:GetMetricStatistics"]) == {'"*"'}  # Resource "*"
+    assert set(role_grants) <= SECRET_READ | {"sqs:GetQueueAttributes", "cloudwatch:GetMetricStatistics"}
 
 
 def test_listener_sends_but_never_receives(dev: Synthesized) -> None:
     # Given the listener task role
     template = dev.template_json(dev.stacks.pelican)
     role_grants = grants(template, container_task_role(template, "listener"))
-    # Then it can enqueue and read the database secret, nothing else
+    # Then it can enqueue on both lanes (a large backlog goes bulk) and read the database secret, nothing else
     assert queue_actions(role_grants, "SyncQueue") == {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+    assert queue_actions(role_grants, "SyncBulkQueue") == {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
     assert secrets_readable(role_grants) == {"database:pelican"}
     assert set(role_grants) <= SECRET_READ | {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from refarch import topology
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import (
     container,
     environment,
+    event_source_of,
     function_by_handler,
     function_logical_id,
     only,
@@ -19,36 +22,38 @@ from tests.infra.templates import (
 SECRET_ARN_SETTINGS = {"REFARCH_DATABASE_SECRET_ARN", "REFARCH_OPENAI_SECRET_ARN", "REFARCH_PINECONE_SECRET_ARN"}
 
 
-def test_emu_is_an_arm64_python_lambda_with_reserved_concurrency_in_the_vpc(dev: Synthesized) -> None:
-    # Given the Emu function
-    emu = function_by_handler(dev.template_json(dev.stacks.emu), topology.EMU_HANDLER)
-    topo = dev.config.topology
+@pytest.mark.parametrize("lane_name", ["live", "bulk"])
+def test_emu_is_an_arm64_python_lambda_with_reserved_concurrency_in_the_vpc(dev: Synthesized, lane_name: str) -> None:
+    # Given one lane's Emu function
+    emu = function_by_handler(dev.template_json(dev.stacks.emu), topology.EMU_HANDLER, lane=lane_name)
+    lane = dev.config.topology.lane(lane_name)  # type: ignore[arg-type]
     # Then runtime, architecture, scaling, tracing and networking are as the topology says
     assert emu["Runtime"] == "python3.12"
     assert emu["Architectures"] == ["arm64"]
-    assert emu["ReservedConcurrentExecutions"] == topo.emu_reserved_concurrency
-    assert emu["Timeout"] == topo.emu_timeout_seconds
-    assert emu["MemorySize"] == topo.emu_memory_mb
+    assert emu["ReservedConcurrentExecutions"] == lane.reserved_concurrency
+    assert emu["Timeout"] == lane.timeout_seconds
+    assert emu["MemorySize"] == lane.memory_mb
     assert emu["TracingConfig"] == {"Mode": "Active"}
     assert emu["VpcConfig"]["SubnetIds"] and emu["VpcConfig"]["SecurityGroupIds"]
     assert "LogGroup" in emu["LoggingConfig"]
 
 
 def test_emu_event_source_reports_batch_item_failures(dev: Synthesized) -> None:
-    # Given the event source mapping
-    mapping = only(dev.template_json(dev.stacks.emu), "AWS::Lambda::EventSourceMapping")
-    topo = dev.config.topology
+    # Given the live lane's event source mapping
+    template = dev.template_json(dev.stacks.emu)
+    mapping = event_source_of(template, function_logical_id(template, topology.EMU_HANDLER, lane="live"))
+    live = dev.config.topology.live
     # Then partial failures are reported, batches and concurrency follow the topology, FIFO has no window
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["BatchSize"] == topo.emu_batch_size
-    assert mapping["ScalingConfig"] == {"MaximumConcurrency": topo.emu_max_concurrency}
+    assert mapping["BatchSize"] == live.batch_size == 10
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": live.max_concurrency}
     assert "MaximumBatchingWindowInSeconds" not in mapping
     assert "SyncQueue" in json.dumps(mapping["EventSourceArn"])
 
 
 def test_emu_environment_names_secrets_by_arn_and_sets_the_search_config(dev: Synthesized) -> None:
     # Given Emu's environment
-    env = environment(function_by_handler(dev.template_json(dev.stacks.emu), topology.EMU_HANDLER))
+    env = environment(function_by_handler(dev.template_json(dev.stacks.emu), topology.EMU_HANDLER, lane="live"))
     search = dev.config.search
     # Then the embedder and index come from the one config, and secrets are ARNs, not values
     assert env["REFARCH_EMBEDDER"] == "openai"
@@ -248,7 +253,9 @@ def test_custom_domain_serves_https_from_the_alb_without_cloudfront(variant: Syn
 
 def test_pgvector_stage_has_no_pinecone_index_or_settings(variant: Synthesized) -> None:
     # Given the pgvector variant
-    emu_env = environment(function_by_handler(variant.template_json(variant.stacks.emu), topology.EMU_HANDLER))
+    emu_env = environment(
+        function_by_handler(variant.template_json(variant.stacks.emu), topology.EMU_HANDLER, lane="live")
+    )
     web_env = environment(container(variant.template_json(variant.stacks.frontend), "web"))
     # Then no Pinecone stack exists, and every search runtime is told to use pgvector
     assert variant.stacks.pinecone_index is None

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from refarch import topology
+from refarch.topology import DEFAULT_TOPOLOGY
 from tests.infra.conftest import Synthesized
-from tests.infra.templates import only, resources
+from tests.infra.templates import event_source_of, function_logical_id, resources
 
 
 def test_prod_database_is_multi_az_protected_and_snapshotted(prod: Synthesized, dev: Synthesized) -> None:
@@ -40,16 +44,18 @@ def test_nat_gateways_and_endpoints_follow_the_stage(prod: Synthesized, dev: Syn
     assert len(resources(dev_net, "AWS::EC2::FlowLog")) == 1
 
 
-def test_prod_scaling_reaches_emu_and_the_map(prod: Synthesized) -> None:
-    # Given prod's Emu mapping, function and bootstrap Map
+@pytest.mark.parametrize("lane_name", ["live", "bulk"])
+def test_prod_scaling_reaches_each_emu_lane_and_the_map(prod: Synthesized, lane_name: str) -> None:
+    # Given prod's Emu function and event source mapping of one lane
     emu = prod.template_json(prod.stacks.emu)
-    mapping = only(emu, "AWS::Lambda::EventSourceMapping")
-    function = next(iter(resources(emu, "AWS::Lambda::Function").values()))["Properties"]
-    topo = prod.config.topology
+    function_id = function_logical_id(emu, topology.EMU_HANDLER, lane=lane_name)
+    function = resources(emu, "AWS::Lambda::Function")[function_id]["Properties"]
+    mapping = event_source_of(emu, function_id)
+    lane = prod.config.topology.lane(lane_name)  # type: ignore[arg-type]
     # Then the prod topology (not the default) is what gets deployed
-    assert topo.emu_reserved_concurrency != 8
-    assert function["ReservedConcurrentExecutions"] == topo.emu_reserved_concurrency
-    assert mapping["ScalingConfig"]["MaximumConcurrency"] == topo.emu_max_concurrency
+    assert lane != DEFAULT_TOPOLOGY.lane(lane_name)  # type: ignore[arg-type]
+    assert function["ReservedConcurrentExecutions"] == lane.reserved_concurrency
+    assert mapping["ScalingConfig"]["MaximumConcurrency"] == lane.max_concurrency
     assert mapping["ScalingConfig"]["MaximumConcurrency"] <= function["ReservedConcurrentExecutions"]
 
 

@@ -1,0 +1,102 @@
+"""Two lanes into one index, as synthesized: each its own queue, DLQ, alarms, Emu function and event source."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from refarch import topology
+from tests.infra.conftest import Synthesized
+from tests.infra.templates import environment, event_source_of, function_logical_id, resources
+
+
+def queue(template: dict, prefix: str) -> tuple[str, dict]:
+    """(logical id, properties) of the one queue whose logical id starts with `prefix`."""
+    [(logical_id, resource)] = [
+        (k, r) for k, r in resources(template, "AWS::SQS::Queue").items() if k.startswith(prefix)
+    ]
+    return logical_id, resource["Properties"]
+
+
+def test_bulk_queue_is_standard_encrypted_and_redrives_to_its_own_dlq(dev: Synthesized) -> None:
+    # Given the bulk lane's queue and DLQ
+    data = dev.template_json(dev.stacks.data)
+    _, bulk = queue(data, "SyncBulkQueue")
+    dlq_id, dlq = queue(data, "SyncBulkDeadLetterQueue")
+    # Then both are standard (not FIFO) queues, encrypted, with retention; the queue redrives to its DLQ
+    assert "FifoQueue" not in bulk and "FifoQueue" not in dlq
+    assert bulk["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    assert bulk["MessageRetentionPeriod"] == 4 * 86400 and dlq["MessageRetentionPeriod"] == 14 * 86400
+    assert bulk["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+        "maxReceiveCount": dev.config.topology.max_receive_count,
+    }
+    assert bulk["QueueName"].endswith(topology.BULK_QUEUE_NAME) and dlq["QueueName"].endswith(topology.BULK_DLQ_NAME)
+    # And, like every queue, refuses plain HTTP
+    policies = json.dumps(resources(data, "AWS::SQS::QueuePolicy"))
+    assert "SyncBulkQueue" in policies and "SyncBulkDeadLetterQueue" in policies
+
+
+def test_bulk_event_source_takes_large_batches_with_a_window_within_its_reserved_concurrency(
+    any_stage: Synthesized,
+) -> None:
+    # Given the bulk lane's Emu function and its event source mapping
+    emu = any_stage.template_json(any_stage.stacks.emu)
+    function_id = function_logical_id(emu, topology.EMU_HANDLER, lane="bulk")
+    function = resources(emu, "AWS::Lambda::Function")[function_id]["Properties"]
+    mapping = event_source_of(emu, function_id)
+    bulk = any_stage.config.topology.bulk
+    # Then it consumes the bulk queue in batches of >= 100 messages with a batching window,
+    # reports partial failures, and its maximum concurrency fits in its own reserved concurrency
+    assert "SyncBulkQueue" in json.dumps(mapping["EventSourceArn"])
+    assert mapping["BatchSize"] == bulk.batch_size >= 100
+    assert mapping["MaximumBatchingWindowInSeconds"] == bulk.batching_window_seconds > 0
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["ScalingConfig"]["MaximumConcurrency"] <= function["ReservedConcurrentExecutions"]
+    assert function["ReservedConcurrentExecutions"] == bulk.reserved_concurrency
+    # And the handler is the same as the live lane's: the lane is configuration
+    assert environment(function)["REFARCH_EMU_LANE"] == "bulk"
+
+
+@pytest.mark.parametrize("lane", ["live", "bulk"])
+def test_each_lane_has_its_own_function_and_event_source(dev: Synthesized, lane: str) -> None:
+    # Given the Emu stack
+    emu = dev.template_json(dev.stacks.emu)
+    function_id = function_logical_id(emu, topology.EMU_HANDLER, lane=lane)
+    # Then exactly one mapping invokes this lane's function, from this lane's queue
+    mapping = event_source_of(emu, function_id)
+    own = "SyncQueue" if lane == "live" else "SyncBulkQueue"
+    assert own in json.dumps(mapping["EventSourceArn"])
+    assert len(resources(emu, "AWS::Lambda::EventSourceMapping")) == 2
+
+
+def test_both_lanes_have_dlq_and_age_alarms_and_are_on_the_dashboard(dev: Synthesized) -> None:
+    # Given the monitoring stack
+    monitoring = dev.template_json(dev.stacks.monitoring)
+    alarms = resources(monitoring, "AWS::CloudWatch::Alarm")
+    by_metric = {
+        (a["Properties"].get("MetricName"), json.dumps(a["Properties"].get("Dimensions", []))): a["Properties"]
+        for a in alarms.values()
+    }
+    # Then each lane's DLQ depth and oldest-message age raise an alarm
+    for marker in ("SyncQueue", "SyncDeadLetterQueue", "SyncBulkQueue", "SyncBulkDeadLetterQueue"):
+        assert any(marker in dims for _, dims in by_metric), f"no alarm on {marker}"
+    bulk_age = next(
+        p
+        for (name, dims), p in by_metric.items()
+        if name == "ApproximateAgeOfOldestMessage" and "SyncBulkQueue" in dims
+    )
+    assert bulk_age["Threshold"] == dev.config.bulk_queue_age_alarm_seconds
+    bulk_dlq = next(
+        p
+        for (name, dims), p in by_metric.items()
+        if name == "ApproximateNumberOfMessagesVisible" and "SyncBulkDeadLetterQueue" in dims
+    )
+    assert bulk_dlq["Threshold"] == 0 and bulk_dlq["AlarmActions"]
+    # And the dashboard shows both lanes (queues and functions)
+    [dashboard] = resources(monitoring, "AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for title in ("Live queue depth", "Bulk queue depth", "Live Emu concurrency", "Bulk Emu concurrency"):
+        assert title in body
+    assert '\\"lane\\",\\"live\\"' in body and '\\"lane\\",\\"bulk\\"' in body
