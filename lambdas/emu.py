@@ -47,10 +47,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             raise RecordFailed(outcome.failures[record.message_id])
 
     # A processor per invocation: it holds per-batch state, and the local event source calls this
-    # handler from several threads at once. Live lane: after a failure in a message group, later
-    # messages of that group are failed too (FIFO order). Bulk lane: a standard queue, no order.
+    # handler from several threads at once. Records from the live lane's FIFO queue keep FIFO rules:
+    # after a failure in a message group, later messages of that group are failed too. The bulk
+    # lane's standard queue has no order to keep.
+    fifo = bool(records) and str(records[0].get("eventSourceARN", "")).endswith(".fifo")
     processor: BatchProcessor = (
-        SqsFifoPartialProcessor(skip_group_on_error=True) if lane == "live" else BatchProcessor(EventType.SQS)
+        SqsFifoPartialProcessor(skip_group_on_error=True) if fifo else BatchProcessor(EventType.SQS)
     )
     try:
         response = process_partial_response(
