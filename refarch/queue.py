@@ -53,14 +53,15 @@ class SyncQueue:
 
     def send(self, messages: Sequence[AnyMessage]) -> None:
         """Send all messages; returns only when SQS accepted every one of them (else raises)."""
+        if self.fifo and not all(isinstance(m, SyncMessage) for m in messages):
+            # Checked before anything is sent: a bulk message has no group, and names many products.
+            raise TypeError("a bulk message cannot go to the live lane's FIFO queue")
         for start in range(0, len(messages), SQS_BATCH):
             self._send_batch(messages[start : start + SQS_BATCH])
 
     def _entry(self, key: str, message: AnyMessage) -> dict[str, str]:
         entry = {"Id": key, "MessageBody": message.model_dump_json()}
-        if self.fifo:
-            if not isinstance(message, SyncMessage):
-                raise TypeError("a bulk message cannot go to the live lane's FIFO queue")
+        if self.fifo and isinstance(message, SyncMessage):
             entry.update(MessageGroupId=message.group_id, MessageDeduplicationId=message.deduplication_id)
         return entry
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -238,8 +239,11 @@ class PgVectorIndex:
 class PineconeIndex:
     """A Pinecone serverless index through the `pinecone` SDK v10 (a custom host works with Pinecone Local)."""
 
-    # Pinecone caps a request at 2 MB and 1000 vectors; 100 x 1536 floats as JSON stays well inside.
+    # Pinecone caps an upsert at 2 MB and 1000 vectors, and recommends batches of <= 100. The SDK
+    # sends JSON: a 1536-d float vector is ~30 KB of it, so 100 of them would be ~3 MB. Batches are
+    # cut at 100 vectors or at this many bytes of JSON, whichever comes first (~55 at 1536-d).
     UPSERT_BATCH = 100
+    MAX_REQUEST_BYTES = 1_900_000
     DELETE_BATCH = 1000
 
     def __init__(
@@ -276,13 +280,13 @@ class PineconeIndex:
             )
 
     def upsert(self, records: list[VectorRecord]) -> None:
-        """Upsert in request-sized batches."""
-        for start in range(0, len(records), self.UPSERT_BATCH):
-            chunk = records[start : start + self.UPSERT_BATCH]
-            self._index.upsert(
-                vectors=[{"id": str(r.id), "values": r.values, "metadata": r.metadata} for r in chunk],
-                namespace=self.namespace,
-            )
+        """Upsert in request-sized batches (<= UPSERT_BATCH vectors and <= MAX_REQUEST_BYTES each)."""
+        for batch in upsert_batches(
+            [{"id": str(r.id), "values": r.values, "metadata": r.metadata} for r in records],
+            max_vectors=self.UPSERT_BATCH,
+            max_bytes=self.MAX_REQUEST_BYTES,
+        ):
+            self._index.upsert(vectors=batch, namespace=self.namespace)
 
     def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
         """Pinecone updates metadata one vector per call."""
@@ -329,6 +333,20 @@ class PineconeIndex:
             fetched = self._index.fetch(ids=ids, namespace=self.namespace)
             for vid, vec in fetched.vectors.items():
                 yield int(vid), dict(vec.metadata or {})
+
+
+def upsert_batches(vectors: list[dict[str, Any]], *, max_vectors: int, max_bytes: int) -> list[list[dict[str, Any]]]:
+    """Split upsert payloads into consecutive batches within a vector count and a JSON size."""
+    batches: list[list[dict[str, Any]]] = []
+    size = 0
+    for vector in vectors:
+        cost = len(json.dumps(vector)) + 2  # the separator, and some slack for the SDK's own encoding
+        if not batches or len(batches[-1]) >= max_vectors or size + cost > max_bytes:
+            batches.append([])
+            size = 0
+        batches[-1].append(vector)
+        size += cost
+    return batches
 
 
 def _vector_literal(values: list[float]) -> str:

@@ -518,6 +518,7 @@ class PineconeStandIn(StandInServer):
     MAX_TOP_K_WITH_DATA = 1000
     LIST_LIMIT_MAX = 100
     MAX_METADATA_BYTES = 40 * 1024
+    MAX_UPSERT_BYTES = 2 * 1024 * 1024
 
     def __init__(
         self,
@@ -756,6 +757,9 @@ class PineconeStandIn(StandInServer):
             raise ApiError(400, "vectors must be a non-empty list")
         if len(vectors) > self.MAX_UPSERT:
             raise ApiError(400, f"{len(vectors)} vectors in one upsert; the maximum is {self.MAX_UPSERT}")
+        size = len(json.dumps(body).encode())
+        if size > self.MAX_UPSERT_BYTES:
+            raise ApiError(400, f"upsert request of {size} bytes exceeds the {self.MAX_UPSERT_BYTES}-byte limit")
         parsed: dict[str, _StoredVector] = {}
         for i, vector in enumerate(vectors):
             where = f"vectors[{i}]"
