@@ -75,7 +75,8 @@ class LocalSqsServer:
             for regions in list(sqs_backends.values()):
                 for backend in list(regions.values()):
                     for name, queue in backend.queues.items():
-                        sent = [m.sent_timestamp for m in queue._messages if m.sent_timestamp is not None]
+                        stamps = (getattr(m, "sent_timestamp", None) for m in queue._messages)
+                        sent = [float(ts) for ts in stamps if isinstance(ts, int | float)]
                         if sent:
                             ages[name] = max(0.0, (now_ms - min(sent)) / 1000.0)
         return ages

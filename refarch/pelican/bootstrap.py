@@ -99,7 +99,7 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
                 # fail this item so the Map retries it later, rather than finish with the range unsent.
                 raise RangeBusyError(f"range {range_no} of bootstrap run {run_id} is held by another worker")
         if claimed is None or claimed[2] == "done":
-            return {"run_id": run_id, "range_no": range_no, "enqueued": 0, "skipped": 0, "taken": False}
+            return {"run_id": run_id, "range_no": range_no, "enqueued": 0, "skipped": 0, "messages": 0, "taken": False}
         first_id, last_id, _ = claimed
         cur.execute(
             "SELECT p.id, p.version, (s.status = 'indexed' AND s.indexed_version >= p.version) AS current"
@@ -119,7 +119,8 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
             (first_id, last_id),
         )
         todo += [(pid, max(version, 1), "delete") for pid, version in cur.fetchall()]
-        queue.send(bulk_messages(todo, source="bootstrap"))
+        messages = bulk_messages(todo, source="bootstrap")
+        queue.send(messages)
         skipped = len(rows) - sum(1 for _, _, op in todo if op == "sync")
         _mark_outbox_covered(cur, [(pid, version) for pid, version, _ in todo])
         cur.execute(
@@ -127,7 +128,14 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
             " WHERE run_id = %s AND range_no = %s",
             (len(todo), skipped, run_id, range_no),
         )
-    return {"run_id": run_id, "range_no": range_no, "enqueued": len(todo), "skipped": skipped, "taken": True}
+    return {
+        "run_id": run_id,
+        "range_no": range_no,
+        "enqueued": len(todo),
+        "skipped": skipped,
+        "messages": len(messages),
+        "taken": True,
+    }
 
 
 def _mark_outbox_covered(cur: Any, sent: list[tuple[int, int]]) -> None:

@@ -54,6 +54,12 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     report = json.loads(out.read_text())
     assert report["bootstrap"]["rows"] == 300 and report["bootstrap"]["rows_per_s"] > 0
     assert report["raw_model"]["texts_per_s_batch_10"] > 0
+    # The bootstrap went through the bulk lane: 3 messages of 100 products, requests of up to 64 texts
+    assert report["bootstrap"]["sqs_messages"] == 3
+    assert 5 <= report["bootstrap"]["embed_calls"] <= 10
+    # Live edits made while a bootstrap was indexed were all found at their new version
+    busy = report["change_latency_during_bootstrap_ms"]
+    assert busy["edits"] >= 1 and busy["measured"] == busy["edits"] and busy["not_found"] == 0
     # Every edit was measured on the search path: found at its new version, none given up on
     latency = report["change_latency_ms"]
     assert latency["edits"] == 20 and latency["measured"] == 20 and latency["not_found"] == 0
@@ -62,11 +68,11 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     assert report["rebootstrap_unchanged"]["bootstrap_embeddings"] == 0
     assert report["rebootstrap_unchanged"]["redelivery_embeddings"] == 0
     assert report["rebootstrap_unchanged"]["redelivered"] == 300
-    assert {"emu", "listener", "sqs", "web"} <= set(report["peak_memory_mb"])
+    assert {"emu", "emu-bulk", "listener", "sqs", "web"} <= set(report["peak_memory_mb"])
     # Where the bootstrap's CPU went: Emu and Postgres did work; the parts add up to the total.
     cpu = report["bootstrap_cpu_ms_per_row"]
     total = next(value for key, value in cpu.items() if key.startswith("all"))
-    assert cpu["emu"] > 0 and cpu["postgres"] > 0
+    assert cpu["emu-bulk"] > 0 and cpu["postgres"] > 0
     assert abs(sum(v for k, v in cpu.items() if not k.startswith("all")) - total) < 0.1
-    assert "| Pipeline / best raw (batches of 10) |" in md.read_text()
-    assert report["raw_model"]["emu_processes"] >= 1 and report["raw_model"]["ratio"] > 0
+    assert "| Pipeline / best raw (batches of 64) |" in md.read_text()
+    assert report["raw_model"]["bulk_processes"] >= 1 and report["raw_model"]["ratio"] > 0
