@@ -14,7 +14,6 @@ Benchmarks print and write their numbers; they assert nothing (tests check behav
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import resource
@@ -31,6 +30,7 @@ from rich.table import Table
 from refarch import catalog
 from refarch.db import Database, connect, fetch_one, migrate, with_database
 from refarch.embeddings import LocalEmbedder
+from refarch.local.bench_edits import percentile, timed_edits
 from refarch.local.demo import Supervisor, emu_layout, free_port
 from refarch.messages import bulk_messages
 from refarch.products import embedding_text
@@ -52,29 +52,6 @@ QUERIES = (
     "standing desk",
     "warm winter parka",
 )
-
-
-# An edit the search path has not returned at its new version this long after its commit counts as
-# not found (reported next to the percentiles, which cover the edits that were found).
-CHANGE_TIMEOUT_S = 30
-
-
-MOTIFS = ("a lighthouse", "a fox", "a hot-air balloon", "an octopus", "a cactus", "a violin", "a comet", "a tortoise")
-COLOURS = ("saffron yellow", "teal", "burgundy", "lavender", "forest green", "coral", "slate grey", "ivory")
-PLACES = ("Lisbon", "Kyoto", "Reykjavik", "Marrakesh", "Patagonia", "Tasmania", "Montreal", "Istanbul")
-
-
-def distinctive_description(n: int) -> str:
-    """Another catalog item's description plus a limited-edition motif few others share.
-
-    Catalog descriptions of one kind of product are near-identical in meaning, so a search for one
-    cannot single out the edited row; the motif (512 combinations) gives the new text its own meaning.
-    """
-    motif, colour, place = MOTIFS[n % 8], COLOURS[(n // 8) % 8], PLACES[(n // 64) % 8]
-    return (
-        f"{catalog.make_product(n).description} This limited edition comes in {colour} with {motif} "
-        f"printed on it, made in honour of {place}."
-    )
 
 
 def _embed_share(texts: list[str], batch: int, threads: int, barrier: Any, results: Any) -> None:
@@ -112,12 +89,6 @@ def raw_parallel_throughput(texts: list[str], batch: int, threads_per_process: l
         process.join()
     slowest = max(seconds for seconds, _ in reports)
     return round(len(texts) / slowest, 1), round(1000 * sum(cpu for _, cpu in reports) / len(texts), 2)
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """The pct-th percentile of values (nearest-rank method)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -297,7 +268,9 @@ class Bench:
     def change_latency(self) -> None:
         """Edits at a steady pace on an idle system; time from each commit until search returns the new version."""
         self.console.print(f"[bold]2. change → searchable[/bold] {self.edits} edits …")
-        self.results["change_latency_ms"] = self._timed_edits(pace=0.2, edits=self.edits, first=self.rows + 1)
+        self.results["change_latency_ms"] = timed_edits(
+            self.supervisor.dsn, self.embedder, rows=self.rows, pace=0.2, edits=self.edits, first=self.rows + 1
+        )
 
     def change_latency_during_bootstrap(self) -> None:
         """Edits at ~2/s while a whole bootstrap is indexed (the bulk lane busy): the live lane's latency.
@@ -321,88 +294,17 @@ class Bench:
 
         runner = threading.Thread(target=bootstrap_and_index, daemon=True)
         runner.start()
-        result = self._timed_edits(pace=0.5, until=finished, first=self.rows + 1 + self.edits)
+        result = timed_edits(
+            self.supervisor.dsn,
+            self.embedder,
+            rows=self.rows,
+            pace=0.5,
+            until=finished,
+            first=self.rows + 1 + self.edits,
+        )
         runner.join()
         result["bootstrap_seconds"] = round(time.monotonic() - started, 2)
         self.results["change_latency_during_bootstrap_ms"] = result
-
-    def _timed_edits(
-        self, *, pace: float, first: int, edits: int | None = None, until: threading.Event | None = None
-    ) -> dict[str, Any]:
-        """Edit products every `pace` seconds (`edits` of them, or until `until` is set); time each to searchable.
-
-        Before each commit (untimed) the edit's full embedding text (name, category, new
-        description) is embedded once: the query that matches exactly the new text. A watcher then
-        asks the vector index with that vector, as SearchService does (top 10, no filter), until
-        the product is among the hits with the committed version. Edits not found within
-        CHANGE_TIMEOUT_S are counted as not found, not dropped.
-        """
-        from refarch.vector_index import PgVectorIndex, SearchFilter
-
-        index = PgVectorIndex(Database(self.supervisor.dsn), self.embedder.dimension)
-        # product id -> (query vector for its new text, committed version, commit time)
-        pending: dict[int, tuple[list[float], int, float]] = {}
-        latencies: list[float] = []
-        lock = threading.Lock()
-        done = threading.Event()
-
-        def watch() -> None:
-            while not (done.is_set() and not pending):
-                with lock:
-                    waiting = list(pending.items())
-                for pid, (vector, version, committed_at) in waiting:
-                    hits = index.query(vector, top_k=10, filter=SearchFilter())
-                    now = time.monotonic()
-                    if any(h.id == pid and h.metadata["version"] >= version for h in hits):
-                        with lock:
-                            pending.pop(pid)
-                            latencies.append((now - committed_at) * 1000)
-                    elif now - committed_at > CHANGE_TIMEOUT_S:
-                        with lock:
-                            pending.pop(pid)
-                time.sleep(0.005)
-            index.db.close()  # this thread's connection
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        conn = connect(self.supervisor.dsn)
-        made = 0
-        started = time.monotonic()
-        i = 0
-        while (edits is None or i < edits) and not (until is not None and until.is_set()):
-            # A steady pace: each edit at its slot, whatever the query embedding before it took.
-            time.sleep(max(0.0, started + i * pace - time.monotonic()))
-            pid = 1 + ((first + i) * 7919) % self.rows
-            i += 1
-            with lock:
-                if pid in pending:  # its previous edit is still being measured: one at a time per product
-                    continue
-            description = distinctive_description(first + i)
-            with conn, conn.cursor() as cur:
-                cur.execute("SELECT name, category FROM products WHERE id = %s", (pid,))
-                name, category = fetch_one(cur)
-            vector = self.embedder.embed([embedding_text(name, category, description)])[0]
-            with conn, conn.cursor() as cur:
-                cur.execute("UPDATE products SET description = %s WHERE id = %s RETURNING version", (description, pid))
-                version = fetch_one(cur)[0]
-            with lock:
-                pending[pid] = (vector, version, time.monotonic())
-            made += 1
-        conn.close()
-        done.set()
-        watcher.join()
-        measured = len(latencies)
-        return {
-            "edits": made,
-            "measured": measured,
-            "not_found": made - measured,
-            "not_found_after_s": CHANGE_TIMEOUT_S,
-            "pace_per_s": round(1 / pace, 1),
-            "p50": round(percentile(latencies, 50), 1) if latencies else None,
-            "p95": round(percentile(latencies, 95), 1) if latencies else None,
-            "p99": round(percentile(latencies, 99), 1) if latencies else None,
-            "max": round(max(latencies), 1) if latencies else None,
-        }
 
     def rebootstrap_unchanged(self) -> None:
         """Run the bootstrap again, then re-deliver every row: neither may embed anything."""
