@@ -48,7 +48,10 @@ def test_search_edit_and_delete_in_a_real_browser(stack, page: Page):
     page.goto(stack.url)
     expect(page.locator('#sync-summary [data-key="products"]')).to_have_text("300")
     expect(page.locator('#sync-summary [data-key="indexed"]')).to_have_text("300")
-    expect(page.locator('#sync-summary [data-key="queue_depth"]')).to_have_text(re.compile(r"^\d+$"))
+    for lane in ("live", "bulk"):
+        # each lane's depth, and the age of its oldest message once known ("0 · 0 s")
+        cell = page.locator(f'#sync-summary [data-key="{lane}_queue_depth"]')
+        expect(cell).to_have_text(re.compile(r"^\d+( · \d+ s)?$"))
     # and a visitor sees no edit controls until signed in (the Secure session cookie works on 127.0.0.1)
     expect(page.get_by_role("button", name=re.compile("^Edit"))).to_have_count(0)
     sign_in(page, stack.edit_password)

@@ -76,6 +76,7 @@ def make_runtime(shared_model: LocalEmbedder | None, /, **settings: Any) -> Runt
         "embedder": "local",
         "vector_backend": "pgvector",
         "queue_url": None,
+        "bulk_queue_url": None,
         "sqs_endpoint_url": None,
         "edit_password": None,
         "edit_password_secret_arn": None,

@@ -19,7 +19,8 @@ def test_page_lists_products_with_sync_badges_and_header_totals(client, catalog)
     assert html.count('class="product"') == 5
     assert html.count('data-sync-status="pending"') == 5
     assert re.search(r'data-key="products">5<', html) and re.search(r'data-key="pending">5<', html)
-    assert 'data-key="queue_depth">not configured<' in html
+    assert 'data-key="live_queue_depth" data-age-key="live_queue_age_seconds">not configured<' in html
+    assert 'data-key="bulk_queue_depth" data-age-key="bulk_queue_age_seconds">not configured<' in html
     assert '<label for="q">Search products</label>' in html
     assert "Products 1–5 of 5, by id." in html
 
@@ -79,17 +80,24 @@ def test_database_outage_is_a_503_not_a_500(closed_port_dsn, embedder):
 
 
 def test_sync_status_reports_totals_and_real_queue_depth(local_settings, embedder, catalog_in_local_db):
-    # Given the local SQS queue exists and holds two messages
-    from refarch.messages import SyncMessage
+    # Given the local SQS queues exist: two live messages, one bulk message naming three products
+    from refarch.messages import SyncMessage, bulk_messages
 
     runtime = make_runtime(embedder, database_url=local_settings.database_url, home=local_settings.home)
     runtime.queue.send([SyncMessage(product_id=i, version=1, op="insert", source="change") for i in (1, 2)])
+    runtime.bulk_queue.send(bulk_messages([(i, 1, "sync") for i in (3, 4, 5)], source="bootstrap"))
     # When the status is read
     body = build_app(runtime).test_client().get("/api/sync/status").get_json()
-    # Then totals come from Postgres and depths from SQS
+    # Then totals come from Postgres and each lane's depth from SQS (messages, not products)
     assert body["products"] == 5 and body["pending"] == 5 and body["indexed"] == 0
     assert body["outbox_backlog"] == 5
-    assert body["queue"] == "ok" and body["queue_depth"] == 2 and body["dlq_depth"] == 0
+    assert body["queue"] == "ok" and body["queue_depth"] == 3 and body["dlq_depth"] == 0
+    assert (body["live_queue_depth"], body["bulk_queue_depth"]) == (2, 1)
+    assert (body["live_dlq_depth"], body["bulk_dlq_depth"]) == (0, 0)
+    # And an oldest-message age is either known (published every few seconds) or null, never an error
+    for lane in ("live", "bulk"):
+        age = body[f"{lane}_queue_age_seconds"]
+        assert age is None or age >= 0
     assert body["oldest_pending_seconds"] >= 0
 
 
