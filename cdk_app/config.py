@@ -112,7 +112,7 @@ PROD = StageConfig(
     web_memory_mb=1024,
     web_desired_count=2,
     # Live edits need few invocations (one per product with a pending change); bulk work takes the rest.
-    topology=Topology(live=live_lane(16), bulk=bulk_lane(32), bootstrap_max_concurrency=8),
+    topology=Topology(live=live_lane(16), bulk=bulk_lane(32), bootstrap_max_concurrency=8, reconcile_max_concurrency=8),
 )
 
 STAGES: dict[str, StageConfig] = {stage.name: stage for stage in (DEV, PROD)}

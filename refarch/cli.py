@@ -295,17 +295,12 @@ def web_command(host: str, port: int) -> None:
 @click.option("--repair", "do_repair", is_flag=True, help="Enqueue forced syncs for every drifting product.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reconcile_command(do_repair: bool, as_json: bool) -> None:
-    """Compare database, ledger and vector index; report missing, extra and stale vectors."""
-    from refarch.reconcile import find_drift, repair
-    from refarch.runtime import Runtime
+    """Compare database, ledger and vector index, shard by shard; report missing, extra and stale vectors."""
+    from refarch.local.stepfunctions import run_reconcile
 
-    runtime = Runtime(application_name="refarch-reconcile")
-    report = find_drift(runtime.db, runtime.index, runtime.embedder.model_id)
-    if do_repair:
-        repair(runtime.db, runtime.bulk_queue, report)
-    result = report.as_dict()
+    result = run_reconcile(repair=do_repair)
     click.echo(json.dumps(result) if as_json else "  ".join(f"{k}={v}" for k, v in result.items()))
-    sys.exit(0 if report.clean or do_repair else 1)
+    sys.exit(0 if result["clean"] or do_repair else 1)
 
 
 # --- search & status --------------------------------------------------------------------------

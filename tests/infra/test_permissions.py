@@ -66,7 +66,9 @@ LAMBDA_ROLES = {
     # The bootstrap and repairs are bulk work: they send to the bulk lane only.
     topology.BOOTSTRAP_BATCH_HANDLER: ("pelican", {"database:pelican"}, set(), SEND),
     topology.BOOTSTRAP_FINALIZE_HANDLER: ("pelican", {"database:pelican"}, set(), set()),
-    topology.RECONCILE_HANDLER: ("pelican", {"database:pelican", "openai", "pinecone"}, set(), SEND),
+    topology.RECONCILE_PLAN_HANDLER: ("pelican", {"database:pelican"}, set(), set()),
+    topology.RECONCILE_SHARD_HANDLER: ("pelican", {"database:pelican", "openai", "pinecone"}, set(), SEND),
+    topology.RECONCILE_FINALIZE_HANDLER: ("pelican", {"database:pelican"}, set(), set()),
 }
 
 
