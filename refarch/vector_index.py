@@ -397,11 +397,15 @@ def make_index(settings: Settings, db: Database, dimension: int) -> VectorIndex:
     """The index the settings choose, checked against the embedder's dimension."""
     index: PgVectorIndex | PineconeIndex
     if settings.vector_backend_kind == "pinecone":
-        key = settings.pinecone_api_key.get_secret_value() if settings.pinecone_api_key else None
-        if key is None and settings.pinecone_secret_arn:
-            from refarch.secrets import api_key_from_secret
+        from refarch.secrets import API_KEY_FIELDS, from_env_or_secret
 
-            key = api_key_from_secret(settings.pinecone_secret_arn, settings.aws_region)
+        key = from_env_or_secret(
+            settings.pinecone_api_key,
+            settings.pinecone_secret_arn,
+            settings.aws_region,
+            what="Pinecone API key",
+            fields=API_KEY_FIELDS,
+        )
         if not key:
             raise ConfigurationError("Pinecone chosen but no PINECONE_API_KEY or REFARCH_PINECONE_SECRET_ARN set")
         index = PineconeIndex(

@@ -32,7 +32,7 @@ from refarch.db import Database, connect, fetch_one, migrate, with_database
 from refarch.local.demo import Supervisor, emu_layout, free_port
 from refarch.messages import SyncMessage
 from refarch.products import embedding_text
-from refarch.settings import Settings
+from refarch.settings import Settings, read_local_runtime
 from refarch.topology import DEFAULT_TOPOLOGY
 
 QUERIES = (
@@ -377,7 +377,7 @@ class Bench:
         # Now force every row through the queue and Emu (duplicates of indexed versions).
         from refarch.queue import SyncQueue, make_sqs_client
 
-        runtime = json.loads((self.home / "runtime.json").read_text())
+        runtime = read_local_runtime(self.home)
         queue = SyncQueue(make_sqs_client(Settings(home=self.home)), runtime["queue_url"])
         conn = connect(self.supervisor.dsn)
         with conn.cursor() as cur:

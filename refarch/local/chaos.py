@@ -32,7 +32,7 @@ from refarch.embeddings import make_embedder
 from refarch.local.convergence import Convergence, check_convergence
 from refarch.local.demo import Component, Supervisor, free_port
 from refarch.local.standins import OpenAIStandIn
-from refarch.settings import Settings
+from refarch.settings import Settings, read_local_runtime
 from refarch.vector_index import PgVectorIndex
 
 DIMENSION = 64
@@ -450,7 +450,7 @@ class ChaosHarness:
         def body() -> int:
             from refarch.queue import make_sqs_client
 
-            runtime = json.loads((self.home / "runtime.json").read_text())
+            runtime = read_local_runtime(self.home)
             sqs = make_sqs_client(Settings(home=self.home))
             sqs.send_message(
                 QueueUrl=runtime["queue_url"],
