@@ -433,7 +433,9 @@ class ChaosHarness:
         result = self.scenario(
             "duplicate and reordered deliveries, concurrent workers", body_counting_errors, problems=problems
         )
-        result.detail = f"{deliveries['batches']} batches delivered, {sum(errors.values())} errors {result.detail}".strip()
+        result.detail = (
+            f"{deliveries['batches']} batches delivered, {sum(errors.values())} errors {result.detail}".strip()
+        )
         return result
 
     def database_restarted(self) -> ScenarioResult:

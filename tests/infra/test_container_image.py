@@ -87,5 +87,6 @@ def test_listener_commands_are_real_cli_commands() -> None:
     assert parsed["health"].params == {"max_age": float(LISTENER_HEALTH_COMMAND[-1])}
     assert parsed["listen"].params == {"dsn": None, "poll_seconds": 2.0}
     # And a value the option cannot take is refused (a typo in the stack would not pass)
-    with pytest.raises(click.BadParameter, match="max-age"):
+    with pytest.raises(click.BadParameter, match="'sixty' is not a valid float") as refused:
         parse_command_line([*LISTENER_HEALTH_COMMAND[1:-1], "sixty"])
+    assert refused.value.param is not None and refused.value.param.name == "max_age"

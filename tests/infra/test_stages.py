@@ -71,5 +71,7 @@ def test_every_stack_has_a_description_tags_and_the_stage_prefix(any_stage: Synt
         for resource in tagged:
             # CloudFormation writes tags as a list of Key/Value pairs, or as a map for a few types (SSM)
             tags = resource["Properties"]["Tags"]
-            stage_tag = {t["Key"]: t["Value"] for t in tags}.get("stage") if isinstance(tags, list) else tags.get("stage")
+            stage_tag = (
+                {t["Key"]: t["Value"] for t in tags}.get("stage") if isinstance(tags, list) else tags.get("stage")
+            )
             assert stage_tag == any_stage.config.name, (stack.stack_name, resource["Type"], tags)

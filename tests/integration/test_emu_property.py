@@ -1,23 +1,31 @@
 """The invariant that matters most: whatever the queue does, the index ends equal to the table.
 
 Hypothesis plays random inserts, edits and deletes on a few products, and delivers the change
-messages the triggers capture with duplicates, reordering, transient provider failures (the
-failed records are redelivered later, as SQS does) and two workers running batches at once,
+messages the triggers capture with duplicates, reordering, lost messages, transient provider
+failures, failing vector-index deletes and metadata updates (the failed records are redelivered
+later, as SQS does, or a failed delete is dead-lettered) and two workers running batches at once,
 even for the same product and while the table changes (outside FIFO's guarantee: the advisory
-locks must hold). After every message has finally been processed once, the index must hold
-exactly the table's rows, each at the row's version and content hash; the ledger must never
-have moved backwards on the way.
+locks must hold). After every message left has been processed, the index must hold exactly the
+table's rows, each at the row's version and content hash; where messages were lost or
+dead-lettered, reconcile must find drift only on their products, and its repair must close it.
+The ledger must never have moved backwards on the way. Faults are counted when they fire, not
+when they are armed.
+
+Examples: 40 by default, more with CI=true (the `ci` profile).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import psycopg2
 import pytest
@@ -28,6 +36,8 @@ from hypothesis import strategies as st
 from refarch import products
 from refarch.local.standins import OpenAIStandIn
 from refarch.messages import SyncMessage
+from refarch.reconcile import find_drift, repair
+from refarch.vector_index import VectorIndex
 from tests.integration.emu_support import (
     assert_index_matches_database,
     configure_emu,
@@ -40,21 +50,56 @@ from tests.integration.emu_support import (
 # The stand-in fixtures, shared by the Emu test modules.
 pytest_plugins = ["tests.integration.emu_fixtures"]
 
-SLOTS = 4
+SLOTS = 5
 NAMES = ("Lamp", "Desk", "Chair")
 DESCRIPTIONS = ("Oak.", "Steel frame.", "")
-EDITS = ("rename", "describe", "reprice", "reprice", "delete")
-FAULTS = (None, None, "server_error", "rate_limit")
+EDITS = ("rename", "describe", "reprice", "reprice", "delete", "delete")
+FAULTS = (None, None, "server_error", "rate_limit", "index delete", "index delete", "index metadata update")
+PROVIDER_FAULTS = ("server_error", "rate_limit")
 
 # Derandomized: the same examples every run, so CI is stable and the power check below is exact.
+# CI (CI=true) runs the larger `ci` profile.
+MAX_EXAMPLES = {"default": 40, "ci": 150}
 EXAMPLE_SETTINGS = settings(
-    max_examples=25,
+    max_examples=MAX_EXAMPLES["ci" if os.environ.get("CI", "").lower() == "true" else "default"],
     derandomize=True,
     deadline=None,
     database=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+class IndexFaults:
+    """The real vector index, except that an armed delete or metadata update raises (once) before
+    reaching it. Counts the faults that fired: only a call with something to delete or update fires."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self._index = index
+        self.armed: set[str] = set()
+        self.fired: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+    def _fire(self, kind: str, work: object) -> None:
+        with self._lock:
+            if not work or kind not in self.armed:
+                return
+            self.armed.discard(kind)
+            self.fired[kind] += 1
+        raise ConnectionError(f"injected: vector index {kind} failed")
+
+    def delete(self, ids: list[int]) -> None:
+        """Delete, unless a delete fault is armed."""
+        self._fire("index delete", ids)
+        self._index.delete(ids)
+
+    def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
+        """Update metadata, unless a metadata-update fault is armed."""
+        self._fire("index metadata update", updates)
+        self._index.update_metadata(updates)
 
 
 @dataclass(frozen=True)
@@ -77,13 +122,16 @@ class Scenario:
         pool: ThreadPoolExecutor,
         data: st.DataObject,
         openai: OpenAIStandIn,
+        index_faults: IndexFaults,
         tally: Counter[str],
     ) -> None:
         self.conn = conn
         self.pool = pool
         self.data = data
         self.openai = openai
+        self.index_faults = index_faults
         self.tally = tally
+        self.unsynced: set[int] = set()  # products whose message was lost or dead-lettered
         self.slots: dict[int, int] = {}  # slot -> product id
         self.pending: dict[int, SyncMessage] = {}  # delivery key -> message still to be processed once
         self.keys = itertools.count()
@@ -147,9 +195,13 @@ class Scenario:
             rows = cur.fetchall()
         for outbox_id, pid, op, version in rows:
             message = SyncMessage(product_id=pid, version=version, op=op, source="change", outbox_id=outbox_id)
-            # At-least-once: the relay may send a change twice (crash between send and mark).
-            copies = self.data.draw(st.sampled_from((1, 1, 2)), label="copies")
-            self.tally["duplicated messages"] += copies - 1
+            # At-least-once: the relay may send a change twice (crash between send and mark); and
+            # a message may be lost (a queue deleted, a message purged), which only reconcile repairs.
+            copies = self.data.draw(st.sampled_from((1, 1, 1, 2, 0)), label="copies")
+            self.tally["duplicated messages"] += max(copies - 1, 0)
+            if copies == 0:
+                self.tally["lost messages"] += 1
+                self.unsynced.add(pid)
             for _ in range(copies):
                 self.pending[next(self.keys)] = message
             self.last_outbox_id = outbox_id
@@ -170,9 +222,11 @@ class Scenario:
                 st.lists(st.sampled_from(keys), min_size=1, max_size=min(10, len(keys)), unique=True), label="batch"
             )
             fault = self.data.draw(st.sampled_from(FAULTS), label="fault")
-            if fault:
+            if fault in PROVIDER_FAULTS:
                 self.openai.fail_next(fault)
-                self.tally["provider faults"] += 1
+            elif fault:
+                # Armed until it fires: at the next delete (or metadata-only update) Emu makes
+                self.index_faults.armed.add(fault)
             if workers == 2 and self.data.draw(st.booleans(), label="change meanwhile"):
                 change = self.plan_change()
                 self.tally["changes during delivery"] += 1
@@ -192,15 +246,30 @@ class Scenario:
             starts = [0.0, 0.06, 0.03]
             self.openai.delay_next(0.15)
             self.tally["races on a changing product"] += 1
+        provider_faults_before = sum(self.openai.faults.values())
+        index_faults_before = Counter(self.index_faults.fired)
         running = [
             self.pool.submit(self._invoke, {k: self.pending[k] for k in batch}, start)
             for batch, start in zip(batches, starts, strict=False)
         ]
         if change is not None:
             self.pool.submit(lambda: (time.sleep(starts[-1]), change())).result()
+        delivered = {k for batch in batches for k in batch}
         for future in running:
             for key in future.result():
                 self.pending.pop(key, None)
+                delivered.discard(key)
+        # What fired in this delivery (an armed fault that found no work to fail stays unfired)
+        self.tally["provider faults"] += sum(self.openai.faults.values()) - provider_faults_before
+        for kind, fired in (self.index_faults.fired - index_faults_before).items():
+            self.tally[f"failed {kind}s"] += fired
+        # A failed delete may be dead-lettered (after maxReceiveCount) instead of redelivered
+        for key in sorted(delivered):
+            message = self.pending[key]
+            if not final and message.op == "delete" and self.data.draw(st.booleans(), label="dead-letter?"):
+                del self.pending[key]
+                self.unsynced.add(message.product_id)
+                self.tally["dead-lettered deletes"] += 1
         self.capture()
         self._check_ledger_never_moves_back()
 
@@ -256,6 +325,8 @@ def test_index_converges_to_the_table_whatever_the_delivery(
         dimensions=16,
         max_retries=0,
     )
+    index_faults = IndexFaults(emu.index)
+    emu.__dict__["index"] = index_faults  # Emu is built on the index with its fault-injection point
     emu.emu  # noqa: B018 - build the index (and its table) before the first example
     tally: Counter[str] = Counter()
 
@@ -268,7 +339,8 @@ def test_index_converges_to_the_table_whatever_the_delivery(
         if pinecone:
             pinecone.namespaces.clear()
         openai_standin.reset()
-        scenario = Scenario(conn, pool, data, openai_standin, tally)
+        index_faults.armed.clear()
+        scenario = Scenario(conn, pool, data, openai_standin, index_faults, tally)
         # Given a few products, then random changes interleaved with faulty, concurrent deliveries
         for _ in range(data.draw(st.integers(1, SLOTS), label="initial products")):
             scenario.plan_change(insert=True)()
@@ -284,8 +356,21 @@ def test_index_converges_to_the_table_whatever_the_delivery(
             if not scenario.pending:
                 break
             scenario.deliver(workers, final=True)
-        # Then nothing is stuck, and the index equals the table
         assert not scenario.pending, "messages still failing with no faults injected"
+        # Then the index differs from the table only where a message was lost or dead-lettered...
+        drift = find_drift(emu.db, emu.index, emu.embedder.model_id)
+        drifting = set(drift.missing) | set(drift.extra) | set(drift.stale) | set(drift.ledger_drift)
+        assert drifting <= scenario.unsynced, (drifting, scenario.unsynced)
+        # ...and reconcile's repair (forced messages, delivered like any other) closes that drift
+        if drifting:
+            tally["drift repaired by reconcile"] += 1
+            repairs = RecordedQueue()
+            repair(emu.db, repairs, drift)  # type: ignore[arg-type]  # a queue that keeps what is sent
+            scenario.pending.update({next(scenario.keys): m for m in repairs.sent})
+            for _ in range(50):
+                if not scenario.pending:
+                    break
+                scenario.deliver(workers, final=True)
         assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
     check()
@@ -299,5 +384,21 @@ def test_index_converges_to_the_table_whatever_the_delivery(
             "changes during delivery",
             "concurrent batches",
             "races on a changing product",
+            "lost messages",
+            "dead-lettered deletes",
+            "failed index deletes",
+            "failed index metadata updates",
+            "drift repaired by reconcile",
         )
     ), tally
+
+
+class RecordedQueue:
+    """Stands where reconcile's SyncQueue goes and keeps the messages it is given (delivered by the test)."""
+
+    def __init__(self) -> None:
+        self.sent: list[SyncMessage] = []
+
+    def send(self, messages: list[SyncMessage]) -> None:
+        """Keep the messages."""
+        self.sent.extend(messages)

@@ -130,9 +130,7 @@ def test_overlapping_executions_never_send_a_range_twice(conn, dsn, local_settin
     assert final["status"] == "complete" and final["enqueued"] == 2_000
 
 
-def test_a_range_held_by_another_worker_is_retried_until_it_is_sent(
-    conn, dsn, local_settings, sent, monkeypatch
-):
+def test_a_range_held_by_another_worker_is_retried_until_it_is_sent(conn, dsn, local_settings, sent, monkeypatch):
     # Given a planned run of 300 products in 3 ranges, and range 1 held by a worker that is stuck
     # (its transaction holds the range row, as a Lambda killed mid-send would until Postgres drops it)
     catalog.seed(conn, 300)
