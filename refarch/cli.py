@@ -36,11 +36,16 @@ def main(ctx: click.Context) -> None:
     """Semantic search over a live Postgres table: local runtime and operations."""
     # Containers in AWS run `pelican listen` and `web` with Powertools defaults (JSON logs, EMF metrics);
     # everything else is a local tool and gets quiet local defaults.
+    from refarch.local import exit_with_supervisor
+
+    exit_with_supervisor()
     if ctx.invoked_subcommand not in ("pelican", "web"):
         from refarch.local import apply_local_env
+
+        # Before the logger exists: it reads its level (POWERTOOLS_LOG_LEVEL) when it is created.
+        apply_local_env()
         from refarch.observability import log_to_stderr
 
-        apply_local_env()
         # Local tools print their results (tables, JSON) on stdout; log lines must not mix in.
         log_to_stderr()
 

@@ -30,8 +30,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from refarch import catalog
 from refarch.db import connect, fetch_one, migrate
-from refarch.local import LOCAL_ENV
+from refarch.local import LOCAL_ENV, SUPERVISOR_PID_ENV
 from refarch.local.database import LocalDatabase
+from refarch.observability import log_to_file
 from refarch.settings import ConfigurationError, Settings, write_local_runtime
 from refarch.status import queue_depths, sync_counts
 from refarch.topology import DEFAULT_TOPOLOGY, Topology
@@ -163,6 +164,7 @@ class Supervisor:
             **os.environ,
             "REFARCH_HOME": str(self.home),
             "DATABASE_URL": self.dsn,
+            SUPERVISOR_PID_ENV: str(os.getpid()),
         }
 
     def start_database(self) -> None:
@@ -352,6 +354,8 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
         console.print(f"[red]port {web_port} is in use: pass --port N[/red]")
         return 2
     supervisor = Supervisor(settings, web_port=web_port, console=console)
+    # The terminal shows progress and sentences; this process's JSON log lines go to a log file.
+    log_to_file(supervisor.home / "logs" / "demo.log")
     started_wall, started = time.time(), time.monotonic()
     # --timeout counts from the command's start and bounds every wait after start-up (the bootstrap
     # follow included): a script that passes it must get its summary line whatever gets stuck.
