@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import threading
 import time
 from collections import Counter
@@ -135,6 +136,8 @@ class Scenario:
         self.tally = tally
         self.unsynced: set[int] = set()  # products whose message was lost or dead-lettered
         self.dead_letters: list[SyncMessage] = []
+        # Final deliveries pick and order messages with this (one draw, however many rounds it takes)
+        self.final_rng = random.Random(data.draw(st.integers(0, 2**32 - 1), label="final seed"))
         self.slots: dict[int, int] = {}  # slot -> product id
         self.pending: dict[int, SyncMessage] = {}  # delivery key -> message still to be processed once
         self.keys = itertools.count()
@@ -212,34 +215,46 @@ class Scenario:
     # -- the queue side ----------------------------------------------------------------------
 
     def deliver(self, workers: int, *, final: bool = False) -> None:
-        """Deliver some pending messages in random order, maybe with a provider fault, maybe while
-        the table changes; with two workers, as two concurrent batches."""
-        if not self.pending:
-            return
-        keys = list(self.pending)
+        """Deliver some pending messages in random order, maybe with a fault, maybe while the table
+        changes; with two workers, as two concurrent batches.
+
+        Which records succeed depends on thread timing, so what is pending may differ when Hypothesis
+        replays an example: every draw is therefore made, with the same constraints, whatever the
+        queue holds (messages are picked with a seeded Random), and final deliveries draw nothing.
+        """
+        draw = self.data.draw
         change = None
+        dead_letter = False
         if final:
-            chosen = self.data.draw(st.permutations(keys), label="final order")[:10]
+            rng, fault = self.final_rng, None
+            starts = [rng.randint(0, 30) / 1000 for _ in range(3)]
         else:
-            chosen = self.data.draw(
-                st.lists(st.sampled_from(keys), min_size=1, max_size=min(10, len(keys)), unique=True), label="batch"
-            )
-            fault = self.data.draw(st.sampled_from(FAULTS), label="fault")
-            if fault in PROVIDER_FAULTS:
-                self.openai.fail_next(fault)
-            elif fault:
-                # Armed until it fires: at the next delete (or metadata-only update) Emu makes
-                self.index_faults.armed.add(fault)
-            if workers == 2 and self.data.draw(st.booleans(), label="change meanwhile"):
-                change = self.plan_change()
-                self.tally["changes during delivery"] += 1
+            rng = random.Random(draw(st.integers(0, 2**32 - 1), label="delivery seed"))
+            fault = draw(st.sampled_from(FAULTS), label="fault")
+            if workers == 2 and draw(st.booleans(), label="change meanwhile"):
+                change = self.plan_change()  # its draws depend only on the table, never on timing
+            # Staggered starts (milliseconds) so reads, embeds and the change interleave differently.
+            starts = [draw(st.integers(0, 30), label="start ms") / 1000 for _ in range(3)]
+            dead_letter = draw(st.sampled_from((True, True, False)), label="dead-letter failed deletes?")
+        if fault in PROVIDER_FAULTS:
+            self.openai.fail_next(fault)
+        elif fault:
+            # Armed until it fires: at the next delete (or metadata-only update) Emu makes
+            self.index_faults.armed.add(fault)
+        if not self.pending:
+            if change is not None:
+                change()
+                self.capture()
+            return
+        if change is not None:
+            self.tally["changes during delivery"] += 1
+        keys = list(self.pending)
+        chosen = rng.sample(keys, min(10, len(keys)) if final else rng.randint(1, min(10, len(keys))))
         batches = [chosen]
         if workers == 2 and len(chosen) > 1:
-            cut = self.data.draw(st.integers(1, len(chosen) - 1), label="split")
+            cut = rng.randint(1, len(chosen) - 1)
             batches = [chosen[:cut], chosen[cut:]]
             self.tally["concurrent batches"] += 1
-        # Staggered starts (milliseconds) so reads, embeds and the change interleave differently.
-        starts = [self.data.draw(st.integers(0, 30), label="start ms") / 1000 for _ in range(3)]
         if change is not None and (racing := [k for k in keys if self.pending[k].product_id == change.product_id]):
             # The race the locks exist for: the first worker reads the product, then it changes,
             # then a second worker reads it and finishes first while the first one's embed is slow.
@@ -269,11 +284,7 @@ class Scenario:
         # A failed delete may be dead-lettered (after maxReceiveCount) instead of redelivered
         for key in sorted(delivered):
             message = self.pending[key]
-            if (
-                not final
-                and message.op == "delete"
-                and self.data.draw(st.sampled_from((True, True, False)), label="dead-letter?")
-            ):
+            if dead_letter and message.op == "delete":
                 self.dead_letters.append(self.pending.pop(key))
                 self.unsynced.add(message.product_id)
                 self.tally["dead-lettered deletes"] += 1
