@@ -24,7 +24,8 @@ def run_refarch(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     # Given the whole local stack, When every fault scenario runs (listener and worker killed, embedder
-    # failing 30% of calls, duplicates and reordering, database restart, a poison message)
+    # failing 30% of calls, duplicates and reordering, database restart, a poison message, the queue
+    # server killed with deletes in flight, mixed writers with random kills)
     out = tmp_path / "chaos.json"
     result = run_refarch("chaos", "--quick", "--json", str(out), timeout=900)
     # Then each ends converged: nothing lost, nothing stale, and the poison message is in the DLQ
@@ -36,6 +37,8 @@ def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
         "duplicate and reordered deliveries, concurrent workers",
         "database restarted under load",
         "poison message",
+        "queue server killed with deletes in flight",
+        "mixed writers with random kills",
     ]
     failed = [s for s in scenarios if not s["ok"]]
     assert failed == [], result.stderr[-3000:]
@@ -46,6 +49,9 @@ def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     assert re.match(r"[1-9]\d* batches delivered, 0 errors", scenarios[3]["detail"]), scenarios[3]["detail"]
     # Both Emu kills were made while a batch was in flight
     assert scenarios[1]["detail"].startswith("2 of 2 kills made mid-batch")
+    # The deletes were in the queue when its server died, and the random faults did happen
+    assert re.match(r"[1-9]\d* deletes among [1-9]\d* queued messages lost with the server", scenarios[6]["detail"])
+    assert scenarios[7]["detail"].startswith("faults: ") and scenarios[7]["changes"] > 0
     assert result.returncode == 0
 
 
