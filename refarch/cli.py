@@ -281,22 +281,32 @@ def reconcile_command(do_repair: bool, as_json: bool) -> None:
 @click.argument("query")
 @click.option("--k", default=10, show_default=True, type=click.IntRange(1, 100))
 @click.option("--category")
+@click.option(
+    "--mode",
+    type=click.Choice(["hybrid", "semantic", "lexical"]),
+    default="hybrid",
+    show_default=True,
+    help="Meaning and words fused, meaning only (vector index), or words only (full-text).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def search(query: str, k: int, category: str | None, as_json: bool) -> None:
-    """Semantic search from the terminal (the same service the web page uses)."""
+def search(query: str, k: int, category: str | None, mode: str, as_json: bool) -> None:
+    """Search from the terminal (the same service the web page uses)."""
     from refarch.runtime import Runtime
     from refarch.search import SearchInputError
 
     try:
-        page = Runtime(application_name="refarch-search").search.search(query, k=k, category=category)
+        page = Runtime(application_name="refarch-search").search.search(query, k=k, category=category, mode=mode)
     except SearchInputError as err:
         raise click.UsageError(str(err)) from err
     if as_json:
         click.echo(json.dumps(page.as_dict(), default=str))
         return
+    if page.fallback_reason:
+        click.echo(f"note: {page.fallback_reason}", err=True)
     for hit in page.hits:
         score = f"{hit.score:.3f}" if hit.score is not None else "  -  "
-        click.echo(f"{score}  #{hit.product.id:<7} {hit.product.name} [{hit.product.category}]")
+        ranks = " ".join(f"{name}#{rank}" for name, rank in hit.ranks.items())
+        click.echo(f"{score}  #{hit.product.id:<7} {hit.product.name} [{hit.product.category}]  {ranks}".rstrip())
 
 
 @main.command("status")

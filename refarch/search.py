@@ -1,14 +1,25 @@
-"""Semantic search: embed the query, ask the vector index, return rows from Postgres in score order."""
+"""Search: hybrid (semantic + lexical, fused by rank), semantic only, or lexical only; rows from Postgres.
+
+- semantic: the query's vector (cached per model, `refarch.query_embeddings`) against the vector index.
+- lexical: Postgres full-text search on the row's own text (`refarch.lexical_search`).
+- hybrid (default): both lists, fused with Reciprocal Rank Fusion (`refarch.fusion`); a product
+  whose SKU is exactly the query comes first.
+When the embedding service is down, a hybrid or semantic search answers in lexical mode and says so
+(`SearchPage.fallback_reason`) instead of failing.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, get_args
 
-from refarch import products
+from refarch import lexical_search, products
 from refarch.db import Database
 from refarch.embeddings import Embedder
+from refarch.fusion import FusedHit, reciprocal_rank_fusion
+from refarch.observability import logger
+from refarch.query_embeddings import EmbeddingUnavailableError, QueryEmbeddings
 from refarch.vector_index import SearchFilter, VectorIndex
 
 MAX_QUERY_CHARS = 512
@@ -16,6 +27,17 @@ MAX_K = 100
 MAX_DEPTH = 1000
 # Listing has no depth cap, but its OFFSET must stay a bigint: 10 million pages of MAX_K rows is far inside.
 MAX_PAGE = 10_000_000
+# Hybrid fuses each list to at least this depth, so pages of the first 100 results come from one
+# fused ranking and concatenate exactly; deeper pages fuse deeper lists.
+FUSION_DEPTH = 100
+
+SearchMode = Literal["hybrid", "semantic", "lexical"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+DEFAULT_MODE: SearchMode = "hybrid"
+
+EMBEDDING_OUTAGE_MESSAGE = (
+    "the embedding service is unavailable, so these results come from keyword (lexical) search only"
+)
 
 
 class SearchInputError(ValueError):
@@ -24,21 +46,22 @@ class SearchInputError(ValueError):
 
 @dataclass(frozen=True)
 class SearchHit:
-    """A product with its similarity score (None when listing without a query) and sync status."""
+    """A product with its score (None when listing), the lists it came from with its rank in each, and sync."""
 
     product: products.Product
     score: float | None
     sync: dict[str, Any]
+    ranks: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         sync = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in self.sync.items()}
-        return {**self.product.as_dict(), "score": self.score, "sync": sync}
+        return {**self.product.as_dict(), "score": self.score, "ranks": dict(self.ranks), "sync": sync}
 
 
 @dataclass(frozen=True)
 class SearchPage:
-    """One page of results."""
+    """One page of results, with the mode that ranked them (and why it differs from the one asked for)."""
 
     query: str
     hits: list[SearchHit]
@@ -46,11 +69,17 @@ class SearchPage:
     k: int
     total: int | None
     has_more: bool
+    mode: SearchMode = DEFAULT_MODE
+    requested_mode: SearchMode = DEFAULT_MODE
+    fallback_reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         return {
             "query": self.query,
+            "mode": self.mode,
+            "requested_mode": self.requested_mode,
+            "fallback_reason": self.fallback_reason,
             "page": self.page,
             "k": self.k,
             "total": self.total,
@@ -59,12 +88,20 @@ class SearchPage:
         }
 
 
+def parse_mode(value: str | None) -> SearchMode:
+    """A search mode from user input (empty: the default); SearchInputError when unknown."""
+    mode = (value or "").strip().lower() or DEFAULT_MODE
+    if mode not in SEARCH_MODES:
+        raise SearchInputError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {mode[:20]!r}")
+    return mode  # type: ignore[return-value]  # checked against the Literal's values just above
+
+
 class SearchService:
     """The one search implementation (web page, JSON API, `refarch search`, benchmarks)."""
 
     def __init__(self, db: Database, embedder: Embedder, index: VectorIndex) -> None:
         self.db = db
-        self.embedder = embedder
+        self.embeddings = QueryEmbeddings(embedder)
         self.index = index
 
     def search(
@@ -76,51 +113,69 @@ class SearchService:
         category: str | None = None,
         min_price: float | None = None,
         max_price: float | None = None,
+        mode: str | None = None,
     ) -> SearchPage:
         """Ranked products for `query` (empty query: products by id), with filters and pagination."""
         query = (query or "").strip()
-        for name, text in (("query", query), ("category", category or "")):
-            problem = products.unstorable_text(text)
-            if problem:
-                raise SearchInputError(f"{name} {problem}")
-        if len(query) > MAX_QUERY_CHARS:
-            raise SearchInputError(f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
-        if not 1 <= k <= MAX_K:
-            raise SearchInputError(f"k must be between 1 and {MAX_K}")
-        if page < 1:
-            raise SearchInputError("page must be 1 or more")
-        if page > MAX_PAGE:
-            raise SearchInputError(f"page must be {MAX_PAGE:,} or less")
-        if min_price is not None and max_price is not None and min_price > max_price:
-            raise SearchInputError("min_price is greater than max_price")
-        if (min_price is not None and min_price < 0) or (max_price is not None and max_price < 0):
-            raise SearchInputError("prices cannot be negative")
+        requested = parse_mode(mode)
+        _check(query, k=k, page=page, category=category, min_price=min_price, max_price=max_price)
         offset = (page - 1) * k
         if not query:
-            return self._list(
+            listing = self._list(
                 k=k, page=page, offset=offset, category=category, min_price=min_price, max_price=max_price
             )
+            return replace(listing, mode=requested, requested_mode=requested)
         if offset + k > MAX_DEPTH:
             raise SearchInputError(f"results are ranked to a depth of {MAX_DEPTH}; narrow the query instead")
-        vector = self.embedder.embed([query])[0]
-        matches = self.index.query(
-            vector,
-            top_k=offset + k + 1,
-            filter=SearchFilter(category=category or None, min_price=min_price, max_price=max_price),
-        )
-        window = matches[offset : offset + k]
+        search_filter = SearchFilter(category=category or None, min_price=min_price, max_price=max_price)
+        used: SearchMode = requested
+        fallback: str | None = None
+        vector: list[float] | None = None
+        if requested != "lexical":
+            try:
+                vector = self.embeddings.vector(query)
+            except EmbeddingUnavailableError as err:
+                logger.warning("embedding service unavailable: searching lexically", extra={"error": str(err)})
+                used, fallback = "lexical", EMBEDDING_OUTAGE_MESSAGE
+        ranked = self._rank(used, query, vector, search_filter, depth=offset + k + 1)
+        window = ranked[offset : offset + k]
         with self.db.transaction() as conn:
-            rows = products.get_many(conn, [m.id for m in window])
+            rows = products.get_many(conn, [h.id for h in window])
             statuses = products.sync_statuses(conn, list(rows))
         # A vector whose row was just deleted is skipped; its deletion is already on the way.
-        hits = [SearchHit(rows[m.id], m.score, statuses.get(m.id, {})) for m in window if m.id in rows]
+        hits = [SearchHit(rows[h.id], h.score, statuses.get(h.id, {}), h.ranks) for h in window if h.id in rows]
         return SearchPage(
             query=query,
             hits=hits,
             page=page,
             k=k,
             total=None,
-            has_more=len(matches) > offset + k and offset + k < MAX_DEPTH,
+            has_more=len(ranked) > offset + k and offset + k < MAX_DEPTH,
+            mode=used,
+            requested_mode=requested,
+            fallback_reason=fallback,
+        )
+
+    def _rank(
+        self, mode: SearchMode, query: str, vector: list[float] | None, search_filter: SearchFilter, *, depth: int
+    ) -> list[FusedHit]:
+        """The ranking of `mode` to at least `depth` results (fewer when fewer match)."""
+        if mode == "semantic":
+            assert vector is not None
+            matches = self.index.query(vector, top_k=depth, filter=search_filter)
+            return [FusedHit(m.id, m.score, {"semantic": n}) for n, m in enumerate(matches, start=1)]
+        if mode == "lexical":
+            with self.db.transaction() as conn:
+                lexical = lexical_search.ranked_ids(conn, query, limit=depth, search_filter=search_filter)
+            return [FusedHit(pid, rank, {"lexical": n}) for n, (pid, rank) in enumerate(lexical, start=1)]
+        assert vector is not None
+        fused_depth = min(MAX_DEPTH + 1, max(FUSION_DEPTH, depth))
+        matches = self.index.query(vector, top_k=fused_depth, filter=search_filter)
+        with self.db.transaction() as conn:
+            lexical = lexical_search.ranked_ids(conn, query, limit=fused_depth, search_filter=search_filter)
+            sku_match = lexical_search.exact_sku(conn, query, search_filter=search_filter)
+        return reciprocal_rank_fusion(
+            {"semantic": [m.id for m in matches], "lexical": [pid for pid, _ in lexical]}, exact_sku=sku_match
         )
 
     def _list(
@@ -138,3 +193,25 @@ class SearchService:
             statuses = products.sync_statuses(conn, [p.id for p in rows])
         hits = [SearchHit(p, None, statuses.get(p.id, {})) for p in rows]
         return SearchPage(query="", hits=hits, page=page, k=k, total=total, has_more=offset + k < total)
+
+
+def _check(
+    query: str, *, k: int, page: int, category: str | None, min_price: float | None, max_price: float | None
+) -> None:
+    """SearchInputError unless the request can be answered as asked."""
+    for name, text in (("query", query), ("category", category or "")):
+        problem = products.unstorable_text(text)
+        if problem:
+            raise SearchInputError(f"{name} {problem}")
+    if len(query) > MAX_QUERY_CHARS:
+        raise SearchInputError(f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
+    if not 1 <= k <= MAX_K:
+        raise SearchInputError(f"k must be between 1 and {MAX_K}")
+    if page < 1:
+        raise SearchInputError("page must be 1 or more")
+    if page > MAX_PAGE:
+        raise SearchInputError(f"page must be {MAX_PAGE:,} or less")
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise SearchInputError("min_price is greater than max_price")
+    if (min_price is not None and min_price < 0) or (max_price is not None and max_price < 0):
+        raise SearchInputError("prices cannot be negative")

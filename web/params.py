@@ -16,7 +16,7 @@ MAX_STATUS_IDS = 200
 
 
 def search_args(args: MultiDict[str, str]) -> dict[str, Any]:
-    """Keyword arguments for SearchService.search from ?q=&k=&page=&category=&min_price=&max_price=.
+    """Keyword arguments for SearchService.search from ?q=&k=&page=&category=&min_price=&max_price=&mode=.
 
     Malformed numbers raise SearchInputError; ranges are checked by the search service itself.
     """
@@ -27,6 +27,7 @@ def search_args(args: MultiDict[str, str]) -> dict[str, Any]:
         "category": args.get("category", "").strip() or None,
         "min_price": _price(args, "min_price"),
         "max_price": _price(args, "max_price"),
+        "mode": args.get("mode", ""),
     }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, render_template, request, url_for
 
 from refarch import products, status
-from refarch.search import SearchInputError, SearchPage
+from refarch.search import DEFAULT_MODE, SearchInputError, SearchPage
 from web.api import queue_state
 from web.db import get_db, get_runtime
 from web.errors import SEARCH_PROVIDER_ERRORS, ApiError, search_provider_message
@@ -16,6 +16,13 @@ from web.params import DEFAULT_K, MAX_DB_ID, search_args
 bp = Blueprint("views", __name__)
 
 PAGE_SIZES = (10, 20, 50, 100)
+SEARCH_MODE_LABELS = (("hybrid", "Hybrid (meaning + words)"), ("semantic", "Meaning only"), ("lexical", "Words only"))
+# How the result summary says the results are ordered, per mode used.
+MODE_ORDERS = {
+    "hybrid": "best matches by meaning and words first",
+    "semantic": "most similar in meaning first",
+    "lexical": "best keyword matches first",
+}
 
 
 @bp.get("/")
@@ -45,6 +52,9 @@ def index() -> tuple[str, int]:
         form=request.args,
         page_sizes=PAGE_SIZES,
         default_k=DEFAULT_K,
+        search_modes=SEARCH_MODE_LABELS,
+        default_mode=DEFAULT_MODE,
+        mode_orders=MODE_ORDERS,
         page_url=_page_url,
     )
     return html, error_status

@@ -1,0 +1,262 @@
+"""Search benchmarks: relevance per query class and mode, latency per mode, and the query-embedding cache.
+
+`refarch bench relevance` and `refarch bench search` run these alone on an embedded Postgres of
+their own; `refarch bench` (make bench) runs them as part of the full benchmark.
+Benchmarks print and write their numbers; they assert nothing (tests check behaviour).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from refarch import catalog
+from refarch.db import Database, connect, migrate, with_database
+from refarch.embeddings import Embedder
+from refarch.local.relevance import CLASSES, HITS_AT, hit_at, load_query_set, ndcg
+from refarch.products import embedding_text
+from refarch.search import SEARCH_MODES, SearchService
+from refarch.vector_index import PgVectorIndex, VectorRecord
+
+# The latency queries of the full benchmark (a mix of needs, names and single words).
+LATENCY_QUERIES = (
+    "AI",
+    "machine learning software for small businesses",
+    "comfortable office chair for my back",
+    "waterproof tent for family camping",
+    "noise cancelling headphones for travel",
+    "cast iron pan",
+    "toys that teach kids to code",
+    "book about neural networks",
+    "running shoes",
+    "smart sprinkler",
+    "espresso machine",
+    "fitness tracker that measures sleep",
+    "standing desk",
+    "warm winter parka",
+)
+OPENAI_STANDIN_DELAY_S = 0.15
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """The pct-th percentile (nearest-rank method)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def embedded_catalog(dsn: str, rows: int, embedder: Embedder, *, batch: int = 64) -> None:
+    """Migrate, seed products 1..rows and index them with `embedder` directly (no queue: only search is measured)."""
+    migrate(dsn)
+    conn = connect(dsn)
+    try:
+        catalog.seed(conn, rows)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT id, sku, name, description, category, price, version FROM products ORDER BY id")
+            found = cur.fetchall()
+    finally:
+        conn.close()
+    index = PgVectorIndex(Database(dsn), embedder.dimension)
+    index.ensure()
+    for start in range(0, len(found), batch):
+        chunk = found[start : start + batch]
+        vectors = embedder.embed([embedding_text(name, category, text) for _, _, name, text, category, _, _ in chunk])
+        index.upsert(
+            [
+                VectorRecord(
+                    pid,
+                    vector,
+                    {"sku": sku, "name": name, "category": category, "price": float(price), "version": version,
+                     "content_hash": "bench"},
+                )
+                for (pid, sku, name, _, category, price, version), vector in zip(chunk, vectors, strict=True)
+            ]
+        )
+    index.db.close()
+
+
+def synthetic_catalog(admin_dsn: str, source_dsn: str, size: int, dimension: int) -> str:
+    """A database with `size` catalog rows whose vectors are the real ones of `source_dsn` plus noise.
+
+    Embedding 100k texts on a small machine would take ~15 minutes and measure the model again;
+    search latency depends on the index size, so the extra vectors are near-copies of real ones.
+    """
+    admin = connect(admin_dsn, autocommit=True)
+    name = f"bench_{size}"
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        cur.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    dsn = with_database(admin_dsn, name)
+    migrate(dsn)
+    conn = connect(dsn)
+    catalog.seed(conn, size)
+    source = connect(source_dsn)
+    with source.cursor() as cur:
+        cur.execute("SELECT product_id, embedding::text FROM product_vectors ORDER BY product_id")
+        real = cur.fetchall()
+    source.close()
+    PgVectorIndex(Database(dsn), dimension).ensure()
+    with conn, conn.cursor() as cur:
+        cur.execute("DROP INDEX product_vectors_hnsw")
+        cur.execute("CREATE TEMP TABLE real_vectors (n int, embedding vector)")
+        cur.executemany(
+            "INSERT INTO real_vectors VALUES (%s, %s::vector)", [(n, text) for n, (_, text) in enumerate(real)]
+        )
+        cur.execute(
+            "INSERT INTO product_vectors (product_id, embedding, sku, name, category, price, version, content_hash)"
+            " SELECT p.id, r.embedding + (SELECT array_agg((random() - 0.5) * 0.02 + 0 * g + 0 * p.id)::vector"
+            "   FROM generate_series(1, %s) AS g), p.sku, p.name, p.category, p.price, p.version, 'synthetic'"
+            " FROM products p JOIN real_vectors r ON r.n = (p.id - 1) %% %s",
+            (dimension, len(real)),
+        )
+        cur.execute("SET maintenance_work_mem = '1GB'")
+        cur.execute("CREATE INDEX product_vectors_hnsw ON product_vectors USING hnsw (embedding vector_cosine_ops)")
+        cur.execute("ANALYZE products")
+    conn.close()
+    return dsn
+
+
+def search_latency(service: SearchService, *, queries: int, modes: Sequence[str] = SEARCH_MODES) -> dict[str, Any]:
+    """p50/p95 ms of SearchService.search per mode (query embedding + ranking + rows), k=10.
+
+    Every query is a fresh text (a counter appended after the first round), so the query cache
+    does not hide the embedding cost.
+    """
+    result: dict[str, Any] = {}
+    for q in LATENCY_QUERIES:
+        for mode in modes:
+            service.search(q, k=10, mode=mode)  # warm the database's caches (and the query cache)
+    for mode in modes:
+        timings = []
+        for i in range(queries):
+            text = f"{LATENCY_QUERIES[i % len(LATENCY_QUERIES)]} {mode[:3]}{i}"
+            started = time.perf_counter()
+            service.search(text, k=10, mode=mode)
+            timings.append((time.perf_counter() - started) * 1000)
+        result[mode] = {"queries": queries, "p50_ms": round(percentile(timings, 50), 1),
+                        "p95_ms": round(percentile(timings, 95), 1)}
+    return result
+
+
+def relevance(service: SearchService, query_set: dict[str, Any]) -> dict[str, Any]:
+    """Mean nDCG@10 and hits@3 per query class and mode over the labelled set."""
+    with service.db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, sku FROM products")
+        sku_of = dict(cur.fetchall())
+    scores: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for item in query_set["queries"]:
+        for mode in SEARCH_MODES:
+            page = service.search(item["query"], k=10, mode=mode)
+            ranked = [sku_of[h.product.id] for h in page.hits]
+            cell = scores.setdefault(item["class"], {}).setdefault(mode, {"ndcg": [], "hits": []})
+            cell["ndcg"].append(ndcg(ranked, item["judgements"]))
+            cell["hits"].append(1.0 if hit_at(ranked, item["judgements"]) else 0.0)
+    return {
+        cls: {
+            mode: {
+                "queries": len(cell["ndcg"]),
+                "ndcg_at_10": round(statistics.fmean(cell["ndcg"]), 3),
+                f"hits_at_{HITS_AT}": round(statistics.fmean(cell["hits"]), 3),
+            }
+            for mode, cell in scores[cls].items()
+        }
+        for cls in CLASSES
+        if cls in scores
+    }
+
+
+def relevance_markdown(result: dict[str, Any]) -> str:
+    """One table: a row per query class, nDCG@10 and hits@3 per mode, and whether hybrid met its target."""
+    header = "| Query class | " + " | ".join(
+        f"{m} nDCG@10 | {m} hits@{HITS_AT}" for m in SEARCH_MODES
+    ) + " | hybrid ≥ best single mode |"
+    lines = [header, "|" + " --- |" * (2 + 2 * len(SEARCH_MODES))]
+    for cls, modes in result.items():
+        cells = " | ".join(f"{modes[m]['ndcg_at_10']:.3f} | {modes[m][f'hits_at_{HITS_AT}']:.2f}" for m in SEARCH_MODES)
+        best_single = max(modes["semantic"]["ndcg_at_10"], modes["lexical"]["ndcg_at_10"])
+        met = "yes" if modes["hybrid"]["ndcg_at_10"] >= best_single else "no"
+        lines.append(f"| {cls} ({modes['hybrid']['queries']}) | {cells} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def query_cache_latency(dsn: str, *, rows: int, queries: int) -> dict[str, Any]:
+    """Search p50/p95 for fresh and for repeated queries with OpenAI embeddings answered after ~150 ms.
+
+    The real `openai` client talks to the OpenAI stand-in, which holds every embedding request
+    OPENAI_STANDIN_DELAY_S before answering (a realistic round trip to the provider).
+    """
+    from refarch.embeddings import OpenAIEmbedder
+    from refarch.local.standins import OpenAIStandIn
+
+    with OpenAIStandIn() as stand_in:
+        embedder = OpenAIEmbedder(api_key="sk-local-bench", model="text-embedding-3-small", dimensions=256,
+                                  base_url=stand_in.base_url, max_retries=0)
+        embedded_catalog(dsn, rows, embedder, batch=500)
+        service = SearchService(Database(dsn), embedder, PgVectorIndex(Database(dsn), embedder.dimension))
+        texts = [f"{LATENCY_QUERIES[i % len(LATENCY_QUERIES)]} {i}" for i in range(queries)]
+        result: dict[str, Any] = {"delay_ms": int(OPENAI_STANDIN_DELAY_S * 1000), "queries": queries}
+        for label in ("fresh", "repeated"):
+            calls_before = stand_in.embed_calls
+            stand_in.delay_next(OPENAI_STANDIN_DELAY_S, times=queries)
+            timings = []
+            for text in texts:
+                started = time.perf_counter()
+                service.search(text, k=10)
+                timings.append((time.perf_counter() - started) * 1000)
+            stand_in.cancel_delays()
+            result[label] = {"p50_ms": round(percentile(timings, 50), 1), "p95_ms": round(percentile(timings, 95), 1),
+                             "embedding_requests": stand_in.embed_calls - calls_before}
+        service.db.close()
+    return result
+
+
+def run_search_benches(
+    *, relevance_only: bool, latency_sizes: Sequence[int], latency_queries: int, console: Any
+) -> dict[str, Any]:
+    """The search benchmarks on an embedded Postgres in a temporary directory (removed afterwards)."""
+    from refarch.embeddings import LocalEmbedder
+    from refarch.local.database import LocalDatabase
+
+    query_set = load_query_set()
+    home = Path(tempfile.mkdtemp(prefix="refarch-search-bench-"))
+    server = LocalDatabase(home)
+    admin_dsn = server.start()
+    results: dict[str, Any] = {}
+    try:
+        embedder = LocalEmbedder()
+        dsn = _fresh_database(admin_dsn, "relevance")
+        console.print(f"[bold]relevance[/bold]: {query_set['catalog_rows']} products, "
+                      f"{len(query_set['queries'])} labelled queries x {len(SEARCH_MODES)} modes …")
+        embedded_catalog(dsn, query_set["catalog_rows"], embedder)
+        service = SearchService(Database(dsn), embedder, PgVectorIndex(Database(dsn), embedder.dimension))
+        results["relevance"] = relevance(service, query_set)
+        if not relevance_only:
+            results["search_latency"] = {}
+            for size in latency_sizes:
+                console.print(f"[bold]search latency[/bold] per mode at {size} products …")
+                sized = dsn if size == query_set["catalog_rows"] else synthetic_catalog(
+                    admin_dsn, dsn, size, embedder.dimension)
+                timed = SearchService(Database(sized), embedder, PgVectorIndex(Database(sized), embedder.dimension))
+                results["search_latency"][str(size)] = search_latency(timed, queries=latency_queries)
+            console.print("[bold]query-embedding cache[/bold] with the OpenAI stand-in answering after 150 ms …")
+            results["query_cache"] = query_cache_latency(
+                _fresh_database(admin_dsn, "cache"), rows=query_set["catalog_rows"], queries=50)
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    return results
+
+
+def _fresh_database(admin_dsn: str, name: str) -> str:
+    admin = connect(admin_dsn, autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        cur.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    return with_database(admin_dsn, name)
