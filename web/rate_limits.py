@@ -10,6 +10,7 @@ Over a limit: 429 in the one error shape, with Retry-After (web/errors.py).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any
@@ -84,8 +85,8 @@ class PostgresCounterStorage(Storage):
             rate_limits.clear(conn, key)
 
 
-def _too_many_requests(err: RateLimitExceeded) -> Response:
-    limiter: Limiter = current_app.extensions["limiter"]
+def _too_many_requests(limiter: Limiter, err: RateLimitExceeded) -> Response:
+    """429 in the one error shape, with Retry-After: the seconds until the address's window ends."""
     window = limiter.current_limit
     retry_after = max(1, math.ceil(window.reset_at - time.time())) if window else 60
     response = error_response(
@@ -117,5 +118,5 @@ def init_app(app: Flask) -> None:
     for endpoints, limit in ((SEARCH_ENDPOINTS, search), (WRITE_ENDPOINTS, write)):
         for endpoint in endpoints:
             app.view_functions[endpoint] = limit(app.view_functions[endpoint])
-    app.register_error_handler(RateLimitExceeded, _too_many_requests)
+    app.register_error_handler(RateLimitExceeded, functools.partial(_too_many_requests, limiter))
 
