@@ -194,20 +194,61 @@ def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) ->
     sys.exit(run_demo(rows=rows, web_port=port, exit_when_synced=exit_when_synced, timeout=timeout))
 
 
-@main.command("bench")
-@click.option("--quick", is_flag=True, help="Small sizes (a CI smoke run, ~2 minutes).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all results here.")
-@click.option(
+JSON_OPTION = click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all results here."
+)
+MARKDOWN_OPTION = click.option(
     "--markdown",
     "markdown_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the results table (markdown) here.",
 )
-def bench(quick: bool, json_path: Path | None, markdown_path: Path | None) -> None:
-    """Benchmarks on a fresh local stack: throughput, change latency, search latency, re-bootstrap, memory."""
+
+
+@main.group("bench", invoke_without_command=True)
+@click.option("--quick", is_flag=True, help="Small sizes (a CI smoke run, ~2 minutes).")
+@JSON_OPTION
+@MARKDOWN_OPTION
+@click.pass_context
+def bench(ctx: click.Context, quick: bool, json_path: Path | None, markdown_path: Path | None) -> None:
+    """Benchmarks on a fresh local stack: throughput, change latency, search latency and relevance, memory."""
+    if ctx.invoked_subcommand is not None:
+        return
     from refarch.local.bench import run_bench
 
     run_bench(quick=quick, json_path=json_path, markdown_path=markdown_path)
+
+
+@bench.command("relevance")
+@JSON_OPTION
+@MARKDOWN_OPTION
+def bench_relevance(json_path: Path | None, markdown_path: Path | None) -> None:
+    """nDCG@10 and hits@3 per query class and search mode on the labelled query set (bench/)."""
+    from refarch.local.search_bench import run_search_bench
+
+    run_search_bench(latency=False, json_path=json_path, markdown_path=markdown_path)
+
+
+@bench.command("search")
+@click.option("--sizes", default="10000,100000", show_default=True, help="Catalog sizes for the latency runs.")
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1), help="Timed queries per mode.")
+@JSON_OPTION
+@MARKDOWN_OPTION
+def bench_search(sizes: str, queries: int, json_path: Path | None, markdown_path: Path | None) -> None:
+    """Relevance, search latency per mode at each size, and the query-embedding cache (OpenAI stand-in)."""
+    from refarch.local.search_bench import run_search_bench
+
+    try:
+        latency_sizes = tuple(int(size) for size in sizes.split(","))
+    except ValueError as err:
+        raise click.UsageError(f"--sizes takes whole numbers separated by commas, not {sizes!r}") from err
+    run_search_bench(
+        latency=True,
+        latency_sizes=latency_sizes,
+        latency_queries=queries,
+        json_path=json_path,
+        markdown_path=markdown_path,
+    )
 
 
 @main.command("chaos")

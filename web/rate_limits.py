@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import psycopg2
-from flask import Flask, Response, current_app
+from flask import Flask, Response
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from limits.storage import Storage
@@ -117,6 +117,6 @@ def init_app(app: Flask) -> None:
     write = limiter.shared_limit(lambda: app.config["RATE_LIMIT_WRITE"], scope="write")
     for endpoints, limit in ((SEARCH_ENDPOINTS, search), (WRITE_ENDPOINTS, write)):
         for endpoint in endpoints:
-            app.view_functions[endpoint] = limit(app.view_functions[endpoint])
+            limited: Any = limit(app.view_functions[endpoint])  # the same view, checked first
+            app.view_functions[endpoint] = limited
     app.register_error_handler(RateLimitExceeded, functools.partial(_too_many_requests, limiter))
-

@@ -88,8 +88,14 @@ def build_query_set(rows: int = CATALOG_ROWS, seed: int = 15) -> dict[str, Any]:
 
     def add(cls: str, text: str, grades: dict[str, int]) -> None:
         judged = {sku: grade for sku, grade in sorted(grades.items()) if grade > 0}
-        queries.append({"id": f"{cls}-{sum(q['class'] == cls for q in queries) + 1}", "class": cls, "query": text,
-                        "judgements": judged})
+        queries.append(
+            {
+                "id": f"{cls}-{sum(q['class'] == cls for q in queries) + 1}",
+                "class": cls,
+                "query": text,
+                "judgements": judged,
+            }
+        )
 
     def grade(rules: Sequence[tuple[int, Any]]) -> dict[str, int]:
         return {p.sku: max((g for g, rule in rules if rule(p)), default=0) for p in items}
@@ -97,38 +103,62 @@ def build_query_set(rows: int = CATALOG_ROWS, seed: int = 15) -> dict[str, Any]:
     for target in picks[0:PER_CLASS]:
         add("sku", target.sku, {target.sku: 3})
     for target in picks[PER_CLASS : 2 * PER_CLASS]:
-        add("exact_name", target.name, grade([
-            (3, lambda p, t=target: p.name == t.name),
-            (2, lambda p, t=target: p.brand == t.brand and p.kind == t.kind),
-            (1, lambda p, t=target: p.kind == t.kind),
-        ]))
+        add(
+            "exact_name",
+            target.name,
+            grade(
+                [
+                    (3, lambda p, t=target: p.name == t.name),
+                    (2, lambda p, t=target: p.brand == t.brand and p.kind == t.kind),
+                    (1, lambda p, t=target: p.kind == t.kind),
+                ]
+            ),
+        )
     for n, target in enumerate(picks[2 * PER_CLASS : 3 * PER_CLASS]):
         if n % 2 == 0:
             add("brand", target.brand, grade([(3, lambda p, t=target: p.brand == t.brand)]))
         else:
-            add("brand", f"{target.brand} {target.kind.lower()}", grade([
-                (3, lambda p, t=target: p.brand == t.brand and p.kind == t.kind),
-                (1, lambda p, t=target: p.brand == t.brand or p.kind == t.kind),
-            ]))
+            add(
+                "brand",
+                f"{target.brand} {target.kind.lower()}",
+                grade(
+                    [
+                        (3, lambda p, t=target: p.brand == t.brand and p.kind == t.kind),
+                        (1, lambda p, t=target: p.brand == t.brand or p.kind == t.kind),
+                    ]
+                ),
+            )
     for target in picks[3 * PER_CLASS : 4 * PER_CLASS]:
         trait = target.traits[0]
         # "has a counter in the handle" -> "jump rope counter in the handle": the feature, not the sentence.
         feature = trait.split(" ", 1)[1] if " " in trait else trait
         for article in ("a ", "an ", "the "):
             feature = feature.removeprefix(article)
-        add("attribute", f"{target.kind.lower()} {feature}", grade([
-            (3, lambda p, t=target, tr=trait: p.kind == t.kind and tr in p.traits),
-            (1, lambda p, t=target: p.kind == t.kind),
-        ]))
+        add(
+            "attribute",
+            f"{target.kind.lower()} {feature}",
+            grade(
+                [
+                    (3, lambda p, t=target, tr=trait: p.kind == t.kind and tr in p.traits),
+                    (1, lambda p, t=target: p.kind == t.kind),
+                ]
+            ),
+        )
     kinds_by_category = {p.kind: p.category for p in items}
     for text, kinds in PARAPHRASES.items():
         categories = {kinds_by_category[k] for k in kinds if k in kinds_by_category}
         add("paraphrase", text, {p.sku: kinds.get(p.kind, 1 if p.category in categories else 0) for p in items})
     for target in picks[4 * PER_CLASS : 5 * PER_CLASS]:
-        add("misspelled", _misspell(f"{target.brand} {target.kind.lower()}", rng), grade([
-            (3, lambda p, t=target: p.brand == t.brand and p.kind == t.kind),
-            (1, lambda p, t=target: p.kind == t.kind),
-        ]))
+        add(
+            "misspelled",
+            _misspell(f"{target.brand} {target.kind.lower()}", rng),
+            grade(
+                [
+                    (3, lambda p, t=target: p.brand == t.brand and p.kind == t.kind),
+                    (1, lambda p, t=target: p.kind == t.kind),
+                ]
+            ),
+        )
     return {
         "catalog_rows": rows,
         "built_by": "refarch.local.relevance.build_query_set (python -m refarch.local.relevance rebuilds it)",

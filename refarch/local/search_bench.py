@@ -71,8 +71,14 @@ def embedded_catalog(dsn: str, rows: int, embedder: Embedder, *, batch: int = 64
                 VectorRecord(
                     pid,
                     vector,
-                    {"sku": sku, "name": name, "category": category, "price": float(price), "version": version,
-                     "content_hash": "bench"},
+                    {
+                        "sku": sku,
+                        "name": name,
+                        "category": category,
+                        "price": float(price),
+                        "version": version,
+                        "content_hash": "bench",
+                    },
                 )
                 for (pid, sku, name, _, category, price, version), vector in zip(chunk, vectors, strict=True)
             ]
@@ -139,8 +145,11 @@ def search_latency(service: SearchService, *, queries: int, modes: Sequence[str]
             started = time.perf_counter()
             service.search(text, k=10, mode=mode)
             timings.append((time.perf_counter() - started) * 1000)
-        result[mode] = {"queries": queries, "p50_ms": round(percentile(timings, 50), 1),
-                        "p95_ms": round(percentile(timings, 95), 1)}
+        result[mode] = {
+            "queries": queries,
+            "p50_ms": round(percentile(timings, 50), 1),
+            "p95_ms": round(percentile(timings, 95), 1),
+        }
     return result
 
 
@@ -173,9 +182,11 @@ def relevance(service: SearchService, query_set: dict[str, Any]) -> dict[str, An
 
 def relevance_markdown(result: dict[str, Any]) -> str:
     """One table: a row per query class, nDCG@10 and hits@3 per mode, and whether hybrid met its target."""
-    header = "| Query class | " + " | ".join(
-        f"{m} nDCG@10 | {m} hits@{HITS_AT}" for m in SEARCH_MODES
-    ) + " | hybrid ≥ best single mode |"
+    header = (
+        "| Query class | "
+        + " | ".join(f"{m} nDCG@10 | {m} hits@{HITS_AT}" for m in SEARCH_MODES)
+        + " | hybrid ≥ best single mode |"
+    )
     lines = [header, "|" + " --- |" * (2 + 2 * len(SEARCH_MODES))]
     for cls, modes in result.items():
         cells = " | ".join(f"{modes[m]['ndcg_at_10']:.3f} | {modes[m][f'hits_at_{HITS_AT}']:.2f}" for m in SEARCH_MODES)
@@ -195,8 +206,13 @@ def query_cache_latency(dsn: str, *, rows: int, queries: int) -> dict[str, Any]:
     from refarch.local.standins import OpenAIStandIn
 
     with OpenAIStandIn() as stand_in:
-        embedder = OpenAIEmbedder(api_key="sk-local-bench", model="text-embedding-3-small", dimensions=256,
-                                  base_url=stand_in.base_url, max_retries=0)
+        embedder = OpenAIEmbedder(
+            api_key="sk-local-bench",
+            model="text-embedding-3-small",
+            dimensions=256,
+            base_url=stand_in.base_url,
+            max_retries=0,
+        )
         embedded_catalog(dsn, rows, embedder, batch=500)
         service = SearchService(Database(dsn), embedder, PgVectorIndex(Database(dsn), embedder.dimension))
         texts = [f"{LATENCY_QUERIES[i % len(LATENCY_QUERIES)]} {i}" for i in range(queries)]
@@ -210,50 +226,120 @@ def query_cache_latency(dsn: str, *, rows: int, queries: int) -> dict[str, Any]:
                 service.search(text, k=10)
                 timings.append((time.perf_counter() - started) * 1000)
             stand_in.cancel_delays()
-            result[label] = {"p50_ms": round(percentile(timings, 50), 1), "p95_ms": round(percentile(timings, 95), 1),
-                             "embedding_requests": stand_in.embed_calls - calls_before}
+            result[label] = {
+                "p50_ms": round(percentile(timings, 50), 1),
+                "p95_ms": round(percentile(timings, 95), 1),
+                "embedding_requests": stand_in.embed_calls - calls_before,
+            }
         service.db.close()
     return result
 
 
-def run_search_benches(
-    *, relevance_only: bool, latency_sizes: Sequence[int], latency_queries: int, console: Any
+def prepare_and_measure(
+    admin_dsn: str,
+    *,
+    latency_sizes: Sequence[int],
+    latency_queries: int,
+    console: Any,
+    cache: bool,
+    embedder: Any = None,
 ) -> dict[str, Any]:
-    """The search benchmarks on an embedded Postgres in a temporary directory (removed afterwards)."""
+    """Relevance on its own database of the server at `admin_dsn`, then latency per mode at each size and the cache."""
     from refarch.embeddings import LocalEmbedder
-    from refarch.local.database import LocalDatabase
 
     query_set = load_query_set()
-    home = Path(tempfile.mkdtemp(prefix="refarch-search-bench-"))
-    server = LocalDatabase(home)
-    admin_dsn = server.start()
-    results: dict[str, Any] = {}
-    try:
-        embedder = LocalEmbedder()
-        dsn = _fresh_database(admin_dsn, "relevance")
-        console.print(f"[bold]relevance[/bold]: {query_set['catalog_rows']} products, "
-                      f"{len(query_set['queries'])} labelled queries x {len(SEARCH_MODES)} modes …")
-        embedded_catalog(dsn, query_set["catalog_rows"], embedder)
-        service = SearchService(Database(dsn), embedder, PgVectorIndex(Database(dsn), embedder.dimension))
-        results["relevance"] = relevance(service, query_set)
-        if not relevance_only:
-            results["search_latency"] = {}
-            for size in latency_sizes:
-                console.print(f"[bold]search latency[/bold] per mode at {size} products …")
-                sized = dsn if size == query_set["catalog_rows"] else synthetic_catalog(
-                    admin_dsn, dsn, size, embedder.dimension)
-                timed = SearchService(Database(sized), embedder, PgVectorIndex(Database(sized), embedder.dimension))
-                results["search_latency"][str(size)] = search_latency(timed, queries=latency_queries)
-            console.print("[bold]query-embedding cache[/bold] with the OpenAI stand-in answering after 150 ms …")
-            results["query_cache"] = query_cache_latency(
-                _fresh_database(admin_dsn, "cache"), rows=query_set["catalog_rows"], queries=50)
-    finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
+    embedder = embedder or LocalEmbedder()
+    dsn = fresh_database(admin_dsn, "relevance")
+    console.print(
+        f"[bold]search relevance[/bold]: {query_set['catalog_rows']} products, "
+        f"{len(query_set['queries'])} labelled queries x {len(SEARCH_MODES)} modes …"
+    )
+    embedded_catalog(dsn, query_set["catalog_rows"], embedder)
+    service = SearchService(Database(dsn), embedder, PgVectorIndex(Database(dsn), embedder.dimension))
+    results: dict[str, Any] = {"relevance": relevance(service, query_set)}
+    if latency_sizes:
+        results["search_latency_by_mode"] = {}
+        for size in latency_sizes:
+            console.print(f"[bold]search latency[/bold] per mode at {size} products …")
+            sized = (
+                dsn
+                if size == query_set["catalog_rows"]
+                else synthetic_catalog(admin_dsn, dsn, size, embedder.dimension)
+            )
+            timed = SearchService(Database(sized), embedder, PgVectorIndex(Database(sized), embedder.dimension))
+            results["search_latency_by_mode"][str(size)] = search_latency(timed, queries=latency_queries)
+    if cache:
+        console.print("[bold]query-embedding cache[/bold], the OpenAI stand-in answering after 150 ms …")
+        results["query_cache"] = query_cache_latency(
+            fresh_database(admin_dsn, "cache"), rows=query_set["catalog_rows"], queries=50
+        )
     return results
 
 
-def _fresh_database(admin_dsn: str, name: str) -> str:
+def markdown(results: dict[str, Any]) -> str:
+    """The relevance table, and the latency and cache tables when measured."""
+    parts = ["### Relevance (nDCG@10 and hits@3 per query class and mode)\n", relevance_markdown(results["relevance"])]
+    if "search_latency_by_mode" in results:
+        parts.append("\n### Search latency per mode (p50 / p95 ms, k = 10, every query new)\n")
+        parts.append("| Products | " + " | ".join(SEARCH_MODES) + " |\n|" + " --- |" * (1 + len(SEARCH_MODES)) + "\n")
+        for size, modes in results["search_latency_by_mode"].items():
+            cells = " | ".join(f"{modes[m]['p50_ms']} / {modes[m]['p95_ms']}" for m in SEARCH_MODES)
+            parts.append(f"| {size} | {cells} |\n")
+    if "query_cache" in results:
+        cache = results["query_cache"]
+        parts.append(
+            f"\n### Query-embedding cache (OpenAI stand-in answering after {cache['delay_ms']} ms, "
+            f"{cache['queries']} queries, hybrid)\n\n| Queries | p50 ms | p95 ms | Embedding requests |\n"
+            "| --- | --- | --- | --- |\n"
+        )
+        for label in ("fresh", "repeated"):
+            c = cache[label]
+            parts.append(f"| {label} | {c['p50_ms']} | {c['p95_ms']} | {c['embedding_requests']} |\n")
+    return "".join(parts)
+
+
+def run_search_bench(
+    *,
+    latency: bool,
+    latency_sizes: Sequence[int] = (10_000, 100_000),
+    latency_queries: int = 200,
+    json_path: Path | None = None,
+    markdown_path: Path | None = None,
+) -> dict[str, Any]:
+    """`refarch bench relevance` / `refarch bench search`: on an embedded Postgres in a temporary directory."""
+    import json
+
+    from rich.console import Console
+
+    from refarch.local.bench import machine_description
+    from refarch.local.database import LocalDatabase
+
+    console = Console(stderr=True)
+    home = Path(tempfile.mkdtemp(prefix="refarch-search-bench-"))
+    server = LocalDatabase(home)
+    try:
+        results = prepare_and_measure(
+            server.start(),
+            latency_sizes=latency_sizes if latency else (),
+            latency_queries=latency_queries,
+            console=console,
+            cache=latency,
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    results["machine"] = machine_description()
+    table = f"Machine: {results['machine']}\n\n" + markdown(results)
+    print(table)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))
+    if markdown_path:
+        markdown_path.write_text(table)
+    return results
+
+
+def fresh_database(admin_dsn: str, name: str) -> str:
+    """An empty database `name` on the server (dropped first if it exists)."""
     admin = connect(admin_dsn, autocommit=True)
     with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {name}")

@@ -23,14 +23,20 @@ def rrf(*ranks: int) -> float:
             [(2, rrf(2, 2), {"semantic": 2, "lexical": 2}), (1, rrf(1), {"semantic": 1}), (3, rrf(1), {"lexical": 1})],
         ),
         # An empty list (no keyword matched) leaves the other ranking as it was.
-        ({"semantic": [5, 4, 6], "lexical": []}, None, [(5, rrf(1), {"semantic": 1}), (4, rrf(2), {"semantic": 2}),
-                                                         (6, rrf(3), {"semantic": 3})]),
+        (
+            {"semantic": [5, 4, 6], "lexical": []},
+            None,
+            [(5, rrf(1), {"semantic": 1}), (4, rrf(2), {"semantic": 2}), (6, rrf(3), {"semantic": 3})],
+        ),
         # The exact SKU match comes first even when no list ranks it high, and says so.
         (
             {"semantic": [1, 2, 3], "lexical": [1]},
             3,
-            [(3, EXACT_SKU_BONUS + rrf(3), {"semantic": 3, "sku": 1}), (1, rrf(1, 1), {"semantic": 1, "lexical": 1}),
-             (2, rrf(2), {"semantic": 2})],
+            [
+                (3, EXACT_SKU_BONUS + rrf(3), {"semantic": 3, "sku": 1}),
+                (1, rrf(1, 1), {"semantic": 1, "lexical": 1}),
+                (2, rrf(2), {"semantic": 2}),
+            ],
         ),
         # An exact SKU match no list returned is still first.
         ({"semantic": [1]}, 9, [(9, EXACT_SKU_BONUS, {"sku": 1}), (1, rrf(1), {"semantic": 1})]),

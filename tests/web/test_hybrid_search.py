@@ -62,8 +62,10 @@ def test_filters_and_paging_work_in_every_mode(client, indexed_catalog, mode):
     assert {r["sku"] for r in priced} == ({"SW-1"} if mode == "lexical" else {"SW-1", "OU-1"})
     # When reading the ranking one result per page, Then the pages concatenate to the single-page ranking
     everything = results(client, q="neural networks", mode=mode, k=5)
-    pages = [client.get("/api/search", query_string={"q": "neural networks", "mode": mode, "k": 1, "page": n})
-             .get_json() for n in range(1, len(everything) + 1)]
+    pages = [
+        client.get("/api/search", query_string={"q": "neural networks", "mode": mode, "k": 1, "page": n}).get_json()
+        for n in range(1, len(everything) + 1)
+    ]
     assert [p["results"][0]["id"] for p in pages] == [r["id"] for r in everything]
     assert [p["has_more"] for p in pages] == [True] * (len(everything) - 1) + [False]
     assert {p["mode"] for p in pages} == {mode}

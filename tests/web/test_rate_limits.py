@@ -41,8 +41,10 @@ def test_every_worker_counts_in_the_same_database(runtime, catalog):
     worker_a = build_app(runtime, RATE_LIMIT_SEARCH="3 per minute").test_client()
     worker_b = build_app(runtime, RATE_LIMIT_SEARCH="3 per minute").test_client()
     # When one address spreads its searches over both
-    statuses = [w.get("/api/search", query_string={"q": "skillet", "mode": "lexical"}).status_code
-                for w in (worker_a, worker_b, worker_a, worker_b)]
+    statuses = [
+        w.get("/api/search", query_string={"q": "skillet", "mode": "lexical"}).status_code
+        for w in (worker_a, worker_b, worker_a, worker_b)
+    ]
     # Then the limit holds for the service as a whole, not per worker
     assert statuses == [200, 200, 200, 429]
 
@@ -70,9 +72,16 @@ def openai_standin() -> Iterator[OpenAIStandIn]:
 def test_a_flood_of_searches_does_not_starve_emu(dsn, tmp_path, catalog, openai_standin):
     # Given the web app and Emu embedding through the same OpenAI account, searches limited to 10 a minute
     def openai_runtime():
-        return make_runtime(None, database_url=dsn, home=tmp_path / "home", embedder="openai",
-                            openai_api_key="sk-local-test", openai_base_url=openai_standin.base_url,
-                            openai_dimensions=64, openai_max_retries=0)
+        return make_runtime(
+            None,
+            database_url=dsn,
+            home=tmp_path / "home",
+            embedder="openai",
+            openai_api_key="sk-local-test",
+            openai_base_url=openai_standin.base_url,
+            openai_dimensions=64,
+            openai_max_retries=0,
+        )
 
     web_runtime, emu_runtime = openai_runtime(), openai_runtime()
     app = build_app(web_runtime, RATE_LIMIT_SEARCH="10 per minute")
@@ -113,8 +122,9 @@ def test_a_flood_of_searches_does_not_starve_emu(dsn, tmp_path, catalog, openai_
     assert statuses.count(200) == 10 and statuses.count(429) == len(statuses) - 10 >= 10
     assert all(value.isdigit() for value in retry_after)
     # And the provider saw only those 10 search embeddings, while every one of Emu's requests was answered
-    inputs = [text for route, request in openai_standin.received if route == "embeddings"
-              for text in request.body["input"]]
+    inputs = [
+        text for route, request in openai_standin.received if route == "embeddings" for text in request.body["input"]
+    ]
     assert sum(text.startswith("flood") for text in inputs) == 10
     emu_texts = [text for text in inputs if not text.startswith("flood")]
     assert len(emu_texts) == len(catalog)
