@@ -58,3 +58,8 @@ class QueryEmbeddings:
         with self._lock:
             self._cache[key] = vector
         return vector
+
+    def clear(self) -> None:
+        """Forget every cached vector (benchmarks measure the embedding cost this way)."""
+        with self._lock:
+            self._cache.clear()
