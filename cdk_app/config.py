@@ -109,7 +109,9 @@ PROD = StageConfig(
     web_cpu=512,
     web_memory_mb=1024,
     web_desired_count=2,
-    topology=Topology(emu_reserved_concurrency=32, emu_max_concurrency=32, bootstrap_max_concurrency=8),
+    topology=Topology(
+        emu_reserved_concurrency=32, emu_max_concurrency=32, bootstrap_max_concurrency=8, reconcile_max_concurrency=8
+    ),
 )
 
 STAGES: dict[str, StageConfig] = {stage.name: stage for stage in (DEV, PROD)}

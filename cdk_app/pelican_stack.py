@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
@@ -16,8 +15,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
-from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
@@ -26,130 +23,12 @@ from cdk_app.constructs.container_image import app_image, runtime_platform
 from cdk_app.constructs.lambda_code import lambda_code
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
+from cdk_app.constructs.state_machines import BootstrapStateMachine, ReconcileStateMachine
 from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_task_execution_role
 from refarch import topology
-from refarch.pelican.bootstrap import RangeBusyError
 
 LISTENER_COMMAND = ["refarch", "pelican", "listen"]
 LISTENER_HEALTH_COMMAND = ["refarch", "pelican", "health", "--max-age", "60"]
-
-
-# The error type the Batch Lambda reports for a range another worker holds (the exception's name).
-RANGE_BUSY_ERROR = RangeBusyError.__name__
-
-
-class BootstrapStateMachine(Construct):
-    """Plan λ -> Map (bounded concurrency) of Batch λ -> Finalize λ; any failure is recorded on the run."""
-
-    def __init__(
-        self,
-        scope: Construct,
-        id_: str,
-        *,
-        plan: lambda_.IFunction,
-        batch: lambda_.IFunction,
-        finalize: lambda_.IFunction,
-        max_concurrency: int,
-        busy_retry_seconds: float,
-        busy_retry_attempts: int,
-        log_retention: logs.RetentionDays,
-    ) -> None:
-        super().__init__(scope, id_)
-        plan_step = _retried(
-            tasks.LambdaInvoke(
-                self,
-                "Plan",
-                lambda_function=plan,
-                payload_response_only=True,
-                comment="Create or resume a run; output {run_id, ranges}",
-            )
-        )
-        batch_step = tasks.LambdaInvoke(
-            self,
-            "Batch",
-            lambda_function=batch,
-            payload_response_only=True,
-            comment="Enqueue one id range (rows claimed FOR UPDATE SKIP LOCKED)",
-        )
-        # Another worker holds the range (or a dead one, until Postgres drops its connection): wait
-        # and retry, so the Map never ends with a range unsent. Retriers match in order: this one first.
-        batch_step.add_retry(
-            errors=[RANGE_BUSY_ERROR],
-            interval=Duration.seconds(max(1, math.ceil(busy_retry_seconds))),  # ASL takes whole seconds
-            max_attempts=busy_retry_attempts,
-            backoff_rate=2.0,
-        )
-        _retried(batch_step)
-        enqueue_ranges = sfn.Map(
-            self,
-            "Enqueue ranges",
-            items_path="$.ranges",
-            max_concurrency=max_concurrency,
-            # Keep the Plan output ({run_id, ranges}) as the state; the per-range results are not needed.
-            result_path=sfn.JsonPath.DISCARD,
-        ).item_processor(batch_step)
-        finalize_step = _retried(
-            tasks.LambdaInvoke(
-                self,
-                "Finalize",
-                lambda_function=finalize,
-                payload_response_only=True,
-                payload=sfn.TaskInput.from_object({"run_id": sfn.JsonPath.number_at("$.run_id")}),
-                comment="Mark the run complete",
-            )
-        )
-        record_failure = _retried(
-            tasks.LambdaInvoke(
-                self,
-                "Record failure",
-                lambda_function=finalize,
-                payload_response_only=True,
-                payload=sfn.TaskInput.from_object(
-                    {
-                        "run_id": sfn.JsonPath.number_at("$.run_id"),
-                        "error": sfn.JsonPath.format(
-                            "{}: {}", sfn.JsonPath.string_at("$.error.Error"), sfn.JsonPath.string_at("$.error.Cause")
-                        ),
-                    }
-                ),
-                result_path=sfn.JsonPath.DISCARD,
-                comment="Finalize with {run_id, error}: the run is marked failed with the reason",
-            )
-        )
-        failed = sfn.Fail(
-            self,
-            "Bootstrap failed",
-            error="BootstrapFailed",
-            cause="A step failed after its retries; see the run's error in bootstrap_runs",
-        )
-        record_failure.next(failed)
-        # Without a run id (Plan failed) there is nothing to record: fail the execution directly.
-        plan_step.add_catch(failed, result_path="$.error")
-        enqueue_ranges.add_catch(record_failure, result_path="$.error")
-        finalize_step.add_catch(record_failure, result_path="$.error")
-
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            comment="refarch bootstrap: enqueue every product for indexing (re-runnable, resumable)",
-            definition_body=sfn.DefinitionBody.from_chainable(plan_step.next(enqueue_ranges).next(finalize_step)),
-            timeout=Duration.hours(6),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
-        )
-
-
-def _retried(task: tasks.LambdaInvoke) -> tasks.LambdaInvoke:
-    """Retry a step on Lambda errors with backoff: every bootstrap step is idempotent."""
-    task.add_retry(
-        errors=[sfn.Errors.TASKS_FAILED, sfn.Errors.TIMEOUT],
-        interval=Duration.seconds(5),
-        max_attempts=3,
-        backoff_rate=2.0,
-        jitter_strategy=sfn.JitterType.FULL,
-    )
-    return task
 
 
 class PelicanStack(Stack):
@@ -352,21 +231,63 @@ class PelicanStack(Stack):
         acknowledge_aws_custom_resource(self)
 
     def _add_reconcile(self) -> None:
-        reconcile = self._function(
-            "Reconcile",
-            handler=topology.RECONCILE_HANDLER,
-            description="Reconcile: compare database, ledger and vector index; enqueue fixes",
+        plan = self._function(
+            "ReconcilePlan",
+            handler=topology.RECONCILE_PLAN_HANDLER,
+            description="Reconcile Plan: split the id space into shards",
+            timeout=Duration.minutes(1),
+        )
+        shard = self._function(
+            "ReconcileShard",
+            handler=topology.RECONCILE_SHARD_HANDLER,
+            description="Reconcile Shard: compare one id shard in the database and the index; enqueue fixes",
             timeout=Duration.minutes(15),
         )
-        self._attach(reconcile, search=True, send_to_queue=True)
+        finalize = self._function(
+            "ReconcileFinalize",
+            handler=topology.RECONCILE_FINALIZE_HANDLER,
+            description="Reconcile Finalize: sum the shards' drift, publish the drift metrics",
+            timeout=Duration.minutes(1),
+        )
+        self._attach(plan)
+        self._attach(shard, search=True, send_to_queue=True)
+        self._attach(finalize)
+        reconcile = ReconcileStateMachine(
+            self,
+            "Reconcile",
+            plan=plan,
+            shard=shard,
+            finalize=finalize,
+            max_concurrency=self.config.topology.reconcile_max_concurrency,
+            log_retention=self.config.log_retention,
+        )
+        self.reconcile_state_machine = reconcile.state_machine
         events.Rule(
             self,
             "ReconcileSchedule",
             description="Weekly drift repair between the database and the vector index",
             schedule=events.Schedule.rate(Duration.days(self.config.reconcile_schedule_days)),
             targets=[
-                targets.LambdaFunction(
-                    reconcile, event=events.RuleTargetInput.from_object({"repair": True}), retry_attempts=2
+                targets.SfnStateMachine(
+                    reconcile.state_machine,
+                    input=events.RuleTargetInput.from_object({"repair": True}),
+                    retry_attempts=2,
                 )
             ],
+        )
+        CfnOutput(
+            self,
+            "ReconcileStateMachineArn",
+            value=reconcile.state_machine.state_machine_arn,
+            description='Start an execution (input {"repair": false} to only report) to compare database and index',
+        )
+        acknowledge(
+            reconcile.state_machine.role,
+            "AwsSolutions-IAM5",
+            "Step Functions invokes the reconcile functions by qualified ARN (version wildcard), and "
+            "log delivery and X-Ray support no resource-level permissions.",
+            findings=(
+                "Resource::*",
+                *(f"Resource::<{self.get_logical_id(fn.node.default_child)}.Arn>:*" for fn in (plan, shard, finalize)),
+            ),
         )

@@ -36,11 +36,16 @@ def main(ctx: click.Context) -> None:
     """Semantic search over a live Postgres table: local runtime and operations."""
     # Containers in AWS run `pelican listen` and `web` with Powertools defaults (JSON logs, EMF metrics);
     # everything else is a local tool and gets quiet local defaults.
+    from refarch.local import exit_with_supervisor
+
+    exit_with_supervisor()
     if ctx.invoked_subcommand not in ("pelican", "web"):
         from refarch.local import apply_local_env
+
+        # Before the logger exists: it reads its level (POWERTOOLS_LOG_LEVEL) when it is created.
+        apply_local_env()
         from refarch.observability import log_to_stderr
 
-        apply_local_env()
         # Local tools print their results (tables, JSON) on stdout; log lines must not mix in.
         log_to_stderr()
 
@@ -302,17 +307,12 @@ def web_command(host: str, port: int) -> None:
 @click.option("--repair", "do_repair", is_flag=True, help="Enqueue forced syncs for every drifting product.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reconcile_command(do_repair: bool, as_json: bool) -> None:
-    """Compare database, ledger and vector index; report missing, extra and stale vectors."""
-    from refarch.reconcile import find_drift, repair
-    from refarch.runtime import Runtime
+    """Compare database, ledger and vector index, shard by shard; report missing, extra and stale vectors."""
+    from refarch.local.stepfunctions import run_reconcile
 
-    runtime = Runtime(application_name="refarch-reconcile")
-    report = find_drift(runtime.db, runtime.index, runtime.embedder.model_id)
-    if do_repair:
-        repair(runtime.db, runtime.queue, report)
-    result = report.as_dict()
+    result = run_reconcile(repair=do_repair)
     click.echo(json.dumps(result) if as_json else "  ".join(f"{k}={v}" for k, v in result.items()))
-    sys.exit(0 if report.clean or do_repair else 1)
+    sys.exit(0 if result["clean"] or do_repair else 1)
 
 
 # --- search & status --------------------------------------------------------------------------

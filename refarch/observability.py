@@ -2,6 +2,7 @@
 
 import logging
 import sys
+from pathlib import Path
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
@@ -18,6 +19,14 @@ def log_to_stderr() -> None:
     handler = logger.registered_handler
     if isinstance(handler, logging.StreamHandler):
         handler.setStream(_CurrentStderr())
+
+
+def log_to_file(path: Path) -> None:
+    """Append this process's log lines to a file (a supervisor whose terminal shows progress bars)."""
+    handler = logger.registered_handler
+    if isinstance(handler, logging.StreamHandler):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler.setStream(path.open("a", encoding="utf-8", buffering=1))
 
 
 class _CurrentStderr:

@@ -14,6 +14,7 @@ from typing import Any
 
 from refarch.db import Database
 from refarch.emu import content_hash
+from refarch.id_shards import SHARD_DIGITS, Shard
 from refarch.messages import SyncMessage
 from refarch.observability import logger
 from refarch.products import embedding_text
@@ -21,6 +22,20 @@ from refarch.queue import SyncQueue
 from refarch.vector_index import VectorIndex
 
 SAMPLE = 20
+# Per shard in a Map result: 900 shards' results must stay inside Step Functions' 256 KB state.
+SHARD_SAMPLE = 5
+
+
+def plan_shards(db: Database) -> list[Shard]:
+    """Shards covering every id the table or the ledger knows (and any the index holds beyond them)."""
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT greatest((SELECT max(id) FROM products), (SELECT max(product_id) FROM sync_state), 1)")
+        (highest,) = cur.fetchone() or (1,)
+    length = max(1, len(str(highest)) - SHARD_DIGITS)
+    shards = [Shard(prefix=str(p)) for p in range(10 ** (length - 1), 10**length)]
+    if length > 1:
+        shards.insert(0, Shard(below=10 ** (length - 1)))
+    return shards
 
 
 @dataclass
@@ -35,12 +50,14 @@ class DriftReport:
     ledger_drift: list[int] = field(default_factory=list)  # ledger disagrees with the index
     repaired: int = 0
 
+    KINDS = ("missing", "extra", "stale", "ledger_drift")
+
     @property
     def clean(self) -> bool:
         """True when the index equals the database."""
         return not (self.missing or self.extra or self.stale)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, sample: int = SAMPLE) -> dict[str, Any]:
         """Counts plus a sample of ids per kind of drift."""
         result: dict[str, Any] = {
             "products": self.products,
@@ -48,29 +65,46 @@ class DriftReport:
             "clean": self.clean,
             "repaired": self.repaired,
         }
-        for name in ("missing", "extra", "stale", "ledger_drift"):
+        for name in self.KINDS:
             ids = getattr(self, name)
             result[name] = len(ids)
-            result[f"{name}_sample"] = ids[:SAMPLE]
+            result[f"{name}_sample"] = ids[:sample]
         return result
 
 
-def find_drift(db: Database, index: VectorIndex, model_id: str) -> DriftReport:
-    """Compare every product with its vector (id, version, content hash) and with the ledger.
+def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from the shards' `as_dict` outputs (counts summed, samples joined)."""
+    merged: dict[str, Any] = {"products": 0, "vectors": 0, "repaired": 0, "shards": len(parts)}
+    for name in DriftReport.KINDS:
+        merged[name] = sum(int(part[name]) for part in parts)
+        merged[f"{name}_sample"] = sorted(pid for part in parts for pid in part[f"{name}_sample"])[:SAMPLE]
+    for key in ("products", "vectors", "repaired"):
+        merged[key] = sum(int(part[key]) for part in parts)
+    merged["clean"] = not (merged["missing"] or merged["extra"] or merged["stale"])
+    return merged
 
-    Memory grows with the index only as (id, version, hash) per vector, about 300 bytes in Python,
-    so 1M vectors need ~300 MB; products stream through a server-side cursor, descriptions included.
+
+def find_drift(db: Database, index: VectorIndex, model_id: str, shard: Shard | None = None) -> DriftReport:
+    """Compare every product of the shard (default: all) with its vector (id, version, content hash) and the ledger.
+
+    Memory grows with the shard's vectors only, as (id, version, hash) each, about 300 bytes in
+    Python; products stream through a server-side cursor, descriptions included.
     """
+    shard = shard or Shard()
+    held = index.fetch_metadata(list(range(1, shard.below))) if shard.below else dict(index.scan(shard.prefix))
     vectors: dict[int, tuple[int, str | None]] = {
-        pid: (int(meta.get("version", -1)), meta.get("content_hash")) for pid, meta in index.scan()
+        pid: (int(meta.get("version", -1)), meta.get("content_hash")) for pid, meta in held.items()
     }
     report = DriftReport(vectors=len(vectors))
     seen: set[int] = set()
+    ranges = shard.ranges()
+    where = " OR ".join(["p.id BETWEEN %s AND %s"] * len(ranges))
     with db.transaction() as conn, conn.cursor(name="reconcile_products") as cur:
         cur.itersize = 5000
         cur.execute(
             "SELECT p.id, p.version, p.name, p.category, p.description, s.indexed_version, s.content_hash, s.status"
-            " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id ORDER BY p.id"
+            f" FROM products p LEFT JOIN sync_state s ON s.product_id = p.id WHERE {where} ORDER BY p.id",
+            [bound for pair in ranges for bound in pair],
         )
         for pid, version, name, category, description, ledger_version, ledger_hash, status in cur:
             seen.add(pid)

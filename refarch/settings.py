@@ -25,7 +25,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="REFARCH_", extra="ignore", populate_by_name=True)
 
-    home: Path = Field(default=Path(".refarch"), validation_alias=AliasChoices("REFARCH_HOME", "home"))
+    # Only REFARCH_HOME: an alias `home` would also match the HOME variable (names are case-insensitive).
+    home: Path = Field(default=Path(".refarch"), validation_alias="REFARCH_HOME")
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"))
     database_secret_arn: str | None = None
     # Only the migrate step: {"web"|"emu"|"pelican": secret ARN} of each runtime's own database login.

@@ -16,7 +16,12 @@ def ping(conn: Connection) -> None:
 
 
 def sync_counts(conn: Connection) -> dict[str, Any]:
-    """Products, indexed, pending, failed, outbox backlog and the oldest pending change's age."""
+    """Products, indexed, pending, failed, outbox backlog and the oldest pending change's age.
+
+    "Pending" counts everything not yet true in the index: rows newer than what is indexed, and
+    deletions not yet applied (the ledger still holds a product the table no longer has). So
+    pending == failed == 0 with an idle queue means index == database, deletes included.
+    """
     with conn.cursor() as cur:
         cur.execute(
             "SELECT count(*),"
@@ -25,21 +30,32 @@ def sync_counts(conn: Connection) -> dict[str, Any]:
             " count(*) FILTER (WHERE status = 'failed')"
             " FROM product_sync_status"
         )
-        total, indexed, pending, failed = fetch_one(cur)
+        total, indexed, pending_rows, failed_rows = fetch_one(cur)
+        # Deletions not yet applied, aged from their delete's outbox row (while it is kept).
+        cur.execute(
+            "WITH gone AS (SELECT s.product_id, s.status FROM sync_state s WHERE s.status <> 'deleted'"
+            " AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = s.product_id))"
+            " SELECT count(*) FILTER (WHERE status <> 'failed'), count(*) FILTER (WHERE status = 'failed'),"
+            " coalesce(extract(epoch FROM now() - (SELECT min(o.created_at) FROM sync_outbox o"
+            " JOIN gone g ON g.product_id = o.product_id WHERE o.op = 'delete')), 0)"
+            " FROM gone"
+        )
+        pending_deletes, failed_deletes, oldest_delete = fetch_one(cur)
         # Oldest change not yet reflected in the index (updated_at is when that state was committed).
         cur.execute(
             "SELECT coalesce(extract(epoch FROM now() - min(p.updated_at)), 0) FROM products p"
             " LEFT JOIN sync_state s ON s.product_id = p.id"
             " WHERE s.product_id IS NULL OR s.indexed_version < p.version OR s.status = 'failed'"
         )
-        oldest = float(fetch_one(cur)[0])
+        oldest = max(float(fetch_one(cur)[0]), float(oldest_delete) if pending_deletes else 0.0)
         cur.execute("SELECT count(*) FROM sync_outbox WHERE enqueued_at IS NULL")
         outbox_backlog = fetch_one(cur)[0]
     return {
         "products": total,
         "indexed": indexed,
-        "pending": pending,
-        "failed": failed,
+        "pending": pending_rows + pending_deletes,
+        "pending_deletes": pending_deletes,
+        "failed": failed_rows + failed_deletes,
         "outbox_backlog": outbox_backlog,
         "oldest_pending_seconds": round(oldest, 3),
     }

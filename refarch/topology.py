@@ -15,7 +15,9 @@ BOOTSTRAP_BATCH_HANDLER = "lambdas.bootstrap.batch"
 BOOTSTRAP_FINALIZE_HANDLER = "lambdas.bootstrap.finalize"
 MIGRATE_HANDLER = "lambdas.migrate.handler"
 PINECONE_INDEX_HANDLER = "lambdas.pinecone_index.handler"
-RECONCILE_HANDLER = "lambdas.reconcile.handler"
+RECONCILE_PLAN_HANDLER = "lambdas.reconcile.plan"
+RECONCILE_SHARD_HANDLER = "lambdas.reconcile.shard"
+RECONCILE_FINALIZE_HANDLER = "lambdas.reconcile.finalize"
 
 QUEUE_NAME = "refarch-sync.fifo"
 DLQ_NAME = "refarch-sync-dlq.fifo"
@@ -39,6 +41,8 @@ class Topology:
     # waits of 5, 10, 20, 40, 80 s, long enough for Postgres to drop a dead worker's connection.
     bootstrap_busy_retry_seconds: float = 5.0
     bootstrap_busy_retry_attempts: int = 5
+    # Reconcile shards compared at once (each one Lambda, ~100k ids at most: refarch/id_shards.py).
+    reconcile_max_concurrency: int = 4
 
     @property
     def visibility_timeout_seconds(self) -> int:

@@ -10,6 +10,7 @@ import psycopg2.extras
 
 from refarch.db import Database, fetch_one
 from refarch.db.roles import VECTOR_TABLE_GRANTS
+from refarch.id_shards import Shard
 from refarch.settings import ConfigurationError, Settings
 
 
@@ -70,8 +71,16 @@ class VectorIndex(Protocol):
         """How many vectors the index holds."""
         ...
 
-    def scan(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Every (id, metadata) in the index, for reconciliation."""
+    def scan(self, prefix: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
+        """Every (id, metadata) in the index whose decimal id starts with `prefix`, for reconciliation."""
+        ...
+
+    def fetch_metadata(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The metadata of these ids (absent ids are left out)."""
+        ...
+
+    def fetch_vectors(self, ids: list[int]) -> dict[int, list[float]]:
+        """The stored vectors of these ids (absent ids are left out), to check them against a re-embedding."""
         ...
 
 
@@ -221,18 +230,31 @@ class PgVectorIndex:
             cur.execute("SELECT count(*) FROM product_vectors")
             return int(fetch_one(cur)[0])
 
-    def scan(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """All ids with version and hash."""
-        with self.db.transaction() as conn, conn.cursor() as cur:
-            cur.execute("SELECT product_id, version, content_hash FROM product_vectors ORDER BY product_id")
-            rows = cur.fetchall()
-        for pid, version, content_hash in rows:
-            yield pid, {"version": version, "content_hash": content_hash}
+    _METADATA = "SELECT product_id, sku, name, category, price, version, content_hash FROM product_vectors"
 
-    def corrupt_for_test(self, product_id: int) -> None:
-        """Overwrite one vector's hash behind the system's back (reconciliation tests, chaos)."""
+    def scan(self, prefix: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
+        """Ids (with this decimal prefix) and their metadata, as Pinecone stores it; a prefix is a few id ranges."""
+        ranges = Shard(prefix=prefix).ranges()
+        where = " OR ".join(["product_id BETWEEN %s AND %s"] * len(ranges))
         with self.db.transaction() as conn, conn.cursor() as cur:
-            cur.execute("UPDATE product_vectors SET content_hash = 'corrupted' WHERE product_id = %s", (product_id,))
+            cur.execute(f"{self._METADATA} WHERE {where} ORDER BY product_id", [b for pair in ranges for b in pair])
+            rows = cur.fetchall()
+        for row in rows:
+            yield row[0], _metadata(row)
+
+    def fetch_metadata(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Metadata by id."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute(f"{self._METADATA} WHERE product_id = ANY(%s)", (list(ids),))
+            return {row[0]: _metadata(row) for row in cur.fetchall()}
+
+    def fetch_vectors(self, ids: list[int]) -> dict[int, list[float]]:
+        """Stored vectors by id."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT product_id, embedding::text FROM product_vectors WHERE product_id = ANY(%s)", (list(ids),)
+            )
+            return {pid: [float(v) for v in text.strip("[]").split(",")] for pid, text in cur.fetchall()}
 
 
 class PineconeIndex:
@@ -321,14 +343,50 @@ class PineconeIndex:
         ns = (stats.namespaces or {}).get(self.namespace)
         return int(ns.vector_count) if ns else 0
 
-    def scan(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """List ids page by page, fetching their metadata."""
+    def scan(self, prefix: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
+        """List ids (by prefix) page by page, fetching their metadata."""
         # SDK v10 yields one ListResponse per page; its items carry only an id.
-        for page in self._index.list(namespace=self.namespace):
+        pages = (
+            self._index.list(prefix=prefix, namespace=self.namespace)
+            if prefix
+            else self._index.list(namespace=self.namespace)
+        )
+        for page in pages:
             ids = [item.id for item in page.vectors if item.id]
             fetched = self._index.fetch(ids=ids, namespace=self.namespace)
             for vid, vec in fetched.vectors.items():
                 yield int(vid), dict(vec.metadata or {})
+
+    def fetch_metadata(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Metadata by id (fetched 100 at a time)."""
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), self.UPSERT_BATCH):
+            chunk = [str(i) for i in ids[start : start + self.UPSERT_BATCH]]
+            fetched = self._index.fetch(ids=chunk, namespace=self.namespace)
+            found.update({int(vid): dict(vec.metadata or {}) for vid, vec in fetched.vectors.items()})
+        return found
+
+    def fetch_vectors(self, ids: list[int]) -> dict[int, list[float]]:
+        """Stored vectors by id (fetched 100 at a time)."""
+        found: dict[int, list[float]] = {}
+        for start in range(0, len(ids), self.UPSERT_BATCH):
+            chunk = [str(i) for i in ids[start : start + self.UPSERT_BATCH]]
+            fetched = self._index.fetch(ids=chunk, namespace=self.namespace)
+            found.update({int(vid): list(vec.values) for vid, vec in fetched.vectors.items()})
+        return found
+
+
+def _metadata(row: tuple[Any, ...]) -> dict[str, Any]:
+    pid, sku, name, category, price, version, content_hash = row
+    return {
+        "product_id": pid,
+        "sku": sku,
+        "name": name,
+        "category": category,
+        "price": price,
+        "version": version,
+        "content_hash": content_hash,
+    }
 
 
 def _vector_literal(values: list[float]) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -27,9 +28,10 @@ from rich.console import Console
 from rich.table import Table
 
 from refarch.db import Database, connect
-from refarch.local.demo import Supervisor, free_port
+from refarch.embeddings import make_embedder
+from refarch.local.convergence import Convergence, check_convergence
+from refarch.local.demo import Component, Supervisor, free_port
 from refarch.local.standins import OpenAIStandIn
-from refarch.reconcile import find_drift
 from refarch.settings import Settings
 from refarch.vector_index import PgVectorIndex
 
@@ -113,10 +115,17 @@ class ChangeMaker:
                 time.sleep(0.2)
         return self._conn
 
-    def make(self, count: int, *, pace: float = 0.0, on_change: Callable[[int], None] | None = None) -> int:
-        """Make `count` committed changes; return how many were made."""
+    def make(
+        self,
+        count: int,
+        *,
+        pace: float = 0.0,
+        on_change: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Make `count` committed changes (or until `stop` is set); return how many were made."""
         made = 0
-        while made < count:
+        while made < count and not (stop and stop.is_set()):
             conn = self._connection()
             try:
                 with conn, conn.cursor() as cur:
@@ -146,8 +155,14 @@ class ChangeMaker:
             )
         elif roll < 0.12:
             cur.execute("DELETE FROM products WHERE id = %s", row)
-        elif roll < 0.30:
+        elif roll < 0.30:  # price only: the vector stays, its metadata changes
             cur.execute("UPDATE products SET price = price + 1 WHERE id = %s", row)
+        elif roll < 0.38:  # a rename: new text to embed, and new metadata
+            cur.execute("UPDATE products SET name = %s WHERE id = %s", (f"Renamed {self.words()}"[:200], row[0]))
+        elif roll < 0.42:  # a burst: five edits to one row, one transaction each
+            for _ in range(5):
+                cur.execute("UPDATE products SET description = %s WHERE id = %s", (self.words(), row[0]))
+                cur.connection.commit()
         else:
             cur.execute("UPDATE products SET description = %s WHERE id = %s", (self.words(), row[0]))
 
@@ -232,14 +247,14 @@ class ChaosHarness:
             time.sleep(0.5)
         return False
 
-    def drift(self) -> tuple[int, int, str]:
-        """(lost, stale, detail): lost = rows without their vector or deleted rows whose vector remains;
-        stale = vectors whose version or content hash differ from the row."""
+    def drift(self) -> Convergence:
+        """Index against table (ids, metadata, content hashes, a re-embedded sample); the ledger only reported."""
         db = Database(self.stack.dsn)
-        report = find_drift(db, PgVectorIndex(Database(self.stack.dsn), DIMENSION), f"openai:{MODEL}:{DIMENSION}")
-        db.close()
-        detail = "" if report.clean else json.dumps({k: v for k, v in report.as_dict().items() if "sample" in k})
-        return len(report.missing) + len(report.extra), len(report.stale), detail
+        try:
+            index = PgVectorIndex(Database(self.stack.dsn), DIMENSION)
+            return check_convergence(db, index, make_embedder(Settings(home=self.home)), sample=50)
+        finally:
+            db.close()
 
     def scenario(
         self, name: str, body: Callable[[], int], *, timeout: float = 300, problems: list[str] | None = None
@@ -253,11 +268,15 @@ class ChaosHarness:
         problems = problems if problems is not None else []
         changes = body()
         settled = self.wait_converged(timeout)
-        lost, stale, detail = self.drift()
+        check = self.drift()
         if not settled:
             # A stack that never settles has not converged, whatever the drift check saw.
             problems.append(f"did not settle in {timeout}s; status {self.stack.status()}")
-        result = ScenarioResult(name, changes, lost, stale, time.monotonic() - started, detail, problems)
+        if check.ledger_drift:
+            problems.append(f"the ledger disagrees with the index for {len(check.ledger_drift)} products")
+        result = ScenarioResult(
+            name, changes, check.lost, check.stale, time.monotonic() - started, check.detail(), problems
+        )
         self.results.append(result)
         self.console.print(
             f"  changes {result.changes} · lost {result.lost} · stale {result.stale} · "
@@ -456,6 +475,106 @@ class ChaosHarness:
         result.detail = f"DLQ depth {seen.get('dlq')}, reason logged: {seen.get('logged')}"
         return result
 
+    def _emu_workers(self) -> list[Component]:
+        return [c for c in self.stack.components if c.name == "emu" or c.name.startswith("emu-")]
+
+    def queue_killed_with_deletes_in_flight(self) -> ScenarioResult:
+        """Deletes wait in the queue when the SQS server is SIGKILLed: its messages are gone for good.
+
+        Emu is paused (SIGSTOP) so the deletes are provably still queued when the server dies; the
+        recovery after the server's restart (a bootstrap) must send them again.
+        """
+        problems: list[str] = []
+        seen: dict[str, Any] = {}
+
+        def body() -> int:
+            workers = self._emu_workers()
+            for worker in workers:
+                assert worker.process is not None
+                os.kill(worker.process.pid, signal.SIGSTOP)
+            try:
+                conn = connect(self.stack.dsn)
+                try:
+                    with conn, conn.cursor() as cur:
+                        cur.execute("SELECT id FROM products ORDER BY random() LIMIT %s", (max(self.edits // 10, 20),))
+                        doomed = [r[0] for r in cur.fetchall()]
+                        cur.execute("DELETE FROM products WHERE id = ANY(%s)", (doomed,))
+                finally:
+                    conn.close()
+                made = len(doomed) + ChangeMaker(self.stack.dsn, seed=17).make(20)
+                deadline = time.monotonic() + 60
+                status = self.stack.status()
+                while time.monotonic() < deadline and not (
+                    status["outbox_backlog"] == 0 and (status.get("queue_depth") or 0) >= len(doomed)
+                ):
+                    time.sleep(0.2)
+                    status = self.stack.status()
+                seen.update(queued=status.get("queue_depth"), deletes=len(doomed))
+                if status["outbox_backlog"] or (status.get("queue_depth") or 0) < len(doomed):
+                    problems.append(f"the deletes never waited in the queue: status {status}")
+                self.stack.kill("sqs")
+            finally:
+                for worker in workers:
+                    if worker.process is not None:
+                        os.kill(worker.process.pid, signal.SIGCONT)
+            return made
+
+        result = self.scenario("queue server killed with deletes in flight", body, problems=problems)
+        result.detail = (
+            f"{seen.get('deletes')} deletes among {seen.get('queued')} queued messages lost with the server "
+            + result.detail
+        ).strip()
+        return result
+
+    def mixed_workload(self) -> ScenarioResult:
+        """Four writers (inserts, edits, price-only edits, renames, deletes, bursts of five edits to one
+        row) while a random component is SIGKILLed, or every other Postgres backend is terminated,
+        every few seconds."""
+        faults: list[str] = []
+
+        def body() -> int:
+            rng = random.Random(2026)
+            stop = threading.Event()
+            makers = [ChangeMaker(self.stack.dsn, seed=100 + k) for k in range(4)]
+            writers = [
+                threading.Thread(target=m.make, args=(10**9,), kwargs={"pace": 0.01, "stop": stop}, daemon=True)
+                for m in makers
+            ]
+            for writer in writers:
+                writer.start()
+            try:
+                deadline = time.monotonic() + (20 if self.edits < 500 else 60)
+                while time.monotonic() < deadline:
+                    time.sleep(rng.uniform(2.0, 5.0))
+                    names = [c.name for c in self.stack.components if c.name != "web"]
+                    fault = rng.choice([*names, "postgres backends"])
+                    if fault == "postgres backends":
+                        self._terminate_backends()
+                    else:
+                        self.stack.kill(fault)
+                    faults.append(fault)
+            finally:
+                stop.set()
+                for writer in writers:
+                    writer.join()
+            return sum(m.committed for m in makers)
+
+        result = self.scenario("mixed writers with random kills", body, timeout=600)
+        result.detail = (f"faults: {', '.join(faults)} " + result.detail).strip()
+        return result
+
+    def _terminate_backends(self) -> None:
+        """Cut every other connection to the stack's database (its clients must reconnect)."""
+        conn = connect(self.stack.dsn, autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                )
+        finally:
+            conn.close()
+
 
 SCENARIOS = (
     "listener_killed",
@@ -464,6 +583,8 @@ SCENARIOS = (
     "duplicates_and_reordering",
     "database_restarted",
     "poison_message",
+    "queue_killed_with_deletes_in_flight",
+    "mixed_workload",
 )
 
 

@@ -30,8 +30,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from refarch import catalog
 from refarch.db import connect, fetch_one, migrate
-from refarch.local import LOCAL_ENV
+from refarch.local import LOCAL_ENV, SUPERVISOR_PID_ENV
 from refarch.local.database import LocalDatabase
+from refarch.observability import log_to_file
 from refarch.settings import ConfigurationError, Settings, write_local_runtime
 from refarch.status import queue_depths, sync_counts
 from refarch.topology import DEFAULT_TOPOLOGY, Topology
@@ -153,6 +154,8 @@ class Supervisor:
         self.components: list[Component] = []
         self.stop_event = threading.Event()
         self.fatal = threading.Event()
+        self._resend_wanted = threading.Event()
+        self._resend_running = threading.Lock()
 
     def env(self) -> dict[str, str]:
         """Environment for every component: same home, same database, quiet local observability."""
@@ -163,6 +166,7 @@ class Supervisor:
             **os.environ,
             "REFARCH_HOME": str(self.home),
             "DATABASE_URL": self.dsn,
+            SUPERVISOR_PID_ENV: str(os.getpid()),
         }
 
     def start_database(self) -> None:
@@ -269,7 +273,38 @@ class Supervisor:
                 if component.name == "sqs":
                     # The local queue lives in memory: whatever it held is re-sent by a bootstrap.
                     self._wait_for_queue()
-                    threading.Thread(target=self.bootstrap, daemon=True).start()
+                    self.resend_lost_messages()
+
+    def resend_lost_messages(self) -> None:
+        """Re-send what a restarted queue server lost: a bootstrap, retried until one completes.
+
+        A bootstrap converges the index to the table, deletes included, so it re-sends exactly what
+        is not yet true in the index. One runs at a time; a restart during it asks for one more.
+        """
+        self._resend_wanted.set()
+        if self._resend_running.acquire(blocking=False):
+            threading.Thread(target=self._resend_until_done, name="resend", daemon=True).start()
+
+    def _resend_until_done(self) -> None:
+        delay = 1.0
+        try:
+            while self._resend_wanted.is_set() and not self.stop_event.is_set():
+                self._resend_wanted.clear()
+                try:
+                    self.bootstrap()
+                except Exception as err:  # the database or the queue away again: try again, never give up
+                    self._resend_wanted.set()
+                    self.console.print(
+                        f"[yellow]re-sending after the queue restart failed ({type(err).__name__}: {err}); "
+                        f"retrying in {delay:.0f}s[/yellow]"
+                    )
+                    if self.stop_event.wait(delay):
+                        return
+                    delay = min(delay * 2, 30)
+        finally:
+            self._resend_running.release()
+        if self._resend_wanted.is_set():  # asked for while this one was finishing
+            self.resend_lost_messages()
 
     def kill(self, name: str) -> int:
         """SIGKILL a component (fault injection); the supervisor restarts it. Returns the killed pid."""
@@ -352,6 +387,8 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
         console.print(f"[red]port {web_port} is in use: pass --port N[/red]")
         return 2
     supervisor = Supervisor(settings, web_port=web_port, console=console)
+    # The terminal shows progress and sentences; this process's JSON log lines go to a log file.
+    log_to_file(supervisor.home / "logs" / "demo.log")
     started_wall, started = time.time(), time.monotonic()
     # --timeout counts from the command's start and bounds every wait after start-up (the bootstrap
     # follow included): a script that passes it must get its summary line whatever gets stuck.

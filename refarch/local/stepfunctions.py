@@ -1,4 +1,5 @@
-"""The bootstrap state machine run locally: Plan -> Map(Batch, max concurrency) -> Finalize.
+"""The state machines run locally: bootstrap (Plan -> Map(Batch) -> Finalize) and reconcile
+(Plan -> Map(Shard) -> Finalize).
 
 The same Lambda handlers the Step Functions definition invokes, loaded by handler string; the
 Map is a thread pool of the same max concurrency, and a Batch whose range another worker holds
@@ -20,6 +21,9 @@ from refarch.topology import (
     BOOTSTRAP_FINALIZE_HANDLER,
     BOOTSTRAP_PLAN_HANDLER,
     DEFAULT_TOPOLOGY,
+    RECONCILE_FINALIZE_HANDLER,
+    RECONCILE_PLAN_HANDLER,
+    RECONCILE_SHARD_HANDLER,
     Topology,
 )
 
@@ -56,3 +60,13 @@ def invoke_batch(item: dict[str, Any], topology: Topology = DEFAULT_TOPOLOGY) ->
                 raise
             time.sleep(topology.bootstrap_busy_retry_seconds * 2**attempt)
             attempt += 1
+
+
+def run_reconcile(*, repair: bool, topology: Topology = DEFAULT_TOPOLOGY) -> dict[str, Any]:
+    """Run one reconcile execution: every shard compared (and repaired), then the summed report."""
+    plan = invoke(RECONCILE_PLAN_HANDLER, {"repair": repair})
+    with ThreadPoolExecutor(max_workers=topology.reconcile_max_concurrency, thread_name_prefix="reconcile") as pool:
+        results = list(
+            pool.map(lambda item: invoke(RECONCILE_SHARD_HANDLER, item, timeout_seconds=900), plan["shards"])
+        )
+    return invoke(RECONCILE_FINALIZE_HANDLER, {"results": results})

@@ -3,7 +3,9 @@
 In AWS these are three Lambdas in a Step Functions Map; locally the same functions run in a
 thread pool of the Map's max concurrency. Re-runnable and resumable: an unfinished run is
 resumed (its done ranges are not redone), and rows already indexed at their current version
-are not sent again.
+are not sent again. It converges deletes too: a product the ledger still holds but the table no
+longer has gets its delete sent again, so after a bootstrap and a drained queue the index equals
+the database, whatever messages were lost before.
 """
 
 from __future__ import annotations
@@ -42,7 +44,12 @@ def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dic
             run_id = row[0]
             logger.info("resuming bootstrap run", extra={"run_id": run_id})
         else:
-            cur.execute("SELECT count(*), coalesce(min(id), 1), coalesce(max(id), 0) FROM products")
+            # The id space covers products and every product the ledger still holds (deletes to converge).
+            cur.execute(
+                "SELECT (SELECT count(*) FROM products), coalesce(min(id), 1), coalesce(max(id), 0) FROM ("
+                " SELECT id FROM products UNION ALL"
+                " SELECT product_id FROM sync_state WHERE status <> 'deleted') AS ids"
+            )
             total, low, high = fetch_one(cur)
             cur.execute(
                 "INSERT INTO bootstrap_runs (range_size, total_rows) VALUES (%s, %s) RETURNING id",
@@ -66,7 +73,7 @@ def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dic
 
 
 def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> dict[str, Any]:
-    """Enqueue one range's rows that are not indexed at their current version.
+    """Enqueue one range's rows that are not indexed at their current version, and its lost deletes.
 
     The range row is claimed FOR UPDATE SKIP LOCKED, so two workers never take the same rows;
     it is marked done in the same transaction, after SQS accepted every row. A crash leaves it
@@ -101,8 +108,21 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
             for pid, version, current in rows
             if not current
         ]
+        # Products the ledger says the index still holds (or failed to delete) but the table no
+        # longer has: their delete may have been lost (a purged queue, an expired or dropped
+        # message), so send it again. Emu re-reads the row, so a re-inserted id is synced instead.
+        cur.execute(
+            "SELECT s.product_id, s.indexed_version + 1 FROM sync_state s"
+            " WHERE s.product_id BETWEEN %s AND %s AND s.status <> 'deleted'"
+            " AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = s.product_id) ORDER BY s.product_id",
+            (first_id, last_id),
+        )
+        todo += [
+            SyncMessage(product_id=pid, version=max(version, 1), op="delete", source="bootstrap")
+            for pid, version in cur.fetchall()
+        ]
         queue.send(todo)
-        skipped = len(rows) - len(todo)
+        skipped = len(rows) - sum(1 for m in todo if m.op == "sync")
         _mark_outbox_covered(cur, [(m.product_id, m.version) for m in todo])
         cur.execute(
             "UPDATE bootstrap_ranges SET status = 'done', enqueued = %s, skipped = %s, updated_at = now()"

@@ -116,7 +116,17 @@ def render_join(value: Any) -> str:
     return delimiter.join(render(p) for p in parts)
 
 
-def state_machine_definition(template: Template) -> dict[str, Any]:
-    """The single state machine's definition as parsed JSON (function ARNs as `<logical id>`)."""
-    props = only(template, "AWS::StepFunctions::StateMachine")
+def state_machine_id(template: Template, name: str) -> str:
+    """The logical id of the one state machine whose construct is `name` ("Bootstrap", "Reconcile")."""
+    (found,) = [
+        logical_id
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::StepFunctions::StateMachine" and logical_id.startswith(name)
+    ]
+    return found
+
+
+def state_machine_definition(template: Template, name: str = "Bootstrap") -> dict[str, Any]:
+    """A state machine's definition as parsed JSON (function ARNs as `<logical id>`)."""
+    props = template["Resources"][state_machine_id(template, name)]["Properties"]
     return json.loads(render_join(props["DefinitionString"]))

@@ -69,11 +69,13 @@ LAMBDA_ROLES = {
         {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
     ),
     topology.BOOTSTRAP_FINALIZE_HANDLER: ("pelican", {"database:pelican"}, set()),
-    topology.RECONCILE_HANDLER: (
+    topology.RECONCILE_PLAN_HANDLER: ("pelican", {"database:pelican"}, set()),
+    topology.RECONCILE_SHARD_HANDLER: (
         "pelican",
         {"database:pelican", "openai", "pinecone"},
         {QUEUE_SEND, "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
     ),
+    topology.RECONCILE_FINALIZE_HANDLER: ("pelican", {"database:pelican"}, set()),
 }
 
 

@@ -14,6 +14,7 @@ from tests.infra.templates import (
     only,
     resources,
     state_machine_definition,
+    state_machine_id,
 )
 
 SECRET_ARN_SETTINGS = {"REFARCH_DATABASE_SECRET_ARN", "REFARCH_OPENAI_SECRET_ARN", "REFARCH_PINECONE_SECRET_ARN"}
@@ -126,7 +127,7 @@ def test_bootstrap_retries_lambda_errors_and_records_failures(dev: Synthesized) 
 def test_bootstrap_logs_traces_and_starts_once_after_the_schema(dev: Synthesized) -> None:
     # Given the state machine and its starter
     template = dev.template_json(dev.stacks.pelican)
-    machine = only(template, "AWS::StepFunctions::StateMachine")
+    machine = template["Resources"][state_machine_id(template, "Bootstrap")]["Properties"]
     starter = next(iter(resources(template, "Custom::StartFirstBootstrap").values()))["Properties"]
     create_call = json.loads(render_create(starter["Create"]))
     manifest = json.loads((dev.outdir / "manifest.json").read_text())
@@ -163,16 +164,30 @@ def test_listener_is_one_fargate_task_with_health_check_and_circuit_breaker(dev:
     assert "ecr" in json.dumps(listener["Image"]) and "container-assets" in json.dumps(listener["Image"])
 
 
-def test_reconcile_runs_weekly(dev: Synthesized) -> None:
-    # Given the schedule rule and the reconcile function
+def test_reconcile_runs_weekly_as_a_fan_out_over_id_shards(dev: Synthesized) -> None:
+    # Given the schedule rule and the reconcile state machine
     template = dev.template_json(dev.stacks.pelican)
     rule = only(template, "AWS::Events::Rule")
-    reconcile_id = function_logical_id(template, topology.RECONCILE_HANDLER)
-    # Then it invokes reconcile (with repair) every seven days
+    definition = state_machine_definition(template, "Reconcile")
+    states = definition["States"]
+
+    def runs(state: dict, handler: str) -> bool:
+        return state["Resource"] == f"<{function_logical_id(template, handler)}>"
+
+    # Then the rule starts it (with repair) every seven days
     assert rule["ScheduleExpression"] == "rate(7 days)"
     target = rule["Targets"][0]
-    assert target["Arn"] == {"Fn::GetAtt": [reconcile_id, "Arn"]}
+    assert target["Arn"] == {"Ref": state_machine_id(template, "Reconcile")}
     assert json.loads(target["Input"]) == {"repair": True}
+    # And it runs Plan -> Map(Shard, the stage's concurrency) -> Finalize(the Map's results)
+    assert definition["StartAt"] == "Plan" and runs(states["Plan"], topology.RECONCILE_PLAN_HANDLER)
+    shards = states[states["Plan"]["Next"]]
+    assert shards["Type"] == "Map" and shards["ItemsPath"] == "$.shards"
+    assert shards["MaxConcurrency"] == dev.config.topology.reconcile_max_concurrency
+    assert runs(shards["ItemProcessor"]["States"]["Shard"], topology.RECONCILE_SHARD_HANDLER)
+    finalize = states[shards["Next"]]
+    assert runs(finalize, topology.RECONCILE_FINALIZE_HANDLER)
+    assert finalize["Parameters"] == {"results.$": "$.results"}
 
 
 def test_web_runs_gunicorn_behind_the_alb_with_healthz(dev: Synthesized) -> None:

@@ -7,12 +7,15 @@ import json
 from click.testing import CliRunner
 
 import lambdas.emu
+import lambdas.reconcile
 from refarch import catalog
 from refarch.cli import main
+from refarch.id_shards import Shard
 from refarch.local.event_source import EventSourcePoller
+from refarch.local.stepfunctions import run_reconcile
 from refarch.messages import SyncMessage
 from refarch.queue import make_sqs_client
-from refarch.reconcile import find_drift, repair
+from refarch.reconcile import find_drift, plan_shards, repair
 
 
 def drain(settings) -> int:
@@ -59,6 +62,8 @@ def test_drift_is_reported_and_repaired_through_the_queue(emu_runtime, local_set
 
 
 def test_cli_reports_drift_with_a_failing_exit_code(emu_runtime, local_settings, conn, monkeypatch):
+    # The reconcile state machine's handlers, wired to this test's database, index and queue
+    monkeypatch.setattr(lambdas.reconcile, "runtime", emu_runtime)
     catalog.seed(conn, 5)
     emu_runtime.emu.process(
         {
@@ -68,7 +73,6 @@ def test_cli_reports_drift_with_a_failing_exit_code(emu_runtime, local_settings,
     )
     with conn, conn.cursor() as cur:
         cur.execute("DELETE FROM product_vectors WHERE product_id = 2")
-    monkeypatch.setattr("refarch.runtime.Runtime.embedder", emu_runtime.embedder)
 
     result = CliRunner().invoke(main, ["reconcile", "--json"])
     assert result.exit_code == 1, result.output
@@ -80,3 +84,52 @@ def test_cli_reports_drift_with_a_failing_exit_code(emu_runtime, local_settings,
     assert drain(local_settings) == 1
     result = CliRunner().invoke(main, ["reconcile", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout.strip().splitlines()[-1])["clean"]
+
+
+def test_a_catalog_reconciles_shard_by_shard_whatever_its_ids(emu_runtime, local_settings, conn, monkeypatch):
+    # Given products whose ids have one to seven digits, indexed by Emu
+    monkeypatch.setattr(lambdas.reconcile, "runtime", emu_runtime)
+    catalog.seed(conn, 12)
+    with conn, conn.cursor() as cur:
+        for pid in (123, 4_567, 89_012, 345_678, 1_234_567):
+            cur.execute(
+                "INSERT INTO products (id, sku, name, description, category, price) OVERRIDING SYSTEM VALUE"
+                " VALUES (%s, %s, %s, 'A product far along the id space.', 'software', 1)",
+                (pid, f"FAR-{pid}", f"Far product {pid}"),
+            )
+        cur.execute("SELECT id FROM products")
+        ids = sorted(r[0] for r in cur.fetchall())
+    messages = {pid: SyncMessage(product_id=pid, version=1, op="sync", source="bootstrap") for pid in ids}
+    outcome = emu_runtime.emu.process({str(pid): m.model_dump_json() for pid, m in messages.items()})
+    assert outcome.failures == {} and outcome.embedded == 17
+
+    # Then the plan splits the id space by two-digit prefixes, plus one shard for the one-digit ids
+    shards = plan_shards(emu_runtime.db)
+    assert shards[0] == Shard(below=10) and [s.prefix for s in shards[1:]] == [str(p) for p in range(10, 100)]
+    # And every id belongs to exactly one shard, on both sides
+    owners = {pid: [s for s in shards if any(lo <= pid <= hi for lo, hi in s.ranges())] for pid in ids}
+    assert all(len(found) == 1 for found in owners.values()), owners
+
+    # When vectors go missing, stale and extra in different shards behind the system's back
+    with conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM product_vectors WHERE product_id IN (4, 345678)")
+        cur.execute("UPDATE product_vectors SET content_hash = 'corrupted' WHERE product_id = 89012")
+        cur.execute(
+            "INSERT INTO product_vectors SELECT 7777777, embedding, sku, name, category, price, version,"
+            " content_hash, updated_at FROM product_vectors WHERE product_id = 1"
+        )
+
+    # Then the fanned-out reconcile finds exactly that drift, summed over the shards
+    report = run_reconcile(repair=False)
+    assert (report["missing_sample"], report["stale_sample"], report["extra_sample"]) == (
+        [4, 345678],
+        [89012],
+        [7777777],
+    )
+    assert report["products"] == 17 and report["vectors"] == 16 and report["shards"] == 91
+    assert not report["clean"]
+
+    # When it runs with repair and Emu drains the queue, Then the index equals the database again
+    assert run_reconcile(repair=True)["repaired"] == 4
+    assert drain(local_settings) == 4
+    assert run_reconcile(repair=False)["clean"]

@@ -1,0 +1,116 @@
+"""An independent check that the index equals the table, trusting neither the ledger nor Emu.
+
+Used by `refarch chaos` after every scenario. It reads the table and the index, and compares
+ids, every metadata field and the content hash; then it embeds a random sample of rows again and
+compares those vectors with the stored ones. The ledger is compared too, but only to report its
+drift: "synced" is decided by the index and the table alone.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from refarch import products
+from refarch.db import Database
+from refarch.embeddings import Embedder
+from refarch.emu import content_hash
+from refarch.vector_index import VectorIndex
+
+# Two embeddings of the same text by the same model agree to far better than this.
+SAME_VECTOR_COSINE = 0.999
+SAMPLE_IDS = 10
+
+
+@dataclass
+class Convergence:
+    """What differs between the table and the index (ids sorted), and what the ledger claims."""
+
+    rows: int = 0
+    vectors: int = 0
+    missing: list[int] = field(default_factory=list)  # row without a vector
+    extra: list[int] = field(default_factory=list)  # vector without a row (a lost delete)
+    wrong_metadata: list[int] = field(default_factory=list)  # sku, name, category, price or version differ
+    wrong_hash: list[int] = field(default_factory=list)  # embedded from other text than the row's
+    wrong_vector: list[int] = field(default_factory=list)  # re-embedding the row gives another vector
+    ledger_drift: list[int] = field(default_factory=list)  # the ledger disagrees with the index
+    vectors_checked: int = 0
+
+    @property
+    def lost(self) -> int:
+        """Changes that never reached the index: rows missing, deletes not applied."""
+        return len(self.missing) + len(self.extra)
+
+    @property
+    def stale(self) -> int:
+        """Vectors present but not what the row says."""
+        return len(set(self.wrong_metadata) | set(self.wrong_hash) | set(self.wrong_vector))
+
+    @property
+    def clean(self) -> bool:
+        """Index == table, and the ledger agrees."""
+        return self.lost == 0 and self.stale == 0 and not self.ledger_drift
+
+    def detail(self) -> str:
+        """A short description of every kind of difference found (empty when clean)."""
+        kinds = ("missing", "extra", "wrong_metadata", "wrong_hash", "wrong_vector", "ledger_drift")
+        return " ".join(
+            f"{kind}={len(ids)} {ids[:SAMPLE_IDS]}" for kind in kinds if (ids := getattr(self, kind))
+        ).strip()
+
+
+def check_convergence(
+    db: Database, index: VectorIndex, embedder: Embedder, *, sample: int = 50, seed: int = 0
+) -> Convergence:
+    """Compare every row with its vector (metadata and hash), and `sample` random rows' vectors with a re-embedding."""
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT id FROM products")
+        rows = products.get_many(conn, [r[0] for r in cur.fetchall()])
+        cur.execute("SELECT product_id, indexed_version, content_hash, status FROM sync_state")
+        ledger = {pid: (version, digest, status) for pid, version, digest, status in cur.fetchall()}
+    stored = dict(index.scan())
+    result = Convergence(rows=len(rows), vectors=len(stored))
+    result.missing = sorted(set(rows) - set(stored))
+    result.extra = sorted(set(stored) - set(rows))
+    for pid in sorted(set(rows) & set(stored)):
+        row, meta = rows[pid], stored[pid]
+        if not _same_metadata(row.metadata(), meta):
+            result.wrong_metadata.append(pid)
+        if meta.get("content_hash") != content_hash(embedder.model_id, row.embedding_text()):
+            result.wrong_hash.append(pid)
+    for pid, (version, digest, status) in sorted(ledger.items()):
+        held = stored.get(pid)
+        holds = held is not None and (int(held["version"]), held.get("content_hash")) == (version, digest)
+        if (status == "indexed" and not holds) or (status == "deleted" and held is not None):
+            result.ledger_drift.append(pid)
+
+    both = sorted(set(rows) & set(stored))
+    chosen = random.Random(seed).sample(both, min(sample, len(both)))
+    if chosen:
+        vectors = index.fetch_vectors(chosen)
+        fresh = embedder.embed([rows[pid].embedding_text() for pid in chosen])
+        for pid, vector in zip(chosen, fresh, strict=True):
+            if pid not in vectors or _cosine(vectors[pid], vector) < SAME_VECTOR_COSINE:
+                result.wrong_vector.append(pid)
+        result.vectors_checked = len(chosen)
+    return result
+
+
+def _same_metadata(expected: dict[str, Any], stored: dict[str, Any]) -> bool:
+    for key, value in expected.items():
+        if key == "product_id" and key not in stored:
+            continue  # pgvector keeps the id as the key, not as a metadata field
+        if key == "price":
+            if not math.isclose(float(stored.get(key, math.nan)), float(value), abs_tol=1e-6):
+                return False
+        elif stored.get(key) != value:
+            return False
+    return True
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
