@@ -27,9 +27,11 @@ MAX_K = 100
 MAX_DEPTH = 1000
 # Listing has no depth cap, but its OFFSET must stay a bigint: 10 million pages of MAX_K rows is far inside.
 MAX_PAGE = 10_000_000
-# Hybrid fuses each list to at least this depth, so pages of the first 100 results come from one
-# fused ranking and concatenate exactly; deeper pages fuse deeper lists.
-FUSION_DEPTH = 100
+# Hybrid fuses each list to at least this depth, so pages within the first 40 results come from one
+# fused ranking and concatenate exactly; deeper pages fuse deeper lists. 40 is pgvector's default
+# hnsw.ef_search: fusing asks the vector index no more than a semantic search does (measured: at
+# 100,000 products a depth of 100 made hybrid search ~3x slower than semantic).
+FUSION_DEPTH = 40
 
 SearchMode = Literal["hybrid", "semantic", "lexical"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
