@@ -345,7 +345,7 @@ def search(query: str, k: int, category: str | None, mode: str, as_json: bool) -
     if page.fallback_reason:
         click.echo(f"note: {page.fallback_reason}", err=True)
     for hit in page.hits:
-        score = f"{hit.score:.3f}" if hit.score is not None else "  -  "
+        score = f"{hit.score:.4f}" if hit.score is not None else "   -  "
         ranks = " ".join(f"{name}#{rank}" for name, rank in hit.ranks.items())
         click.echo(f"{score}  #{hit.product.id:<7} {hit.product.name} [{hit.product.category}]  {ranks}".rstrip())
 

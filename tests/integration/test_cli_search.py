@@ -36,11 +36,11 @@ def test_search_modes_from_the_command_line(dsn: str, tmp_path: Path):
     result = search_cli("skillet", "--mode", "lexical", "--json", dsn=dsn, home=tmp_path)
     # Then the product whose text has the word comes back, ranked by the lexical list, and the mode is said
     assert result.exit_code == 0, result.output
-    body = json.loads(result.output)
+    body = json.loads(result.stdout)
     assert body["mode"] == body["requested_mode"] == "lexical" and body["fallback_reason"] is None
     assert [(r["sku"], r["ranks"]) for r in body["results"]] == [("KI-1", {"lexical": 1})]
     # When printing lines, Then each says which lists it came from
-    lines = search_cli("neural networks", "--mode", "lexical", dsn=dsn, home=tmp_path).output.strip().splitlines()
+    lines = search_cli("neural networks", "--mode", "lexical", dsn=dsn, home=tmp_path).stdout.strip().splitlines()
     assert len(lines) == 2 and all(line.endswith("lexical#1") or line.endswith("lexical#2") for line in lines)
     # When the mode is not one of the three, Then it is a usage error (exit 2) naming the choices
     refused = search_cli("tent", "--mode", "fuzzy", dsn=dsn, home=tmp_path)
