@@ -29,8 +29,8 @@ MAX_DEPTH = 1000
 MAX_PAGE = 10_000_000
 # Hybrid fuses each list to at least this depth, so pages within the first 40 results come from one
 # fused ranking and concatenate exactly; deeper pages fuse deeper lists. 40 is pgvector's default
-# hnsw.ef_search: fusing asks the vector index no more than a semantic search does (measured: at
-# 100,000 products a depth of 100 made hybrid search ~3x slower than semantic).
+# hnsw.ef_search: fusing asks the vector index no more than a semantic search does (a depth of 100
+# made hybrid several times slower than semantic at 100,000 products: docs/benchmarks.md).
 FUSION_DEPTH = 40
 
 SearchMode = Literal["hybrid", "semantic", "lexical"]
