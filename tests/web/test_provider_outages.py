@@ -1,6 +1,6 @@
 """A search provider that fails (OpenAI embeddings, Pinecone queries) is a 503 with a message, not a 500.
 
-The real SDKs talk over HTTP to the local stand-ins, which inject the failures (refarch/local/standins.py).
+The real SDKs talk over HTTP to the local stand-ins, which inject the failures (refarch_local/standins.py).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from refarch.embeddings import LocalEmbedder
-from refarch.local.standins import OpenAIStandIn, PineconeStandIn
 from refarch.runtime import Runtime
+from refarch_local.standins import OpenAIStandIn, PineconeStandIn
 from tests.web.conftest import build_app, make_runtime
 
 

@@ -29,11 +29,11 @@ from rich.table import Table
 
 from refarch import catalog
 from refarch.db import Database, connect, fetch_one, migrate, with_database
-from refarch.local.demo import Supervisor, emu_layout, free_port
 from refarch.messages import SyncMessage
 from refarch.products import embedding_text
 from refarch.settings import Settings, read_local_runtime
 from refarch.topology import DEFAULT_TOPOLOGY
+from refarch_local.demo import Supervisor, emu_layout, free_port
 
 QUERIES = (
     "AI",
