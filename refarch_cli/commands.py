@@ -48,8 +48,6 @@ def _local_runtime() -> ModuleType | None:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Semantic search over a live Postgres table: local runtime and operations."""
-    from refarch.db import set_fallback_database
-
     local = _local_runtime()
     if local is None:
         if ctx.invoked_subcommand in LOCAL_ONLY:
@@ -58,16 +56,18 @@ def main(ctx: click.Context) -> None:
                 "which this installation does not include"
             )
         return
+    # Containers in AWS run `pelican listen` and `web` with Powertools defaults (JSON logs, EMF metrics);
+    # everything else is a local tool and gets quiet local defaults, set before anything imports the
+    # logger (it reads its level, POWERTOOLS_LOG_LEVEL, when it is created).
+    if ctx.invoked_subcommand not in ("pelican", "web"):
+        local.apply_local_env()
+    from refarch.db import set_fallback_database
+    from refarch.observability import log_to_stderr
+
     local.exit_with_supervisor()
     # With nothing configured, the local runtime's embedded Postgres is the database.
     set_fallback_database(local.start_embedded_database)
-    # Containers in AWS run `pelican listen` and `web` with Powertools defaults (JSON logs, EMF metrics);
-    # everything else is a local tool and gets quiet local defaults.
     if ctx.invoked_subcommand not in ("pelican", "web"):
-        # Before the logger exists: it reads its level (POWERTOOLS_LOG_LEVEL) when it is created.
-        local.apply_local_env()
-        from refarch.observability import log_to_stderr
-
         # Local tools print their results (tables, JSON) on stdout; log lines must not mix in.
         log_to_stderr()
 

@@ -230,12 +230,17 @@ class Supervisor:
             time.sleep(0.1)
 
     def _wait_for_queue(self, timeout: float = 30) -> None:
+        if not self._queue_published(timeout):
+            raise RuntimeError(f"local SQS server did not start; see {self.home / 'logs' / 'sqs.log'}")
+
+    def _queue_published(self, timeout: float) -> bool:
+        """Wait until the SQS server has published its queue URLs (False when it did not in time)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._runtime().get("queue_url"):
-                return
+                return True
             time.sleep(0.1)
-        raise RuntimeError(f"local SQS server did not start; see {self.home / 'logs' / 'sqs.log'}")
+        return False
 
     def _runtime(self) -> dict[str, Any]:
         return read_local_runtime(self.home)
@@ -267,9 +272,9 @@ class Supervisor:
                 component.restarts += 1
                 component.start(self.env())
                 self._publish_pids()
-                if component.name == "sqs":
-                    # The local queue lives in memory: whatever it held is re-sent by a bootstrap.
-                    self._wait_for_queue()
+                # The local queue lives in memory: whatever it held is re-sent by a bootstrap. A server
+                # killed again while starting is simply restarted again by the next round of this loop.
+                if component.name == "sqs" and self._queue_published(timeout=30):
                     self.resend_lost_messages()
 
     def resend_lost_messages(self) -> None:
