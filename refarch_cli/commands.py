@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,6 +21,25 @@ DSN_HELP = "Postgres URL (default: DATABASE_URL, else the embedded database unde
 
 def _settings() -> Settings:
     return Settings()
+
+
+def _settings_with_queue(wait_seconds: float = 60.0) -> Settings:
+    """Settings that name a queue. Under a supervisor, a local SQS server that is (re)starting gets
+    `wait_seconds` to publish its queue URLs; otherwise a missing queue is an error at once."""
+    from refarch.settings import ConfigurationError
+
+    local = _local_runtime()
+    supervised = local is not None and os.environ.get(local.SUPERVISOR_PID_ENV)
+    deadline = time.monotonic() + (wait_seconds if supervised else 0.0)
+    while True:
+        settings = _settings()  # fresh: runtime.json is read again
+        try:
+            settings.resolved_queue_url()
+            return settings
+        except ConfigurationError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _stop_on_signals(stop: Any) -> None:
@@ -125,7 +146,7 @@ def pelican_listen(dsn: str | None, poll_seconds: float) -> None:
     from refarch.pelican.listener import OutboxRelay
     from refarch.queue import SyncQueue, make_sqs_client
 
-    settings = _settings()
+    settings = _settings_with_queue()
     relay = OutboxRelay(
         resolve_dsn(settings, dsn),
         SyncQueue(make_sqs_client(settings), settings.resolved_queue_url()),
@@ -186,10 +207,10 @@ def emu_worker(concurrency: int | None, ready_file: str) -> None:
     from refarch.topology import EMU_HANDLER
     from refarch_local.event_source import EventSourcePoller
 
-    settings = _settings()
     try:
         # Build Emu's runtime and find the queue now: a configuration that can never work fails here, once, clearly.
         _emu = importlib.import_module(EMU_HANDLER.rpartition(".")[0]).runtime.emu
+        settings = _settings_with_queue()
         queue_url = settings.resolved_queue_url()
     except ConfigurationError as err:
         click.echo(f"error: {err}", err=True)
