@@ -18,7 +18,7 @@ def run_refarch(*args: str, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ}
     env.pop("DATABASE_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "refarch", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "refarch_cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from refarch import catalog
-from refarch.local.relevance import CLASSES, PER_CLASS, build_query_set, hit_at, load_query_set, ndcg
+from refarch_local.relevance import CLASSES, PER_CLASS, build_query_set, hit_at, load_query_set, ndcg
 
 
 def test_the_stored_query_set_is_what_the_builder_makes_from_the_catalog():

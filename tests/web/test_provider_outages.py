@@ -1,6 +1,6 @@
 """A search provider that fails: embeddings down -> lexical results that say so; Pinecone down -> a 503 with a message.
 
-The real SDKs talk over HTTP to the local stand-ins, which inject the failures (refarch/local/standins.py).
+The real SDKs talk over HTTP to the local stand-ins, which inject the failures (refarch_local/standins.py).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from refarch.embeddings import LocalEmbedder
-from refarch.local.standins import OpenAIStandIn, PineconeStandIn
 from refarch.runtime import Runtime
+from refarch_local.standins import OpenAIStandIn, PineconeStandIn
 from tests.web.conftest import build_app, make_runtime
 
 

@@ -11,7 +11,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from refarch import products
-from refarch.local.standins import OpenAIStandIn
+from refarch_local.standins import OpenAIStandIn
 from tests.conftest import free_port
 from tests.web.conftest import Api, build_app, index_now, make_runtime
 

@@ -1,12 +1,15 @@
-"""The `refarch` command line (also `python -m refarch`). Interfaces documented in docs/cli.md."""
+"""The `refarch` command line (also `python -m refarch_cli`). Interfaces documented in docs/cli.md."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import signal
 import sys
+import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
@@ -20,6 +23,25 @@ def _settings() -> Settings:
     return Settings()
 
 
+def _settings_with_queue(wait_seconds: float = 60.0) -> Settings:
+    """Settings that name a queue. Under a supervisor, a local SQS server that is (re)starting gets
+    `wait_seconds` to publish its queue URLs; otherwise a missing queue is an error at once."""
+    from refarch.settings import ConfigurationError
+
+    local = _local_runtime()
+    supervised = local is not None and os.environ.get(local.SUPERVISOR_PID_ENV)
+    deadline = time.monotonic() + (wait_seconds if supervised else 0.0)
+    while True:
+        settings = _settings()  # fresh: runtime.json is read again
+        try:
+            settings.resolved_queue_url()
+            return settings
+        except ConfigurationError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def _stop_on_signals(stop: Any) -> None:
     """SIGTERM/SIGINT set the stop event: the in-flight work finishes, then the process exits 0."""
 
@@ -30,22 +52,43 @@ def _stop_on_signals(stop: Any) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
+# Subcommands that run the one-machine runtime: they need `refarch_local`, which the container lacks.
+LOCAL_ONLY = ("demo", "bench", "chaos", "sqs-server", "emu", "reconcile")
+
+
+def _local_runtime() -> ModuleType | None:
+    """The one-machine runtime when it is installed (the container image ships without it)."""
+    try:
+        import refarch_local
+    except ImportError:
+        return None
+    return refarch_local
+
+
 @click.group()
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Semantic search over a live Postgres table: local runtime and operations."""
+    local = _local_runtime()
+    if local is None:
+        if ctx.invoked_subcommand in LOCAL_ONLY:
+            raise click.UsageError(
+                f"`refarch {ctx.invoked_subcommand}` runs the local runtime (package refarch_local), "
+                "which this installation does not include"
+            )
+        return
     # Containers in AWS run `pelican listen` and `web` with Powertools defaults (JSON logs, EMF metrics);
-    # everything else is a local tool and gets quiet local defaults.
-    from refarch.local import exit_with_supervisor
-
-    exit_with_supervisor()
+    # everything else is a local tool and gets quiet local defaults, set before anything imports the
+    # logger (it reads its level, POWERTOOLS_LOG_LEVEL, when it is created).
     if ctx.invoked_subcommand not in ("pelican", "web"):
-        from refarch.local import apply_local_env
+        local.apply_local_env()
+    from refarch.db import set_fallback_database
+    from refarch.observability import log_to_stderr
 
-        # Before the logger exists: it reads its level (POWERTOOLS_LOG_LEVEL) when it is created.
-        apply_local_env()
-        from refarch.observability import log_to_stderr
-
+    local.exit_with_supervisor()
+    # With nothing configured, the local runtime's embedded Postgres is the database.
+    set_fallback_database(local.start_embedded_database)
+    if ctx.invoked_subcommand not in ("pelican", "web"):
         # Local tools print their results (tables, JSON) on stdout; log lines must not mix in.
         log_to_stderr()
 
@@ -103,7 +146,7 @@ def pelican_listen(dsn: str | None, poll_seconds: float) -> None:
     from refarch.pelican.listener import OutboxRelay
     from refarch.queue import SyncQueue, make_sqs_client
 
-    settings = _settings()
+    settings = _settings_with_queue()
     relay = OutboxRelay(
         resolve_dsn(settings, dsn),
         SyncQueue(make_sqs_client(settings), settings.resolved_queue_url()),
@@ -134,7 +177,9 @@ def pelican_health(max_age: float) -> None:
 @click.option("--fresh", is_flag=True, help="Abandon a run in progress instead of resuming it.")
 def pelican_bootstrap(range_size: int | None, fresh: bool) -> None:
     """Run the bootstrap (Plan -> Map(Batch) -> Finalize) locally with the Map's max concurrency."""
-    from refarch.local.stepfunctions import run_bootstrap
+    if _local_runtime() is None:
+        raise click.UsageError("`refarch pelican bootstrap` runs the local state machine (package refarch_local)")
+    from refarch_local.stepfunctions import run_bootstrap
 
     click.echo(json.dumps(run_bootstrap(range_size=range_size, fresh=fresh)))
 
@@ -157,15 +202,15 @@ def emu() -> None:
 )
 def emu_worker(concurrency: int | None, ready_file: str) -> None:
     """Poll the local queue and invoke the Emu Lambda handler (the local event source mapping)."""
-    from refarch.local.event_source import EventSourcePoller
     from refarch.queue import make_sqs_client
     from refarch.settings import ConfigurationError
     from refarch.topology import EMU_HANDLER
+    from refarch_local.event_source import EventSourcePoller
 
-    settings = _settings()
     try:
         # Build Emu's runtime and find the queue now: a configuration that can never work fails here, once, clearly.
         _emu = importlib.import_module(EMU_HANDLER.rpartition(".")[0]).runtime.emu
+        settings = _settings_with_queue()
         queue_url = settings.resolved_queue_url()
     except ConfigurationError as err:
         click.echo(f"error: {err}", err=True)
@@ -194,7 +239,7 @@ def emu_worker(concurrency: int | None, ready_file: str) -> None:
 )
 def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) -> None:
     """Run the whole system locally: Postgres, SQS, listener, Emu workers, web; bootstrap the catalog."""
-    from refarch.local.demo import run_demo
+    from refarch_local.demo import run_demo
 
     sys.exit(run_demo(rows=rows, web_port=port, exit_when_synced=exit_when_synced, timeout=timeout))
 
@@ -219,7 +264,7 @@ def bench(ctx: click.Context, quick: bool, json_path: Path | None, markdown_path
     """Benchmarks on a fresh local stack: throughput, change latency, search latency and relevance, memory."""
     if ctx.invoked_subcommand is not None:
         return
-    from refarch.local.bench import run_bench
+    from refarch_local.bench import run_bench
 
     run_bench(quick=quick, json_path=json_path, markdown_path=markdown_path)
 
@@ -229,7 +274,7 @@ def bench(ctx: click.Context, quick: bool, json_path: Path | None, markdown_path
 @MARKDOWN_OPTION
 def bench_relevance(json_path: Path | None, markdown_path: Path | None) -> None:
     """nDCG@10 and hits@3 per query class and search mode on the labelled query set (bench/)."""
-    from refarch.local.search_bench import run_search_bench
+    from refarch_local.search_bench import run_search_bench
 
     run_search_bench(latency=False, json_path=json_path, markdown_path=markdown_path)
 
@@ -241,7 +286,7 @@ def bench_relevance(json_path: Path | None, markdown_path: Path | None) -> None:
 @MARKDOWN_OPTION
 def bench_search(sizes: str, queries: int, json_path: Path | None, markdown_path: Path | None) -> None:
     """Relevance, search latency per mode at each size, and the query-embedding cache (OpenAI stand-in)."""
-    from refarch.local.search_bench import run_search_bench
+    from refarch_local.search_bench import run_search_bench
 
     try:
         latency_sizes = tuple(int(size) for size in sizes.split(","))
@@ -262,7 +307,7 @@ def bench_search(sizes: str, queries: int, json_path: Path | None, markdown_path
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results here.")
 def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None) -> None:
     """Inject faults into the local stack; each scenario ends with a full convergence check."""
-    from refarch.local.chaos import SCENARIOS, run_chaos
+    from refarch_local.chaos import SCENARIOS, run_chaos
 
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
@@ -281,7 +326,7 @@ def sqs_server(port: int, visibility_timeout: int) -> None:
     """Run a local SQS API (moto) on 127.0.0.1 with the FIFO queue and DLQ; Ctrl-C stops it."""
     import threading
 
-    from refarch.local.sqs import create_queues, start_server
+    from refarch_local.sqs import create_queues, start_server
 
     settings = _settings()
     server = start_server(port)
@@ -308,7 +353,7 @@ def web_command(host: str, port: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reconcile_command(do_repair: bool, as_json: bool) -> None:
     """Compare database, ledger and vector index, shard by shard; report missing, extra and stale vectors."""
-    from refarch.local.stepfunctions import run_reconcile
+    from refarch_local.stepfunctions import run_reconcile
 
     result = run_reconcile(repair=do_repair)
     click.echo(json.dumps(result) if as_json else "  ".join(f"{k}={v}" for k, v in result.items()))

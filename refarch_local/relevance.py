@@ -161,7 +161,7 @@ def build_query_set(rows: int = CATALOG_ROWS, seed: int = 15) -> dict[str, Any]:
         )
     return {
         "catalog_rows": rows,
-        "built_by": "refarch.local.relevance.build_query_set (python -m refarch.local.relevance rebuilds it)",
+        "built_by": "refarch_local.relevance.build_query_set (python -m refarch_local.relevance rebuilds it)",
         "queries": queries,
     }
 

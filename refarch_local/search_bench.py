@@ -19,10 +19,10 @@ from typing import Any
 from refarch import catalog
 from refarch.db import Database, connect, migrate, with_database
 from refarch.embeddings import Embedder
-from refarch.local.relevance import CLASSES, HITS_AT, hit_at, load_query_set, ndcg
 from refarch.products import embedding_text
 from refarch.search import SEARCH_MODES, SearchService
 from refarch.vector_index import PgVectorIndex, VectorRecord
+from refarch_local.relevance import CLASSES, HITS_AT, hit_at, load_query_set, ndcg
 
 # The latency queries of the full benchmark (a mix of needs, names and single words).
 LATENCY_QUERIES = (
@@ -209,7 +209,7 @@ def query_cache_latency(dsn: str, *, rows: int, queries: int) -> dict[str, Any]:
     OPENAI_STANDIN_DELAY_S before answering (a realistic round trip to the provider).
     """
     from refarch.embeddings import OpenAIEmbedder
-    from refarch.local.standins import OpenAIStandIn
+    from refarch_local.standins import OpenAIStandIn
 
     with OpenAIStandIn() as stand_in:
         embedder = OpenAIEmbedder(
@@ -329,8 +329,8 @@ def run_search_bench(
 
     from rich.console import Console
 
-    from refarch.local.bench import machine_description
-    from refarch.local.database import LocalDatabase
+    from refarch_local.bench import machine_description
+    from refarch_local.database import LocalDatabase
 
     console = Console(stderr=True)
     home = Path(tempfile.mkdtemp(prefix="refarch-search-bench-"))

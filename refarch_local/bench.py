@@ -5,7 +5,7 @@
 2. Change -> searchable latency: commit until the search path returns the product at its new
    version, for edits made at a steady pace.
 3. Search latency per mode (hybrid, semantic, lexical) at two catalog sizes; relevance per query
-   class and mode on the labelled query set; the query-embedding cache (refarch.local.search_bench).
+   class and mode on the labelled query set; the query-embedding cache (refarch_local.search_bench).
 4. Re-bootstrap and full re-delivery with nothing changed: embeddings computed (target 0).
 5. Peak memory of each process.
 Benchmarks print and write their numbers; they assert nothing (tests check behaviour).
@@ -30,11 +30,11 @@ from rich.table import Table
 
 from refarch import catalog
 from refarch.db import Database, connect, fetch_one
-from refarch.local.demo import Supervisor, emu_layout, free_port
 from refarch.messages import SyncMessage
 from refarch.products import embedding_text
 from refarch.settings import Settings, read_local_runtime
 from refarch.topology import DEFAULT_TOPOLOGY
+from refarch_local.demo import Supervisor, emu_layout, free_port
 
 # An edit the search path has not returned at its new version this long after its commit counts as
 # not found (reported next to the percentiles, which cover the edits that were found).
@@ -411,9 +411,9 @@ class Bench:
 
     def search_latency(self) -> None:
         """p50/p95 of SearchService.search per mode at two catalog sizes (the larger one in its own database)."""
-        from refarch.local import search_bench
         from refarch.search import SearchService
         from refarch.vector_index import PgVectorIndex
+        from refarch_local import search_bench
 
         self.console.print(f"[bold]3. search latency[/bold] per mode at {self.search_sizes} products …")
         results = {}
@@ -433,7 +433,7 @@ class Bench:
 
     def search_relevance(self) -> None:
         """Relevance per query class and mode, and the query-embedding cache (refarch bench relevance / search)."""
-        from refarch.local import search_bench
+        from refarch_local import search_bench
 
         self.results["search"] = search_bench.prepare_and_measure(
             self.supervisor.dsn,
@@ -532,7 +532,7 @@ def render(results: dict[str, Any], console: Console) -> str:
     console.print(table)
     lines = [f"Machine: {results['machine']}", "", "| Measure | Result | Target |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
-    from refarch.local.search_bench import markdown as search_markdown
+    from refarch_local.search_bench import markdown as search_markdown
 
     search_tables = search_markdown(results["search"])
     console.print(search_tables)

@@ -13,9 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from refarch.local.handlers import LocalLambdaContext, load_handler
 from refarch.observability import logger
 from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, Topology
+from refarch_local.handlers import LocalLambdaContext, load_handler
 
 RECEIVE_WAIT_SECONDS = 1
 
