@@ -27,7 +27,7 @@ from typing import Any
 
 from refarch import catalog
 
-QUERY_SET_PATH = Path(__file__).resolve().parents[2] / "bench" / "relevance_queries.json"
+QUERY_SET_PATH = Path(__file__).resolve().parents[1] / "bench" / "relevance_queries.json"
 CATALOG_ROWS = 2000
 PER_CLASS = 20
 CLASSES = ("paraphrase", "exact_name", "sku", "brand", "attribute", "misspelled")

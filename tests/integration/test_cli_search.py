@@ -14,7 +14,7 @@ from tests.web.conftest import CATALOG
 
 def search_cli(*args: str, dsn: str, home: Path):
     """The real `refarch search` in this process (click's runner)."""
-    from refarch.cli import main
+    from refarch_cli.commands import main
 
     env = {
         "DATABASE_URL": dsn,
