@@ -9,13 +9,13 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 
 from refarch import products, status
 from refarch.observability import logger
-from refarch.products import Product, StaleVersionError
-from refarch.search import SearchPage
+from refarch.products import MAX_ID, Product, ProductNotFoundError, StaleVersionError
+from refarch.search import ListingRequest, SearchPage, SearchRequest
 from refarch.settings import ConfigurationError
 from web.auth import can_edit, editor_required
+from web.contract import DeleteQuery, SyncStatusesQuery, present
 from web.db import get_db, get_runtime
 from web.errors import ApiError, error_response
-from web.params import MAX_DB_ID, product_id_list, search_args, version_value
 
 bp = Blueprint("api", __name__)
 
@@ -41,43 +41,40 @@ def _search_body(page: SearchPage) -> dict[str, Any]:
     return body
 
 
-def _json_object() -> dict[str, Any]:
+def json_object() -> dict[str, Any]:
+    """The request's JSON object; ApiError 400 for anything else."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "send a JSON object (Content-Type: application/json)")
     return body
 
 
-def _not_found(product_id: int) -> ApiError:
-    return ApiError(404, f"product {product_id} does not exist (it may have been deleted)")
-
-
 def _existing(conn: Any, product_id: int) -> Product:
-    product = products.get(conn, product_id) if product_id <= MAX_DB_ID else None
+    product = products.get(conn, product_id) if product_id <= MAX_ID else None
     if product is None:
-        raise _not_found(product_id)
+        raise ProductNotFoundError(product_id)
     return product
 
 
 @bp.get("/api/search")
 def search() -> Response:
     """Ranked products for ?q= (empty: products by id), with filters and pagination."""
-    return jsonify(_search_body(get_runtime().search.search(**search_args(request.args))))
+    asked = SearchRequest.checked(present(request.args))
+    return jsonify(_search_body(get_runtime().search.answer(asked)))
 
 
 @bp.get("/api/products")
 def list_products() -> Response:
     """Products by id, a page at a time, with the same filters as search."""
-    args = search_args(request.args)
-    args["query"] = ""
-    return jsonify(_search_body(get_runtime().search.search(**args)))
+    listing = ListingRequest.checked(present(request.args))
+    return jsonify(_search_body(get_runtime().search.answer(SearchRequest.model_validate(listing.model_dump()))))
 
 
 @bp.post("/api/products")
 @editor_required
 def create_product() -> tuple[Response, int, dict[str, str]]:
     """Add a product; it is pending until Emu has indexed it."""
-    fields = products.validate_fields(_json_object(), partial=False)
+    fields = products.validate_new(json_object())
     with get_db() as conn:
         product = products.create(conn, fields)
         sync = products.sync_statuses(conn, [product.id]).get(product.id)
@@ -98,17 +95,13 @@ def get_product(product_id: int) -> Response:
 @editor_required
 def update_product(product_id: int) -> Response:
     """Change the fields sent; `version` must be the one the client saw (else 409)."""
-    body = _json_object()
-    expected = version_value(body.pop("version", None), required=True)
-    fields = products.validate_fields(body, partial=True)
-    if product_id > MAX_DB_ID:
-        raise _not_found(product_id)
+    expected, fields = products.validate_change(json_object())
+    if product_id > MAX_ID:
+        raise ProductNotFoundError(product_id)
     try:
         with get_db() as conn:
             product = products.update(conn, product_id, fields, expected_version=expected)
             sync = products.sync_statuses(conn, [product_id]).get(product_id)
-    except KeyError:
-        raise _not_found(product_id) from None
     except StaleVersionError as err:
         with get_db() as conn:
             current = _existing(conn, product_id)
@@ -126,21 +119,18 @@ def update_product(product_id: int) -> Response:
 @editor_required
 def delete_product(product_id: int) -> tuple[str, int]:
     """Delete a product (only if still at ?version=, when given); Emu then removes its vector."""
-    expected = version_value(request.args.get("version"), required=False)
-    if product_id > MAX_DB_ID:
-        raise _not_found(product_id)
-    try:
-        with get_db() as conn:
-            products.delete(conn, product_id, expected_version=expected)
-    except KeyError:
-        raise _not_found(product_id) from None
+    expected = DeleteQuery.from_query(request.args).version
+    if product_id > MAX_ID:
+        raise ProductNotFoundError(product_id)
+    with get_db() as conn:
+        products.delete(conn, product_id, expected_version=expected)
     return "", 204
 
 
 @bp.get("/api/sync/statuses")
 def sync_statuses() -> Response:
     """Sync state of the given products (?ids=1,2,3): what the page polls while rows are pending."""
-    ids = product_id_list(request.args.get("ids", ""))
+    ids = SyncStatusesQuery.from_query(request.args).ids
     with get_db() as conn:
         found = products.sync_statuses(conn, ids)
     return jsonify(
