@@ -18,7 +18,9 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -146,18 +148,20 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
-def _label(max_chars: int, what: str) -> Any:
-    """Text with a visible character, without NUL, stored without surrounding spaces."""
-    return Annotated[
-        str,
-        Field(max_length=max_chars, pattern=LABEL_PATTERN, description=what),
-        AfterValidator(str.strip),
-    ]
-
-
-Sku = _label(MAX_SKU_CHARS, "Stock-keeping unit, unique")
-Name = _label(MAX_NAME_CHARS, "Product name")
-Category = _label(MAX_CATEGORY_CHARS, "Category (filters match it exactly)")
+# Text with a visible character and without NUL; stored without surrounding spaces.
+Sku = Annotated[
+    str,
+    Field(max_length=MAX_SKU_CHARS, pattern=LABEL_PATTERN, description="Stock-keeping unit, unique"),
+    AfterValidator(str.strip),
+]
+Name = Annotated[
+    str, Field(max_length=MAX_NAME_CHARS, pattern=LABEL_PATTERN, description="Product name"), AfterValidator(str.strip)
+]
+Category = Annotated[
+    str,
+    Field(max_length=MAX_CATEGORY_CHARS, pattern=LABEL_PATTERN, description="Category (filters match it exactly)"),
+    AfterValidator(str.strip),
+]
 Description = Annotated[
     str,
     Field(max_length=MAX_DESCRIPTION_CHARS, pattern=TEXT_PATTERN, description="Free text; formatting is kept"),
@@ -168,7 +172,7 @@ Price = Annotated[
     PlainSerializer(str),
     WithJsonSchema(
         {
-            "description": "A number or a string with at most 2 decimals, 0 to 9999999999.99 (stored as numeric(12, 2))",
+            "description": "A number or a string with at most 2 decimals, 0 to 9999999999.99 (numeric(12, 2))",
             "oneOf": [
                 {"type": "number", "minimum": 0, "maximum": float(MAX_PRICE), "multipleOf": 0.01},
                 {"type": "string", "pattern": PRICE_TEXT_PATTERN, "examples": ["19.99"]},
@@ -176,7 +180,7 @@ Price = Annotated[
         }
     ),
 ]
-Version = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=MAX_ID)]
+Version = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_whole_number)]
 
 # How a refusal is worded where the generic wording (refarch.input_errors) would not say it best.
 _MESSAGES = {
@@ -187,11 +191,15 @@ _MESSAGES = {
 }
 
 
-def _without_null_defaults(schema: dict[str, Any]) -> None:
-    # An optional field may be left out, not sent as null: its default is no value a client could send.
-    for field_schema in schema.get("properties", {}).values():
+def _optional_not_null(schema: dict[str, Any]) -> None:
+    # An optional field may be left out, not sent as null: document it as its type alone.
+    for name, field_schema in schema.get("properties", {}).items():
+        branches = [branch for branch in field_schema.pop("anyOf", []) if branch != {"type": "null"}]
+        if len(branches) == 1:
+            field_schema.update(branches[0])
         if field_schema.get("default", "") is None:
             del field_schema["default"]
+        schema["properties"][name] = field_schema
 
 
 class NewProduct(BaseModel):
@@ -209,15 +217,23 @@ class NewProduct(BaseModel):
 class ProductChange(BaseModel):
     """The version the client saw and the fields it changes (PUT /api/products/{id}); others stay."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_null_defaults)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_optional_not_null)
 
     version: Annotated[Version, Field(description="The version you last saw (optimistic locking)")]
-    # Field(default=None): absent means unchanged; an explicit null is refused like any non-text.
-    sku: Sku = Field(default=None)
-    name: Name = Field(default=None)
-    category: Category = Field(default=None)
-    price: Price = Field(default=None)
-    description: Description = Field(default=None)
+    sku: Sku | None = None
+    name: Name | None = None
+    category: Category | None = None
+    price: Price | None = None
+    description: Description | None = None
+
+    @field_validator("sku", "name", "category", "price", "description", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        # Absent means unchanged; null is no value a column can take.
+        if value is None:
+            kind = "a number such as 19.99" if info.field_name == "price" else "text"
+            raise PydanticCustomError("not_null", f"must be {kind}")
+        return value
 
 
 def validate_new(data: dict[str, Any]) -> dict[str, Any]:

@@ -123,9 +123,12 @@ class ListingRequest(BaseModel):
         AfterValidator(lambda value: _blank_as_none(value) if value is not None else None),
     ] = None
     min_price: Annotated[float, Field(ge=0, allow_inf_nan=False, description="Lowest price")] | None = None
-    max_price: Annotated[
-        float, Field(ge=0, allow_inf_nan=False, description="Highest price (below min_price: nothing matches)")
-    ] | None = None
+    max_price: (
+        Annotated[
+            float, Field(ge=0, allow_inf_nan=False, description="Highest price (below min_price: nothing matches)")
+        ]
+        | None
+    ) = None
 
     # How a refusal is worded where the generic wording would not say it best.
     MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
@@ -169,7 +172,6 @@ class SearchRequest(ListingRequest):
     ] = DEFAULT_MODE
 
 
-
 class SearchService:
     """The one search implementation (web page, JSON API, `refarch search`, benchmarks)."""
 
@@ -211,10 +213,19 @@ class SearchService:
         end = min(offset + k, MAX_DEPTH)
         if offset >= end:
             # Past the ranked depth: an empty page, like a listing past its last product.
-            return SearchPage(query=query, hits=[], page=page, k=k, total=None, has_more=False, mode=requested,
-                              requested_mode=requested)
-        search_filter = SearchFilter(category=request.category, min_price=request.min_price,
-                                     max_price=request.max_price)
+            return SearchPage(
+                query=query,
+                hits=[],
+                page=page,
+                k=k,
+                total=None,
+                has_more=False,
+                mode=requested,
+                requested_mode=requested,
+            )
+        search_filter = SearchFilter(
+            category=request.category, min_price=request.min_price, max_price=request.max_price
+        )
         used: SearchMode = requested
         fallback: str | None = None
         vector: list[float] | None = None

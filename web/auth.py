@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
-
 from pydantic import ValidationError
 
 from refarch.observability import logger

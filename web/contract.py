@@ -73,7 +73,9 @@ class SyncStatusesQuery(QueryRequest):
 class DeleteQuery(QueryRequest):
     """DELETE /api/products/{product_id}?version=."""
 
-    version: Annotated[int, Field(ge=1, le=MAX_ID, description="Only delete if the product is still at this version")] | None = None
+    version: (
+        Annotated[int, Field(ge=1, le=MAX_ID, description="Only delete if the product is still at this version")] | None
+    ) = None
 
     MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
         ("version", "greater_than_equal"): "out of range",
@@ -102,7 +104,9 @@ class SyncState(BaseModel):
 
     product_id: int
     status: Literal["indexed", "pending", "failed"]
-    last_error: str | None = Field(description="Why indexing failed (status failed); null for sessions that may not edit")
+    last_error: str | None = Field(
+        description="Why indexing failed (status failed); null for sessions that may not edit"
+    )
     version: int = Field(description="The product's current version")
     indexed_version: int | None = Field(description="The version the index holds")
     attempts: int | None

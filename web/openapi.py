@@ -196,7 +196,11 @@ def _paths() -> dict[str, Any]:
                 "sync",
                 "Sync state of some products (what the page polls while rows are pending)",
                 parameters=_query_parameters(contract.SyncStatusesQuery),
-                ok=("200", "States of the products that exist; deleted ones are listed as missing", contract.SyncStatuses),
+                ok=(
+                    "200",
+                    "States of the products that exist; deleted ones are listed as missing",
+                    contract.SyncStatuses,
+                ),
                 errors="400 503",
             )
         },
