@@ -13,7 +13,7 @@ from refarch.products import MAX_ID, Product, ProductNotFoundError, StaleVersion
 from refarch.search import ListingRequest, SearchPage, SearchRequest
 from refarch.settings import ConfigurationError
 from web.auth import can_edit, editor_required
-from web.contract import DeleteQuery, SyncStatusesQuery, present
+from web.contract import DeleteQuery, SyncStatusesQuery
 from web.db import get_db, get_runtime
 from web.errors import ApiError, error_response
 
@@ -59,14 +59,14 @@ def _existing(conn: Any, product_id: int) -> Product:
 @bp.get("/api/search")
 def search() -> Response:
     """Ranked products for ?q= (empty: products by id), with filters and pagination."""
-    asked = SearchRequest.checked(present(request.args))
+    asked = SearchRequest.checked(request.args)
     return jsonify(_search_body(get_runtime().search.answer(asked)))
 
 
 @bp.get("/api/products")
 def list_products() -> Response:
     """Products by id, a page at a time, with the same filters as search."""
-    listing = ListingRequest.checked(present(request.args))
+    listing = ListingRequest.checked(request.args)
     return jsonify(_search_body(get_runtime().search.answer(SearchRequest.model_validate(listing.model_dump()))))
 
 

@@ -31,7 +31,7 @@ def present(args: Mapping[str, str]) -> dict[str, str]:
 
 
 class QueryRequest(BaseModel):
-    """A request read from the query string; an empty value counts as absent (as HTML forms send it)."""
+    """A request read from the query string (an empty value is a value: `version=` is not a version)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -41,7 +41,7 @@ class QueryRequest(BaseModel):
     def from_query(cls: type[_Request], args: Mapping[str, str]) -> _Request:
         """The request, or ApiError 400 naming each bad parameter."""
         try:
-            return cls.model_validate(present(args))
+            return cls.model_validate(dict(args.items()))
         except ValidationError as err:
             fields, _ = field_messages(err, cls.MESSAGES)
             message = "; ".join(f"{name} {text}" for name, text in fields.items())

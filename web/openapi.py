@@ -241,8 +241,10 @@ def _paths() -> dict[str, Any]:
                 "summary": "This description",
                 "responses": {
                     "200": {
-                        "description": "OpenAPI 3.1 YAML",
-                        "content": {"application/yaml": {"schema": {"type": "string"}}},
+                        "description": "This OpenAPI 3.1 document, as YAML",
+                        "content": {
+                            "application/yaml": {"schema": {"type": "object", "required": ["openapi", "paths"]}}
+                        },
                     }
                 },
             }
