@@ -86,6 +86,14 @@ class StaleVersionError(Exception):
     """Someone else saved the product first; reload and retry."""
 
 
+class ProductNotFoundError(LookupError):
+    """No product has this id (it may have been deleted)."""
+
+    def __init__(self, product_id: int) -> None:
+        super().__init__(f"product {product_id} does not exist (it may have been deleted)")
+        self.product_id = product_id
+
+
 # The column limits of 0001_products.sql, checked before the database so people get a message per field.
 MAX_SKU_CHARS = 64
 MAX_NAME_CHARS = 200
@@ -94,14 +102,6 @@ MAX_PRICE = Decimal("9999999999.99")  # numeric(12, 2)
 MAX_ID = 2**63 - 1  # bigint: a larger id or version cannot exist
 # A price written as text: digits with at most 2 decimals, spaces around allowed ("19.99", " 7 ", ".5").
 PRICE_TEXT_PATTERN = r"^ *([0-9]{1,10}(\.[0-9]{0,2})?|\.[0-9]{1,2}) *$"
-
-
-class ProductNotFoundError(LookupError):
-    """No product has this id (it may have been deleted)."""
-
-    def __init__(self, product_id: int) -> None:
-        super().__init__(f"product {product_id} does not exist (it may have been deleted)")
-        self.product_id = product_id
 
 
 class ProductInputError(ValueError):

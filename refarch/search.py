@@ -35,8 +35,8 @@ MAX_DEPTH = 1000
 MAX_PAGE = 10_000_000
 # Hybrid fuses each list to at least this depth, so pages within the first 40 results come from one
 # fused ranking and concatenate exactly; deeper pages fuse deeper lists. 40 is pgvector's default
-# hnsw.ef_search: fusing asks the vector index no more than a semantic search does (measured: at
-# 100,000 products a depth of 100 made hybrid search ~3x slower than semantic).
+# hnsw.ef_search: fusing asks the vector index no more than a semantic search does (a depth of 100
+# made hybrid several times slower than semantic at 100,000 products: docs/benchmarks.md).
 FUSION_DEPTH = 40
 
 SearchMode = Literal["hybrid", "semantic", "lexical"]
@@ -235,7 +235,13 @@ class SearchService:
             except EmbeddingUnavailableError as err:
                 logger.warning("embedding service unavailable: searching lexically", extra={"error": str(err)})
                 used, fallback = "lexical", EMBEDDING_OUTAGE_MESSAGE
-        ranked = self._rank(used, query, vector, search_filter, depth=end + 1)
+        depth = end + 1
+        if vector is None:  # lexical asked for, or the embedding service is down
+            ranked = self._lexical(query, search_filter, depth=depth)
+        elif used == "semantic":
+            ranked = self._semantic(vector, search_filter, depth=depth)
+        else:
+            ranked = self._hybrid(query, vector, search_filter, depth=depth)
         window = ranked[offset:end]
         with self.db.transaction() as conn:
             rows = products.get_many(conn, [h.id for h in window])
@@ -254,19 +260,19 @@ class SearchService:
             fallback_reason=fallback,
         )
 
-    def _rank(
-        self, mode: SearchMode, query: str, vector: list[float] | None, search_filter: SearchFilter, *, depth: int
-    ) -> list[FusedHit]:
-        """The ranking of `mode` to at least `depth` results (fewer when fewer match)."""
-        if mode == "semantic":
-            assert vector is not None
-            matches = self.index.query(vector, top_k=depth, filter=search_filter)
-            return [FusedHit(m.id, m.score, {"semantic": n}) for n, m in enumerate(matches, start=1)]
-        if mode == "lexical":
-            with self.db.transaction() as conn:
-                lexical = lexical_search.ranked_ids(conn, query, limit=depth, search_filter=search_filter)
-            return [FusedHit(pid, rank, {"lexical": n}) for n, (pid, rank) in enumerate(lexical, start=1)]
-        assert vector is not None
+    def _lexical(self, query: str, search_filter: SearchFilter, *, depth: int) -> list[FusedHit]:
+        """Full-text ranking to `depth` results (fewer when fewer match)."""
+        with self.db.transaction() as conn:
+            lexical = lexical_search.ranked_ids(conn, query, limit=depth, search_filter=search_filter)
+        return [FusedHit(pid, rank, {"lexical": n}) for n, (pid, rank) in enumerate(lexical, start=1)]
+
+    def _semantic(self, vector: list[float], search_filter: SearchFilter, *, depth: int) -> list[FusedHit]:
+        """Vector-index ranking to `depth` results."""
+        matches = self.index.query(vector, top_k=depth, filter=search_filter)
+        return [FusedHit(m.id, m.score, {"semantic": n}) for n, m in enumerate(matches, start=1)]
+
+    def _hybrid(self, query: str, vector: list[float], search_filter: SearchFilter, *, depth: int) -> list[FusedHit]:
+        """Both rankings, each to at least FUSION_DEPTH, fused by RRF; an exact SKU match first."""
         fused_depth = min(MAX_DEPTH + 1, max(FUSION_DEPTH, depth))
         matches = self.index.query(vector, top_k=fused_depth, filter=search_filter)
         with self.db.transaction() as conn:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg2.extras
+from pgvector import Vector
+from pgvector.psycopg2 import register_vector
 
 from refarch.db import Database, fetch_one
 from refarch.db.roles import VECTOR_TABLE_GRANTS
@@ -88,7 +90,9 @@ class PgVectorIndex:
     """Vectors in a `product_vectors` table in the same Postgres, HNSW cosine index."""
 
     def __init__(self, db: Database, dimension: int) -> None:
-        self.db = db
+        # Its own connections (Emu holds per-product locks in a transaction on `db` meanwhile), each
+        # with pgvector's adapter: vectors travel as pgvector.Vector both ways.
+        self.db = Database(db.dsn, application_name="refarch-pgvector", on_connect=_register_vector)
         self.dimension = dimension
 
     def ensure(self) -> None:
@@ -96,13 +100,15 @@ class PgVectorIndex:
         with self.db.transaction() as conn, conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(29285, 2)")
             cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(conn)
+            # A vector column's type modifier is its dimension.
             cur.execute(
-                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                "SELECT atttypmod FROM pg_attribute"
                 " WHERE attrelid = to_regclass('product_vectors') AND attname = 'embedding'"
             )
             row = cur.fetchone()
             if row is not None:
-                existing = int(row[0].split("(")[1].rstrip(")"))
+                existing = int(row[0])
                 if existing != self.dimension:
                     raise DimensionMismatchError(
                         f"pgvector table product_vectors holds {existing}-d vectors but the embedder "
@@ -133,7 +139,7 @@ class PgVectorIndex:
         rows = [
             (
                 r.id,
-                _vector_literal(r.values),
+                Vector(r.values),
                 r.metadata["sku"],
                 r.metadata["name"],
                 r.metadata["category"],
@@ -152,7 +158,7 @@ class PgVectorIndex:
                 " price = EXCLUDED.price, version = EXCLUDED.version, content_hash = EXCLUDED.content_hash,"
                 " updated_at = now()",
                 rows,
-                template="(%s, %s::vector, %s, %s, %s, %s, %s, %s)",
+                template="(%s, %s, %s, %s, %s, %s, %s, %s)",
             )
 
     def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
@@ -194,7 +200,7 @@ class PgVectorIndex:
             clauses.append("price <= %s")
             params.append(filter.max_price)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        literal = _vector_literal(vector)
+        literal = Vector(vector)
         with self.db.transaction() as conn, conn.cursor() as cur:
             if clauses:
                 # pgvector 0.6 filters after the HNSW scan, which can return too few rows; a filtered
@@ -251,10 +257,8 @@ class PgVectorIndex:
     def fetch_vectors(self, ids: list[int]) -> dict[int, list[float]]:
         """Stored vectors by id."""
         with self.db.transaction() as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT product_id, embedding::text FROM product_vectors WHERE product_id = ANY(%s)", (list(ids),)
-            )
-            return {pid: [float(v) for v in text.strip("[]").split(",")] for pid, text in cur.fetchall()}
+            cur.execute("SELECT product_id, embedding FROM product_vectors WHERE product_id = ANY(%s)", (list(ids),))
+            return {pid: vector.to_list() for pid, vector in cur.fetchall()}
 
 
 class PineconeIndex:
@@ -389,19 +393,28 @@ def _metadata(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def _vector_literal(values: list[float]) -> str:
-    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+def _register_vector(conn: Any) -> None:
+    """pgvector's psycopg2 adapter on a new connection, once the extension exists (ensure() creates it)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regtype('vector') IS NOT NULL")
+        (exists,) = fetch_one(cur)
+    if exists:
+        register_vector(conn)
 
 
 def make_index(settings: Settings, db: Database, dimension: int) -> VectorIndex:
     """The index the settings choose, checked against the embedder's dimension."""
     index: PgVectorIndex | PineconeIndex
     if settings.vector_backend_kind == "pinecone":
-        key = settings.pinecone_api_key.get_secret_value() if settings.pinecone_api_key else None
-        if key is None and settings.pinecone_secret_arn:
-            from refarch.secrets import api_key_from_secret
+        from refarch.secrets import API_KEY_FIELDS, from_env_or_secret
 
-            key = api_key_from_secret(settings.pinecone_secret_arn, settings.aws_region)
+        key = from_env_or_secret(
+            settings.pinecone_api_key,
+            settings.pinecone_secret_arn,
+            settings.aws_region,
+            what="Pinecone API key",
+            fields=API_KEY_FIELDS,
+        )
         if not key:
             raise ConfigurationError("Pinecone chosen but no PINECONE_API_KEY or REFARCH_PINECONE_SECRET_ARN set")
         index = PineconeIndex(
@@ -412,7 +425,6 @@ def make_index(settings: Settings, db: Database, dimension: int) -> VectorIndex:
             namespace=settings.pinecone_namespace,
         )
     else:
-        # Its own connections: Emu holds per-product locks in a transaction on `db` meanwhile.
-        index = PgVectorIndex(Database(db.dsn, application_name="refarch-pgvector"), dimension)
+        index = PgVectorIndex(db, dimension)
     index.ensure()
     return index

@@ -57,7 +57,7 @@ def _product_input(err: ProductInputError) -> Response:
     return error_response(status, "some fields are invalid", err.fields)
 
 
-def _not_found(err: ProductNotFoundError) -> Response:
+def _product_not_found(err: ProductNotFoundError) -> Response:
     return error_response(404, str(err))
 
 
@@ -114,8 +114,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(SearchInputError, _search_input)
     app.register_error_handler(ProductInputError, _product_input)
-    app.register_error_handler(ProductNotFoundError, _not_found)
     app.register_error_handler(StaleVersionError, _stale_version)
+    app.register_error_handler(ProductNotFoundError, _product_not_found)
     app.register_error_handler(psycopg2.errors.UniqueViolation, _unique_violation)
     app.register_error_handler(psycopg2.errors.CheckViolation, _check_violation)
     app.register_error_handler(psycopg2.OperationalError, _database_unavailable)

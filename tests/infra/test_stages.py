@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from cdk_app.config import DEV
 from tests.infra.conftest import Synthesized
-from tests.infra.templates import only, resources
+from tests.infra.templates import only, resources, state_machine_definition
 
 
 def test_prod_database_is_multi_az_protected_and_snapshotted(prod: Synthesized, dev: Synthesized) -> None:
@@ -51,6 +52,11 @@ def test_prod_scaling_reaches_emu_and_the_map(prod: Synthesized) -> None:
     assert function["ReservedConcurrentExecutions"] == topo.emu_reserved_concurrency
     assert mapping["ScalingConfig"]["MaximumConcurrency"] == topo.emu_max_concurrency
     assert mapping["ScalingConfig"]["MaximumConcurrency"] <= function["ReservedConcurrentExecutions"]
+    # And the bootstrap Map fans out at prod's concurrency, not dev's
+    assert topo.bootstrap_max_concurrency != DEV.topology.bootstrap_max_concurrency
+    states = state_machine_definition(prod.template_json(prod.stacks.pelican))["States"]
+    (bootstrap_map,) = [state for state in states.values() if state["Type"] == "Map"]
+    assert bootstrap_map["MaxConcurrency"] == topo.bootstrap_max_concurrency
 
 
 def test_every_stack_has_a_description_tags_and_the_stage_prefix(any_stage: Synthesized) -> None:
@@ -63,6 +69,9 @@ def test_every_stack_has_a_description_tags_and_the_stage_prefix(any_stage: Synt
         tagged = [r for r in template["Resources"].values() if "Tags" in r.get("Properties", {})]
         assert tagged, stack.stack_name
         for resource in tagged:
+            # CloudFormation writes tags as a list of Key/Value pairs, or as a map for a few types (SSM)
             tags = resource["Properties"]["Tags"]
-            if isinstance(tags, list):
-                assert {"Key": "stage", "Value": any_stage.config.name} in tags
+            stage_tag = (
+                {t["Key"]: t["Value"] for t in tags}.get("stage") if isinstance(tags, list) else tags.get("stage")
+            )
+            assert stage_tag == any_stage.config.name, (stack.stack_name, resource["Type"], tags)
