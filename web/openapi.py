@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from refarch.products import MAX_DESCRIPTION_CHARS, NewProduct, ProductChange
 from refarch.search import MAX_DEPTH, ListingRequest, SearchRequest
@@ -78,13 +78,14 @@ STATUS_RESPONSE = {
     "429": "TooManyRequests",
     "503": "Unavailable",
 }
-CHANGE = {"security": [{"session": [], "csrf": []}]}
+# Changes need the session cookie and its CSRF token (and, with an edit password, a signed-in session).
+CHANGE: list[dict[str, list[str]]] = [{"session": [], "csrf": []}]
 
 
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
-    bodies = [NewProduct, ProductChange, contract.SignIn]
-    answers = [
+    bodies: list[type[BaseModel]] = [NewProduct, ProductChange, contract.SignIn]
+    answers: list[type[BaseModel]] = [
         contract.Error,
         contract.Conflict,
         contract.Product,
@@ -94,8 +95,10 @@ def document() -> dict[str, Any]:
         contract.Session,
         contract.Health,
     ]
+    modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(model, "validation") for model in bodies]
+    modes += [(model, "serialization") for model in answers]
     _, schemas = models_json_schema(
-        [(model, "validation") for model in bodies] + [(model, "serialization") for model in answers],
+        modes,
         ref_template=REF,
     )
     responses = {
@@ -163,7 +166,7 @@ def _paths() -> dict[str, Any]:
                 ok=("201", "Created; Location names the new product", contract.Product),
                 errors="400 401 403 409 413 429 503",
                 ok_headers={"Location": {"required": True, "schema": {"type": "string"}}},
-                **CHANGE,
+                security=CHANGE,
             ),
         },
         "/api/products/{product_id}": {
@@ -180,7 +183,7 @@ def _paths() -> dict[str, Any]:
                 body=ProductChange,
                 ok=("200", "The saved product (sync pending when anything embedded changed)", contract.Product),
                 errors="400 401 403 404 409 413 429 503",
-                **CHANGE,
+                security=CHANGE,
             ),
             "delete": _operation(
                 "products",
@@ -188,7 +191,7 @@ def _paths() -> dict[str, Any]:
                 parameters=_query_parameters(contract.DeleteQuery),
                 ok=("204", "Deleted", None),
                 errors="400 401 403 404 409 429 503",
-                **CHANGE,
+                security=CHANGE,
             ),
         },
         "/api/sync/statuses": {
@@ -225,14 +228,14 @@ def _paths() -> dict[str, Any]:
                 body=contract.SignIn,
                 ok=("200", "Signed in; use the new CSRF token from now on", contract.Session),
                 errors="400 401 403 413 429",
-                security=[{"session": [], "csrf": []}],
+                security=CHANGE,
             ),
             "delete": _operation(
                 "session",
                 "Sign out",
                 ok=("200", "Signed out; the response carries a new CSRF token", contract.Session),
                 errors="403",
-                security=[{"session": [], "csrf": []}],
+                security=CHANGE,
             ),
         },
         "/api/openapi.yaml": {
@@ -342,6 +345,7 @@ def render() -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
 
     Dumper.add_representer(str, text)
+    Dumper.ignore_aliases = lambda self, data: True  # type: ignore[method-assign]  # no &id001 anchors
     return yaml.dump(document(), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
