@@ -10,20 +10,26 @@ When the embedding service is down, a hybrid or semantic search answers in lexic
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from refarch import lexical_search, products
 from refarch.db import Database
 from refarch.embeddings import Embedder
 from refarch.fusion import FusedHit, reciprocal_rank_fusion
+from refarch.input_errors import TEXT_PATTERN, field_messages
 from refarch.observability import logger
 from refarch.query_embeddings import EmbeddingUnavailableError, QueryEmbeddings
 from refarch.vector_index import SearchFilter, VectorIndex
 
 MAX_QUERY_CHARS = 512
 MAX_K = 100
+DEFAULT_K = 20
+# Searches rank to this depth: a page past it is empty (listing has no such cap).
 MAX_DEPTH = 1000
 # Listing has no depth cap, but its OFFSET must stay a bigint: 10 million pages of MAX_K rows is far inside.
 MAX_PAGE = 10_000_000
@@ -90,12 +96,80 @@ class SearchPage:
         }
 
 
-def parse_mode(value: str | None) -> SearchMode:
-    """A search mode from user input (empty: the default); SearchInputError when unknown."""
-    mode = (value or "").strip().lower() or DEFAULT_MODE
-    if mode not in SEARCH_MODES:
-        raise SearchInputError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {mode[:20]!r}")
-    return mode  # type: ignore[return-value]  # checked against the Literal's values just above
+def _blank_as_none(value: str) -> str | None:
+    return value.strip() or None
+
+
+_Listing = TypeVar("_Listing", bound="ListingRequest")
+
+
+class ListingRequest(BaseModel):
+    """Which page of products, filtered how: what a listing (and every search) asks for."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True)
+
+    k: Annotated[int, Field(ge=1, le=MAX_K, description="Results per page")] = DEFAULT_K
+    page: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=MAX_PAGE,
+            description=f"Page number. Searches rank to a depth of {MAX_DEPTH} results: a page past it is empty",
+        ),
+    ] = 1
+    category: Annotated[
+        str | None,
+        Field(pattern=TEXT_PATTERN, description="Only this category (exact match)"),
+        AfterValidator(lambda value: _blank_as_none(value) if value is not None else None),
+    ] = None
+    min_price: Annotated[float, Field(ge=0, allow_inf_nan=False, description="Lowest price")] | None = None
+    max_price: (
+        Annotated[
+            float, Field(ge=0, allow_inf_nan=False, description="Highest price (below min_price: nothing matches)")
+        ]
+        | None
+    ) = None
+
+    # How a refusal is worded where the generic wording would not say it best.
+    MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
+        ("k", "greater_than_equal"): f"must be between 1 and {MAX_K}",
+        ("k", "less_than_equal"): f"must be between 1 and {MAX_K}",
+        ("min_price", "greater_than_equal"): "cannot be negative",
+        ("max_price", "greater_than_equal"): "cannot be negative",
+    }
+
+    @classmethod
+    def checked(cls: type[_Listing], values: Mapping[str, Any]) -> _Listing:
+        """The request from field names or query-string names (q=); SearchInputError naming what is wrong."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            messages, _ = field_messages(err, cls.MESSAGES)
+            name, message = next(iter(messages.items()))
+            raise SearchInputError(f"{'query' if name == 'q' else name} {message}") from None
+
+
+class SearchRequest(ListingRequest):
+    """What a search asks for, with every limit it must respect (the API's query string, the page, the CLI)."""
+
+    query: Annotated[
+        str,
+        Field(
+            alias="q",
+            max_length=MAX_QUERY_CHARS,
+            pattern=TEXT_PATTERN,
+            description="What to look for, in plain language (empty: list products by id)",
+        ),
+        AfterValidator(str.strip),
+    ] = ""
+    mode: Annotated[
+        SearchMode,
+        Field(
+            description="hybrid: the semantic and the lexical ranking fused by Reciprocal Rank Fusion, an exact "
+            "SKU match first; semantic: the vector index alone; lexical: Postgres full-text search alone "
+            '(websearch syntax: "quoted phrase", -exclude, or). Filters and paging work the same in every mode.'
+        ),
+    ] = DEFAULT_MODE
 
 
 class SearchService:
@@ -118,18 +192,40 @@ class SearchService:
         mode: str | None = None,
     ) -> SearchPage:
         """Ranked products for `query` (empty query: products by id), with filters and pagination."""
-        query = (query or "").strip()
-        requested = parse_mode(mode)
-        _check(query, k=k, page=page, category=category, min_price=min_price, max_price=max_price)
+        values = {"query": query, "k": k, "page": page, "category": category, "min_price": min_price}
+        values |= {"max_price": max_price, "mode": mode or DEFAULT_MODE}
+        return self.answer(SearchRequest.checked(values))
+
+    def answer(self, request: SearchRequest) -> SearchPage:
+        """The page of results a checked request asks for."""
+        query, k, page, requested = request.query, request.k, request.page, request.mode
         offset = (page - 1) * k
         if not query:
             listing = self._list(
-                k=k, page=page, offset=offset, category=category, min_price=min_price, max_price=max_price
+                k=k,
+                page=page,
+                offset=offset,
+                category=request.category,
+                min_price=request.min_price,
+                max_price=request.max_price,
             )
             return replace(listing, mode=requested, requested_mode=requested)
-        if offset + k > MAX_DEPTH:
-            raise SearchInputError(f"results are ranked to a depth of {MAX_DEPTH}; narrow the query instead")
-        search_filter = SearchFilter(category=category or None, min_price=min_price, max_price=max_price)
+        end = min(offset + k, MAX_DEPTH)
+        if offset >= end:
+            # Past the ranked depth: an empty page, like a listing past its last product.
+            return SearchPage(
+                query=query,
+                hits=[],
+                page=page,
+                k=k,
+                total=None,
+                has_more=False,
+                mode=requested,
+                requested_mode=requested,
+            )
+        search_filter = SearchFilter(
+            category=request.category, min_price=request.min_price, max_price=request.max_price
+        )
         used: SearchMode = requested
         fallback: str | None = None
         vector: list[float] | None = None
@@ -139,14 +235,14 @@ class SearchService:
             except EmbeddingUnavailableError as err:
                 logger.warning("embedding service unavailable: searching lexically", extra={"error": str(err)})
                 used, fallback = "lexical", EMBEDDING_OUTAGE_MESSAGE
-        depth = offset + k + 1
+        depth = end + 1
         if vector is None:  # lexical asked for, or the embedding service is down
             ranked = self._lexical(query, search_filter, depth=depth)
         elif used == "semantic":
             ranked = self._semantic(vector, search_filter, depth=depth)
         else:
             ranked = self._hybrid(query, vector, search_filter, depth=depth)
-        window = ranked[offset : offset + k]
+        window = ranked[offset:end]
         with self.db.transaction() as conn:
             rows = products.get_many(conn, [h.id for h in window])
             statuses = products.sync_statuses(conn, list(rows))
@@ -158,7 +254,7 @@ class SearchService:
             page=page,
             k=k,
             total=None,
-            has_more=len(ranked) > offset + k and offset + k < MAX_DEPTH,
+            has_more=len(ranked) > end and end < MAX_DEPTH,
             mode=used,
             requested_mode=requested,
             fallback_reason=fallback,
@@ -201,25 +297,3 @@ class SearchService:
             statuses = products.sync_statuses(conn, [p.id for p in rows])
         hits = [SearchHit(p, None, statuses.get(p.id, {})) for p in rows]
         return SearchPage(query="", hits=hits, page=page, k=k, total=total, has_more=offset + k < total)
-
-
-def _check(
-    query: str, *, k: int, page: int, category: str | None, min_price: float | None, max_price: float | None
-) -> None:
-    """SearchInputError unless the request can be answered as asked."""
-    for name, text in (("query", query), ("category", category or "")):
-        problem = products.unstorable_text(text)
-        if problem:
-            raise SearchInputError(f"{name} {problem}")
-    if len(query) > MAX_QUERY_CHARS:
-        raise SearchInputError(f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
-    if not 1 <= k <= MAX_K:
-        raise SearchInputError(f"k must be between 1 and {MAX_K}")
-    if page < 1:
-        raise SearchInputError("page must be 1 or more")
-    if page > MAX_PAGE:
-        raise SearchInputError(f"page must be {MAX_PAGE:,} or less")
-    if min_price is not None and max_price is not None and min_price > max_price:
-        raise SearchInputError("min_price is greater than max_price")
-    if (min_price is not None and min_price < 0) or (max_price is not None and max_price < 0):
-        raise SearchInputError("prices cannot be negative")
