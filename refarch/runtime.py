@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refarch.db import Database, resolve_dsn
 from refarch.embeddings import Embedder, make_embedder
 from refarch.emu import Emu
 from refarch.queue import SyncQueue, make_cloudwatch_client, make_sqs_client
-from refarch.search import SearchService
 from refarch.settings import Settings
 from refarch.vector_index import VectorIndex, make_index
+
+if TYPE_CHECKING:
+    from refarch.search import SearchService
 
 
 class Runtime:
@@ -66,5 +68,7 @@ class Runtime:
 
     @cached_property
     def search(self) -> SearchService:
-        """The search service the web page and the CLI share."""
+        """The search service the web page and the CLI share (imported here: the Lambdas never search)."""
+        from refarch.search import SearchService
+
         return SearchService(self.db, self.embedder, self.index)

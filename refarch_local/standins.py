@@ -7,8 +7,8 @@ request, counts what it answered, and injects faults on demand (429 with Retry-A
 a hang past the client's timeout), so tests, the demo and the chaos harness exercise the
 failure paths without an account or a network.
 
-From a shell: `python -m refarch.local.standins openai --port 8081 --fault-rate 0.3`
-or `python -m refarch.local.standins pinecone --port 8082 --dimension 384`.
+From a shell: `python -m refarch_local.standins openai --port 8081 --fault-rate 0.3`
+or `python -m refarch_local.standins pinecone --port 8082 --dimension 384`.
 """
 
 from __future__ import annotations
@@ -1097,10 +1097,10 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m refarch.local.standins {openai|pinecone} --port N --fault-rate F`."""
+    """`python -m refarch_local.standins {openai|pinecone} --port N --fault-rate F`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m refarch.local.standins", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m refarch_local.standins", description=main.__doc__)
     parser.add_argument("api", choices=["openai", "pinecone"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail, 0-1")
