@@ -7,8 +7,6 @@ read with `websearch_to_tsquery` (what people type into a search box: words, "qu
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from refarch.db import Connection
 from refarch.vector_index import SearchFilter
 
@@ -17,18 +15,8 @@ TEXT_SEARCH_CONFIG = "english"
 
 
 def _filter_sql(search_filter: SearchFilter) -> tuple[str, list[object]]:
-    clauses: list[str] = []
-    params: list[object] = []
-    if search_filter.category is not None:
-        clauses.append("category = %s")
-        params.append(search_filter.category)
-    if search_filter.min_price is not None:
-        clauses.append("price >= %s")
-        params.append(Decimal(str(search_filter.min_price)))
-    if search_filter.max_price is not None:
-        clauses.append("price <= %s")
-        params.append(Decimal(str(search_filter.max_price)))
-    return "".join(f" AND {clause}" for clause in clauses), params
+    conditions, params = search_filter.sql_conditions()
+    return "".join(f" AND {condition}" for condition in conditions), params
 
 
 def ranked_ids(conn: Connection, query: str, *, limit: int, search_filter: SearchFilter) -> list[tuple[int, float]]:

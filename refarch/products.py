@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from refarch.db import Connection, fetch_one
 from refarch.input_errors import LABEL_PATTERN, TEXT_PATTERN, field_messages
+from refarch.vector_index import SearchFilter
 
 MAX_DESCRIPTION_CHARS = 100_000
 EDITABLE_FIELDS = ("sku", "name", "description", "category", "price")
@@ -296,18 +297,12 @@ def list_page(
 
 
 def _filters(category: str | None, min_price: Decimal | None, max_price: Decimal | None) -> tuple[str, list[object]]:
-    clauses: list[str] = []
-    params: list[object] = []
-    if category:
-        clauses.append("category = %s")
-        params.append(category)
-    if min_price is not None:
-        clauses.append("price >= %s")
-        params.append(min_price)
-    if max_price is not None:
-        clauses.append("price <= %s")
-        params.append(max_price)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+    conditions, params = SearchFilter(
+        category=category or None,
+        min_price=float(min_price) if min_price is not None else None,
+        max_price=float(max_price) if max_price is not None else None,
+    ).sql_conditions()
+    return ("WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 
 def categories(conn: Connection) -> list[str]:
