@@ -15,6 +15,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
@@ -221,17 +222,7 @@ class PelicanStack(Stack):
             value=self.state_machine.state_machine_arn,
             description="Start an execution (input {}) to re-enqueue every product",
         )
-        role = self.state_machine.role
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5",
-            "Step Functions invokes the bootstrap functions by qualified ARN (version wildcard), and "
-            "log delivery and X-Ray support no resource-level permissions.",
-            findings=(
-                "Resource::*",
-                *(f"Resource::<{logical_id(fn)}.Arn>:*" for fn in (plan, batch, finalize)),
-            ),
-        )
+        _acknowledge_invoker(self.state_machine, "bootstrap", (plan, batch, finalize))
         acknowledge_aws_custom_resource(self)
 
     def _add_reconcile(self) -> None:
@@ -286,13 +277,15 @@ class PelicanStack(Stack):
             value=reconcile.state_machine.state_machine_arn,
             description='Start an execution (input {"repair": false} to only report) to compare database and index',
         )
-        acknowledge(
-            reconcile.state_machine.role,
-            "AwsSolutions-IAM5",
-            "Step Functions invokes the reconcile functions by qualified ARN (version wildcard), and "
-            "log delivery and X-Ray support no resource-level permissions.",
-            findings=(
-                "Resource::*",
-                *(f"Resource::<{logical_id(fn)}.Arn>:*" for fn in (plan, shard, finalize)),
-            ),
-        )
+        _acknowledge_invoker(reconcile.state_machine, "reconcile", (plan, shard, finalize))
+
+
+def _acknowledge_invoker(state_machine: sfn.StateMachine, what: str, functions: tuple[lambda_.Function, ...]) -> None:
+    """The state machine role's wildcards, which cdk-nag flags, with the reason they are needed."""
+    acknowledge(
+        state_machine.role,
+        "AwsSolutions-IAM5",
+        f"Step Functions invokes the {what} functions by qualified ARN (version wildcard), and "
+        "log delivery and X-Ray support no resource-level permissions.",
+        findings=("Resource::*", *(f"Resource::<{logical_id(fn)}.Arn>:*" for fn in functions)),
+    )

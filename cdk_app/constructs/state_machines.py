@@ -108,16 +108,29 @@ class BootstrapStateMachine(Construct):
         enqueue_ranges.add_catch(record_failure, result_path="$.error")
         finalize_step.add_catch(record_failure, result_path="$.error")
 
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
-        self.state_machine = sfn.StateMachine(
+        self.log_group, self.state_machine = _logged_state_machine(
             self,
-            "StateMachine",
             comment="refarch bootstrap: enqueue every product for indexing (re-runnable, resumable)",
-            definition_body=sfn.DefinitionBody.from_chainable(plan_step.next(enqueue_ranges).next(finalize_step)),
-            timeout=Duration.hours(6),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            definition=plan_step.next(enqueue_ranges).next(finalize_step),
+            log_retention=log_retention,
         )
+
+
+def _logged_state_machine(
+    scope: Construct, *, comment: str, definition: sfn.IChainable, log_retention: logs.RetentionDays
+) -> tuple[logs.LogGroup, sfn.StateMachine]:
+    """A state machine with every event logged (execution data included), X-Ray tracing and a 6-hour timeout."""
+    log_group = logs.LogGroup(scope, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
+    state_machine = sfn.StateMachine(
+        scope,
+        "StateMachine",
+        comment=comment,
+        definition_body=sfn.DefinitionBody.from_chainable(definition),
+        timeout=Duration.hours(6),
+        tracing_enabled=True,
+        logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+    )
+    return log_group, state_machine
 
 
 def _retried(task: tasks.LambdaInvoke) -> tasks.LambdaInvoke:
@@ -178,13 +191,9 @@ class ReconcileStateMachine(Construct):
                 comment="Sum the shards' reports; publish DriftMissing/DriftExtra/DriftStale",
             )
         )
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
-        self.state_machine = sfn.StateMachine(
+        self.log_group, self.state_machine = _logged_state_machine(
             self,
-            "StateMachine",
             comment="refarch reconcile: compare database and vector index shard by shard, repair the drift",
-            definition_body=sfn.DefinitionBody.from_chainable(plan_step.next(compare_shards).next(finalize_step)),
-            timeout=Duration.hours(6),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            definition=plan_step.next(compare_shards).next(finalize_step),
+            log_retention=log_retention,
         )
