@@ -8,8 +8,8 @@ from typing import Any
 
 from refarch import products
 from refarch.db import Database
-from refarch.embeddings import Embedder
-from refarch.vector_index import SearchFilter, VectorIndex
+from refarch.index_targets import GenerationTargets
+from refarch.vector_index import SearchFilter
 
 MAX_QUERY_CHARS = 512
 MAX_K = 100
@@ -62,10 +62,10 @@ class SearchPage:
 class SearchService:
     """The one search implementation (web page, JSON API, `refarch search`, benchmarks)."""
 
-    def __init__(self, db: Database, embedder: Embedder, index: VectorIndex) -> None:
+    def __init__(self, db: Database, targets: GenerationTargets) -> None:
         self.db = db
-        self.embedder = embedder
-        self.index = index
+        # The active index generation, looked up per request (cached briefly): a switch needs no restart.
+        self.targets = targets
 
     def search(
         self,
@@ -102,8 +102,9 @@ class SearchService:
             )
         if offset + k > MAX_DEPTH:
             raise SearchInputError(f"results are ranked to a depth of {MAX_DEPTH}; narrow the query instead")
-        vector = self.embedder.embed([query])[0]
-        matches = self.index.query(
+        target = self.targets.active()
+        vector = target.embedder.embed([query])[0]
+        matches = target.index.query(
             vector,
             top_k=offset + k + 1,
             filter=SearchFilter(category=category or None, min_price=min_price, max_price=max_price),

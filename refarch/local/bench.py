@@ -340,15 +340,16 @@ class Bench:
 
     def search_latency(self) -> None:
         """p50/p95 of SearchService.search at two catalog sizes (the larger one in its own database)."""
+        from refarch.index_targets import GenerationTargets
         from refarch.search import SearchService
-        from refarch.vector_index import PgVectorIndex
 
         self.console.print(f"[bold]3. search latency[/bold] at {self.search_sizes} products …")
         results = {}
         for size in self.search_sizes:
             dsn = self.supervisor.dsn if size == self.rows else self._synthetic_catalog(size)
             db = Database(dsn)
-            service = SearchService(db, self.embedder, PgVectorIndex(Database(dsn), self.embedder.dimension))
+            settings = Settings(home=self.home, embedder="local", vector_backend="pgvector")
+            service = SearchService(db, GenerationTargets(settings, db, configured_embedder=lambda: self.embedder))
             for q in QUERIES:
                 service.search(q, k=10)  # warm caches
             timings = []

@@ -186,7 +186,7 @@ def failed_product(runtime, catalog):
     from refarch import ledger
 
     with runtime.db.transaction() as conn:
-        ledger.record_failed(conn, {catalog[1].id: "openai: 401 Incorrect API key sk-internal-detail"})
+        ledger.record_failed(conn, {catalog[1].id: "openai: 401 Incorrect API key sk-internal-detail"}, generation=1)
     return catalog[1]
 
 
