@@ -225,11 +225,13 @@ def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) ->
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the results table (markdown) here.",
 )
-def bench(quick: bool, json_path: Path | None, markdown_path: Path | None) -> None:
-    """Benchmarks on a fresh local stack: throughput, change latency, search latency, re-bootstrap, memory."""
+@click.option("--reindex-only", is_flag=True, help="Only the bootstrap and the re-index to a second model.")
+def bench(quick: bool, json_path: Path | None, markdown_path: Path | None, reindex_only: bool) -> None:
+    """Benchmarks on a fresh local stack: throughput, change latency, search latency, re-bootstrap, re-index,
+    memory."""
     from refarch.local.bench import run_bench
 
-    run_bench(quick=quick, json_path=json_path, markdown_path=markdown_path)
+    run_bench(quick=quick, json_path=json_path, markdown_path=markdown_path, reindex_only=reindex_only)
 
 
 @main.command("chaos")

@@ -16,8 +16,8 @@ from refarch import generations
 from refarch.db import Connection, Database
 from refarch.embeddings import Embedder, make_embedder
 from refarch.generations import EmbedderSpec, Generation
-from refarch.settings import ConfigurationError, Settings
-from refarch.vector_index import VectorIndex, make_index
+from refarch.settings import Settings
+from refarch.vector_index import DimensionMismatchError, VectorIndex, make_index
 
 # How long a process keeps using the active generation it last read.
 ACTIVE_CACHE_SECONDS = 3.0
@@ -30,6 +30,16 @@ class IndexTarget:
     generation: Generation
     embedder: Embedder
     index: VectorIndex
+
+
+def check_dimensions(embedder: Embedder, index: VectorIndex) -> None:
+    """Refuse an embedder whose vectors do not fit the index, naming both sizes and the model."""
+    if index.dimension != embedder.dimension:
+        raise DimensionMismatchError(
+            f"vector index dimension {index.dimension} != embedder {embedder.model_id} dimension "
+            f"{embedder.dimension}: a generation keeps the model it was built with; change models with "
+            "`refarch reindex`"
+        )
 
 
 class GenerationTargets:
@@ -80,12 +90,8 @@ class GenerationTargets:
                 generation = self._adopt(generation)
             assert generation.embedder is not None and generation.dimension is not None
             embedder = self.embedder_for(generation.embedder)
-            if embedder.dimension != generation.dimension:
-                raise ConfigurationError(
-                    f"generation {generation.id} was built with {generation.model_id} ({generation.dimension}-d) "
-                    f"but that model now produces {embedder.dimension}-d vectors: check its settings"
-                )
             index = make_index(self.settings, self.db, generation.dimension, target=generation.target)
+            check_dimensions(embedder, index)
             built = IndexTarget(generation, embedder, index)
             self._targets[generation.id] = built
             return built

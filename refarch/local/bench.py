@@ -30,8 +30,10 @@ from rich.table import Table
 from refarch import catalog
 from refarch.db import Database, connect, fetch_one, migrate, with_database
 from refarch.embeddings import LocalEmbedder
+from refarch.local import bench_reindex
 from refarch.local.bench_edits import percentile, timed_edits
 from refarch.local.demo import Supervisor, emu_layout, free_port
+from refarch.local.standins import OpenAIStandIn
 from refarch.messages import bulk_messages
 from refarch.products import embedding_text
 from refarch.settings import Settings
@@ -137,26 +139,35 @@ class Bench:
             self._embedder = LocalEmbedder()
         return self._embedder
 
-    def run(self) -> dict[str, Any]:
+    def run(self, *, reindex_only: bool = False) -> dict[str, Any]:
         """All measurements, in order; the stack is stopped at the end whatever happens.
 
         The temporary home (~1 GB with the 100,000-product index) is removed after a complete run
         and kept, with its logs, after a failed one.
         """
         completed = False
+        # The re-index's second model: the OpenAI stand-in, which every Emu worker must be able to reach.
+        second_model = OpenAIStandIn(seed=7).start()
+        os.environ.update(
+            REFARCH_EMBEDDER="local", OPENAI_API_KEY="bench-local-key", OPENAI_BASE_URL=second_model.base_url
+        )
         try:
             self.supervisor.start_database()
             self.supervisor.start_components(("emu", "web"))
             self.bootstrap_throughput()
-            self.raw_model_throughput()
-            self.change_latency()
-            self.change_latency_during_bootstrap()
-            self.rebootstrap_unchanged()
-            self.search_latency()
-            self.peak_memory()
+            if not reindex_only:
+                self.raw_model_throughput()
+                self.change_latency()
+                self.change_latency_during_bootstrap()
+                self.rebootstrap_unchanged()
+                self.search_latency()
+            self.reindex_while_searching()
+            if not reindex_only:
+                self.peak_memory()
             completed = True
         finally:
             self.supervisor.stop()
+            second_model.stop()
             if completed:
                 shutil.rmtree(self.home, ignore_errors=True)
             else:
@@ -338,6 +349,17 @@ class Bench:
             "redelivery_embeddings": self._count("SELECT count(*) FROM embed_calls") - calls_after_rerun,
         }
 
+    def reindex_while_searching(self) -> None:
+        """Re-index every row to a second model through the bulk lane while searching (refarch.local.bench_reindex)."""
+        self.console.print(f"[bold]5. re-index[/bold] {self.rows} rows to a second model while searching …")
+        self.results["reindex"] = bench_reindex.reindex_while_searching(
+            Settings(home=self.home, database_url=self.supervisor.dsn),
+            self.embedder,
+            queries=QUERIES,
+            bootstrap=lambda generation: self.supervisor.bootstrap(generation=generation),
+            queue_idle=lambda: (self.supervisor.status().get("queue_depth") or 0) == 0,
+        )
+
     def search_latency(self) -> None:
         """p50/p95 of SearchService.search at two catalog sizes (the larger one in its own database)."""
         from refarch.index_targets import GenerationTargets
@@ -437,6 +459,22 @@ def machine_description() -> str:
 
 def render(results: dict[str, Any], console: Console) -> str:
     """Print a table and return the same as markdown."""
+    rows = _pipeline_rows(results) if "raw_model" in results else []
+    if "reindex" in results:
+        rows += bench_reindex.render_rows(results["reindex"])
+    table = Table(title=f"refarch bench — {results['machine']}")
+    for column in ("Measure", "Result", "Target"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    lines = [f"Machine: {results['machine']}", "", "| Measure | Result | Target |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _pipeline_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The table's rows for the full run's measurements."""
     b, raw, lat = results["bootstrap"], results["raw_model"], results["change_latency_ms"]
     busy = results["change_latency_during_bootstrap_ms"]
     re, search, mem = results["rebootstrap_unchanged"], results["search_latency"], results["peak_memory_mb"]
@@ -502,25 +540,20 @@ def render(results: dict[str, Any], console: Console) -> str:
         rows.append((f"Bootstrap CPU per row: {name}", f"{ms} ms", ""))
     for name, mb in mem.items():
         rows.append((f"Peak memory: {name}", f"{mb} MB", ""))
-    table = Table(title=f"refarch bench — {results['machine']}")
-    for column in ("Measure", "Result", "Target"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    lines = [f"Machine: {results['machine']}", "", "| Measure | Result | Target |", "| --- | --- | --- |"]
-    lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
-    return "\n".join(lines) + "\n"
+    return rows
 
 
-def run_bench(*, quick: bool, json_path: Path | None, markdown_path: Path | None) -> dict[str, Any]:
-    """Run every benchmark (small sizes with quick) and write the results."""
+def run_bench(
+    *, quick: bool, json_path: Path | None, markdown_path: Path | None, reindex_only: bool = False
+) -> dict[str, Any]:
+    """Run every benchmark (small sizes with quick; only the bootstrap and the re-index with reindex_only)
+    and write the results."""
     console = Console(stderr=True)
     if quick:
         bench = Bench(rows=300, edits=20, search_sizes=(300, 2000), queries=30, console=console)
     else:
         bench = Bench(rows=10_000, edits=200, search_sizes=(10_000, 100_000), queries=200, console=console)
-    results = bench.run()
+    results = bench.run(reindex_only=reindex_only)
     results["quick"] = quick
     markdown = render(results, console)
     if json_path:

@@ -256,7 +256,7 @@ def test_index_converges_to_the_table_whatever_the_delivery(
         dimensions=16,
         max_retries=0,
     )
-    emu.emu  # noqa: B018 - build the index (and its table) before the first example
+    emu.index  # noqa: B018 - record generation 1 and build its index (and table) before the first example
     tally: Counter[str] = Counter()
 
     @EXAMPLE_SETTINGS

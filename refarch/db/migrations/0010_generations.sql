@@ -31,9 +31,10 @@ INSERT INTO index_generations (id, status, activated_at) VALUES (1, 'active', no
 CREATE FUNCTION active_generation() RETURNS bigint
 LANGUAGE sql STABLE AS $$ SELECT id FROM index_generations WHERE status = 'active' $$;
 
--- The ledger is kept per generation: the same product is indexed once per model.
+-- The ledger is kept per generation: the same product is indexed once per model. Existing rows
+-- are generation 1's; a writer that names no generation writes the active one's.
 ALTER TABLE sync_state ADD COLUMN generation bigint NOT NULL DEFAULT 1 REFERENCES index_generations (id);
-ALTER TABLE sync_state ALTER COLUMN generation DROP DEFAULT;
+ALTER TABLE sync_state ALTER COLUMN generation SET DEFAULT active_generation();
 ALTER TABLE sync_state DROP CONSTRAINT sync_state_pkey;
 ALTER TABLE sync_state ADD PRIMARY KEY (generation, product_id);
 DROP INDEX sync_state_failed_idx;
