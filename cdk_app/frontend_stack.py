@@ -143,7 +143,7 @@ class FrontendStack(Stack):
             else ecs.ContainerInsights.DISABLED,
         )
         domain = config.custom_domain
-        https = {}
+        https: dict[str, Any] = {}
         if domain:
             https = {
                 "protocol": elbv2.ApplicationProtocol.HTTPS,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, App, Stack, Validations
+from typing import cast
+
+from aws_cdk import Acknowledgment, App, CfnElement, Stack, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
@@ -44,7 +46,7 @@ def acknowledge_provider_framework(provider: IConstruct, function: IConstruct, w
         provider,
         "AwsSolutions-IAM5",
         f"The framework may invoke any version of the {what} function (CDK's own policy).",
-        findings=(f"Resource::<{Stack.of(function).get_logical_id(function.node.default_child)}.Arn>:*",),
+        findings=(f"Resource::<{logical_id(function)}.Arn>:*",),
     )
 
 
@@ -72,3 +74,8 @@ def acknowledge_task_execution_role(task: IConstruct) -> None:
         "Pulling the image needs ecr:GetAuthorizationToken, which supports no resource-level permission.",
         findings=("Resource::*",),
     )
+
+
+def logical_id(construct: IConstruct) -> str:
+    """The CloudFormation logical id of a construct's resource (for a finding that names it)."""
+    return Stack.of(construct).get_logical_id(cast(CfnElement, construct.node.default_child))

@@ -24,7 +24,7 @@ from cdk_app.constructs.lambda_code import lambda_code
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.constructs.state_machines import BootstrapStateMachine, ReconcileStateMachine
-from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_task_execution_role
+from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_task_execution_role, logical_id
 from refarch import topology
 
 LISTENER_COMMAND = ["refarch", "pelican", "listen"]
@@ -229,7 +229,7 @@ class PelicanStack(Stack):
             "log delivery and X-Ray support no resource-level permissions.",
             findings=(
                 "Resource::*",
-                *(f"Resource::<{self.get_logical_id(fn.node.default_child)}.Arn>:*" for fn in (plan, batch, finalize)),
+                *(f"Resource::<{logical_id(fn)}.Arn>:*" for fn in (plan, batch, finalize)),
             ),
         )
         acknowledge_aws_custom_resource(self)
@@ -293,6 +293,6 @@ class PelicanStack(Stack):
             "log delivery and X-Ray support no resource-level permissions.",
             findings=(
                 "Resource::*",
-                *(f"Resource::<{self.get_logical_id(fn.node.default_child)}.Arn>:*" for fn in (plan, shard, finalize)),
+                *(f"Resource::<{logical_id(fn)}.Arn>:*" for fn in (plan, shard, finalize)),
             ),
         )

@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.batch import (
     SqsFifoPartialProcessor,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -32,7 +33,7 @@ class RecordFailed(Exception):
 @logger.inject_lambda_context(correlation_id_path="Records[0].messageId")
 @metrics.log_metrics
 @tracer.capture_lambda_handler
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     """Sync the batch's products (one embed call per chunk), then report per-message failures."""
     started = time.perf_counter()
     lane = runtime.settings.emu_lane
@@ -55,10 +56,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         SqsFifoPartialProcessor(skip_group_on_error=True) if fifo else BatchProcessor(EventType.SQS)
     )
     try:
-        response = process_partial_response(
+        return process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
         )
-        return dict(response)
     finally:
         # Also when every record failed (Powertools then raises so the whole batch is retried):
         # that is when the Failed metric matters most.

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from refarch.observability import logger
-from refarch.secrets import api_key_from_secret
+from refarch.secrets import API_KEY_FIELDS, secret_text
 
 if TYPE_CHECKING:
     from pinecone import IndexModel, Pinecone
@@ -37,7 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     region = props["Region"]
     dimension = int(props["Dimension"])
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - DEADLINE_MARGIN_SECONDS
-    pc = Pinecone(api_key=api_key_from_secret(props["ApiKeySecretArn"], region))
+    pc = Pinecone(api_key=secret_text(props["ApiKeySecretArn"], region, fields=API_KEY_FIELDS))
     try:
         index = pc.indexes.describe(name)
     except NotFoundError:

@@ -171,11 +171,15 @@ class LocalEmbedder:
 def make_embedder(settings: Settings) -> Embedder:
     """The embedder the settings choose (OpenAI when a key is configured, else the local model)."""
     if settings.embedder_kind == "openai":
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        if key is None and settings.openai_secret_arn:
-            from refarch.secrets import api_key_from_secret
+        from refarch.secrets import API_KEY_FIELDS, from_env_or_secret
 
-            key = api_key_from_secret(settings.openai_secret_arn, settings.aws_region)
+        key = from_env_or_secret(
+            settings.openai_api_key,
+            settings.openai_secret_arn,
+            settings.aws_region,
+            what="OpenAI API key",
+            fields=API_KEY_FIELDS,
+        )
         if not key:
             raise ConfigurationError("OpenAI embedder chosen but no OPENAI_API_KEY or REFARCH_OPENAI_SECRET_ARN set")
         embedder: Embedder = OpenAIEmbedder(

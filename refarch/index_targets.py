@@ -134,6 +134,19 @@ class GenerationTargets:
             raise generations.GenerationError(f"generation {unrecorded[0]} is not recorded yet: call active() first")
         return [self.target(generation) for generation in found]
 
+    def wrap_index(self, generation_id: int, wrap: Callable[[VectorIndex], VectorIndex]) -> VectorIndex:
+        """Serve a generation through a wrapper of its index (a fault-injection point); returns the wrapper."""
+        with self._lock:
+            with self.db.transaction() as conn:
+                found = generations.get(conn, generation_id)
+            if found is None:
+                raise generations.GenerationError(f"index generation {generation_id} does not exist")
+            current = self.target(found)
+            wrapped = wrap(current.index)
+            self._targets[generation_id] = IndexTarget(current.generation, current.embedder, wrapped)
+            self._active = None
+            return wrapped
+
     def forget(self, generation_id: int) -> None:
         """Drop a generation's cached clients (after it was dropped)."""
         with self._lock:

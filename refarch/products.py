@@ -70,6 +70,14 @@ class StaleVersionError(Exception):
     """Someone else saved the product first; reload and retry."""
 
 
+class ProductNotFoundError(LookupError):
+    """No product has this id (it may have been deleted)."""
+
+    def __init__(self, product_id: int) -> None:
+        super().__init__(f"product {product_id} does not exist (it may have been deleted)")
+        self.product_id = product_id
+
+
 # The column limits of 0001_products.sql, checked before the database so people get a message per field.
 MAX_SKU_CHARS = 64
 MAX_NAME_CHARS = 200
@@ -248,12 +256,12 @@ def update(conn: Connection, product_id: int, fields: dict[str, Any], *, expecte
     if rows:
         return rows[0]
     if get(conn, product_id) is None:
-        raise KeyError(product_id)
+        raise ProductNotFoundError(product_id)
     raise StaleVersionError(f"product {product_id} was changed by someone else (expected version {expected_version})")
 
 
 def delete(conn: Connection, product_id: int, *, expected_version: int | None = None) -> None:
-    """Delete a product (KeyError if absent, StaleVersionError if it moved on)."""
+    """Delete a product (ProductNotFoundError if absent, StaleVersionError if it moved on)."""
     guard = " AND version = %s" if expected_version is not None else ""
     params = [product_id] + ([expected_version] if expected_version is not None else [])
     with conn.cursor() as cur:
@@ -261,7 +269,7 @@ def delete(conn: Connection, product_id: int, *, expected_version: int | None = 
         if cur.rowcount:
             return
     if get(conn, product_id) is None:
-        raise KeyError(product_id)
+        raise ProductNotFoundError(product_id)
     raise StaleVersionError(f"product {product_id} was changed by someone else (expected version {expected_version})")
 
 

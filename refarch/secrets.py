@@ -7,6 +7,9 @@ from functools import lru_cache
 from urllib.parse import quote
 
 import boto3
+from pydantic import SecretStr
+
+from refarch.settings import ConfigurationError
 
 
 @lru_cache(maxsize=16)
@@ -16,18 +19,45 @@ def secret_string(arn: str, region: str) -> str:
     return client.get_secret_value(SecretId=arn)["SecretString"]
 
 
-def api_key_from_secret(arn: str, region: str) -> str:
-    """An API key stored either as a plain string or as JSON {"apiKey": ...}."""
+# How an API key may be stored as JSON (the first field found wins); a plain string works too.
+API_KEY_FIELDS = ("apiKey", "api_key", "key", "value")
+
+
+def secret_text(arn: str, region: str, *, fields: tuple[str, ...]) -> str:
+    """A value stored either as a plain string or as JSON with one of `fields` (API keys, passwords, signing keys)."""
     value = secret_string(arn, region)
     try:
         data = json.loads(value)
     except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):  # a plain string, even one that happens to parse as a JSON number
         return value.strip()
-    if isinstance(data, dict):
-        for key in ("apiKey", "api_key", "key", "value"):
-            if key in data:
-                return str(data[key])
-    raise ValueError(f"secret {arn} holds JSON without an apiKey field")
+    for name in fields:
+        if isinstance(data.get(name), str):
+            return str(data[name])
+    names = " or ".join(repr(name) for name in fields)
+    raise ValueError(f"secret {arn} holds JSON without a {names} text field")
+
+
+def from_env_or_secret(
+    value: SecretStr | None, arn: str | None, region: str, *, what: str, fields: tuple[str, ...]
+) -> str | None:
+    """The value set in the environment, else the one stored in Secrets Manager; None when neither is set.
+
+    A secret that exists but holds a blank value is a ConfigurationError: running without it (an
+    empty edit password would leave editing open) must be a decision, not an accident.
+    """
+    if value is not None and value.get_secret_value():
+        return value.get_secret_value()
+    if not arn:
+        return None
+    text = secret_text(arn, region, fields=fields)
+    if not text.strip():
+        raise ConfigurationError(
+            f"the {what} secret {arn} is empty: store a value in it (a plain string or JSON "
+            f'{{"{fields[0]}": "..."}}) and restart'
+        )
+    return text
 
 
 def credentials_from_secret(arn: str, region: str) -> tuple[str, str]:
@@ -43,17 +73,3 @@ def database_url_from_secret(arn: str, region: str) -> str:
     password = quote(data["password"], safe="")
     dbname = data.get("dbname", "postgres")
     return f"postgresql://{user}:{password}@{data['host']}:{data.get('port', 5432)}/{dbname}?sslmode=require"
-
-
-def text_from_secret(arn: str, region: str, *, json_field: str) -> str:
-    """A value stored either as a plain string or as JSON {json_field: ...} (passwords, signing keys)."""
-    value = secret_string(arn, region)
-    try:
-        data = json.loads(value)
-    except json.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):  # a plain string, even one that happens to parse as a JSON number
-        return value.strip()
-    if not isinstance(data.get(json_field), str):
-        raise ValueError(f"secret {arn} holds JSON without a {json_field!r} text field")
-    return str(data[json_field])

@@ -104,10 +104,7 @@ class Settings(BaseSettings):
     @cached_property
     def local_runtime(self) -> dict[str, str]:
         """Addresses published by locally running components (empty when none are)."""
-        try:
-            return json.loads(self.runtime_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        return read_local_runtime(self.home)
 
     def resolved_queue_url(self) -> str:
         """The main queue URL, from the environment or the local SQS server."""
@@ -152,15 +149,18 @@ class Settings(BaseSettings):
         return self.local_runtime.get("sqs_endpoint_url")
 
 
+def read_local_runtime(home: Path) -> dict[str, str]:
+    """The addresses local components published in HOME/runtime.json (empty when none did, or mid-write)."""
+    try:
+        return json.loads((home / "runtime.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
 def write_local_runtime(settings: Settings, **addresses: str) -> None:
     """Publish local component addresses (merged) into REFARCH_HOME/runtime.json."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    current = {}
-    if settings.runtime_file.exists():
-        try:
-            current = json.loads(settings.runtime_file.read_text())
-        except json.JSONDecodeError:
-            current = {}
+    current = read_local_runtime(settings.home)
     current.update(addresses)
     tmp = settings.runtime_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(current, indent=2))

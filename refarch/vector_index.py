@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg2.extras
+from pgvector import Vector
+from pgvector.psycopg2 import register_vector
 
 from refarch.db import Database, fetch_one
 from refarch.db.roles import vector_table_grants
@@ -98,7 +100,9 @@ class PgVectorIndex:
     def __init__(self, db: Database, dimension: int, table: str = "product_vectors") -> None:
         if not VECTOR_TABLE_NAME.fullmatch(table):
             raise ConfigurationError(f"pgvector table name {table!r} must match {VECTOR_TABLE_NAME.pattern}")
-        self.db = db
+        # Its own connections (Emu holds per-product locks in a transaction on `db` meanwhile), each
+        # with pgvector's adapter: vectors travel as pgvector.Vector both ways.
+        self.db = Database(db.dsn, application_name="refarch-pgvector", on_connect=_register_vector)
         self.dimension = dimension
         # Validated above: safe to place in SQL text (table names cannot be bind parameters).
         self.table = table
@@ -108,14 +112,15 @@ class PgVectorIndex:
         with self.db.transaction() as conn, conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(29285, 2)")
             cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(conn)
+            # A vector column's type modifier is its dimension.
             cur.execute(
-                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
-                " WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
                 (self.table,),
             )
             row = cur.fetchone()
             if row is not None:
-                existing = int(row[0].split("(")[1].rstrip(")"))
+                existing = int(row[0])
                 if existing != self.dimension:
                     raise DimensionMismatchError(
                         f"pgvector table {self.table} holds {existing}-d vectors but the embedder "
@@ -151,7 +156,7 @@ class PgVectorIndex:
         rows = [
             (
                 r.id,
-                _vector_literal(r.values),
+                Vector(r.values),
                 r.metadata["sku"],
                 r.metadata["name"],
                 r.metadata["category"],
@@ -170,7 +175,7 @@ class PgVectorIndex:
                 " price = EXCLUDED.price, version = EXCLUDED.version, content_hash = EXCLUDED.content_hash,"
                 " updated_at = now()",
                 rows,
-                template="(%s, %s::vector, %s, %s, %s, %s, %s, %s)",
+                template="(%s, %s, %s, %s, %s, %s, %s, %s)",
             )
 
     def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
@@ -212,7 +217,7 @@ class PgVectorIndex:
             clauses.append("price <= %s")
             params.append(filter.max_price)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        literal = _vector_literal(vector)
+        literal = Vector(vector)
         with self.db.transaction() as conn, conn.cursor() as cur:
             if clauses:
                 # pgvector 0.6 filters after the HNSW scan, which can return too few rows; a filtered
@@ -272,10 +277,8 @@ class PgVectorIndex:
     def fetch_vectors(self, ids: list[int]) -> dict[int, list[float]]:
         """Stored vectors by id."""
         with self.db.transaction() as conn, conn.cursor() as cur:
-            cur.execute(
-                f"SELECT product_id, embedding::text FROM {self.table} WHERE product_id = ANY(%s)", (list(ids),)
-            )
-            return {pid: [float(v) for v in text.strip("[]").split(",")] for pid, text in cur.fetchall()}
+            cur.execute(f"SELECT product_id, embedding FROM {self.table} WHERE product_id = ANY(%s)", (list(ids),))
+            return {pid: vector.to_list() for pid, vector in cur.fetchall()}
 
 
 class PineconeIndex:
@@ -431,8 +434,13 @@ def upsert_batches(vectors: list[dict[str, Any]], *, max_vectors: int, max_bytes
     return batches
 
 
-def _vector_literal(values: list[float]) -> str:
-    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+def _register_vector(conn: Any) -> None:
+    """pgvector's psycopg2 adapter on a new connection, once the extension exists (ensure() creates it)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regtype('vector') IS NOT NULL")
+        (exists,) = fetch_one(cur)
+    if exists:
+        register_vector(conn)
 
 
 def make_index(
@@ -447,11 +455,15 @@ def make_index(
     index: PgVectorIndex | PineconeIndex
     pinecone = settings.vector_backend_kind == "pinecone" if target is None else "table" not in target
     if pinecone:
-        key = settings.pinecone_api_key.get_secret_value() if settings.pinecone_api_key else None
-        if key is None and settings.pinecone_secret_arn:
-            from refarch.secrets import api_key_from_secret
+        from refarch.secrets import API_KEY_FIELDS, from_env_or_secret
 
-            key = api_key_from_secret(settings.pinecone_secret_arn, settings.aws_region)
+        key = from_env_or_secret(
+            settings.pinecone_api_key,
+            settings.pinecone_secret_arn,
+            settings.aws_region,
+            what="Pinecone API key",
+            fields=API_KEY_FIELDS,
+        )
         if not key:
             raise ConfigurationError("Pinecone chosen but no PINECONE_API_KEY or REFARCH_PINECONE_SECRET_ARN set")
         where = target or {
@@ -467,9 +479,7 @@ def make_index(
             namespace=where["namespace"],
         )
     else:
-        # Its own connections: Emu holds per-product locks in a transaction on `db` meanwhile.
-        table = (target or {}).get("table", "product_vectors")
-        index = PgVectorIndex(Database(db.dsn, application_name="refarch-pgvector"), dimension, table)
+        index = PgVectorIndex(db, dimension, (target or {}).get("table", "product_vectors"))
     if ensure:
         index.ensure()
     return index

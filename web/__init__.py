@@ -12,7 +12,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from refarch.observability import logger
 from refarch.products import MAX_DESCRIPTION_CHARS
 from refarch.runtime import Runtime
-from refarch.settings import ConfigurationError, Settings
+from refarch.secrets import from_env_or_secret
+from refarch.settings import Settings
 
 # A JSON body holding a maximal description (up to 12 bytes per character when \u-escaped) still fits.
 MAX_REQUEST_BYTES = 12 * MAX_DESCRIPTION_CHARS + 64 * 1024
@@ -59,33 +60,29 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 def _edit_password(settings: Settings) -> str | None:
     """The edit password from the environment or Secrets Manager; None leaves editing open."""
-    if settings.edit_password is not None:
-        return settings.edit_password.get_secret_value() or None
-    if settings.edit_password_secret_arn:
-        return _required_secret_text(settings.edit_password_secret_arn, settings, "edit password", "password")
-    logger.warning("no edit password configured: anyone who can reach the page can edit products")
-    return None
+    password = from_env_or_secret(
+        settings.edit_password,
+        settings.edit_password_secret_arn,
+        settings.aws_region,
+        what="edit password",
+        fields=("password",),
+    )
+    if password is None:
+        logger.warning("no edit password configured: anyone who can reach the page can edit products")
+    return password
 
 
 def _session_secret(settings: Settings) -> str:
     """The key that signs session cookies; a random one per process when none is configured."""
-    if settings.session_secret is not None and settings.session_secret.get_secret_value():
-        return settings.session_secret.get_secret_value()
-    if settings.session_secret_arn:
-        return _required_secret_text(settings.session_secret_arn, settings, "session secret", "secret")
-    # Fine for one process; several workers or a restart sign people out (set REFARCH_SESSION_SECRET).
-    logger.info("no session secret configured: using a random key for this process")
-    return secrets.token_urlsafe(32)
-
-
-def _required_secret_text(arn: str, settings: Settings, what: str, json_field: str) -> str:
-    """A secret's text; ConfigurationError when it is blank (an empty edit password would leave editing open)."""
-    from refarch.secrets import text_from_secret
-
-    value = text_from_secret(arn, settings.aws_region, json_field=json_field)
-    if not value.strip():
-        raise ConfigurationError(
-            f"the {what} secret {arn} is empty: store a value in it (a plain string or JSON "
-            f'{{"{json_field}": "..."}}) and restart'
-        )
-    return value
+    secret = from_env_or_secret(
+        settings.session_secret,
+        settings.session_secret_arn,
+        settings.aws_region,
+        what="session secret",
+        fields=("secret",),
+    )
+    if secret is None:
+        # Fine for one process; several workers or a restart sign people out (set REFARCH_SESSION_SECRET).
+        logger.info("no session secret configured: using a random key for this process")
+        return secrets.token_urlsafe(32)
+    return secret

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 
 from refarch import products, status
 from refarch.observability import logger
-from refarch.products import Product, StaleVersionError
+from refarch.products import Product, ProductNotFoundError, StaleVersionError
 from refarch.search import SearchPage
 from web.auth import can_edit, editor_required
 from web.db import get_db, get_runtime
@@ -47,14 +47,10 @@ def _json_object() -> dict[str, Any]:
     return body
 
 
-def _not_found(product_id: int) -> ApiError:
-    return ApiError(404, f"product {product_id} does not exist (it may have been deleted)")
-
-
 def _existing(conn: Any, product_id: int) -> Product:
     product = products.get(conn, product_id) if product_id <= MAX_DB_ID else None
     if product is None:
-        raise _not_found(product_id)
+        raise ProductNotFoundError(product_id)
     return product
 
 
@@ -101,13 +97,11 @@ def update_product(product_id: int) -> Response:
     expected = version_value(body.pop("version", None), required=True)
     fields = products.validate_fields(body, partial=True)
     if product_id > MAX_DB_ID:
-        raise _not_found(product_id)
+        raise ProductNotFoundError(product_id)
     try:
         with get_db() as conn:
             product = products.update(conn, product_id, fields, expected_version=expected)
             sync = products.sync_statuses(conn, [product_id]).get(product_id)
-    except KeyError:
-        raise _not_found(product_id) from None
     except StaleVersionError as err:
         with get_db() as conn:
             current = _existing(conn, product_id)
@@ -127,12 +121,9 @@ def delete_product(product_id: int) -> tuple[str, int]:
     """Delete a product (only if still at ?version=, when given); Emu then removes its vector."""
     expected = version_value(request.args.get("version"), required=False)
     if product_id > MAX_DB_ID:
-        raise _not_found(product_id)
-    try:
-        with get_db() as conn:
-            products.delete(conn, product_id, expected_version=expected)
-    except KeyError:
-        raise _not_found(product_id) from None
+        raise ProductNotFoundError(product_id)
+    with get_db() as conn:
+        products.delete(conn, product_id, expected_version=expected)
     return "", 204
 
 

@@ -12,7 +12,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from refarch.observability import logger
-from refarch.products import ProductInputError, StaleVersionError
+from refarch.products import ProductInputError, ProductNotFoundError, StaleVersionError
 from refarch.search import SearchInputError
 from refarch.settings import ConfigurationError
 
@@ -55,6 +55,10 @@ def _search_input(err: SearchInputError) -> Response:
 def _product_input(err: ProductInputError) -> Response:
     status = 413 if err.oversized else 400
     return error_response(status, "some fields are invalid", err.fields)
+
+
+def _product_not_found(err: ProductNotFoundError) -> Response:
+    return error_response(404, str(err))
 
 
 def _stale_version(err: StaleVersionError) -> Response:
@@ -111,6 +115,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(SearchInputError, _search_input)
     app.register_error_handler(ProductInputError, _product_input)
     app.register_error_handler(StaleVersionError, _stale_version)
+    app.register_error_handler(ProductNotFoundError, _product_not_found)
     app.register_error_handler(psycopg2.errors.UniqueViolation, _unique_violation)
     app.register_error_handler(psycopg2.errors.CheckViolation, _check_violation)
     app.register_error_handler(psycopg2.OperationalError, _database_unavailable)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, ILocalBundling
@@ -144,6 +144,7 @@ def lambda_code(project_root: Path = PROJECT_ROOT) -> lambda_.Code:
             image=RUNTIME.bundling_image,
             platform="linux/arm64",
             command=["bash", "-c", docker_steps],
-            local=PipLocalBundling(project_root=project_root),
+            # jsii.implements makes it an ILocalBundling at run time; mypy cannot see that.
+            local=cast(ILocalBundling, PipLocalBundling(project_root=project_root)),
         ),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Protocol, TypeVar
@@ -63,14 +63,24 @@ def connect(dsn: str, *, autocommit: bool = False, application_name: str = "refa
 class Database:
     """A DSN plus one cached connection per thread (Lambda reuses it across invocations)."""
 
-    def __init__(self, dsn: str, *, application_name: str = "refarch") -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        application_name: str = "refarch",
+        on_connect: Callable[[Connection], None] | None = None,
+    ) -> None:
         self.dsn = dsn
         self.application_name = application_name
+        self.on_connect = on_connect  # e.g. registering a type adapter on every new connection
         self._local = threading.local()
 
     def connect(self, *, autocommit: bool = False) -> Connection:
         """A new connection the caller owns and closes."""
-        return connect(self.dsn, autocommit=autocommit, application_name=self.application_name)
+        conn = connect(self.dsn, autocommit=autocommit, application_name=self.application_name)
+        if self.on_connect is not None:
+            self.on_connect(conn)
+        return conn
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

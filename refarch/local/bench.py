@@ -36,7 +36,7 @@ from refarch.local.demo import Supervisor, emu_layout, free_port
 from refarch.local.standins import OpenAIStandIn
 from refarch.messages import bulk_messages
 from refarch.products import embedding_text
-from refarch.settings import Settings
+from refarch.settings import Settings, read_local_runtime
 
 QUERIES = (
     "AI",
@@ -152,6 +152,9 @@ class Bench:
             REFARCH_EMBEDDER="local", OPENAI_API_KEY="bench-local-key", OPENAI_BASE_URL=second_model.base_url
         )
         try:
+            # Emu's per-batch "batch done" lines (INFO) are how the re-delivery step counts what Emu
+            # received and skipped; the stack's components inherit this environment.
+            os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO"
             self.supervisor.start_database()
             self.supervisor.start_components(("emu", "web"))
             self.bootstrap_throughput()
@@ -329,22 +332,30 @@ class Bench:
         # Now force every row through the queue and Emu (duplicates of indexed versions).
         from refarch.queue import SyncQueue, make_sqs_client
 
-        runtime = json.loads((self.home / "runtime.json").read_text())
+        runtime = read_local_runtime(self.home)
         queue = SyncQueue(make_sqs_client(Settings(home=self.home)), runtime["bulk_queue_url"])
         conn = connect(self.supervisor.dsn)
         with conn.cursor() as cur:
             cur.execute("SELECT id, version FROM products ORDER BY id")
             rows = cur.fetchall()
         conn.close()
+        logs_before = self._emu_log_sizes()
         started = time.monotonic()
-        queue.send(bulk_messages([(pid, v, "sync") for pid, v in rows], source="repair"))
+        messages = bulk_messages([(pid, v, "sync") for pid, v in rows], source="repair")
+        queue.send(messages)
         self._wait_queue_empty()
         redelivery_seconds = time.monotonic() - started
+        emu = self._emu_batches_since(logs_before)
         self.results["rebootstrap_unchanged"] = {
             "bootstrap_enqueued": result["enqueued"],
             "bootstrap_seconds": round(rerun_seconds, 2),
             "bootstrap_embeddings": calls_after_rerun - calls_before,
             "redelivered": len(rows),
+            "redelivery_messages": len(messages),
+            # What the Emu workers logged for those batches: messages received, and how many of them
+            # were skipped as already indexed (metadata-only updates count as skipped embeddings too)
+            "redelivery_emu_received": emu["records"],
+            "redelivery_emu_skipped": emu["skipped"] + emu["metadata_only"],
             "redelivery_seconds": round(redelivery_seconds, 2),
             "redelivery_embeddings": self._count("SELECT count(*) FROM embed_calls") - calls_after_rerun,
         }
@@ -359,6 +370,25 @@ class Bench:
             bootstrap=lambda generation: self.supervisor.bootstrap(generation=generation),
             queue_idle=lambda: (self.supervisor.status().get("queue_depth") or 0) == 0,
         )
+
+    def _emu_log_sizes(self) -> dict[Path, int]:
+        """Current size of each Emu worker's log (where its next lines will start)."""
+        return {log: log.stat().st_size for log in (self.home / "logs").glob("emu*.log")}
+
+    def _emu_batches_since(self, sizes: dict[Path, int]) -> dict[str, int]:
+        """Totals of the Emu workers' "batch done" log lines written after `sizes` (records, skipped, ...)."""
+        totals = dict.fromkeys(("records", "embedded", "skipped", "metadata_only", "deleted", "failed"), 0)
+        for log in (self.home / "logs").glob("emu*.log"):
+            with log.open("rb") as f:
+                f.seek(sizes.get(log, 0))
+                lines = f.read().decode(errors="replace").splitlines()
+            for line in lines:
+                if '"batch done"' not in line:
+                    continue
+                entry = json.loads(line)
+                for key in totals:
+                    totals[key] += int(entry.get(key, 0))
+        return totals
 
     def search_latency(self) -> None:
         """p50/p95 of SearchService.search at two catalog sizes (the larger one in its own database)."""
@@ -532,7 +562,9 @@ def _pipeline_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows.append(
         (
             "Re-delivery of every row (bulk lane)",
-            f"{re['redelivery_embeddings']} embeddings, {re['redelivered']} messages in {re['redelivery_seconds']} s",
+            f"{re['redelivery_embeddings']} embeddings, {re['redelivered']} rows in {re['redelivery_messages']} "
+            f"messages sent, {re['redelivery_emu_received']} received and {re['redelivery_emu_skipped']} rows "
+            f"skipped by Emu, in {re['redelivery_seconds']} s",
             "0 embeddings",
         )
     )

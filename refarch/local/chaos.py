@@ -8,7 +8,6 @@ faults (429, 500, timeouts) exercise the client's own retry path and scenarios r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -18,6 +17,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,7 @@ from refarch.embeddings import make_embedder
 from refarch.local.convergence import Convergence, check_convergence
 from refarch.local.demo import Component, Supervisor, free_port
 from refarch.local.standins import OpenAIStandIn
-from refarch.settings import Settings
+from refarch.settings import Settings, read_local_runtime
 from refarch.vector_index import PgVectorIndex
 
 DIMENSION = 64
@@ -362,7 +362,16 @@ class ChaosHarness:
         return result
 
     def duplicates_and_reordering(self) -> ScenarioResult:
-        """Concurrent workers receive duplicated, stale and reordered messages for the same hot products."""
+        """Concurrent workers receive duplicated, stale and reordered messages for the same hot products.
+
+        No fault is injected here, so every failed record and every error a delivery raises is
+        unexpected: they are counted, reported, and fail the scenario (the pipeline would repair
+        them, which is exactly why they must not pass unseen).
+        """
+        problems: list[str] = []
+        errors: Counter[str] = Counter()
+        deliveries = Counter[str]()
+        counting = threading.Lock()
 
         def body() -> int:
             from refarch.local.handlers import LocalLambdaContext, load_handler
@@ -398,9 +407,17 @@ class ChaosHarness:
                             }
                         )
                     rng.shuffle(records)
-                    # A batch where every record failed raises; redelivery is the queue's job, not ours.
-                    with contextlib.suppress(Exception):
-                        handler({"Records": records}, LocalLambdaContext(function_name="emu-direct"))
+                    try:
+                        response = handler({"Records": records}, LocalLambdaContext(function_name="emu-direct"))
+                    except Exception as err:  # counted and reported below: any error fails the scenario
+                        with counting:
+                            deliveries["batches"] += 1
+                            errors[f"{type(err).__name__}: {err}"[:300]] += 1
+                        continue
+                    with counting:
+                        deliveries["batches"] += 1
+                        if failed := len(response.get("batchItemFailures", [])):
+                            errors["records reported failed"] += failed
 
             workers = [threading.Thread(target=deliver, args=(w,), daemon=True) for w in range(3)]
             for w in workers:
@@ -423,7 +440,19 @@ class ChaosHarness:
                     w.join()
             return made
 
-        return self.scenario("duplicate and reordered deliveries, concurrent workers", body)
+        def body_counting_errors() -> int:
+            made = body()
+            if errors:
+                problems.append(f"{sum(errors.values())} unexpected errors in concurrent deliveries: {dict(errors)}")
+            return made
+
+        result = self.scenario(
+            "duplicate and reordered deliveries, concurrent workers", body_counting_errors, problems=problems
+        )
+        result.detail = (
+            f"{deliveries['batches']} batches delivered, {sum(errors.values())} errors {result.detail}".strip()
+        )
+        return result
 
     def database_restarted(self) -> ScenarioResult:
         """Postgres restarts (every connection cut) while edits flow; clients reconnect."""
@@ -450,7 +479,7 @@ class ChaosHarness:
         def body() -> int:
             from refarch.queue import make_sqs_client
 
-            runtime = json.loads((self.home / "runtime.json").read_text())
+            runtime = read_local_runtime(self.home)
             sqs = make_sqs_client(Settings(home=self.home))
             sqs.send_message(
                 QueueUrl=runtime["queue_url"],

@@ -33,7 +33,7 @@ from refarch.db import connect, fetch_one, migrate
 from refarch.local import LOCAL_ENV, SUPERVISOR_PID_ENV
 from refarch.local.database import LocalDatabase
 from refarch.observability import log_to_file
-from refarch.settings import ConfigurationError, Settings, write_local_runtime
+from refarch.settings import ConfigurationError, Settings, read_local_runtime, write_local_runtime
 from refarch.status import lane_queues, queue_states, sync_counts
 from refarch.topology import DEFAULT_TOPOLOGY, LaneName, Topology
 
@@ -261,10 +261,7 @@ class Supervisor:
         raise RuntimeError(f"local SQS server did not start; see {self.home / 'logs' / 'sqs.log'}")
 
     def _runtime(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.home / "runtime.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        return read_local_runtime(self.home)
 
     def _watch(self) -> None:
         """Restart a component that died (with a growing pause); an SQS restart re-runs the bootstrap."""

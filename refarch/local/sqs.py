@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -171,6 +172,13 @@ def _speed_up_moto() -> None:
 
     if getattr(sqs_models, "_refarch_patched", False):  # once per process, however many servers start
         return
+    missing = moto_internals_missing()
+    if missing:
+        raise RuntimeError(
+            f"moto {_moto_version()} no longer has the internals refarch/local/sqs.py patches for speed: "
+            f"{', '.join(missing)}. Update _speed_up_moto for this moto, or pin the moto version in "
+            "requirements-dev.txt."
+        )
     sqs_models._refarch_patched = True  # type: ignore[attr-defined]
 
     original_ms, original_s = sqs_models.unix_time_millis, sqs_models.unix_time
@@ -228,6 +236,59 @@ def _speed_up_moto() -> None:
     queue_class.approximate_number_of_messages = property(lambda queue: counts(queue)[0])  # type: ignore[method-assign, assignment]
     queue_class.approximate_number_of_messages_not_visible = property(lambda queue: counts(queue)[1])  # type: ignore[method-assign, assignment]
     queue_class.approximate_number_of_messages_delayed = property(lambda queue: counts(queue)[2])  # type: ignore[method-assign, assignment]
+
+
+# What _speed_up_moto replaces (module functions, class members) and reads (queue and message attributes).
+_PATCHED_FUNCTIONS = ("unix_time_millis", "unix_time")
+_PATCHED_QUEUE_MEMBERS = (
+    "messages",
+    "delete_message",
+    "approximate_number_of_messages",
+    "approximate_number_of_messages_not_visible",
+    "approximate_number_of_messages_delayed",
+)
+_READ_QUEUE_ATTRIBUTES = ("_messages", "pending_messages", "deleted_messages", "message_retention_period")
+_READ_MESSAGE_ATTRIBUTES = (
+    "visible_at",
+    "delayed_until",
+    "receipt_handle",
+    "_old_receipt_handles",
+    "all_receipt_handles",
+    "sent_timestamp",
+)
+
+
+def moto_internals_missing() -> list[str]:
+    """The moto internals the speed-ups rely on that this moto lacks (empty when all are there).
+
+    Checked on a real queue and message of a throwaway account, so an upgrade that renames or
+    removes one fails here, loudly, instead of corrupting the local queue quietly.
+    """
+    import moto.sqs.models as sqs_models
+
+    missing = [f"moto.sqs.models.{name}" for name in _PATCHED_FUNCTIONS if not hasattr(sqs_models, name)]
+    missing += [f"Queue.{name}" for name in _PATCHED_QUEUE_MEMBERS if not hasattr(sqs_models.Queue, name)]
+    if not hasattr(sqs_models.SQSBackend, "is_message_valid_based_on_retention_period"):
+        missing.append("SQSBackend.is_message_valid_based_on_retention_period")
+    backend = sqs_models.sqs_backends["000000000042"]["us-east-1"]
+    try:
+        queue = backend.create_queue("refarch-moto-internals-check")
+        backend.send_message(queue.name, "probe")
+        message = queue._messages[0]
+    except Exception as err:  # any change in how a queue or message is made is a change we rely on
+        return [*missing, f"creating a queue and a message ({type(err).__name__}: {err})"]
+    finally:
+        with contextlib.suppress(KeyError):
+            backend.delete_queue("refarch-moto-internals-check")
+    missing += [f"Queue().{name}" for name in _READ_QUEUE_ATTRIBUTES if not hasattr(queue, name)]
+    missing += [f"Message().{name}" for name in _READ_MESSAGE_ATTRIBUTES if not hasattr(message, name)]
+    return missing
+
+
+def _moto_version() -> str:
+    from importlib.metadata import version
+
+    return version("moto")
 
 
 def start_server(port: int = DEFAULT_PORT) -> LocalSqsServer:

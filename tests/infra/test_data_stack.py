@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
+import pytest
 from aws_cdk.assertions import Match
 
+from cdk_app import data_stack
 from refarch import topology
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import function_by_handler, only, resources
@@ -125,14 +129,28 @@ def test_queues_refuse_plain_http(dev: Synthesized) -> None:
     )
 
 
-def test_schema_custom_resource_runs_migrations_after_the_database(dev: Synthesized) -> None:
+def test_schema_custom_resource_runs_migrations_after_the_database(
+    dev: Synthesized, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given the data stack
     data = dev.template_json(dev.stacks.data)
     schema = next(iter(resources(data, "Custom::RefarchSchema").values()))
     migrate = function_by_handler(data, topology.MIGRATE_HANDLER)
     database_id = next(iter(resources(data, "AWS::RDS::DBInstance")))
-    # Then the resource seeds as configured, changes with the migrations, and waits for the database
+    # Then the resource seeds as configured and waits for the database
     assert schema["Properties"]["SeedRows"] == str(dev.config.seed_rows)
-    assert len(schema["Properties"]["MigrationsHash"]) == 16
     assert database_id in schema["DependsOn"]
+    # And its MigrationsHash is the hash of the migration files: a changed or added migration changes
+    # the resource's properties, which is what makes CloudFormation run the migrations again
+    assert schema["Properties"]["MigrationsHash"] == data_stack.migrations_hash()
+    migrations = tmp_path / "refarch" / "db" / "migrations"
+    shutil.copytree(data_stack.PROJECT_ROOT / "refarch" / "db" / "migrations", migrations)
+    monkeypatch.setattr(data_stack, "PROJECT_ROOT", tmp_path)
+    assert data_stack.migrations_hash() == schema["Properties"]["MigrationsHash"]
+    first = sorted(migrations.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- changed\n")
+    changed = data_stack.migrations_hash()
+    assert changed != schema["Properties"]["MigrationsHash"]
+    (migrations / "9999_added.sql").write_text("SELECT 1;\n")
+    assert data_stack.migrations_hash() not in (changed, schema["Properties"]["MigrationsHash"])
     assert migrate["VpcConfig"]["SubnetIds"], "the migration runs inside the VPC to reach the database"

@@ -63,7 +63,7 @@ def test_emu_asset_holds_the_handler_the_library_and_arm64_wheels(bundled_dev: S
         extensions = list((asset / package).glob("*.cpython-312-aarch64-linux-gnu.so"))
         assert extensions, f"no aarch64 cp312 extension in {package}"
         assert all(elf_machine(so) == ELF_MACHINE_AARCH64 for so in extensions)
-    for package in ("openai", "pinecone", "aws_lambda_powertools", "pydantic_settings", "tenacity"):
+    for package in ("openai", "pinecone", "pgvector", "aws_lambda_powertools", "pydantic_settings", "tenacity"):
         assert (asset / package).is_dir(), f"{package} missing from the bundle"
 
 

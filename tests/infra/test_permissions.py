@@ -156,17 +156,28 @@ def test_state_machine_can_only_invoke_the_bootstrap_functions(dev: Synthesized)
     assert not any(a.startswith(("sqs:", "secretsmanager:", "rds")) for a in role_grants)
 
 
+def as_list(value: str | list[str]) -> list[str]:
+    """An IAM statement's Action (or Resource): one string or a list of them."""
+    return value if isinstance(value, list) else [value]
+
+
 def test_no_policy_grants_a_service_wide_wildcard_action(any_stage: Synthesized) -> None:
-    # Given every policy statement in every stack of the stage
-    statements = []
+    # Given every identity policy statement in every stack of the stage: policies attached to roles,
+    # policies written inline in a role, and customer managed policies
+    statements: dict[str, list[dict]] = {"AWS::IAM::Policy": [], "inline": [], "AWS::IAM::ManagedPolicy": []}
     for stack in any_stage.stacks.all():
         template = any_stage.template_json(stack)
-        for policy in resources(template, "AWS::IAM::Policy").values():
-            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
-    # Then no action is `*` or `service:*`
-    actions = [a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])]
-    assert actions
-    assert not [a for a in actions if a == "*" or a.endswith(":*")]
+        for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            for policy in resources(template, kind).values():
+                statements[kind].extend(policy["Properties"]["PolicyDocument"]["Statement"])
+        for role in resources(template, "AWS::IAM::Role").values():
+            for policy in role["Properties"].get("Policies", []):
+                statements["inline"].extend(policy["PolicyDocument"]["Statement"])
+    # Then no action is `*` or `service:*`, whichever kind of policy carries it
+    actions = {kind: [a for s in found for a in as_list(s.get("Action", []))] for kind, found in statements.items()}
+    assert actions["AWS::IAM::Policy"]
+    wildcards = {kind: [a for a in found if a == "*" or a.endswith(":*")] for kind, found in actions.items()}
+    assert wildcards == {kind: [] for kind in statements}
 
 
 def test_only_aws_minimum_managed_policies_are_attached(any_stage: Synthesized) -> None:

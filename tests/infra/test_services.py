@@ -307,8 +307,10 @@ def test_monitoring_alarms_notify_the_topic(dev: Synthesized, variant: Synthesiz
         assert metric in dashboard
     # And an email subscription exists only where an address is configured
     assert resources(template, "AWS::SNS::Subscription") == {}
-    subscription = only(variant.template_json(variant.stacks.monitoring), "AWS::SNS::Subscription")
-    assert subscription == {"Protocol": "email", "TopicArn": subscription["TopicArn"], "Endpoint": "ops@example.com"}
+    variant_monitoring = variant.template_json(variant.stacks.monitoring)
+    (variant_topic_id,) = resources(variant_monitoring, "AWS::SNS::Topic")
+    subscription = only(variant_monitoring, "AWS::SNS::Subscription")
+    assert subscription == {"Protocol": "email", "TopicArn": {"Ref": variant_topic_id}, "Endpoint": "ops@example.com"}
 
 
 def test_outputs_name_what_an_operator_needs(dev: Synthesized) -> None:

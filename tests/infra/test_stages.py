@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from cdk_app.config import DEV
 from refarch import topology
 from refarch.topology import DEFAULT_TOPOLOGY
 from tests.infra.conftest import Synthesized
-from tests.infra.templates import event_source_of, function_logical_id, resources
+from tests.infra.templates import event_source_of, function_logical_id, resources, state_machine_definition
 
 
 def test_prod_database_is_multi_az_protected_and_snapshotted(prod: Synthesized, dev: Synthesized) -> None:
@@ -57,6 +58,11 @@ def test_prod_scaling_reaches_each_emu_lane_and_the_map(prod: Synthesized, lane_
     assert function["ReservedConcurrentExecutions"] == lane.reserved_concurrency
     assert mapping["ScalingConfig"]["MaximumConcurrency"] == lane.max_concurrency
     assert mapping["ScalingConfig"]["MaximumConcurrency"] <= function["ReservedConcurrentExecutions"]
+    # And the bootstrap Map fans out at prod's concurrency, not dev's
+    assert prod.config.topology.bootstrap_max_concurrency != DEV.topology.bootstrap_max_concurrency
+    states = state_machine_definition(prod.template_json(prod.stacks.pelican))["States"]
+    (bootstrap_map,) = [state for state in states.values() if state["Type"] == "Map"]
+    assert bootstrap_map["MaxConcurrency"] == prod.config.topology.bootstrap_max_concurrency
 
 
 def test_every_stack_has_a_description_tags_and_the_stage_prefix(any_stage: Synthesized) -> None:
@@ -69,6 +75,9 @@ def test_every_stack_has_a_description_tags_and_the_stage_prefix(any_stage: Synt
         tagged = [r for r in template["Resources"].values() if "Tags" in r.get("Properties", {})]
         assert tagged, stack.stack_name
         for resource in tagged:
+            # CloudFormation writes tags as a list of Key/Value pairs, or as a map for a few types (SSM)
             tags = resource["Properties"]["Tags"]
-            if isinstance(tags, list):
-                assert {"Key": "stage", "Value": any_stage.config.name} in tags
+            stage_tag = (
+                {t["Key"]: t["Value"] for t in tags}.get("stage") if isinstance(tags, list) else tags.get("stage")
+            )
+            assert stage_tag == any_stage.config.name, (stack.stack_name, resource["Type"], tags)

@@ -339,6 +339,60 @@ def test_an_index_failure_fails_the_records_and_keeps_the_old_version(emu_pineco
     assert_index_matches_database(emu_pinecone.db, idx, emu_pinecone.embedder.model_id)
 
 
+def test_a_failing_index_delete_fails_the_record_and_keeps_the_vector_until_a_retry(
+    emu_pinecone, dsn, pinecone_standins
+):
+    # Given an indexed product whose row is then deleted
+    pinecone = pinecone_standins[0]
+    row = new_product(dsn, 1)
+    invoke_emu(sqs_event(change(row.id, op="insert")))
+    delete_product(dsn, row.id)
+    # When its tombstone arrives while Pinecone fails every try of the delete (1 try + 3 retries)
+    pinecone.fail_next("server_error", times=4)
+    with pytest.raises(BatchProcessingError):
+        invoke_emu(sqs_event(change(row.id, version=2, op="delete")))
+    # Then the delete really was what failed: the vector is still there, and the ledger says so
+    assert [name for name, _ in pinecone.received][-4:] == ["delete"] * 4
+    assert pinecone.faults == {"server_error": 4}
+    assert [pid for pid, _ in emu_pinecone.index.scan()] == [row.id]
+    entry = ledger_entries(dsn)[row.id]
+    assert (entry.status, entry.indexed_version) == ("failed", 1)
+    assert "delete failed" in ledger_errors(dsn)[row.id]
+    # And the redelivered tombstone removes the vector and records the deletion
+    assert failed_ids(invoke_emu(sqs_event(change(row.id, version=2, op="delete")))) == set()
+    assert list(emu_pinecone.index.scan()) == []
+    entry = ledger_entries(dsn)[row.id]
+    assert (entry.status, entry.indexed_version) == ("deleted", 2)
+    assert_index_matches_database(emu_pinecone.db, emu_pinecone.index, emu_pinecone.embedder.model_id)
+
+
+def test_a_failing_metadata_update_fails_the_record_and_keeps_the_old_version(
+    emu_pinecone, dsn, openai_standin, pinecone_standins
+):
+    # Given an indexed product whose price (only) then changes
+    pinecone = pinecone_standins[0]
+    row = new_product(dsn, 1, price=Decimal("20.00"))
+    invoke_emu(sqs_event(change(row.id, op="insert")))
+    edit_product(dsn, row.id, price=Decimal("35.50"))
+    # When the change arrives while Pinecone fails every try of the metadata update
+    pinecone.fail_next("server_error", times=4)
+    with pytest.raises(BatchProcessingError):
+        invoke_emu(sqs_event(change(row.id, version=2)))
+    # Then the metadata update really was what failed (nothing was embedded), the vector keeps its
+    # old price and version, and the ledger keeps the version the index holds, marked failed
+    assert [name for name, _ in pinecone.received][-4:] == ["update"] * 4
+    assert pinecone.faults == {"server_error": 4}
+    assert openai_standin.embed_calls == 1
+    [(_, metadata)] = emu_pinecone.index.scan()
+    assert (metadata["version"], metadata["price"]) == (1, 20.0)
+    entry = ledger_entries(dsn)[row.id]
+    assert (entry.status, entry.indexed_version) == ("failed", 1)
+    assert "metadata update failed" in ledger_errors(dsn)[row.id]
+    # And the redelivered change brings the vector to the row's version
+    assert failed_ids(invoke_emu(sqs_event(change(row.id, version=2)))) == set()
+    assert_index_matches_database(emu_pinecone.db, emu_pinecone.index, emu_pinecone.embedder.model_id)
+
+
 # -- configuration ---------------------------------------------------------------------------
 
 

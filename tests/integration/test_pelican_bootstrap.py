@@ -10,7 +10,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,6 +38,9 @@ from tests.integration.pelican_support import (
     refarch_env,
     wait_for,
 )
+
+BACKEND_ALIVE = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+RANGE_GATE = 18_002  # advisory lock key of the gate that holds a worker between send and commit
 
 # The state machine's retry policy for a busy range, with short waits (0.2, 0.4, 0.8, ... s).
 QUICK_RETRY = dataclasses.replace(DEFAULT_TOPOLOGY, bootstrap_busy_retry_seconds=0.2, bootstrap_busy_retry_attempts=6)
@@ -128,34 +130,66 @@ def test_overlapping_executions_never_send_a_range_twice(conn, dsn, local_settin
     assert final["status"] == "complete" and final["enqueued"] == 2_000
 
 
-def test_a_range_held_by_another_worker_is_retried_until_it_is_sent(conn, dsn, local_settings, sent):
+def test_a_range_held_by_another_worker_is_retried_until_it_is_sent(conn, dsn, local_settings, sent, monkeypatch):
     # Given a planned run of 300 products in 3 ranges, and range 1 held by a worker that is stuck
     # (its transaction holds the range row, as a Lambda killed mid-send would until Postgres drops it)
     catalog.seed(conn, 300)
     plan = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": 100})
     run_id = plan["run_id"]
     holder = connect(dsn)
+    holder_pid = holder.get_backend_pid()
     with holder.cursor() as cur:
         cur.execute("SELECT 1 FROM bootstrap_ranges WHERE run_id = %s AND range_no = 1 FOR UPDATE", (run_id,))
     # When a Batch is given that range, Then it does not report success with the range unsent
     with pytest.raises(RangeBusyError, match="range 1 .* held by another worker"):
         invoke(BOOTSTRAP_BATCH_HANDLER, plan["ranges"][1])
-    # When the Map runs every range with its retry policy and the stuck worker's connection drops meanwhile
-    threading.Timer(1.0, holder.close).start()
+    # When the Map runs every range with its retry policy, and the stuck worker's connection drops
+    # once the range has been found busy twice more (every Batch attempt and its outcome recorded)
+    attempts: list[tuple[int, str]] = []
+    batch = lambdas.bootstrap.batch
+
+    def recorded_batch(event, context):
+        try:
+            result = batch(event, context)
+        except RangeBusyError:
+            attempts.append((event["range_no"], "busy"))
+            if attempts.count((1, "busy")) == 2:
+                holder.close()
+                wait_for(lambda: not query(dsn, BACKEND_ALIVE, (holder_pid,))[0][0], 30, "the holder to disconnect")
+            raise
+        attempts.append((event["range_no"], "taken" if result["taken"] else "not taken"))
+        return result
+
+    monkeypatch.setattr(lambdas.bootstrap, "batch", recorded_batch)
     with QueueDrain(local_settings, lane="bulk") as drain:
         results = [invoke_batch(item, QUICK_RETRY) for item in plan["ranges"]]
         final = invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id})
         received = drain.settle()
-    # Then the held range was taken on a retry, and the run completed with every product sent
+    # Then the held range raised RangeBusyError twice, was retried, and taken on the third attempt
+    assert attempts == [(0, "taken"), (1, "busy"), (1, "busy"), (1, "taken"), (2, "taken")]
+    # And the run completed with every product sent
     assert [r["taken"] for r in results] == [True, True, True]
     assert final["status"] == "complete" and final["pending_ranges"] == 0
     assert {m["product_id"] for m in received} == product_ids(dsn)
 
 
 def test_bootstrap_killed_mid_run_is_resumed_and_loses_nothing(conn, dsn, local_settings, tmp_path):
-    # Given 1,000 products and a bootstrap process (40 ranges of 25) killed with SIGKILL mid-run
+    # Given 1,000 products, and a gate in the database that can hold the statement marking a range
+    # done (a trigger waiting on an advisory lock): a worker reaches it only after SQS accepted the range
     catalog.seed(conn, 1_000)
+    query(
+        dsn,
+        f"""
+        CREATE FUNCTION hold_range_commits() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_xact_lock_shared({RANGE_GATE}); RETURN NULL; END $$;
+        CREATE TRIGGER hold_range_commits BEFORE UPDATE ON bootstrap_ranges
+            FOR EACH STATEMENT EXECUTE FUNCTION hold_range_commits();
+        """,
+    )
+    gate = connect(dsn, autocommit=True)
     with QueueDrain(local_settings, lane="bulk") as drain:
+        # When a bootstrap process (40 ranges of 25) has done a fifth of the ranges, the gate closes,
+        # and the process is SIGKILLed once a worker has sent a range and waits to mark it done
         killed = RefarchProcess(
             ["pelican", "bootstrap", "--range-size", "25"],
             refarch_env(local_settings, dsn),
@@ -167,11 +201,20 @@ def test_bootstrap_killed_mid_run_is_resumed_and_loses_nothing(conn, dsn, local_
                 120,
                 "a fifth of the ranges to be done",
             )
+            with gate.cursor() as cur:
+                cur.execute("SELECT pg_advisory_lock(%s)", (RANGE_GATE,))
+            wait_for(lambda: workers_waiting_on_a_lock(dsn), 60, "a worker to hold a sent range")
         finally:
             killed.kill()
+        gate.close()
+        wait_for(lambda: not workers_connected(dsn), 60, "the killed workers' transactions to be rolled back")
         [(run_id, status)] = query(dsn, "SELECT id, status FROM bootstrap_runs")
         done_before = {n: updated for n, range_status, _, _, updated in ranges(dsn) if range_status == "done"}
         assert status == "running" and 8 <= len(done_before) < 40, killed.output()
+        # Then a range was cut off claimed and sent but not committed: products of pending ranges are in SQS
+        sent_before = {m["product_id"] for m in drain.settle()}
+        pending_ids = products_in_ranges(dsn, run_id, status="pending")
+        assert sent_before & pending_ids, "no range was sent and left uncommitted by the kill"
         # When the bootstrap is run again
         result = run_refarch_bootstrap(local_settings, dsn, "--range-size", "25")
         received = drain.settle()
@@ -179,8 +222,34 @@ def test_bootstrap_killed_mid_run_is_resumed_and_loses_nothing(conn, dsn, local_
     assert result == {"run_id": run_id, "status": "complete", "pending_ranges": 0, "enqueued": 1_000, "skipped": 0}
     after = {n: updated for n, _, _, _, updated in ranges(dsn)}
     assert {n: after[n] for n in done_before} == done_before
-    # And every product reached the queue (ranges cut off mid-send may have been sent twice: harmless)
+    # And every product reached the queue (the ranges cut off mid-send were sent twice: harmless)
     assert {m["product_id"] for m in received} == product_ids(dsn)
+
+
+def workers_waiting_on_a_lock(dsn: str) -> int:
+    """Bootstrap workers' connections waiting on a lock (here: the gate)."""
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'bootstrap' AND wait_event_type = 'Lock'"
+    )
+    return query(dsn, sql)[0][0]
+
+
+def workers_connected(dsn: str) -> int:
+    """Bootstrap workers' connections still open."""
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'bootstrap'"
+    return query(dsn, sql)[0][0]
+
+
+def products_in_ranges(dsn: str, run_id: int, *, status: str) -> set[int]:
+    """Ids of the products in this run's ranges with this status."""
+    rows = query(
+        dsn,
+        "SELECT p.id FROM products p JOIN bootstrap_ranges r ON p.id BETWEEN r.first_id AND r.last_id"
+        " WHERE r.run_id = %s AND r.status = %s",
+        (run_id, status),
+    )
+    return {pid for (pid,) in rows}
 
 
 def test_a_failed_worker_fails_the_run_and_a_rerun_sends_everything(conn, dsn, local_settings, sent, monkeypatch):

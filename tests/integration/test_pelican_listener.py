@@ -11,7 +11,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +32,7 @@ from refarch.observability import metrics
 from refarch.pelican.listener import OutboxRelay
 from refarch.queue import PartialSendError, SyncQueue, make_sqs_client
 from tests.conftest import free_port
+from tests.integration.emu_support import assert_index_matches_database
 from tests.integration.pelican_support import (
     REPO,
     QueueDrain,
@@ -43,6 +47,7 @@ from tests.integration.pelican_support import (
 )
 
 CLAIM_SIZE = 500  # OutboxRelay's default claim: what one in-flight send covers
+MARK_GATE = 18_001  # advisory lock key of the gate that holds a relay between send and mark
 
 
 @pytest.fixture
@@ -87,6 +92,39 @@ def health(settings, dsn: str, max_age: float) -> subprocess.CompletedProcess:
     )
 
 
+@contextmanager
+def editing(dsn: str, product_ids: list[int]) -> Iterator[None]:
+    """Make these edits (one transaction each) in a background thread while the block runs; wait for them."""
+    editor = threading.Thread(target=edit_products, args=(dsn, product_ids), name="editor")
+    editor.start()
+    try:
+        yield
+    finally:
+        editor.join(timeout=120)
+
+
+def kill_with_a_send_in_flight(dsn: str, listener: RefarchProcess) -> None:
+    """SIGKILL the listener while it holds a claim open, i.e. between claiming rows and committing their mark.
+
+    The claim's transaction is "idle in transaction" only while its rows are being sent to SQS (or
+    just sent, not yet marked). The listener is frozen (SIGSTOP) when one is seen; if the claim is
+    still open once the frozen process can no longer commit, the kill provably lands mid-send.
+    Otherwise it is thawed and the next claim is tried.
+    """
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not backends(dsn, "pelican-drain", state="idle in transaction"):
+            time.sleep(0.002)
+            continue
+        listener.signal(signal.SIGSTOP)
+        time.sleep(0.2)  # let Postgres act on anything the process sent just before it froze
+        if backends(dsn, "pelican-drain", state="idle in transaction"):
+            listener.kill()
+            return
+        listener.signal(signal.SIGCONT)
+    raise AssertionError(f"no claim was caught in flight within 60 s:\n{listener.output()}")
+
+
 def test_listener_killed_during_1000_edits_loses_no_change(conn, dsn, local_settings, start_listener):
     # Given 200 products and a listener that has relayed their inserts
     catalog.seed(conn, 200)
@@ -94,15 +132,14 @@ def test_listener_killed_during_1000_edits_loses_no_change(conn, dsn, local_sett
     with QueueDrain(local_settings) as drain:
         first = start_listener()
         wait_for(lambda: unsent_outbox_rows(dsn) == 0, 60, "the seed to be relayed")
-        # When 1,000 edits are made while the listener is SIGKILLed right after the 250th edit
-        # (mid-relay), restarted after the 500th, SIGKILLed again after the 600th, and restarted
-        # once all are done (400 edits, two per product, wait in the outbox for it)
-        edit_products(dsn, edits[:250])
-        first.kill()
-        edit_products(dsn, edits[250:500])
+        # When 1,000 edits are made while the listener is SIGKILLed twice, each time with a claim
+        # open and its send to SQS in flight: once during the first 500 edits, then (restarted)
+        # during the next 100; the last 400 (two per product) wait in the outbox for a third start
+        with editing(dsn, edits[:500]):
+            kill_with_a_send_in_flight(dsn, first)
         second = start_listener()
-        edit_products(dsn, edits[500:600])
-        second.kill()
+        with editing(dsn, edits[500:600]):
+            kill_with_a_send_in_flight(dsn, second)
         edit_products(dsn, edits[600:])
         waiting_while_down = unsent_outbox_rows(dsn)
         start_listener()
@@ -113,6 +150,57 @@ def test_listener_killed_during_1000_edits_loses_no_change(conn, dsn, local_sett
     assert waiting_while_down >= 400
     assert set(product_versions(dsn).values()) == {6}
     assert drain.latest_versions() == product_versions(dsn)
+
+
+def test_listener_killed_after_sqs_accepted_a_claim_and_before_marking_it_resends_it_harmlessly(
+    conn, dsn, local_settings, start_listener, emu_runtime
+):
+    # Given 30 captured inserts, and a gate in the database that holds the statement marking outbox
+    # rows enqueued (a trigger waiting on an advisory lock the test holds): a relay reaches that
+    # statement only after SQS accepted every message of its claim
+    catalog.seed(conn, 30)
+    query(
+        dsn,
+        f"""
+        CREATE FUNCTION hold_outbox_marks() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_xact_lock_shared({MARK_GATE}); RETURN NULL; END $$;
+        CREATE TRIGGER hold_outbox_marks BEFORE UPDATE OF enqueued_at ON sync_outbox
+            FOR EACH STATEMENT EXECUTE FUNCTION hold_outbox_marks();
+        """,
+    )
+    gate = psycopg2.connect(dsn)
+    gate.autocommit = True
+    with gate.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (MARK_GATE,))
+    with QueueDrain(local_settings) as drain:
+        # When the listener sends its claim and is SIGKILLed while marking it
+        listener = start_listener()
+        wait_for(lambda: backends(dsn, "pelican-drain", waiting_on_lock=True), 60, "the claim to be sent, then held")
+        listener.kill()
+        first_send = list(drain.settle())
+        # Then SQS has every change while the outbox still has every row unsent
+        assert sorted(m["product_id"] for m in first_send) == list(range(1, 31))
+        assert unsent_outbox_rows(dsn) == 30
+        # When 10 products are edited while it is down, the gate opens and the listener restarts
+        edit_products(dsn, list(range(1, 11)))
+        gate.close()
+        start_listener()
+        wait_for(lambda: unsent_outbox_rows(dsn) == 0, 60, "every row to be relayed")
+        received = drain.settle()
+    # Then every change arrived: the killed claim again (its products now twice) and the edits
+    assert Counter(m["product_id"] for m in received) == dict.fromkeys(range(1, 31), 2)
+    assert drain.latest_versions() == product_versions(dsn)
+    # And the duplicates are harmless: Emu, given every message one by one, embeds each product once,
+    # skips every second copy, and the index ends equal to the table
+    outcomes = [emu_runtime.emu.process({str(n): json.dumps(strip_sqs_fields(m))}) for n, m in enumerate(received)]
+    assert [o.failures for o in outcomes if o.failures] == []
+    assert (sum(o.embedded for o in outcomes), sum(o.skipped for o in outcomes)) == (30, 30)
+    assert_index_matches_database(emu_runtime.db, emu_runtime.index, emu_runtime.embedder.model_id)
+
+
+def strip_sqs_fields(message: dict[str, Any]) -> dict[str, Any]:
+    """A received message's body as sent (QueueDrain adds the SQS group and dedup ids)."""
+    return {k: v for k, v in message.items() if not k.startswith("sqs_")}
 
 
 def test_two_listeners_never_send_the_same_outbox_row(conn, dsn, local_settings, start_listener):

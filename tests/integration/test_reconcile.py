@@ -139,3 +139,50 @@ def test_a_catalog_reconciles_shard_by_shard_whatever_its_ids(emu_runtime, local
     assert run_reconcile(repair=True)["repaired"] == 4
     assert drain(local_settings) == 4
     assert run_reconcile(repair=False)["clean"]
+
+
+def test_a_delete_lost_or_dead_lettered_after_indexing_is_found_as_extra_and_repaired(
+    emu_runtime, local_settings, conn, monkeypatch
+):
+    # Given 10 products indexed by Emu: the ledger says `indexed` for each
+    catalog.seed(conn, 10)
+    outcome = emu_runtime.emu.process(
+        {
+            str(i): SyncMessage(product_id=i, version=1, op="sync", source="bootstrap").model_dump_json()
+            for i in range(1, 11)
+        }
+    )
+    assert outcome.failures == {} and outcome.embedded == 10
+    # When products 4 and 6 are deleted, and neither delete reaches Emu: 4's message is lost (its
+    # outbox row is marked sent, the message never arrives), 6's is dead-lettered (it sits in the
+    # DLQ, where SQS moves a message after maxReceiveCount failed receives)
+    with conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM products WHERE id IN (4, 6)")
+        cur.execute("UPDATE sync_outbox SET enqueued_at = now() WHERE product_id IN (4, 6)")
+    dead_letter = SyncMessage(product_id=6, version=2, op="delete", source="change")
+    make_sqs_client(local_settings).send_message(
+        QueueUrl=local_settings.resolved_dlq_url(),
+        MessageBody=dead_letter.model_dump_json(),
+        MessageGroupId=dead_letter.group_id,
+        MessageDeduplicationId=dead_letter.deduplication_id,
+    )
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT product_id, status FROM sync_state WHERE product_id IN (4, 6) ORDER BY product_id")
+        assert cur.fetchall() == [(4, "indexed"), (6, "indexed")]
+    # Then reconcile finds their vectors as extra (vectors of rows that no longer exist) and fails
+    monkeypatch.setattr(lambdas.reconcile, "runtime", emu_runtime)
+    result = CliRunner().invoke(main, ["reconcile", "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (report["extra"], report["extra_sample"], report["missing"], report["stale"]) == (2, [4, 6], 0, 0)
+    # When it repairs, Then forced deletes flow through the queue and Emu: the vectors are gone,
+    # the ledger says deleted, and reconcile is clean
+    result = CliRunner().invoke(main, ["reconcile", "--repair", "--json"])
+    assert result.exit_code == 0, result.output
+    assert drain(local_settings) == 2
+    assert sorted(pid for pid, _ in emu_runtime.index.scan()) == [1, 2, 3, 5, 7, 8, 9, 10]
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT product_id, status FROM sync_state WHERE product_id IN (4, 6) ORDER BY product_id")
+        assert cur.fetchall() == [(4, "deleted"), (6, "deleted")]
+    after = find_drift(emu_runtime.db, emu_runtime.index, emu_runtime.embedder.model_id)
+    assert after.clean and after.ledger_drift == [] and after.vectors == 8

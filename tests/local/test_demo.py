@@ -175,25 +175,50 @@ def _run_scenario(demo_home: Path) -> None:
     assert search(demo_home, "teapot brewing with quantum tunnelling")[0]["id"] == new_id
     assert 7 not in [hit["id"] for hit in search(demo_home, deleted_name, k=20)]
 
-    # When the Emu worker is killed mid-stream and changes keep coming
-    emu_pid = json.loads((demo_home / "processes.json").read_text())["emu"]
+    # When the Emu workers are SIGKILLed while one of them is inside a batch, and changes keep coming:
+    # product 30 is locked by the test (as Emu locks a product it syncs), so the batch holding it
+    # stops inside its transaction, messages received and rows locked, until the kill
+    pids = json.loads((demo_home / "processes.json").read_text())
+    workers = {name: pid for name, pid in pids.items() if name == "emu" or name.startswith("emu-")}
+    blocker = psycopg2.connect(dsn)
+    blocker.autocommit = True
+    with blocker.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(30)")
     conn = psycopg2.connect(dsn)
     for i in range(60):
         with conn, conn.cursor() as cur:
             cur.execute(
                 "UPDATE products SET description = description || %s WHERE id = %s", (f" Revision {i}.", 10 + i)
             )
-        if i == 20:
-            os.kill(emu_pid, signal.SIGKILL)
     conn.close()
-    # Then the supervisor restarts it and nothing is lost
+    wait_for(lambda: emu_batches_waiting_on_a_lock(dsn), 60, "a batch holding product 30 to be in flight")
+    for pid in workers.values():
+        os.kill(pid, signal.SIGKILL)
+    blocker.close()
+    # Then the supervisor restarts them, the cut batch comes back, and nothing is lost
     wait_for(
-        lambda: json.loads((demo_home / "processes.json").read_text())["emu"] != emu_pid,
+        lambda: all(json.loads((demo_home / "processes.json").read_text())[n] != pid for n, pid in workers.items()),
         60,
-        "the worker to be restarted",
+        "the workers to be restarted",
     )
     wait_for(lambda: synced(dsn), 120, "the changes made around the crash to sync")
     assert index_matches_database(dsn) == []
+    assert vector_versions(dsn, [30]) == {30: 2}
+
+
+def emu_batches_waiting_on_a_lock(dsn: str) -> int:
+    """Emu connections waiting on an advisory lock (a batch stopped inside its transaction)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid"
+                " WHERE a.datname = current_database() AND a.application_name = 'emu'"
+                " AND l.locktype = 'advisory' AND NOT l.granted"
+            )
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
 
 
 def run_demo_until_synced(home: Path, rows: int, **env_overrides: str) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ def run_refarch(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     # Given the whole local stack, When every fault scenario runs (listener and worker killed, embedder
-    # failing 30% of calls, duplicates and reordering, database restart, a poison message)
+    # failing 30% of calls, duplicates and reordering, database restart, a poison message, the queue
+    # server killed with deletes in flight, mixed writers with random kills)
     out = tmp_path / "chaos.json"
     result = run_refarch("chaos", "--quick", "--json", str(out), timeout=900)
     # Then each ends converged: nothing lost, nothing stale, and the poison message is in the DLQ
@@ -35,14 +37,21 @@ def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
         "duplicate and reordered deliveries, concurrent workers",
         "database restarted under load",
         "poison message",
+        "queue server killed with deletes in flight",
+        "mixed writers with random kills",
     ]
     failed = [s for s in scenarios if not s["ok"]]
     assert failed == [], result.stderr[-3000:]
     assert all(s["changes"] > 0 for s in scenarios)
     assert "'timeout'" in scenarios[2]["detail"] or "'rate_limit'" in scenarios[2]["detail"]
     assert "DLQ depth 1" in scenarios[5]["detail"]
+    # The concurrent deliveries ran, and none of them raised or failed a record (no fault was injected)
+    assert re.match(r"[1-9]\d* batches delivered, 0 errors", scenarios[3]["detail"]), scenarios[3]["detail"]
     # Both Emu kills were made while a batch was in flight
     assert scenarios[1]["detail"].startswith("2 of 2 kills made mid-batch")
+    # The deletes were in the queue when its server died, and the random faults did happen
+    assert re.match(r"[1-9]\d* deletes among [1-9]\d* queued messages lost with the server", scenarios[6]["detail"])
+    assert scenarios[7]["detail"].startswith("faults: ") and scenarios[7]["changes"] > 0
     assert result.returncode == 0
 
 
@@ -67,7 +76,12 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     # Re-running the bootstrap or re-delivering every row computes no embedding (the cost guarantee)
     assert report["rebootstrap_unchanged"]["bootstrap_embeddings"] == 0
     assert report["rebootstrap_unchanged"]["redelivery_embeddings"] == 0
+    # And Emu really received every re-delivered message, and skipped each as already indexed
     assert report["rebootstrap_unchanged"]["redelivered"] == 300
+    # Re-delivered as 3 bulk messages of 100 products: Emu received them and skipped every product
+    assert report["rebootstrap_unchanged"]["redelivery_messages"] == 3
+    assert report["rebootstrap_unchanged"]["redelivery_emu_received"] == 3
+    assert report["rebootstrap_unchanged"]["redelivery_emu_skipped"] == 300
     assert {"emu", "emu-bulk", "listener", "sqs", "web"} <= set(report["peak_memory_mb"])
     # Where the bootstrap's CPU went: Emu and Postgres did work; the parts add up to the total.
     cpu = report["bootstrap_cpu_ms_per_row"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg2
 import pytest
 
 from refarch.products import MAX_DESCRIPTION_CHARS
-from tests.web.conftest import index_now
+from tests.integration.pelican_support import query, wait_for
+from tests.web.conftest import Api, index_now
 
 NEW = {
     "sku": "GA-9",
@@ -127,6 +131,48 @@ def test_stale_version_is_a_409_with_the_current_product(api, catalog):
     assert "changed by someone else" in body["error"] and "reload" in body["error"]
     assert body["current"]["name"] == "Tent v2" and body["current"]["version"] == tent.version + 1
     assert api.get(f"/api/products/{tent.id}").get_json()["name"] == "Tent v2"
+
+
+def test_two_saves_with_the_same_version_at_once_one_wins_and_the_other_is_a_409(app, catalog, dsn):
+    # Given two people who loaded the tent at the same version, and the row briefly held by another writer
+    tent = catalog[2]
+    people = {name: Api(app.test_client()) for name in ("Tent by A", "Tent by B")}
+    holder = psycopg2.connect(dsn)
+    with holder.cursor() as cur:
+        cur.execute("SELECT 1 FROM products WHERE id = %s FOR UPDATE", (tent.id,))
+    # When both save with that version at the same moment: both requests are inside their UPDATE,
+    # waiting on the row, before either can commit
+    with ThreadPoolExecutor(2) as pool:
+        saves = {
+            name: pool.submit(person.put, f"/api/products/{tent.id}", json={"version": tent.version, "name": name})
+            for name, person in people.items()
+        }
+        try:
+            wait_for(lambda: web_requests_waiting_on_a_lock(dsn) == 2, 30, "both saves to wait on the row")
+        finally:
+            holder.rollback()
+            holder.close()
+        responses = {name: save.result(timeout=60) for name, save in saves.items()}
+    # Then exactly one wins and the other is told it lost, shown the winner's product
+    assert sorted(r.status_code for r in responses.values()) == [200, 409]
+    (winner,) = [name for name, r in responses.items() if r.status_code == 200]
+    (loser,) = [name for name, r in responses.items() if r.status_code == 409]
+    assert responses[winner].get_json()["version"] == tent.version + 1
+    current = responses[loser].get_json()["current"]
+    assert (current["name"], current["version"]) == (winner, tent.version + 1)
+    # And the stored row is the winner's, one version on
+    stored = people[loser].get(f"/api/products/{tent.id}").get_json()
+    assert (stored["name"], stored["version"]) == (winner, tent.version + 1)
+
+
+def web_requests_waiting_on_a_lock(dsn: str) -> int:
+    """Connections of the web app (the test runtime's application name) waiting on a lock."""
+    (count,) = query(
+        dsn,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'refarch-web-test' AND wait_event_type = 'Lock'",
+    )[0]
+    return count
 
 
 @pytest.mark.parametrize(

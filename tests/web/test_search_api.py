@@ -106,11 +106,15 @@ def test_an_edit_becomes_searchable_once_emu_indexed_it(api, runtime, indexed_ca
 
 
 def test_a_deleted_product_disappears_from_results_at_once(api, indexed_catalog):
-    # Given the skillet is findable, When it is deleted (its vector is still there until Emu runs)
+    # Given the skillet is found by a query for it
     skillet = indexed_catalog[1]
+    query = {"q": "cast iron pan for searing steak"}
+    before = api.get("/api/search", query_string=query).get_json()["results"]
+    assert skillet.id in [h["id"] for h in before]
+    # When it is deleted (its vector is still there until Emu runs)
     assert api.delete(f"/api/products/{skillet.id}").status_code == 204
-    # Then search no longer returns it
-    hits = api.get("/api/search", query_string={"q": "cast iron pan for searing steak"}).get_json()["results"]
+    # Then the same query no longer returns it
+    hits = api.get("/api/search", query_string=query).get_json()["results"]
     assert skillet.id not in [h["id"] for h in hits]
 
 
