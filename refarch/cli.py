@@ -314,6 +314,12 @@ def reconcile_command(do_repair: bool, as_json: bool) -> None:
 @click.option("--openai-model", help="With --embedder openai (default: REFARCH_OPENAI_MODEL).")
 @click.option("--openai-dimensions", type=click.IntRange(min=1), help="With --embedder openai.")
 @click.option("--local-model", help="With --embedder local (default: REFARCH_LOCAL_MODEL).")
+@click.option(
+    "--create-only",
+    is_flag=True,
+    help="Only record the building generation and create its index; print its id (on AWS, then start the "
+    'bootstrap state machine with {"generation": id}).',
+)
 @click.option("--no-wait", is_flag=True, help="Start (or resume) the build and return; switch later with --switch.")
 @click.option("--no-switch", is_flag=True, help="Wait until the build is complete, but do not switch.")
 @click.option("--timeout", type=float, help="Give up waiting after this many seconds (exit 1; the build goes on).")
@@ -328,6 +334,7 @@ def reindex_command(
     openai_model: str | None,
     openai_dimensions: int | None,
     local_model: str | None,
+    create_only: bool,
     no_wait: bool,
     no_switch: bool,
     timeout: float | None,
@@ -377,6 +384,9 @@ def reindex_command(
         elif do_gc:
             dropped = reindex.collect_garbage(targets, timedelta(hours=grace_hours))
             click.echo(f"dropped generation(s): {', '.join(map(str, dropped)) or 'none past the grace period'}")
+        elif create_only:
+            created = reindex.start(targets, EmbedderSpec.from_settings(settings))
+            click.echo(json.dumps({"generation": created.id, "model_id": created.model_id, "target": created.target}))
         else:
             _reindex_build(targets, EmbedderSpec.from_settings(settings), no_wait=no_wait, no_switch=no_switch,
                            timeout=timeout)  # fmt: skip

@@ -296,3 +296,33 @@ def test_a_second_reindex_while_one_builds_is_refused_with_advice(stack):
     assert reindex.collect_garbage(stack.emu.targets) == [2]
     with stack.emu.db.transaction() as conn:
         assert generations.active(conn).id == 1 and generations.building(conn) is None
+
+
+def test_the_cli_creates_lists_and_refuses_an_early_switch_with_the_reason(stack):
+    from click.testing import CliRunner
+
+    from refarch.cli import main
+
+    def cli(*args: str):
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    # Given generation 1 active, When the CLI records a building generation for a 64-d OpenAI model
+    created = cli("reindex", "--create-only", "--embedder", "openai", "--openai-dimensions", "64")
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.output) == {
+        "generation": 2,
+        "model_id": "openai:text-embedding-3-small:64",
+        "target": {"table": "product_vectors_g2"},
+    }
+    # Then --list and `refarch status` show it building, with its progress
+    listed = json.loads(cli("reindex", "--list").output)
+    assert [(g["id"], g["status"]) for g in listed["generations"]] == [(1, "active"), (2, "building")]
+    assert listed["building"]["rows"] == ROWS
+    status = json.loads(cli("status", "--json").output)
+    assert (status["generation"], status["building_generation"], status["building_rows"]) == (1, 2, ROWS)
+    # And switching before it holds every row fails with the reason (exit 1), leaving generation 1 active
+    early = cli("reindex", "--switch")
+    assert early.exit_code == 1 and "cannot switch: generation 2" in early.output and "lacks" in early.output
+    # And two actions at once are a usage error
+    both = cli("reindex", "--switch", "--rollback")
+    assert both.exit_code == 2 and "choose one of --switch, --rollback" in both.output
