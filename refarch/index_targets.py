@@ -16,6 +16,7 @@ from refarch import generations
 from refarch.db import Connection, Database
 from refarch.embeddings import Embedder, make_embedder
 from refarch.generations import EmbedderSpec, Generation
+from refarch.observability import logger
 from refarch.settings import Settings
 from refarch.vector_index import DimensionMismatchError, VectorIndex, make_index
 
@@ -65,6 +66,7 @@ class GenerationTargets:
         self._embedders: dict[EmbedderSpec, Embedder] = {}
         self._targets: dict[int, IndexTarget] = {}
         self._active: tuple[float, IndexTarget] | None = None
+        self._told: set[int] = set()
         self._lock = threading.RLock()
 
     def embedder_for(self, spec: EmbedderSpec) -> Embedder:
@@ -122,6 +124,19 @@ class GenerationTargets:
         with self.db.transaction() as conn:
             generation = generations.active(conn)
         found = self.target(generation)
+        configured = EmbedderSpec.from_settings(self.settings)
+        if found.generation.embedder != configured and found.generation.id not in self._told:
+            # Not an error: the index keeps the model it was built with until a re-index switches.
+            self._told.add(found.generation.id)
+            logger.warning(
+                "the settings name another embedder than the active index generation's",
+                extra={
+                    "generation": found.generation.id,
+                    "model_id": found.generation.model_id,
+                    "configured": configured.as_json(),
+                    "advice": "run `refarch reindex` to build and switch to the configured model (docs/reindex.md)",
+                },
+            )
         self._active = (now, found)
         return found
 

@@ -18,7 +18,7 @@ from refarch.emu import content_hash
 from refarch.local.event_source import to_lambda_record
 from refarch.local.handlers import LocalLambdaContext
 from refarch.local.standins import OpenAIStandIn, PineconeStandIn
-from refarch.messages import SyncMessage
+from refarch.messages import BulkSyncMessage, SyncMessage
 from refarch.runtime import Runtime
 from refarch.vector_index import VectorIndex
 
@@ -99,10 +99,14 @@ def sqs_record(body: str, group_id: str, *, receive_count: int = 1) -> dict[str,
     return to_lambda_record(message, QUEUE_ARN, "us-east-1")
 
 
-def sqs_event(*items: SyncMessage | tuple[str, str]) -> dict[str, Any]:
-    """An SQS event: messages (grouped by product) or raw (body, group id) pairs."""
+def sqs_event(*items: SyncMessage | BulkSyncMessage | tuple[str, str]) -> dict[str, Any]:
+    """An SQS event: messages (grouped by product; a bulk message has no group) or raw (body, group id) pairs."""
     records = [
-        sqs_record(item.model_dump_json(), item.group_id) if isinstance(item, SyncMessage) else sqs_record(*item)
+        sqs_record(item.model_dump_json(), item.group_id)
+        if isinstance(item, SyncMessage)
+        else sqs_record(item.model_dump_json(), "bulk")
+        if isinstance(item, BulkSyncMessage)
+        else sqs_record(*item)
         for item in items
     ]
     return {"Records": records}

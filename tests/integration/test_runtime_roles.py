@@ -7,6 +7,7 @@ code paths run on connections logged in as refarch_web, refarch_emu and refarch_
 from __future__ import annotations
 
 import base64
+import json
 from decimal import Decimal
 
 import psycopg2
@@ -104,12 +105,13 @@ def test_the_whole_flow_runs_with_each_runtime_on_its_own_role(dsn, login_as, ve
     admin.close()
     web_dsn, emu_dsn, pelican_dsn = login_as("web"), login_as("emu"), login_as("pelican")
     queue = SyncQueue(make_sqs_client(local_settings), local_settings.resolved_queue_url())
+    bulk = SyncQueue(queue.client, local_settings.resolved_bulk_queue_url())
 
     # Pelican: the bootstrap's plan, batches and finalize.
     pelican_db = Database(pelican_dsn)
     plan = plan_bootstrap(pelican_db, range_size=10)
     for item in plan["ranges"]:
-        run_batch(pelican_db, queue, run_id=plan["run_id"], range_no=item["range_no"])
+        run_batch(pelican_db, bulk, run_id=plan["run_id"], range_no=item["range_no"])
     assert finalize_bootstrap(pelican_db, run_id=plan["run_id"])["enqueued"] == 30
 
     # Emu: its index check at start, then every queued message.
@@ -118,17 +120,17 @@ def test_the_whole_flow_runs_with_each_runtime_on_its_own_role(dsn, login_as, ve
     emu_db = Database(emu_dsn)
     emu = Emu(emu_db, GenerationTargets(local_settings, emu_db, configured_embedder=lambda: local_embedder))
 
-    def index_everything_queued() -> int:
+    def index_everything_queued(lane: SyncQueue) -> int:
         done = 0
-        while batch := queue.client.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=10).get("Messages"):
+        while batch := lane.client.receive_message(QueueUrl=lane.url, MaxNumberOfMessages=10).get("Messages"):
             outcome = emu.process({m["MessageId"]: m["Body"] for m in batch})
             assert outcome.failures == {}
             for m in batch:
-                queue.client.delete_message(QueueUrl=queue.url, ReceiptHandle=m["ReceiptHandle"])
-            done += len(batch)
+                lane.client.delete_message(QueueUrl=lane.url, ReceiptHandle=m["ReceiptHandle"])
+            done += sum(len(json.loads(m["Body"]).get("items", [None])) for m in batch)
         return done
 
-    assert index_everything_queued() == 30
+    assert index_everything_queued(bulk) == 30  # products, in bulk messages
     assert vectors.count() == 30
 
     # Web: search, status, and an edit (whose outbox row the trigger writes with its owner's rights).
@@ -154,7 +156,7 @@ def test_the_whole_flow_runs_with_each_runtime_on_its_own_role(dsn, login_as, ve
     relay_conn = connect(pelican_dsn)
     assert OutboxRelay(pelican_dsn, queue).drain(relay_conn) == 3
     relay_conn.close()
-    assert index_everything_queued() == 3
+    assert index_everything_queued(queue) == 3
     stored = {pid: meta for pid, meta in vectors.scan()}
     assert stored[edited.id]["version"] == 2 and created.id in stored and 2 not in stored
 
