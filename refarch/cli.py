@@ -315,6 +315,10 @@ def reconcile_command(do_repair: bool, as_json: bool) -> None:
 @click.option("--openai-dimensions", type=click.IntRange(min=1), help="With --embedder openai.")
 @click.option("--local-model", help="With --embedder local (default: REFARCH_LOCAL_MODEL).")
 @click.option(
+    "--pinecone-index",
+    help="With Pinecone: an existing index for the new generation (needed when the dimension changes).",
+)
+@click.option(
     "--create-only",
     is_flag=True,
     help="Only record the building generation and create its index; print its id (on AWS, then start the "
@@ -334,6 +338,7 @@ def reindex_command(
     openai_model: str | None,
     openai_dimensions: int | None,
     local_model: str | None,
+    pinecone_index: str | None,
     create_only: bool,
     no_wait: bool,
     no_switch: bool,
@@ -385,11 +390,11 @@ def reindex_command(
             dropped = reindex.collect_garbage(targets, timedelta(hours=grace_hours))
             click.echo(f"dropped generation(s): {', '.join(map(str, dropped)) or 'none past the grace period'}")
         elif create_only:
-            created = reindex.start(targets, EmbedderSpec.from_settings(settings))
+            created = reindex.start(targets, EmbedderSpec.from_settings(settings), pinecone_index=pinecone_index)
             click.echo(json.dumps({"generation": created.id, "model_id": created.model_id, "target": created.target}))
         else:
-            _reindex_build(targets, EmbedderSpec.from_settings(settings), no_wait=no_wait, no_switch=no_switch,
-                           timeout=timeout)  # fmt: skip
+            _reindex_build(targets, EmbedderSpec.from_settings(settings), pinecone_index=pinecone_index,
+                           no_wait=no_wait, no_switch=no_switch, timeout=timeout)  # fmt: skip
     except GenerationError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
@@ -398,7 +403,9 @@ def reindex_command(
         sys.exit(1)
 
 
-def _reindex_build(targets: Any, spec: Any, *, no_wait: bool, no_switch: bool, timeout: float | None) -> None:
+def _reindex_build(
+    targets: Any, spec: Any, *, pinecone_index: str | None, no_wait: bool, no_switch: bool, timeout: float | None
+) -> None:
     """Start or resume the building generation, fill it through the bulk lane, then (unless told not to) switch."""
     from refarch import generations, reindex
     from refarch.local.stepfunctions import run_bootstrap
@@ -408,7 +415,7 @@ def _reindex_build(targets: Any, spec: Any, *, no_wait: bool, no_switch: bool, t
     with targets.db.transaction() as conn:
         building = generations.building(conn)
     if building is None:
-        building = reindex.start(targets, spec)
+        building = reindex.start(targets, spec, pinecone_index=pinecone_index)
         click.echo(f"generation {building.id} ({building.model_id}) is building; search reads the active one")
     elif building.embedder != spec:
         raise generations.GenerationError(

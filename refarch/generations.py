@@ -134,26 +134,31 @@ def pgvector_table(generation_id: int) -> str:
 
 
 def default_target(
-    settings: Settings, generation_id: int, *, dimension: int, active: Generation | None
+    settings: Settings,
+    generation_id: int,
+    *,
+    dimension: int,
+    active: Generation | None,
+    pinecone_index: str | None = None,
 ) -> dict[str, Any]:
     """Where a new generation's vectors go, for the configured backend.
 
-    pgvector: a table of its own. Pinecone: a namespace of its own in the configured index when
-    the dimension is the index's; another dimension needs another index (`<index>-g<n>`, created
-    by `refarch reindex` with the same code as the deploy's custom resource).
+    pgvector: a table of its own. Pinecone: a namespace of its own, in `pinecone_index` when one is
+    named, else in the configured index, which only serves the dimension it was created with.
     """
     if settings.vector_backend_kind == "pgvector":
         return {"table": pgvector_table(generation_id)}
     namespace = settings.pinecone_namespace if generation_id == 1 else f"{settings.pinecone_namespace}-g{generation_id}"
-    same_index = active is None or active.backend != "pinecone" or active.dimension in (None, dimension)
-    if generation_id == 1 or same_index:
-        return {"index_name": settings.pinecone_index_name, "host": settings.pinecone_host, "namespace": namespace}
-    if not settings.pinecone_index_name:
+    if pinecone_index:
+        return {"index_name": pinecone_index, "host": None, "namespace": namespace}
+    configured_dimension = active.dimension if active is not None and active.backend == "pinecone" else None
+    if configured_dimension not in (None, dimension):
         raise GenerationError(
-            f"a {dimension}-d generation needs its own Pinecone index, which is created by name: "
-            "set PINECONE_INDEX_NAME (the current index's name) so the new one can be named after it"
+            f"the Pinecone index holds {configured_dimension}-d vectors and the new model produces {dimension}-d: "
+            f"create an index of dimension {dimension}, metric cosine (as the deploy's custom resource does) "
+            "and name it with --pinecone-index"
         )
-    return {"index_name": f"{settings.pinecone_index_name}-g{generation_id}", "host": None, "namespace": namespace}
+    return {"index_name": settings.pinecone_index_name, "host": settings.pinecone_host, "namespace": namespace}
 
 
 def list_generations(conn: Connection, *, include_dropped: bool = False) -> list[Generation]:

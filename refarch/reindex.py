@@ -24,14 +24,20 @@ from refarch.vector_index import make_index
 DEFAULT_GRACE = timedelta(hours=24)
 
 
-def start(targets: GenerationTargets, spec: EmbedderSpec) -> Generation:
-    """Record a building generation for this embedder and create its index (the table, or the namespace)."""
+def start(targets: GenerationTargets, spec: EmbedderSpec, *, pinecone_index: str | None = None) -> Generation:
+    """Record a building generation for this embedder and create its index (the table, or the namespace).
+
+    With Pinecone, `pinecone_index` names an existing index of the new dimension (else the
+    configured index is used, with a namespace of its own).
+    """
     settings, db = targets.settings, targets.db
     active = targets.active().generation  # records generation 1 first if needed
     embedder = targets.embedder_for(spec)
 
     def target_for(generation_id: int, current: Generation) -> dict[str, Any]:
-        target = generations.default_target(settings, generation_id, dimension=embedder.dimension, active=current)
+        target = generations.default_target(
+            settings, generation_id, dimension=embedder.dimension, active=current, pinecone_index=pinecone_index
+        )
         # Created before the generation is visible, so Emu never writes to an index that is not there.
         make_index(settings, db, embedder.dimension, target=target)
         return target

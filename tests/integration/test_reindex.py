@@ -326,3 +326,28 @@ def test_the_cli_creates_lists_and_refuses_an_early_switch_with_the_reason(stack
     # And two actions at once are a usage error
     both = cli("reindex", "--switch", "--rollback")
     assert both.exit_code == 2 and "choose one of --switch, --rollback" in both.output
+
+
+def test_on_pinecone_a_generation_gets_its_own_namespace_and_a_new_dimension_needs_its_own_index(
+    monkeypatch, dsn, openai_standin, pinecone_standins
+):
+    from tests.integration.emu_support import change, invoke_emu, new_product, sqs_event, start_pinecone
+
+    # Given generation 1 on Pinecone (64-d OpenAI model, namespace "products") holding one product
+    pinecone = start_pinecone(pinecone_standins, 64)
+    emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pinecone", openai=openai_standin, pinecone=pinecone)
+    row = new_product(dsn, 1)
+    invoke_emu(sqs_event(change(row.id, op="insert")))
+    # When a re-index to another model of the same dimension starts
+    building = reindex.start(emu.targets, EmbedderSpec("openai", "text-embedding-3-large", 64))
+    # Then it writes to a namespace of its own in the same index, and a change reaches both generations
+    assert building.target["namespace"] == "products-g2" and building.target["host"] == pinecone.url
+    edited = edit_product(dsn, row.id, name="Widget One")
+    invoke_emu(sqs_event(change(row.id, version=edited.version)))
+    new_index = emu.targets.target(building).index
+    assert new_index.fetch_metadata([row.id])[row.id]["version"] == edited.version
+    assert emu.targets.active().index.fetch_metadata([row.id])[row.id]["version"] == edited.version
+    # And a model of another dimension, with no index named for it, is refused with what to do
+    reindex.abort(emu.targets)
+    with pytest.raises(GenerationError, match="create an index of dimension 32.*--pinecone-index"):
+        reindex.start(emu.targets, EmbedderSpec("openai", "text-embedding-3-small", 32))
