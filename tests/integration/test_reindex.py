@@ -309,16 +309,16 @@ def test_the_cli_creates_lists_and_refuses_an_early_switch_with_the_reason(stack
     # Given generation 1 active, When the CLI records a building generation for a 64-d OpenAI model
     created = cli("reindex", "--create-only", "--embedder", "openai", "--openai-dimensions", "64")
     assert created.exit_code == 0, created.output
-    assert json.loads(created.output) == {
+    assert json.loads(created.stdout) == {
         "generation": 2,
         "model_id": "openai:text-embedding-3-small:64",
         "target": {"table": "product_vectors_g2"},
     }
     # Then --list and `refarch status` show it building, with its progress
-    listed = json.loads(cli("reindex", "--list").output)
+    listed = json.loads(cli("reindex", "--list").stdout)
     assert [(g["id"], g["status"]) for g in listed["generations"]] == [(1, "active"), (2, "building")]
     assert listed["building"]["rows"] == ROWS
-    status = json.loads(cli("status", "--json").output)
+    status = json.loads(cli("status", "--json").stdout)
     assert (status["generation"], status["building_generation"], status["building_rows"]) == (1, 2, ROWS)
     # And switching before it holds every row fails with the reason (exit 1), leaving generation 1 active
     early = cli("reindex", "--switch")
