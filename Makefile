@@ -7,7 +7,7 @@ SETUP_STAMP := $(VENV)/.stamp-setup
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup system-deps cdk-cli demo test test-fast lint format synth deploy bench chaos clean
+.PHONY: setup system-deps cdk-cli demo test test-fast lint format openapi synth deploy bench chaos clean
 
 ## setup: create .venv and install everything (idempotent; instant when nothing changed)
 setup: $(SETUP_STAMP)
@@ -52,6 +52,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## openapi: regenerate web/openapi.yaml from the API's pydantic models (web/contract.py)
+openapi: setup
+	$(PY) -m web.openapi > web/openapi.yaml.tmp && mv web/openapi.yaml.tmp web/openapi.yaml
 
 synth: setup cdk-cli
 	npx cdk synth

@@ -83,6 +83,10 @@ class SeedProduct:
     description: str
     category: str
     price: Decimal
+    # What the text says, as data (relevance judgements are derived from these, not from search output).
+    brand: str = ""
+    kind: str = ""
+    traits: tuple[str, ...] = ()
 
 
 def make_product(i: int) -> SeedProduct:
@@ -91,7 +95,8 @@ def make_product(i: int) -> SeedProduct:
     category = CATEGORY_NAMES[rng.randrange(len(CATEGORY_NAMES))]
     t = CATEGORIES[category]
     kind = rng.choice(t.kinds)
-    name = f"{rng.choice(BRANDS)} {rng.choice(t.adjectives)} {kind.noun}"
+    brand = rng.choice(BRANDS)
+    name = f"{brand} {rng.choice(t.adjectives)} {kind.noun}"
     first, second = rng.sample(kind.traits, 2)
     verb, rest = second.split(" ", 1)
     # "has a timer and a crumb tray", not "has a timer and has a crumb tray".
@@ -109,7 +114,16 @@ def make_product(i: int) -> SeedProduct:
     low, high = kind.price_range
     # Whole prices ending in .99, as shops price things.
     price = Decimal(rng.randint(low, high)) - Decimal("0.01")
-    return SeedProduct(sku=f"{t.code}-{i:07d}", name=name, description=description, category=category, price=price)
+    return SeedProduct(
+        sku=f"{t.code}-{i:07d}",
+        name=name,
+        description=description,
+        category=category,
+        price=price,
+        brand=brand,
+        kind=kind.noun,
+        traits=(first, second),
+    )
 
 
 def seed_if_empty(conn: Connection, rows: int) -> int | None:

@@ -9,7 +9,6 @@ one chunk, never for the whole delivery.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -19,17 +18,13 @@ from datetime import UTC, datetime
 from refarch import generations, ledger, products
 from refarch.db import Connection, Database
 from refarch.embeddings import Embedder
+from refarch.emu_decisions import Action, content_hash, decide
 from refarch.index_targets import GenerationTargets, IndexTarget
 from refarch.messages import AnyMessage, parse_message
 from refarch.observability import logger
 from refarch.vector_index import VectorIndex, VectorRecord
 
 __all__ = ["BatchOutcome", "Emu", "content_hash", "is_input_error", "parse_message"]
-
-
-def content_hash(model_id: str, text: str) -> str:
-    """Hash of exactly what is embedded, and by which model: equal hash = same vector."""
-    return hashlib.sha256(f"{model_id}\n{text}".encode()).hexdigest()
 
 
 def is_input_error(err: BaseException) -> bool:
@@ -160,21 +155,17 @@ class Emu:
         to_delete: list[int] = []
         done: list[tuple[int, int, str | None, str]] = []
         for pid in ids:
-            row, entry = rows.get(pid), entries.get(pid)
-            if row is None:
-                if entry is None or entry.status != "deleted" or pid in force:
-                    to_delete.append(pid)
-                else:
-                    outcome.skipped += 1
-                continue
-            digest = content_hash(target.embedder.model_id, row.embedding_text())
-            current = entry is not None and entry.status == "indexed" and entry.content_hash == digest
-            if current and entry is not None and entry.indexed_version >= row.version and pid not in force:
+            row = rows.get(pid)
+            decision = decide(row, entries.get(pid), target.embedder.model_id, force=pid in force)
+            if decision.action is Action.SKIP:
                 outcome.skipped += 1
-            elif current and pid not in force:
-                metadata_only[pid] = {**row.metadata(), "content_hash": digest}
-            else:
-                to_embed.append((row, digest))
+            elif decision.action is Action.DELETE:
+                to_delete.append(pid)
+            elif row is not None and decision.content_hash is not None:
+                if decision.action is Action.METADATA:
+                    metadata_only[pid] = {**row.metadata(), "content_hash": decision.content_hash}
+                else:
+                    to_embed.append((row, decision.content_hash))
 
         if to_embed:
             embed_failures = self._embed_and_upsert(conn, target, to_embed, outcome)

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import psycopg2.extras
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from refarch.db import Connection, fetch_one
+from refarch.input_errors import LABEL_PATTERN, TEXT_PATTERN, field_messages
+from refarch.vector_index import SearchFilter
 
 MAX_DESCRIPTION_CHARS = 100_000
 EDITABLE_FIELDS = ("sku", "name", "description", "category", "price")
@@ -83,12 +100,9 @@ MAX_SKU_CHARS = 64
 MAX_NAME_CHARS = 200
 MAX_CATEGORY_CHARS = 64
 MAX_PRICE = Decimal("9999999999.99")  # numeric(12, 2)
-_TEXT_LIMITS = {
-    "sku": MAX_SKU_CHARS,
-    "name": MAX_NAME_CHARS,
-    "category": MAX_CATEGORY_CHARS,
-    "description": MAX_DESCRIPTION_CHARS,
-}
+MAX_ID = 2**63 - 1  # bigint: a larger id or version cannot exist
+# A price written as text: digits with at most 2 decimals, spaces around allowed ("19.99", " 7 ", ".5").
+PRICE_TEXT_PATTERN = r"^ *([0-9]{1,10}(\.[0-9]{0,2})?|\.[0-9]{1,2}) *$"
 
 
 class ProductInputError(ValueError):
@@ -98,59 +112,6 @@ class ProductInputError(ValueError):
         super().__init__("; ".join(f"{name}: {message}" for name, message in fields.items()))
         self.fields = fields
         self.oversized = oversized or set()
-
-
-def validate_fields(data: dict[str, Any], *, partial: bool) -> dict[str, Any]:
-    """Checked, normalised editable fields (all required unless `partial`); else ProductInputError."""
-    errors: dict[str, str] = {}
-    oversized: set[str] = set()
-    clean: dict[str, Any] = {}
-    for name in sorted(set(data) - set(EDITABLE_FIELDS)):
-        errors[name] = f"not a product field (editable: {', '.join(EDITABLE_FIELDS)})"
-    for name, limit in _TEXT_LIMITS.items():
-        if name not in data:
-            if name == "description" and not partial:
-                clean[name] = ""
-            elif not partial:
-                errors[name] = "is required"
-            continue
-        value = data[name]
-        if not isinstance(value, str):
-            errors[name] = "must be text"
-            continue
-        # Descriptions keep their formatting; identifiers and labels lose stray spaces.
-        value = value if name == "description" else value.strip()
-        problem = unstorable_text(value)
-        if problem:
-            errors[name] = problem
-        elif name != "description" and not value:
-            errors[name] = "cannot be empty"
-        elif len(value) > limit:
-            errors[name] = f"is {len(value):,} characters; the limit is {limit:,}"
-            oversized.add(name)
-        else:
-            clean[name] = value
-    if "price" in data:
-        try:
-            clean["price"] = parse_price(data["price"])
-        except ValueError as err:
-            errors["price"] = str(err)
-    elif not partial:
-        errors["price"] = "is required"
-    if errors:
-        raise ProductInputError(errors, oversized)
-    return clean
-
-
-def unstorable_text(value: str) -> str | None:
-    """Why Postgres cannot store this text (a NUL character, or a lone surrogate that is not UTF-8), else None."""
-    if "\x00" in value:
-        return "cannot contain NUL characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid Unicode text (it holds an unpaired surrogate)"
-    return None
 
 
 def parse_price(value: Any) -> Decimal:
@@ -169,7 +130,133 @@ def parse_price(value: Any) -> Decimal:
         raise ValueError(f"cannot be more than {MAX_PRICE:,}")
     if price != price.quantize(Decimal("0.01")):
         raise ValueError("has at most 2 decimal places")
+    if isinstance(value, str) and not re.fullmatch(PRICE_TEXT_PATTERN, value):
+        raise ValueError("must be written as digits with at most 2 decimals, such as 19.99")
     return price.quantize(Decimal("0.01"))
+
+
+def _price(value: Any) -> Decimal:
+    try:
+        return parse_price(value)
+    except ValueError as err:
+        raise PydanticCustomError("price", str(err)) from None
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON true and "2" are not versions; 2.0 is (JSON has one number type).
+    if isinstance(value, (bool, str)):
+        raise PydanticCustomError("int_type", "must be a whole number")
+    return value
+
+
+# Text with a visible character and without NUL; stored without surrounding spaces.
+Sku = Annotated[
+    str,
+    Field(max_length=MAX_SKU_CHARS, pattern=LABEL_PATTERN, description="Stock-keeping unit, unique"),
+    AfterValidator(str.strip),
+]
+Name = Annotated[
+    str, Field(max_length=MAX_NAME_CHARS, pattern=LABEL_PATTERN, description="Product name"), AfterValidator(str.strip)
+]
+Category = Annotated[
+    str,
+    Field(max_length=MAX_CATEGORY_CHARS, pattern=LABEL_PATTERN, description="Category (filters match it exactly)"),
+    AfterValidator(str.strip),
+]
+Description = Annotated[
+    str,
+    Field(max_length=MAX_DESCRIPTION_CHARS, pattern=TEXT_PATTERN, description="Free text; formatting is kept"),
+]
+Price = Annotated[
+    Decimal,
+    PlainValidator(_price),
+    PlainSerializer(str),
+    WithJsonSchema(
+        {
+            "description": "A number or a string with at most 2 decimals, 0 to 9999999999.99 (numeric(12, 2))",
+            "oneOf": [
+                {"type": "number", "minimum": 0, "maximum": float(MAX_PRICE), "multipleOf": 0.01},
+                {"type": "string", "pattern": PRICE_TEXT_PATTERN, "examples": ["19.99"]},
+            ],
+        }
+    ),
+]
+Version = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_whole_number)]
+
+# How a refusal is worded where the generic wording (refarch.input_errors) would not say it best.
+_MESSAGES = {
+    ("*", "extra_forbidden"): f"not a product field (editable: {', '.join(EDITABLE_FIELDS)})",
+    ("version", "finite_number"): "must be a whole number",
+    ("version", "greater_than_equal"): "out of range",
+    ("version", "less_than_equal"): "out of range",
+}
+
+
+def _optional_not_null(schema: dict[str, Any]) -> None:
+    # An optional field may be left out, not sent as null: document it as its type alone.
+    for name, field_schema in schema.get("properties", {}).items():
+        branches = [branch for branch in field_schema.pop("anyOf", []) if branch != {"type": "null"}]
+        if len(branches) == 1:
+            field_schema.update(branches[0])
+        if field_schema.get("default", "") is None:
+            del field_schema["default"]
+        schema["properties"][name] = field_schema
+
+
+class NewProduct(BaseModel):
+    """A product to add (POST /api/products)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Sku
+    name: Name
+    category: Category
+    price: Price
+    description: Description = ""
+
+
+class ProductChange(BaseModel):
+    """The version the client saw and the fields it changes (PUT /api/products/{id}); others stay."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_optional_not_null)
+
+    version: Annotated[Version, Field(description="The version you last saw (optimistic locking)")]
+    sku: Sku | None = None
+    name: Name | None = None
+    category: Category | None = None
+    price: Price | None = None
+    description: Description | None = None
+
+    @field_validator("sku", "name", "category", "price", "description", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        # Absent means unchanged; null is no value a column can take.
+        if value is None:
+            kind = "a number such as 19.99" if info.field_name == "price" else "text"
+            raise PydanticCustomError("not_null", f"must be {kind}")
+        return value
+
+
+def validate_new(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a new product, checked and normalised; else ProductInputError."""
+    return _validated(NewProduct, data).model_dump()
+
+
+def validate_change(data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(the version the client saw, the fields it changes), checked and normalised; else ProductInputError."""
+    change = _validated(ProductChange, data)
+    return change.version, change.model_dump(exclude={"version"}, exclude_unset=True)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validated(model: type[_Model], data: dict[str, Any]) -> _Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        fields, oversized = field_messages(err, _MESSAGES)
+        raise ProductInputError(fields, oversized) from None
 
 
 def _rows(cur: Any) -> list[Product]:
@@ -210,18 +297,12 @@ def list_page(
 
 
 def _filters(category: str | None, min_price: Decimal | None, max_price: Decimal | None) -> tuple[str, list[object]]:
-    clauses: list[str] = []
-    params: list[object] = []
-    if category:
-        clauses.append("category = %s")
-        params.append(category)
-    if min_price is not None:
-        clauses.append("price >= %s")
-        params.append(min_price)
-    if max_price is not None:
-        clauses.append("price <= %s")
-        params.append(max_price)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+    conditions, params = SearchFilter(
+        category=category or None,
+        min_price=float(min_price) if min_price is not None else None,
+        max_price=float(max_price) if max_price is not None else None,
+    ).sql_conditions()
+    return ("WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 
 def categories(conn: Connection) -> list[str]:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refarch.db import Database, resolve_dsn
 from refarch.embeddings import Embedder, make_embedder
 from refarch.emu import Emu
 from refarch.index_targets import GenerationTargets
 from refarch.queue import SyncQueue, make_cloudwatch_client, make_sqs_client
-from refarch.search import SearchService
 from refarch.settings import Settings
 from refarch.vector_index import VectorIndex
+
+if TYPE_CHECKING:
+    from refarch.search import SearchService
 
 
 class Runtime:
@@ -72,5 +74,7 @@ class Runtime:
 
     @cached_property
     def search(self) -> SearchService:
-        """The search service the web page and the CLI share."""
+        """The search service the web page and the CLI share (imported here: the Lambdas never search)."""
+        from refarch.search import SearchService
+
         return SearchService(self.db, self.targets)

@@ -1,21 +1,53 @@
-"""Semantic search: embed the query, ask the vector index, return rows from Postgres in score order."""
+"""Search: hybrid (semantic + lexical, fused by rank), semantic only, or lexical only; rows from Postgres.
+
+- semantic: the query's vector (cached per model, `refarch.query_embeddings`) against the vector index
+  of the active index generation, embedded by that generation's model (`refarch.index_targets`, re-read
+  every few seconds: a `refarch reindex --switch` needs no restart).
+- lexical: Postgres full-text search on the row's own text (`refarch.lexical_search`).
+- hybrid (default): both lists, fused with Reciprocal Rank Fusion (`refarch.fusion`); a product
+  whose SKU is exactly the query comes first.
+When the embedding service is down, a hybrid or semantic search answers in lexical mode and says so
+(`SearchPage.fallback_reason`) instead of failing.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar, get_args
 
-from refarch import products
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from refarch import lexical_search, products
 from refarch.db import Database
-from refarch.index_targets import GenerationTargets
-from refarch.vector_index import SearchFilter
+from refarch.embeddings import Embedder
+from refarch.fusion import FusedHit, reciprocal_rank_fusion
+from refarch.input_errors import TEXT_PATTERN, field_messages
+from refarch.observability import logger
+from refarch.query_embeddings import EmbeddingUnavailableError, QueryEmbeddings
+from refarch.vector_index import SearchFilter, VectorIndex
 
 MAX_QUERY_CHARS = 512
 MAX_K = 100
+DEFAULT_K = 20
+# Searches rank to this depth: a page past it is empty (listing has no such cap).
 MAX_DEPTH = 1000
 # Listing has no depth cap, but its OFFSET must stay a bigint: 10 million pages of MAX_K rows is far inside.
 MAX_PAGE = 10_000_000
+# Hybrid fuses each list to at least this depth, so pages within the first 40 results come from one
+# fused ranking and concatenate exactly; deeper pages fuse deeper lists. 40 is pgvector's default
+# hnsw.ef_search: fusing asks the vector index no more than a semantic search does (a depth of 100
+# made hybrid several times slower than semantic at 100,000 products: docs/benchmarks.md).
+FUSION_DEPTH = 40
+
+SearchMode = Literal["hybrid", "semantic", "lexical"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+DEFAULT_MODE: SearchMode = "hybrid"
+
+EMBEDDING_OUTAGE_MESSAGE = (
+    "the embedding service is unavailable, so these results come from keyword (lexical) search only"
+)
 
 
 class SearchInputError(ValueError):
@@ -24,21 +56,22 @@ class SearchInputError(ValueError):
 
 @dataclass(frozen=True)
 class SearchHit:
-    """A product with its similarity score (None when listing without a query) and sync status."""
+    """A product with its score (None when listing), the lists it came from with its rank in each, and sync."""
 
     product: products.Product
     score: float | None
     sync: dict[str, Any]
+    ranks: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         sync = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in self.sync.items()}
-        return {**self.product.as_dict(), "score": self.score, "sync": sync}
+        return {**self.product.as_dict(), "score": self.score, "ranks": dict(self.ranks), "sync": sync}
 
 
 @dataclass(frozen=True)
 class SearchPage:
-    """One page of results."""
+    """One page of results, with the mode that ranked them (and why it differs from the one asked for)."""
 
     query: str
     hits: list[SearchHit]
@@ -46,11 +79,17 @@ class SearchPage:
     k: int
     total: int | None
     has_more: bool
+    mode: SearchMode = DEFAULT_MODE
+    requested_mode: SearchMode = DEFAULT_MODE
+    fallback_reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         return {
             "query": self.query,
+            "mode": self.mode,
+            "requested_mode": self.requested_mode,
+            "fallback_reason": self.fallback_reason,
             "page": self.page,
             "k": self.k,
             "total": self.total,
@@ -59,13 +98,119 @@ class SearchPage:
         }
 
 
+def _blank_as_none(value: str) -> str | None:
+    return value.strip() or None
+
+
+_Listing = TypeVar("_Listing", bound="ListingRequest")
+
+
+class ListingRequest(BaseModel):
+    """Which page of products, filtered how: what a listing (and every search) asks for."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True)
+
+    k: Annotated[int, Field(ge=1, le=MAX_K, description="Results per page")] = DEFAULT_K
+    page: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=MAX_PAGE,
+            description=f"Page number. Searches rank to a depth of {MAX_DEPTH} results: a page past it is empty",
+        ),
+    ] = 1
+    category: Annotated[
+        str | None,
+        Field(pattern=TEXT_PATTERN, description="Only this category (exact match)"),
+        AfterValidator(lambda value: _blank_as_none(value) if value is not None else None),
+    ] = None
+    min_price: Annotated[float, Field(ge=0, allow_inf_nan=False, description="Lowest price")] | None = None
+    max_price: (
+        Annotated[
+            float, Field(ge=0, allow_inf_nan=False, description="Highest price (below min_price: nothing matches)")
+        ]
+        | None
+    ) = None
+
+    # How a refusal is worded where the generic wording would not say it best.
+    MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
+        ("k", "greater_than_equal"): f"must be between 1 and {MAX_K}",
+        ("k", "less_than_equal"): f"must be between 1 and {MAX_K}",
+        ("min_price", "greater_than_equal"): "cannot be negative",
+        ("max_price", "greater_than_equal"): "cannot be negative",
+    }
+
+    @classmethod
+    def checked(cls: type[_Listing], values: Mapping[str, Any]) -> _Listing:
+        """The request from field names or query-string names (q=); SearchInputError naming what is wrong."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            messages, _ = field_messages(err, cls.MESSAGES)
+            name, message = next(iter(messages.items()))
+            raise SearchInputError(f"{'query' if name == 'q' else name} {message}") from None
+
+
+class SearchRequest(ListingRequest):
+    """What a search asks for, with every limit it must respect (the API's query string, the page, the CLI)."""
+
+    query: Annotated[
+        str,
+        Field(
+            alias="q",
+            max_length=MAX_QUERY_CHARS,
+            pattern=TEXT_PATTERN,
+            description="What to look for, in plain language (empty: list products by id)",
+        ),
+        AfterValidator(str.strip),
+    ] = ""
+    mode: Annotated[
+        SearchMode,
+        Field(
+            description="hybrid: the semantic and the lexical ranking fused by Reciprocal Rank Fusion, an exact "
+            "SKU match first; semantic: the vector index alone; lexical: Postgres full-text search alone "
+            '(websearch syntax: "quoted phrase", -exclude, or). Filters and paging work the same in every mode.'
+        ),
+    ] = DEFAULT_MODE
+
+
+class ServedIndex(Protocol):
+    """An embedder and the vector index its vectors are searched in (an index generation's IndexTarget)."""
+
+    @property
+    def embedder(self) -> Embedder: ...
+
+    @property
+    def index(self) -> VectorIndex: ...
+
+
+class ActiveIndex(Protocol):
+    """Where search finds the index to read (refarch.index_targets.GenerationTargets: the active generation)."""
+
+    def active(self) -> ServedIndex: ...
+
+
+@dataclass(frozen=True)
+class FixedIndex:
+    """One embedder and index, always (benchmarks over a catalog indexed outside any generation)."""
+
+    embedder: Embedder
+    index: VectorIndex
+
+    def active(self) -> FixedIndex:
+        """Itself."""
+        return self
+
+
 class SearchService:
     """The one search implementation (web page, JSON API, `refarch search`, benchmarks)."""
 
-    def __init__(self, db: Database, targets: GenerationTargets) -> None:
+    def __init__(self, db: Database, targets: ActiveIndex) -> None:
         self.db = db
         # The active index generation, looked up per request (cached briefly): a switch needs no restart.
         self.targets = targets
+        # Query vectors, cached per (model id, text): a switch to another model never reuses the old model's.
+        self.embeddings = QueryEmbeddings()
 
     def search(
         self,
@@ -76,52 +221,105 @@ class SearchService:
         category: str | None = None,
         min_price: float | None = None,
         max_price: float | None = None,
+        mode: str | None = None,
     ) -> SearchPage:
         """Ranked products for `query` (empty query: products by id), with filters and pagination."""
-        query = (query or "").strip()
-        for name, text in (("query", query), ("category", category or "")):
-            problem = products.unstorable_text(text)
-            if problem:
-                raise SearchInputError(f"{name} {problem}")
-        if len(query) > MAX_QUERY_CHARS:
-            raise SearchInputError(f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
-        if not 1 <= k <= MAX_K:
-            raise SearchInputError(f"k must be between 1 and {MAX_K}")
-        if page < 1:
-            raise SearchInputError("page must be 1 or more")
-        if page > MAX_PAGE:
-            raise SearchInputError(f"page must be {MAX_PAGE:,} or less")
-        if min_price is not None and max_price is not None and min_price > max_price:
-            raise SearchInputError("min_price is greater than max_price")
-        if (min_price is not None and min_price < 0) or (max_price is not None and max_price < 0):
-            raise SearchInputError("prices cannot be negative")
+        values = {"query": query, "k": k, "page": page, "category": category, "min_price": min_price}
+        values |= {"max_price": max_price, "mode": mode or DEFAULT_MODE}
+        return self.answer(SearchRequest.checked(values))
+
+    def answer(self, request: SearchRequest) -> SearchPage:
+        """The page of results a checked request asks for."""
+        query, k, page, requested = request.query, request.k, request.page, request.mode
         offset = (page - 1) * k
         if not query:
-            return self._list(
-                k=k, page=page, offset=offset, category=category, min_price=min_price, max_price=max_price
+            listing = self._list(
+                k=k,
+                page=page,
+                offset=offset,
+                category=request.category,
+                min_price=request.min_price,
+                max_price=request.max_price,
             )
-        if offset + k > MAX_DEPTH:
-            raise SearchInputError(f"results are ranked to a depth of {MAX_DEPTH}; narrow the query instead")
-        target = self.targets.active()
-        vector = target.embedder.embed([query])[0]
-        matches = target.index.query(
-            vector,
-            top_k=offset + k + 1,
-            filter=SearchFilter(category=category or None, min_price=min_price, max_price=max_price),
+            return replace(listing, mode=requested, requested_mode=requested)
+        end = min(offset + k, MAX_DEPTH)
+        if offset >= end:
+            # Past the ranked depth: an empty page, like a listing past its last product.
+            return SearchPage(
+                query=query,
+                hits=[],
+                page=page,
+                k=k,
+                total=None,
+                has_more=False,
+                mode=requested,
+                requested_mode=requested,
+            )
+        search_filter = SearchFilter(
+            category=request.category, min_price=request.min_price, max_price=request.max_price
         )
-        window = matches[offset : offset + k]
+        used: SearchMode = requested
+        fallback: str | None = None
+        vector: list[float] | None = None
+        index: VectorIndex | None = None
+        if requested != "lexical":
+            # One generation per request: the query is embedded by the model whose vectors it is compared with.
+            target = self.targets.active()
+            index = target.index
+            try:
+                vector = self.embeddings.vector(query, target.embedder)
+            except EmbeddingUnavailableError as err:
+                logger.warning("embedding service unavailable: searching lexically", extra={"error": str(err)})
+                used, fallback = "lexical", EMBEDDING_OUTAGE_MESSAGE
+        depth = end + 1
+        if vector is None or index is None:  # lexical asked for, or the embedding service is down
+            ranked = self._lexical(query, search_filter, depth=depth)
+        elif used == "semantic":
+            ranked = self._semantic(index, vector, search_filter, depth=depth)
+        else:
+            ranked = self._hybrid(index, query, vector, search_filter, depth=depth)
+        window = ranked[offset:end]
         with self.db.transaction() as conn:
-            rows = products.get_many(conn, [m.id for m in window])
+            rows = products.get_many(conn, [h.id for h in window])
             statuses = products.sync_statuses(conn, list(rows))
         # A vector whose row was just deleted is skipped; its deletion is already on the way.
-        hits = [SearchHit(rows[m.id], m.score, statuses.get(m.id, {})) for m in window if m.id in rows]
+        hits = [SearchHit(rows[h.id], h.score, statuses.get(h.id, {}), h.ranks) for h in window if h.id in rows]
         return SearchPage(
             query=query,
             hits=hits,
             page=page,
             k=k,
             total=None,
-            has_more=len(matches) > offset + k and offset + k < MAX_DEPTH,
+            has_more=len(ranked) > end and end < MAX_DEPTH,
+            mode=used,
+            requested_mode=requested,
+            fallback_reason=fallback,
+        )
+
+    def _lexical(self, query: str, search_filter: SearchFilter, *, depth: int) -> list[FusedHit]:
+        """Full-text ranking to `depth` results (fewer when fewer match)."""
+        with self.db.transaction() as conn:
+            lexical = lexical_search.ranked_ids(conn, query, limit=depth, search_filter=search_filter)
+        return [FusedHit(pid, rank, {"lexical": n}) for n, (pid, rank) in enumerate(lexical, start=1)]
+
+    def _semantic(
+        self, index: VectorIndex, vector: list[float], search_filter: SearchFilter, *, depth: int
+    ) -> list[FusedHit]:
+        """Vector-index ranking to `depth` results."""
+        matches = index.query(vector, top_k=depth, filter=search_filter)
+        return [FusedHit(m.id, m.score, {"semantic": n}) for n, m in enumerate(matches, start=1)]
+
+    def _hybrid(
+        self, index: VectorIndex, query: str, vector: list[float], search_filter: SearchFilter, *, depth: int
+    ) -> list[FusedHit]:
+        """Both rankings, each to at least FUSION_DEPTH, fused by RRF; an exact SKU match first."""
+        fused_depth = min(MAX_DEPTH + 1, max(FUSION_DEPTH, depth))
+        matches = index.query(vector, top_k=fused_depth, filter=search_filter)
+        with self.db.transaction() as conn:
+            lexical = lexical_search.ranked_ids(conn, query, limit=fused_depth, search_filter=search_filter)
+            sku_match = lexical_search.exact_sku(conn, query, search_filter=search_filter)
+        return reciprocal_rank_fusion(
+            {"semantic": [m.id for m in matches], "lexical": [pid for pid, _ in lexical]}, exact_sku=sku_match
         )
 
     def _list(

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     # How many proxies append to X-Forwarded-For in front of the web app (AWS: CloudFront + ALB = 2,
     # ALB alone = 1). 0: clients reach it directly, so nobody may claim an address or scheme.
     proxy_hops: int = Field(default=0, ge=0, le=5)
+    # Requests per client address (Flask-Limiter notation, e.g. "60 per minute"; several separated
+    # by ";"). Search: the page and /api/search together. Write: product changes and sign-in.
+    rate_limit_search: str = "60 per minute"
+    rate_limit_write: str = "30 per minute"
+    # Where the counters live: "postgres" (the database every worker and task shares), or any
+    # Flask-Limiter storage URI ("memory://" for one process, "redis://host:6379", ...).
+    rate_limit_storage: str = "postgres"
 
     @property
     def embedder_kind(self) -> Literal["local", "openai"]:

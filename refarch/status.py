@@ -134,7 +134,7 @@ def lane_queues(settings: Settings) -> dict[str, tuple[str | None, str | None]]:
 def oldest_message_age(cloudwatch: Any, queue_url: str) -> float | None:
     """Seconds the oldest message has waited: SQS publishes it only as a CloudWatch metric (every minute).
 
-    Locally the SQS server publishes the same metric (refarch.local.sqs). None when unknown.
+    Locally the SQS server publishes the same metric (refarch_local.sqs). None when unknown.
     """
     now = datetime.now(UTC)
     try:

@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 import psycopg2.extras
@@ -54,6 +55,25 @@ class SearchFilter:
     def is_empty(self) -> bool:
         """True when nothing is filtered."""
         return self.category is None and self.min_price is None and self.max_price is None
+
+    def sql_conditions(self) -> tuple[list[str], list[object]]:
+        """The filters as SQL conditions on `category` and `price` columns, with their parameters.
+
+        The one translation to SQL, shared by pgvector, full-text search and the product listing.
+        Prices go in as exact decimals, so 19.99 compares equal to the numeric column's 19.99.
+        """
+        conditions: list[str] = []
+        params: list[object] = []
+        if self.category is not None:
+            conditions.append("category = %s")
+            params.append(self.category)
+        if self.min_price is not None:
+            conditions.append("price >= %s")
+            params.append(Decimal(str(self.min_price)))
+        if self.max_price is not None:
+            conditions.append("price <= %s")
+            params.append(Decimal(str(self.max_price)))
+        return conditions, params
 
 
 class VectorIndex(Protocol):
@@ -205,17 +225,7 @@ class PgVectorIndex:
 
     def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
         """Nearest neighbours by cosine distance."""
-        clauses: list[str] = []
-        params: list[object] = []
-        if filter and filter.category is not None:
-            clauses.append("category = %s")
-            params.append(filter.category)
-        if filter and filter.min_price is not None:
-            clauses.append("price >= %s")
-            params.append(filter.min_price)
-        if filter and filter.max_price is not None:
-            clauses.append("price <= %s")
-            params.append(filter.max_price)
+        clauses, params = (filter or SearchFilter()).sql_conditions()
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         literal = Vector(vector)
         with self.db.transaction() as conn, conn.cursor() as cur:

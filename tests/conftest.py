@@ -16,8 +16,8 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from refarch.db import migrate, with_database  # noqa: E402
-from refarch.local.database import LocalDatabase  # noqa: E402
-from refarch.local.demo import free_port  # noqa: E402  (re-exported for the tests)
+from refarch_local.database import LocalDatabase  # noqa: E402
+from refarch_local.demo import free_port  # noqa: E402  (re-exported for the tests)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -99,7 +99,7 @@ def login_as(dsn: str) -> Callable[[str], str]:
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:
     """A real SQS API server (moto's server mode) on 127.0.0.1."""
-    from refarch.local.sqs import start_server
+    from refarch_local.sqs import start_server
 
     port = free_port()
     server = start_server(port)
@@ -135,18 +135,18 @@ def scram_matches(verifier: str, password: str) -> bool:
 @pytest.fixture
 def local_settings(tmp_path: Path, sqs_endpoint: str, dsn: str, monkeypatch: pytest.MonkeyPatch):
     """Settings for one test: its own REFARCH_HOME, database and freshly created queues."""
-    from refarch.local.sqs import create_queues
     from refarch.settings import Settings
+    from refarch_local.sqs import create_queues
 
     monkeypatch.setenv("REFARCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DATABASE_URL", dsn)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     settings = Settings()
     suffix = uuid.uuid4().hex[:8]
-    monkeypatch.setattr("refarch.local.sqs.QUEUE_NAME", f"q{suffix}.fifo")
-    monkeypatch.setattr("refarch.local.sqs.DLQ_NAME", f"d{suffix}.fifo")
-    monkeypatch.setattr("refarch.local.sqs.BULK_QUEUE_NAME", f"b{suffix}")
-    monkeypatch.setattr("refarch.local.sqs.BULK_DLQ_NAME", f"bd{suffix}")
+    monkeypatch.setattr("refarch_local.sqs.QUEUE_NAME", f"q{suffix}.fifo")
+    monkeypatch.setattr("refarch_local.sqs.DLQ_NAME", f"d{suffix}.fifo")
+    monkeypatch.setattr("refarch_local.sqs.BULK_QUEUE_NAME", f"b{suffix}")
+    monkeypatch.setattr("refarch_local.sqs.BULK_DLQ_NAME", f"bd{suffix}")
     create_queues(settings, sqs_endpoint, visibility_timeout=2, bulk_visibility_timeout=2)
     return Settings()
 

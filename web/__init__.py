@@ -39,6 +39,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_NAME="refarch_session",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        RATE_LIMIT_SEARCH=settings.rate_limit_search,
+        RATE_LIMIT_WRITE=settings.rate_limit_write,
+        RATE_LIMIT_STORAGE=settings.rate_limit_storage,
     )
     app.config.update(test_config)
     if settings.proxy_hops:
@@ -46,7 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # load balancer (the last hop) saw. Run directly, nobody may claim either.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=1)  # type: ignore[method-assign]
 
-    from web import api, auth, db, errors, security, views
+    from web import api, auth, db, errors, rate_limits, security, views
 
     app.json = security.JSONProvider(app)
     db.init_app(app)
@@ -55,6 +58,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
+    rate_limits.init_app(app)
     return app
 
 

@@ -9,12 +9,12 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 
 from refarch import products, status
 from refarch.observability import logger
-from refarch.products import Product, ProductNotFoundError, StaleVersionError
-from refarch.search import SearchPage
+from refarch.products import MAX_ID, Product, ProductNotFoundError, StaleVersionError
+from refarch.search import ListingRequest, SearchPage, SearchRequest
 from web.auth import can_edit, editor_required
+from web.contract import DeleteQuery, SyncStatusesQuery
 from web.db import get_db, get_runtime
 from web.errors import ApiError, error_response
-from web.params import MAX_DB_ID, product_id_list, search_args, version_value
 
 bp = Blueprint("api", __name__)
 
@@ -40,7 +40,8 @@ def _search_body(page: SearchPage) -> dict[str, Any]:
     return body
 
 
-def _json_object() -> dict[str, Any]:
+def json_object() -> dict[str, Any]:
+    """The request's JSON object; ApiError 400 for anything else."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "send a JSON object (Content-Type: application/json)")
@@ -48,7 +49,7 @@ def _json_object() -> dict[str, Any]:
 
 
 def _existing(conn: Any, product_id: int) -> Product:
-    product = products.get(conn, product_id) if product_id <= MAX_DB_ID else None
+    product = products.get(conn, product_id) if product_id <= MAX_ID else None
     if product is None:
         raise ProductNotFoundError(product_id)
     return product
@@ -57,22 +58,22 @@ def _existing(conn: Any, product_id: int) -> Product:
 @bp.get("/api/search")
 def search() -> Response:
     """Ranked products for ?q= (empty: products by id), with filters and pagination."""
-    return jsonify(_search_body(get_runtime().search.search(**search_args(request.args))))
+    asked = SearchRequest.checked(request.args)
+    return jsonify(_search_body(get_runtime().search.answer(asked)))
 
 
 @bp.get("/api/products")
 def list_products() -> Response:
     """Products by id, a page at a time, with the same filters as search."""
-    args = search_args(request.args)
-    args["query"] = ""
-    return jsonify(_search_body(get_runtime().search.search(**args)))
+    listing = ListingRequest.checked(request.args)
+    return jsonify(_search_body(get_runtime().search.answer(SearchRequest.model_validate(listing.model_dump()))))
 
 
 @bp.post("/api/products")
 @editor_required
 def create_product() -> tuple[Response, int, dict[str, str]]:
     """Add a product; it is pending until Emu has indexed it."""
-    fields = products.validate_fields(_json_object(), partial=False)
+    fields = products.validate_new(json_object())
     with get_db() as conn:
         product = products.create(conn, fields)
         sync = products.sync_statuses(conn, [product.id]).get(product.id)
@@ -93,10 +94,8 @@ def get_product(product_id: int) -> Response:
 @editor_required
 def update_product(product_id: int) -> Response:
     """Change the fields sent; `version` must be the one the client saw (else 409)."""
-    body = _json_object()
-    expected = version_value(body.pop("version", None), required=True)
-    fields = products.validate_fields(body, partial=True)
-    if product_id > MAX_DB_ID:
+    expected, fields = products.validate_change(json_object())
+    if product_id > MAX_ID:
         raise ProductNotFoundError(product_id)
     try:
         with get_db() as conn:
@@ -119,8 +118,8 @@ def update_product(product_id: int) -> Response:
 @editor_required
 def delete_product(product_id: int) -> tuple[str, int]:
     """Delete a product (only if still at ?version=, when given); Emu then removes its vector."""
-    expected = version_value(request.args.get("version"), required=False)
-    if product_id > MAX_DB_ID:
+    expected = DeleteQuery.from_query(request.args).version
+    if product_id > MAX_ID:
         raise ProductNotFoundError(product_id)
     with get_db() as conn:
         products.delete(conn, product_id, expected_version=expected)
@@ -130,7 +129,7 @@ def delete_product(product_id: int) -> tuple[str, int]:
 @bp.get("/api/sync/statuses")
 def sync_statuses() -> Response:
     """Sync state of the given products (?ids=1,2,3): what the page polls while rows are pending."""
-    ids = product_id_list(request.args.get("ids", ""))
+    ids = SyncStatusesQuery.from_query(request.args).ids
     with get_db() as conn:
         found = products.sync_statuses(conn, ids)
     return jsonify(

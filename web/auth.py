@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
+from pydantic import ValidationError
 
 from refarch.observability import logger
+from web.contract import SignIn
 from web.errors import ApiError
 from web.security import csrf_token, rotate_csrf_token
 
@@ -141,10 +143,10 @@ def session_state() -> Response:
 @bp.post("/api/session")
 def api_login() -> Response:
     """Sign in with JSON {"password": ...}; the response carries the new CSRF token."""
-    body = request.get_json(silent=True)
-    password = body.get("password") if isinstance(body, dict) else None
-    if not isinstance(password, str):
-        raise ApiError(400, 'send JSON {"password": "..."}', {"password": "is required"})
+    try:
+        password = SignIn.model_validate(request.get_json(silent=True)).password
+    except ValidationError:
+        raise ApiError(400, 'send JSON {"password": "..."}', {"password": "is required"}) from None
     if not password_required():
         return jsonify(_session_state())
     if not _password_matches(password):

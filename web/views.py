@@ -7,15 +7,23 @@ from typing import Any
 from flask import Blueprint, render_template, request, url_for
 
 from refarch import products, status
-from refarch.search import SearchInputError, SearchPage
+from refarch.products import MAX_ID, ProductNotFoundError
+from refarch.search import DEFAULT_K, DEFAULT_MODE, SearchInputError, SearchPage, SearchRequest
 from web.api import queue_state
+from web.contract import present
 from web.db import get_db, get_runtime
-from web.errors import SEARCH_PROVIDER_ERRORS, ApiError, search_provider_message
-from web.params import DEFAULT_K, MAX_DB_ID, search_args
+from web.errors import SEARCH_PROVIDER_ERRORS, search_provider_message
 
 bp = Blueprint("views", __name__)
 
 PAGE_SIZES = (10, 20, 50, 100)
+SEARCH_MODE_LABELS = (("hybrid", "Hybrid (meaning + words)"), ("semantic", "Meaning only"), ("lexical", "Words only"))
+# How the result summary says the results are ordered, per mode used.
+MODE_ORDERS = {
+    "hybrid": "best matches by meaning and words first",
+    "semantic": "most similar in meaning first",
+    "lexical": "best keyword matches first",
+}
 
 
 @bp.get("/")
@@ -25,8 +33,7 @@ def index() -> tuple[str, int]:
     error_status = 200
     result: SearchPage | None = None
     try:
-        args = search_args(request.args)
-        result = get_runtime().search.search(**args)
+        result = get_runtime().search.answer(SearchRequest.checked(present(request.args)))
     except SearchInputError as err:
         error, error_status = str(err), 400
     except SEARCH_PROVIDER_ERRORS as err:
@@ -46,6 +53,9 @@ def index() -> tuple[str, int]:
         form=request.args,
         page_sizes=PAGE_SIZES,
         default_k=DEFAULT_K,
+        search_modes=SEARCH_MODE_LABELS,
+        default_mode=DEFAULT_MODE,
+        mode_orders=MODE_ORDERS,
         page_url=_page_url,
     )
     return html, error_status
@@ -55,9 +65,9 @@ def index() -> tuple[str, int]:
 def product_row(product_id: int) -> str:
     """One product's table rows (display + editor), for the page to insert after adding it."""
     with get_db() as conn:
-        product = products.get(conn, product_id) if product_id <= MAX_DB_ID else None
+        product = products.get(conn, product_id) if product_id <= MAX_ID else None
         if product is None:
-            raise ApiError(404, f"product {product_id} does not exist (it may have been deleted)")
+            raise ProductNotFoundError(product_id)
         sync = products.sync_statuses(conn, [product_id]).get(product_id, {})
     return render_template(
         "product_row.html", product=product, sync=sync, score=None, show_score=request.args.get("score_column") == "1"

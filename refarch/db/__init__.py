@@ -14,7 +14,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from refarch.observability import logger
-from refarch.settings import Settings
+from refarch.settings import ConfigurationError, Settings
 
 # Two-key advisory lock space for schema work; Emu's per-product locks use the one-key space.
 MIGRATION_LOCK = (0x7265, 1)
@@ -155,8 +155,21 @@ def migrate(dsn: str) -> list[str]:
     return applied
 
 
+# The last resort when no database is configured, handed in by whoever starts the process (the
+# `refarch` command registers the embedded Postgres of the local runtime). Lambdas and containers
+# on AWS register none: a missing database is a configuration error there.
+_fallback_database: Callable[[Settings], str] | None = None
+
+
+def set_fallback_database(start: Callable[[Settings], str] | None) -> None:
+    """Register what resolve_dsn uses when nothing else names a database (None: nothing)."""
+    global _fallback_database
+    _fallback_database = start
+
+
 def resolve_dsn(settings: Settings, dsn: str | None = None) -> str:
-    """The database to use: --dsn, else DATABASE_URL, else the AWS secret, else the embedded local one."""
+    """The database to use: --dsn, else DATABASE_URL, else the AWS secret, else the one the local runtime
+    published, else the registered fallback (locally: the embedded database)."""
     if dsn:
         return dsn
     if settings.database_url:
@@ -168,9 +181,12 @@ def resolve_dsn(settings: Settings, dsn: str | None = None) -> str:
     published = settings.local_runtime.get("database_url")
     if published and _reachable(published):
         return published
-    from refarch.local.database import LocalDatabase
-
-    return LocalDatabase(settings.home).start()
+    if _fallback_database is None:
+        raise ConfigurationError(
+            "No database configured: set DATABASE_URL or REFARCH_DATABASE_SECRET_ARN "
+            "(the `refarch` command starts an embedded one locally)"
+        )
+    return _fallback_database(settings)
 
 
 def _reachable(dsn: str) -> bool:

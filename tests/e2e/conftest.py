@@ -19,11 +19,11 @@ from werkzeug.serving import make_server
 
 from refarch import catalog, status
 from refarch.db import connect
-from refarch.local.event_source import EventSourcePoller
 from refarch.pelican.listener import OutboxRelay
 from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
 from refarch.settings import Settings
+from refarch_local.event_source import EventSourcePoller
 from tests.conftest import free_port
 from web import create_app
 

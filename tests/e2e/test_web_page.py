@@ -61,7 +61,7 @@ def test_search_edit_and_delete_in_a_real_browser(stack, page: Page):
     expect(rows).to_have_count(20)
     top = [rows.nth(i).locator(".description").inner_text().lower() for i in range(3)]
     assert all(any(term in text for term in ML_TERMS) for text in top), top
-    expect(rows.first.locator(".score")).to_have_text(re.compile(r"^0\.\d{3}$"))
+    expect(rows.first.locator(".score")).to_have_text(re.compile(r"^\d\.\d{4}$"))
     expect(rows.first.locator(".badge")).to_have_text("indexed")
     page.screenshot(path=str(ARTIFACTS / "web-search.png"))
 
@@ -113,6 +113,22 @@ def test_search_edit_and_delete_in_a_real_browser(stack, page: Page):
     expect(rows.first).to_be_visible()
     expect(page.locator(f"#product-{product_id}")).to_have_count(0)
     expect(page.locator('#sync-summary [data-key="products"]')).to_have_text("300")
+
+    # When searching a kitchen product's SKU in the default hybrid ranking, Then that product comes first,
+    # and hovering its score shows it was the exact SKU match and where the other lists ranked it
+    search(page, "KI-0000252")
+    expect(rows.first.locator(".sku")).to_have_text("KI-0000252")
+    score = rows.first.locator("td.score")
+    score.hover()
+    expect(score).to_have_attribute("title", re.compile(r"sku #1"))
+    # When the ranking is switched to words only, Then the choice sticks and the summary says how results are ordered
+    page.get_by_label("Ranking").select_option("lexical")
+    search(page, "sleeping bag")
+    expect(page.get_by_label("Ranking")).to_have_value("lexical")
+    expect(page.locator("#result-summary")).to_contain_text("best keyword matches first")
+    expect(rows.first.locator(".name")).to_contain_text("Sleeping Bag")
+    expect(rows.first.locator("td.score")).to_have_attribute("title", "lexical #1")
+    page.get_by_label("Ranking").select_option("hybrid")
 
     # The same page on a phone: a screenshot for the record
     page.set_viewport_size({"width": 390, "height": 844})

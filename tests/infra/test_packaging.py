@@ -73,7 +73,10 @@ def test_emu_asset_leaves_out_local_only_and_build_leftovers(bundled_dev: Synthe
     files = [p for p in asset.rglob("*") if p.is_file()]
     # Then nothing local-only (torch, the embedded database, the local SQS) or stale is shipped
     top_level = {p.name for p in asset.iterdir()}
-    assert not top_level & {"torch", "sentence_transformers", "pgserver", "moto", "flask", "web", "cdk_app", "tests"}
+    forbidden = {"torch", "sentence_transformers", "pgserver", "moto", "flask", "web", "cdk_app", "tests"}
+    assert not top_level & (forbidden | {"refarch_local", "refarch_cli"})
+    # The runtime library is exactly what Lambdas run: no local runtime or dev tools inside it either
+    assert not (asset / "refarch" / "local").exists() and not list((asset / "refarch").rglob("*standin*"))
     assert not [p for p in files if "__pycache__" in p.relative_to(asset).parts]
     assert sum(p.stat().st_size for p in files) < LAMBDA_UNZIPPED_LIMIT_BYTES
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from refarch.local.standins import OpenAIStandIn, PineconeStandIn
+from refarch_local.standins import OpenAIStandIn, PineconeStandIn
 
 
 @pytest.fixture

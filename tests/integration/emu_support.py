@@ -15,12 +15,12 @@ from refarch import ledger, products
 from refarch.db import Database
 from refarch.embeddings import LocalEmbedder
 from refarch.emu import content_hash
-from refarch.local.event_source import to_lambda_record
-from refarch.local.handlers import LocalLambdaContext
-from refarch.local.standins import OpenAIStandIn, PineconeStandIn
 from refarch.messages import BulkSyncMessage, SyncMessage
 from refarch.runtime import Runtime
 from refarch.vector_index import VectorIndex
+from refarch_local.event_source import to_lambda_record
+from refarch_local.handlers import LocalLambdaContext
+from refarch_local.standins import OpenAIStandIn, PineconeStandIn
 
 # Small vectors keep the stand-ins' JSON light; the size is still checked end to end.
 OPENAI_DIMENSIONS = 64

@@ -198,7 +198,7 @@ def edit_products(dsn: str, product_ids: list[int]) -> None:
 
 
 def refarch_env(settings: Settings, dsn: str) -> dict[str, str]:
-    """Environment for a `python -m refarch` child: the test's home (runtime.json with the queues) and DB."""
+    """Environment for a `python -m refarch_cli` child: the test's home (runtime.json with the queues) and DB."""
     env = {
         **os.environ,
         "REFARCH_HOME": str(settings.home),
@@ -212,13 +212,13 @@ def refarch_env(settings: Settings, dsn: str) -> dict[str, str]:
 
 
 class RefarchProcess:
-    """A `python -m refarch ...` child process (stdout/stderr to a log file), killed if a test leaves it running."""
+    """A `python -m refarch_cli ...` child process (stdout/stderr to a log file), killed if a test leaves it running."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "refarch", *args], env=env, cwd=REPO, stdout=self._out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "refarch_cli", *args], env=env, cwd=REPO, stdout=self._out, stderr=subprocess.STDOUT
         )
 
     def signal(self, signum: int) -> None:

@@ -12,12 +12,12 @@ import psycopg2
 from click.testing import CliRunner
 
 from refarch.db import migration_files
-from refarch.local.database import LocalDatabase
+from refarch_local.database import LocalDatabase
 
 
 def run_cli(*args: str, env: dict[str, str]):
     """The real `refarch` command in this process (click's runner), failing loudly on an error."""
-    from refarch.cli import main
+    from refarch_cli.commands import main
 
     result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -54,11 +54,11 @@ def test_migrate_and_seed_use_database_url(empty_dsn: str, tmp_path: Path):
 
 
 def refarch(home: Path, *args: str) -> str:
-    """`python -m refarch ...` with an empty environment for the database: nothing configured."""
+    """`python -m refarch_cli ...` with an empty environment for the database: nothing configured."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REFARCH_DATABASE_SECRET_ARN")}
     env["REFARCH_HOME"] = str(home)
     done = subprocess.run(
-        [sys.executable, "-m", "refarch", *args], env=env, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "refarch_cli", *args], env=env, capture_output=True, text=True, timeout=180
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip()

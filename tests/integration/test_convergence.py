@@ -12,12 +12,12 @@ import lambdas.bootstrap
 import lambdas.emu
 from refarch import catalog
 from refarch.db import Database, connect
-from refarch.local.event_source import EventSourcePoller
-from refarch.local.stepfunctions import run_bootstrap
 from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
 from refarch.status import sync_counts
 from refarch.topology import DEFAULT_TOPOLOGY
+from refarch_local.event_source import EventSourcePoller
+from refarch_local.stepfunctions import run_bootstrap
 from tests.integration.emu_support import assert_index_matches_database, configure_emu, delete_product, query_one
 from tests.integration.test_emu_sqs import process_queue, relay_outbox
 

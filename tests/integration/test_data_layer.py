@@ -117,7 +117,7 @@ def test_stale_version_is_refused(conn):
         products.update(conn, p.id, {"price": Decimal("1.00")}, expected_version=1)
     with pytest.raises(products.StaleVersionError), conn:
         products.update(conn, p.id, {"price": Decimal("2.00")}, expected_version=1)
-    with pytest.raises(KeyError), conn:
+    with pytest.raises(products.ProductNotFoundError), conn:
         products.update(conn, 999_999, {"price": Decimal("2.00")}, expected_version=1)
 
 

@@ -16,11 +16,11 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 import lambdas.emu
 from refarch import catalog, products
 from refarch.db import connect
-from refarch.local.event_source import EventSourcePoller
-from refarch.local.standins import OpenAIStandIn, hashed_embedding
 from refarch.messages import bulk_messages
 from refarch.queue import SyncQueue, make_sqs_client
 from refarch.topology import DEFAULT_TOPOLOGY
+from refarch_local.event_source import EventSourcePoller
+from refarch_local.standins import OpenAIStandIn, hashed_embedding
 from tests.integration.emu_support import (
     OPENAI_DIMENSIONS,
     assert_index_matches_database,

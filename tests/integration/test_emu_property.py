@@ -35,10 +35,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from refarch import products
-from refarch.local.standins import OpenAIStandIn
 from refarch.messages import SyncMessage
 from refarch.reconcile import find_drift, repair
 from refarch.vector_index import VectorIndex
+from refarch_local.standins import OpenAIStandIn
 from tests.integration.emu_support import (
     assert_index_matches_database,
     configure_emu,

@@ -15,9 +15,9 @@ import pytest
 import lambdas.migrate
 from refarch.db import connect, migration_files
 from refarch.db.roles import RUNTIME_ROLES
-from refarch.local.handlers import LocalLambdaContext
 from refarch.runtime import Runtime
 from refarch.settings import Settings
+from refarch_local.handlers import LocalLambdaContext
 from tests.conftest import scram_matches
 
 

@@ -18,8 +18,6 @@ import pytest
 import lambdas.bootstrap
 from refarch import catalog
 from refarch.db import connect
-from refarch.local.handlers import invoke
-from refarch.local.stepfunctions import invoke_batch, run_bootstrap
 from refarch.pelican.bootstrap import RangeBusyError
 from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
@@ -29,6 +27,8 @@ from refarch.topology import (
     BOOTSTRAP_PLAN_HANDLER,
     DEFAULT_TOPOLOGY,
 )
+from refarch_local.handlers import invoke
+from refarch_local.stepfunctions import invoke_batch, run_bootstrap
 from tests.integration.pelican_support import (
     REPO,
     QueueDrain,
@@ -63,7 +63,7 @@ def product_ids(dsn: str) -> set[int]:
 def run_refarch_bootstrap(settings, dsn: str, *args: str) -> dict:
     """`refarch pelican bootstrap` in a child process (the local Step Functions run); return Finalize's output."""
     done = subprocess.run(
-        [sys.executable, "-m", "refarch", "pelican", "bootstrap", *args],
+        [sys.executable, "-m", "refarch_cli", "pelican", "bootstrap", *args],
         env=refarch_env(settings, dsn),
         cwd=REPO,
         capture_output=True,

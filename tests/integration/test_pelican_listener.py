@@ -1,6 +1,6 @@
 """Pelican's outbox listener under failure, against a real Postgres and a real local SQS FIFO queue.
 
-Most tests run `python -m refarch pelican listen` as a child process (the Fargate entrypoint) and
+Most tests run `python -m refarch_cli pelican listen` as a child process (the Fargate entrypoint) and
 kill, stop or starve it; the queue is drained concurrently, as Emu would.
 """
 
@@ -25,12 +25,12 @@ from botocore.config import Config
 
 from refarch import catalog, outbox
 from refarch.db import migrate
-from refarch.local.database import LocalDatabase
-from refarch.local.sqs import start_server
 from refarch.messages import SyncMessage
 from refarch.observability import metrics
 from refarch.pelican.listener import OutboxRelay
 from refarch.queue import PartialSendError, SyncQueue, make_sqs_client
+from refarch_local.database import LocalDatabase
+from refarch_local.sqs import start_server
 from tests.conftest import free_port
 from tests.integration.emu_support import assert_index_matches_database
 from tests.integration.pelican_support import (
@@ -83,7 +83,7 @@ def backends(dsn: str, application: str, state: str | None = None, waiting_on_lo
 def health(settings, dsn: str, max_age: float) -> subprocess.CompletedProcess:
     """`refarch pelican health --max-age N` (the ECS container health check)."""
     return subprocess.run(
-        [sys.executable, "-m", "refarch", "pelican", "health", "--max-age", str(max_age)],
+        [sys.executable, "-m", "refarch_cli", "pelican", "health", "--max-age", str(max_age)],
         env=refarch_env(settings, dsn),
         cwd=REPO,
         capture_output=True,

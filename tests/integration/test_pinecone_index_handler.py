@@ -20,10 +20,10 @@ import pytest
 
 import lambdas.pinecone_index
 from refarch import topology
-from refarch.local.handlers import LocalLambdaContext, load_handler
-from refarch.local.standins import PineconeStandIn
 from refarch.observability import logger
 from refarch.vector_index import PineconeIndex, VectorRecord
+from refarch_local.handlers import LocalLambdaContext, load_handler
+from refarch_local.standins import PineconeStandIn
 
 DIMENSION = 384
 REGION = "us-west-2"  # not the SDK's default region, so the test sees the stack's region reach Pinecone

@@ -9,14 +9,14 @@ from click.testing import CliRunner
 import lambdas.emu
 import lambdas.reconcile
 from refarch import catalog
-from refarch.cli import main
 from refarch.id_shards import Shard
-from refarch.local.event_source import EventSourcePoller
-from refarch.local.stepfunctions import run_reconcile
 from refarch.messages import SyncMessage
 from refarch.queue import make_sqs_client
 from refarch.reconcile import find_drift, plan_shards, repair
 from refarch.topology import DEFAULT_TOPOLOGY
+from refarch_cli.commands import main
+from refarch_local.event_source import EventSourcePoller
+from refarch_local.stepfunctions import run_reconcile
 
 
 def drain(settings) -> int:

@@ -22,13 +22,13 @@ import lambdas.emu
 from refarch import catalog, generations, reindex
 from refarch.db import Database, connect
 from refarch.generations import EmbedderSpec, GenerationError, IncompleteGenerationError
-from refarch.local.convergence import check_convergence
-from refarch.local.event_source import EventSourcePoller
-from refarch.local.stepfunctions import run_bootstrap
 from refarch.pelican.listener import OutboxRelay
 from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
 from refarch.topology import DEFAULT_TOPOLOGY
+from refarch_local.convergence import check_convergence
+from refarch_local.event_source import EventSourcePoller
+from refarch_local.stepfunctions import run_bootstrap
 from tests.integration.emu_support import (
     assert_index_matches_database,
     configure_emu,
@@ -301,7 +301,7 @@ def test_a_second_reindex_while_one_builds_is_refused_with_advice(stack):
 def test_the_cli_creates_lists_and_refuses_an_early_switch_with_the_reason(stack):
     from click.testing import CliRunner
 
-    from refarch.cli import main
+    from refarch_cli.commands import main
 
     def cli(*args: str):
         return CliRunner().invoke(main, list(args), catch_exceptions=False)

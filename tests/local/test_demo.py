@@ -14,8 +14,8 @@ import psycopg2
 import pytest
 from click.testing import CliRunner
 
-from refarch.cli import main
 from refarch.status import sync_counts
+from refarch_cli.commands import main
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -123,7 +123,7 @@ def start_demo(home: Path, rows: int, port: int) -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
     log = (home.parent / "demo.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "refarch", "demo", "--rows", str(rows), "--port", str(port)],
+        [sys.executable, "-m", "refarch_cli", "demo", "--rows", str(rows), "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -227,7 +227,7 @@ def run_demo_until_synced(home: Path, rows: int, **env_overrides: str) -> subpro
     env.pop("DATABASE_URL", None)
     args = ["demo", "--rows", str(rows), "--port", str(free_port()), "--exit-when-synced", "--timeout", "120"]
     return subprocess.run(
-        [sys.executable, "-m", "refarch", *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "refarch_cli", *args], env=env, capture_output=True, text=True, timeout=300
     )
 
 

@@ -44,7 +44,7 @@ def test_first_run_keeps_home_clean_the_terminal_quiet_and_leaves_no_orphans(tmp
     stderr_path = tmp_path / "demo.stderr"
     with stderr_path.open("wb") as stderr:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "refarch", "demo", "--rows", "30", "--port", str(port)],
+            [sys.executable, "-m", "refarch_cli", "demo", "--rows", "30", "--port", str(port)],
             cwd=workdir,
             env=user_env(user_home),
             stdout=subprocess.DEVNULL,
@@ -80,7 +80,7 @@ def test_first_run_keeps_home_clean_the_terminal_quiet_and_leaves_no_orphans(tmp
 
     # And the next demo starts cleanly on the same port and finds everything synced
     rerun = subprocess.run(
-        [sys.executable, "-m", "refarch", "demo", "--rows", "30", "--port", str(port), "--exit-when-synced"]
+        [sys.executable, "-m", "refarch_cli", "demo", "--rows", "30", "--port", str(port), "--exit-when-synced"]
         + ["--timeout", "180"],
         cwd=workdir,
         env=user_env(user_home),

@@ -18,7 +18,7 @@ def run_refarch(*args: str, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ}
     env.pop("DATABASE_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "refarch", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "refarch_cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -73,6 +73,14 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     latency = report["change_latency_ms"]
     assert latency["edits"] == 20 and latency["measured"] == 20 and latency["not_found"] == 0
     assert set(report["search_latency"]) == {"300", "2000"}
+    assert all(set(by_mode) == {"hybrid", "semantic", "lexical"} for by_mode in report["search_latency"].values())
+    # Relevance was measured for every query class in every mode, and a repeated query cost no embedding
+    relevance = report["search"]["relevance"]
+    assert set(relevance) == {"paraphrase", "exact_name", "sku", "brand", "attribute", "misspelled"}
+    assert all(set(by_mode) == {"hybrid", "semantic", "lexical"} for by_mode in relevance.values())
+    cache = report["search"]["query_cache"]
+    assert cache["repeated"]["embedding_requests"] == 0 < cache["fresh"]["embedding_requests"]
+    assert "| sku (20) |" in md.read_text()
     # Re-running the bootstrap or re-delivering every row computes no embedding (the cost guarantee)
     assert report["rebootstrap_unchanged"]["bootstrap_embeddings"] == 0
     assert report["rebootstrap_unchanged"]["redelivery_embeddings"] == 0

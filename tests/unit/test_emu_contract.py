@@ -11,9 +11,9 @@ from pydantic import ValidationError
 from refarch.embeddings import OpenAIEmbedder
 from refarch.emu import content_hash, parse_message
 from refarch.index_targets import check_dimensions
-from refarch.local.standins import PineconeStandIn
 from refarch.messages import SyncMessage
 from refarch.vector_index import DimensionMismatchError, PineconeIndex
+from refarch_local.standins import PineconeStandIn
 
 VALID = {
     "product_id": 7,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from refarch.local.demo import emu_layout
 from refarch.topology import DEFAULT_TOPOLOGY, Topology, bulk_lane, live_lane
+from refarch_local.demo import emu_layout
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import boto3
 
-from refarch.local.sqs import moto_internals_missing, start_server
+from refarch_local.sqs import moto_internals_missing, start_server
 from tests.conftest import free_port
 
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from refarch.embeddings import OpenAIEmbedder
-from refarch.local.standins import OpenAIStandIn, hashed_embedding
+from refarch_local.standins import OpenAIStandIn, hashed_embedding
 
 DIMENSIONS = 32
 

@@ -10,8 +10,8 @@ import httpx
 import pinecone
 import pytest
 
-from refarch.local.standins import PineconeStandIn
 from refarch.vector_index import DimensionMismatchError, PineconeIndex, SearchFilter, VectorRecord
+from refarch_local.standins import PineconeStandIn
 
 DIMENSION = 8
 CATEGORIES = ("audio", "kitchen", "garden")

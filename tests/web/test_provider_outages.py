@@ -1,6 +1,6 @@
-"""A search provider that fails (OpenAI embeddings, Pinecone queries) is a 503 with a message, not a 500.
+"""A search provider that fails: embeddings down -> lexical results that say so; Pinecone down -> a 503 with a message.
 
-The real SDKs talk over HTTP to the local stand-ins, which inject the failures (refarch/local/standins.py).
+The real SDKs talk over HTTP to the local stand-ins, which inject the failures (refarch_local/standins.py).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from refarch.embeddings import LocalEmbedder
-from refarch.local.standins import OpenAIStandIn, PineconeStandIn
 from refarch.runtime import Runtime
+from refarch_local.standins import OpenAIStandIn, PineconeStandIn
 from tests.web.conftest import build_app, make_runtime
 
 
@@ -39,20 +39,52 @@ def openai_runtime(dsn: str, tmp_path, openai_standin: OpenAIStandIn) -> Runtime
 
 
 @pytest.mark.parametrize("fault", ["server_error", "rate_limit", "timeout"])
-def test_an_embedding_outage_is_a_503_on_the_api_and_the_page(openai_runtime, openai_standin, fault):
+def test_an_embedding_outage_answers_in_lexical_mode_and_says_so(openai_runtime, openai_standin, catalog, fault):
     # Given search works through the OpenAI API
     client = build_app(openai_runtime).test_client()
-    assert client.get("/api/search", query_string={"q": "tent"}).status_code == 200
-    # When the provider answers with an error (500, 429) or not in time
-    openai_standin.fail_next(fault, times=2)
-    api = client.get("/api/search", query_string={"q": "tent"})
-    page = client.get("/", query_string={"q": "tent"})
-    # Then the API says the embedding service is unavailable (503), and the page shows it as a message
-    assert api.status_code == 503, api.get_json()
-    assert "embedding service is unavailable" in api.get_json()["error"]
-    assert page.status_code == 503
-    assert 'role="alert"' in page.get_data(as_text=True)
-    assert "embedding service is unavailable" in page.get_data(as_text=True)
+    assert client.get("/api/search", query_string={"q": "tent"}).get_json()["mode"] == "hybrid"
+    # When the provider answers with an error (500, 429) or not in time, for a query not asked before
+    openai_standin.fail_next(fault)
+    api = client.get("/api/search", query_string={"q": "camping tent"})
+    openai_standin.fail_next(fault)
+    page = client.get("/", query_string={"q": "camping tent"})
+    # Then the API still answers (200), from keyword search, and says why
+    assert api.status_code == 200, api.get_json()
+    body = api.get_json()
+    assert (body["mode"], body["requested_mode"]) == ("lexical", "hybrid")
+    assert "embedding service is unavailable" in body["fallback_reason"]
+    assert [r["name"] for r in body["results"]] == ["Alpine Camping Tent"]
+    assert body["results"][0]["ranks"] == {"lexical": 1}
+    # And the page shows the results with the same notice
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert 'id="search-fallback"' in html and "embedding service is unavailable" in html
+    assert "Alpine Camping Tent" in html
+    # When the provider is back, Then the next search is hybrid again
+    assert client.get("/api/search", query_string={"q": "tent for rain"}).get_json()["fallback_reason"] is None
+
+
+def test_semantic_mode_also_falls_back_to_lexical_during_an_outage(openai_runtime, openai_standin, catalog):
+    client = build_app(openai_runtime).test_client()
+    openai_standin.fail_next("server_error")
+    body = client.get("/api/search", query_string={"q": "skillet", "mode": "semantic"}).get_json()
+    assert (body["mode"], body["requested_mode"]) == ("lexical", "semantic")
+    assert [r["sku"] for r in body["results"]] == ["KI-1"]
+
+
+def test_a_repeated_query_costs_no_embedding_request(openai_runtime, openai_standin, catalog):
+    # Given a search for a query
+    client = build_app(openai_runtime).test_client()
+    client.get("/api/search", query_string={"q": "waterproof tent"})
+    calls = openai_standin.embed_calls
+    # When the same query is searched again, on another page, in semantic mode and from the page
+    client.get("/api/search", query_string={"q": "waterproof tent", "page": 2, "k": 1})
+    client.get("/api/search", query_string={"q": "waterproof tent", "mode": "semantic"})
+    client.get("/", query_string={"q": "waterproof tent"})
+    # Then the provider was not asked again; a new query is one request
+    assert openai_standin.embed_calls == calls
+    client.get("/api/search", query_string={"q": "dry tent"})
+    assert openai_standin.embed_calls == calls + 1
 
 
 @pytest.fixture

@@ -77,8 +77,7 @@ def test_products_listing_takes_the_same_filters(client, catalog):
         ({"q": "tent", "min_price": "cheap"}, "min_price must be a number"),
         ({"q": "tent", "max_price": "nan"}, "max_price must be a finite number"),
         ({"q": "tent", "min_price": "-1"}, "cannot be negative"),
-        ({"q": "tent", "min_price": "50", "max_price": "10"}, "min_price is greater than max_price"),
-        ({"q": "tent", "k": "100", "page": "11"}, "depth of 1000"),
+        ({"q": "tent", "mode": "Hybrid"}, "mode must be one of hybrid, semantic, lexical"),
     ],
 )
 def test_bad_search_input_is_a_400_with_a_message(client, params, message):
@@ -88,6 +87,32 @@ def test_bad_search_input_is_a_400_with_a_message(client, params, message):
     assert response.status_code == 400
     assert message in response.get_json()["error"]
     assert response.get_json()["fields"] == {}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"q": "tent", "k": "100", "page": "11"}, id="past-the-ranked-depth"),
+        pytest.param({"q": "tent", "min_price": "50", "max_price": "10"}, id="empty-price-range"),
+        pytest.param({"q": "", "min_price": "50", "max_price": "10"}, id="empty-price-range-listing"),
+    ],
+)
+def test_requests_the_document_allows_but_nothing_matches_are_an_empty_page(client, indexed_catalog, params):
+    # Given requests the OpenAPI document allows (it cannot state a rule between two parameters; these
+    # were a 400 before the contract test), When asked, Then the answer is an empty page, not a refusal
+    response = client.get("/api/search", query_string=params)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["results"] == [] and response.get_json()["has_more"] is False
+
+
+def test_the_last_page_within_the_ranked_depth_is_cut_at_the_depth(runtime, indexed_catalog, monkeypatch):
+    # Given a ranked depth of 3 (1,000 in production), When asking for results 3 and 4 (k=2, page 2)
+    monkeypatch.setattr("refarch.search.MAX_DEPTH", 3)
+    page = runtime.search.search("things to buy", k=2, page=2)
+    everything = runtime.search.search("things to buy", k=5)
+    # Then only the third result comes back, and there is no next page
+    assert [h.product.id for h in page.hits] == [h.product.id for h in everything.hits][2:3]
+    assert page.has_more is False
 
 
 def test_an_edit_becomes_searchable_once_emu_indexed_it(api, runtime, indexed_catalog):

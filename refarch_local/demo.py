@@ -30,12 +30,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from refarch import catalog
 from refarch.db import connect, fetch_one, migrate
-from refarch.local import LOCAL_ENV, SUPERVISOR_PID_ENV
-from refarch.local.database import LocalDatabase
 from refarch.observability import log_to_file
 from refarch.settings import ConfigurationError, Settings, read_local_runtime, write_local_runtime
 from refarch.status import lane_queues, queue_states, sync_counts
 from refarch.topology import DEFAULT_TOPOLOGY, LaneName, Topology
+from refarch_local import LOCAL_ENV, SUPERVISOR_PID_ENV
+from refarch_local.database import LocalDatabase
 
 
 def port_is_free(port: int) -> bool:
@@ -121,7 +121,7 @@ class Component:
         with self.log.open("ab") as out:
             # Own session: Ctrl-C reaches the supervisor only, which then stops components in order.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "refarch", *self.args],
+                [sys.executable, "-m", "refarch_cli", *self.args],
                 env={**env, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -253,12 +253,17 @@ class Supervisor:
             time.sleep(0.1)
 
     def _wait_for_queue(self, timeout: float = 30) -> None:
+        if not self._queue_published(timeout):
+            raise RuntimeError(f"local SQS server did not start; see {self.home / 'logs' / 'sqs.log'}")
+
+    def _queue_published(self, timeout: float) -> bool:
+        """Wait until the SQS server has published its queue URLs (False when it did not in time)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._runtime().get("queue_url"):
-                return
+                return True
             time.sleep(0.1)
-        raise RuntimeError(f"local SQS server did not start; see {self.home / 'logs' / 'sqs.log'}")
+        return False
 
     def _runtime(self) -> dict[str, Any]:
         return read_local_runtime(self.home)
@@ -290,9 +295,9 @@ class Supervisor:
                 component.restarts += 1
                 component.start(self.env())
                 self._publish_pids()
-                if component.name == "sqs":
-                    # The local queue lives in memory: whatever it held is re-sent by a bootstrap.
-                    self._wait_for_queue()
+                # The local queue lives in memory: whatever it held is re-sent by a bootstrap. A server
+                # killed again while starting is simply restarted again by the next round of this loop.
+                if component.name == "sqs" and self._queue_published(timeout=30):
                     self.resend_lost_messages()
 
     def resend_lost_messages(self) -> None:
@@ -356,7 +361,7 @@ class Supervisor:
     def bootstrap(self, on_batch: Any = None, generation: int | None = None) -> dict[str, Any]:
         """Run Plan -> Map(Batch) -> Finalize with the same handlers and concurrency as AWS
         (filling index generation `generation`, default the active one)."""
-        from refarch.local.stepfunctions import run_bootstrap
+        from refarch_local.stepfunctions import run_bootstrap
 
         os.environ.update(DATABASE_URL=self.dsn, REFARCH_HOME=str(self.home))
         # Always a fresh run: the local queue is in memory, so a previous run's sends are gone.

@@ -29,11 +29,11 @@ from rich.table import Table
 
 from refarch.db import Database, connect
 from refarch.embeddings import make_embedder
-from refarch.local.convergence import Convergence, check_convergence
-from refarch.local.demo import Component, Supervisor, free_port
-from refarch.local.standins import OpenAIStandIn
 from refarch.settings import Settings, read_local_runtime
 from refarch.vector_index import PgVectorIndex
+from refarch_local.convergence import Convergence, check_convergence
+from refarch_local.demo import Component, Supervisor, free_port
+from refarch_local.standins import OpenAIStandIn
 
 DIMENSION = 64
 MODEL = "text-embedding-3-small"
@@ -374,8 +374,8 @@ class ChaosHarness:
         counting = threading.Lock()
 
         def body() -> int:
-            from refarch.local.handlers import LocalLambdaContext, load_handler
             from refarch.messages import SyncMessage
+            from refarch_local.handlers import LocalLambdaContext, load_handler
 
             handler = load_handler("lambdas.emu.handler")
             maker = ChangeMaker(self.stack.dsn, seed=11)

@@ -1,13 +1,15 @@
-"""The `refarch` command line (also `python -m refarch`). Interfaces documented in docs/cli.md."""
+"""The `refarch` command line (also `python -m refarch_cli`). Interfaces documented in docs/cli.md."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import signal
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
@@ -21,6 +23,25 @@ def _settings() -> Settings:
     return Settings()
 
 
+def _settings_with_queue(wait_seconds: float = 60.0) -> Settings:
+    """Settings that name a queue. Under a supervisor, a local SQS server that is (re)starting gets
+    `wait_seconds` to publish its queue URLs; otherwise a missing queue is an error at once."""
+    from refarch.settings import ConfigurationError
+
+    local = _local_runtime()
+    supervised = local is not None and os.environ.get(local.SUPERVISOR_PID_ENV)
+    deadline = time.monotonic() + (wait_seconds if supervised else 0.0)
+    while True:
+        settings = _settings()  # fresh: runtime.json is read again
+        try:
+            settings.resolved_queue_url()
+            return settings
+        except ConfigurationError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def _stop_on_signals(stop: Any) -> None:
     """SIGTERM/SIGINT set the stop event: the in-flight work finishes, then the process exits 0."""
 
@@ -31,22 +52,43 @@ def _stop_on_signals(stop: Any) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
+# Subcommands that run the one-machine runtime: they need `refarch_local`, which the container lacks.
+LOCAL_ONLY = ("demo", "bench", "chaos", "sqs-server", "emu", "reconcile")
+
+
+def _local_runtime() -> ModuleType | None:
+    """The one-machine runtime when it is installed (the container image ships without it)."""
+    try:
+        import refarch_local
+    except ImportError:
+        return None
+    return refarch_local
+
+
 @click.group()
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Semantic search over a live Postgres table: local runtime and operations."""
+    local = _local_runtime()
+    if local is None:
+        if ctx.invoked_subcommand in LOCAL_ONLY:
+            raise click.UsageError(
+                f"`refarch {ctx.invoked_subcommand}` runs the local runtime (package refarch_local), "
+                "which this installation does not include"
+            )
+        return
     # Containers in AWS run `pelican listen` and `web` with Powertools defaults (JSON logs, EMF metrics);
-    # everything else is a local tool and gets quiet local defaults.
-    from refarch.local import exit_with_supervisor
-
-    exit_with_supervisor()
+    # everything else is a local tool and gets quiet local defaults, set before anything imports the
+    # logger (it reads its level, POWERTOOLS_LOG_LEVEL, when it is created).
     if ctx.invoked_subcommand not in ("pelican", "web"):
-        from refarch.local import apply_local_env
+        local.apply_local_env()
+    from refarch.db import set_fallback_database
+    from refarch.observability import log_to_stderr
 
-        # Before the logger exists: it reads its level (POWERTOOLS_LOG_LEVEL) when it is created.
-        apply_local_env()
-        from refarch.observability import log_to_stderr
-
+    local.exit_with_supervisor()
+    # With nothing configured, the local runtime's embedded Postgres is the database.
+    set_fallback_database(local.start_embedded_database)
+    if ctx.invoked_subcommand not in ("pelican", "web"):
         # Local tools print their results (tables, JSON) on stdout; log lines must not mix in.
         log_to_stderr()
 
@@ -104,7 +146,7 @@ def pelican_listen(dsn: str | None, poll_seconds: float) -> None:
     from refarch.pelican.listener import OutboxRelay
     from refarch.queue import SyncQueue, make_sqs_client
 
-    settings = _settings()
+    settings = _settings_with_queue()
     sqs = make_sqs_client(settings)
     relay = OutboxRelay(
         resolve_dsn(settings, dsn),
@@ -137,7 +179,9 @@ def pelican_health(max_age: float) -> None:
 @click.option("--fresh", is_flag=True, help="Abandon a run in progress instead of resuming it.")
 def pelican_bootstrap(range_size: int | None, fresh: bool) -> None:
     """Run the bootstrap (Plan -> Map(Batch) -> Finalize) locally with the Map's max concurrency."""
-    from refarch.local.stepfunctions import run_bootstrap
+    if _local_runtime() is None:
+        raise click.UsageError("`refarch pelican bootstrap` runs the local state machine (package refarch_local)")
+    from refarch_local.stepfunctions import run_bootstrap
 
     click.echo(json.dumps(run_bootstrap(range_size=range_size, fresh=fresh)))
 
@@ -165,20 +209,18 @@ def emu() -> None:
 )
 def emu_worker(lane: str | None, concurrency: int | None, ready_file: str) -> None:
     """Poll one lane's local queue and invoke the Emu Lambda handler (the local event source mapping)."""
-    import os
-
-    from refarch.local.event_source import EventSourcePoller
     from refarch.queue import make_sqs_client
     from refarch.settings import ConfigurationError
     from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER
+    from refarch_local.event_source import EventSourcePoller
 
     if lane:
         # The handler reads its lane from the environment, as each Lambda function's configuration sets it.
         os.environ["REFARCH_EMU_LANE"] = lane
-    settings = _settings()
     try:
         # Build Emu's runtime and find the queue now: a configuration that can never work fails here, once, clearly.
         _emu = importlib.import_module(EMU_HANDLER.rpartition(".")[0]).runtime.emu
+        settings = _settings_with_queue()
         queue_url = settings.resolved_lane_queue_url()
     except ConfigurationError as err:
         click.echo(f"error: {err}", err=True)
@@ -211,27 +253,70 @@ def emu_worker(lane: str | None, concurrency: int | None, ready_file: str) -> No
 )
 def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) -> None:
     """Run the whole system locally: Postgres, SQS, listener, Emu workers, web; bootstrap the catalog."""
-    from refarch.local.demo import run_demo
+    from refarch_local.demo import run_demo
 
     sys.exit(run_demo(rows=rows, web_port=port, exit_when_synced=exit_when_synced, timeout=timeout))
 
 
-@main.command("bench")
-@click.option("--quick", is_flag=True, help="Small sizes (a CI smoke run, ~2 minutes).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all results here.")
-@click.option(
+JSON_OPTION = click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all results here."
+)
+MARKDOWN_OPTION = click.option(
     "--markdown",
     "markdown_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the results table (markdown) here.",
 )
+
+
+@main.group("bench", invoke_without_command=True)
+@click.option("--quick", is_flag=True, help="Small sizes (a CI smoke run, ~2 minutes).")
+@JSON_OPTION
+@MARKDOWN_OPTION
 @click.option("--reindex-only", is_flag=True, help="Only the bootstrap and the re-index to a second model.")
-def bench(quick: bool, json_path: Path | None, markdown_path: Path | None, reindex_only: bool) -> None:
-    """Benchmarks on a fresh local stack: throughput, change latency, search latency, re-bootstrap, re-index,
-    memory."""
-    from refarch.local.bench import run_bench
+@click.pass_context
+def bench(
+    ctx: click.Context, quick: bool, json_path: Path | None, markdown_path: Path | None, reindex_only: bool
+) -> None:
+    """Benchmarks on a fresh local stack: throughput, change latency, search latency and relevance,
+    re-bootstrap, re-index, memory."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from refarch_local.bench import run_bench
 
     run_bench(quick=quick, json_path=json_path, markdown_path=markdown_path, reindex_only=reindex_only)
+
+
+@bench.command("relevance")
+@JSON_OPTION
+@MARKDOWN_OPTION
+def bench_relevance(json_path: Path | None, markdown_path: Path | None) -> None:
+    """nDCG@10 and hits@3 per query class and search mode on the labelled query set (bench/)."""
+    from refarch_local.search_bench import run_search_bench
+
+    run_search_bench(latency=False, json_path=json_path, markdown_path=markdown_path)
+
+
+@bench.command("search")
+@click.option("--sizes", default="10000,100000", show_default=True, help="Catalog sizes for the latency runs.")
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1), help="Timed queries per mode.")
+@JSON_OPTION
+@MARKDOWN_OPTION
+def bench_search(sizes: str, queries: int, json_path: Path | None, markdown_path: Path | None) -> None:
+    """Relevance, search latency per mode at each size, and the query-embedding cache (OpenAI stand-in)."""
+    from refarch_local.search_bench import run_search_bench
+
+    try:
+        latency_sizes = tuple(int(size) for size in sizes.split(","))
+    except ValueError as err:
+        raise click.UsageError(f"--sizes takes whole numbers separated by commas, not {sizes!r}") from err
+    run_search_bench(
+        latency=True,
+        latency_sizes=latency_sizes,
+        latency_queries=queries,
+        json_path=json_path,
+        markdown_path=markdown_path,
+    )
 
 
 @main.command("chaos")
@@ -240,7 +325,7 @@ def bench(quick: bool, json_path: Path | None, markdown_path: Path | None, reind
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results here.")
 def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None) -> None:
     """Inject faults into the local stack; each scenario ends with a full convergence check."""
-    from refarch.local.chaos import SCENARIOS, run_chaos
+    from refarch_local.chaos import SCENARIOS, run_chaos
 
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
@@ -267,7 +352,7 @@ def sqs_server(port: int, visibility_timeout: int, bulk_visibility_timeout: int)
     """Run a local SQS API (moto) on 127.0.0.1 with both lanes' queues and DLQs; Ctrl-C stops it."""
     import threading
 
-    from refarch.local.sqs import create_queues, start_server
+    from refarch_local.sqs import create_queues, start_server
 
     settings = _settings()
     server = start_server(port)
@@ -299,7 +384,7 @@ def web_command(host: str, port: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reconcile_command(do_repair: bool, as_json: bool) -> None:
     """Compare database, ledger and vector index, shard by shard; report missing, extra and stale vectors."""
-    from refarch.local.stepfunctions import run_reconcile
+    from refarch_local.stepfunctions import run_reconcile
 
     result = run_reconcile(repair=do_repair)
     click.echo(json.dumps(result) if as_json else "  ".join(f"{k}={v}" for k, v in result.items()))
@@ -408,9 +493,15 @@ def _reindex_build(
 ) -> None:
     """Start or resume the building generation, fill it through the bulk lane, then (unless told not to) switch."""
     from refarch import generations, reindex
-    from refarch.local.stepfunctions import run_bootstrap
     from refarch.queue import make_cloudwatch_client, make_sqs_client
     from refarch.status import lane_queues, queue_states
+
+    if _local_runtime() is None:
+        raise click.UsageError(
+            "building a generation runs the local bootstrap (package refarch_local), which this installation does "
+            "not include: use --create-only and start the bootstrap state machine with its id (docs/reindex.md)"
+        )
+    from refarch_local.stepfunctions import run_bootstrap
 
     with targets.db.transaction() as conn:
         building = generations.building(conn)
@@ -462,22 +553,32 @@ def _reindex_build(
 @click.argument("query")
 @click.option("--k", default=10, show_default=True, type=click.IntRange(1, 100))
 @click.option("--category")
+@click.option(
+    "--mode",
+    type=click.Choice(["hybrid", "semantic", "lexical"]),
+    default="hybrid",
+    show_default=True,
+    help="Meaning and words fused, meaning only (vector index), or words only (full-text).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def search(query: str, k: int, category: str | None, as_json: bool) -> None:
-    """Semantic search from the terminal (the same service the web page uses)."""
+def search(query: str, k: int, category: str | None, mode: str, as_json: bool) -> None:
+    """Search from the terminal (the same service the web page uses)."""
     from refarch.runtime import Runtime
     from refarch.search import SearchInputError
 
     try:
-        page = Runtime(application_name="refarch-search").search.search(query, k=k, category=category)
+        page = Runtime(application_name="refarch-search").search.search(query, k=k, category=category, mode=mode)
     except SearchInputError as err:
         raise click.UsageError(str(err)) from err
     if as_json:
         click.echo(json.dumps(page.as_dict(), default=str))
         return
+    if page.fallback_reason:
+        click.echo(f"note: {page.fallback_reason}", err=True)
     for hit in page.hits:
-        score = f"{hit.score:.3f}" if hit.score is not None else "  -  "
-        click.echo(f"{score}  #{hit.product.id:<7} {hit.product.name} [{hit.product.category}]")
+        score = f"{hit.score:.4f}" if hit.score is not None else "   -  "
+        ranks = " ".join(f"{name}#{rank}" for name, rank in hit.ranks.items())
+        click.echo(f"{score}  #{hit.product.id:<7} {hit.product.name} [{hit.product.category}]  {ranks}".rstrip())
 
 
 @main.command("status")

@@ -175,7 +175,7 @@ def _speed_up_moto() -> None:
     missing = moto_internals_missing()
     if missing:
         raise RuntimeError(
-            f"moto {_moto_version()} no longer has the internals refarch/local/sqs.py patches for speed: "
+            f"moto {_moto_version()} no longer has the internals refarch_local/sqs.py patches for speed: "
             f"{', '.join(missing)}. Update _speed_up_moto for this moto, or pin the moto version in "
             "requirements-dev.txt."
         )

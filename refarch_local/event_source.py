@@ -20,9 +20,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from refarch.local.handlers import LocalLambdaContext, load_handler
 from refarch.observability import logger
 from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, Lane
+from refarch_local.handlers import LocalLambdaContext, load_handler
 
 RECEIVE_WAIT_SECONDS = 1
 # ReceiveMessage returns at most 10 messages per call, on AWS as here.

@@ -1,10 +1,13 @@
-"""The one-machine runtime: embedded Postgres, a local SQS API, and the AWS handlers wired locally."""
+"""The one-machine runtime and the dev tools: embedded Postgres, a local SQS API, the AWS handlers
+wired locally, stand-ins, the demo supervisor, bench and chaos. Never shipped to AWS."""
 
 import os
 import signal
 import threading
 import time
 import warnings
+
+from refarch.settings import Settings
 
 # Local processes: no EMF metric lines on stdout, quiet logs, never reach for a model hub.
 LOCAL_ENV = {
@@ -50,3 +53,10 @@ def exit_with_supervisor(poll_seconds: float = 0.5) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
+def start_embedded_database(settings: Settings) -> str:
+    """The embedded Postgres under REFARCH_HOME, started if needed: the database when none is configured."""
+    from refarch_local.database import LocalDatabase
+
+    return LocalDatabase(settings.home).start()

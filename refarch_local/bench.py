@@ -5,9 +5,12 @@
    embedding requests and SQS messages the bootstrap needed.
 2. Change -> searchable latency: commit until the search path returns the product at its new
    version, for edits made at a steady pace, when idle and while a whole bootstrap is indexed.
-3. Search latency (query embed + vector query + row fetch) at two catalog sizes.
+3. Search latency per mode (hybrid, semantic, lexical) at two catalog sizes; relevance per query
+   class and mode on the labelled query set; the query-embedding cache (refarch_local.search_bench).
 4. Re-bootstrap and full re-delivery with nothing changed: embeddings computed (target 0).
-5. Peak memory of each process.
+5. Re-index every row to a second model through the bulk lane while searching, then switch
+   (refarch_local.bench_reindex): duration, search errors and empty pages meanwhile.
+6. Peak memory of each process.
 Benchmarks print and write their numbers; they assert nothing (tests check behaviour).
 """
 
@@ -28,32 +31,15 @@ from rich.console import Console
 from rich.table import Table
 
 from refarch import catalog
-from refarch.db import Database, connect, fetch_one, migrate, with_database
+from refarch.db import Database, connect, fetch_one
 from refarch.embeddings import LocalEmbedder
-from refarch.local import bench_reindex
-from refarch.local.bench_edits import percentile, timed_edits
-from refarch.local.demo import Supervisor, emu_layout, free_port
-from refarch.local.standins import OpenAIStandIn
 from refarch.messages import bulk_messages
 from refarch.products import embedding_text
 from refarch.settings import Settings, read_local_runtime
-
-QUERIES = (
-    "AI",
-    "machine learning software for small businesses",
-    "comfortable office chair for my back",
-    "waterproof tent for family camping",
-    "noise cancelling headphones for travel",
-    "cast iron pan",
-    "toys that teach kids to code",
-    "book about neural networks",
-    "running shoes",
-    "smart sprinkler",
-    "espresso machine",
-    "fitness tracker that measures sleep",
-    "standing desk",
-    "warm winter parka",
-)
+from refarch_local import bench_reindex
+from refarch_local.bench_edits import timed_edits
+from refarch_local.demo import Supervisor, emu_layout, free_port
+from refarch_local.standins import OpenAIStandIn
 
 
 def _embed_share(texts: list[str], batch: int, threads: int, barrier: Any, results: Any) -> None:
@@ -164,6 +150,7 @@ class Bench:
                 self.change_latency_during_bootstrap()
                 self.rebootstrap_unchanged()
                 self.search_latency()
+                self.search_relevance()
             self.reindex_while_searching()
             if not reindex_only:
                 self.peak_memory()
@@ -361,12 +348,14 @@ class Bench:
         }
 
     def reindex_while_searching(self) -> None:
-        """Re-index every row to a second model through the bulk lane while searching (refarch.local.bench_reindex)."""
+        """Re-index every row to a second model through the bulk lane while searching (refarch_local.bench_reindex)."""
+        from refarch_local.search_bench import LATENCY_QUERIES
+
         self.console.print(f"[bold]5. re-index[/bold] {self.rows} rows to a second model while searching …")
         self.results["reindex"] = bench_reindex.reindex_while_searching(
             Settings(home=self.home, database_url=self.supervisor.dsn),
             self.embedder,
-            queries=QUERIES,
+            queries=LATENCY_QUERIES,
             bootstrap=lambda generation: self.supervisor.bootstrap(generation=generation),
             queue_idle=lambda: (self.supervisor.status().get("queue_depth") or 0) == 0,
         )
@@ -391,74 +380,41 @@ class Bench:
         return totals
 
     def search_latency(self) -> None:
-        """p50/p95 of SearchService.search at two catalog sizes (the larger one in its own database)."""
+        """p50/p95 of SearchService.search per mode at two catalog sizes (the larger one in its own database),
+        the active index generation looked up as the web app does."""
         from refarch.index_targets import GenerationTargets
         from refarch.search import SearchService
+        from refarch_local import search_bench
 
-        self.console.print(f"[bold]3. search latency[/bold] at {self.search_sizes} products …")
+        self.console.print(f"[bold]3. search latency[/bold] per mode at {self.search_sizes} products …")
         results = {}
         for size in self.search_sizes:
-            dsn = self.supervisor.dsn if size == self.rows else self._synthetic_catalog(size)
+            if size == self.rows:
+                dsn = self.supervisor.dsn
+            else:
+                self.console.print(f"   building a {size}-product index …")
+                dsn = search_bench.synthetic_catalog(
+                    self.supervisor.dsn, self.supervisor.dsn, size, self.embedder.dimension
+                )
             db = Database(dsn)
             settings = Settings(home=self.home, embedder="local", vector_backend="pgvector")
             service = SearchService(db, GenerationTargets(settings, db, configured_embedder=lambda: self.embedder))
-            for q in QUERIES:
-                service.search(q, k=10)  # warm caches
-            timings = []
-            for i in range(self.queries):
-                started = time.perf_counter()
-                service.search(QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}"), k=10)
-                timings.append((time.perf_counter() - started) * 1000)
-            results[str(size)] = {
-                "queries": len(timings),
-                "p50_ms": round(percentile(timings, 50), 1),
-                "p95_ms": round(percentile(timings, 95), 1),
-            }
+            results[str(size)] = search_bench.search_latency(service, queries=self.queries)
             db.close()
         self.results["search_latency"] = results
 
-    def _synthetic_catalog(self, size: int) -> str:
-        """A database with `size` catalog rows whose vectors are the real ones of the first rows + noise.
+    def search_relevance(self) -> None:
+        """Relevance per query class and mode, and the query-embedding cache (refarch bench relevance / search)."""
+        from refarch_local import search_bench
 
-        Embedding 100k texts on this machine would take ~15 minutes and measure the model again;
-        search latency depends on the index size, so the extra vectors are near-copies of real ones.
-        """
-        self.console.print(f"   building a {size}-product index …")
-        admin = connect(self.supervisor.dsn, autocommit=True)
-        name = f"bench_{size}"
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name}")
-            cur.execute(f"CREATE DATABASE {name}")
-        admin.close()
-        dsn = with_database(self.supervisor.dsn, name)
-        migrate(dsn)
-        conn = connect(dsn)
-        catalog.seed(conn, size)
-        source = connect(self.supervisor.dsn)
-        with source.cursor() as cur:
-            cur.execute("SELECT product_id, embedding::text FROM product_vectors ORDER BY product_id")
-            real = cur.fetchall()
-        source.close()
-        from refarch.vector_index import PgVectorIndex
-
-        PgVectorIndex(Database(dsn), self.embedder.dimension).ensure()
-        with conn, conn.cursor() as cur:
-            cur.execute("DROP INDEX product_vectors_hnsw")
-            cur.execute("CREATE TEMP TABLE real_vectors (n int, embedding vector)")
-            cur.executemany(
-                "INSERT INTO real_vectors VALUES (%s, %s::vector)", [(n, text) for n, (_, text) in enumerate(real)]
-            )
-            cur.execute(
-                "INSERT INTO product_vectors (product_id, embedding, sku, name, category, price, version, content_hash)"
-                " SELECT p.id, r.embedding + (SELECT array_agg((random() - 0.5) * 0.02 + 0 * g + 0 * p.id)::vector"
-                "   FROM generate_series(1, %s) AS g), p.sku, p.name, p.category, p.price, p.version, 'synthetic'"
-                " FROM products p JOIN real_vectors r ON r.n = (p.id - 1) %% %s",
-                (self.embedder.dimension, len(real)),
-            )
-            cur.execute("SET maintenance_work_mem = '1GB'")
-            cur.execute("CREATE INDEX product_vectors_hnsw ON product_vectors USING hnsw (embedding vector_cosine_ops)")
-        conn.close()
-        return dsn
+        self.results["search"] = search_bench.prepare_and_measure(
+            self.supervisor.dsn,
+            latency_sizes=(),
+            latency_queries=self.queries,
+            console=self.console,
+            cache=True,
+            embedder=self.embedder,
+        )
 
     def peak_memory(self) -> None:
         """Peak RSS of every component process, the database server and this process."""
@@ -500,7 +456,13 @@ def render(results: dict[str, Any], console: Console) -> str:
     console.print(table)
     lines = [f"Machine: {results['machine']}", "", "| Measure | Result | Target |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
-    return "\n".join(lines) + "\n"
+    if "search" not in results:
+        return "\n".join(lines) + "\n"
+    from refarch_local.search_bench import markdown as search_markdown
+
+    search_tables = search_markdown(results["search"])
+    console.print(search_tables)
+    return "\n".join(lines) + "\n\n" + search_tables
 
 
 def _pipeline_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -549,8 +511,10 @@ def _pipeline_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             "p95 ≤ 500 ms",
         ),
     ]
-    for size, s in search.items():
-        rows.append((f"Search p50 / p95 at {size} products", f"{s['p50_ms']} / {s['p95_ms']} ms", "p95 ≤ 50 ms"))
+    for size, by_mode in search.items():
+        for mode, s in by_mode.items():
+            target = "p95 ≤ 50 ms" if mode == "hybrid" else ""
+            rows.append((f"Search p50 / p95 at {size} products, {mode}", f"{s['p50_ms']} / {s['p95_ms']} ms", target))
     rows.append(
         (
             "Re-bootstrap, nothing changed",

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from refarch.local.handlers import invoke
 from refarch.pelican.bootstrap import RangeBusyError
 from refarch.topology import (
     BOOTSTRAP_BATCH_HANDLER,
@@ -26,6 +25,7 @@ from refarch.topology import (
     RECONCILE_SHARD_HANDLER,
     Topology,
 )
+from refarch_local.handlers import invoke
 
 
 def run_bootstrap(

@@ -1,0 +1,198 @@
+"""The labelled query set of `refarch bench relevance` and its metrics (nDCG@10, hits@3).
+
+The set is built from the seed catalog (`refarch.catalog`) and stored in the repository
+(`bench/relevance_queries.json`), so a change to the catalog or to this builder shows up as a diff.
+Judgements come from what each product *is* (its kind, brand, name and traits, as the catalog
+generated them), never from what a search returned:
+
+- sku: the query is a SKU; that product is grade 3.
+- exact name: a product's full name; products with that name 3, same brand and kind 2, same kind 1.
+- brand: a brand alone (every product of the brand 3), or a brand and a kind of product (both 3,
+  either one 1).
+- attribute: a kind of product and one of its traits, in other words ("jump rope counter in the
+  handle"); that kind with that trait 3, that kind without it 1.
+- paraphrase: a need in plain words with none of the product's words; the kinds that meet it 3
+  (or 2 for a near fit), other products of their category 1.
+- misspelled: a brand and a kind with typos; both 3, the kind alone 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from refarch import catalog
+
+QUERY_SET_PATH = Path(__file__).resolve().parents[1] / "bench" / "relevance_queries.json"
+CATALOG_ROWS = 2000
+PER_CLASS = 20
+CLASSES = ("paraphrase", "exact_name", "sku", "brand", "attribute", "misspelled")
+CUTOFF = 10
+HITS_AT = 3
+
+# A need in plain words -> {kind: grade}. None of these queries uses the kind's own words.
+PARAPHRASES: dict[str, dict[str, int]] = {
+    "boil water for tea quickly": {"Kettle": 3},
+    "make crispy fries with hardly any oil": {"Air Fryer": 3},
+    "shelter for sleeping outdoors when it rains": {"Camping Tent": 3, "Sleeping Bag": 2},
+    "block out the engine noise on a long flight": {"Noise-Cancelling Headphones": 3, "Wireless Earbuds": 2},
+    "software that predicts next month's sales": {"Forecasting Engine": 3, "Analytics Suite": 2},
+    "keep all my logins safe in one place": {"Password Vault": 3},
+    "turn recorded meetings into written notes": {"Speech Transcriber": 3},
+    "catch stolen credit card payments": {"Fraud Detector": 3},
+    "strong coffee like a cafe makes, at home": {"Espresso Machine": 3},
+    "fluffy rice without watching the pot": {"Rice Cooker": 3},
+    "light to see the trail at night, hands free": {"Headlamp": 3},
+    "make stream water safe to drink": {"Water Filter": 3},
+    "count my steps and watch my heart rate": {"Fitness Tracker": 3, "Smartwatch": 2},
+    "destroy old bank statements securely": {"Paper Shredder": 3},
+    "water the lawn on a schedule from my phone": {"Smart Sprinkler": 3},
+    "ease sore muscles after a workout": {"Massage Gun": 3, "Foam Roller": 3},
+    "learn how computers learn from data": {"Machine Learning Textbook": 3},
+    "experiments that get kids excited about chemistry": {"Science Kit": 3},
+    "keep drinks cold at the beach all day": {"Cooler": 3},
+    "trim branches and shape the hedges": {"Pruning Shears": 3},
+}
+
+
+def _typo(word: str, rng: random.Random) -> str:
+    """One slip of the keyboard in a word of five letters or more: a letter dropped or two swapped."""
+    if len(word) < 5 or not word.isalpha():
+        return word
+    at = rng.randrange(1, len(word) - 2)
+    if rng.random() < 0.5:
+        return word[:at] + word[at + 1 :]
+    return word[:at] + word[at + 1] + word[at] + word[at + 2 :]
+
+
+def _misspell(text: str, rng: random.Random) -> str:
+    words = text.split()
+    changed = [_typo(w, rng) for w in words]
+    if changed == words:  # every word too short: misspell the longest one anyway
+        longest = max(range(len(words)), key=lambda n: len(words[n]))
+        w = words[longest]
+        changed[longest] = w[:-2] + w[-1] + w[-2] if len(w) > 2 else w
+    return " ".join(changed)
+
+
+def build_query_set(rows: int = CATALOG_ROWS, seed: int = 15) -> dict[str, Any]:
+    """The labelled queries for the first `rows` catalog products (deterministic for a seed)."""
+    items = [catalog.make_product(i) for i in range(1, rows + 1)]
+    rng = random.Random(seed)
+    picks = rng.sample(items, PER_CLASS * 5)
+    queries: list[dict[str, Any]] = []
+
+    def add(cls: str, text: str, grades: dict[str, int]) -> None:
+        judged = {sku: grade for sku, grade in sorted(grades.items()) if grade > 0}
+        queries.append(
+            {
+                "id": f"{cls}-{sum(q['class'] == cls for q in queries) + 1}",
+                "class": cls,
+                "query": text,
+                "judgements": judged,
+            }
+        )
+
+    def grade(rules: Sequence[tuple[int, Any]]) -> dict[str, int]:
+        return {p.sku: max((g for g, rule in rules if rule(p)), default=0) for p in items}
+
+    for target in picks[0:PER_CLASS]:
+        add("sku", target.sku, {target.sku: 3})
+    for target in picks[PER_CLASS : 2 * PER_CLASS]:
+        add(
+            "exact_name",
+            target.name,
+            grade(
+                [
+                    (3, lambda p, t=target: p.name == t.name),
+                    (2, lambda p, t=target: p.brand == t.brand and p.kind == t.kind),
+                    (1, lambda p, t=target: p.kind == t.kind),
+                ]
+            ),
+        )
+    for n, target in enumerate(picks[2 * PER_CLASS : 3 * PER_CLASS]):
+        if n % 2 == 0:
+            add("brand", target.brand, grade([(3, lambda p, t=target: p.brand == t.brand)]))
+        else:
+            add(
+                "brand",
+                f"{target.brand} {target.kind.lower()}",
+                grade(
+                    [
+                        (3, lambda p, t=target: p.brand == t.brand and p.kind == t.kind),
+                        (1, lambda p, t=target: p.brand == t.brand or p.kind == t.kind),
+                    ]
+                ),
+            )
+    for target in picks[3 * PER_CLASS : 4 * PER_CLASS]:
+        trait = target.traits[0]
+        # "has a counter in the handle" -> "jump rope counter in the handle": the feature, not the sentence.
+        feature = trait.split(" ", 1)[1] if " " in trait else trait
+        for article in ("a ", "an ", "the "):
+            feature = feature.removeprefix(article)
+        add(
+            "attribute",
+            f"{target.kind.lower()} {feature}",
+            grade(
+                [
+                    (3, lambda p, t=target, tr=trait: p.kind == t.kind and tr in p.traits),
+                    (1, lambda p, t=target: p.kind == t.kind),
+                ]
+            ),
+        )
+    kinds_by_category = {p.kind: p.category for p in items}
+    for text, kinds in PARAPHRASES.items():
+        categories = {kinds_by_category[k] for k in kinds if k in kinds_by_category}
+        add("paraphrase", text, {p.sku: kinds.get(p.kind, 1 if p.category in categories else 0) for p in items})
+    for target in picks[4 * PER_CLASS : 5 * PER_CLASS]:
+        add(
+            "misspelled",
+            _misspell(f"{target.brand} {target.kind.lower()}", rng),
+            grade(
+                [
+                    (3, lambda p, t=target: p.brand == t.brand and p.kind == t.kind),
+                    (1, lambda p, t=target: p.kind == t.kind),
+                ]
+            ),
+        )
+    return {
+        "catalog_rows": rows,
+        "built_by": "refarch_local.relevance.build_query_set (python -m refarch_local.relevance rebuilds it)",
+        "queries": queries,
+    }
+
+
+def load_query_set(path: Path = QUERY_SET_PATH) -> dict[str, Any]:
+    """The stored query set."""
+    return json.loads(path.read_text())
+
+
+def ndcg(ranked_skus: Sequence[str], judgements: dict[str, int], cutoff: int = CUTOFF) -> float:
+    """Normalised discounted cumulative gain at `cutoff` with graded gains 2^grade - 1."""
+
+    def dcg(grades: Sequence[int]) -> float:
+        return sum((2**g - 1) / math.log2(position + 2) for position, g in enumerate(grades[:cutoff]))
+
+    ideal = dcg(sorted(judgements.values(), reverse=True))
+    return dcg([judgements.get(sku, 0) for sku in ranked_skus]) / ideal if ideal else 0.0
+
+
+def hit_at(ranked_skus: Sequence[str], judgements: dict[str, int], cutoff: int = HITS_AT) -> bool:
+    """Whether a result of the query's highest grade is among the first `cutoff`."""
+    best = max(judgements.values(), default=0)
+    return best > 0 and any(judgements.get(sku, 0) == best for sku in ranked_skus[:cutoff])
+
+
+def main() -> None:
+    """Rebuild the stored query set (after a change to the catalog or to the builder)."""
+    QUERY_SET_PATH.parent.mkdir(parents=True, exist_ok=True)
+    QUERY_SET_PATH.write_text(json.dumps(build_query_set(), indent=1) + "\n")
+    print(f"wrote {QUERY_SET_PATH}")
+
+
+if __name__ == "__main__":
+    main()

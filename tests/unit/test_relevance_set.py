@@ -1,0 +1,49 @@
+"""The relevance benchmark's labelled query set and metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from refarch import catalog
+from refarch_local.relevance import CLASSES, PER_CLASS, build_query_set, hit_at, load_query_set, ndcg
+
+
+def test_the_stored_query_set_is_what_the_builder_makes_from_the_catalog():
+    # Given the query set stored in the repository, When it is built again from the seed catalog
+    stored = load_query_set()
+    # Then they are the same (a change to the catalog or the builder must be stored with it)
+    assert stored == build_query_set(stored["catalog_rows"])
+
+
+def test_every_class_has_its_queries_and_judgements_follow_the_catalog():
+    query_set = load_query_set()
+    by_class = {cls: [q for q in query_set["queries"] if q["class"] == cls] for cls in CLASSES}
+    # Then every class has its share of queries, each with a highest grade of 3
+    assert {cls: len(qs) for cls, qs in by_class.items()} == dict.fromkeys(CLASSES, PER_CLASS)
+    assert all(max(q["judgements"].values()) == 3 for q in query_set["queries"])
+    # And a SKU query judges exactly that product relevant, a brand query only products of that brand
+    products = {p.sku: p for p in (catalog.make_product(i) for i in range(1, query_set["catalog_rows"] + 1))}
+    for query in by_class["sku"]:
+        assert query["judgements"] == {query["query"]: 3}
+    for query in by_class["brand"]:
+        top = [sku for sku, grade in query["judgements"].items() if grade == 3]
+        assert top and all(query["query"].startswith(products[sku].brand) for sku in top)
+
+
+@pytest.mark.parametrize(
+    ("ranked", "judgements", "expected"),
+    [
+        (["a", "b"], {"a": 3, "b": 1}, 1.0),  # the ideal order
+        (["b", "a"], {"a": 3, "b": 1}, (1 + 7 / 1.5849625) / (7 + 1 / 1.5849625)),
+        (["x", "y"], {"a": 3}, 0.0),  # nothing relevant found
+        (["x", "a"], {"a": 3}, 1 / 1.5849625),  # found second
+    ],
+)
+def test_ndcg_at_10_with_graded_gains(ranked, judgements, expected):
+    assert ndcg(ranked, judgements) == pytest.approx(expected, rel=1e-6)
+
+
+def test_hits_at_3_needs_a_result_of_the_highest_grade_among_the_first_three():
+    judgements = {"a": 3, "b": 1}
+    assert hit_at(["x", "y", "a"], judgements)
+    assert not hit_at(["b", "x", "y", "a"], judgements)

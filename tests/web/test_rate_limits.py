@@ -1,0 +1,133 @@
+"""Rate limits per client address on search and writes: 429 with Retry-After in the one error shape,
+counted in Postgres so that every worker and task shares them; a flood of searches cannot starve Emu."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from werkzeug.serving import make_server
+
+from refarch import products
+from refarch_local.standins import OpenAIStandIn
+from tests.conftest import free_port
+from tests.web.conftest import Api, build_app, index_now, make_runtime
+
+
+def test_searches_over_the_limit_are_a_429_with_retry_after(runtime, catalog):
+    # Given a limit of 3 searches a minute per address
+    client = build_app(runtime, RATE_LIMIT_SEARCH="3 per minute").test_client()
+    # When one address searches four times (the page's searches count too)
+    first = [client.get("/api/search", query_string={"q": f"tent {n}", "mode": "lexical"}) for n in range(2)]
+    first.append(client.get("/", query_string={"q": "tent", "mode": "lexical"}))
+    refused = client.get("/api/search", query_string={"q": "tent", "mode": "lexical"})
+    # Then the first three are answered and the fourth is refused in the one error shape, saying when to retry
+    assert [r.status_code for r in first] == [200, 200, 200]
+    assert refused.status_code == 429
+    body = refused.get_json()
+    assert set(body) == {"error", "fields"} and body["fields"] == {}
+    assert "too many requests from your address" in body["error"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    # And another address still has its own budget, and reads that are not searches are not limited
+    other = client.get("/api/search", query_string={"q": "tent"}, environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert other.status_code == 200
+    assert client.get("/api/sync/status").status_code == 200
+
+
+def test_every_worker_counts_in_the_same_database(runtime, catalog):
+    # Given two app processes (gunicorn workers, Fargate tasks) on one database, limit 3 a minute
+    worker_a = build_app(runtime, RATE_LIMIT_SEARCH="3 per minute").test_client()
+    worker_b = build_app(runtime, RATE_LIMIT_SEARCH="3 per minute").test_client()
+    # When one address spreads its searches over both
+    statuses = [
+        w.get("/api/search", query_string={"q": "skillet", "mode": "lexical"}).status_code
+        for w in (worker_a, worker_b, worker_a, worker_b)
+    ]
+    # Then the limit holds for the service as a whole, not per worker
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_writes_over_the_limit_are_a_429_and_do_not_use_the_search_budget(runtime):
+    # Given a limit of 2 writes a minute per address
+    api = Api(build_app(runtime, RATE_LIMIT_WRITE="2 per minute", RATE_LIMIT_SEARCH="2 per minute").test_client())
+    new = [{"sku": f"GA-{n}", "name": f"Rake {n}", "category": "garden", "price": "12.50"} for n in range(3)]
+    # When it adds three products
+    statuses = [api.post("/api/products", json=product).status_code for product in new]
+    # Then the third is refused and not stored, and searching still has its own budget
+    assert statuses == [201, 201, 429]
+    with runtime.db.transaction() as conn:
+        assert products.list_page(conn, limit=10, offset=0)[1] == 2
+    assert api.get("/api/search", query_string={"q": "rake", "mode": "lexical"}).status_code == 200
+
+
+@pytest.fixture
+def openai_standin() -> Iterator[OpenAIStandIn]:
+    """One OpenAI account for the web app and Emu (the stand-in counts every request it receives)."""
+    with OpenAIStandIn() as stand_in:
+        yield stand_in
+
+
+def test_a_flood_of_searches_does_not_starve_emu(dsn, tmp_path, catalog, openai_standin):
+    # Given the web app and Emu embedding through the same OpenAI account, searches limited to 10 a minute
+    def openai_runtime():
+        return make_runtime(
+            None,
+            database_url=dsn,
+            home=tmp_path / "home",
+            embedder="openai",
+            openai_api_key="sk-local-test",
+            openai_base_url=openai_standin.base_url,
+            openai_dimensions=64,
+            openai_max_retries=0,
+        )
+
+    web_runtime, emu_runtime = openai_runtime(), openai_runtime()
+    app = build_app(web_runtime, RATE_LIMIT_SEARCH="10 per minute")
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/api/search"
+    statuses: list[int] = []
+    retry_after: list[str] = []
+    flooding, refused_once = threading.Event(), threading.Event()
+    flooding.set()
+
+    def flood(worker: int) -> None:
+        with httpx.Client(timeout=10) as http:
+            n = 0
+            while flooding.is_set():
+                response = http.get(url, params={"q": f"flood {worker} {n}"})  # every query new: no cache hit
+                statuses.append(response.status_code)
+                if response.status_code == 429:
+                    retry_after.append(response.headers.get("Retry-After", ""))
+                    refused_once.set()
+                n += 1
+
+    floods = [threading.Thread(target=flood, args=(w,), daemon=True) for w in range(4)]
+    try:
+        for thread in floods:
+            thread.start()
+        assert refused_once.wait(30), "the flood was never limited"
+        # When Emu indexes the catalog while the search endpoint is being flooded
+        index_now(emu_runtime, [p.id for p in catalog])  # insists every message succeeded
+        flood_still_running = all(thread.is_alive() for thread in floods)
+    finally:
+        flooding.clear()
+        for thread in floods:
+            thread.join(timeout=30)
+        server.shutdown()
+    # Then the flood was held back at the limit: 10 searches answered, everything else refused with Retry-After
+    assert flood_still_running
+    assert statuses.count(200) == 10 and statuses.count(429) == len(statuses) - 10 >= 10
+    assert all(value.isdigit() for value in retry_after)
+    # And the provider saw only those 10 search embeddings, while every one of Emu's requests was answered
+    inputs = [
+        text for route, request in openai_standin.received if route == "embeddings" for text in request.body["input"]
+    ]
+    assert sum(text.startswith("flood") for text in inputs) == 10
+    emu_texts = [text for text in inputs if not text.startswith("flood")]
+    assert len(emu_texts) == len(catalog)
+    assert openai_standin.embed_calls == len(openai_standin.received)  # nothing failed or was refused
+    with emu_runtime.db.transaction() as conn:
+        assert {s["status"] for s in products.sync_statuses(conn, [p.id for p in catalog]).values()} == {"indexed"}

@@ -1,0 +1,236 @@
+"""The HTTP API's requests and responses, declared once: the handlers validate with these models and
+`web.openapi` builds the OpenAPI document from them.
+
+Product and search requests are the runtime library's own models (`refarch.products.NewProduct`,
+`ProductChange`, `refarch.search.SearchRequest`, `ListingRequest`): the CLI and the search service
+check the same limits. What only the web API has lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from refarch.input_errors import field_messages
+from refarch.products import MAX_ID
+from refarch.search import SearchMode
+from web.errors import ApiError
+
+MAX_STATUS_IDS = 200
+
+ProductId = Annotated[int, Field(ge=1, le=MAX_ID)]
+_Request = TypeVar("_Request", bound="QueryRequest")
+
+
+def present(args: Mapping[str, str]) -> dict[str, str]:
+    """The query-string values that were given: an empty value counts as absent (as HTML forms send it)."""
+    return {name: value for name, value in args.items() if value != ""}
+
+
+class QueryRequest(BaseModel):
+    """A request read from the query string (an empty value is a value: `version=` is not a version)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    MESSAGES: ClassVar[dict[tuple[str, str], str]] = {}
+
+    @classmethod
+    def from_query(cls: type[_Request], args: Mapping[str, str]) -> _Request:
+        """The request, or ApiError 400 naming each bad parameter."""
+        try:
+            return cls.model_validate(dict(args.items()))
+        except ValidationError as err:
+            fields, _ = field_messages(err, cls.MESSAGES)
+            message = "; ".join(f"{name} {text}" for name, text in fields.items())
+            raise ApiError(400, message, fields) from None
+
+
+def _comma_separated(value: Any) -> Any:
+    return value.split(",") if isinstance(value, str) else value
+
+
+class SyncStatusesQuery(QueryRequest):
+    """GET /api/sync/statuses?ids=1,2,3."""
+
+    ids: Annotated[
+        list[ProductId],
+        BeforeValidator(_comma_separated),
+        Field(min_length=1, max_length=MAX_STATUS_IDS, description=f"Product ids (at most {MAX_STATUS_IDS})"),
+    ]
+
+    MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
+        ("ids", "missing"): "is required: a comma-separated list of product ids",
+        ("ids", "too_long"): f"holds more than {MAX_STATUS_IDS} ids",
+        ("ids", "int_parsing"): "must be whole numbers separated by commas",
+        ("ids", "greater_than_equal"): "must be product ids (1 or more)",
+        ("ids", "less_than_equal"): "must be product ids (a bigint)",
+    }
+
+
+class DeleteQuery(QueryRequest):
+    """DELETE /api/products/{product_id}?version=."""
+
+    version: (
+        Annotated[int, Field(ge=1, le=MAX_ID, description="Only delete if the product is still at this version")] | None
+    ) = None
+
+    MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
+        ("version", "greater_than_equal"): "out of range",
+        ("version", "less_than_equal"): "out of range",
+    }
+
+
+class SignIn(BaseModel):
+    """POST /api/session."""
+
+    password: Annotated[str, Field(json_schema_extra={"format": "password"})]
+
+
+# Responses: what the handlers answer (the contract test checks every answer against them).
+
+
+class Error(BaseModel):
+    """The one error shape, on every route."""
+
+    error: str = Field(description="What went wrong, in words a person can act on")
+    fields: dict[str, str] = Field(description="A message per request field that is wrong (may be empty)")
+
+
+class SyncState(BaseModel):
+    """Whether the vector index holds a product's current version."""
+
+    product_id: int
+    status: Literal["indexed", "pending", "failed"]
+    last_error: str | None = Field(
+        description="Why indexing failed (status failed); null for sessions that may not edit"
+    )
+    version: int = Field(description="The product's current version")
+    indexed_version: int | None = Field(description="The version the index holds")
+    attempts: int | None
+    indexed_at: datetime | None
+
+
+class Product(BaseModel):
+    """A product with its sync state."""
+
+    id: int
+    sku: str
+    name: str
+    description: str
+    category: str
+    price: str = Field(description="Decimal with two places, e.g. 19.99", examples=["19.99"])
+    created_at: datetime
+    updated_at: datetime
+    version: int = Field(description="Bumped by the database on every real change")
+    sync: SyncState
+
+
+class Conflict(Error):
+    """Someone else saved first (stale version; `current` is their version) or the SKU is taken."""
+
+    current: Product | None = Field(default=None, description="The product as saved now (stale version only)")
+
+
+class SearchResult(Product):
+    """A product in a result page, with its score and the ranked lists it came from."""
+
+    score: float | None = Field(
+        description="Higher is better, comparable within one response only. semantic: cosine similarity; "
+        "lexical: Postgres ts_rank_cd; hybrid: the sum of 1/(60 + rank) over the lists the product is in, "
+        "plus 1 for an exact SKU match. Null when listing."
+    )
+    ranks: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        description="The lists the result came from (semantic, lexical, sku) and its 1-based rank in each; "
+        "empty when listing",
+        examples=[{"semantic": 3, "lexical": 1}],
+    )
+
+
+class SearchPage(BaseModel):
+    """One page of results, best first (or by id when listing)."""
+
+    query: str
+    mode: SearchMode = Field(description="The mode that ranked these results")
+    requested_mode: SearchMode
+    fallback_reason: str | None = Field(
+        description="Why `mode` differs from `requested_mode` (the embedding service is unavailable); else null"
+    )
+    page: int
+    k: int
+    total: int | None = Field(description="Set when listing; null for a search")
+    has_more: bool
+    results: list[SearchResult]
+
+
+class SyncStatusItem(SyncState):
+    """One product's sync state, with its id."""
+
+    id: int
+
+
+class SyncStatuses(BaseModel):
+    """States of the products that exist; deleted ones are listed as missing."""
+
+    products: list[SyncStatusItem]
+    missing: list[int]
+
+
+class SyncStatus(BaseModel):
+    """Totals, outbox backlog, oldest pending change; each lane's queue depth, oldest message age and DLQ depth;
+    the active index generation and, while a re-index runs, the building generation's progress."""
+
+    products: int
+    indexed: int
+    pending: int = Field(description="Rows newer than the index, and deletions not yet applied")
+    pending_deletes: int
+    failed: int
+    outbox_backlog: int = Field(description="Changes not yet handed to the queue")
+    oldest_pending_seconds: float = Field(description="Age of the oldest change not yet in the index")
+    queue_depth: int | None = Field(
+        description="Messages waiting or in flight, both lanes; null when SQS cannot answer"
+    )
+    dlq_depth: int | None = Field(description="Messages in both lanes' dead-letter queues")
+    live_queue_depth: int | None = Field(default=None, description="Live lane (FIFO) messages waiting or in flight")
+    live_queue_age_seconds: float | None = Field(
+        default=None, description="Age of the live lane's oldest message (CloudWatch, per minute; 0 when empty)"
+    )
+    live_dlq_depth: int | None = None
+    bulk_queue_depth: int | None = Field(
+        default=None, description="Bulk lane messages (up to 100 products each) waiting or in flight"
+    )
+    bulk_queue_age_seconds: float | None = Field(
+        default=None, description="Age of the bulk lane's oldest message (CloudWatch, per minute; 0 when empty)"
+    )
+    bulk_dlq_depth: int | None = None
+    queue: Literal["ok", "unreachable", "not configured"]
+    generation: int = Field(description="The active index generation (the one search reads; docs/reindex.md)")
+    generation_model: str | None = Field(description="Its embedder, e.g. local:all-MiniLM-L6-v2:384")
+    building_generation: int | None = Field(description="The generation a re-index is filling (null when none)")
+    building_model: str | None = Field(default=None, description="Its embedder (only while a re-index runs)")
+    building_rows: int | None = Field(default=None, description="Rows it must hold (the table's)")
+    building_indexed: int | None = Field(default=None, description="Rows it holds at their current version")
+    building_failed: int | None = Field(default=None, description="Rows whose last attempt failed in it")
+    building_rate_per_second: float | None = Field(
+        default=None, description="Rows indexed into it per second over the last 30 s"
+    )
+    building_eta_seconds: float | None = Field(
+        default=None, description="Time left at that rate (null when the rate is 0)"
+    )
+
+
+class Session(BaseModel):
+    """Whether editing needs a password, whether this session may edit, and its CSRF token."""
+
+    password_required: bool
+    signed_in: bool
+    can_edit: bool
+    csrf_token: str
+
+
+class Health(BaseModel):
+    """The database answers."""
+
+    status: Literal["ok"]

@@ -1,0 +1,353 @@
+"""Build web/openapi.yaml from the request and response models (`web.contract`): `make openapi`.
+
+The models state every limit (pydantic's JSON Schema); this module adds what only HTTP has: the
+paths, every status each route can answer, the 429's Retry-After and the session and CSRF scheme.
+A test regenerates the document and insists nothing changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from refarch.products import MAX_DESCRIPTION_CHARS, NewProduct, ProductChange
+from refarch.search import MAX_DEPTH, ListingRequest, SearchRequest
+from web import contract
+
+OPENAPI_VERSION = "3.1.0"
+REF = "#/components/schemas/{model}"
+
+DESCRIPTION = f"""\
+Search over a Postgres product table kept in live sync with a vector index: hybrid (meaning and
+words, fused by Reciprocal Rank Fusion), semantic or lexical.
+
+Search and reads are public. Changes (POST, PUT, DELETE, including signing in and out) need the
+session cookie `refarch_session` and its CSRF token in the `X-CSRF-Token` header: `GET /api/session`
+sets the cookie and returns the token. When an edit password is configured, changes to products also
+need a signed-in session (`POST /api/session`), which the same cookie then carries.
+
+Every error is JSON `{{"error": message, "fields": {{field: message}}}}`. Text fields cannot hold NUL
+characters or lone surrogates (Postgres cannot store them). Searches rank to a depth of {MAX_DEPTH}
+results. Searches (this API and the page together) and changes (products, sign-in) are rate limited
+per client address; over a limit the answer is 429 with `Retry-After`.
+
+Generated from the pydantic models in web/contract.py (`make openapi`); do not edit by hand.
+"""
+
+RESPONSES: dict[str, dict[str, Any]] = {
+    "BadRequest": {"description": "The input is invalid; `error` and `fields` say why"},
+    "SignInRequired": {
+        "description": "An edit password is configured and this session is not signed in (or the password is wrong)"
+    },
+    "CsrfRefused": {
+        "description": "The session cookie or the X-CSRF-Token header is missing, or the token does not match it"
+    },
+    "NotFound": {"description": "No such product (it may have been deleted)"},
+    "Conflict": {"description": "A product with this SKU already exists, or the version is stale"},
+    "TooLarge": {
+        "description": f"A field is over its length limit (e.g. description {MAX_DESCRIPTION_CHARS:,} characters) "
+        "or the body is too large"
+    },
+    "TooManyRequests": {
+        "description": "Too many requests from this client address (searches and changes have separate limits); "
+        "`Retry-After` says in how many seconds to try again",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds until the address's window ends",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    },
+    "Unavailable": {
+        "description": "The database, or (for searches) the vector index, is unavailable, timed out or is rate "
+        "limiting; try again shortly (an embedding-service outage is answered lexically instead)"
+    },
+}
+STATUS_RESPONSE = {
+    "400": "BadRequest",
+    "401": "SignInRequired",
+    "403": "CsrfRefused",
+    "404": "NotFound",
+    "409": "Conflict",
+    "413": "TooLarge",
+    "429": "TooManyRequests",
+    "503": "Unavailable",
+}
+# Changes need the session cookie and its CSRF token (and, with an edit password, a signed-in session).
+CHANGE: list[dict[str, list[str]]] = [{"session": [], "csrf": []}]
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document."""
+    bodies: list[type[BaseModel]] = [NewProduct, ProductChange, contract.SignIn]
+    answers: list[type[BaseModel]] = [
+        contract.Error,
+        contract.Conflict,
+        contract.Product,
+        contract.SearchPage,
+        contract.SyncStatuses,
+        contract.SyncStatus,
+        contract.Session,
+        contract.Health,
+    ]
+    modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(model, "validation") for model in bodies]
+    modes += [(model, "serialization") for model in answers]
+    _, schemas = models_json_schema(
+        modes,
+        ref_template=REF,
+    )
+    responses = {
+        name: {**spec, "content": _json(contract.Conflict if name == "Conflict" else contract.Error)}
+        for name, spec in RESPONSES.items()
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "Product search API", "version": "1.0", "description": DESCRIPTION},
+        "servers": [{"url": "/"}],
+        "tags": [{"name": name} for name in ("search", "products", "sync", "session", "operations")],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "refarch_session",
+                    "description": "Set by GET /api/session; holds the CSRF token and, once signed in, the sign-in",
+                },
+                "csrf": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-CSRF-Token",
+                    "description": "The csrf_token from GET /api/session (a new one after signing in or out)",
+                },
+            },
+            "responses": responses,
+            "schemas": schemas["$defs"],
+        },
+    }
+
+
+def _paths() -> dict[str, Any]:
+    product_id = {
+        "name": "product_id",
+        "in": "path",
+        "required": True,
+        "schema": _schema_of(contract.ProductId),
+    }
+    return {
+        "/api/search": {
+            "get": _operation(
+                "search",
+                "Products ranked for q, hybrid by default (empty q lists products by id)",
+                parameters=_query_parameters(SearchRequest),
+                ok=("200", "One page of results, best first", contract.SearchPage),
+                errors="400 429 503",
+                description="When the embedding service is unavailable, a hybrid or semantic search answers from "
+                "lexical search alone: `mode` is then `lexical` and `fallback_reason` says why.",
+            )
+        },
+        "/api/products": {
+            "get": _operation(
+                "products",
+                "Products by id, a page at a time",
+                parameters=_query_parameters(ListingRequest),
+                ok=("200", "One page of products (total is the number matching the filters)", contract.SearchPage),
+                errors="400 503",
+            ),
+            "post": _operation(
+                "products",
+                "Add a product (pending until indexed)",
+                body=NewProduct,
+                ok=("201", "Created; Location names the new product", contract.Product),
+                errors="400 401 403 409 413 429 503",
+                ok_headers={"Location": {"required": True, "schema": {"type": "string"}}},
+                security=CHANGE,
+            ),
+        },
+        "/api/products/{product_id}": {
+            "parameters": [product_id],
+            "get": _operation(
+                "products",
+                "One product with its sync state",
+                ok=("200", "The product", contract.Product),
+                errors="404 503",
+            ),
+            "put": _operation(
+                "products",
+                "Change some fields; send the version you saw (optimistic locking)",
+                body=ProductChange,
+                ok=("200", "The saved product (sync pending when anything embedded changed)", contract.Product),
+                errors="400 401 403 404 409 413 429 503",
+                security=CHANGE,
+            ),
+            "delete": _operation(
+                "products",
+                "Delete a product (its vector is removed by the sync pipeline)",
+                parameters=_query_parameters(contract.DeleteQuery),
+                ok=("204", "Deleted", None),
+                errors="400 401 403 404 409 429 503",
+                security=CHANGE,
+            ),
+        },
+        "/api/sync/statuses": {
+            "get": _operation(
+                "sync",
+                "Sync state of some products (what the page polls while rows are pending)",
+                parameters=_query_parameters(contract.SyncStatusesQuery),
+                ok=(
+                    "200",
+                    "States of the products that exist; deleted ones are listed as missing",
+                    contract.SyncStatuses,
+                ),
+                errors="400 503",
+            )
+        },
+        "/api/sync/status": {
+            "get": _operation(
+                "sync",
+                "Totals, outbox backlog, oldest pending change, queue and DLQ depth",
+                ok=("200", "System sync status (queue fields are null when SQS cannot answer)", contract.SyncStatus),
+                errors="503",
+            )
+        },
+        "/api/session": {
+            "get": _operation(
+                "session",
+                "Whether editing needs a password, whether this session may edit, and its CSRF token",
+                ok=("200", "Session state (sets the session cookie)", contract.Session),
+                errors="",
+            ),
+            "post": _operation(
+                "session",
+                "Sign in with the edit password (without one configured, editing is open and this just answers)",
+                body=contract.SignIn,
+                ok=("200", "Signed in; use the new CSRF token from now on", contract.Session),
+                errors="400 401 403 413 429",
+                security=CHANGE,
+            ),
+            "delete": _operation(
+                "session",
+                "Sign out",
+                ok=("200", "Signed out; the response carries a new CSRF token", contract.Session),
+                errors="403",
+                security=CHANGE,
+            ),
+        },
+        "/api/openapi.yaml": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "This description",
+                "responses": {
+                    "200": {
+                        "description": "This OpenAPI 3.1 document, as YAML",
+                        "content": {
+                            "application/yaml": {"schema": {"type": "object", "required": ["openapi", "paths"]}}
+                        },
+                    }
+                },
+            }
+        },
+        "/healthz": {
+            "get": _operation(
+                "operations",
+                "Health check for the load balancer (the database answers)",
+                ok=("200", "Healthy", contract.Health),
+                errors="503",
+            )
+        },
+    }
+
+
+def _operation(
+    tag: str,
+    summary: str,
+    *,
+    ok: tuple[str, str, type[BaseModel] | None],
+    errors: str,
+    parameters: list[dict[str, Any]] | None = None,
+    body: type[BaseModel] | None = None,
+    ok_headers: dict[str, Any] | None = None,
+    description: str | None = None,
+    security: list[dict[str, list[str]]] | None = None,
+) -> dict[str, Any]:
+    status, what, model = ok
+    answer: dict[str, Any] = {"description": what}
+    if ok_headers:
+        answer["headers"] = ok_headers
+    if model is not None:
+        answer["content"] = _json(model)
+    operation: dict[str, Any] = {"tags": [tag], "summary": summary}
+    if description:
+        operation["description"] = description
+    if security:
+        operation["security"] = security
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": _json(body)}
+    operation["responses"] = {status: answer} | {
+        code: {"$ref": f"#/components/responses/{STATUS_RESPONSE[code]}"} for code in errors.split()
+    }
+    return operation
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One query parameter per field: its alias as the name, its schema without the null an absent value takes."""
+    schema = model.model_json_schema(ref_template=REF)
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        field_schema = _not_null(copy.deepcopy(field_schema))
+        field_schema.pop("title", None)
+        parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in schema.get("required", [])}
+        if "description" in field_schema:
+            parameter["description"] = field_schema.pop("description")
+        parameter["schema"] = field_schema
+        if field_schema.get("type") == "array":
+            parameter |= {"style": "form", "explode": False}  # ids=1,2,3
+        parameters.append(parameter)
+    return parameters
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or has a value: drop the null branch of `X | None`."""
+    branches = [branch for branch in schema.get("anyOf", []) if branch != {"type": "null"}]
+    if len(branches) == 1 and len(schema["anyOf"]) == 2:
+        del schema["anyOf"]
+        schema = {**branches[0], **schema}
+    if schema.get("default", "") is None:
+        del schema["default"]
+    return schema
+
+
+def _schema_of(annotation: Any) -> dict[str, Any]:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(annotation).json_schema()
+
+
+def render() -> str:
+    """The document as YAML."""
+    import yaml  # a dev dependency: the app serves the checked-in file
+
+    class Dumper(yaml.SafeDumper):
+        """Multi-line text as YAML blocks, so the document reads like prose."""
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    Dumper.ignore_aliases = lambda self, data: True  # type: ignore[method-assign]  # no &id001 anchors
+    return yaml.dump(document(), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
