@@ -17,9 +17,13 @@ runtime = Runtime(application_name="bootstrap")
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Create or resume a run ({"fresh": true} abandons one in progress); return {run_id, ranges} for the Map."""
+    """Create or resume a run ({"fresh": true} abandons one in progress); return {run_id, ranges} for the Map.
+
+    {"generation": n} fills index generation n (a re-index: docs/reindex.md); default the active one.
+    """
     range_size = int(event.get("range_size") or DEFAULT_TOPOLOGY.bootstrap_range_size)
-    return plan_bootstrap(runtime.db, range_size=range_size, fresh=bool(event.get("fresh")))
+    generation = int(event["generation"]) if event.get("generation") is not None else None
+    return plan_bootstrap(runtime.db, range_size=range_size, fresh=bool(event.get("fresh")), generation=generation)
 
 
 @logger.inject_lambda_context

@@ -34,7 +34,8 @@ def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 def shard(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Compare one shard; enqueue forced syncs for its drift unless {"repair": false}. Returns counts + samples."""
-    report = find_drift(runtime.db, runtime.index, runtime.embedder.model_id, Shard.from_item(event))
+    active = runtime.targets.active()
+    report = find_drift(runtime.db, active.index, active.embedder.model_id, Shard.from_item(event))
     if event.get("repair", True):
         repair(runtime.db, runtime.bulk_queue, report)
     result = report.as_dict(sample=SHARD_SAMPLE)

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from refarch import ledger, products
+from refarch import generations, ledger, products
 from refarch.db import Connection, Database
 from refarch.embeddings import Embedder
 from refarch.emu_decisions import Action, content_hash, decide
+from refarch.index_targets import GenerationTargets, IndexTarget
 from refarch.messages import AnyMessage, parse_message
 from refarch.observability import logger
 from refarch.vector_index import VectorIndex, VectorRecord
@@ -57,19 +58,36 @@ def chunked(ids: list[int], size: int) -> Iterator[list[int]]:
 
 
 class Emu:
-    """Re-reads rows, skips unchanged content, embeds once per chunk, upserts, advances the ledger."""
+    """Re-reads rows, skips unchanged content, embeds once per chunk, upserts, advances the ledger.
 
-    def __init__(self, db: Database, embedder: Embedder, index: VectorIndex, *, chunk_size: int | None = None) -> None:
-        if index.dimension != embedder.dimension:
-            raise ValueError(
-                f"vector index dimension {index.dimension} != embedder {embedder.model_id} dimension "
-                f"{embedder.dimension}"
-            )
+    Every change goes to every live index generation (refarch.generations): the active one,
+    the one being built by a re-index, and a retired one kept for a rollback. Each has its own
+    embedder, index and ledger rows, so the content-hash skip is per model.
+    """
+
+    def __init__(self, db: Database, targets: GenerationTargets, *, chunk_size: int | None = None) -> None:
         self.db = db
-        self.embedder = embedder
-        self.index = index
-        # The provider's preferred request size (refarch.embeddings): one request per chunk.
-        self.chunk_size = chunk_size or embedder.batch_size
+        self.targets = targets
+        self.chunk_size = chunk_size
+
+    @property
+    def embedder(self) -> Embedder:
+        """The active generation's embedder (the one search uses)."""
+        return self.targets.active().embedder
+
+    @property
+    def index(self) -> VectorIndex:
+        """The active generation's index (the one search reads)."""
+        return self.targets.active().index
+
+    def _chunk_size(self) -> int:
+        """The provider's preferred request size (refarch.embeddings): of the building generation while
+        one builds (it does nearly all the embedding), else of the active one."""
+        if self.chunk_size:
+            return self.chunk_size
+        with self.db.transaction() as conn:
+            lead = generations.building(conn)
+        return (self.targets.target(lead) if lead and lead.recorded else self.targets.active()).embedder.batch_size
 
     def process(self, bodies: dict[str, str]) -> BatchOutcome:
         """Process message bodies keyed by message id; never raises for a bad message or a failed product."""
@@ -89,8 +107,11 @@ class Emu:
                 if item.force:
                     force.add(item.product_id)
         failed_products: dict[int, str] = {}
-        for chunk in chunked(sorted(by_product), self.chunk_size):
-            failed_products.update(self._sync_chunk(chunk, force, outcome))
+        if by_product:
+            # Records generation 1's embedder before any chunk locks the generations (index_targets.live).
+            self.targets.active()
+            for chunk in chunked(sorted(by_product), self._chunk_size()):
+                failed_products.update(self._sync_chunk(chunk, force, outcome))
         for pid, reason in failed_products.items():
             for message_id in by_product[pid]:
                 # A bulk message fails when any of its products did; its retry skips the others (ledger).
@@ -101,69 +122,89 @@ class Emu:
         return outcome
 
     def _sync_chunk(self, ids: list[int], force: set[int], outcome: BatchOutcome) -> dict[int, str]:
-        """Sync one chunk under its products' locks, in one transaction; return {product_id: reason} for failures."""
+        """Sync one chunk into every live generation under its products' locks, in one transaction;
+        return {product_id: reason} for failures (a product fails when any generation failed it)."""
         failures: dict[int, str] = {}
         outcome.chunks += 1
         with self.db.transaction() as conn:
             ledger.lock_products(conn, ids)
+            targets = self.targets.live(conn)
             rows = products.get_many(conn, ids)
-            entries = ledger.get_many(conn, ids)
+            for target in targets:
+                for pid, reason in self._sync_generation(conn, target, ids, rows, force, outcome).items():
+                    where = f"generation {target.generation.id}: " if len(targets) > 1 else ""
+                    failures.setdefault(pid, where + reason)
+        return failures
 
-            to_embed: list[tuple[products.Product, str]] = []
-            metadata_only: dict[int, dict] = {}
-            to_delete: list[int] = []
-            done: list[tuple[int, int, str | None, str]] = []
-            for pid in ids:
-                row = rows.get(pid)
-                decision = decide(row, entries.get(pid), self.embedder.model_id, force=pid in force)
-                if decision.action is Action.SKIP:
-                    outcome.skipped += 1
-                elif decision.action is Action.DELETE:
-                    to_delete.append(pid)
-                elif row is not None and decision.content_hash is not None:
-                    if decision.action is Action.METADATA:
-                        metadata_only[pid] = {**row.metadata(), "content_hash": decision.content_hash}
-                    else:
-                        to_embed.append((row, decision.content_hash))
+    def _sync_generation(
+        self,
+        conn: Connection,
+        target: IndexTarget,
+        ids: list[int],
+        rows: dict[int, products.Product],
+        force: set[int],
+        outcome: BatchOutcome,
+    ) -> dict[int, str]:
+        """Bring one generation's index and ledger up to date for these rows."""
+        failures: dict[int, str] = {}
+        generation, index = target.generation.id, target.index
+        entries = ledger.get_many(conn, ids, generation=generation)
 
-            if to_embed:
-                embed_failures = self._embed_and_upsert(conn, to_embed, outcome)
-                failures.update(embed_failures)
-                done += [(row.id, row.version, digest, "indexed") for row, digest in to_embed if row.id not in failures]
+        to_embed: list[tuple[products.Product, str]] = []
+        metadata_only: dict[int, dict] = {}
+        to_delete: list[int] = []
+        done: list[tuple[int, int, str | None, str]] = []
+        for pid in ids:
+            row = rows.get(pid)
+            decision = decide(row, entries.get(pid), target.embedder.model_id, force=pid in force)
+            if decision.action is Action.SKIP:
+                outcome.skipped += 1
+            elif decision.action is Action.DELETE:
+                to_delete.append(pid)
+            elif row is not None and decision.content_hash is not None:
+                if decision.action is Action.METADATA:
+                    metadata_only[pid] = {**row.metadata(), "content_hash": decision.content_hash}
+                else:
+                    to_embed.append((row, decision.content_hash))
 
-            try:
-                self.index.update_metadata(metadata_only)
-                done += [(pid, m["version"], m["content_hash"], "indexed") for pid, m in metadata_only.items()]
-                outcome.metadata_only += len(metadata_only)
-            except Exception as err:
-                failures.update({pid: f"metadata update failed: {err}" for pid in metadata_only})
+        if to_embed:
+            embed_failures = self._embed_and_upsert(conn, target, to_embed, outcome)
+            failures.update(embed_failures)
+            done += [(row.id, row.version, digest, "indexed") for row, digest in to_embed if row.id not in failures]
 
-            try:
-                self.index.delete(to_delete)
-                # A deleted row's ledger version moves one past the last indexed version: never backwards.
-                done += [
-                    (pid, max((entries[pid].indexed_version if pid in entries else 0) + 1, 1), None, "deleted")
-                    for pid in to_delete
-                ]
-                outcome.deleted += len(to_delete)
-            except Exception as err:
-                failures.update({pid: f"delete failed: {err}" for pid in to_delete})
+        try:
+            index.update_metadata(metadata_only)
+            done += [(pid, m["version"], m["content_hash"], "indexed") for pid, m in metadata_only.items()]
+            outcome.metadata_only += len(metadata_only)
+        except Exception as err:
+            failures.update({pid: f"metadata update failed: {err}" for pid in metadata_only})
 
-            # One ledger write per chunk (plus one for its failures, if any).
-            ledger.record_indexed(conn, done)
-            ledger.record_failed(conn, failures)
+        try:
+            index.delete(to_delete)
+            # A deleted row's ledger version moves one past the last indexed version: never backwards.
+            done += [
+                (pid, max((entries[pid].indexed_version if pid in entries else 0) + 1, 1), None, "deleted")
+                for pid in to_delete
+            ]
+            outcome.deleted += len(to_delete)
+        except Exception as err:
+            failures.update({pid: f"delete failed: {err}" for pid in to_delete})
+
+        # One ledger write per chunk and generation (plus one for its failures, if any).
+        ledger.record_indexed(conn, done, generation=generation)
+        ledger.record_failed(conn, failures, generation=generation)
         return failures
 
     def _embed_and_upsert(
-        self, conn: Connection, to_embed: list[tuple[products.Product, str]], outcome: BatchOutcome
+        self, conn: Connection, target: IndexTarget, to_embed: list[tuple[products.Product, str]], outcome: BatchOutcome
     ) -> dict[int, str]:
         """One embedding request and its upserts; a refused chunk is halved until the refused product is alone."""
         started = time.perf_counter()
         try:
-            vectors = self.embedder.embed([row.embedding_text() for row, _ in to_embed])
+            vectors = target.embedder.embed([row.embedding_text() for row, _ in to_embed])
             outcome.embed_calls += 1
-            ledger.record_embed_call(conn, self.embedder.model_id, len(to_embed))
-            self.index.upsert(
+            ledger.record_embed_call(conn, target.embedder.model_id, len(to_embed))
+            target.index.upsert(
                 [
                     VectorRecord(row.id, vector, {**row.metadata(), "content_hash": digest})
                     for (row, digest), vector in zip(to_embed, vectors, strict=True)
@@ -176,8 +217,8 @@ class Emu:
                 logger.warning("chunk refused, splitting it", extra={"products": len(to_embed), "reason": reason})
                 half = len(to_embed) // 2
                 return {
-                    **self._embed_and_upsert(conn, to_embed[:half], outcome),
-                    **self._embed_and_upsert(conn, to_embed[half:], outcome),
+                    **self._embed_and_upsert(conn, target, to_embed[:half], outcome),
+                    **self._embed_and_upsert(conn, target, to_embed[half:], outcome),
                 }
             logger.warning("embedding failed", extra={"products": len(to_embed), "reason": reason})
             return {row.id: reason for row, _ in to_embed}

@@ -1,4 +1,8 @@
-"""Queries on `sync_state` (the ledger of what the index holds) and `embed_calls`."""
+"""Queries on `sync_state` (the ledger of what each index generation holds) and `embed_calls`.
+
+The ledger is kept per index generation (refarch.generations): the same product is indexed
+once per model, so each generation has its own row per product.
+"""
 
 from __future__ import annotations
 
@@ -22,19 +26,19 @@ class LedgerEntry:
     attempts: int
 
 
-def get_many(conn: Connection, ids: list[int]) -> dict[int, LedgerEntry]:
-    """Ledger entries for these ids."""
+def get_many(conn: Connection, ids: list[int], *, generation: int | None = None) -> dict[int, LedgerEntry]:
+    """Ledger entries for these ids in one generation (default: the active one, which search reads)."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT product_id, indexed_version, content_hash, status, attempts FROM sync_state"
-            " WHERE product_id = ANY(%s)",
-            (list(ids),),
+            " WHERE product_id = ANY(%s) AND generation = coalesce(%s, active_generation())",
+            (list(ids), generation),
         )
         return {r[0]: LedgerEntry(*r) for r in cur.fetchall()}
 
 
-def record_indexed(conn: Connection, entries: list[tuple[int, int, str | None, str]]) -> None:
-    """Record (product_id, version, content_hash, status) as indexed/deleted.
+def record_indexed(conn: Connection, entries: list[tuple[int, int, str | None, str]], *, generation: int) -> None:
+    """Record (product_id, version, content_hash, status) as indexed/deleted in one generation.
 
     The version guard makes the ledger monotonic: a late or duplicate message can never move
     it backwards.
@@ -44,35 +48,36 @@ def record_indexed(conn: Connection, entries: list[tuple[int, int, str | None, s
     with conn.cursor() as cur:
         psycopg2.extras.execute_values(
             cur,
-            "INSERT INTO sync_state AS s (product_id, indexed_version, content_hash, status, last_error, attempts,"
-            " indexed_at, updated_at)"
-            " SELECT v.product_id, v.version, v.content_hash, v.status, NULL, 0, now(), now()"
-            " FROM (VALUES %s) AS v (product_id, version, content_hash, status)"
-            " ON CONFLICT (product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version,"
+            "INSERT INTO sync_state AS s (generation, product_id, indexed_version, content_hash, status, last_error,"
+            " attempts, indexed_at, updated_at)"
+            " SELECT v.generation, v.product_id, v.version, v.content_hash, v.status, NULL, 0, now(), now()"
+            " FROM (VALUES %s) AS v (generation, product_id, version, content_hash, status)"
+            " ON CONFLICT (generation, product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version,"
             " content_hash = EXCLUDED.content_hash, status = EXCLUDED.status, last_error = NULL, attempts = 0,"
             " indexed_at = now(), updated_at = now()"
             # A row re-inserted under a deleted id starts a new life at version 1.
             " WHERE s.indexed_version <= EXCLUDED.indexed_version"
             " OR (s.status = 'deleted' AND EXCLUDED.status = 'indexed')",
-            entries,
-            template="(%s::bigint, %s::bigint, %s::text, %s::text)",
+            [(generation, *entry) for entry in entries],
+            template="(%s::bigint, %s::bigint, %s::bigint, %s::text, %s::text)",
         )
 
 
-def record_failed(conn: Connection, failures: dict[int, str]) -> None:
-    """Mark products failed with the reason; count the attempt. The indexed version is kept."""
+def record_failed(conn: Connection, failures: dict[int, str], *, generation: int) -> None:
+    """Mark products failed in one generation with the reason; count the attempt. The indexed version is kept."""
     if not failures:
         return
-    rows = [(pid, reason[:MAX_ERROR_CHARS]) for pid, reason in failures.items()]
+    rows = [(generation, pid, reason[:MAX_ERROR_CHARS]) for pid, reason in failures.items()]
     with conn.cursor() as cur:
         psycopg2.extras.execute_values(
             cur,
-            "INSERT INTO sync_state AS s (product_id, status, last_error, attempts, updated_at)"
-            " SELECT v.product_id, 'failed', v.reason, 1, now() FROM (VALUES %s) AS v (product_id, reason)"
-            " ON CONFLICT (product_id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,"
+            "INSERT INTO sync_state AS s (generation, product_id, status, last_error, attempts, updated_at)"
+            " SELECT v.generation, v.product_id, 'failed', v.reason, 1, now()"
+            " FROM (VALUES %s) AS v (generation, product_id, reason)"
+            " ON CONFLICT (generation, product_id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,"
             " attempts = s.attempts + 1, updated_at = now()",
             rows,
-            template="(%s::bigint, %s::text)",
+            template="(%s::bigint, %s::bigint, %s::text)",
         )
 
 

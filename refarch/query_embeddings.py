@@ -33,16 +33,22 @@ def is_embedding_outage(err: Exception) -> bool:
 class QueryEmbeddings:
     """The embedder behind a bounded cache per (model id, query text)."""
 
-    def __init__(self, embedder: Embedder, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(self, embedder: Embedder | None = None, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         self.embedder = embedder
         self._cache: LRUCache[tuple[str, str], list[float]] = LRUCache(maxsize=max_entries)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def vector(self, query: str) -> list[float]:
-        """The query's vector, from the cache or one embedding request; EmbeddingUnavailableError on an outage."""
-        key = (self.embedder.model_id, query)
+    def vector(self, query: str, embedder: Embedder | None = None) -> list[float]:
+        """The query's vector, from the cache or one embedding request; EmbeddingUnavailableError on an outage.
+
+        `embedder` (the active index generation's) overrides the one given at construction.
+        """
+        embedder = embedder or self.embedder
+        if embedder is None:
+            raise ValueError("no embedder: pass one to QueryEmbeddings or to vector()")
+        key = (embedder.model_id, query)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -50,7 +56,7 @@ class QueryEmbeddings:
                 return cached
             self.misses += 1
         try:
-            vector = self.embedder.embed([query])[0]
+            vector = embedder.embed([query])[0]
         except Exception as err:
             if is_embedding_outage(err):
                 raise EmbeddingUnavailableError(f"{type(err).__name__}: {err}") from err

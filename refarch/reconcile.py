@@ -103,7 +103,8 @@ def find_drift(db: Database, index: VectorIndex, model_id: str, shard: Shard | N
         cur.itersize = 5000
         cur.execute(
             "SELECT p.id, p.version, p.name, p.category, p.description, s.indexed_version, s.content_hash, s.status"
-            f" FROM products p LEFT JOIN sync_state s ON s.product_id = p.id WHERE {where} ORDER BY p.id",
+            " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = active_generation()"
+            f" WHERE {where} ORDER BY p.id",
             [bound for pair in ranges for bound in pair],
         )
         for pid, version, name, category, description, ledger_version, ledger_hash, status in cur:
@@ -130,7 +131,11 @@ def repair(db: Database, queue: SyncQueue, report: DriftReport) -> int:
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("SELECT id, version FROM products WHERE id = ANY(%s)", (ids,))
         versions = dict(cur.fetchall())
-        cur.execute("SELECT product_id, indexed_version FROM sync_state WHERE product_id = ANY(%s)", (ids,))
+        cur.execute(
+            "SELECT product_id, indexed_version FROM sync_state WHERE product_id = ANY(%s)"
+            " AND generation = active_generation()",
+            (ids,),
+        )
         ledger_versions = dict(cur.fetchall())
     work = [
         (pid, versions.get(pid) or ledger_versions.get(pid) or 1, "sync" if pid in versions else "delete")

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 from refarch.db import Database, resolve_dsn
 from refarch.embeddings import Embedder, make_embedder
 from refarch.emu import Emu
+from refarch.index_targets import GenerationTargets
 from refarch.queue import SyncQueue, make_cloudwatch_client, make_sqs_client
 from refarch.settings import Settings
-from refarch.vector_index import VectorIndex, make_index
+from refarch.vector_index import VectorIndex
 
 if TYPE_CHECKING:
     from refarch.search import SearchService
@@ -33,13 +34,18 @@ class Runtime:
 
     @cached_property
     def embedder(self) -> Embedder:
-        """The embedder."""
+        """The embedder the settings configure (a new index generation's; each generation records its own)."""
         return make_embedder(self.settings)
 
     @cached_property
+    def targets(self) -> GenerationTargets:
+        """Each index generation's embedder and index (the configured embedder is this runtime's own)."""
+        return GenerationTargets(self.settings, self.db, configured_embedder=lambda: self.embedder)
+
+    @property
     def index(self) -> VectorIndex:
-        """The vector index, dimension-checked against the embedder."""
-        return make_index(self.settings, self.db, self.embedder.dimension)
+        """The active generation's vector index (the one search reads; it follows a switch)."""
+        return self.targets.active().index
 
     @cached_property
     def sqs(self) -> Any:
@@ -64,11 +70,11 @@ class Runtime:
     @cached_property
     def emu(self) -> Emu:
         """Emu's logic with its collaborators."""
-        return Emu(self.db, self.embedder, self.index)
+        return Emu(self.db, self.targets)
 
     @cached_property
     def search(self) -> SearchService:
         """The search service the web page and the CLI share (imported here: the Lambdas never search)."""
         from refarch.search import SearchService
 
-        return SearchService(self.db, self.embedder, self.index)
+        return SearchService(self.db, self.targets)

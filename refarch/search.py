@@ -1,6 +1,8 @@
 """Search: hybrid (semantic + lexical, fused by rank), semantic only, or lexical only; rows from Postgres.
 
-- semantic: the query's vector (cached per model, `refarch.query_embeddings`) against the vector index.
+- semantic: the query's vector (cached per model, `refarch.query_embeddings`) against the vector index
+  of the active index generation, embedded by that generation's model (`refarch.index_targets`, re-read
+  every few seconds: a `refarch reindex --switch` needs no restart).
 - lexical: Postgres full-text search on the row's own text (`refarch.lexical_search`).
 - hybrid (default): both lists, fused with Reciprocal Rank Fusion (`refarch.fusion`); a product
   whose SKU is exactly the query comes first.
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -172,13 +174,43 @@ class SearchRequest(ListingRequest):
     ] = DEFAULT_MODE
 
 
+class ServedIndex(Protocol):
+    """An embedder and the vector index its vectors are searched in (an index generation's IndexTarget)."""
+
+    @property
+    def embedder(self) -> Embedder: ...
+
+    @property
+    def index(self) -> VectorIndex: ...
+
+
+class ActiveIndex(Protocol):
+    """Where search finds the index to read (refarch.index_targets.GenerationTargets: the active generation)."""
+
+    def active(self) -> ServedIndex: ...
+
+
+@dataclass(frozen=True)
+class FixedIndex:
+    """One embedder and index, always (benchmarks over a catalog indexed outside any generation)."""
+
+    embedder: Embedder
+    index: VectorIndex
+
+    def active(self) -> FixedIndex:
+        """Itself."""
+        return self
+
+
 class SearchService:
     """The one search implementation (web page, JSON API, `refarch search`, benchmarks)."""
 
-    def __init__(self, db: Database, embedder: Embedder, index: VectorIndex) -> None:
+    def __init__(self, db: Database, targets: ActiveIndex) -> None:
         self.db = db
-        self.embeddings = QueryEmbeddings(embedder)
-        self.index = index
+        # The active index generation, looked up per request (cached briefly): a switch needs no restart.
+        self.targets = targets
+        # Query vectors, cached per (model id, text): a switch to another model never reuses the old model's.
+        self.embeddings = QueryEmbeddings()
 
     def search(
         self,
@@ -229,19 +261,23 @@ class SearchService:
         used: SearchMode = requested
         fallback: str | None = None
         vector: list[float] | None = None
+        index: VectorIndex | None = None
         if requested != "lexical":
+            # One generation per request: the query is embedded by the model whose vectors it is compared with.
+            target = self.targets.active()
+            index = target.index
             try:
-                vector = self.embeddings.vector(query)
+                vector = self.embeddings.vector(query, target.embedder)
             except EmbeddingUnavailableError as err:
                 logger.warning("embedding service unavailable: searching lexically", extra={"error": str(err)})
                 used, fallback = "lexical", EMBEDDING_OUTAGE_MESSAGE
         depth = end + 1
-        if vector is None:  # lexical asked for, or the embedding service is down
+        if vector is None or index is None:  # lexical asked for, or the embedding service is down
             ranked = self._lexical(query, search_filter, depth=depth)
         elif used == "semantic":
-            ranked = self._semantic(vector, search_filter, depth=depth)
+            ranked = self._semantic(index, vector, search_filter, depth=depth)
         else:
-            ranked = self._hybrid(query, vector, search_filter, depth=depth)
+            ranked = self._hybrid(index, query, vector, search_filter, depth=depth)
         window = ranked[offset:end]
         with self.db.transaction() as conn:
             rows = products.get_many(conn, [h.id for h in window])
@@ -266,15 +302,19 @@ class SearchService:
             lexical = lexical_search.ranked_ids(conn, query, limit=depth, search_filter=search_filter)
         return [FusedHit(pid, rank, {"lexical": n}) for n, (pid, rank) in enumerate(lexical, start=1)]
 
-    def _semantic(self, vector: list[float], search_filter: SearchFilter, *, depth: int) -> list[FusedHit]:
+    def _semantic(
+        self, index: VectorIndex, vector: list[float], search_filter: SearchFilter, *, depth: int
+    ) -> list[FusedHit]:
         """Vector-index ranking to `depth` results."""
-        matches = self.index.query(vector, top_k=depth, filter=search_filter)
+        matches = index.query(vector, top_k=depth, filter=search_filter)
         return [FusedHit(m.id, m.score, {"semantic": n}) for n, m in enumerate(matches, start=1)]
 
-    def _hybrid(self, query: str, vector: list[float], search_filter: SearchFilter, *, depth: int) -> list[FusedHit]:
+    def _hybrid(
+        self, index: VectorIndex, query: str, vector: list[float], search_filter: SearchFilter, *, depth: int
+    ) -> list[FusedHit]:
         """Both rankings, each to at least FUSION_DEPTH, fused by RRF; an exact SKU match first."""
         fused_depth = min(MAX_DEPTH + 1, max(FUSION_DEPTH, depth))
-        matches = self.index.query(vector, top_k=fused_depth, filter=search_filter)
+        matches = index.query(vector, top_k=fused_depth, filter=search_filter)
         with self.db.transaction() as conn:
             lexical = lexical_search.ranked_ids(conn, query, limit=fused_depth, search_filter=search_filter)
             sku_match = lexical_search.exact_sku(conn, query, search_filter=search_filter)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from refarch import generations
 from refarch.db import Connection, fetch_one
 from refarch.observability import logger
 from refarch.settings import Settings
@@ -35,7 +36,8 @@ def sync_counts(conn: Connection) -> dict[str, Any]:
         total, indexed, pending_rows, failed_rows = fetch_one(cur)
         # Deletions not yet applied, aged from their delete's outbox row (while it is kept).
         cur.execute(
-            "WITH gone AS (SELECT s.product_id, s.status FROM sync_state s WHERE s.status <> 'deleted'"
+            "WITH gone AS (SELECT s.product_id, s.status FROM sync_state s"
+            " WHERE s.generation = active_generation() AND s.status <> 'deleted'"
             " AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = s.product_id))"
             " SELECT count(*) FILTER (WHERE status <> 'failed'), count(*) FILTER (WHERE status = 'failed'),"
             " coalesce(extract(epoch FROM now() - (SELECT min(o.created_at) FROM sync_outbox o"
@@ -46,7 +48,7 @@ def sync_counts(conn: Connection) -> dict[str, Any]:
         # Oldest change not yet reflected in the index (updated_at is when that state was committed).
         cur.execute(
             "SELECT coalesce(extract(epoch FROM now() - min(p.updated_at)), 0) FROM products p"
-            " LEFT JOIN sync_state s ON s.product_id = p.id"
+            " LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = active_generation()"
             " WHERE s.product_id IS NULL OR s.indexed_version < p.version OR s.status = 'failed'"
         )
         oldest = max(float(fetch_one(cur)[0]), float(oldest_delete) if pending_deletes else 0.0)
@@ -61,6 +63,31 @@ def sync_counts(conn: Connection) -> dict[str, Any]:
         "outbox_backlog": outbox_backlog,
         "oldest_pending_seconds": round(oldest, 3),
     }
+
+
+def generation_counts(conn: Connection) -> dict[str, Any]:
+    """The active index generation, and the building one's progress (rows, rate, ETA) while a re-index runs.
+
+    Flat keys, as every other status field: `building_generation` is None when nothing builds.
+    """
+    active = generations.active(conn)
+    building = generations.building(conn)
+    result: dict[str, Any] = {
+        "generation": active.id,
+        "generation_model": active.model_id,
+        "building_generation": building.id if building else None,
+    }
+    if building is not None:
+        progress = generations.progress(conn, building.id)
+        result.update(
+            building_model=building.model_id,
+            building_rows=progress["rows"],
+            building_indexed=progress["indexed"],
+            building_failed=progress["failed"],
+            building_rate_per_second=progress["rate_per_second"],
+            building_eta_seconds=progress["eta_seconds"],
+        )
+    return result
 
 
 # Queues whose depth could not be read last time (per process), so an outage is warned about once.

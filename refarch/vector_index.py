@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -13,9 +14,12 @@ from pgvector import Vector
 from pgvector.psycopg2 import register_vector
 
 from refarch.db import Database, fetch_one
-from refarch.db.roles import VECTOR_TABLE_GRANTS
+from refarch.db.roles import vector_table_grants
 from refarch.id_shards import Shard
 from refarch.settings import ConfigurationError, Settings
+
+# product_vectors (generation 1) or product_vectors_g<n>: the only names placed in SQL text.
+VECTOR_TABLE_NAME = re.compile(r"product_vectors(_g[0-9]{1,9})?")
 
 
 class DimensionMismatchError(ConfigurationError):
@@ -106,15 +110,22 @@ class VectorIndex(Protocol):
         """The stored vectors of these ids (absent ids are left out), to check them against a re-embedding."""
         ...
 
+    def drop(self) -> None:
+        """Remove every vector and the place that held them (a dropped index generation)."""
+
 
 class PgVectorIndex:
-    """Vectors in a `product_vectors` table in the same Postgres, HNSW cosine index."""
+    """Vectors in a table of the same Postgres (`product_vectors`, one per index generation), HNSW cosine index."""
 
-    def __init__(self, db: Database, dimension: int) -> None:
+    def __init__(self, db: Database, dimension: int, table: str = "product_vectors") -> None:
+        if not VECTOR_TABLE_NAME.fullmatch(table):
+            raise ConfigurationError(f"pgvector table name {table!r} must match {VECTOR_TABLE_NAME.pattern}")
         # Its own connections (Emu holds per-product locks in a transaction on `db` meanwhile), each
         # with pgvector's adapter: vectors travel as pgvector.Vector both ways.
         self.db = Database(db.dsn, application_name="refarch-pgvector", on_connect=_register_vector)
         self.dimension = dimension
+        # Validated above: safe to place in SQL text (table names cannot be bind parameters).
+        self.table = table
 
     def ensure(self) -> None:
         """Create the table and HNSW index if missing; refuse an existing table of another dimension."""
@@ -124,21 +135,21 @@ class PgVectorIndex:
             register_vector(conn)
             # A vector column's type modifier is its dimension.
             cur.execute(
-                "SELECT atttypmod FROM pg_attribute"
-                " WHERE attrelid = to_regclass('product_vectors') AND attname = 'embedding'"
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+                (self.table,),
             )
             row = cur.fetchone()
             if row is not None:
                 existing = int(row[0])
                 if existing != self.dimension:
                     raise DimensionMismatchError(
-                        f"pgvector table product_vectors holds {existing}-d vectors but the embedder "
-                        f"produces {self.dimension}-d vectors: drop product_vectors (and reset sync_state) "
-                        "or configure an embedder with the same dimension"
+                        f"pgvector table {self.table} holds {existing}-d vectors but the embedder "
+                        f"produces {self.dimension}-d vectors: configure the embedder it was built with, "
+                        "and change models with `refarch reindex` (docs/reindex.md)"
                     )
                 return
             cur.execute(
-                f"""CREATE TABLE product_vectors (
+                f"""CREATE TABLE {self.table} (
                         product_id   bigint PRIMARY KEY,
                         embedding    vector({int(self.dimension)}) NOT NULL,
                         sku          text NOT NULL,
@@ -149,9 +160,14 @@ class PgVectorIndex:
                         content_hash text NOT NULL,
                         updated_at   timestamptz NOT NULL DEFAULT now())"""
             )
-            cur.execute("CREATE INDEX product_vectors_hnsw ON product_vectors USING hnsw (embedding vector_cosine_ops)")
-            cur.execute("CREATE INDEX product_vectors_category ON product_vectors (category)")
-            cur.execute(VECTOR_TABLE_GRANTS)
+            cur.execute(f"CREATE INDEX {self.table}_hnsw ON {self.table} USING hnsw (embedding vector_cosine_ops)")
+            cur.execute(f"CREATE INDEX {self.table}_category ON {self.table} (category)")
+            cur.execute(vector_table_grants(self.table))
+
+    def drop(self) -> None:
+        """Drop the table (a retired generation past its grace period)."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {self.table}")
 
     def upsert(self, records: list[VectorRecord]) -> None:
         """Insert or replace vectors."""
@@ -173,7 +189,7 @@ class PgVectorIndex:
         with self.db.transaction() as conn, conn.cursor() as cur:
             psycopg2.extras.execute_values(
                 cur,
-                "INSERT INTO product_vectors (product_id, embedding, sku, name, category, price, version, content_hash)"
+                f"INSERT INTO {self.table} (product_id, embedding, sku, name, category, price, version, content_hash)"
                 " VALUES %s ON CONFLICT (product_id) DO UPDATE SET embedding = EXCLUDED.embedding,"
                 " sku = EXCLUDED.sku, name = EXCLUDED.name, category = EXCLUDED.category,"
                 " price = EXCLUDED.price, version = EXCLUDED.version, content_hash = EXCLUDED.content_hash,"
@@ -193,7 +209,7 @@ class PgVectorIndex:
         with self.db.transaction() as conn, conn.cursor() as cur:
             psycopg2.extras.execute_values(
                 cur,
-                "UPDATE product_vectors v SET sku = u.sku, name = u.name, category = u.category,"
+                f"UPDATE {self.table} v SET sku = u.sku, name = u.name, category = u.category,"
                 " price = u.price, version = u.version, content_hash = u.content_hash, updated_at = now()"
                 " FROM (VALUES %s) AS u (product_id, sku, name, category, price, version, content_hash)"
                 " WHERE v.product_id = u.product_id",
@@ -205,7 +221,7 @@ class PgVectorIndex:
         """Remove vectors."""
         if ids:
             with self.db.transaction() as conn, conn.cursor() as cur:
-                cur.execute("DELETE FROM product_vectors WHERE product_id = ANY(%s)", (list(ids),))
+                cur.execute(f"DELETE FROM {self.table} WHERE product_id = ANY(%s)", (list(ids),))
 
     def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
         """Nearest neighbours by cosine distance."""
@@ -222,7 +238,7 @@ class PgVectorIndex:
                 cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(40, top_k), 1000)),))
             cur.execute(
                 "SELECT product_id, 1 - (embedding <=> %s::vector) AS score, sku, name, category, price, version,"
-                f" content_hash FROM product_vectors {where} ORDER BY embedding <=> %s::vector LIMIT %s",
+                f" content_hash FROM {self.table} {where} ORDER BY embedding <=> %s::vector LIMIT %s",
                 [literal, *params, literal, top_k],
             )
             return [
@@ -244,17 +260,20 @@ class PgVectorIndex:
     def count(self) -> int:
         """Number of vectors."""
         with self.db.transaction() as conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM product_vectors")
+            cur.execute(f"SELECT count(*) FROM {self.table}")
             return int(fetch_one(cur)[0])
 
-    _METADATA = "SELECT product_id, sku, name, category, price, version, content_hash FROM product_vectors"
+    @property
+    def _metadata_query(self) -> str:
+        return f"SELECT product_id, sku, name, category, price, version, content_hash FROM {self.table}"
 
     def scan(self, prefix: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
         """Ids (with this decimal prefix) and their metadata, as Pinecone stores it; a prefix is a few id ranges."""
         ranges = Shard(prefix=prefix).ranges()
         where = " OR ".join(["product_id BETWEEN %s AND %s"] * len(ranges))
         with self.db.transaction() as conn, conn.cursor() as cur:
-            cur.execute(f"{self._METADATA} WHERE {where} ORDER BY product_id", [b for pair in ranges for b in pair])
+            bounds = [b for pair in ranges for b in pair]
+            cur.execute(f"{self._metadata_query} WHERE {where} ORDER BY product_id", bounds)
             rows = cur.fetchall()
         for row in rows:
             yield row[0], _metadata(row)
@@ -262,13 +281,13 @@ class PgVectorIndex:
     def fetch_metadata(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         """Metadata by id."""
         with self.db.transaction() as conn, conn.cursor() as cur:
-            cur.execute(f"{self._METADATA} WHERE product_id = ANY(%s)", (list(ids),))
+            cur.execute(f"{self._metadata_query} WHERE product_id = ANY(%s)", (list(ids),))
             return {row[0]: _metadata(row) for row in cur.fetchall()}
 
     def fetch_vectors(self, ids: list[int]) -> dict[int, list[float]]:
         """Stored vectors by id."""
         with self.db.transaction() as conn, conn.cursor() as cur:
-            cur.execute("SELECT product_id, embedding FROM product_vectors WHERE product_id = ANY(%s)", (list(ids),))
+            cur.execute(f"SELECT product_id, embedding FROM {self.table} WHERE product_id = ANY(%s)", (list(ids),))
             return {pid: vector.to_list() for pid, vector in cur.fetchall()}
 
 
@@ -314,6 +333,10 @@ class PineconeIndex:
                 f"Pinecone index {self.index_name or self._index.host} has dimension {existing} but the embedder "
                 f"produces {self.dimension}-d vectors: create a new index or change the embedder"
             )
+
+    def drop(self) -> None:
+        """Delete every vector of this namespace (a retired generation past its grace period)."""
+        self._index.delete(delete_all=True, namespace=self.namespace)
 
     def upsert(self, records: list[VectorRecord]) -> None:
         """Upsert in request-sized batches (<= UPSERT_BATCH vectors and <= MAX_REQUEST_BYTES each)."""
@@ -430,10 +453,18 @@ def _register_vector(conn: Any) -> None:
         register_vector(conn)
 
 
-def make_index(settings: Settings, db: Database, dimension: int) -> VectorIndex:
-    """The index the settings choose, checked against the embedder's dimension."""
+def make_index(
+    settings: Settings, db: Database, dimension: int, *, target: dict[str, Any] | None = None, ensure: bool = True
+) -> PgVectorIndex | PineconeIndex:
+    """The index the settings choose (or a generation's recorded target), checked against the embedder's dimension.
+
+    A target is a pgvector table ({"table": ...}) or a Pinecone index and namespace
+    ({"index_name", "host", "namespace"}); credentials always come from the settings. `ensure`
+    creates a missing table and checks the dimension (off only to drop an index).
+    """
     index: PgVectorIndex | PineconeIndex
-    if settings.vector_backend_kind == "pinecone":
+    pinecone = settings.vector_backend_kind == "pinecone" if target is None else "table" not in target
+    if pinecone:
         from refarch.secrets import API_KEY_FIELDS, from_env_or_secret
 
         key = from_env_or_secret(
@@ -445,14 +476,20 @@ def make_index(settings: Settings, db: Database, dimension: int) -> VectorIndex:
         )
         if not key:
             raise ConfigurationError("Pinecone chosen but no PINECONE_API_KEY or REFARCH_PINECONE_SECRET_ARN set")
+        where = target or {
+            "index_name": settings.pinecone_index_name,
+            "host": settings.pinecone_host,
+            "namespace": settings.pinecone_namespace,
+        }
         index = PineconeIndex(
             api_key=key,
             dimension=dimension,
-            index_name=settings.pinecone_index_name,
-            host=settings.pinecone_host,
-            namespace=settings.pinecone_namespace,
+            index_name=where.get("index_name"),
+            host=where.get("host"),
+            namespace=where["namespace"],
         )
     else:
-        index = PgVectorIndex(db, dimension)
-    index.ensure()
+        index = PgVectorIndex(db, dimension, (target or {}).get("table", "product_vectors"))
+    if ensure:
+        index.ensure()
     return index

@@ -8,7 +8,9 @@
 3. Search latency per mode (hybrid, semantic, lexical) at two catalog sizes; relevance per query
    class and mode on the labelled query set; the query-embedding cache (refarch_local.search_bench).
 4. Re-bootstrap and full re-delivery with nothing changed: embeddings computed (target 0).
-5. Peak memory of each process.
+5. Re-index every row to a second model through the bulk lane while searching, then switch
+   (refarch_local.bench_reindex): duration, search errors and empty pages meanwhile.
+6. Peak memory of each process.
 Benchmarks print and write their numbers; they assert nothing (tests check behaviour).
 """
 
@@ -34,8 +36,10 @@ from refarch.embeddings import LocalEmbedder
 from refarch.messages import bulk_messages
 from refarch.products import embedding_text
 from refarch.settings import Settings, read_local_runtime
+from refarch_local import bench_reindex
 from refarch_local.bench_edits import timed_edits
 from refarch_local.demo import Supervisor, emu_layout, free_port
+from refarch_local.standins import OpenAIStandIn
 
 
 def _embed_share(texts: list[str], batch: int, threads: int, barrier: Any, results: Any) -> None:
@@ -121,13 +125,18 @@ class Bench:
             self._embedder = LocalEmbedder()
         return self._embedder
 
-    def run(self) -> dict[str, Any]:
+    def run(self, *, reindex_only: bool = False) -> dict[str, Any]:
         """All measurements, in order; the stack is stopped at the end whatever happens.
 
         The temporary home (~1 GB with the 100,000-product index) is removed after a complete run
         and kept, with its logs, after a failed one.
         """
         completed = False
+        # The re-index's second model: the OpenAI stand-in, which every Emu worker must be able to reach.
+        second_model = OpenAIStandIn(seed=7).start()
+        os.environ.update(
+            REFARCH_EMBEDDER="local", OPENAI_API_KEY="bench-local-key", OPENAI_BASE_URL=second_model.base_url
+        )
         try:
             # Emu's per-batch "batch done" lines (INFO) are how the re-delivery step counts what Emu
             # received and skipped; the stack's components inherit this environment.
@@ -135,16 +144,20 @@ class Bench:
             self.supervisor.start_database()
             self.supervisor.start_components(("emu", "web"))
             self.bootstrap_throughput()
-            self.raw_model_throughput()
-            self.change_latency()
-            self.change_latency_during_bootstrap()
-            self.rebootstrap_unchanged()
-            self.search_latency()
-            self.search_relevance()
-            self.peak_memory()
+            if not reindex_only:
+                self.raw_model_throughput()
+                self.change_latency()
+                self.change_latency_during_bootstrap()
+                self.rebootstrap_unchanged()
+                self.search_latency()
+                self.search_relevance()
+            self.reindex_while_searching()
+            if not reindex_only:
+                self.peak_memory()
             completed = True
         finally:
             self.supervisor.stop()
+            second_model.stop()
             if completed:
                 shutil.rmtree(self.home, ignore_errors=True)
             else:
@@ -334,6 +347,19 @@ class Bench:
             "redelivery_embeddings": self._count("SELECT count(*) FROM embed_calls") - calls_after_rerun,
         }
 
+    def reindex_while_searching(self) -> None:
+        """Re-index every row to a second model through the bulk lane while searching (refarch_local.bench_reindex)."""
+        from refarch_local.search_bench import LATENCY_QUERIES
+
+        self.console.print(f"[bold]5. re-index[/bold] {self.rows} rows to a second model while searching …")
+        self.results["reindex"] = bench_reindex.reindex_while_searching(
+            Settings(home=self.home, database_url=self.supervisor.dsn),
+            self.embedder,
+            queries=LATENCY_QUERIES,
+            bootstrap=lambda generation: self.supervisor.bootstrap(generation=generation),
+            queue_idle=lambda: (self.supervisor.status().get("queue_depth") or 0) == 0,
+        )
+
     def _emu_log_sizes(self) -> dict[Path, int]:
         """Current size of each Emu worker's log (where its next lines will start)."""
         return {log: log.stat().st_size for log in (self.home / "logs").glob("emu*.log")}
@@ -354,9 +380,10 @@ class Bench:
         return totals
 
     def search_latency(self) -> None:
-        """p50/p95 of SearchService.search per mode at two catalog sizes (the larger one in its own database)."""
+        """p50/p95 of SearchService.search per mode at two catalog sizes (the larger one in its own database),
+        the active index generation looked up as the web app does."""
+        from refarch.index_targets import GenerationTargets
         from refarch.search import SearchService
-        from refarch.vector_index import PgVectorIndex
         from refarch_local import search_bench
 
         self.console.print(f"[bold]3. search latency[/bold] per mode at {self.search_sizes} products …")
@@ -370,7 +397,8 @@ class Bench:
                     self.supervisor.dsn, self.supervisor.dsn, size, self.embedder.dimension
                 )
             db = Database(dsn)
-            service = SearchService(db, self.embedder, PgVectorIndex(Database(dsn), self.embedder.dimension))
+            settings = Settings(home=self.home, embedder="local", vector_backend="pgvector")
+            service = SearchService(db, GenerationTargets(settings, db, configured_embedder=lambda: self.embedder))
             results[str(size)] = search_bench.search_latency(service, queries=self.queries)
             db.close()
         self.results["search_latency"] = results
@@ -417,6 +445,28 @@ def machine_description() -> str:
 
 def render(results: dict[str, Any], console: Console) -> str:
     """Print a table and return the same as markdown."""
+    rows = _pipeline_rows(results) if "raw_model" in results else []
+    if "reindex" in results:
+        rows += bench_reindex.render_rows(results["reindex"])
+    table = Table(title=f"refarch bench — {results['machine']}")
+    for column in ("Measure", "Result", "Target"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    lines = [f"Machine: {results['machine']}", "", "| Measure | Result | Target |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
+    if "search" not in results:
+        return "\n".join(lines) + "\n"
+    from refarch_local.search_bench import markdown as search_markdown
+
+    search_tables = search_markdown(results["search"])
+    console.print(search_tables)
+    return "\n".join(lines) + "\n\n" + search_tables
+
+
+def _pipeline_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The table's rows for the full run's measurements."""
     b, raw, lat = results["bootstrap"], results["raw_model"], results["change_latency_ms"]
     busy = results["change_latency_during_bootstrap_ms"]
     re, search, mem = results["rebootstrap_unchanged"], results["search_latency"], results["peak_memory_mb"]
@@ -486,29 +536,20 @@ def render(results: dict[str, Any], console: Console) -> str:
         rows.append((f"Bootstrap CPU per row: {name}", f"{ms} ms", ""))
     for name, mb in mem.items():
         rows.append((f"Peak memory: {name}", f"{mb} MB", ""))
-    table = Table(title=f"refarch bench — {results['machine']}")
-    for column in ("Measure", "Result", "Target"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    lines = [f"Machine: {results['machine']}", "", "| Measure | Result | Target |", "| --- | --- | --- |"]
-    lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
-    from refarch_local.search_bench import markdown as search_markdown
-
-    search_tables = search_markdown(results["search"])
-    console.print(search_tables)
-    return "\n".join(lines) + "\n\n" + search_tables
+    return rows
 
 
-def run_bench(*, quick: bool, json_path: Path | None, markdown_path: Path | None) -> dict[str, Any]:
-    """Run every benchmark (small sizes with quick) and write the results."""
+def run_bench(
+    *, quick: bool, json_path: Path | None, markdown_path: Path | None, reindex_only: bool = False
+) -> dict[str, Any]:
+    """Run every benchmark (small sizes with quick; only the bootstrap and the re-index with reindex_only)
+    and write the results."""
     console = Console(stderr=True)
     if quick:
         bench = Bench(rows=300, edits=20, search_sizes=(300, 2000), queries=30, console=console)
     else:
         bench = Bench(rows=10_000, edits=200, search_sizes=(10_000, 100_000), queries=200, console=console)
-    results = bench.run()
+    results = bench.run(reindex_only=reindex_only)
     results["quick"] = quick
     markdown = render(results, console)
     if json_path:

@@ -1,6 +1,6 @@
 """The bench's edit probe: edit products at a steady pace and time each commit until search returns it.
 
-Used by `refarch bench` (refarch/local/bench.py) when the system is idle and while a bootstrap runs.
+Used by `refarch bench` (refarch_local/bench.py) when the system is idle and while a bootstrap runs.
 """
 
 from __future__ import annotations

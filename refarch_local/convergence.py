@@ -62,13 +62,26 @@ class Convergence:
 
 
 def check_convergence(
-    db: Database, index: VectorIndex, embedder: Embedder, *, sample: int = 50, seed: int = 0
+    db: Database,
+    index: VectorIndex,
+    embedder: Embedder,
+    *,
+    sample: int = 50,
+    seed: int = 0,
+    generation: int | None = None,
 ) -> Convergence:
-    """Compare every row with its vector (metadata and hash), and `sample` random rows' vectors with a re-embedding."""
+    """Compare every row with its vector (metadata and hash), and `sample` random rows' vectors with a re-embedding.
+
+    The ledger compared is `generation`'s (default: the active one, whose index and embedder these are).
+    """
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("SELECT id FROM products")
         rows = products.get_many(conn, [r[0] for r in cur.fetchall()])
-        cur.execute("SELECT product_id, indexed_version, content_hash, status FROM sync_state")
+        cur.execute(
+            "SELECT product_id, indexed_version, content_hash, status FROM sync_state"
+            " WHERE generation = coalesce(%s, active_generation())",
+            (generation,),
+        )
         ledger = {pid: (version, digest, status) for pid, version, digest, status in cur.fetchall()}
     stored = dict(index.scan())
     result = Convergence(rows=len(rows), vectors=len(stored))

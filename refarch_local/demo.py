@@ -358,13 +358,14 @@ class Supervisor:
         finally:
             conn.close()
 
-    def bootstrap(self, on_batch: Any = None) -> dict[str, Any]:
-        """Run Plan -> Map(Batch) -> Finalize with the same handlers and concurrency as AWS."""
+    def bootstrap(self, on_batch: Any = None, generation: int | None = None) -> dict[str, Any]:
+        """Run Plan -> Map(Batch) -> Finalize with the same handlers and concurrency as AWS
+        (filling index generation `generation`, default the active one)."""
         from refarch_local.stepfunctions import run_bootstrap
 
         os.environ.update(DATABASE_URL=self.dsn, REFARCH_HOME=str(self.home))
         # Always a fresh run: the local queue is in memory, so a previous run's sends are gone.
-        return run_bootstrap(on_batch=on_batch, fresh=True)
+        return run_bootstrap(on_batch=on_batch, fresh=True, generation=generation)
 
     def status(self) -> dict[str, Any]:
         """Sync counts plus queue depths."""

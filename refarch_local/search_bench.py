@@ -20,7 +20,7 @@ from refarch import catalog
 from refarch.db import Database, connect, migrate, with_database
 from refarch.embeddings import Embedder
 from refarch.products import embedding_text
-from refarch.search import SEARCH_MODES, SearchService
+from refarch.search import SEARCH_MODES, FixedIndex, SearchService
 from refarch.vector_index import PgVectorIndex, VectorRecord
 from refarch_local.relevance import CLASSES, HITS_AT, hit_at, load_query_set, ndcg
 
@@ -220,7 +220,7 @@ def query_cache_latency(dsn: str, *, rows: int, queries: int) -> dict[str, Any]:
             max_retries=0,
         )
         embedded_catalog(dsn, rows, embedder, batch=500)
-        service = SearchService(Database(dsn), embedder, PgVectorIndex(Database(dsn), embedder.dimension))
+        service = SearchService(Database(dsn), FixedIndex(embedder, PgVectorIndex(Database(dsn), embedder.dimension)))
         texts = [f"{LATENCY_QUERIES[i % len(LATENCY_QUERIES)]} {i}" for i in range(queries)]
         result: dict[str, Any] = {"delay_ms": int(OPENAI_STANDIN_DELAY_S * 1000), "queries": queries}
         for label in ("fresh", "repeated"):
@@ -261,7 +261,7 @@ def prepare_and_measure(
         f"{len(query_set['queries'])} labelled queries x {len(SEARCH_MODES)} modes …"
     )
     embedded_catalog(dsn, query_set["catalog_rows"], embedder)
-    service = SearchService(Database(dsn), embedder, PgVectorIndex(Database(dsn), embedder.dimension))
+    service = SearchService(Database(dsn), FixedIndex(embedder, PgVectorIndex(Database(dsn), embedder.dimension)))
     results: dict[str, Any] = {"relevance": relevance(service, query_set)}
     if latency_sizes:
         results["search_latency_by_mode"] = {}
@@ -272,7 +272,9 @@ def prepare_and_measure(
                 if size == query_set["catalog_rows"]
                 else synthetic_catalog(admin_dsn, dsn, size, embedder.dimension)
             )
-            timed = SearchService(Database(sized), embedder, PgVectorIndex(Database(sized), embedder.dimension))
+            timed = SearchService(
+                Database(sized), FixedIndex(embedder, PgVectorIndex(Database(sized), embedder.dimension))
+            )
             results["search_latency_by_mode"][str(size)] = search_latency(timed, queries=latency_queries)
     if cache:
         console.print("[bold]query-embedding cache[/bold], the OpenAI stand-in answering after 150 ms …")

@@ -34,9 +34,16 @@ def run_bootstrap(
     range_size: int | None = None,
     on_batch: Callable[[dict[str, Any]], None] | None = None,
     fresh: bool = False,
+    generation: int | None = None,
 ) -> dict[str, Any]:
-    """Run one bootstrap execution to the end; return Finalize's output."""
-    plan = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": range_size or topology.bootstrap_range_size, "fresh": fresh})
+    """Run one bootstrap execution to the end; return Finalize's output.
+
+    It fills index generation `generation` (default: the active one).
+    """
+    plan = invoke(
+        BOOTSTRAP_PLAN_HANDLER,
+        {"range_size": range_size or topology.bootstrap_range_size, "fresh": fresh, "generation": generation},
+    )
     run_id = plan["run_id"]
     try:
         with ThreadPoolExecutor(max_workers=topology.bootstrap_max_concurrency, thread_name_prefix="bootstrap") as pool:

@@ -142,9 +142,11 @@ def sync_statuses() -> Response:
 
 @bp.get("/api/sync/status")
 def sync_status() -> Response:
-    """Totals (indexed / pending / failed), outbox backlog, oldest pending change, both lanes' queues and DLQs."""
+    """Totals (indexed / pending / failed), outbox backlog, oldest pending change, both lanes' queues and DLQs,
+    the active index generation and a re-index's progress."""
     with get_db() as conn:
         result: dict[str, Any] = status.sync_counts(conn)
+        result.update(status.generation_counts(conn))
     result.update(queue_state())
     return jsonify(result)
 

@@ -179,7 +179,8 @@ class SyncStatuses(BaseModel):
 
 
 class SyncStatus(BaseModel):
-    """Totals, outbox backlog, oldest pending change; each lane's queue depth, oldest message age and DLQ depth."""
+    """Totals, outbox backlog, oldest pending change; each lane's queue depth, oldest message age and DLQ depth;
+    the active index generation and, while a re-index runs, the building generation's progress."""
 
     products: int
     indexed: int
@@ -205,6 +206,19 @@ class SyncStatus(BaseModel):
     )
     bulk_dlq_depth: int | None = None
     queue: Literal["ok", "unreachable", "not configured"]
+    generation: int = Field(description="The active index generation (the one search reads; docs/reindex.md)")
+    generation_model: str | None = Field(description="Its embedder, e.g. local:all-MiniLM-L6-v2:384")
+    building_generation: int | None = Field(description="The generation a re-index is filling (null when none)")
+    building_model: str | None = Field(default=None, description="Its embedder (only while a re-index runs)")
+    building_rows: int | None = Field(default=None, description="Rows it must hold (the table's)")
+    building_indexed: int | None = Field(default=None, description="Rows it holds at their current version")
+    building_failed: int | None = Field(default=None, description="Rows whose last attempt failed in it")
+    building_rate_per_second: float | None = Field(
+        default=None, description="Rows indexed into it per second over the last 30 s"
+    )
+    building_eta_seconds: float | None = Field(
+        default=None, description="Time left at that rate (null when the rate is 0)"
+    )
 
 
 class Session(BaseModel):

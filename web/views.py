@@ -42,6 +42,7 @@ def index() -> tuple[str, int]:
     with get_db() as conn:
         categories = products.categories(conn)
         summary: dict[str, Any] = status.sync_counts(conn)
+        summary.update(status.generation_counts(conn))
     summary.update(queue_state())
     html = render_template(
         "index.html",

@@ -22,16 +22,20 @@ from refarch.settings import Settings
 # Runtime -> database role. The runtimes' secrets are keyed by these runtime names.
 RUNTIME_ROLES = {"web": "refarch_web", "emu": "refarch_emu", "pelican": "refarch_pelican"}
 
-# Run after a vector table is created: the same grants migration 0005 gives an existing one.
-VECTOR_TABLE_GRANTS = """
+
+def vector_table_grants(table: str) -> sql.Composed:
+    """Run after a vector table is created: the grants migration 0005 gives an existing product_vectors."""
+    return sql.SQL(
+        """
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'refarch_emu') THEN
-        GRANT SELECT, INSERT, UPDATE, DELETE ON product_vectors TO refarch_emu;
-        GRANT SELECT ON product_vectors TO refarch_web, refarch_pelican;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO refarch_emu;
+        GRANT SELECT ON {table} TO refarch_web, refarch_pelican;
     END IF;
 END $$
 """
+    ).format(table=sql.Identifier(table))
 
 
 def enable_login(conn: Connection, runtime: str, *, username: str, password: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from refarch.db import Database, fetch_one
+from refarch.generations import LIVE_STATUSES, GenerationError
 from refarch.messages import bulk_messages
 from refarch.observability import logger
 from refarch.queue import SyncQueue
@@ -22,8 +23,14 @@ class RangeBusyError(RuntimeError):
     """A range is pending but locked by another worker: retry later (the Map's retry policy does)."""
 
 
-def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dict[str, Any]:
-    """Create (or resume) a run and return its unfinished ranges as Map items.
+def plan_bootstrap(
+    db: Database, *, range_size: int, fresh: bool = False, generation: int | None = None
+) -> dict[str, Any]:
+    """Create (or resume) a run for an index generation and return its unfinished ranges as Map items.
+
+    `generation` is the index generation to fill (refarch.generations): by default the active
+    one; a re-index passes the building one. The run sends what that generation's ledger lacks;
+    Emu applies every message to every live generation, and its ledger skips what each holds.
 
     `fresh` abandons a run in progress instead of resuming it: for when the queue it filled was
     lost (the local in-memory SQS server restarted), so its done ranges must be redone.
@@ -33,27 +40,39 @@ def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dic
     """
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute("LOCK TABLE bootstrap_runs IN SHARE ROW EXCLUSIVE MODE")
+        cur.execute(
+            "SELECT id, status FROM index_generations WHERE id = coalesce(%s, active_generation())", (generation,)
+        )
+        found = cur.fetchone()
+        if found is None or found[1] not in LIVE_STATUSES:
+            raise GenerationError(
+                f"index generation {generation} does not exist or was dropped: a bootstrap fills a live one"
+                " (`refarch reindex --list`)"
+            )
+        generation = int(found[0])
         if fresh:
             cur.execute(
                 "UPDATE bootstrap_runs SET status = 'failed', finished_at = now(),"
-                " error = 'abandoned: a fresh run was requested' WHERE status = 'running'"
+                " error = 'abandoned: a fresh run was requested' WHERE status = 'running' AND generation = %s",
+                (generation,),
             )
-        cur.execute("SELECT id FROM bootstrap_runs WHERE status = 'running'")
+        cur.execute("SELECT id FROM bootstrap_runs WHERE status = 'running' AND generation = %s", (generation,))
         row = cur.fetchone()
         if row:
             run_id = row[0]
-            logger.info("resuming bootstrap run", extra={"run_id": run_id})
+            logger.info("resuming bootstrap run", extra={"run_id": run_id, "generation": generation})
         else:
             # The id space covers products and every product the ledger still holds (deletes to converge).
             cur.execute(
                 "SELECT (SELECT count(*) FROM products), coalesce(min(id), 1), coalesce(max(id), 0) FROM ("
                 " SELECT id FROM products UNION ALL"
-                " SELECT product_id FROM sync_state WHERE status <> 'deleted') AS ids"
+                " SELECT product_id FROM sync_state WHERE generation = %s AND status <> 'deleted') AS ids",
+                (generation,),
             )
             total, low, high = fetch_one(cur)
             cur.execute(
-                "INSERT INTO bootstrap_runs (range_size, total_rows) VALUES (%s, %s) RETURNING id",
-                (range_size, total),
+                "INSERT INTO bootstrap_runs (range_size, total_rows, generation) VALUES (%s, %s, %s) RETURNING id",
+                (range_size, total, generation),
             )
             run_id = fetch_one(cur)[0]
             cur.execute(
@@ -62,14 +81,14 @@ def plan_bootstrap(db: Database, *, range_size: int, fresh: bool = False) -> dic
                 " FROM generate_series(0, GREATEST((%s - %s) / %s, -1)) AS n",
                 (run_id, low, range_size, low, range_size, high, low, range_size),
             )
-            logger.info("bootstrap planned", extra={"run_id": run_id, "rows": total})
+            logger.info("bootstrap planned", extra={"run_id": run_id, "rows": total, "generation": generation})
         cur.execute(
             "SELECT range_no, first_id, last_id FROM bootstrap_ranges WHERE run_id = %s AND status = 'pending'"
             " ORDER BY range_no",
             (run_id,),
         )
         ranges = [{"run_id": run_id, "range_no": n, "first_id": a, "last_id": b} for n, a, b in cur.fetchall()]
-    return {"run_id": run_id, "ranges": ranges}
+    return {"run_id": run_id, "generation": generation, "ranges": ranges}
 
 
 def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> dict[str, Any]:
@@ -87,8 +106,9 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
     """
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT first_id, last_id, status FROM bootstrap_ranges WHERE run_id = %s AND range_no = %s"
-            " FOR UPDATE SKIP LOCKED",
+            "SELECT r.first_id, r.last_id, r.status, b.generation FROM bootstrap_ranges r"
+            " JOIN bootstrap_runs b ON b.id = r.run_id WHERE r.run_id = %s AND r.range_no = %s"
+            " FOR UPDATE OF r SKIP LOCKED",
             (run_id, range_no),
         )
         claimed = cur.fetchone()
@@ -100,12 +120,13 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
                 raise RangeBusyError(f"range {range_no} of bootstrap run {run_id} is held by another worker")
         if claimed is None or claimed[2] == "done":
             return {"run_id": run_id, "range_no": range_no, "enqueued": 0, "skipped": 0, "messages": 0, "taken": False}
-        first_id, last_id, _ = claimed
+        first_id, last_id, _, generation = claimed
+        # Compared with the ledger of the generation this run fills.
         cur.execute(
             "SELECT p.id, p.version, (s.status = 'indexed' AND s.indexed_version >= p.version) AS current"
-            " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id"
+            " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = %s"
             " WHERE p.id BETWEEN %s AND %s ORDER BY p.id",
-            (first_id, last_id),
+            (generation, first_id, last_id),
         )
         rows = cur.fetchall()
         todo: list[tuple[int, int, str]] = [(pid, version, "sync") for pid, version, current in rows if not current]
@@ -114,9 +135,9 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
         # message), so send it again. Emu re-reads the row, so a re-inserted id is synced instead.
         cur.execute(
             "SELECT s.product_id, s.indexed_version + 1 FROM sync_state s"
-            " WHERE s.product_id BETWEEN %s AND %s AND s.status <> 'deleted'"
+            " WHERE s.generation = %s AND s.product_id BETWEEN %s AND %s AND s.status <> 'deleted'"
             " AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = s.product_id) ORDER BY s.product_id",
-            (first_id, last_id),
+            (generation, first_id, last_id),
         )
         todo += [(pid, max(version, 1), "delete") for pid, version in cur.fetchall()]
         messages = bulk_messages(todo, source="bootstrap")

@@ -14,10 +14,10 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from refarch import ledger
-from refarch.db import connect
+from refarch.db import Database, connect
 from refarch.emu import content_hash
 from refarch.products import MAX_DESCRIPTION_CHARS
-from refarch.vector_index import DimensionMismatchError, SearchFilter
+from refarch.vector_index import DimensionMismatchError, PgVectorIndex, SearchFilter
 from tests.integration.emu_support import (
     OPENAI_DIMENSIONS,
     assert_index_matches_database,
@@ -220,7 +220,7 @@ def test_stale_messages_never_move_the_ledger_backwards(emu, dsn, openai_standin
     # And the ledger's own guard refuses to record an older version even if asked to
     conn = connect(dsn)
     with conn:
-        ledger.record_indexed(conn, [(row.id, 2, "older", "indexed")])
+        ledger.record_indexed(conn, [(row.id, 2, "older", "indexed")], generation=1)
     conn.close()
     assert ledger_entries(dsn)[row.id].indexed_version == 3
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
@@ -397,15 +397,30 @@ def test_a_failing_metadata_update_fails_the_record_and_keeps_the_old_version(
 
 
 def test_a_pgvector_table_of_another_dimension_is_a_clear_error(monkeypatch, dsn, openai_standin):
-    # Given product_vectors built for the 384-d local model
-    configure_emu(monkeypatch, dsn, embedder="local", index="pgvector").emu  # noqa: B018 - builds the table
-    # When Emu starts with a 64-d OpenAI embedder
+    # Given product_vectors built for the 384-d local model before index generations were recorded
+    PgVectorIndex(Database(dsn), 384).ensure()
+    # When Emu starts with a 64-d OpenAI embedder (and records generation 1 with it)
     configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin)
     row = new_product(dsn, 1)
     # Then the handler refuses to run, naming both sizes and how to fix it
     with pytest.raises(DimensionMismatchError, match="holds 384-d vectors but the embedder produces 64-d"):
         invoke_emu(sqs_event(change(row.id, op="insert")))
     assert openai_standin.embed_calls == 0
+
+
+def test_a_new_embedder_in_the_settings_leaves_the_active_generation_on_its_own_model(monkeypatch, dsn, openai_standin):
+    # Given generation 1 built with the 384-d local model
+    row = new_product(dsn, 1)
+    configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
+    invoke_emu(sqs_event(change(row.id, op="insert")))
+    # When Emu restarts configured with a 64-d OpenAI embedder (the model for the next re-index)
+    emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    edit_product(dsn, row.id, name="Widget One")
+    failed = failed_ids(invoke_emu(sqs_event(change(row.id, version=2))))
+    # Then the change is indexed with the model generation 1 records: search never breaks, nothing is refused
+    assert failed == set() and openai_standin.embed_calls == 0
+    assert emu.index.fetch_metadata([row.id])[row.id]["version"] == 2
+    assert emu.emu.embedder.model_id == "local:all-MiniLM-L6-v2:384"
 
 
 def test_a_pinecone_index_of_another_dimension_is_a_clear_error(

@@ -343,9 +343,8 @@ def test_index_converges_to_the_table_whatever_the_delivery(
         dimensions=16,
         max_retries=0,
     )
-    index_faults = IndexFaults(emu.index)
-    emu.__dict__["index"] = index_faults  # Emu is built on the index with its fault-injection point
-    emu.emu  # noqa: B018 - build the index (and its table) before the first example
+    # Emu writes to generation 1 through its fault-injection point (recorded and built first).
+    index_faults = emu.targets.wrap_index(emu.targets.active().generation.id, IndexFaults)
     tally: Counter[str] = Counter()
 
     @EXAMPLE_SETTINGS

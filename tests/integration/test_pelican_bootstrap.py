@@ -312,7 +312,7 @@ def test_rows_indexed_at_their_current_version_are_not_sent_again(conn, dsn, loc
         dsn,
         "INSERT INTO sync_state (product_id, indexed_version, status, indexed_at)"
         " SELECT id, version, 'indexed', now() FROM products"
-        " ON CONFLICT (product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version",
+        " ON CONFLICT (generation, product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version",
     )
     # When the bootstrap runs again
     with QueueDrain(local_settings, lane="bulk") as drain:

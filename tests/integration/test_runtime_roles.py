@@ -18,6 +18,7 @@ from refarch import catalog, products
 from refarch.db import Database, connect
 from refarch.db.roles import RUNTIME_ROLES, enable_login, scram_sha256_verifier
 from refarch.emu import Emu
+from refarch.index_targets import GenerationTargets
 from refarch.pelican.bootstrap import finalize_bootstrap, plan_bootstrap, run_batch
 from refarch.pelican.listener import OutboxRelay
 from refarch.queue import SyncQueue, make_sqs_client
@@ -116,7 +117,8 @@ def test_the_whole_flow_runs_with_each_runtime_on_its_own_role(dsn, login_as, ve
     # Emu: its index check at start, then every queued message.
     emu_index = PgVectorIndex(Database(emu_dsn), local_embedder.dimension)
     emu_index.ensure()  # the table exists: a check, no DDL
-    emu = Emu(Database(emu_dsn), local_embedder, emu_index)
+    emu_db = Database(emu_dsn)
+    emu = Emu(emu_db, GenerationTargets(local_settings, emu_db, configured_embedder=lambda: local_embedder))
 
     def index_everything_queued(lane: SyncQueue) -> int:
         """Products named by the lane's messages, each message processed by Emu."""
@@ -134,7 +136,9 @@ def test_the_whole_flow_runs_with_each_runtime_on_its_own_role(dsn, login_as, ve
 
     # Web: search, status, and an edit (whose outbox row the trigger writes with its owner's rights).
     web_db = Database(web_dsn)
-    search = SearchService(web_db, local_embedder, PgVectorIndex(web_db, local_embedder.dimension))
+    search = SearchService(
+        web_db, GenerationTargets(local_settings, web_db, configured_embedder=lambda: local_embedder)
+    )
     assert len(search.search("products", k=5).hits) == 5
     with web_db.transaction() as conn:
         assert sync_counts(conn)["indexed"] == 30

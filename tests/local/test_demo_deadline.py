@@ -77,7 +77,7 @@ def test_waiting_for_sync_ends_0_when_indexed_and_1_when_a_product_failed_for_go
     # Given every product indexed at its version and the outbox relayed
     conn = connect(dsn)
     with conn, conn.cursor() as cur:
-        ledger.record_indexed(conn, [(pid, 1, "hash", "indexed") for pid in (1, 2, 3)])
+        ledger.record_indexed(conn, [(pid, 1, "hash", "indexed") for pid in (1, 2, 3)], generation=1)
         cur.execute("UPDATE sync_outbox SET enqueued_at = now()")
     # Then following the bootstrap and waiting for the sync both end, without a deadline, with success
     enqueue_finished = threading.Event()
@@ -88,7 +88,7 @@ def test_waiting_for_sync_ends_0_when_indexed_and_1_when_a_product_failed_for_go
     assert run_with_hang_guard(_wait_synced, stuck_stack, None)["value"] == 0
     # When one product is marked failed and nothing is left in the queue (its messages are in the DLQ)
     with conn:
-        ledger.record_failed(conn, {2: "embed/upsert failed: test"})
+        ledger.record_failed(conn, {2: "embed/upsert failed: test"}, generation=1)
     conn.close()
     # Then the wait ends with exit code 1
     assert run_with_hang_guard(_wait_synced, stuck_stack, None)["value"] == 1

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from refarch.db import Database
 from refarch.embeddings import OpenAIEmbedder
-from refarch.emu import Emu, content_hash, parse_message
+from refarch.emu import content_hash, parse_message
+from refarch.index_targets import check_dimensions
 from refarch.messages import SyncMessage
-from refarch.vector_index import PineconeIndex
+from refarch.vector_index import DimensionMismatchError, PineconeIndex
 from refarch_local.standins import PineconeStandIn
 
 VALID = {
@@ -102,8 +102,8 @@ def test_emu_refuses_an_index_of_another_dimension_and_names_both():
         embedder = OpenAIEmbedder(
             api_key="sk-test", model="text-embedding-3-small", dimensions=64, base_url="http://127.0.0.1:9/v1"
         )
-        # When Emu is built from them, Then it refuses with both sizes and the model named
-        with pytest.raises(ValueError, match="384") as caught:
-            Emu(Database("postgresql://127.0.0.1:9/unused"), embedder, index)
+        # When an index generation is served by them, Then it is refused with both sizes and the model named
+        with pytest.raises(DimensionMismatchError, match="384") as caught:
+            check_dimensions(embedder, index)
     assert "64" in str(caught.value)
     assert "openai:text-embedding-3-small:64" in str(caught.value)

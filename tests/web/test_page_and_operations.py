@@ -186,7 +186,7 @@ def failed_product(runtime, catalog):
     from refarch import ledger
 
     with runtime.db.transaction() as conn:
-        ledger.record_failed(conn, {catalog[1].id: "openai: 401 Incorrect API key sk-internal-detail"})
+        ledger.record_failed(conn, {catalog[1].id: "openai: 401 Incorrect API key sk-internal-detail"}, generation=1)
     return catalog[1]
 
 
@@ -206,3 +206,35 @@ def test_the_failure_reason_is_shown_only_to_people_who_may_edit(locked_app, fai
 
 def test_in_open_mode_everyone_may_edit_and_sees_the_reason(client, failed_product):
     assert "sk-internal-detail" in client.get("/").get_data(as_text=True)
+
+
+def test_status_and_header_show_a_reindex_in_progress_while_search_reads_the_active_generation(
+    runtime, indexed_catalog, client
+):
+    # Given a re-index building generation 2, which holds 2 of the 5 rows so far
+    from refarch import generations, ledger
+    from refarch.generations import EmbedderSpec
+
+    with runtime.db.transaction() as conn:
+        generations.create_building(
+            conn,
+            spec=EmbedderSpec("openai", "text-embedding-3-small", 64),
+            model_id="openai:text-embedding-3-small:64",
+            dimension=64,
+            backend="pgvector",
+            target_for=lambda generation_id, active: {"table": generations.pgvector_table(generation_id)},
+        )
+        ledger.record_indexed(conn, [(p.id, p.version, "h", "indexed") for p in indexed_catalog[:2]], generation=2)
+    # When the status is read
+    body = client.get("/api/sync/status").get_json()
+    # Then it names the active generation and the build's rows, rate and ETA
+    assert (body["generation"], body["generation_model"]) == (1, "local:all-MiniLM-L6-v2:384")
+    assert body["building_generation"] == 2 and body["building_model"] == "openai:text-embedding-3-small:64"
+    assert (body["building_rows"], body["building_indexed"], body["building_failed"]) == (5, 2, 0)
+    assert body["building_rate_per_second"] > 0 and body["building_eta_seconds"] > 0
+    # And the page header shows the same progress
+    html = client.get("/").get_data(as_text=True)
+    assert re.search(r'data-key="generation"[^>]*>g1<', html)
+    assert re.search(r'data-key="building_indexed">g2 · 2/5 · [0-9.]+/s · ETA [0-9]+ s<', html)
+    # And search still answers from generation 1, whole
+    assert len(client.get("/api/search?q=tent&k=5").get_json()["results"]) == 5

@@ -72,6 +72,14 @@
       .then(schedulePoll);
   }
 
+  // A re-index's progress (docs/reindex.md): "g2 · 5,000/10,000 · 180/s · ETA 28 s"; hidden when none runs.
+  function reindexProgress(data) {
+    if (data.building_generation === null || data.building_generation === undefined) return "";
+    var eta = data.building_eta_seconds === null ? "?" : Number(data.building_eta_seconds).toFixed(0) + " s";
+    return "g" + data.building_generation + " · " + data.building_indexed.toLocaleString() + "/" +
+      data.building_rows.toLocaleString() + " · " + data.building_rate_per_second + "/s · ETA " + eta;
+  }
+
   function refreshSummary() {
     var summary = document.getElementById("sync-summary");
     if (!summary) return;
@@ -85,11 +93,17 @@
           var value = data[key];
           var ageKey = dd.dataset.ageKey;
           if (key === "oldest_pending_seconds") value = Number(value).toFixed(1) + " s";
+          else if (key === "generation") value = "g" + value;
+          else if (key === "building_indexed") value = reindexProgress(data);
           else if (ageKey && value === null) value = data.queue;
           else if (ageKey && data[ageKey] !== null && data[ageKey] !== undefined)
             value = value + " · " + Number(data[ageKey]).toFixed(0) + " s";
           else if (value === null) value = "–";
           dd.textContent = String(value);
+        });
+        summary.querySelectorAll("[data-show-key]").forEach(function (div) {
+          var shown = data[div.dataset.showKey];
+          div.hidden = shown === null || shown === undefined;
         });
       })
       .catch(function () { /* keep the last numbers */ })

@@ -1,0 +1,404 @@
+"""Index generations: which embedder and vector index search reads, and which one is being filled.
+
+A generation is one embedder (model id + dimension) and one vector index target (a pgvector
+table, or a Pinecone index and namespace), recorded in `index_generations` (migration 0010).
+Exactly one is `active` (search reads it); at most one is `building` (a re-index fills it
+through the bulk lane); a generation replaced by a switch is `retired` and still kept in sync,
+so a rollback is instant, until `gc` drops it after the grace period. Emu applies every change
+to every live generation (building, active, retired), each with its own ledger rows.
+
+This module holds the queries and the decisions; `refarch.index_targets` turns a generation
+into an embedder and an index. docs/reindex.md describes the procedure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from refarch.db import Connection, fetch_one
+from refarch.settings import Settings
+
+GenerationStatus = Literal["building", "active", "retired", "dropped"]
+LIVE_STATUSES: tuple[GenerationStatus, ...] = ("building", "active", "retired")
+# The pgvector table of generation 1 keeps its historical name; later ones get a suffix.
+FIRST_TABLE = "product_vectors"
+# How far back the building generation's rate is measured (rows indexed per second).
+RATE_WINDOW_SECONDS = 30
+
+
+class GenerationError(RuntimeError):
+    """A generation cannot change as asked; the message says why and what to do instead."""
+
+
+class IncompleteGenerationError(GenerationError):
+    """The generation does not yet hold every row at its current version (the switch waits)."""
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Which embedder a generation uses: the settings that choose it (keys stay in the settings)."""
+
+    kind: Literal["local", "openai"]
+    model: str
+    dimensions: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmbedderSpec:
+        """The embedder these settings configure."""
+        if settings.embedder_kind == "openai":
+            return cls("openai", settings.openai_model, settings.openai_dimensions)
+        return cls("local", settings.local_model, None)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> EmbedderSpec:
+        """From the `embedder` column."""
+        return cls(value["kind"], value["model"], value.get("dimensions"))
+
+    def as_json(self) -> dict[str, Any]:
+        """For the `embedder` column."""
+        return {"kind": self.kind, "model": self.model, "dimensions": self.dimensions}
+
+    def settings_for(self, settings: Settings) -> Settings:
+        """These settings with this embedder chosen (credentials and base URLs kept)."""
+        if self.kind == "openai":
+            update: dict[str, Any] = {
+                "embedder": "openai",
+                "openai_model": self.model,
+                "openai_dimensions": self.dimensions,
+            }
+        else:
+            update = {"embedder": "local", "local_model": self.model}
+        return settings.model_copy(update=update)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One row of `index_generations`."""
+
+    id: int
+    status: GenerationStatus
+    embedder: EmbedderSpec | None
+    model_id: str | None
+    dimension: int | None
+    backend: Literal["pgvector", "pinecone"] | None
+    target: dict[str, Any]
+    created_at: datetime
+    activated_at: datetime | None
+    retired_at: datetime | None
+
+    @property
+    def recorded(self) -> bool:
+        """False only for generation 1 before a runtime recorded the embedder it was built with."""
+        return self.embedder is not None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly summary (status displays, the CLI)."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "model_id": self.model_id,
+            "dimension": self.dimension,
+            "backend": self.backend,
+            "target": self.target,
+            "activated_at": self.activated_at.isoformat() if self.activated_at else None,
+            "retired_at": self.retired_at.isoformat() if self.retired_at else None,
+        }
+
+
+_COLUMNS = "id, status, embedder, model_id, dimension, backend, target, created_at, activated_at, retired_at"
+
+
+def _row(row: tuple[Any, ...]) -> Generation:
+    gid, status, embedder, model_id, dimension, backend, target, created, activated, retired = row
+    return Generation(
+        id=gid,
+        status=status,
+        embedder=EmbedderSpec.from_json(embedder) if embedder else None,
+        model_id=model_id,
+        dimension=dimension,
+        backend=backend,
+        target=target or {},
+        created_at=created,
+        activated_at=activated,
+        retired_at=retired,
+    )
+
+
+def pgvector_table(generation_id: int) -> str:
+    """The pgvector table of a generation: product_vectors, product_vectors_g2, ..."""
+    return FIRST_TABLE if generation_id == 1 else f"{FIRST_TABLE}_g{int(generation_id)}"
+
+
+def default_target(
+    settings: Settings,
+    generation_id: int,
+    *,
+    dimension: int,
+    active: Generation | None,
+    pinecone_index: str | None = None,
+) -> dict[str, Any]:
+    """Where a new generation's vectors go, for the configured backend.
+
+    pgvector: a table of its own. Pinecone: a namespace of its own, in `pinecone_index` when one is
+    named, else in the configured index, which only serves the dimension it was created with.
+    """
+    if settings.vector_backend_kind == "pgvector":
+        return {"table": pgvector_table(generation_id)}
+    namespace = settings.pinecone_namespace if generation_id == 1 else f"{settings.pinecone_namespace}-g{generation_id}"
+    if pinecone_index:
+        return {"index_name": pinecone_index, "host": None, "namespace": namespace}
+    configured_dimension = active.dimension if active is not None and active.backend == "pinecone" else None
+    if configured_dimension not in (None, dimension):
+        raise GenerationError(
+            f"the Pinecone index holds {configured_dimension}-d vectors and the new model produces {dimension}-d: "
+            f"create an index of dimension {dimension}, metric cosine (as the deploy's custom resource does) "
+            "and name it with --pinecone-index"
+        )
+    return {"index_name": settings.pinecone_index_name, "host": settings.pinecone_host, "namespace": namespace}
+
+
+def list_generations(conn: Connection, *, include_dropped: bool = False) -> list[Generation]:
+    """Every generation, oldest first."""
+    where = "" if include_dropped else " WHERE status <> 'dropped'"
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM index_generations{where} ORDER BY id")
+        return [_row(r) for r in cur.fetchall()]
+
+
+def get(conn: Connection, generation_id: int) -> Generation | None:
+    """One generation by id."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM index_generations WHERE id = %s", (generation_id,))
+        row = cur.fetchone()
+    return _row(row) if row else None
+
+
+def active(conn: Connection) -> Generation:
+    """The generation search reads."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM index_generations WHERE status = 'active'")
+        row = cur.fetchone()
+    if row is None:
+        raise GenerationError("no active index generation: run `refarch db migrate` (migration 0010 creates one)")
+    return _row(row)
+
+
+def building(conn: Connection) -> Generation | None:
+    """The generation being filled, if any."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM index_generations WHERE status = 'building'")
+        row = cur.fetchone()
+    return _row(row) if row else None
+
+
+def live(conn: Connection) -> list[Generation]:
+    """The generations every change is applied to, locked against a switch or a drop until the transaction ends.
+
+    FOR SHARE: a switch or gc waits for writers in flight, so no write lands in a generation
+    after it was dropped, and none misses a generation created before its transaction began.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM index_generations WHERE status = ANY(%s) ORDER BY id FOR SHARE",
+            (list(LIVE_STATUSES),),
+        )
+        return [_row(r) for r in cur.fetchall()]
+
+
+def adopt(
+    conn: Connection,
+    generation_id: int,
+    *,
+    spec: EmbedderSpec,
+    model_id: str,
+    dimension: int,
+    backend: str,
+    target: dict[str, Any],
+) -> Generation:
+    """Record the embedder and target of a generation created before they were known (generation 1).
+
+    Only once: a concurrent runtime that recorded first wins, and its record is returned.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE index_generations SET embedder = %s, model_id = %s, dimension = %s, backend = %s, target = %s"
+            " WHERE id = %s AND embedder IS NULL",
+            (json.dumps(spec.as_json()), model_id, dimension, backend, json.dumps(target), generation_id),
+        )
+    found = get(conn, generation_id)
+    if found is None:
+        raise GenerationError(f"index generation {generation_id} does not exist")
+    return found
+
+
+def create_building(
+    conn: Connection,
+    *,
+    spec: EmbedderSpec,
+    model_id: str,
+    dimension: int,
+    backend: str,
+    target_for: Callable[[int, Generation], dict[str, Any]],
+) -> Generation:
+    """Start a building generation for this embedder (refused while another one builds)."""
+    with conn.cursor() as cur:
+        cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
+        current = building(conn)
+        if current is not None:
+            raise GenerationError(
+                f"generation {current.id} ({current.model_id}) is already building: finish it with "
+                "`refarch reindex --switch` or abandon it with `refarch reindex --abort`"
+            )
+        now_active = active(conn)
+        cur.execute("SELECT coalesce(max(id), 0) + 1 FROM index_generations")
+        new_id = int(fetch_one(cur)[0])
+        target = target_for(new_id, now_active)
+        cur.execute(
+            "INSERT INTO index_generations (id, status, embedder, model_id, dimension, backend, target)"
+            " VALUES (%s, 'building', %s, %s, %s, %s, %s)",
+            (new_id, json.dumps(spec.as_json()), model_id, dimension, backend, json.dumps(target)),
+        )
+    created = get(conn, new_id)
+    assert created is not None
+    return created
+
+
+def progress(conn: Connection, generation_id: int) -> dict[str, Any]:
+    """How far a generation is from holding every row at its current version (checked against the table).
+
+    `missing` counts rows not indexed at their current version, `failed` those whose last attempt
+    failed, `pending_deletes` vectors of rows the table no longer has. Complete = all three 0.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*),"
+            " count(*) FILTER (WHERE s.status = 'indexed' AND s.indexed_version >= p.version),"
+            " count(*) FILTER (WHERE s.status = 'failed')"
+            " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = %s",
+            (generation_id,),
+        )
+        rows, indexed, failed = fetch_one(cur)
+        cur.execute(
+            "SELECT count(*) FROM sync_state s WHERE s.generation = %s AND s.status <> 'deleted'"
+            " AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = s.product_id)",
+            (generation_id,),
+        )
+        pending_deletes = int(fetch_one(cur)[0])
+        cur.execute(
+            "SELECT count(*) FROM sync_state WHERE generation = %s AND status = 'indexed'"
+            " AND indexed_at > now() - make_interval(secs => %s)",
+            (generation_id, RATE_WINDOW_SECONDS),
+        )
+        recent = int(fetch_one(cur)[0])
+    missing = int(rows) - int(indexed)
+    rate = recent / RATE_WINDOW_SECONDS
+    return {
+        "rows": int(rows),
+        "indexed": int(indexed),
+        "missing": missing,
+        "failed": int(failed),
+        "pending_deletes": pending_deletes,
+        "complete": missing == 0 and pending_deletes == 0,
+        "rate_per_second": round(rate, 1),
+        "eta_seconds": round(missing / rate, 1) if rate > 0 else (0.0 if missing == 0 else None),
+    }
+
+
+def _require_complete(conn: Connection, generation: Generation, what: str) -> None:
+    state = progress(conn, generation.id)
+    if not state["complete"]:
+        raise IncompleteGenerationError(
+            f"cannot {what}: generation {generation.id} ({generation.model_id}) lacks {state['missing']} of "
+            f"{state['rows']} rows at their current version ({state['failed']} failed) and "
+            f"{state['pending_deletes']} deletes; let Emu finish (or run `refarch reindex --resume`) and retry"
+        )
+
+
+def switch(conn: Connection) -> tuple[Generation, Generation]:
+    """Make the building generation active in one update, once it holds every row (else raise).
+
+    Returns (previous, new). The previous generation is retired and kept in sync for a rollback.
+    """
+    with conn.cursor() as cur:
+        cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
+        new = building(conn)
+        if new is None:
+            raise GenerationError("no generation is building: start one with `refarch reindex`")
+        _require_complete(conn, new, "switch")
+        previous = active(conn)
+        _make_active(cur, new.id, previous.id)
+    return previous, new
+
+
+def _make_active(cur: Any, new_id: int, previous_id: int) -> None:
+    """Retire the active generation and activate another: one commit, so readers see one or the other."""
+    # Two statements: the one-active unique index is checked row by row.
+    cur.execute("UPDATE index_generations SET status = 'retired', retired_at = now() WHERE id = %s", (previous_id,))
+    cur.execute(
+        "UPDATE index_generations SET status = 'active', activated_at = now(), retired_at = NULL WHERE id = %s",
+        (new_id,),
+    )
+
+
+def rollback(conn: Connection) -> tuple[Generation, Generation]:
+    """Make the most recently retired generation active again (it was kept in sync); returns (previous, restored)."""
+    with conn.cursor() as cur:
+        cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM index_generations WHERE status = 'retired'"
+            " ORDER BY retired_at DESC, id DESC LIMIT 1"
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise GenerationError("no retired generation to roll back to (it was dropped by --gc, or none existed)")
+        restored = _row(row)
+        _require_complete(conn, restored, "roll back")
+        previous = active(conn)
+        _make_active(cur, restored.id, previous.id)
+    return previous, restored
+
+
+def abort_building(conn: Connection) -> Generation:
+    """Abandon the building generation: it stops receiving changes and is dropped by the next gc."""
+    with conn.cursor() as cur:
+        cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
+        current = building(conn)
+        if current is None:
+            raise GenerationError("no generation is building")
+        # Retired long ago: past any grace period, so the next gc drops it.
+        cur.execute(
+            "UPDATE index_generations SET status = 'retired', retired_at = '-infinity' WHERE id = %s", (current.id,)
+        )
+        cur.execute(
+            "UPDATE bootstrap_runs SET status = 'failed', finished_at = now(), error = 'generation abandoned'"
+            " WHERE generation = %s AND status = 'running'",
+            (current.id,),
+        )
+    return current
+
+
+def expired(conn: Connection, grace: timedelta) -> list[Generation]:
+    """Retired generations past the grace period, locked for dropping (waits for Emu's writes in flight)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM index_generations WHERE status = 'retired' AND retired_at < now() - %s"
+            " ORDER BY id FOR UPDATE",
+            (grace,),
+        )
+        return [_row(r) for r in cur.fetchall()]
+
+
+def mark_dropped(conn: Connection, generation_ids: list[int]) -> None:
+    """Record generations as dropped and delete their ledger rows (their vectors are dropped by the caller)."""
+    if not generation_ids:
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE index_generations SET status = 'dropped', dropped_at = now() WHERE id = ANY(%s)",
+            (generation_ids,),
+        )
+        cur.execute("DELETE FROM sync_state WHERE generation = ANY(%s)", (generation_ids,))

@@ -1,0 +1,178 @@
+"""Change the embedding model or the vector index with zero downtime (docs/reindex.md).
+
+`start` records a building generation and creates its index; a bootstrap run targeted at it
+fills it through the bulk lane while search keeps reading the active one, and Emu applies every
+live change to both. `switch` makes it active in one update once it holds every row at its
+current version; `rollback` makes the previous one active again; `collect_garbage` drops
+retired generations after the grace period.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from refarch import generations
+from refarch.generations import EmbedderSpec, Generation, IncompleteGenerationError
+from refarch.index_targets import GenerationTargets
+from refarch.observability import logger
+from refarch.vector_index import make_index
+
+# A retired generation is kept (and kept in sync) this long for a rollback, unless told otherwise.
+DEFAULT_GRACE = timedelta(hours=24)
+
+
+def start(targets: GenerationTargets, spec: EmbedderSpec, *, pinecone_index: str | None = None) -> Generation:
+    """Record a building generation for this embedder and create its index (the table, or the namespace).
+
+    With Pinecone, `pinecone_index` names an existing index of the new dimension (else the
+    configured index is used, with a namespace of its own).
+    """
+    settings, db = targets.settings, targets.db
+    active = targets.active().generation  # records generation 1 first if needed
+    embedder = targets.embedder_for(spec)
+
+    def target_for(generation_id: int, current: Generation) -> dict[str, Any]:
+        target = generations.default_target(
+            settings, generation_id, dimension=embedder.dimension, active=current, pinecone_index=pinecone_index
+        )
+        # Created before the generation is visible, so Emu never writes to an index that is not there.
+        make_index(settings, db, embedder.dimension, target=target)
+        return target
+
+    with db.transaction() as conn:
+        created = generations.create_building(
+            conn,
+            spec=spec,
+            model_id=embedder.model_id,
+            dimension=embedder.dimension,
+            backend=settings.vector_backend_kind,
+            target_for=target_for,
+        )
+    logger.info(
+        "re-index started",
+        extra={"generation": created.id, "model_id": created.model_id, "active": active.id},
+    )
+    return created
+
+
+def status(targets: GenerationTargets) -> dict[str, Any]:
+    """Every generation (not dropped), and the building one's progress."""
+    with targets.db.transaction() as conn:
+        listed = generations.list_generations(conn)
+        found = generations.building(conn)
+        progress = generations.progress(conn, found.id) if found else None
+    return {"generations": [g.describe() for g in listed], "building": progress}
+
+
+def wait_until_complete(
+    targets: GenerationTargets,
+    *,
+    resend: Callable[[], None],
+    queue_idle: Callable[[], bool],
+    poll_seconds: float = 1.0,
+    timeout_seconds: float | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Generation:
+    """Wait until the building generation holds every row at its current version; returns it.
+
+    Completeness is checked against the table, not assumed from the queue. When the lanes are
+    idle and rows are still missing (a message dead-lettered, a change made while the generation
+    was being created), `resend` runs another bootstrap pass for the building generation, which
+    sends only what its ledger lacks.
+    """
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+    while True:
+        with targets.db.transaction() as conn:
+            found = generations.building(conn)
+            if found is None:
+                raise generations.GenerationError("no generation is building: start one with `refarch reindex`")
+            state = generations.progress(conn, found.id)
+        if on_progress:
+            on_progress(state)
+        if state["complete"]:
+            return found
+        if queue_idle():
+            logger.info("lanes idle with rows missing: re-sending", extra={"missing": state["missing"]})
+            resend()
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(
+                f"generation {found.id} still lacks {state['missing']} rows and {state['pending_deletes']} deletes"
+            )
+        time.sleep(poll_seconds)
+
+
+def wait_and_switch(
+    targets: GenerationTargets,
+    *,
+    resend: Callable[[], None],
+    queue_idle: Callable[[], bool],
+    poll_seconds: float = 1.0,
+    timeout_seconds: float | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[Generation, Generation]:
+    """Wait until the building generation is complete, then switch (checked again, atomically); returns (previous, new).
+
+    A change committed between the wait and the switch makes the switch's own check fail: Emu
+    applies it to both generations within moments, and the wait starts over.
+    """
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        wait_until_complete(
+            targets,
+            resend=resend,
+            queue_idle=queue_idle,
+            poll_seconds=poll_seconds,
+            timeout_seconds=remaining,
+            on_progress=on_progress,
+        )
+        try:
+            return switch(targets)
+        except IncompleteGenerationError:
+            time.sleep(poll_seconds)
+
+
+def switch(targets: GenerationTargets) -> tuple[Generation, Generation]:
+    """Make the building generation active (refused unless it holds every row); returns (previous, new)."""
+    with targets.db.transaction() as conn:
+        previous, new = generations.switch(conn)
+    targets.forget(new.id)
+    logger.info("generation switched", extra={"previous": previous.id, "active": new.id})
+    return previous, new
+
+
+def rollback(targets: GenerationTargets) -> tuple[Generation, Generation]:
+    """Make the most recently retired generation active again; returns (previous, restored)."""
+    with targets.db.transaction() as conn:
+        previous, restored = generations.rollback(conn)
+    targets.forget(restored.id)
+    logger.info("generation rolled back", extra={"previous": previous.id, "active": restored.id})
+    return previous, restored
+
+
+def abort(targets: GenerationTargets) -> Generation:
+    """Abandon the building generation (the next gc drops it)."""
+    with targets.db.transaction() as conn:
+        return generations.abort_building(conn)
+
+
+def collect_garbage(targets: GenerationTargets, grace: timedelta = DEFAULT_GRACE) -> list[int]:
+    """Drop retired generations older than `grace`: their index, their ledger rows; returns their ids.
+
+    The index is dropped inside the transaction that marks the generation dropped, so a failed
+    drop leaves it retired for the next run.
+    """
+    settings, db = targets.settings, targets.db
+    with db.transaction() as conn:
+        old = generations.expired(conn, grace)
+        for generation in old:
+            if generation.dimension is not None:
+                make_index(settings, db, generation.dimension, target=generation.target, ensure=False).drop()
+        generations.mark_dropped(conn, [g.id for g in old])
+    for generation in old:
+        targets.forget(generation.id)
+        logger.info("generation dropped", extra={"generation": generation.id, "model_id": generation.model_id})
+    return [g.id for g in old]
