@@ -22,6 +22,7 @@ PINECONE_INDEX_HANDLER = "lambdas.pinecone_index.handler"
 RECONCILE_PLAN_HANDLER = "lambdas.reconcile.plan"
 RECONCILE_SHARD_HANDLER = "lambdas.reconcile.shard"
 RECONCILE_FINALIZE_HANDLER = "lambdas.reconcile.finalize"
+REINDEX_HANDLER = "lambdas.reindex.handler"
 
 QUEUE_NAME = "refarch-sync.fifo"
 DLQ_NAME = "refarch-sync-dlq.fifo"

@@ -1,0 +1,127 @@
+"""A re-index in short, repeatable steps, for a state machine to drive (the Reindex state machine, docs/reindex.md).
+
+`refarch reindex` runs a whole re-index in one process (`refarch.reindex.wait_and_switch`). On AWS
+a Lambda cannot wait hours, so the Reindex state machine owns the loop (wait, poll, re-send,
+switch) and calls these steps, each one safe to repeat:
+
+- `ensure_building`: the building generation for the configured embedder: created, or found
+  already building, or not needed because the active generation already uses that embedder;
+- `building_progress`: how far it is, and whether both lanes are idle (rows still missing with
+  idle lanes mean a message was lost or dead-lettered: time to re-send what is missing);
+- `switch_to`: the switch, only to the generation this execution builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from refarch import generations, reindex
+from refarch.db import Connection
+from refarch.generations import EmbedderSpec, Generation, GenerationError
+from refarch.index_targets import GenerationTargets
+from refarch.observability import logger
+from refarch.queue import SyncQueue
+from refarch.settings import Settings
+
+
+def decide_start(active: Generation, building: Generation | None, spec: EmbedderSpec) -> Generation | None:
+    """The generation that already serves `spec`: the active one (nothing to do) or the building one
+    (resume it); None when a building generation must be created.
+
+    Refused while a generation of another embedder builds: one build at a time.
+    """
+    if active.embedder == spec:
+        return active
+    if building is None:
+        return None
+    if building.embedder == spec:
+        return building
+    raise GenerationError(
+        f"generation {building.id} ({building.model_id}) is building, not the configured "
+        f"{spec.kind} model {spec.model} ({spec.dimensions or 'its'} dimensions): let its re-index finish, "
+        'or abandon it ({"action": "abort"}) and start again'
+    )
+
+
+def pinecone_index_for(settings: Settings, active: Generation) -> str | None:
+    """The Pinecone index a new generation goes into: the configured one when it is not the active generation's.
+
+    A Pinecone index serves one dimension, so a model of another dimension needs an index of its
+    own: naming a new index in the settings (on AWS `SearchConfig.pinecone_index_name`, which
+    the deploy creates) puts the next generation there. None: the active generation's index, in a
+    namespace of its own (`refarch.generations.default_target`); also for pgvector.
+    """
+    if settings.vector_backend_kind != "pinecone" or not settings.pinecone_index_name:
+        return None
+    if active.target.get("index_name") == settings.pinecone_index_name:
+        return None
+    return settings.pinecone_index_name
+
+
+def ensure_building(targets: GenerationTargets, spec: EmbedderSpec) -> tuple[Generation, bool]:
+    """The generation for this embedder and whether a re-index is needed: (active, False) when it
+    already uses it, else (the building generation, True), created when none builds yet."""
+    active = targets.active().generation  # records generation 1 first if needed
+    with targets.db.transaction() as conn:
+        building = generations.building(conn)
+    found = decide_start(active, building, spec)
+    if found is active:
+        if building is not None:
+            # Not refused: the configuration asks for what search already uses. The other build goes on.
+            logger.warning(
+                "another generation is building while the configured embedder is the active one's",
+                extra={
+                    "building": building.id,
+                    "model_id": building.model_id,
+                    "advice": 'abandon it with {"action": "abort"} if it is no longer wanted',
+                },
+            )
+        return active, False
+    if found is not None:
+        logger.info("re-index already building", extra={"generation": found.id, "model_id": found.model_id})
+        return found, True
+    created = reindex.start(targets, spec, pinecone_index=pinecone_index_for(targets.settings, active))
+    return created, True
+
+
+def lanes_idle(queues: Iterable[SyncQueue]) -> bool:
+    """Nothing waiting and nothing in flight in any of these queues (SQS's approximate counts)."""
+    return all(queue.depth() == {"visible": 0, "in_flight": 0} for queue in queues)
+
+
+def building_progress(
+    targets: GenerationTargets, generation_id: int | None, *, lanes: Iterable[SyncQueue]
+) -> dict[str, Any]:
+    """The building generation's progress (`refarch.generations.progress`), its id, and `lanes_idle`.
+
+    `generation_id` names the generation the caller builds (default: whichever builds); another
+    one, or none, is refused: it was switched, abandoned or replaced meanwhile.
+    """
+    with targets.db.transaction() as conn:
+        building = _building(conn, generation_id)
+        state = generations.progress(conn, building.id)
+    return {"generation": building.id, **state, "lanes_idle": lanes_idle(lanes)}
+
+
+def switch_to(targets: GenerationTargets, generation_id: int | None) -> tuple[Generation, Generation]:
+    """Switch to the building generation (checked complete, atomically: `refarch.reindex.switch`),
+    only if it is `generation_id` (default: whichever builds). Returns (previous, new)."""
+    with targets.db.transaction() as conn:
+        _building(conn, generation_id)
+    return reindex.switch(targets)
+
+
+def _building(conn: Connection, generation_id: int | None) -> Generation:
+    """The building generation, which must be `generation_id` when one is named."""
+    building = generations.building(conn)
+    if building is None:
+        if generation_id is None:
+            raise GenerationError("no generation is building: start a re-index first")
+        raise GenerationError(f"generation {generation_id} is not building (none is): it was switched or abandoned")
+    if generation_id is not None and building.id != generation_id:
+        raise GenerationError(
+            f"generation {generation_id} is not building (generation {building.id} is): it was switched, "
+            "abandoned or replaced"
+        )
+    return building
