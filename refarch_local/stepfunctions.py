@@ -1,5 +1,5 @@
-"""The state machines run locally: bootstrap (Plan -> Map(Batch) -> Finalize) and reconcile
-(Plan -> Map(Shard) -> Finalize).
+"""The state machines run locally: bootstrap (Plan -> Map(Batch) -> Finalize), reconcile
+(Plan -> Map(Shard) -> Finalize) and re-index (Start -> Fill -> poll -> Switch).
 
 The same Lambda handlers the Step Functions definition invokes, loaded by handler string; the
 Map is a thread pool of the same max concurrency, and a Batch whose range another worker holds
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from refarch.generations import IncompleteGenerationError
 from refarch.pelican.bootstrap import RangeBusyError
 from refarch.topology import (
     BOOTSTRAP_BATCH_HANDLER,
@@ -23,6 +24,7 @@ from refarch.topology import (
     RECONCILE_FINALIZE_HANDLER,
     RECONCILE_PLAN_HANDLER,
     RECONCILE_SHARD_HANDLER,
+    REINDEX_HANDLER,
     Topology,
 )
 from refarch_local.handlers import invoke
@@ -77,3 +79,31 @@ def run_reconcile(*, repair: bool, topology: Topology = DEFAULT_TOPOLOGY) -> dic
             pool.map(lambda item: invoke(RECONCILE_SHARD_HANDLER, item, timeout_seconds=900), plan["shards"])
         )
     return invoke(RECONCILE_FINALIZE_HANDLER, {"results": results})
+
+
+def run_reindex(
+    *, poll_seconds: float = 60.0, timeout_seconds: float | None = None, topology: Topology = DEFAULT_TOPOLOGY
+) -> dict[str, Any]:
+    """Run one Reindex execution to the end, state by state as cdk_app's ReindexStateMachine; return its last output.
+
+    Start (not needed: done) -> Fill (a bootstrap run of the building generation) -> loop: wait,
+    Progress; complete: Switch (refused when a change arrived meanwhile: wait again); rows missing
+    with both lanes idle: Fill again.
+    """
+    started = invoke(REINDEX_HANDLER, {"action": "start"})
+    if not started["needed"]:
+        return started
+    generation = started["generation"]
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+    run_bootstrap(topology=topology, generation=generation)
+    while deadline is None or time.monotonic() < deadline:
+        time.sleep(poll_seconds)
+        progress = invoke(REINDEX_HANDLER, {"action": "progress", "generation": generation})
+        if progress["complete"]:
+            try:
+                return invoke(REINDEX_HANDLER, {"action": "switch", "generation": generation})
+            except IncompleteGenerationError:
+                continue
+        elif progress["lanes_idle"]:
+            run_bootstrap(topology=topology, generation=generation)
+    raise TimeoutError(f"the re-index of generation {generation} timed out (it goes on building)")

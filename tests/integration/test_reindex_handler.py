@@ -1,0 +1,181 @@
+"""The reindex Lambda (the Reindex state machine's steps, docs/reindex.md) against real Postgres and the local SQS.
+
+Fast on purpose: a small catalog and the OpenAI stand-in for both generations (64-d, then
+32-d). The heavy end-to-end re-index (search during the switch, crash re-runs) is in
+test_reindex.py; this checks the handler's contract: start is idempotent and says when no
+re-index is needed, progress reports whether the lanes are idle, switch refuses with the error
+the state machine catches, gc drops; and one local execution of the state machine end to end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+import lambdas.bootstrap
+import lambdas.reindex
+from refarch import catalog
+from refarch.db import connect
+from refarch.generations import GenerationError, IncompleteGenerationError
+from refarch.queue import SyncQueue, make_sqs_client
+from refarch.runtime import Runtime
+from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, REINDEX_HANDLER
+from refarch_local.event_source import EventSourcePoller
+from refarch_local.handlers import invoke, load_handler
+from refarch_local.stepfunctions import run_bootstrap, run_reindex
+from tests.integration.emu_support import configure_emu, query_one
+
+pytest_plugins = ["tests.integration.emu_fixtures"]
+
+ROWS = 30
+
+
+@dataclass
+class Lanes:
+    """Both lanes' queues, and a local event source per lane invoking the Emu handler."""
+
+    live: SyncQueue
+    bulk: SyncQueue
+    pollers: list[EventSourcePoller]
+
+    def drain(self) -> None:
+        """Invoke Emu until both lanes are empty (each message processed once, deleted on success)."""
+        handler = load_handler(EMU_HANDLER)
+        while sum(poller.poll_once(handler) for poller in self.pollers):
+            pass
+
+
+@pytest.fixture
+def lanes(monkeypatch, dsn, local_settings, openai_standin) -> Lanes:
+    """A seeded catalog, Emu embedding with the 64-d stand-in into pgvector, both lanes empty."""
+    configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin, dimensions=64)
+    monkeypatch.setattr(lambdas.bootstrap, "runtime", Runtime(application_name="bootstrap"))
+    conn = connect(dsn)
+    try:
+        catalog.seed(conn, ROWS)
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE sync_outbox SET enqueued_at = now()")  # a bootstrap sends them instead
+    finally:
+        conn.close()
+    client = make_sqs_client(local_settings)
+    live = SyncQueue(client, local_settings.resolved_queue_url())
+    bulk = SyncQueue(client, local_settings.resolved_bulk_queue_url())
+    pollers = [
+        EventSourcePoller(client, live.url, lane=DEFAULT_TOPOLOGY.live),
+        EventSourcePoller(client, bulk.url, lane=DEFAULT_TOPOLOGY.bulk),
+    ]
+    return Lanes(live, bulk, pollers)
+
+
+@pytest.fixture
+def configure(monkeypatch) -> Callable[[int], None]:
+    """Deploy the reindex Lambda with the stand-in model at this dimension (a cold start with new settings)."""
+
+    def deploy(dimensions: int) -> None:
+        monkeypatch.setenv("REFARCH_OPENAI_DIMENSIONS", str(dimensions))
+        monkeypatch.setattr(lambdas.reindex, "runtime", Runtime(application_name="reindex"))
+
+    return deploy
+
+
+def reindex(event: dict) -> dict:
+    """One invocation of the reindex Lambda, by its handler string."""
+    return invoke(REINDEX_HANDLER, event)
+
+
+def test_on_the_active_model_no_reindex_is_needed_and_generation_1_is_recorded(lanes, configure, dsn):
+    # Given a database whose generation 1 no runtime has recorded yet (a first deploy)
+    configure(64)
+    # When the state machine's first step runs, twice
+    first, second = reindex({"action": "start"}), reindex({"action": "start"})
+    # Then no re-index is needed, and generation 1 records the configured model
+    assert first == second == {"generation": 1, "needed": False}
+    assert query_one(dsn, "SELECT model_id FROM index_generations WHERE id = 1") == "openai:text-embedding-3-small:64"
+
+
+def test_start_is_idempotent_and_refuses_a_third_model_while_one_builds(lanes, configure, dsn):
+    # Given generation 1 on the 64-d model, When a deploy configures the 32-d one and the start step runs twice
+    configure(64)
+    reindex({"action": "start"})
+    configure(32)
+    first, again = reindex({"action": "start"}), reindex({"action": "start"})
+    # Then one building generation is created, with its table, and the second call finds the same one
+    assert first == again == {"generation": 2, "needed": True}
+    assert query_one(dsn, "SELECT count(*) FROM index_generations WHERE status = 'building'") == 1
+    assert query_one(dsn, "SELECT to_regclass('product_vectors_g2')::text") == "product_vectors_g2"
+    # And a third model while it builds is refused
+    configure(16)
+    with pytest.raises(GenerationError, match="generation 2 .* is building"):
+        reindex({"action": "start"})
+
+
+def test_progress_switch_rollback_and_gc_through_the_handler(lanes, configure, dsn):
+    # Given generation 2 (32-d) building, nothing sent yet
+    configure(64)
+    reindex({"action": "start"})
+    configure(32)
+    assert reindex({"action": "start"})["generation"] == 2
+    # Then its progress says every row is missing, and both lanes are idle (time to fill it)
+    progress = reindex({"action": "progress", "generation": 2})
+    assert (progress["rows"], progress["missing"], progress["complete"], progress["lanes_idle"]) == (
+        ROWS,
+        ROWS,
+        False,
+        True,
+    )
+    # And a switch is refused with the error the state machine catches (it waits and polls again)
+    with pytest.raises(IncompleteGenerationError) as refused:
+        reindex({"action": "switch", "generation": 2})
+    assert refused.typename == "IncompleteGenerationError"
+    # When a bootstrap run sends the rows to the bulk lane, Then the lanes are busy
+    run_bootstrap(generation=2)
+    assert reindex({"action": "progress", "generation": 2})["lanes_idle"] is False
+    # When Emu has processed them, Then generation 2 is complete and the lanes idle
+    lanes.drain()
+    progress = reindex({"action": "progress", "generation": 2})
+    assert (progress["indexed"], progress["complete"], progress["lanes_idle"]) == (ROWS, True, True)
+    # And the switch makes it active; a step naming it again is refused (it is no longer building)
+    assert reindex({"action": "switch", "generation": 2}) == {"previous": 1, "active": 2}
+    with pytest.raises(GenerationError, match="generation 2 is not building"):
+        reindex({"action": "progress", "generation": 2})
+    # When rolled back, generation 1 (kept in sync meanwhile) is active again
+    assert reindex({"action": "rollback"}) == {"previous": 2, "active": 1}
+    # And gc keeps the retired generation 2 within the grace period, and drops it after
+    assert reindex({"action": "gc"}) == {"dropped": []}
+    assert reindex({"action": "gc", "grace_hours": 0}) == {"dropped": [2]}
+    assert query_one(dsn, "SELECT to_regclass('product_vectors_g2')") is None
+    # And an unknown action is refused before anything runs
+    with pytest.raises(ValueError, match="action"):
+        reindex({"action": "reindex-everything"})
+
+
+@pytest.fixture
+def running_lanes(lanes: Lanes) -> Iterator[Lanes]:
+    """Both lanes' event sources polling in threads, as Lambda's would."""
+    threads = [threading.Thread(target=poller.run, daemon=True) for poller in lanes.pollers]
+    for thread in threads:
+        thread.start()
+    yield lanes
+    for poller in lanes.pollers:
+        poller.stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+
+def test_a_local_execution_of_the_state_machine_builds_and_switches(running_lanes, configure, dsn):
+    # Given generation 1 built on the 64-d model (the first deploy's execution finds nothing to do)
+    configure(64)
+    assert run_reindex(poll_seconds=0.2, timeout_seconds=60) == {"generation": 1, "needed": False}
+    run_bootstrap()
+    # When a deploy configures the 32-d model and the Reindex state machine runs
+    configure(32)
+    switched = run_reindex(poll_seconds=0.2, timeout_seconds=120)
+    # Then it filled generation 2 through the bulk lane and switched to it
+    assert switched == {"previous": 1, "active": 2}
+    assert query_one(dsn, "SELECT count(*) FROM product_vectors_g2") == ROWS
+    assert query_one(dsn, "SELECT model_id FROM index_generations WHERE status = 'active'") == (
+        "openai:text-embedding-3-small:32"
+    )
