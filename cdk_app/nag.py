@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import cast
+import json
+from typing import Any, cast
 
 from aws_cdk import Acknowledgment, App, CfnElement, Stack, Validations
+from aws_cdk import aws_stepfunctions as sfn
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
@@ -74,6 +76,40 @@ def acknowledge_task_execution_role(task: IConstruct) -> None:
         "Pulling the image needs ecr:GetAuthorizationToken, which supports no resource-level permission.",
         findings=("Resource::*",),
     )
+
+
+def acknowledge_invoker(state_machine: sfn.StateMachine, what: str, functions: tuple[IConstruct, ...]) -> None:
+    """A state machine role's wildcards, which cdk-nag flags, with the reason they are needed."""
+    acknowledge(
+        state_machine.role,
+        "AwsSolutions-IAM5",
+        f"Step Functions invokes the {what} functions by qualified ARN (version wildcard), and "
+        "log delivery and X-Ray support no resource-level permissions.",
+        findings=("Resource::*", *(f"Resource::<{logical_id(fn)}.Arn>:*" for fn in functions)),
+    )
+
+
+def finding_text(scope: IConstruct, value: str) -> str:
+    """A resource ARN as cdk-nag writes it in a finding (its flattenCfnReference): `Ref` as `<Name>`, an
+    import as its export name, a join joined. Only for values that resolve the same in `scope`'s stack
+    before and after the synth resolves cross-stack references (not for another stack's resources)."""
+
+    def visit(node: Any) -> str:
+        if isinstance(node, str):
+            return node.replace("${", "<").replace("}", ">")
+        if "Fn::Join" in node:
+            delimiter, items = node["Fn::Join"]
+            return delimiter.join(visit(item) for item in items)
+        if "Fn::ImportValue" in node:
+            return visit(node["Fn::ImportValue"])
+        if "Ref" in node:
+            return f"<{visit(node['Ref'])}>"
+        if "Fn::GetAtt" in node:
+            resource, attribute = node["Fn::GetAtt"]
+            return f"<{visit(resource)}.{visit(attribute)}>"
+        return json.dumps(node, separators=(",", ":"))
+
+    return visit(Stack.of(scope).resolve(value))
 
 
 def logical_id(construct: IConstruct) -> str:

@@ -15,7 +15,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
-from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
@@ -25,7 +24,12 @@ from cdk_app.constructs.lambda_code import lambda_code
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.constructs.state_machines import BootstrapStateMachine, ReconcileStateMachine
-from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_task_execution_role, logical_id
+from cdk_app.nag import (
+    acknowledge,
+    acknowledge_aws_custom_resource,
+    acknowledge_invoker,
+    acknowledge_task_execution_role,
+)
 from refarch import topology
 
 LISTENER_COMMAND = ["refarch", "pelican", "listen"]
@@ -222,7 +226,16 @@ class PelicanStack(Stack):
             value=self.state_machine.state_machine_arn,
             description="Start an execution (input {}) to re-enqueue every product",
         )
-        _acknowledge_invoker(self.state_machine, "bootstrap", (plan, batch, finalize))
+        # Named, so the re-index stack's grant on its executions has a name cdk-nag can be told about.
+        self.bootstrap_name_export = f"{self.config.stack_prefix}-BootstrapStateMachineName"
+        CfnOutput(
+            self,
+            "BootstrapStateMachineName",
+            value=self.state_machine.state_machine_name,
+            export_name=self.bootstrap_name_export,
+            description="The bootstrap state machine's name (the re-index state machine runs it)",
+        )
+        acknowledge_invoker(self.state_machine, "bootstrap", (plan, batch, finalize))
         acknowledge_aws_custom_resource(self)
 
     def _add_reconcile(self) -> None:
@@ -277,15 +290,4 @@ class PelicanStack(Stack):
             value=reconcile.state_machine.state_machine_arn,
             description='Start an execution (input {"repair": false} to only report) to compare database and index',
         )
-        _acknowledge_invoker(reconcile.state_machine, "reconcile", (plan, shard, finalize))
-
-
-def _acknowledge_invoker(state_machine: sfn.StateMachine, what: str, functions: tuple[lambda_.Function, ...]) -> None:
-    """The state machine role's wildcards, which cdk-nag flags, with the reason they are needed."""
-    acknowledge(
-        state_machine.role,
-        "AwsSolutions-IAM5",
-        f"Step Functions invokes the {what} functions by qualified ARN (version wildcard), and "
-        "log delivery and X-Ray support no resource-level permissions.",
-        findings=("Resource::*", *(f"Resource::<{logical_id(fn)}.Arn>:*" for fn in functions)),
-    )
+        acknowledge_invoker(reconcile.state_machine, "reconcile", (plan, shard, finalize))

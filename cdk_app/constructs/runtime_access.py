@@ -65,8 +65,13 @@ class RuntimeAccess(Construct):
         send_to_queue: bool = False,
         send_to_bulk_queue: bool = False,
         read_queue_depth: bool = False,
+        read_lane_depths: bool = False,
     ) -> None:
-        """Give one runtime the database, and optionally search (embedder + index) and either lane's queue."""
+        """Give one runtime the database, and optionally search (embedder + index) and either lane's queue.
+
+        `read_queue_depth`: both lanes' queues and DLQs, and their age metric (status displays);
+        `read_lane_depths`: only the two queues' message counts (is anything still queued?).
+        """
         # The rule lands in the runtime's stack (allow_to), so the data stack never depends on it.
         connections.connections.allow_to_default_port(self.database, "Postgres from the runtime")
         for group in connections.connections.security_groups:
@@ -91,18 +96,20 @@ class RuntimeAccess(Construct):
                 raise ValueError("send_to_bulk_queue needs the bulk queue")
             self.bulk_queue.grant_send_messages(grantee)
             env["REFARCH_BULK_QUEUE_URL"] = self.bulk_queue.queue_url
-        if read_queue_depth:
-            # Only GetQueueAttributes (the status header's depths); no receive, delete or send.
-            for queue, name in (
-                (self.queue, "REFARCH_QUEUE_URL"),
-                (self.dead_letter_queue, "REFARCH_DLQ_URL"),
-                (self.bulk_queue, "REFARCH_BULK_QUEUE_URL"),
-                (self.bulk_dead_letter_queue, "REFARCH_BULK_DLQ_URL"),
-            ):
+        if read_queue_depth or read_lane_depths:
+            # Only GetQueueAttributes (the depths); no receive, delete or send.
+            watched = [(self.queue, "REFARCH_QUEUE_URL"), (self.bulk_queue, "REFARCH_BULK_QUEUE_URL")]
+            if read_queue_depth:
+                watched += [
+                    (self.dead_letter_queue, "REFARCH_DLQ_URL"),
+                    (self.bulk_dead_letter_queue, "REFARCH_BULK_DLQ_URL"),
+                ]
+            for queue, name in watched:
                 if queue is None:
-                    raise ValueError("read_queue_depth needs both lanes' queues and dead-letter queues")
+                    raise ValueError(f"reading queue depths needs the queue behind {name}")
                 queue.grant(grantee, "sqs:GetQueueAttributes")
                 env[name] = queue.queue_url
+        if read_queue_depth:
             # The age of each queue's oldest message exists only as a CloudWatch metric. CloudWatch
             # cannot scope metric reads to a resource, so this one action is granted on "*".
             iam.Grant.add_to_principal(grantee=grantee, actions=["cloudwatch:GetMetricStatistics"], resource_arns=["*"])
