@@ -72,6 +72,10 @@ class StageConfig:
     # The same for the bulk lane: a 1M-row bootstrap legitimately queues for ~an hour (docs/scaling.md).
     bulk_queue_age_alarm_seconds: int = 6 * 3600
     reconcile_schedule_days: int = 7
+    # The Reindex state machine (docs/reindex.md): how often it checks the building generation, and
+    # when it gives up (the build goes on; start another execution to finish it).
+    reindex_poll_seconds: int = 60
+    reindex_timeout_hours: int = 24
     search: SearchConfig = field(default_factory=SearchConfig)
     topology: Topology = field(default_factory=Topology)
 

@@ -16,6 +16,7 @@ from cdk_app.nag import check_app
 from cdk_app.network_stack import NetworkStack
 from cdk_app.pelican_stack import PelicanStack
 from cdk_app.pinecone_index_stack import PineconeIndexStack
+from cdk_app.reindex_stack import ReindexStack
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class SystemStacks:
     pinecone_index: PineconeIndexStack | None
     emu: EmuStack
     pelican: PelicanStack
+    reindex: ReindexStack
     frontend: FrontendStack
     monitoring: MonitoringStack
 
@@ -38,6 +40,7 @@ class SystemStacks:
             self.pinecone_index,
             self.emu,
             self.pelican,
+            self.reindex,
             self.frontend,
             self.monitoring,
         ]
@@ -105,6 +108,23 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
     )
     # Emu is in place before the first bootstrap fills the queue.
     pelican.add_dependency(emu)
+    reindex = ReindexStack(
+        app,
+        f"{prefix}-Reindex",
+        config=config,
+        vpc=network.vpc,
+        database=data.database,
+        admin_secret=data.database_secret,
+        queue=data.queue,
+        bulk_queue=data.bulk_queue,
+        bootstrap_name_export=pelican.bootstrap_name_export,
+        schema=data.schema,
+        pinecone_host=pinecone_host,
+        env=env,
+        description="refarch re-index: a changed embedder builds its index generation and switches; daily gc",
+    )
+    # It imports the bootstrap state machine's name, which only an export of the Pelican stack provides.
+    reindex.add_dependency(pelican)
     frontend = FrontendStack(
         app,
         f"{prefix}-Frontend",
@@ -142,6 +162,7 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
         pinecone_index=pinecone_index,
         emu=emu,
         pelican=pelican,
+        reindex=reindex,
         frontend=frontend,
         monitoring=monitoring,
     )
