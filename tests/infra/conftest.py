@@ -31,11 +31,12 @@ CANARY_SECRETS = {
     "DATABASE_URL": "postgresql://canary_user:canary-db-password-3c7e@db.example:5432/refarch",
 }
 
-# A stage exercising the other branches: pgvector instead of Pinecone, own domain instead of CloudFront.
+# A stage exercising the other branches: pgvector instead of Pinecone, own domain instead of CloudFront,
+# another embedder (512-d).
 VARIANT = replace(
     DEV,
     name="variant",
-    search=SearchConfig(vector_backend="pgvector"),
+    search=SearchConfig(vector_backend="pgvector", openai_dimensions=512),
     custom_domain=CustomDomain(
         domain_name="search.example.com",
         certificate_arn="arn:aws:acm:us-east-1:111122223333:certificate/00000000-0000-0000-0000-000000000000",

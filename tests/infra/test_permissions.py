@@ -3,18 +3,28 @@
 IAM decides which secrets a runtime can read and what it may do with the queues. Inside Postgres
 each runtime logs in as its own role (web, emu, pelican) with its own secret, so reading only its
 own secret is what confines it to its tables; the grants themselves are tested against a real
-database in tests/integration/test_runtime_roles.py. Only the migrate function reads the admin secret.
+database in tests/integration/test_runtime_roles.py. Only the migrate and reindex functions read the admin
+secret (they create tables).
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
 from refarch import topology
 from tests.infra.conftest import Synthesized
-from tests.infra.templates import container_task_role, function_role, grants, managed_policies, resources
+from tests.infra.templates import (
+    container_task_role,
+    function_logical_id,
+    function_role,
+    grants,
+    managed_policies,
+    resources,
+    state_machine_id,
+)
 
 QUEUE_READ = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
 QUEUE_SEND = "sqs:SendMessage"
@@ -69,6 +79,13 @@ LAMBDA_ROLES = {
     topology.RECONCILE_PLAN_HANDLER: ("pelican", {"database:pelican"}, set(), set()),
     topology.RECONCILE_SHARD_HANDLER: ("pelican", {"database:pelican", "openai", "pinecone"}, set(), SEND),
     topology.RECONCILE_FINALIZE_HANDLER: ("pelican", {"database:pelican"}, set(), set()),
+    # A re-index creates a generation's table (admin), builds its embedder and index, and watches both lanes.
+    topology.REINDEX_HANDLER: (
+        "reindex",
+        {"database-admin", "openai", "pinecone"},
+        {"sqs:GetQueueAttributes"},
+        {"sqs:GetQueueAttributes"},
+    ),
 }
 
 
@@ -154,6 +171,27 @@ def test_state_machine_can_only_invoke_the_bootstrap_functions(dev: Synthesized)
         name for name in ("BootstrapPlan", "BootstrapBatch", "BootstrapFinalize", "Reconcile") if name in invoked
     }
     assert not any(a.startswith(("sqs:", "secretsmanager:", "rds")) for a in role_grants)
+
+
+def test_reindex_state_machine_can_only_invoke_its_function_and_run_the_bootstrap(dev: Synthesized) -> None:
+    # Given the Reindex state machine's role
+    template = dev.template_json(dev.stacks.reindex)
+    machine = template["Resources"][state_machine_id(template, "Reindex")]
+    role_grants = grants(template, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    bootstrap = json.dumps({"Fn::ImportValue": dev.stacks.pelican.bootstrap_name_export})
+    # Then it invokes the reindex function only
+    function = function_logical_id(template, topology.REINDEX_HANDLER)
+    assert all(function in target for target in role_grants["lambda:InvokeFunction"])
+    # And it starts the bootstrap state machine only, and reads or stops only that one's executions (.sync)
+    (started,) = role_grants["states:StartExecution"]
+    assert started.endswith(f':stateMachine:", {bootstrap}]]}}')
+    for action in ("states:DescribeExecution", "states:StopExecution"):
+        (executions,) = role_grants[action]
+        assert executions.endswith(f':execution:", {bootstrap}, "*"]]}}')
+    # And nothing else but the .sync integration's event rule, log delivery and tracing
+    assert {action.split(":")[0] for action in role_grants} == {"lambda", "states", "events", "logs", "xray"}
+    assert set(role_grants["events:PutRule"]) == set(role_grants["events:PutTargets"])
+    assert all("StepFunctionsGetEventsForStepFunctionsExecutionRule" in rule for rule in role_grants["events:PutRule"])
 
 
 def as_list(value: str | list[str]) -> list[str]:
