@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from refarch import catalog
+from refarch import catalog, generations
 from refarch.db import migrate
 from refarch.db.roles import enable_runtime_logins
 from refarch.observability import logger
@@ -27,8 +27,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"PhysicalResourceId": event.get("PhysicalResourceId", "schema")}
     settings = runtime.settings
     applied = migrate(runtime.db.dsn)
-    if settings.vector_backend_kind == "pgvector":
+    if settings.vector_backend_kind == "pgvector" and not _first_generation_recorded():
         # Created here, as the owner: the runtimes' roles may read and write it, never create or alter it.
+        # Only before a runtime recorded generation 1: from then on each generation has its table, of its
+        # model's dimension, and a configured embedder of another dimension names the next re-index's.
         if not settings.openai_dimensions:
             raise ConfigurationError("the pgvector table needs REFARCH_OPENAI_DIMENSIONS (the embedder's dimension)")
         PgVectorIndex(runtime.db, settings.openai_dimensions).ensure()
@@ -43,3 +45,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         conn.close()
     logger.info("schema ready", extra={"applied": applied, "seeded": inserted, "logins": logins})
     return {"PhysicalResourceId": "schema", "Data": {"Applied": len(applied), "Seeded": inserted}}
+
+
+def _first_generation_recorded() -> bool:
+    """Whether index generation 1 records its embedder (then its table exists, of that embedder's dimension)."""
+    with runtime.db.transaction() as conn:
+        first = generations.get(conn, 1)
+    return first is not None and first.recorded

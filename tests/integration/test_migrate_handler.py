@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 import lambdas.migrate
+from refarch import generations
 from refarch.db import connect, migration_files
 from refarch.db.roles import RUNTIME_ROLES
+from refarch.generations import EmbedderSpec
 from refarch.runtime import Runtime
 from refarch.settings import Settings
 from refarch_local.handlers import LocalLambdaContext
@@ -98,3 +100,41 @@ def test_a_secret_for_the_wrong_user_fails_the_deploy_clearly(
     monkeypatch.setenv("REFARCH_DATABASE_ROLE_SECRET_ARNS", json.dumps({"web": arn}))
     with pytest.raises(ValueError, match="the web secret names user 'postgres'"):
         run_handler(monkeypatch, "Create", seed_rows=0)
+
+
+def test_a_deploy_after_the_embedder_changed_dimension_leaves_the_recorded_generation_table(
+    empty_dsn, role_secrets, monkeypatch: pytest.MonkeyPatch
+):
+    # Given a first deploy (384-d) and a runtime that recorded generation 1 with its embedder
+    monkeypatch.setenv("DATABASE_URL", empty_dsn)
+    monkeypatch.setenv("REFARCH_VECTOR_BACKEND", "pgvector")
+    monkeypatch.setenv("REFARCH_OPENAI_DIMENSIONS", "384")
+    monkeypatch.setenv(
+        "REFARCH_DATABASE_ROLE_SECRET_ARNS", json.dumps({runtime: arn for runtime, (arn, _) in role_secrets.items()})
+    )
+    run_handler(monkeypatch, "Create", seed_rows=0)
+    conn = connect(empty_dsn)
+    with conn:
+        generations.adopt(
+            conn,
+            1,
+            spec=EmbedderSpec("openai", "text-embedding-3-small", 384),
+            model_id="openai:text-embedding-3-small:384",
+            dimension=384,
+            backend="pgvector",
+            target={"table": "product_vectors"},
+        )
+    conn.close()
+    # When the stage config names a 64-d model (the next re-index's) and a later deploy runs the migrations again
+    monkeypatch.setenv("REFARCH_OPENAI_DIMENSIONS", "64")
+    again = run_handler(monkeypatch, "Update", seed_rows=0)
+    # Then the deploy succeeds, and generation 1's table keeps its dimension (the re-index builds a table of its own)
+    assert again["PhysicalResourceId"] == "schema"
+    conn = connect(empty_dsn)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'product_vectors'::regclass AND attname = 'embedding'"
+        )
+        assert cur.fetchone()[0] == "vector(384)"
+    conn.close()
