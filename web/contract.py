@@ -172,7 +172,8 @@ class SearchPage(Answer):
     mode: SearchMode = Field(description="The mode that ranked these results")
     requested_mode: SearchMode
     fallback_reason: str | None = Field(
-        description="Why `mode` differs from `requested_mode` (the embedding service is unavailable); else null"
+        description="Why `mode` differs from `requested_mode` (the embedding service or the vector index is "
+        "unavailable); else null"
     )
     page: int
     k: int
