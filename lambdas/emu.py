@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from refarch.observability import logger, metrics, tracer
+from refarch.queue import release_now
 from refarch.runtime import Runtime
 
 runtime = Runtime(application_name="emu")
@@ -41,7 +42,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
         # A default dimension (set once per process) survives each flush: every metric names its lane.
         metrics.set_default_dimensions(lane=lane)
     records = event.get("Records", [])
-    outcome = runtime.emu.process({r["messageId"]: r.get("body", "") for r in records})
+    outcome = runtime.emu.process(
+        {r["messageId"]: r.get("body", "") for r in records},
+        time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+    )
+
+    if outcome.not_started_messages:
+        release_unstarted(records, outcome.not_started_messages)
 
     def record_handler(record: SQSRecord) -> None:
         if record.message_id in outcome.failures:
@@ -67,6 +74,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
         metrics.add_metric("Skipped", MetricUnit.Count, outcome.skipped + outcome.metadata_only)
         metrics.add_metric("Deleted", MetricUnit.Count, outcome.deleted)
         metrics.add_metric("Failed", MetricUnit.Count, failed)
+        metrics.add_metric("NotStarted", MetricUnit.Count, outcome.not_started)
         metrics.add_metric("EmbedCalls", MetricUnit.Count, outcome.embed_calls)
         metrics.add_metric("Chunks", MetricUnit.Count, outcome.chunks)
         metrics.add_metric("BatchLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
@@ -81,6 +89,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
                 "skipped": outcome.skipped,
                 "metadata_only": outcome.metadata_only,
                 "deleted": outcome.deleted,
+                "not_started": outcome.not_started,
                 "failed": failed,
             },
         )
+
+
+def release_unstarted(records: list[dict[str, Any]], message_ids: set[str]) -> None:
+    """Hand the messages time ran out for back to the queue now (else they wait out the visibility timeout)."""
+    handles = [r["receiptHandle"] for r in records if r["messageId"] in message_ids]
+    try:
+        release_now(runtime.sqs, records[0]["eventSourceARN"], handles)
+    except Exception as err:  # they still come back, after the visibility timeout
+        logger.warning("could not release messages early", extra={"messages": len(handles), "error": str(err)})

@@ -5,13 +5,18 @@ embedding provider, not for the queue: each chunk is one transaction holding its
 locks, one embedding request, upserts of at most 100 vectors, and one ledger write. Locks are
 held for one chunk only, so a live edit of a product in a large bulk delivery waits for at most
 one chunk, never for the whole delivery.
+
+A delivery may hold more work than one invocation has time for (a slow or throttling provider):
+before each chunk Emu checks the time left, and when it is short, stops and fails the messages
+whose products it did not reach ("not started"), so they are retried and nothing is half done
+when Lambda would cut the invocation off.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,6 +30,10 @@ from refarch.observability import logger
 from refarch.vector_index import VectorIndex, VectorRecord
 
 __all__ = ["BatchOutcome", "Emu", "content_hash", "is_input_error", "parse_message"]
+
+# A chunk is started only with at least this much time left, and twice the slowest chunk so far.
+MIN_TIME_LEFT_SECONDS = 10.0
+NOT_STARTED = "not started"
 
 
 def is_input_error(err: BaseException) -> bool:
@@ -47,6 +56,9 @@ class BatchOutcome:
     deleted: int = 0
     embed_calls: int = 0
     chunks: int = 0
+    # Products not reached because the invocation's time ran short, and their messages (retried).
+    not_started: int = 0
+    not_started_messages: set[str] = field(default_factory=set)
     failures: dict[str, str] = field(default_factory=dict)
     max_lag_seconds: float | None = None
 
@@ -89,8 +101,12 @@ class Emu:
             lead = generations.building(conn)
         return (self.targets.target(lead) if lead and lead.recorded else self.targets.active()).embedder.batch_size
 
-    def process(self, bodies: dict[str, str]) -> BatchOutcome:
-        """Process message bodies keyed by message id; never raises for a bad message or a failed product."""
+    def process(self, bodies: dict[str, str], *, time_left: Callable[[], float] | None = None) -> BatchOutcome:
+        """Process message bodies keyed by message id; never raises for a bad message or a failed product.
+
+        `time_left` (seconds, e.g. from the Lambda context) stops the work before a chunk that might
+        not finish in time; the messages not done are failed with the reason, for a retry.
+        """
         outcome = BatchOutcome()
         by_product: dict[int, list[str]] = defaultdict(list)
         messages: dict[str, AnyMessage] = {}
@@ -110,16 +126,34 @@ class Emu:
         if by_product:
             # Records generation 1's embedder before any chunk locks the generations (index_targets.live).
             self.targets.active()
-            for chunk in chunked(sorted(by_product), self._chunk_size()):
+            chunks = list(chunked(sorted(by_product), self._chunk_size()))
+            slowest = 0.0
+            for n, chunk in enumerate(chunks):
+                if time_left is not None and time_left() < max(MIN_TIME_LEFT_SECONDS, 2 * slowest):
+                    failed_products.update(self._not_started(chunks[n:], time_left(), outcome))
+                    break
+                started = time.monotonic()
                 failed_products.update(self._sync_chunk(chunk, force, outcome))
+                slowest = max(slowest, time.monotonic() - started)
         for pid, reason in failed_products.items():
             for message_id in by_product[pid]:
                 # A bulk message fails when any of its products did; its retry skips the others (ledger).
                 outcome.failures.setdefault(message_id, f"product {pid}: {reason}")
+                if reason.startswith(NOT_STARTED):
+                    outcome.not_started_messages.add(message_id)
         ok_changed = [m.changed_at for mid, m in messages.items() if mid not in outcome.failures]
         if ok_changed:
             outcome.max_lag_seconds = (datetime.now(UTC) - min(ok_changed)).total_seconds()
         return outcome
+
+    @staticmethod
+    def _not_started(chunks: list[list[int]], seconds_left: float, outcome: BatchOutcome) -> dict[int, str]:
+        """The products of the chunks left undone: their messages are failed (retried), their ledger untouched."""
+        left = [pid for chunk in chunks for pid in chunk]
+        outcome.not_started += len(left)
+        reason = f"{NOT_STARTED}: {seconds_left:.1f} s left in the invocation, too little for another chunk"
+        logger.warning("time running out, leaving products for the retry", extra={"products": len(left)})
+        return dict.fromkeys(left, reason)
 
     def _sync_chunk(self, ids: list[int], force: set[int], outcome: BatchOutcome) -> dict[int, str]:
         """Sync one chunk into every live generation under its products' locks, in one transaction;

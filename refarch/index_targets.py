@@ -101,7 +101,7 @@ class GenerationTargets:
     def _adopt(self, generation: Generation) -> Generation:
         """Record the configured embedder and target on a generation created before they were known."""
         embedder = self.embedder_for(EmbedderSpec.from_settings(self.settings))
-        target = generations.default_target(self.settings, generation.id, dimension=embedder.dimension, active=None)
+        target = generations.default_target(self.settings, generation.id, dimension=embedder.dimension)
         # Checked before it is recorded: an index of another dimension is refused with advice.
         make_index(self.settings, self.db, embedder.dimension, target=target)
         with self.db.transaction() as conn:

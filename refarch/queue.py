@@ -1,4 +1,5 @@
-"""Sending sync messages to a lane's SQS queue (SendMessageBatch, partial failures resent)."""
+"""Sending sync messages to a lane's SQS queue (SendMessageBatch, partial failures resent), and
+handing received ones back early."""
 
 from __future__ import annotations
 
@@ -97,3 +98,14 @@ class SyncQueue:
             "visible": int(attrs["ApproximateNumberOfMessages"]),
             "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
         }
+
+
+def release_now(client: Any, queue_arn: str, receipt_handles: Sequence[str]) -> None:
+    """Make received messages visible again at once, so their retry need not wait for the visibility timeout."""
+    url = client.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"]
+    for start in range(0, len(receipt_handles), SQS_BATCH):
+        handles = receipt_handles[start : start + SQS_BATCH]
+        entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(handles)]
+        refused = client.change_message_visibility_batch(QueueUrl=url, Entries=entries).get("Failed", [])
+        if refused:
+            raise PartialSendError(f"{len(refused)} of {len(entries)} messages not released: {refused}")

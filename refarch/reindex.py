@@ -12,32 +12,48 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from refarch import generations
+from refarch import generations, pinecone_indexes
 from refarch.generations import EmbedderSpec, Generation, IncompleteGenerationError
 from refarch.index_targets import GenerationTargets
 from refarch.observability import logger
-from refarch.vector_index import make_index
+from refarch.settings import Settings
+from refarch.vector_index import make_index, pinecone_api_key
+
+if TYPE_CHECKING:
+    from pinecone import Pinecone
 
 # A retired generation is kept (and kept in sync) this long for a rollback, unless told otherwise.
 DEFAULT_GRACE = timedelta(hours=24)
+# How long a re-index waits for a new Pinecone index to become ready (usually under a minute).
+PINECONE_READY_SECONDS = 600.0
 
 
 def start(targets: GenerationTargets, spec: EmbedderSpec, *, pinecone_index: str | None = None) -> Generation:
     """Record a building generation for this embedder and create its index (the table, or the namespace).
 
-    With Pinecone, `pinecone_index` names an existing index of the new dimension (else the
-    configured index is used, with a namespace of its own).
+    With Pinecone, a model of the same dimension gets a namespace of its own in the configured
+    index; one of another dimension gets an index of its own, created here by the code the
+    deploy's custom resource uses (refarch.pinecone_indexes), in the configured index's region.
+    `pinecone_index` names the index to use instead (created if missing).
     """
     settings, db = targets.settings, targets.db
     active = targets.active().generation  # records generation 1 first if needed
     embedder = targets.embedder_for(spec)
+    with db.transaction() as conn:
+        configured_dimension = generations.configured_index_dimension(conn, settings)
 
     def target_for(generation_id: int, current: Generation) -> dict[str, Any]:
         target = generations.default_target(
-            settings, generation_id, dimension=embedder.dimension, active=current, pinecone_index=pinecone_index
+            settings,
+            generation_id,
+            dimension=embedder.dimension,
+            configured_dimension=configured_dimension,
+            pinecone_index=pinecone_index,
         )
+        if "table" not in target and target["host"] is None:
+            target["host"] = _ensure_pinecone_index(settings, target["index_name"], embedder.dimension)
         # Created before the generation is visible, so Emu never writes to an index that is not there.
         make_index(settings, db, embedder.dimension, target=target)
         return target
@@ -162,6 +178,9 @@ def abort(targets: GenerationTargets) -> Generation:
 def collect_garbage(targets: GenerationTargets, grace: timedelta = DEFAULT_GRACE) -> list[int]:
     """Drop retired generations older than `grace`: their index, their ledger rows; returns their ids.
 
+    The index is the generation's table or namespace; a Pinecone index created for it (another
+    dimension) is deleted whole.
+
     The index is dropped inside the transaction that marks the generation dropped, so a failed
     drop leaves it retired for the next run.
     """
@@ -169,10 +188,26 @@ def collect_garbage(targets: GenerationTargets, grace: timedelta = DEFAULT_GRACE
     with db.transaction() as conn:
         old = generations.expired(conn, grace)
         for generation in old:
-            if generation.dimension is not None:
+            if generation.target.get("dedicated"):
+                pinecone_indexes.delete_index(_pinecone(settings), generation.target["index_name"])
+            elif generation.dimension is not None:
                 make_index(settings, db, generation.dimension, target=generation.target, ensure=False).drop()
         generations.mark_dropped(conn, [g.id for g in old])
     for generation in old:
         targets.forget(generation.id)
         logger.info("generation dropped", extra={"generation": generation.id, "model_id": generation.model_id})
     return [g.id for g in old]
+
+
+def _pinecone(settings: Settings) -> Pinecone:
+    from pinecone import Pinecone
+
+    return Pinecone(api_key=pinecone_api_key(settings))
+
+
+def _ensure_pinecone_index(settings: Settings, name: str, dimension: int) -> str:
+    """Create the index if missing (beside the configured one), wait until it is ready; returns its host."""
+    pc = _pinecone(settings)
+    region = pinecone_indexes.region_of(pc, settings.pinecone_index_name, default=settings.aws_region)
+    deadline = time.monotonic() + PINECONE_READY_SECONDS
+    return pinecone_indexes.ensure_index(pc, name, dimension=dimension, region=region, deadline=deadline).host

@@ -6,8 +6,9 @@
 - lexical: Postgres full-text search on the row's own text (`refarch.lexical_search`).
 - hybrid (default): both lists, fused with Reciprocal Rank Fusion (`refarch.fusion`); a product
   whose SKU is exactly the query comes first.
-When the embedding service is down, a hybrid or semantic search answers in lexical mode and says so
-(`SearchPage.fallback_reason`) instead of failing.
+When the embedding service or the vector index (Pinecone) is down, a hybrid or semantic search
+answers in lexical mode and says so (`SearchPage.fallback_reason`) instead of failing: the text
+it ranks is in Postgres, which is still there.
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ DEFAULT_MODE: SearchMode = "hybrid"
 EMBEDDING_OUTAGE_MESSAGE = (
     "the embedding service is unavailable, so these results come from keyword (lexical) search only"
 )
+VECTOR_INDEX_OUTAGE_MESSAGE = (
+    "the vector index is unavailable, so these results come from keyword (lexical) search only"
+)
+
+
+def is_vector_index_outage(err: Exception) -> bool:
+    """Whether `err` is the vector index service failing (Pinecone, after its SDK's retries), not our bug.
+
+    pgvector lives in the database: when it fails, lexical search cannot answer either.
+    """
+    try:
+        import pinecone
+    except ImportError:  # without the SDK there is no Pinecone index to fail
+        return False
+    return isinstance(err, pinecone.PineconeError)
 
 
 class SearchInputError(ValueError):
@@ -272,12 +288,20 @@ class SearchService:
                 logger.warning("embedding service unavailable: searching lexically", extra={"error": str(err)})
                 used, fallback = "lexical", EMBEDDING_OUTAGE_MESSAGE
         depth = end + 1
-        if vector is None or index is None:  # lexical asked for, or the embedding service is down
+        ranked: list[FusedHit] | None = None
+        if vector is not None and index is not None:
+            try:
+                if used == "semantic":
+                    ranked = self._semantic(index, vector, search_filter, depth=depth)
+                else:
+                    ranked = self._hybrid(index, query, vector, search_filter, depth=depth)
+            except Exception as err:
+                if not is_vector_index_outage(err):
+                    raise
+                logger.warning("vector index unavailable: searching lexically", extra={"error": str(err)})
+                used, fallback = "lexical", VECTOR_INDEX_OUTAGE_MESSAGE
+        if ranked is None:  # lexical asked for, or a provider is down
             ranked = self._lexical(query, search_filter, depth=depth)
-        elif used == "semantic":
-            ranked = self._semantic(index, vector, search_filter, depth=depth)
-        else:
-            ranked = self._hybrid(index, query, vector, search_filter, depth=depth)
         window = ranked[offset:end]
         with self.db.transaction() as conn:
             rows = products.get_many(conn, [h.id for h in window])

@@ -453,6 +453,22 @@ def _register_vector(conn: Any) -> None:
         register_vector(conn)
 
 
+def pinecone_api_key(settings: Settings) -> str:
+    """The Pinecone API key: PINECONE_API_KEY, else the secret REFARCH_PINECONE_SECRET_ARN names."""
+    from refarch.secrets import API_KEY_FIELDS, from_env_or_secret
+
+    key = from_env_or_secret(
+        settings.pinecone_api_key,
+        settings.pinecone_secret_arn,
+        settings.aws_region,
+        what="Pinecone API key",
+        fields=API_KEY_FIELDS,
+    )
+    if not key:
+        raise ConfigurationError("Pinecone chosen but no PINECONE_API_KEY or REFARCH_PINECONE_SECRET_ARN set")
+    return key
+
+
 def make_index(
     settings: Settings, db: Database, dimension: int, *, target: dict[str, Any] | None = None, ensure: bool = True
 ) -> PgVectorIndex | PineconeIndex:
@@ -465,17 +481,7 @@ def make_index(
     index: PgVectorIndex | PineconeIndex
     pinecone = settings.vector_backend_kind == "pinecone" if target is None else "table" not in target
     if pinecone:
-        from refarch.secrets import API_KEY_FIELDS, from_env_or_secret
-
-        key = from_env_or_secret(
-            settings.pinecone_api_key,
-            settings.pinecone_secret_arn,
-            settings.aws_region,
-            what="Pinecone API key",
-            fields=API_KEY_FIELDS,
-        )
-        if not key:
-            raise ConfigurationError("Pinecone chosen but no PINECONE_API_KEY or REFARCH_PINECONE_SECRET_ARN set")
+        key = pinecone_api_key(settings)
         where = target or {
             "index_name": settings.pinecone_index_name,
             "host": settings.pinecone_host,

@@ -401,7 +401,8 @@ def reconcile_command(do_repair: bool, as_json: bool) -> None:
 @click.option("--local-model", help="With --embedder local (default: REFARCH_LOCAL_MODEL).")
 @click.option(
     "--pinecone-index",
-    help="With Pinecone: an existing index for the new generation (needed when the dimension changes).",
+    help="With Pinecone: the index for the new generation (created if missing; default: the configured index, "
+    "or <configured index>-g<N> for another dimension).",
 )
 @click.option(
     "--create-only",

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg2
-from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
+from flask import Blueprint, Response, current_app, request, send_from_directory, url_for
 
 from refarch import products, status
 from refarch.observability import logger
 from refarch.products import MAX_ID, Product, ProductNotFoundError, StaleVersionError
 from refarch.search import ListingRequest, SearchPage, SearchRequest
+from web import contract
 from web.auth import can_edit, editor_required
-from web.contract import DeleteQuery, SyncStatusesQuery
+from web.contract import DeleteQuery, SyncStatusesQuery, respond
 from web.db import get_db, get_runtime
 from web.errors import ApiError, error_response
 
@@ -59,26 +60,29 @@ def _existing(conn: Any, product_id: int) -> Product:
 def search() -> Response:
     """Ranked products for ?q= (empty: products by id), with filters and pagination."""
     asked = SearchRequest.checked(request.args)
-    return jsonify(_search_body(get_runtime().search.answer(asked)))
+    return respond(contract.SearchPage, _search_body(get_runtime().search.answer(asked)))
 
 
 @bp.get("/api/products")
 def list_products() -> Response:
     """Products by id, a page at a time, with the same filters as search."""
     listing = ListingRequest.checked(request.args)
-    return jsonify(_search_body(get_runtime().search.answer(SearchRequest.model_validate(listing.model_dump()))))
+    page = get_runtime().search.answer(SearchRequest.model_validate(listing.model_dump()))
+    return respond(contract.SearchPage, _search_body(page))
 
 
 @bp.post("/api/products")
 @editor_required
-def create_product() -> tuple[Response, int, dict[str, str]]:
+def create_product() -> Response:
     """Add a product; it is pending until Emu has indexed it."""
     fields = products.validate_new(json_object())
     with get_db() as conn:
         product = products.create(conn, fields)
         sync = products.sync_statuses(conn, [product.id]).get(product.id)
     location = url_for("api.get_product", product_id=product.id)
-    return jsonify(product_body(product, sync)), 201, {"Location": location}
+    response = respond(contract.Product, product_body(product, sync), 201)
+    response.headers["Location"] = location
+    return response
 
 
 @bp.get("/api/products/<int:product_id>")
@@ -87,7 +91,7 @@ def get_product(product_id: int) -> Response:
     with get_db() as conn:
         product = _existing(conn, product_id)
         sync = products.sync_statuses(conn, [product_id]).get(product_id)
-    return jsonify(product_body(product, sync))
+    return respond(contract.Product, product_body(product, sync))
 
 
 @bp.put("/api/products/<int:product_id>")
@@ -111,7 +115,7 @@ def update_product(product_id: int) -> Response:
             f"{err}; it is now at version {current.version}: reload it and apply your change again",
             current=product_body(current, sync),
         ) from err
-    return jsonify(product_body(product, sync))
+    return respond(contract.Product, product_body(product, sync))
 
 
 @bp.delete("/api/products/<int:product_id>")
@@ -132,11 +136,12 @@ def sync_statuses() -> Response:
     ids = SyncStatusesQuery.from_query(request.args).ids
     with get_db() as conn:
         found = products.sync_statuses(conn, ids)
-    return jsonify(
+    return respond(
+        contract.SyncStatuses,
         {
             "products": [{"id": pid, **visible_sync(found[pid])} for pid in ids if pid in found],
             "missing": [pid for pid in ids if pid not in found],
-        }
+        },
     )
 
 
@@ -148,7 +153,7 @@ def sync_status() -> Response:
         result: dict[str, Any] = status.sync_counts(conn)
         result.update(status.generation_counts(conn))
     result.update(queue_state())
-    return jsonify(result)
+    return respond(contract.SyncStatus, result)
 
 
 def queue_state() -> dict[str, Any]:
@@ -171,7 +176,7 @@ def healthz() -> Response:
     except psycopg2.Error as err:
         logger.warning("health check failed", extra={"error": type(err).__name__})
         return error_response(503, "database unavailable")
-    return jsonify({"status": "ok"})
+    return respond(contract.Health, {"status": "ok"})
 
 
 @bp.get("/api/openapi.yaml")

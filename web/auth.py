@@ -8,12 +8,12 @@ import hmac
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 
 from refarch.observability import logger
-from web.contract import SignIn
+from web.contract import Session, SignIn, respond
 from web.errors import ApiError
 from web.security import csrf_token, rotate_csrf_token
 
@@ -137,7 +137,7 @@ def logout() -> ResponseReturnValue:
 @bp.get("/api/session")
 def session_state() -> Response:
     """Whether editing needs a password, whether this session may edit, and its CSRF token."""
-    return jsonify(_session_state())
+    return respond(Session, _session_state())
 
 
 @bp.post("/api/session")
@@ -148,16 +148,16 @@ def api_login() -> Response:
     except ValidationError:
         raise ApiError(400, 'send JSON {"password": "..."}', {"password": "is required"}) from None
     if not password_required():
-        return jsonify(_session_state())
+        return respond(Session, _session_state())
     if not _password_matches(password):
         logger.warning("sign-in refused", extra={"remote_addr": request.remote_addr})
         raise ApiError(401, "wrong password", {"password": "is not right"})
     _sign_in()
-    return jsonify(_session_state())
+    return respond(Session, _session_state())
 
 
 @bp.delete("/api/session")
 def api_logout() -> Response:
     """Sign out; the response carries the new CSRF token."""
     _sign_out()
-    return jsonify(_session_state())
+    return respond(Session, _session_state())

@@ -1,5 +1,5 @@
-"""The HTTP API's requests and responses, declared once: the handlers validate with these models and
-`web.openapi` builds the OpenAPI document from them.
+"""The HTTP API's requests and responses, declared once: the handlers validate requests with these
+models and answer through them (`respond`), and `web.openapi` builds the OpenAPI document from them.
 
 Product and search requests are the runtime library's own models (`refarch.products.NewProduct`,
 `ProductChange`, `refarch.search.SearchRequest`, `ListingRequest`): the CLI and the search service
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+from flask import Response, jsonify
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from refarch.input_errors import field_messages
@@ -89,17 +90,32 @@ class SignIn(BaseModel):
     password: Annotated[str, Field(json_schema_extra={"format": "password"})]
 
 
-# Responses: what the handlers answer (the contract test checks every answer against them).
+# Responses: what the handlers answer. `respond` checks a body against its model and serializes it
+# with it, so an answer cannot hold a field the document does not declare (the contract test also
+# checks every answer against the document).
 
 
-class Error(BaseModel):
+class Answer(BaseModel):
+    """A response body: every field declared (an undeclared one is a bug, found by the tests)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def respond(model: type[Answer], body: Mapping[str, Any], status: int = 200) -> Response:
+    """Answer with `body` as `model` serializes it (fields the handler did not set are left out)."""
+    response = jsonify(model.model_validate(body).model_dump(mode="json", exclude_unset=True))
+    response.status_code = status
+    return response
+
+
+class Error(Answer):
     """The one error shape, on every route."""
 
     error: str = Field(description="What went wrong, in words a person can act on")
     fields: dict[str, str] = Field(description="A message per request field that is wrong (may be empty)")
 
 
-class SyncState(BaseModel):
+class SyncState(Answer):
     """Whether the vector index holds a product's current version."""
 
     product_id: int
@@ -113,7 +129,7 @@ class SyncState(BaseModel):
     indexed_at: datetime | None
 
 
-class Product(BaseModel):
+class Product(Answer):
     """A product with its sync state."""
 
     id: int
@@ -149,14 +165,15 @@ class SearchResult(Product):
     )
 
 
-class SearchPage(BaseModel):
+class SearchPage(Answer):
     """One page of results, best first (or by id when listing)."""
 
     query: str
     mode: SearchMode = Field(description="The mode that ranked these results")
     requested_mode: SearchMode
     fallback_reason: str | None = Field(
-        description="Why `mode` differs from `requested_mode` (the embedding service is unavailable); else null"
+        description="Why `mode` differs from `requested_mode` (the embedding service or the vector index is "
+        "unavailable); else null"
     )
     page: int
     k: int
@@ -171,14 +188,14 @@ class SyncStatusItem(SyncState):
     id: int
 
 
-class SyncStatuses(BaseModel):
+class SyncStatuses(Answer):
     """States of the products that exist; deleted ones are listed as missing."""
 
     products: list[SyncStatusItem]
     missing: list[int]
 
 
-class SyncStatus(BaseModel):
+class SyncStatus(Answer):
     """Totals, outbox backlog, oldest pending change; each lane's queue depth, oldest message age and DLQ depth;
     the active index generation and, while a re-index runs, the building generation's progress."""
 
@@ -221,7 +238,7 @@ class SyncStatus(BaseModel):
     )
 
 
-class Session(BaseModel):
+class Session(Answer):
     """Whether editing needs a password, whether this session may edit, and its CSRF token."""
 
     password_required: bool
@@ -230,7 +247,7 @@ class Session(BaseModel):
     csrf_token: str
 
 
-class Health(BaseModel):
+class Health(Answer):
     """The database answers."""
 
     status: Literal["ok"]

@@ -64,8 +64,8 @@ RESPONSES: dict[str, dict[str, Any]] = {
         },
     },
     "Unavailable": {
-        "description": "The database, or (for searches) the vector index, is unavailable, timed out or is rate "
-        "limiting; try again shortly (an embedding-service outage is answered lexically instead)"
+        "description": "The database is unavailable or timed out; try again shortly (a search whose embedding "
+        "service or vector index is unavailable is answered lexically instead, saying so in fallback_reason)"
     },
 }
 STATUS_RESPONSE = {

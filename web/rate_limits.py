@@ -5,7 +5,8 @@ Counters live in Postgres by default (`refarch.rate_limits`, a `limits` storage 
 another datastore; REFARCH_RATE_LIMIT_STORAGE may name any Flask-Limiter storage URI instead.
 The client address is `request.remote_addr`, which ProxyFix sets from X-Forwarded-For only as far
 as REFARCH_PROXY_HOPS trusts it (web/__init__.py), so nobody can claim another address.
-Over a limit: 429 in the one error shape, with Retry-After (web/errors.py).
+Over a limit: 429 with Retry-After, in the one error shape (web/errors.py); the pages a browser
+loads (the search page, the sign-in form) answer the same message as a page.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from typing import Any
 
 import psycopg2
-from flask import Flask, Response
+from flask import Flask, Response, make_response, render_template, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from limits.storage import Storage
@@ -30,6 +31,8 @@ from web.errors import error_response
 SEARCH_ENDPOINTS = ("api.search", "views.index")
 # Endpoints that change something, or try a password.
 WRITE_ENDPOINTS = ("api.create_product", "api.update_product", "api.delete_product", "auth.login", "auth.api_login")
+# Of those, the ones a browser loads as a page (an HTML answer, not JSON).
+PAGE_ENDPOINTS = ("views.index", "auth.login")
 
 
 class PostgresCounterStorage(Storage):
@@ -89,9 +92,12 @@ def _too_many_requests(limiter: Limiter, err: RateLimitExceeded) -> Response:
     """429 in the one error shape, with Retry-After: the seconds until the address's window ends."""
     window = limiter.current_limit
     retry_after = max(1, math.ceil(window.reset_at - time.time())) if window else 60
-    response = error_response(
-        429, f"too many requests from your address (limit {err.description}); try again in {retry_after} s"
-    )
+    message = f"too many requests from your address (limit {err.description}); try again in {retry_after} s"
+    if request.endpoint in PAGE_ENDPOINTS:
+        page = render_template("too_many_requests.html", message=message.capitalize(), retry_after=retry_after)
+        response = make_response(page, 429)
+    else:
+        response = error_response(429, message)
     response.headers["Retry-After"] = str(retry_after)
     return response
 

@@ -28,6 +28,8 @@ SERVERLESS_REGIONS = {
 }
 _INDEX_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,43}[a-z0-9])?")
 _INDEX_PATH = re.compile(r"/indexes/[^/]+")
+# The data plane of an index created through the control plane: its host is `<url>/index/<name>`.
+_DATA_PLANE_PATH = re.compile(r"/index/([^/]+)(/.*)")
 
 
 class _ControlPlaneError(ApiError):
@@ -43,6 +45,14 @@ class _StoredVector:
     metadata: dict[str, Any] | None
 
 
+@dataclass
+class _DataPlane:
+    """One index's vectors: its namespaces, checked against its dimension."""
+
+    dimension: int
+    namespaces: dict[str, dict[str, _StoredVector]]
+
+
 class PineconeStandIn(StandInServer):
     """A serverless Pinecone index's data plane (dense, cosine), in memory, and a control plane.
 
@@ -54,8 +64,10 @@ class PineconeStandIn(StandInServer):
     creates (dense serverless indexes, validated as the API does, 409 when the name is taken),
     describes (404 when missing) and deletes indexes. A new index is ready at once, or after
     `initializing_describes` describes that find it still initializing. `indexes` holds each one
-    as a ready describe answers it. Every index's host is this stand-in's `url`: they share the
-    one data plane above, which checks vectors against `dimension`.
+    as a ready describe answers it. The data plane at `url` itself is the index the stand-in
+    was started with (`dimension`); each created index has a data plane of its own, with its own
+    dimension and namespaces, at the host its describe answers (`<url>/index/<name>`), and
+    deleting the index deletes its vectors.
     """
 
     name = "pinecone-standin"
@@ -81,6 +93,7 @@ class PineconeStandIn(StandInServer):
         self.api_key = api_key
         self.namespaces: dict[str, dict[str, _StoredVector]] = {}
         self.indexes: dict[str, dict[str, Any]] = {}
+        self._planes: dict[str, _DataPlane] = {}
         self.initializing_describes = initializing_describes
         self._initializing: Counter[str] = Counter()
         for method, path, name, route in (
@@ -98,17 +111,34 @@ class PineconeStandIn(StandInServer):
         ):
             self.routes[(method, path)] = (name, route)
 
-    def vectors(self, namespace: str = "") -> dict[str, _StoredVector]:
-        """A copy of one namespace's vectors (for assertions)."""
+    def vectors(self, namespace: str = "", *, index: str | None = None) -> dict[str, _StoredVector]:
+        """A copy of one namespace's vectors (for assertions): of the stand-in's own index, or of a created one."""
         with self._lock:
-            return dict(self.namespaces.get(namespace or DEFAULT_NAMESPACE, {}))
+            namespaces = self.namespaces if index is None else self._planes[index].namespaces
+            return dict(namespaces.get(namespace or DEFAULT_NAMESPACE, {}))
 
     def route_for(self, request: Request) -> tuple[str, Route] | None:
-        """Exact paths first; `/indexes/<name>` goes to the `/indexes/{name}` routes, which read the name."""
+        """Exact paths first; `/indexes/<name>` goes to the `/indexes/{name}` routes, which read the name;
+        `/index/<name>/<data-plane path>` to that data-plane route, which serves that index."""
         entry = super().route_for(request)
         if entry is None and _INDEX_PATH.fullmatch(request.path):
             return self.routes.get((request.method, "/indexes/{name}"))
+        prefixed = _DATA_PLANE_PATH.fullmatch(request.path)
+        if entry is None and prefixed:
+            return self.routes.get((request.method, prefixed.group(2)))
         return entry
+
+    def _plane(self, request: Request) -> _DataPlane:
+        """The index a data-plane request is for: the stand-in's own, or a created one (404 once deleted)."""
+        prefixed = _DATA_PLANE_PATH.fullmatch(request.path)
+        if prefixed is None:
+            return _DataPlane(self.dimension, self.namespaces)
+        name = unquote(prefixed.group(1))
+        with self._lock:
+            plane = self._planes.get(name)
+        if plane is None:
+            raise ApiError(404, f"index {name} not found")
+        return plane
 
     def authorize(self, request: Request) -> None:
         """The Api-Key header must match; the API version header must be present."""
@@ -153,15 +183,15 @@ class PineconeStandIn(StandInServer):
             raise ApiError(400, f"{where}: vector id must be an ASCII string of 1-512 characters, got {value!r}")
         return value
 
-    def _values(self, values: Any, where: str) -> list[float]:
+    def _values(self, values: Any, where: str, dimension: int) -> list[float]:
         if not isinstance(values, list) or not all(
             isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
         ):
             raise ApiError(400, f"{where}: values must be a list of finite numbers")
-        if len(values) != self.dimension:
+        if len(values) != dimension:
             raise ApiError(
                 400,
-                f"{where}: Vector dimension {len(values)} does not match the dimension of the index {self.dimension}",
+                f"{where}: Vector dimension {len(values)} does not match the dimension of the index {dimension}",
             )
         if not any(values):
             raise ApiError(400, f"{where}: Dense vectors must contain at least one non-zero value")
@@ -213,11 +243,12 @@ class PineconeStandIn(StandInServer):
         tags = body.get("tags")
         if tags is not None and not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
             raise _ControlPlaneError(400, "tags must be an object of string values")
+        dense = self._dense_field(body.get("schema"))
         model = {
             "name": name,
-            "host": self.url,
+            "host": f"{self.url}/index/{name}",
             "status": {"ready": True, "state": "Ready"},
-            "schema": {"fields": {DENSE_FIELD: self._dense_field(body.get("schema"))}},
+            "schema": {"fields": {DENSE_FIELD: dense}},
             "deployment": self._managed_deployment(body.get("deployment")),
             "deletion_protection": protection,
             "tags": tags,
@@ -226,6 +257,7 @@ class PineconeStandIn(StandInServer):
             if name in self.indexes:
                 raise _ControlPlaneError(409, f"Resource {name} already exists", code="ALREADY_EXISTS")
             self.indexes[name] = model
+            self._planes[name] = _DataPlane(dense["dimension"], {})
             self._initializing[name] = self.initializing_describes
         # Like the API, the create answer shows the index still initializing; a describe finds it ready.
         return {**model, "status": {"ready": False, "state": "Initializing"}}
@@ -252,6 +284,7 @@ class PineconeStandIn(StandInServer):
                     403, f"Deletion protection is enabled for index {name}: disable it first", code="FORBIDDEN"
                 )
             del self.indexes[name]
+            del self._planes[name]
             self._initializing.pop(name, None)
         return {}
 
@@ -299,6 +332,7 @@ class PineconeStandIn(StandInServer):
     # -- data plane ------------------------------------------------------------------------
 
     def _upsert(self, request: Request) -> dict[str, Any]:
+        plane = self._plane(request)
         body = self._object(request, {"vectors", "namespace"})
         vectors = body.get("vectors")
         if not isinstance(vectors, list) or not vectors:
@@ -317,14 +351,15 @@ class PineconeStandIn(StandInServer):
                 raise ApiError(400, f"{where}: this index is dense; sparse values are not supported")
             metadata = self._metadata(vector["metadata"], where) if vector.get("metadata") is not None else None
             parsed[self._id(vector.get("id"), where)] = _StoredVector(
-                self._values(vector.get("values"), where), metadata
+                self._values(vector.get("values"), where, plane.dimension), metadata
             )
         namespace = self._namespace(body.get("namespace"))
         with self._lock:
-            self.namespaces.setdefault(namespace, {}).update(parsed)
+            plane.namespaces.setdefault(namespace, {}).update(parsed)
         return {"upsertedCount": len(vectors)}
 
     def _query(self, request: Request) -> dict[str, Any]:
+        plane = self._plane(request)
         body = self._object(
             request,
             {
@@ -354,14 +389,14 @@ class PineconeStandIn(StandInServer):
         query_filter = body.get("filter") or {}
         _check_filter(query_filter)
         with self._lock:
-            stored = dict(self.namespaces.get(namespace, {}))
+            stored = dict(plane.namespaces.get(namespace, {}))
         if "id" in body:
             anchor = stored.get(self._id(body["id"], "id"))
             if anchor is None:
                 return {"matches": [], "namespace": namespace, "usage": {"readUnits": 1}}
             query = anchor.values
         else:
-            query = self._values(body["vector"], "vector")
+            query = self._values(body["vector"], "vector", plane.dimension)
         scored = sorted(
             (
                 (_cosine(query, v.values), vid, v)
@@ -383,6 +418,7 @@ class PineconeStandIn(StandInServer):
         return {"matches": matches, "namespace": namespace, "usage": {"readUnits": 1}}
 
     def _fetch(self, request: Request) -> dict[str, Any]:
+        plane = self._plane(request)
         ids = request.query.get("ids", [])
         if not ids:
             raise ApiError(400, "ids: at least one id is required")
@@ -392,7 +428,7 @@ class PineconeStandIn(StandInServer):
         for vid in ids:
             self._id(vid, "ids")
         with self._lock:
-            stored = self.namespaces.get(namespace, {})
+            stored = plane.namespaces.get(namespace, {})
             found = {vid: stored[vid] for vid in ids if vid in stored}
         vectors: dict[str, dict[str, Any]] = {}
         for vid, vector in found.items():
@@ -402,13 +438,14 @@ class PineconeStandIn(StandInServer):
         return {"vectors": vectors, "namespace": namespace, "usage": {"readUnits": 1}}
 
     def _delete(self, request: Request) -> dict[str, Any]:
+        plane = self._plane(request)
         body = self._object(request, {"ids", "deleteAll", "filter", "namespace"})
         selectors = [key for key in ("ids", "deleteAll", "filter") if body.get(key) not in (None, False)]
         if len(selectors) != 1:
             raise ApiError(400, f"give exactly one of ids, deleteAll or filter (got {selectors or 'none'})")
         namespace = self._namespace(body.get("namespace"))
         with self._lock:
-            stored = self.namespaces.setdefault(namespace, {})
+            stored = plane.namespaces.setdefault(namespace, {})
             if "ids" in selectors:
                 ids = body["ids"]
                 if not isinstance(ids, list) or not ids or len(ids) > self.MAX_DELETE:
@@ -422,10 +459,11 @@ class PineconeStandIn(StandInServer):
                 for vid in [vid for vid, v in stored.items() if _matches(body["filter"], v.metadata or {})]:
                     del stored[vid]
             if not stored:
-                del self.namespaces[namespace]
+                del plane.namespaces[namespace]
         return {}
 
     def _update(self, request: Request) -> dict[str, Any]:
+        plane = self._plane(request)
         body = self._object(request, {"id", "values", "sparseValues", "setMetadata", "namespace", "filter", "dryRun"})
         if ("id" in body) == ("filter" in body):
             raise ApiError(400, "give exactly one of id or filter")
@@ -435,11 +473,11 @@ class PineconeStandIn(StandInServer):
         set_metadata = self._metadata(body["setMetadata"], "setMetadata") if "setMetadata" in body else None
         if "id" in body:
             vid = self._id(body["id"], "id")
-            values = self._values(body["values"], "values") if "values" in body else None
+            values = self._values(body["values"], "values", plane.dimension) if "values" in body else None
             if values is None and set_metadata is None:
                 raise ApiError(400, "nothing to update: give values and/or setMetadata")
             with self._lock:
-                vector = self.namespaces.get(namespace, {}).get(vid)
+                vector = plane.namespaces.get(namespace, {}).get(vid)
                 # As Pinecone: an id that is not stored is no error, and nothing is created.
                 if vector is not None:
                     if values is not None:
@@ -452,7 +490,7 @@ class PineconeStandIn(StandInServer):
         _check_filter(body["filter"], require_condition=True)
         with self._lock:
             hits = [
-                v for v in self.namespaces.get(namespace, {}).values() if _matches(body["filter"], v.metadata or {})
+                v for v in plane.namespaces.get(namespace, {}).values() if _matches(body["filter"], v.metadata or {})
             ]
             if not body.get("dryRun"):
                 for vector in hits:
@@ -460,14 +498,15 @@ class PineconeStandIn(StandInServer):
         return {"matchedRecords": len(hits)}
 
     def _stats(self, request: Request) -> dict[str, Any]:
+        plane = self._plane(request)
         body = self._object(request, {"filter"})
         if body.get("filter"):
             raise ApiError(400, "describe_index_stats does not support a filter on serverless indexes")
         with self._lock:
-            counts = {ns: len(vectors) for ns, vectors in self.namespaces.items() if vectors}
+            counts = {ns: len(vectors) for ns, vectors in plane.namespaces.items() if vectors}
         return {
             "namespaces": {ns: {"vectorCount": n} for ns, n in counts.items()},
-            "dimension": self.dimension,
+            "dimension": plane.dimension,
             "indexFullness": 0.0,
             "totalVectorCount": sum(counts.values()),
             "metric": "cosine",
@@ -475,6 +514,7 @@ class PineconeStandIn(StandInServer):
         }
 
     def _list(self, request: Request) -> dict[str, Any]:
+        plane = self._plane(request)
         query = {key: values[0] for key, values in request.query.items()}
         unknown = set(query) - {"namespace", "prefix", "limit", "paginationToken"}
         if unknown:
@@ -494,7 +534,7 @@ class PineconeStandIn(StandInServer):
         namespace = self._namespace(query.get("namespace"))
         prefix = query.get("prefix", "")
         with self._lock:
-            ids = sorted(vid for vid in self.namespaces.get(namespace, {}) if vid.startswith(prefix) and vid > after)
+            ids = sorted(vid for vid in plane.namespaces.get(namespace, {}) if vid.startswith(prefix) and vid > after)
         page = ids[:limit]
         answer: dict[str, Any] = {
             "vectors": [{"id": vid} for vid in page],

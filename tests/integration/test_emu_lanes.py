@@ -14,6 +14,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 import lambdas.emu
+import refarch.emu
 from refarch import catalog, products
 from refarch.db import connect
 from refarch.messages import bulk_messages
@@ -266,3 +267,57 @@ def test_one_failing_product_does_not_cost_its_neighbours_and_its_message_reache
     assert entries[17].attempts == DEFAULT_TOPOLOGY.max_receive_count
     assert bulk.depth() == {"visible": 0, "in_flight": 0}
     assert emu.index.count() == 29
+
+
+def test_a_delivery_bigger_than_the_time_left_stops_between_chunks_and_the_retry_embeds_only_the_rest(monkeypatch, dsn):
+    # Given 150 products in two bulk messages (100 + 50), Emu on the local model (chunks of 64)
+    emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
+    seed_as_bootstrapped(dsn, 150)
+    bodies = {
+        f"m{n}": m.model_dump_json()
+        for n, m in enumerate(bulk_messages([(pid, 1, "sync") for pid in range(1, 151)], source="bootstrap"))
+    }
+    # When the invocation has time for one chunk only (60 s left before it, 5 s after: under the margin)
+    seconds_left = iter([60.0])
+    outcome = emu.emu.process(bodies, time_left=lambda: next(seconds_left, 5.0))
+    # Then the first chunk was indexed, and it stopped before the next one instead of being cut off
+    assert embed_call_sizes(dsn) == [64]
+    assert outcome.not_started == 150 - 64 and outcome.not_started_messages == {"m0", "m1"}
+    assert set(outcome.failures) == {"m0", "m1"} and "not started: 5.0 s left" in outcome.failures["m1"]
+    # And the products it did not reach are untouched in the ledger (not counted as failed attempts)
+    assert set(ledger_entries(dsn)) == set(range(1, 65))
+    # When both messages are retried with time enough
+    assert emu.emu.process(bodies).failures == {}
+    # Then only the rest was embedded (each product once), and the index equals the table
+    assert embed_call_sizes(dsn) == [64, 64, 22]
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def test_messages_the_time_ran_out_for_are_handed_back_to_the_queue_at_once(monkeypatch, dsn, lanes):
+    # Given two bulk messages, and an invocation with less time left than Emu needs to start a chunk
+    emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
+    seed_as_bootstrapped(dsn, 30)
+    bulk, poller = lanes["bulk"]
+    bulk.send(bulk_messages([(pid, 1, "sync") for pid in range(1, 31)], source="bootstrap", per_message=15))
+    margin = refarch.emu.MIN_TIME_LEFT_SECONDS
+    monkeypatch.setattr(refarch.emu, "MIN_TIME_LEFT_SECONDS", DEFAULT_TOPOLOGY.bulk.timeout_seconds + 1)
+    # When the bulk lane's Emu receives them (every record fails: Powertools raises for a retry)
+    with pytest.raises(BatchProcessingError):
+        poller.poll_once(lambdas.emu.handler)
+    # Then nothing was embedded, and both messages are visible again now, not after the visibility timeout
+    assert embed_call_sizes(dsn) == []
+    assert bulk.depth() == {"visible": 2, "in_flight": 0}
+    # And with time enough, the next delivery indexes them all
+    monkeypatch.setattr(refarch.emu, "MIN_TIME_LEFT_SECONDS", margin)
+    assert poller.poll_once(lambdas.emu.handler) == 2
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def embed_call_sizes(dsn: str) -> list[int]:
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT texts FROM embed_calls ORDER BY id")
+            return [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()

@@ -19,7 +19,7 @@ import pinecone
 import pytest
 
 import lambdas.pinecone_index
-from refarch import topology
+from refarch import pinecone_indexes, topology
 from refarch.observability import logger
 from refarch.vector_index import PineconeIndex, VectorRecord
 from refarch_local.handlers import LocalLambdaContext, load_handler
@@ -33,7 +33,7 @@ INDEX = "refarch-products"
 @pytest.fixture(autouse=True)
 def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     """A new index answers "Initializing" on create; poll it every 10 ms, not every 5 s."""
-    monkeypatch.setattr(lambdas.pinecone_index, "POLL_SECONDS", 0.01)
+    monkeypatch.setattr(pinecone_indexes, "POLL_SECONDS", 0.01)
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_create_makes_a_dense_cosine_index_in_the_stack_region_and_returns_its_h
     assert created["deployment"] == {"deployment_type": "managed", "cloud": "aws", "region": REGION}
     assert stand_in.calls["create_index"] == 1
     # And its host comes back for the stack output, and the data plane answers there with the right dimension
-    assert result == {"PhysicalResourceId": INDEX, "Data": {"Host": stand_in.url}}
+    assert result == {"PhysicalResourceId": INDEX, "Data": {"Host": f"{stand_in.url}/index/{INDEX}"}}
     PineconeIndex(api_key=stand_in.api_key, dimension=DIMENSION, host=result["Data"]["Host"]).ensure()
     # And the creation was logged, without the API key
     out, err = capfd.readouterr()
@@ -157,11 +157,9 @@ def test_update_to_another_dimension_is_a_clear_error_naming_both(stand_in, api_
 
 def test_delete_keeps_the_index_and_its_vectors(stand_in, api_key_secret):
     # Given the index, holding vectors
-    invoke(cfn_event("Create", api_key_secret))
+    host = invoke(cfn_event("Create", api_key_secret))["Data"]["Host"]
     vector = VectorRecord(1, [1.0] + [0.0] * (DIMENSION - 1), {"sku": "S-1"})
-    PineconeIndex(api_key=stand_in.api_key, dimension=DIMENSION, host=stand_in.url, namespace="products").upsert(
-        [vector]
-    )
+    PineconeIndex(api_key=stand_in.api_key, dimension=DIMENSION, host=host, namespace="products").upsert([vector])
     stand_in.reset()
 
     # When the stack (or the resource) is deleted
@@ -171,7 +169,7 @@ def test_delete_keeps_the_index_and_its_vectors(stand_in, api_key_secret):
     assert result == {"PhysicalResourceId": INDEX}
     assert routes_received(stand_in) == []
     assert set(stand_in.indexes) == {INDEX}
-    assert list(stand_in.vectors("products")) == ["1"]
+    assert list(stand_in.vectors("products", index=INDEX)) == ["1"]
 
 
 def test_a_new_index_is_described_until_it_is_ready(stand_in, api_key_secret):
@@ -183,13 +181,13 @@ def test_a_new_index_is_described_until_it_is_ready(stand_in, api_key_secret):
 
     # Then the handler waited through both and answered once the index was ready
     assert stand_in.calls["describe_index"] == 3
-    assert result["Data"] == {"Host": stand_in.url}
+    assert result["Data"] == {"Host": f"{stand_in.url}/index/{INDEX}"}
 
 
 def test_an_index_that_stays_initializing_fails_before_lambda_would_time_out(stand_in, api_key_secret, monkeypatch):
     # Given an index that never becomes ready, and an invocation with one second to spare after the margin
     stand_in.initializing_describes = 10_000
-    monkeypatch.setattr(lambdas.pinecone_index, "POLL_SECONDS", 0.2)
+    monkeypatch.setattr(pinecone_indexes, "POLL_SECONDS", 0.2)
     seconds = int(lambdas.pinecone_index.DEADLINE_MARGIN_SECONDS) + 1
 
     # When CloudFormation creates the resource, Then the failure names the index and its state

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+from pinecone import Pinecone
 
 import lambdas.bootstrap
 import lambdas.emu
-from refarch import catalog, generations, reindex
+from refarch import catalog, generations, pinecone_indexes, reindex
 from refarch.db import Database, connect
 from refarch.generations import EmbedderSpec, GenerationError, IncompleteGenerationError
 from refarch.pelican.listener import OutboxRelay
@@ -347,7 +348,60 @@ def test_on_pinecone_a_generation_gets_its_own_namespace_and_a_new_dimension_nee
     new_index = emu.targets.target(building).index
     assert new_index.fetch_metadata([row.id])[row.id]["version"] == edited.version
     assert emu.targets.active().index.fetch_metadata([row.id])[row.id]["version"] == edited.version
-    # And a model of another dimension, with no index named for it, is refused with what to do
+    # And a model of another dimension, with no index name to derive a new index's name from, is
+    # refused with what to do
     reindex.abort(emu.targets)
-    with pytest.raises(GenerationError, match="create an index of dimension 32.*--pinecone-index"):
+    with pytest.raises(GenerationError, match="holds 64-d vectors and the new model produces 32-d.*--pinecone-index"):
         reindex.start(emu.targets, EmbedderSpec("openai", "text-embedding-3-small", 32))
+
+
+def test_on_pinecone_a_new_dimension_gets_an_index_created_beside_the_first_and_gc_deletes_it(
+    monkeypatch, dsn, openai_standin, pinecone_standins
+):
+    from tests.integration.emu_support import change, invoke_emu, new_product, sqs_event, start_pinecone
+
+    # Given the configured Pinecone index, created as the deploy's custom resource creates it (64-d,
+    # us-west-2, not the settings' AWS region), and generation 1 in it holding two products
+    pinecone = start_pinecone(pinecone_standins, 8)  # its own data plane is not used here
+    monkeypatch.setenv("PINECONE_CONTROLLER_HOST", pinecone.url)
+    pc = Pinecone(api_key=pinecone.api_key)
+    first = pinecone_indexes.ensure_index(
+        pc, "refarch-products", dimension=64, region="us-west-2", deadline=time.monotonic() + 60
+    )
+    monkeypatch.setenv("PINECONE_API_KEY", pinecone.api_key)
+    monkeypatch.setenv("PINECONE_INDEX_NAME", "refarch-products")
+    monkeypatch.setenv("PINECONE_HOST", first.host)
+    emu = configure_emu(monkeypatch, dsn, embedder="openai", index="pinecone", openai=openai_standin)
+    rows = [new_product(dsn, n) for n in (1, 2)]
+    invoke_emu(sqs_event(*(change(row.id, op="insert") for row in rows)))
+
+    # When a re-index to a model of another dimension (32-d) starts
+    building = reindex.start(emu.targets, EmbedderSpec("openai", "text-embedding-3-small", 32))
+
+    # Then it created an index of that dimension beside the first, by the custom resource's code
+    name = "refarch-products-g2"
+    assert building.target == {
+        "index_name": name,
+        "host": f"{pinecone.url}/index/{name}",
+        "namespace": "products-g2",
+        "dedicated": True,
+    }
+    created = pinecone.indexes[name]
+    assert created["schema"]["fields"]["_values"] == {"type": "dense_vector", "dimension": 32, "metric": "cosine"}
+    assert created["deployment"]["region"] == "us-west-2"
+    # When every change is applied (to both generations) and generation 2 is switched to
+    edited = edit_product(dsn, rows[0].id, name="Widget One")
+    invoke_emu(sqs_event(change(rows[0].id, version=edited.version), change(rows[1].id)))
+    reindex.switch(emu.targets)
+    # Then search reads the new index, which equals the table; its 32-d vectors are in the new index only
+    active = emu.targets.active()
+    assert active.generation.id == 2 and active.index.dimension == 32
+    assert_index_matches_database(Database(dsn), active.index, active.embedder.model_id)
+    assert {len(v.values) for v in pinecone.vectors("products-g2", index=name).values()} == {32}
+    assert pinecone.vectors("products-g2", index="refarch-products") == {}
+    # When rolled back, and gc drops the retired generation 2
+    reindex.rollback(emu.targets)
+    assert reindex.collect_garbage(emu.targets, timedelta(0)) == [2]
+    # Then the index created for it is deleted whole; the first index keeps generation 1's vectors
+    assert set(pinecone.indexes) == {"refarch-products"}
+    assert sorted(pinecone.vectors("products", index="refarch-products")) == ["1", "2"]

@@ -205,3 +205,24 @@ def test_filters_support_the_operators_pinecone_documents(stand_in):
     assert ids({"n": {"$eq": 1}, "ok": True}) == ["a"]
     assert ids({"$or": [{"n": 1}, {"n": 9}]}) == ["a", "c"]
     assert ids({"$and": [{"n": {"$gte": 5}}, {"tag": {"$exists": False}}]}) == ["c"]
+
+
+def test_each_created_index_has_a_data_plane_of_its_own_at_its_host_until_it_is_deleted(stand_in):
+    # Given an index of another dimension created through the control plane
+    pc = pinecone.Pinecone(api_key=stand_in.api_key, host=stand_in.url)
+    schema = {"fields": {"_values": {"type": "dense_vector", "dimension": 3, "metric": "cosine"}}}
+    host = pc.indexes.create(name="other", schema=schema).host
+    assert host == f"{stand_in.url}/index/other"
+    # When vectors are written at its host
+    other = PineconeIndex(api_key=stand_in.api_key, dimension=3, host=host, namespace="products")
+    other.ensure()
+    other.upsert([VectorRecord(1, [1.0, 0.0, 0.0], {"version": 1})])
+    # Then they are in that index only, checked against its dimension, not the stand-in's own
+    assert list(stand_in.vectors("products", index="other")) == ["1"]
+    assert stand_in.vectors("products") == {}
+    with pytest.raises(pinecone.ApiError, match="dimension 8 does not match the dimension of the index 3"):
+        other._index.upsert(vectors=[{"id": "2", "values": [0.5] * DIMENSION}], namespace="products")
+    # And once the index is deleted its host answers 404
+    pc.indexes.delete("other")
+    with pytest.raises(pinecone.NotFoundError, match="index other not found"):
+        other.upsert([VectorRecord(1, [1.0, 0.0, 0.0], {"version": 1})])

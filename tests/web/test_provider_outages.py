@@ -1,4 +1,4 @@
-"""A search provider that fails: embeddings down -> lexical results that say so; Pinecone down -> a 503 with a message.
+"""A search provider that fails: embeddings or Pinecone down -> lexical results that say so.
 
 The real SDKs talk over HTTP to the local stand-ins, which inject the failures (refarch_local/standins.py).
 """
@@ -95,8 +95,10 @@ def pinecone_standin(embedder: LocalEmbedder) -> Iterator[PineconeStandIn]:
 
 
 @pytest.mark.parametrize("fault", ["server_error", "rate_limit"])
-def test_a_vector_index_outage_is_a_503(dsn, tmp_path, embedder, pinecone_standin, fault):
-    # Given search queries Pinecone
+def test_a_vector_index_outage_answers_in_lexical_mode_and_says_so(
+    dsn, tmp_path, embedder, pinecone_standin, catalog, fault
+):
+    # Given search queries Pinecone, and the catalog (not indexed: only lexical search can find it)
     runtime = make_runtime(
         embedder,
         database_url=dsn,
@@ -107,9 +109,17 @@ def test_a_vector_index_outage_is_a_503(dsn, tmp_path, embedder, pinecone_standi
     )
     client = build_app(runtime).test_client()
     assert client.get("/api/search", query_string={"q": "tent"}).status_code == 200
-    # When every query attempt (the SDK retries) fails
-    pinecone_standin.fail_next(fault, times=10)
-    response = client.get("/api/search", query_string={"q": "tent"})
-    # Then it is a 503 saying the vector index is unavailable
-    assert response.status_code == 503, response.get_json()
-    assert "vector index is unavailable" in response.get_json()["error"]
+    # When every query attempt (the SDK retries) fails, in hybrid and in semantic mode
+    for mode in ("hybrid", "semantic"):
+        pinecone_standin.fail_next(fault, times=10)
+        response = client.get("/api/search", query_string={"q": "tent", "mode": mode})
+        # Then the answer is a 200 ranked by text, saying why
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert (body["mode"], body["requested_mode"]) == ("lexical", mode)
+        assert "vector index is unavailable" in body["fallback_reason"]
+        assert body["results"] and all(set(r["ranks"]) == {"lexical"} for r in body["results"])
+        assert any("tent" in (r["name"] + r["description"]).lower() for r in body["results"])
+    # And once Pinecone answers again, so does semantic ranking
+    pinecone_standin.reset()  # the scripted faults the SDK's retries did not use
+    assert client.get("/api/search", query_string={"q": "tent"}).get_json()["fallback_reason"] is None

@@ -3,6 +3,7 @@ counted in Postgres so that every worker and task shares them; a flood of search
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 
@@ -34,6 +35,20 @@ def test_searches_over_the_limit_are_a_429_with_retry_after(runtime, catalog):
     other = client.get("/api/search", query_string={"q": "tent"}, environ_base={"REMOTE_ADDR": "192.0.2.7"})
     assert other.status_code == 200
     assert client.get("/api/sync/status").status_code == 200
+
+
+def test_the_search_page_over_the_limit_is_a_429_page_saying_when_to_retry(runtime, catalog):
+    # Given a limit of 1 search a minute per address, used up by the page
+    client = build_app(runtime, RATE_LIMIT_SEARCH="1 per minute").test_client()
+    assert client.get("/", query_string={"q": "tent", "mode": "lexical"}).status_code == 200
+    # When the browser loads the search page again
+    refused = client.get("/", query_string={"q": "tent", "mode": "lexical"})
+    # Then it gets a page (not JSON) with the message and a Retry-After header
+    assert refused.status_code == 429 and refused.mimetype == "text/html"
+    html = refused.get_data(as_text=True)
+    assert 'id="rate-limited"' in html and "Too many requests from your address" in html
+    said = int(re.search(r"in (\d+) seconds", html).group(1))  # computed a moment before the header
+    assert 1 <= said <= 61 and abs(said - int(refused.headers["Retry-After"])) <= 1
 
 
 def test_every_worker_counts_in_the_same_database(runtime, catalog):
