@@ -68,7 +68,8 @@ class ReindexStack(Stack):
             code=lambda_code(),
             handler=topology.REINDEX_HANDLER,
             description="Re-index steps (start, progress, switch, rollback, abort, gc) with the admin database login",
-            timeout=Duration.minutes(5),
+            # Starting a generation of another dimension on Pinecone waits for its new index (minutes).
+            timeout=Duration.minutes(15),
             log_retention=config.log_retention,
             vpc=vpc,
         ).function

@@ -22,7 +22,6 @@ from refarch.generations import EmbedderSpec, Generation, GenerationError
 from refarch.index_targets import GenerationTargets
 from refarch.observability import logger
 from refarch.queue import SyncQueue
-from refarch.settings import Settings
 
 
 def decide_start(active: Generation, building: Generation | None, spec: EmbedderSpec) -> Generation | None:
@@ -42,21 +41,6 @@ def decide_start(active: Generation, building: Generation | None, spec: Embedder
         f"{spec.kind} model {spec.model} ({spec.dimensions or 'its'} dimensions): let its re-index finish, "
         'or abandon it ({"action": "abort"}) and start again'
     )
-
-
-def pinecone_index_for(settings: Settings, active: Generation) -> str | None:
-    """The Pinecone index a new generation goes into: the configured one when it is not the active generation's.
-
-    A Pinecone index serves one dimension, so a model of another dimension needs an index of its
-    own: naming a new index in the settings (on AWS `SearchConfig.pinecone_index_name`, which
-    the deploy creates) puts the next generation there. None: the active generation's index, in a
-    namespace of its own (`refarch.generations.default_target`); also for pgvector.
-    """
-    if settings.vector_backend_kind != "pinecone" or not settings.pinecone_index_name:
-        return None
-    if active.target.get("index_name") == settings.pinecone_index_name:
-        return None
-    return settings.pinecone_index_name
 
 
 def ensure_building(targets: GenerationTargets, spec: EmbedderSpec) -> tuple[Generation, bool]:
@@ -81,8 +65,7 @@ def ensure_building(targets: GenerationTargets, spec: EmbedderSpec) -> tuple[Gen
     if found is not None:
         logger.info("re-index already building", extra={"generation": found.id, "model_id": found.model_id})
         return found, True
-    created = reindex.start(targets, spec, pinecone_index=pinecone_index_for(targets.settings, active))
-    return created, True
+    return reindex.start(targets, spec), True
 
 
 def lanes_idle(queues: Iterable[SyncQueue]) -> bool:

@@ -1,5 +1,4 @@
-"""The re-index start decisions, as tables: which generation serves the configured embedder, and which Pinecone index
-a new generation goes into."""
+"""The re-index start decision, as a table: which generation serves the configured embedder."""
 
 from __future__ import annotations
 
@@ -9,8 +8,7 @@ from typing import Any
 import pytest
 
 from refarch.generations import EmbedderSpec, Generation, GenerationError
-from refarch.reindex_flow import decide_start, pinecone_index_for
-from refarch.settings import Settings
+from refarch.reindex_flow import decide_start
 
 SMALL = EmbedderSpec("openai", "text-embedding-3-small", 1536)
 LARGE = EmbedderSpec("openai", "text-embedding-3-large", 3072)
@@ -56,37 +54,3 @@ def test_a_third_model_while_one_builds_is_refused_with_what_to_do():
     # Given the large model building, When the configuration names a third one, Then it is refused with the way out
     with pytest.raises(GenerationError, match=r'generation 2 .* is building.*\{"action": "abort"\}'):
         decide_start(ACTIVE, BUILDING_LARGE, SMALL_512)
-
-
-PINECONE_CASES = [
-    # (case, backend, configured index name, the active generation's index, the new generation's index)
-    ("pgvector: a table of its own", "pgvector", None, None, None),
-    (
-        "the active generation's index: a namespace of its own in it",
-        "pinecone",
-        "refarch-products",
-        "refarch-products",
-        None,
-    ),
-    (
-        "a new index named in the configuration: there",
-        "pinecone",
-        "refarch-products-3072",
-        "refarch-products",
-        "refarch-products-3072",
-    ),
-    ("a host only, no name: the configured index", "pinecone", None, None, None),
-]
-
-
-@pytest.mark.parametrize(
-    ("case", "backend", "configured", "active_index", "expected"), PINECONE_CASES, ids=[c[0] for c in PINECONE_CASES]
-)
-def test_pinecone_index_of_a_new_generation(
-    case: str, backend: str, configured: str | None, active_index: str | None, expected: str | None
-):
-    # Given the settings' backend and index, and the index the active generation lives in
-    settings = Settings(vector_backend=backend, pinecone_index_name=configured)
-    active = generation(1, "active", SMALL, {"index_name": active_index, "host": "h", "namespace": "products"})
-    # When choosing where the next generation goes, Then it is the index of the table (None: the default target)
-    assert pinecone_index_for(settings, active) == expected
