@@ -339,16 +339,22 @@ def _require_complete(conn: Connection, generation: Generation, what: str) -> No
         )
 
 
-def switch(conn: Connection) -> tuple[Generation, Generation]:
+def switch(conn: Connection, expected: int | None = None) -> tuple[Generation, Generation]:
     """Make the building generation active in one update, once it holds every row (else raise).
 
-    Returns (previous, new). The previous generation is retired and kept in sync for a rollback.
+    `expected` names the generation the caller built (a state machine's execution): another one
+    building (it was abandoned and replaced meanwhile) is refused. Returns (previous, new). The
+    previous generation is retired and kept in sync for a rollback.
     """
     with conn.cursor() as cur:
         cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
         new = building(conn)
         if new is None:
             raise GenerationError("no generation is building: start one with `refarch reindex`")
+        if expected is not None and new.id != expected:
+            raise GenerationError(
+                f"generation {expected} is not building (generation {new.id} is): it was abandoned or replaced"
+            )
         _require_complete(conn, new, "switch")
         previous = active(conn)
         _make_active(cur, new.id, previous.id)

@@ -25,6 +25,15 @@ POLL_SECONDS = 5.0
 MAX_NAME_LENGTH = 45
 
 
+class IndexDimensionError(ValueError):
+    """An index of that name exists with another dimension; `host` is where it answers."""
+
+    def __init__(self, message: str, *, existing: int, host: str | None) -> None:
+        super().__init__(message)
+        self.existing = existing
+        self.host = host
+
+
 @dataclass(frozen=True)
 class EnsuredIndex:
     """A ready index of the asked dimension: its name, its data-plane host, and whether this call created it."""
@@ -37,8 +46,8 @@ class EnsuredIndex:
 def ensure_index(pc: Pinecone, name: str, *, dimension: int, region: str, deadline: float) -> EnsuredIndex:
     """Create the index (dense, cosine, serverless on AWS in `region`) if missing; check its dimension; wait for it.
 
-    ValueError when an index of that name exists with another dimension (or is not a dense
-    index); TimeoutError (naming its state) when it is not ready by `deadline` (time.monotonic()).
+    IndexDimensionError when an index of that name exists with another dimension (ValueError when
+    it is not a dense index); TimeoutError (naming its state) when it is not ready by `deadline` (time.monotonic()).
     """
     from pinecone import NotFoundError
 
@@ -56,9 +65,11 @@ def ensure_index(pc: Pinecone, name: str, *, dimension: int, region: str, deadli
         logger.info("pinecone index created", extra={"index": name, "dimension": dimension, "region": region})
     existing = index_dimension(index)
     if existing != dimension:
-        raise ValueError(
+        raise IndexDimensionError(
             f"Pinecone index {name} has dimension {existing}, the embedder needs {dimension}: "
-            "create a new index (another name) or change the embedder"
+            "create a new index (another name) or change the embedder",
+            existing=existing,
+            host=index.host,
         )
     index = wait_until_ready(pc, index, deadline)
     if not index.host:

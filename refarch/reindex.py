@@ -151,10 +151,11 @@ def wait_and_switch(
             time.sleep(poll_seconds)
 
 
-def switch(targets: GenerationTargets) -> tuple[Generation, Generation]:
-    """Make the building generation active (refused unless it holds every row); returns (previous, new)."""
+def switch(targets: GenerationTargets, expected: int | None = None) -> tuple[Generation, Generation]:
+    """Make the building generation active (refused unless it holds every row, or if it is not
+    `expected`); returns (previous, new)."""
     with targets.db.transaction() as conn:
-        previous, new = generations.switch(conn)
+        previous, new = generations.switch(conn, expected)
     targets.forget(new.id)
     logger.info("generation switched", extra={"previous": previous.id, "active": new.id})
     return previous, new

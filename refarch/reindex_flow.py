@@ -88,11 +88,9 @@ def building_progress(
 
 
 def switch_to(targets: GenerationTargets, generation_id: int | None) -> tuple[Generation, Generation]:
-    """Switch to the building generation (checked complete, atomically: `refarch.reindex.switch`),
-    only if it is `generation_id` (default: whichever builds). Returns (previous, new)."""
-    with targets.db.transaction() as conn:
-        _building(conn, generation_id)
-    return reindex.switch(targets)
+    """Switch to the building generation (checked complete and checked to be `generation_id` when
+    one is named, in the switch's own transaction: `refarch.reindex.switch`). Returns (previous, new)."""
+    return reindex.switch(targets, generation_id)
 
 
 def _building(conn: Connection, generation_id: int | None) -> Generation:

@@ -135,9 +135,9 @@ def test_create_when_the_index_exists_keeps_it_and_returns_the_same_host(stand_i
     assert second == first
 
 
-def test_update_to_another_dimension_is_a_clear_error_naming_both(stand_in, api_key_secret):
+def test_update_to_another_dimension_keeps_the_index_for_the_reindex_to_add_one_beside_it(stand_in, api_key_secret):
     # Given a 384-d index
-    invoke(cfn_event("Create", api_key_secret))
+    created = invoke(cfn_event("Create", api_key_secret))
 
     # When the embedder's dimension changes to 1536 and the stack updates
     update = cfn_event(
@@ -147,12 +147,23 @@ def test_update_to_another_dimension_is_a_clear_error_naming_both(stand_in, api_
         PhysicalResourceId=INDEX,
         OldResourceProperties=cfn_event("Create", api_key_secret)["ResourceProperties"],
     )
-    with pytest.raises(ValueError, match=f"{INDEX} has dimension {DIMENSION}, the embedder needs 1536"):
-        invoke(update)
+    updated = invoke(update)
 
-    # Then the index is left as it was
+    # Then the update succeeds with the index left as it was (its generations keep being served from
+    # it; the deploy's re-index creates the 1536-d index: refarch.reindex.start)
+    assert updated == created
     assert stand_in.indexes[INDEX]["schema"]["fields"]["_values"]["dimension"] == DIMENSION
     assert routes_received(stand_in).count("create_index") == 1
+
+
+def test_create_over_an_index_of_another_dimension_is_a_clear_error_naming_both(stand_in, api_key_secret):
+    # Given a 384-d index of that name (made by hand, or by another stack)
+    invoke(cfn_event("Create", api_key_secret))
+    # When a new stack whose embedder makes 1536-d vectors creates the resource
+    with pytest.raises(ValueError, match=f"{INDEX} has dimension {DIMENSION}, the embedder needs 1536"):
+        invoke(cfn_event("Create", api_key_secret, dimension=1536))
+    # Then the index is left as it was
+    assert stand_in.indexes[INDEX]["schema"]["fields"]["_values"]["dimension"] == DIMENSION
 
 
 def test_delete_keeps_the_index_and_its_vectors(stand_in, api_key_secret):
