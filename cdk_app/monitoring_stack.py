@@ -14,6 +14,7 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from cdk_app.config import StageConfig
@@ -41,6 +42,7 @@ class MonitoringStack(Stack):
         listener: ecs.BaseService,
         load_balancer: elbv2.IApplicationLoadBalancer,
         database: rds.IDatabaseInstance,
+        state_machines: dict[str, sfn.IStateMachine],
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, **kwargs)
@@ -146,6 +148,24 @@ class MonitoringStack(Stack):
             missing=cloudwatch.TreatMissingData.BREACHING,
             description="No Pelican listener task has run for 15 minutes: changes stay in the outbox.",
         )
+
+        # Bootstrap, reconcile and re-index run unattended (a deploy, a schedule): say when one fails.
+        for name, state_machine in state_machines.items():
+            self._alarm(
+                f"{name}ExecutionFailed",
+                cloudwatch.MathExpression(
+                    expression="failed + timed_out",
+                    using_metrics={
+                        "failed": state_machine.metric_failed(period=PERIOD, statistic="Sum"),
+                        "timed_out": state_machine.metric_timed_out(period=PERIOD, statistic="Sum"),
+                    },
+                    label=f"{name} executions failed or timed out",
+                    period=PERIOD,
+                ),
+                threshold=0,
+                description=f"A {name.lower()} state machine execution failed or timed out: its execution "
+                "history in the Step Functions console names the step and the error.",
+            )
 
         self.dashboard = cloudwatch.Dashboard(
             self, "Dashboard", dashboard_name=f"refarch-{config.name}", default_interval=Duration.hours(3)

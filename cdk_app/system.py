@@ -153,8 +153,14 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
         listener=pelican.listener,
         load_balancer=frontend.load_balancer,
         database=data.database,
+        state_machines={
+            "Bootstrap": pelican.state_machine,
+            "Reconcile": pelican.reconcile_state_machine,
+            "Reindex": reindex.state_machine,
+        },
         env=env,
-        description="refarch monitoring: dashboard and alarms (DLQ, queue age, Emu errors, listener)",
+        description="refarch monitoring: dashboard and alarms (DLQ, queue age, Emu errors, listener, "
+        "state machine failures)",
     )
     stacks = SystemStacks(
         network=network,

@@ -284,7 +284,7 @@ def test_monitoring_alarms_notify_the_topic(dev: Synthesized, variant: Synthesiz
     template = dev.template_json(dev.stacks.monitoring)
     alarms = resources(template, "AWS::CloudWatch::Alarm")
     topic_id = next(iter(resources(template, "AWS::SNS::Topic")))
-    metrics = {a["Properties"]["MetricName"] for a in alarms.values()}
+    metrics = {a["Properties"]["MetricName"] for a in alarms.values() if "MetricName" in a["Properties"]}
     # Then DLQ, queue age, outbox age, Emu errors and the listener are watched, each alarm notifying the topic
     assert metrics == {
         "ApproximateNumberOfMessagesVisible",
@@ -294,6 +294,18 @@ def test_monitoring_alarms_notify_the_topic(dev: Synthesized, variant: Synthesiz
         "CPUUtilization",
     }
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic_id}] for a in alarms.values())
+    # And each state machine that runs unattended alarms when an execution fails or times out
+    watched = {}
+    for alarm in alarms.values():
+        queries = alarm["Properties"].get("Metrics", [])
+        stats = [q["MetricStat"]["Metric"] for q in queries if "MetricStat" in q]
+        if stats:
+            assert {s["MetricName"] for s in stats} == {"ExecutionsFailed", "ExecutionsTimedOut"}
+            [arn] = {json.dumps(s["Dimensions"][0]["Value"]) for s in stats}
+            watched[arn] = next(q["Expression"] for q in queries if "Expression" in q)
+    assert len(watched) == 3 and set(watched.values()) == {"failed + timed_out"}
+    for machine in ("BootstrapStateMachine", "ReconcileStateMachine", "ReindexStateMachine"):
+        assert sum(machine in arn for arn in watched) == 1, (machine, list(watched))
     dashboard = json.dumps(only(template, "AWS::CloudWatch::Dashboard")["DashboardBody"])
     for metric in (
         "SyncLag",
