@@ -29,8 +29,8 @@ from rich.table import Table
 
 from refarch.db import Database, connect
 from refarch.embeddings import make_embedder
+from refarch.pgvector_index import PgVectorIndex
 from refarch.settings import Settings, read_local_runtime
-from refarch.vector_index import PgVectorIndex
 from refarch_local.convergence import Convergence, check_convergence
 from refarch_local.demo import Component, Supervisor, free_port
 from refarch_local.standins import OpenAIStandIn
