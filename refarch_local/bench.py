@@ -38,8 +38,8 @@ from refarch.products import embedding_text
 from refarch.settings import Settings, read_local_runtime
 from refarch_local import bench_reindex
 from refarch_local.bench_edits import timed_edits
-from refarch_local.demo import Supervisor, emu_layout, free_port
 from refarch_local.standins import OpenAIStandIn
+from refarch_local.supervisor import Supervisor, emu_layout, free_port
 
 
 def _embed_share(texts: list[str], batch: int, threads: int, barrier: Any, results: Any) -> None:

@@ -19,8 +19,8 @@ from refarch.embeddings import make_embedder
 from refarch.pgvector_index import PgVectorIndex
 from refarch.settings import Settings
 from refarch_local.convergence import Convergence, check_convergence
-from refarch_local.demo import Component, Supervisor, free_port
 from refarch_local.standins import OpenAIStandIn
+from refarch_local.supervisor import Component, Supervisor, free_port
 
 DIMENSION = 64
 MODEL = "text-embedding-3-small"
