@@ -332,8 +332,8 @@ def run_search_bench(
 
     from rich.console import Console
 
-    from refarch_local.bench import machine_description
     from refarch_local.database import LocalDatabase
+    from refarch_local.process_stats import machine_description
 
     console = Console(stderr=True)
     home = Path(tempfile.mkdtemp(prefix="refarch-search-bench-"))
