@@ -10,9 +10,9 @@ from refarch import catalog, generations
 from refarch.db import migrate
 from refarch.db.roles import enable_runtime_logins
 from refarch.observability import logger
+from refarch.pgvector_index import PgVectorIndex
 from refarch.runtime import Runtime
 from refarch.settings import ConfigurationError
-from refarch.vector_index import PgVectorIndex
 
 runtime = Runtime(application_name="migrate")
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from refarch import generations
+from refarch import generation_placement, generations
 from refarch.db import Connection, Database
 from refarch.embeddings import Embedder, make_embedder
 from refarch.generations import EmbedderSpec, Generation
@@ -101,7 +101,7 @@ class GenerationTargets:
     def _adopt(self, generation: Generation) -> Generation:
         """Record the configured embedder and target on a generation created before they were known."""
         embedder = self.embedder_for(EmbedderSpec.from_settings(self.settings))
-        target = generations.default_target(self.settings, generation.id, dimension=embedder.dimension)
+        target = generation_placement.default_target(self.settings, generation.id, dimension=embedder.dimension)
         # Checked before it is recorded: an index of another dimension is refused with advice.
         make_index(self.settings, self.db, embedder.dimension, target=target)
         with self.db.transaction() as conn:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pinecone import IndexModel, Pinecone
 
 # The one field of an index created with a dimension and a metric: the vectors API that
-# refarch.vector_index.PineconeIndex writes through (upsert/query) serves only such indexes.
+# refarch.pinecone_vector_index.PineconeIndex writes through (upsert/query) serves only such indexes.
 DENSE_FIELD = "_values"
 POLL_SECONDS = 5.0
 # Pinecone index names: 1-45 lower-case alphanumerics or '-'.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from refarch import generations, pinecone_indexes
+from refarch import generation_placement, generations, pinecone_indexes
 from refarch.generations import EmbedderSpec, Generation, IncompleteGenerationError
 from refarch.index_targets import GenerationTargets
 from refarch.observability import logger
@@ -42,10 +42,10 @@ def start(targets: GenerationTargets, spec: EmbedderSpec, *, pinecone_index: str
     active = targets.active().generation  # records generation 1 first if needed
     embedder = targets.embedder_for(spec)
     with db.transaction() as conn:
-        configured_dimension = generations.configured_index_dimension(conn, settings)
+        configured_dimension = generation_placement.configured_index_dimension(conn, settings)
 
     def target_for(generation_id: int, current: Generation) -> dict[str, Any]:
-        target = generations.default_target(
+        target = generation_placement.default_target(
             settings,
             generation_id,
             dimension=embedder.dimension,

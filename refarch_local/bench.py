@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import shutil
 import tempfile
@@ -28,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from refarch import catalog
 from refarch.db import Database, connect, fetch_one
@@ -38,8 +36,10 @@ from refarch.products import embedding_text
 from refarch.settings import Settings, read_local_runtime
 from refarch_local import bench_reindex
 from refarch_local.bench_edits import timed_edits
-from refarch_local.demo import Supervisor, emu_layout, free_port
+from refarch_local.bench_report import render
+from refarch_local.process_stats import cpu_seconds, machine_description, peak_rss_mb
 from refarch_local.standins import OpenAIStandIn
+from refarch_local.supervisor import Supervisor, emu_layout, free_port
 
 
 def _embed_share(texts: list[str], batch: int, threads: int, barrier: Any, results: Any) -> None:
@@ -77,29 +77,6 @@ def raw_parallel_throughput(texts: list[str], batch: int, threads_per_process: l
         process.join()
     slowest = max(seconds for seconds, _ in reports)
     return round(len(texts) / slowest, 1), round(1000 * sum(cpu for _, cpu in reports) / len(texts), 2)
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident memory (VmHWM) of a process in MB, or None if it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process and all its descendants, live and reaped (0.0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    # utime, stime, cutime, cstime (fields 14-17 of proc(5)); reaped children are in cutime/cstime.
-    own = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 class Bench:
@@ -427,116 +404,6 @@ class Bench:
         if postmaster is not None:
             memory["postgres (postmaster)"] = peak_rss_mb(postmaster)
         self.results["peak_memory_mb"] = memory
-
-
-def machine_description() -> str:
-    """CPU count, model and Python version: the context every number needs."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except FileNotFoundError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({model}), {mem_gb:.0f} GiB RAM, Python {platform.python_version()}, CPU only"
-
-
-def render(results: dict[str, Any], console: Console) -> str:
-    """Print a table and return the same as markdown."""
-    rows = _pipeline_rows(results) if "raw_model" in results else []
-    if "reindex" in results:
-        rows += bench_reindex.render_rows(results["reindex"])
-    table = Table(title=f"refarch bench — {results['machine']}")
-    for column in ("Measure", "Result", "Target"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    lines = [f"Machine: {results['machine']}", "", "| Measure | Result | Target |", "| --- | --- | --- |"]
-    lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
-    if "search" not in results:
-        return "\n".join(lines) + "\n"
-    from refarch_local.search_bench import markdown as search_markdown
-
-    search_tables = search_markdown(results["search"])
-    console.print(search_tables)
-    return "\n".join(lines) + "\n\n" + search_tables
-
-
-def _pipeline_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """The table's rows for the full run's measurements."""
-    b, raw, lat = results["bootstrap"], results["raw_model"], results["change_latency_ms"]
-    busy = results["change_latency_during_bootstrap_ms"]
-    re, search, mem = results["rebootstrap_unchanged"], results["search_latency"], results["peak_memory_mb"]
-    cpu = results["bootstrap_cpu_ms_per_row"]
-    batch = raw["emu_batch_size"]
-    rows = [
-        (
-            "Bootstrap throughput (end to end, bulk lane)",
-            f"{b['rows_per_s']} rows/s ({b['rows']} rows in {b['seconds']} s)",
-            "",
-        ),
-        (
-            f"Bootstrap of {b['rows']} rows: embedding requests / SQS messages",
-            f"{b['embed_calls']} / {b['sqs_messages']} ({b['texts_per_call']} texts per request)",
-            "≤ 200 each",
-        ),
-        ("Raw model, same texts, batches of 10, one process", f"{raw['texts_per_s_batch_10']} texts/s", ""),
-        (
-            f"Raw model, same texts, batches of {batch} (Emu's), one process",
-            f"{raw['texts_per_s_emu_batch']} texts/s",
-            "",
-        ),
-        (
-            f"Raw model, same texts, batches of {batch}, {raw['bulk_processes']} process(es) (as the bulk workers)",
-            f"{raw['texts_per_s_emu_batch_bulk_processes']} texts/s",
-            "",
-        ),
-        (f"Pipeline / best raw (batches of {batch})", f"{raw['ratio']}", "≥ 0.90"),
-        (
-            "Live edit → searchable during a bootstrap p50 / p95 / max",
-            f"{busy['p50']} / {busy['p95']} / {busy['max']} ms "
-            f"({busy['measured']} of {busy['edits']} edits found, {busy['pace_per_s']}/s, while {b['rows']} rows "
-            f"were bootstrapped in {busy['bootstrap_seconds']} s; {busy['not_found']} not found within "
-            f"{busy['not_found_after_s']} s)",
-            "p95 ≤ 1 s",
-        ),
-        (
-            "Change → searchable when idle p50 / p95 / p99",
-            f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms "
-            f"({lat['measured']} of {lat['edits']} edits found by search, {lat['pace_per_s']}/s; "
-            f"{lat['not_found']} not found within {lat['not_found_after_s']} s)",
-            "p95 ≤ 500 ms",
-        ),
-    ]
-    for size, by_mode in search.items():
-        for mode, s in by_mode.items():
-            target = "p95 ≤ 50 ms" if mode == "hybrid" else ""
-            rows.append((f"Search p50 / p95 at {size} products, {mode}", f"{s['p50_ms']} / {s['p95_ms']} ms", target))
-    rows.append(
-        (
-            "Re-bootstrap, nothing changed",
-            f"{re['bootstrap_embeddings']} embeddings, "
-            f"{re['bootstrap_enqueued']} enqueued, {re['bootstrap_seconds']} s",
-            "0 embeddings",
-        )
-    )
-    rows.append(
-        (
-            "Re-delivery of every row (bulk lane)",
-            f"{re['redelivery_embeddings']} embeddings, {re['redelivered']} rows in {re['redelivery_messages']} "
-            f"messages sent, {re['redelivery_emu_received']} received and {re['redelivery_emu_skipped']} rows "
-            f"skipped by Emu, in {re['redelivery_seconds']} s",
-            "0 embeddings",
-        )
-    )
-    for name, ms in cpu.items():
-        rows.append((f"Bootstrap CPU per row: {name}", f"{ms} ms", ""))
-    for name, mb in mem.items():
-        rows.append((f"Peak memory: {name}", f"{mb} MB", ""))
-    return rows
 
 
 def run_bench(

@@ -61,7 +61,8 @@ def timed_edits(
     the product is among the hits with the committed version. Edits not found within
     CHANGE_TIMEOUT_S are counted as not found, not dropped.
     """
-    from refarch.vector_index import PgVectorIndex, SearchFilter
+    from refarch.pgvector_index import PgVectorIndex
+    from refarch.vector_index import SearchFilter
 
     index = PgVectorIndex(Database(dsn), embedder.dimension)
     # product id -> (query vector for its new text, committed version, commit time)

@@ -19,9 +19,10 @@ from typing import Any
 from refarch import catalog
 from refarch.db import Database, connect, migrate, with_database
 from refarch.embeddings import Embedder
+from refarch.pgvector_index import PgVectorIndex
 from refarch.products import embedding_text
 from refarch.search import SEARCH_MODES, FixedIndex, SearchService
-from refarch.vector_index import PgVectorIndex, VectorRecord
+from refarch.vector_index import VectorRecord
 from refarch_local.relevance import CLASSES, HITS_AT, hit_at, load_query_set, ndcg
 
 # The latency queries of the full benchmark (a mix of needs, names and single words).
@@ -331,8 +332,8 @@ def run_search_bench(
 
     from rich.console import Console
 
-    from refarch_local.bench import machine_description
     from refarch_local.database import LocalDatabase
+    from refarch_local.process_stats import machine_description
 
     console = Console(stderr=True)
     home = Path(tempfile.mkdtemp(prefix="refarch-search-bench-"))

@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from refarch.db import migrate, with_database  # noqa: E402
 from refarch_local.database import LocalDatabase  # noqa: E402
-from refarch_local.demo import free_port  # noqa: E402  (re-exported for the tests)
+from refarch_local.supervisor import free_port  # noqa: E402  (re-exported for the tests)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -16,8 +16,9 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from refarch import ledger
 from refarch.db import Database, connect
 from refarch.emu import content_hash
+from refarch.pgvector_index import PgVectorIndex
 from refarch.products import MAX_DESCRIPTION_CHARS
-from refarch.vector_index import DimensionMismatchError, PgVectorIndex, SearchFilter
+from refarch.vector_index import DimensionMismatchError, SearchFilter
 from tests.integration.emu_support import (
     OPENAI_DIMENSIONS,
     assert_index_matches_database,

@@ -21,7 +21,8 @@ import pytest
 import lambdas.pinecone_index
 from refarch import pinecone_indexes, topology
 from refarch.observability import logger
-from refarch.vector_index import PineconeIndex, VectorRecord
+from refarch.pinecone_vector_index import PineconeIndex
+from refarch.vector_index import VectorRecord
 from refarch_local.handlers import LocalLambdaContext, load_handler
 from refarch_local.standins import PineconeStandIn
 

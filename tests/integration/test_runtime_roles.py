@@ -21,10 +21,10 @@ from refarch.emu import Emu
 from refarch.index_targets import GenerationTargets
 from refarch.pelican.bootstrap import finalize_bootstrap, plan_bootstrap, run_batch
 from refarch.pelican.listener import OutboxRelay
+from refarch.pgvector_index import PgVectorIndex
 from refarch.queue import SyncQueue, make_sqs_client
 from refarch.search import SearchService
 from refarch.status import sync_counts
-from refarch.vector_index import PgVectorIndex
 from tests.conftest import scram_matches
 
 

@@ -15,7 +15,8 @@ import pytest
 from refarch import catalog, ledger
 from refarch.db import connect
 from refarch.settings import Settings
-from refarch_local.demo import Supervisor, _wait_synced, follow_indexing
+from refarch_local.demo import _wait_synced, follow_indexing
+from refarch_local.supervisor import Supervisor
 from tests.conftest import free_port
 
 # Generous: the deadline is ~1 s; this only tells "returned" from "hung".

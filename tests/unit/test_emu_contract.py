@@ -12,7 +12,8 @@ from refarch.embeddings import OpenAIEmbedder
 from refarch.emu import content_hash, parse_message
 from refarch.index_targets import check_dimensions
 from refarch.messages import SyncMessage
-from refarch.vector_index import DimensionMismatchError, PineconeIndex
+from refarch.pinecone_vector_index import PineconeIndex
+from refarch.vector_index import DimensionMismatchError
 from refarch_local.standins import PineconeStandIn
 
 VALID = {

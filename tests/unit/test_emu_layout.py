@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from refarch.topology import DEFAULT_TOPOLOGY, Topology, bulk_lane, live_lane
-from refarch_local.demo import emu_layout
+from refarch_local.supervisor import emu_layout
 
 
 @pytest.mark.parametrize(

@@ -212,7 +212,7 @@ def test_status_and_header_show_a_reindex_in_progress_while_search_reads_the_act
     runtime, indexed_catalog, client
 ):
     # Given a re-index building generation 2, which holds 2 of the 5 rows so far
-    from refarch import generations, ledger
+    from refarch import generation_placement, generations, ledger
     from refarch.generations import EmbedderSpec
 
     with runtime.db.transaction() as conn:
@@ -222,7 +222,7 @@ def test_status_and_header_show_a_reindex_in_progress_while_search_reads_the_act
             model_id="openai:text-embedding-3-small:64",
             dimension=64,
             backend="pgvector",
-            target_for=lambda generation_id, active: {"table": generations.pgvector_table(generation_id)},
+            target_for=lambda generation_id, active: {"table": generation_placement.pgvector_table(generation_id)},
         )
         ledger.record_indexed(conn, [(p.id, p.version, "h", "indexed") for p in indexed_catalog[:2]], generation=2)
     # When the status is read

@@ -1,0 +1,219 @@
+"""PgVectorIndex: the VectorIndex adapter for a pgvector table in the same Postgres (one table per index generation)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2.extras
+from pgvector import Vector
+from pgvector.psycopg2 import register_vector
+
+from refarch.db import Database, fetch_one
+from refarch.db.roles import vector_table_grants
+from refarch.id_shards import Shard
+from refarch.settings import ConfigurationError
+from refarch.vector_index import DimensionMismatchError, Match, SearchFilter, VectorRecord
+
+# product_vectors (generation 1) or product_vectors_g<n>: the only names placed in SQL text.
+VECTOR_TABLE_NAME = re.compile(r"product_vectors(_g[0-9]{1,9})?")
+
+
+class PgVectorIndex:
+    """Vectors in a table of the same Postgres (`product_vectors`, one per index generation), HNSW cosine index."""
+
+    def __init__(self, db: Database, dimension: int, table: str = "product_vectors") -> None:
+        if not VECTOR_TABLE_NAME.fullmatch(table):
+            raise ConfigurationError(f"pgvector table name {table!r} must match {VECTOR_TABLE_NAME.pattern}")
+        # Its own connections (Emu holds per-product locks in a transaction on `db` meanwhile), each
+        # with pgvector's adapter: vectors travel as pgvector.Vector both ways.
+        self.db = Database(db.dsn, application_name="refarch-pgvector", on_connect=_register_vector)
+        self.dimension = dimension
+        # Validated above: safe to place in SQL text (table names cannot be bind parameters).
+        self.table = table
+
+    def ensure(self) -> None:
+        """Create the table and HNSW index if missing; refuse an existing table of another dimension."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(29285, 2)")
+            cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(conn)
+            # A vector column's type modifier is its dimension.
+            cur.execute(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+                (self.table,),
+            )
+            row = cur.fetchone()
+            if row is not None:
+                existing = int(row[0])
+                if existing != self.dimension:
+                    raise DimensionMismatchError(
+                        f"pgvector table {self.table} holds {existing}-d vectors but the embedder "
+                        f"produces {self.dimension}-d vectors: configure the embedder it was built with, "
+                        "and change models with `refarch reindex` (docs/reindex.md)"
+                    )
+                return
+            cur.execute(
+                f"""CREATE TABLE {self.table} (
+                        product_id   bigint PRIMARY KEY,
+                        embedding    vector({int(self.dimension)}) NOT NULL,
+                        sku          text NOT NULL,
+                        name         text NOT NULL,
+                        category     text NOT NULL,
+                        price        double precision NOT NULL,
+                        version      bigint NOT NULL,
+                        content_hash text NOT NULL,
+                        updated_at   timestamptz NOT NULL DEFAULT now())"""
+            )
+            cur.execute(f"CREATE INDEX {self.table}_hnsw ON {self.table} USING hnsw (embedding vector_cosine_ops)")
+            cur.execute(f"CREATE INDEX {self.table}_category ON {self.table} (category)")
+            cur.execute(vector_table_grants(self.table))
+
+    def drop(self) -> None:
+        """Drop the table (a retired generation past its grace period)."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {self.table}")
+
+    def upsert(self, records: list[VectorRecord]) -> None:
+        """Insert or replace vectors."""
+        if not records:
+            return
+        rows = [
+            (
+                r.id,
+                Vector(r.values),
+                r.metadata["sku"],
+                r.metadata["name"],
+                r.metadata["category"],
+                r.metadata["price"],
+                r.metadata["version"],
+                r.metadata["content_hash"],
+            )
+            for r in records
+        ]
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            psycopg2.extras.execute_values(
+                cur,
+                f"INSERT INTO {self.table} (product_id, embedding, sku, name, category, price, version, content_hash)"
+                " VALUES %s ON CONFLICT (product_id) DO UPDATE SET embedding = EXCLUDED.embedding,"
+                " sku = EXCLUDED.sku, name = EXCLUDED.name, category = EXCLUDED.category,"
+                " price = EXCLUDED.price, version = EXCLUDED.version, content_hash = EXCLUDED.content_hash,"
+                " updated_at = now()",
+                rows,
+                template="(%s, %s, %s, %s, %s, %s, %s, %s)",
+            )
+
+    def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
+        """Replace metadata columns."""
+        if not updates:
+            return
+        rows = [
+            (pid, m["sku"], m["name"], m["category"], m["price"], m["version"], m["content_hash"])
+            for pid, m in updates.items()
+        ]
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            psycopg2.extras.execute_values(
+                cur,
+                f"UPDATE {self.table} v SET sku = u.sku, name = u.name, category = u.category,"
+                " price = u.price, version = u.version, content_hash = u.content_hash, updated_at = now()"
+                " FROM (VALUES %s) AS u (product_id, sku, name, category, price, version, content_hash)"
+                " WHERE v.product_id = u.product_id",
+                rows,
+                template="(%s::bigint, %s, %s, %s, %s::double precision, %s::bigint, %s)",
+            )
+
+    def delete(self, ids: list[int]) -> None:
+        """Remove vectors."""
+        if ids:
+            with self.db.transaction() as conn, conn.cursor() as cur:
+                cur.execute(f"DELETE FROM {self.table} WHERE product_id = ANY(%s)", (list(ids),))
+
+    def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
+        """Nearest neighbours by cosine distance."""
+        clauses, params = (filter or SearchFilter()).sql_conditions()
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        literal = Vector(vector)
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            if clauses:
+                # pgvector 0.6 filters after the HNSW scan, which can return too few rows; a filtered
+                # query is exact instead (the filter already narrows the rows to rank).
+                cur.execute("SET LOCAL enable_indexscan = off")
+            else:
+                # HNSW returns at most ef_search rows: widen it for deep pages.
+                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(40, top_k), 1000)),))
+            cur.execute(
+                "SELECT product_id, 1 - (embedding <=> %s::vector) AS score, sku, name, category, price, version,"
+                f" content_hash FROM {self.table} {where} ORDER BY embedding <=> %s::vector LIMIT %s",
+                [literal, *params, literal, top_k],
+            )
+            return [
+                Match(
+                    id=r[0],
+                    score=float(r[1]),
+                    metadata={
+                        "sku": r[2],
+                        "name": r[3],
+                        "category": r[4],
+                        "price": r[5],
+                        "version": r[6],
+                        "content_hash": r[7],
+                    },
+                )
+                for r in cur.fetchall()
+            ]
+
+    def count(self) -> int:
+        """Number of vectors."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {self.table}")
+            return int(fetch_one(cur)[0])
+
+    @property
+    def _metadata_query(self) -> str:
+        return f"SELECT product_id, sku, name, category, price, version, content_hash FROM {self.table}"
+
+    def scan(self, prefix: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
+        """Ids (with this decimal prefix) and their metadata, as Pinecone stores it; a prefix is a few id ranges."""
+        ranges = Shard(prefix=prefix).ranges()
+        where = " OR ".join(["product_id BETWEEN %s AND %s"] * len(ranges))
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            bounds = [b for pair in ranges for b in pair]
+            cur.execute(f"{self._metadata_query} WHERE {where} ORDER BY product_id", bounds)
+            rows = cur.fetchall()
+        for row in rows:
+            yield row[0], _metadata(row)
+
+    def fetch_metadata(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Metadata by id."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute(f"{self._metadata_query} WHERE product_id = ANY(%s)", (list(ids),))
+            return {row[0]: _metadata(row) for row in cur.fetchall()}
+
+    def fetch_vectors(self, ids: list[int]) -> dict[int, list[float]]:
+        """Stored vectors by id."""
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT product_id, embedding FROM {self.table} WHERE product_id = ANY(%s)", (list(ids),))
+            return {pid: vector.to_list() for pid, vector in cur.fetchall()}
+
+
+def _metadata(row: tuple[Any, ...]) -> dict[str, Any]:
+    pid, sku, name, category, price, version, content_hash = row
+    return {
+        "product_id": pid,
+        "sku": sku,
+        "name": name,
+        "category": category,
+        "price": price,
+        "version": version,
+        "content_hash": content_hash,
+    }
+
+
+def _register_vector(conn: Any) -> None:
+    """pgvector's psycopg2 adapter on a new connection, once the extension exists (ensure() creates it)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regtype('vector') IS NOT NULL")
+        (exists,) = fetch_one(cur)
+    if exists:
+        register_vector(conn)

@@ -1,0 +1,150 @@
+"""PineconeIndex: the VectorIndex adapter for a Pinecone serverless index (SDK v10), and its upsert batching."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from refarch.settings import ConfigurationError
+from refarch.vector_index import DimensionMismatchError, Match, SearchFilter, VectorRecord
+
+
+class PineconeIndex:
+    """A Pinecone serverless index through the `pinecone` SDK v10 (a custom host works with Pinecone Local)."""
+
+    # Pinecone caps an upsert at 2 MB and 1000 vectors, and recommends batches of <= 100. The SDK
+    # sends JSON: a 1536-d float vector is ~30 KB of it, so 100 of them would be ~3 MB. Batches are
+    # cut at 100 vectors or at this many bytes of JSON, whichever comes first (~55 at 1536-d).
+    UPSERT_BATCH = 100
+    MAX_REQUEST_BYTES = 1_900_000
+    DELETE_BATCH = 1000
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        dimension: int,
+        index_name: str | None = None,
+        host: str | None = None,
+        namespace: str = "products",
+    ) -> None:
+        from pinecone import Pinecone
+
+        if host:
+            target = {"host": host}
+        elif index_name:
+            target = {"name": index_name}
+        else:
+            raise ConfigurationError("Pinecone chosen but neither PINECONE_INDEX_NAME nor PINECONE_HOST is set")
+        self._pc = Pinecone(api_key=api_key)
+        self.index_name = index_name
+        self._index = self._pc.Index(**target)
+        self.namespace = namespace
+        self.dimension = dimension
+
+    def ensure(self) -> None:
+        """Check the index dimension against the embedder's."""
+        stats = self._index.describe_index_stats()
+        existing = int(stats.dimension) if stats.dimension else None
+        if existing is not None and existing != self.dimension:
+            raise DimensionMismatchError(
+                f"Pinecone index {self.index_name or self._index.host} has dimension {existing} but the embedder "
+                f"produces {self.dimension}-d vectors: create a new index or change the embedder"
+            )
+
+    def drop(self) -> None:
+        """Delete every vector of this namespace (a retired generation past its grace period)."""
+        self._index.delete(delete_all=True, namespace=self.namespace)
+
+    def upsert(self, records: list[VectorRecord]) -> None:
+        """Upsert in request-sized batches (<= UPSERT_BATCH vectors and <= MAX_REQUEST_BYTES each)."""
+        for batch in upsert_batches(
+            [{"id": str(r.id), "values": r.values, "metadata": r.metadata} for r in records],
+            max_vectors=self.UPSERT_BATCH,
+            max_bytes=self.MAX_REQUEST_BYTES,
+        ):
+            self._index.upsert(vectors=batch, namespace=self.namespace)
+
+    def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
+        """Pinecone updates metadata one vector per call."""
+        for pid, metadata in updates.items():
+            self._index.update(id=str(pid), set_metadata=metadata, namespace=self.namespace)
+
+    def delete(self, ids: list[int]) -> None:
+        """Delete by id."""
+        for start in range(0, len(ids), self.DELETE_BATCH):
+            self._index.delete(ids=[str(i) for i in ids[start : start + self.DELETE_BATCH]], namespace=self.namespace)
+
+    def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
+        """Top-k with a Pinecone metadata filter."""
+        pinecone_filter: dict[str, Any] = {}
+        if filter and filter.category is not None:
+            pinecone_filter["category"] = {"$eq": filter.category}
+        price: dict[str, float] = {}
+        if filter and filter.min_price is not None:
+            price["$gte"] = filter.min_price
+        if filter and filter.max_price is not None:
+            price["$lte"] = filter.max_price
+        if price:
+            pinecone_filter["price"] = price
+        result = self._index.query(
+            vector=vector,
+            top_k=top_k,
+            namespace=self.namespace,
+            include_metadata=True,
+            filter=pinecone_filter or None,
+        )
+        return [Match(id=int(m.id), score=float(m.score), metadata=dict(m.metadata or {})) for m in result.matches]
+
+    def count(self) -> int:
+        """Vectors in our namespace."""
+        stats = self._index.describe_index_stats()
+        ns = (stats.namespaces or {}).get(self.namespace)
+        return int(ns.vector_count) if ns else 0
+
+    def scan(self, prefix: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
+        """List ids (by prefix) page by page, fetching their metadata."""
+        # SDK v10 yields one ListResponse per page; its items carry only an id.
+        pages = (
+            self._index.list(prefix=prefix, namespace=self.namespace)
+            if prefix
+            else self._index.list(namespace=self.namespace)
+        )
+        for page in pages:
+            ids = [item.id for item in page.vectors if item.id]
+            fetched = self._index.fetch(ids=ids, namespace=self.namespace)
+            for vid, vec in fetched.vectors.items():
+                yield int(vid), dict(vec.metadata or {})
+
+    def fetch_metadata(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Metadata by id (fetched 100 at a time)."""
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), self.UPSERT_BATCH):
+            chunk = [str(i) for i in ids[start : start + self.UPSERT_BATCH]]
+            fetched = self._index.fetch(ids=chunk, namespace=self.namespace)
+            found.update({int(vid): dict(vec.metadata or {}) for vid, vec in fetched.vectors.items()})
+        return found
+
+    def fetch_vectors(self, ids: list[int]) -> dict[int, list[float]]:
+        """Stored vectors by id (fetched 100 at a time)."""
+        found: dict[int, list[float]] = {}
+        for start in range(0, len(ids), self.UPSERT_BATCH):
+            chunk = [str(i) for i in ids[start : start + self.UPSERT_BATCH]]
+            fetched = self._index.fetch(ids=chunk, namespace=self.namespace)
+            found.update({int(vid): list(vec.values) for vid, vec in fetched.vectors.items()})
+        return found
+
+
+def upsert_batches(vectors: list[dict[str, Any]], *, max_vectors: int, max_bytes: int) -> list[list[dict[str, Any]]]:
+    """Split upsert payloads into consecutive batches within a vector count and a JSON size."""
+    batches: list[list[dict[str, Any]]] = []
+    size = 0
+    for vector in vectors:
+        cost = len(json.dumps(vector)) + 2  # the separator, and some slack for the SDK's own encoding
+        if not batches or len(batches[-1]) >= max_vectors or size + cost > max_bytes:
+            batches.append([])
+            size = 0
+        batches[-1].append(vector)
+        size += cost
+    return batches

@@ -1,0 +1,140 @@
+"""The local-only tools: the whole stack (`demo`), benchmarks (`bench`), fault injection (`chaos`), a local SQS.
+
+Each imports the one-machine runtime (`refarch_local`) only when it runs: the container image
+ships this module without it, and `refarch` refuses these commands there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from refarch.settings import Settings
+from refarch_cli.runtime_context import stop_on_signals
+
+
+@click.command("demo")
+@click.option("--rows", default=10_000, show_default=True, type=click.IntRange(min=0), help="Catalog size.")
+@click.option("--port", default=8000, show_default=True, help="Web page port.")
+@click.option("--exit-when-synced", is_flag=True, help="Exit once every row is indexed; print a JSON summary.")
+@click.option(
+    "--timeout",
+    type=float,
+    help="With --exit-when-synced: give up this many seconds after the command started (exit 1).",
+)
+def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) -> None:
+    """Run the whole system locally: Postgres, SQS, listener, Emu workers, web; bootstrap the catalog."""
+    from refarch_local.demo import run_demo
+
+    sys.exit(run_demo(rows=rows, web_port=port, exit_when_synced=exit_when_synced, timeout=timeout))
+
+
+JSON_OPTION = click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all results here."
+)
+MARKDOWN_OPTION = click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the results table (markdown) here.",
+)
+
+
+@click.group("bench", invoke_without_command=True)
+@click.option("--quick", is_flag=True, help="Small sizes (a CI smoke run, ~2 minutes).")
+@JSON_OPTION
+@MARKDOWN_OPTION
+@click.option("--reindex-only", is_flag=True, help="Only the bootstrap and the re-index to a second model.")
+@click.pass_context
+def bench(
+    ctx: click.Context, quick: bool, json_path: Path | None, markdown_path: Path | None, reindex_only: bool
+) -> None:
+    """Benchmarks on a fresh local stack: throughput, change latency, search latency and relevance,
+    re-bootstrap, re-index, memory."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from refarch_local.bench import run_bench
+
+    run_bench(quick=quick, json_path=json_path, markdown_path=markdown_path, reindex_only=reindex_only)
+
+
+@bench.command("relevance")
+@JSON_OPTION
+@MARKDOWN_OPTION
+def bench_relevance(json_path: Path | None, markdown_path: Path | None) -> None:
+    """nDCG@10 and hits@3 per query class and search mode on the labelled query set (bench/)."""
+    from refarch_local.search_bench import run_search_bench
+
+    run_search_bench(latency=False, json_path=json_path, markdown_path=markdown_path)
+
+
+@bench.command("search")
+@click.option("--sizes", default="10000,100000", show_default=True, help="Catalog sizes for the latency runs.")
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(min=1), help="Timed queries per mode.")
+@JSON_OPTION
+@MARKDOWN_OPTION
+def bench_search(sizes: str, queries: int, json_path: Path | None, markdown_path: Path | None) -> None:
+    """Relevance, search latency per mode at each size, and the query-embedding cache (OpenAI stand-in)."""
+    from refarch_local.search_bench import run_search_bench
+
+    try:
+        latency_sizes = tuple(int(size) for size in sizes.split(","))
+    except ValueError as err:
+        raise click.UsageError(f"--sizes takes whole numbers separated by commas, not {sizes!r}") from err
+    run_search_bench(
+        latency=True,
+        latency_sizes=latency_sizes,
+        latency_queries=queries,
+        json_path=json_path,
+        markdown_path=markdown_path,
+    )
+
+
+@click.command("chaos")
+@click.option("--quick", is_flag=True, help="Fewer rows and edits (the variant `make test` runs).")
+@click.option("--scenario", "scenarios", multiple=True, help="Run only these (repeatable); default: all.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results here.")
+def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None) -> None:
+    """Inject faults into the local stack; each scenario ends with a full convergence check."""
+    from refarch_local.chaos import SCENARIOS, run_chaos
+
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        raise click.UsageError(f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    results = run_chaos(quick=quick, only=scenarios, json_path=json_path)
+    sys.exit(0 if results and all(r.ok for r in results) else 1)
+
+
+@click.command("sqs-server")
+@click.option("--port", default=9324, show_default=True)
+@click.option(
+    "--visibility-timeout", default=10, show_default=True, help="Seconds before a failed live-lane message returns."
+)
+@click.option(
+    "--bulk-visibility-timeout",
+    default=180,
+    show_default=True,
+    help="Seconds before a failed (or still running) bulk-lane message returns.",
+)
+def sqs_server(port: int, visibility_timeout: int, bulk_visibility_timeout: int) -> None:
+    """Run a local SQS API (moto) on 127.0.0.1 with both lanes' queues and DLQs; Ctrl-C stops it."""
+    import threading
+
+    from refarch_local.sqs import create_queues, start_server
+
+    settings = Settings()
+    server = start_server(port)
+    urls = create_queues(
+        settings,
+        f"http://127.0.0.1:{port}",
+        visibility_timeout=visibility_timeout,
+        bulk_visibility_timeout=bulk_visibility_timeout,
+    )
+    click.echo(json.dumps(urls))
+    stop = threading.Event()
+    stop_on_signals(stop)
+    stop.wait()
+    server.stop()
