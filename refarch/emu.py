@@ -82,6 +82,15 @@ class Emu:
         self.targets = targets
         self.chunk_size = chunk_size
 
+    def warm_up(self) -> None:
+        """Build the active generation's embedder and index now (a local model loads for seconds), so
+        the first change a long-running worker receives does not wait for it. A failure is left for the
+        first change to meet again (and report), as it would without the warm-up."""
+        try:
+            self.targets.active()
+        except Exception as err:
+            logger.warning("warm-up failed: the first change builds the embedder", extra={"error": str(err)})
+
     @property
     def embedder(self) -> Embedder:
         """The active generation's embedder (the one search uses)."""

@@ -104,7 +104,9 @@ def emu_worker(lane: str | None, concurrency: int | None, ready_file: str) -> No
     except ConfigurationError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
-    # Readiness for the local supervisor: the runtime is built and the configuration holds.
+    # Load the model before the first change arrives, not while it waits (a local model takes seconds).
+    _emu.warm_up()
+    # Readiness for the local supervisor: the runtime is built, warm, and the configuration holds.
     settings.home.mkdir(parents=True, exist_ok=True)
     (settings.home / ready_file).touch()
     poller = EventSourcePoller(

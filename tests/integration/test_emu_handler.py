@@ -485,3 +485,35 @@ def test_concurrent_invocations_each_report_only_their_own_failures(emu, dsn):
     # Then every response names exactly its own poison message: no batch state is shared
     for event, response in zip(events, responses, strict=True):
         assert failed_ids(response) == {event["Records"][0]["messageId"]}
+
+
+def test_a_warmed_up_worker_has_its_embedder_and_index_before_the_first_change(monkeypatch, dsn):
+    # Given Emu's runtime as a local worker builds it (nothing built yet), counting the indexes it builds
+    import refarch.index_targets
+
+    built: list[int] = []
+    make_index = refarch.index_targets.make_index
+
+    def counting_make_index(*args, **kwargs):
+        built.append(1)
+        return make_index(*args, **kwargs)
+
+    monkeypatch.setattr(refarch.index_targets, "make_index", counting_make_index)
+    emu_runtime = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
+    # When it warms up (the worker does, before it polls)
+    emu_runtime.emu.warm_up()
+    # Then the active generation's index was built then (generation 1 recorded first), and the first
+    # change builds nothing more
+    at_warm_up = len(built)
+    assert at_warm_up >= 1
+    row = new_product(dsn, 1)
+    invoke_emu(sqs_event(change(row.id, op="insert")))
+    assert len(built) == at_warm_up and ledger_entries(dsn)[row.id].status == "indexed"
+
+
+def test_a_failed_warm_up_is_logged_and_left_for_the_first_change(monkeypatch, caplog):
+    # Given a runtime whose database cannot be reached
+    emu_runtime = configure_emu(monkeypatch, "postgresql://nobody@127.0.0.1:1/none", embedder="local", index="pgvector")
+    # When it warms up, Then the worker is not stopped: the failure is logged, to be met again by the first change
+    emu_runtime.emu.warm_up()
+    assert "warm-up failed" in caplog.text
