@@ -285,6 +285,21 @@ def _require_complete(conn: Connection, generation: Generation, what: str) -> No
         )
 
 
+def building_as_expected(conn: Connection, expected: int | None = None) -> Generation:
+    """The building generation, which must be `expected` when one is named (a state machine's execution
+    names the one it builds); GenerationError when none builds, or another one does."""
+    found = building(conn)
+    if found is None:
+        if expected is None:
+            raise GenerationError("no generation is building: start one with `refarch reindex`")
+        raise GenerationError(f"generation {expected} is not building (none is): it was switched or abandoned")
+    if expected is not None and found.id != expected:
+        raise GenerationError(
+            f"generation {expected} is not building (generation {found.id} is): it was switched, abandoned or replaced"
+        )
+    return found
+
+
 def switch(conn: Connection, expected: int | None = None) -> tuple[Generation, Generation]:
     """Make the building generation active in one update, once it holds every row (else raise).
 
@@ -294,13 +309,7 @@ def switch(conn: Connection, expected: int | None = None) -> tuple[Generation, G
     """
     with conn.cursor() as cur:
         cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
-        new = building(conn)
-        if new is None:
-            raise GenerationError("no generation is building: start one with `refarch reindex`")
-        if expected is not None and new.id != expected:
-            raise GenerationError(
-                f"generation {expected} is not building (generation {new.id} is): it was abandoned or replaced"
-            )
+        new = building_as_expected(conn, expected)
         _require_complete(conn, new, "switch")
         previous = active(conn)
         _make_active(cur, new.id, previous.id)

@@ -102,9 +102,7 @@ def wait_until_complete(
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     while True:
         with targets.db.transaction() as conn:
-            found = generations.building(conn)
-            if found is None:
-                raise generations.GenerationError("no generation is building: start one with `refarch reindex`")
+            found = generations.building_as_expected(conn)
             state = generations.progress(conn, found.id)
         if on_progress:
             on_progress(state)

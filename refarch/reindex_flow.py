@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from refarch import generations, reindex
-from refarch.db import Connection
 from refarch.generations import EmbedderSpec, Generation, GenerationError
 from refarch.index_targets import GenerationTargets
 from refarch.observability import logger
@@ -82,7 +81,7 @@ def building_progress(
     one, or none, is refused: it was switched, abandoned or replaced meanwhile.
     """
     with targets.db.transaction() as conn:
-        building = _building(conn, generation_id)
+        building = generations.building_as_expected(conn, generation_id)
         state = generations.progress(conn, building.id)
     return {"generation": building.id, **state, "lanes_idle": lanes_idle(lanes)}
 
@@ -91,18 +90,3 @@ def switch_to(targets: GenerationTargets, generation_id: int | None) -> tuple[Ge
     """Switch to the building generation (checked complete and checked to be `generation_id` when
     one is named, in the switch's own transaction: `refarch.reindex.switch`). Returns (previous, new)."""
     return reindex.switch(targets, generation_id)
-
-
-def _building(conn: Connection, generation_id: int | None) -> Generation:
-    """The building generation, which must be `generation_id` when one is named."""
-    building = generations.building(conn)
-    if building is None:
-        if generation_id is None:
-            raise GenerationError("no generation is building: start a re-index first")
-        raise GenerationError(f"generation {generation_id} is not building (none is): it was switched or abandoned")
-    if generation_id is not None and building.id != generation_id:
-        raise GenerationError(
-            f"generation {generation_id} is not building (generation {building.id} is): it was switched, "
-            "abandoned or replaced"
-        )
-    return building

@@ -121,11 +121,7 @@ def test_a_bulk_delivery_is_embedded_in_chunks_of_the_providers_batch_size(monke
     # When the bulk event source delivers them in one invocation
     assert poller.poll_once(lambdas.emu.handler) == 2
     # Then they were embedded in requests of 64, 64 and 22 texts (one per chunk), and all are indexed
-    conn = connect(dsn)
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT texts FROM embed_calls ORDER BY id")
-        assert [r[0] for r in cur.fetchall()] == [64, 64, 22]
-    conn.close()
+    assert embed_call_sizes(dsn) == [64, 64, 22]
     assert poller.failed_records == 0 and bulk.depth() == {"visible": 0, "in_flight": 0}
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
