@@ -147,8 +147,9 @@ def _paths() -> dict[str, Any]:
                 parameters=_query_parameters(SearchRequest),
                 ok=("200", "One page of results, best first", contract.SearchPage),
                 errors="400 429 503",
-                description="When the embedding service is unavailable, a hybrid or semantic search answers from "
-                "lexical search alone: `mode` is then `lexical` and `fallback_reason` says why.",
+                description="When the embedding service or the vector index (Pinecone) is unavailable, a hybrid or "
+                "semantic search answers from lexical search alone: `mode` is then `lexical` and `fallback_reason` "
+                "says why.",
             )
         },
         "/api/products": {
