@@ -306,14 +306,21 @@ def switch(conn: Connection, expected: int | None = None) -> tuple[Generation, G
     `expected` names the generation the caller built (a state machine's execution): another one
     building (it was abandoned and replaced meanwhile) is refused. Returns (previous, new). The
     previous generation is retired and kept in sync for a rollback.
+
+    Safe to repeat: when `expected` is already active (a retried step whose switch committed but
+    whose answer was lost), the answer is the same again and nothing changes.
     """
     with conn.cursor() as cur:
         cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
+        current = active(conn)
+        if expected is not None and current.id == expected:
+            previous = _last_retired(cur)
+            if previous is not None:
+                return previous, current
         new = building_as_expected(conn, expected)
         _require_complete(conn, new, "switch")
-        previous = active(conn)
-        _make_active(cur, new.id, previous.id)
-    return previous, new
+        _make_active(cur, new.id, current.id)
+    return current, new
 
 
 def _make_active(cur: Any, new_id: int, previous_id: int) -> None:
@@ -326,18 +333,22 @@ def _make_active(cur: Any, new_id: int, previous_id: int) -> None:
     )
 
 
+def _last_retired(cur: Any) -> Generation | None:
+    """The generation retired most recently (the one a rollback restores), if any is kept."""
+    cur.execute(
+        f"SELECT {_COLUMNS} FROM index_generations WHERE status = 'retired' ORDER BY retired_at DESC, id DESC LIMIT 1"
+    )
+    row = cur.fetchone()
+    return _row(row) if row else None
+
+
 def rollback(conn: Connection) -> tuple[Generation, Generation]:
     """Make the most recently retired generation active again (it was kept in sync); returns (previous, restored)."""
     with conn.cursor() as cur:
         cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
-        cur.execute(
-            f"SELECT {_COLUMNS} FROM index_generations WHERE status = 'retired'"
-            " ORDER BY retired_at DESC, id DESC LIMIT 1"
-        )
-        row = cur.fetchone()
-        if row is None:
+        restored = _last_retired(cur)
+        if restored is None:
             raise GenerationError("no retired generation to roll back to (it was dropped by --gc, or none existed)")
-        restored = _row(row)
         _require_complete(conn, restored, "roll back")
         previous = active(conn)
         _make_active(cur, restored.id, previous.id)
