@@ -22,6 +22,15 @@ class SearchConfig:
     # the stacks grant read access and the runtimes fetch the value at cold start.
     openai_secret_name: str = "refarch/openai-api-key"
     pinecone_secret_name: str = "refarch/pinecone-api-key"
+    # Moving from Pinecone to pgvector (docs/reindex.md): the runtimes keep reading the Pinecone key,
+    # for the generation search reads until the re-index switches and for a rollback until gc drops
+    # it. Turn off in a later deploy, once no live generation is in Pinecone.
+    keep_pinecone_access: bool = False
+
+    @property
+    def pinecone_access(self) -> bool:
+        """Whether the runtimes get the Pinecone key: the backend is Pinecone, or a move from it goes on."""
+        return self.vector_backend == "pinecone" or self.keep_pinecone_access
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,8 +1,10 @@
-"""Re-index (docs/reindex.md): a deploy that configures another embedder builds its index generation and switches.
+"""Re-index (docs/reindex.md): a deploy that configures another embedder or vector index builds a generation
+and switches to it.
 
 The reindex Lambda runs the steps with the admin login; the Reindex state machine drives them
 (start, fill through the bootstrap state machine, poll, switch); a custom resource starts an
-execution on every deploy that changes the embedder; a daily rule drops retired generations.
+execution on every deploy that changes the embedder or the vector index; a daily rule drops retired
+generations.
 """
 
 from __future__ import annotations
@@ -30,13 +32,19 @@ from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.constructs.state_machines import ReindexStateMachine
 from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_invoker, finding_text
 from refarch import topology
+from refarch.generation_placement import Placement
 from refarch.generations import EmbedderSpec
 
 
-def configured_embedder(config: StageConfig) -> dict[str, Any]:
-    """The embedder every runtime of the stage is configured with, as a generation records it."""
+def configured_generation(config: StageConfig) -> dict[str, Any]:
+    """The embedder and the vector index every runtime of the stage is configured with, as the
+    re-index start step compares them with the active generation's (refarch.reindex_flow)."""
     search = config.search
-    return EmbedderSpec("openai", search.openai_model, search.openai_dimensions).as_json()
+    pinecone_index = search.pinecone_index_name if search.vector_backend == "pinecone" else None
+    return {
+        "embedder": EmbedderSpec("openai", search.openai_model, search.openai_dimensions).as_json(),
+        "placement": Placement(search.vector_backend, pinecone_index).as_json(),
+    }
 
 
 class ReindexStack(Stack):
@@ -117,7 +125,7 @@ class ReindexStack(Stack):
             self,
             "ReindexStateMachineArn",
             value=self.state_machine.state_machine_arn,
-            description="Start an execution (input {}) to build and switch to the configured embedder's generation",
+            description="Start an execution (input {}) to build and switch to the configured embedder and index",
         )
         CfnOutput(
             self,
@@ -136,10 +144,10 @@ class ReindexStack(Stack):
         acknowledge_aws_custom_resource(self)
 
     def _start_on_deploy(self, schema: IConstruct) -> None:
-        """Start an execution when the stack is created and whenever a deploy changes the embedder.
+        """Start an execution when the stack is created and whenever a deploy changes the embedder or index.
 
-        The embedder is in the call, so CloudFormation updates the resource (and starts an
-        execution) exactly when it changes. Fire and forget: the deploy does not wait for the
+        Both are in the call, so CloudFormation updates the resource (and starts an
+        execution) exactly when one of them changes. Fire and forget: the deploy does not wait for the
         re-index; on a first deploy the execution finds nothing to do.
         """
         start = cr.AwsSdkCall(
@@ -147,7 +155,7 @@ class ReindexStack(Stack):
             action="startExecution",
             parameters={
                 "stateMachineArn": self.state_machine.state_machine_arn,
-                "input": json.dumps({"embedder": configured_embedder(self.config)}),
+                "input": json.dumps(configured_generation(self.config)),
             },
             physical_resource_id=cr.PhysicalResourceId.of("reindex-on-deploy"),
             output_paths=["executionArn"],

@@ -1,15 +1,19 @@
 """Where a new index generation's vectors go: a pgvector table, or a Pinecone index and namespace.
 
 `default_target` is the decision (a pure function of the settings and the dimensions);
-`configured_index_dimension` reads the one fact it needs from the recorded generations.
+`configured_index_dimension` reads the one fact it needs from the recorded generations;
+`Placement` is where the settings place generations, and says whether a generation already is
+there (the re-index start step moves it when it is not: a deploy that changes the backend or
+the Pinecone index starts a re-index, as one that changes the model does).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from refarch.db import Connection
-from refarch.generations import GenerationError, list_generations
+from refarch.generations import Generation, GenerationError, list_generations
 from refarch.pinecone_indexes import generation_index_name
 from refarch.settings import Settings
 
@@ -68,3 +72,35 @@ def configured_index_dimension(conn: Connection, settings: Settings) -> int | No
         if generation.backend == "pinecone" and generation.target.get(key) == configured:
             return generation.dimension
     return None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The vector index the settings configure: the backend, and with Pinecone the index's name."""
+
+    backend: Literal["pgvector", "pinecone"]
+    pinecone_index: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Placement:
+        """Where these settings place a new generation."""
+        backend = settings.vector_backend_kind
+        return cls(backend, settings.pinecone_index_name if backend == "pinecone" else None)
+
+    def holds(self, generation: Generation) -> bool:
+        """Whether `generation` lives in this vector index (else a re-index moves it there).
+
+        With Pinecone, the configured index or the one a re-index created beside it for another
+        dimension (`<configured index>-g<id>`: see `default_target`) both count; a generation whose
+        target names no index (only a host was configured) is taken to be where it belongs.
+        """
+        if generation.backend != self.backend:
+            return False
+        name = generation.target.get("index_name")
+        if self.backend == "pgvector" or self.pinecone_index is None or name is None:
+            return True
+        return name in (self.pinecone_index, generation_index_name(self.pinecone_index, generation.id))
+
+    def as_json(self) -> dict[str, Any]:
+        """For the Reindex state machine's input (a deploy that changes it starts an execution)."""
+        return {"backend": self.backend, "pinecone_index": self.pinecone_index}

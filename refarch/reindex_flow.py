@@ -4,8 +4,9 @@
 a Lambda cannot wait hours, so the Reindex state machine owns the loop (wait, poll, re-send,
 switch) and calls these steps, each one safe to repeat:
 
-- `ensure_building`: the building generation for the configured embedder: created, or found
-  already building, or not needed because the active generation already uses that embedder;
+- `ensure_building`: the building generation for the configured embedder and vector index:
+  created, or found already building, or not needed because the active generation already
+  uses that embedder in that index;
 - `building_progress`: how far it is, and whether both lanes are idle (rows still missing with
   idle lanes mean a message was lost or dead-lettered: time to re-send what is missing);
 - `switch_to`: the switch, only to the generation this execution builds.
@@ -17,43 +18,62 @@ from collections.abc import Iterable
 from typing import Any
 
 from refarch import generations, reindex
+from refarch.generation_placement import Placement
 from refarch.generations import EmbedderSpec, Generation, GenerationError
 from refarch.index_targets import GenerationTargets
 from refarch.observability import logger
 from refarch.queue import SyncQueue
 
 
-def decide_start(active: Generation, building: Generation | None, spec: EmbedderSpec) -> Generation | None:
-    """The generation that already serves `spec`: the active one (nothing to do) or the building one
-    (resume it); None when a building generation must be created.
+def decide_start(
+    active: Generation, building: Generation | None, spec: EmbedderSpec, placement: Placement
+) -> Generation | None:
+    """The generation that already serves `spec` in `placement`: the active one (nothing to do) or the
+    building one (resume it); None when a building generation must be created.
 
-    Refused while a generation of another embedder builds: one build at a time.
+    A generation serves them when it uses that embedder and lives in that vector index, so a new
+    model, another backend or another Pinecone index each start a re-index. Refused while a
+    generation of another embedder or index builds: one build at a time.
     """
-    if active.embedder == spec:
+
+    def serves(generation: Generation) -> bool:
+        return generation.embedder == spec and placement.holds(generation)
+
+    if serves(active):
         return active
     if building is None:
         return None
-    if building.embedder == spec:
+    if serves(building):
         return building
     raise GenerationError(
-        f"generation {building.id} ({building.model_id}) is building, not the configured "
-        f"{spec.kind} model {spec.model} ({spec.dimensions or 'its'} dimensions): let its re-index finish, "
-        'or abandon it ({"action": "abort"}) and start again'
+        f"generation {building.id} ({building.model_id}, {building.backend} {_where(building)}) is building, not "
+        f"the configured {spec.kind} model {spec.model} ({spec.dimensions or 'its'} dimensions) in "
+        f"{placement.backend}{f' index {placement.pinecone_index}' if placement.pinecone_index else ''}: let its "
+        're-index finish, or abandon it ({"action": "abort"}) and start again'
+    )
+
+
+def _where(generation: Generation) -> str:
+    """The generation's index, as an operator names it: a pgvector table or a Pinecone index."""
+    return str(
+        generation.target.get("table")
+        or f"index {generation.target.get('index_name') or generation.target.get('host')}"
     )
 
 
 def ensure_building(targets: GenerationTargets, spec: EmbedderSpec) -> tuple[Generation, bool]:
-    """The generation for this embedder and whether a re-index is needed: (active, False) when it
-    already uses it, else (the building generation, True), created when none builds yet."""
+    """The generation for this embedder, in the vector index the settings configure, and whether a
+    re-index is needed: (active, False) when it already serves both, else (the building
+    generation, True), created when none builds yet."""
     active = targets.active().generation  # records generation 1 first if needed
     with targets.db.transaction() as conn:
         building = generations.building(conn)
-    found = decide_start(active, building, spec)
+    found = decide_start(active, building, spec, Placement.from_settings(targets.settings))
     if found is active:
         if building is not None:
             # Not refused: the configuration asks for what search already uses. The other build goes on.
             logger.warning(
-                "another generation is building while the configured embedder is the active one's",
+                "another generation is building while the configured embedder and index are the active one's",
                 extra={
                     "building": building.id,
                     "model_id": building.model_id,

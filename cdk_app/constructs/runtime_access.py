@@ -51,7 +51,7 @@ class RuntimeAccess(Construct):
         self.openai_secret = secretsmanager.Secret.from_secret_name_v2(self, "OpenAiApiKey", search.openai_secret_name)
         self.pinecone_secret = (
             secretsmanager.Secret.from_secret_name_v2(self, "PineconeApiKey", search.pinecone_secret_name)
-            if search.vector_backend == "pinecone"
+            if search.pinecone_access
             else None
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import aws_cdk as cdk
 import pytest
@@ -11,10 +12,12 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 
+from cdk_app.config import DEV, SearchConfig
 from cdk_app.constructs.state_machines import ReindexStateMachine
 from refarch import topology
-from tests.infra.conftest import Synthesized
+from tests.infra.conftest import Synthesized, synthesize
 from tests.infra.templates import (
+    container,
     environment,
     function_by_handler,
     function_logical_id,
@@ -138,11 +141,18 @@ def test_a_deploy_that_changes_the_embedder_starts_an_execution(dev: Synthesized
     template = dev.template_json(dev.stacks.reindex)
     custom = next(iter(resources(template, "Custom::StartReindex").values()))
     assert custom["Properties"]["Create"]["Fn::Join"][1][1] == {"Ref": state_machine_id(template, "Reindex")}
-    # And its properties carry the configured embedder, so they change (and CloudFormation updates the
-    # resource, starting an execution) exactly when the embedder changes
-    embedder = json.loads(dev_call["parameters"]["input"])["embedder"]
-    assert embedder == {"kind": "openai", "model": dev.config.search.openai_model, "dimensions": 1536}
-    assert json.loads(variant_call["parameters"]["input"])["embedder"]["dimensions"] == 512
+    # And its properties carry the configured embedder and vector index, so they change (and
+    # CloudFormation updates the resource, starting an execution) exactly when one of them changes
+    dev_input, variant_input = (
+        json.loads(dev_call["parameters"]["input"]),
+        json.loads(variant_call["parameters"]["input"]),
+    )
+    assert dev_input == {
+        "embedder": {"kind": "openai", "model": dev.config.search.openai_model, "dimensions": 1536},
+        "placement": {"backend": "pinecone", "pinecone_index": dev.config.search.pinecone_index_name},
+    }
+    assert variant_input["embedder"]["dimensions"] == 512
+    assert variant_input["placement"] == {"backend": "pgvector", "pinecone_index": None}
     assert dev_call == prod_call
     assert dev_call != variant_call
     # And it waits for the schema and for the function's new settings
@@ -150,6 +160,43 @@ def test_a_deploy_that_changes_the_embedder_starts_an_execution(dev: Synthesized
     assert function_logical_id(template, topology.REINDEX_HANDLER) in depends
     manifest = json.loads((dev.outdir / "manifest.json").read_text())
     assert dev.stacks.data.stack_name in manifest["artifacts"][dev.stacks.reindex.stack_name]["dependencies"]
+
+
+def test_a_move_from_pinecone_to_pgvector_keeps_the_pinecone_key_until_told_otherwise(dev: Synthesized, tmp_path):
+    # Given the dev stage moved to pgvector with keep_pinecone_access (docs/reindex.md)
+    moving = synthesize(
+        replace(DEV, name="moving", search=SearchConfig(vector_backend="pgvector", keep_pinecone_access=True)), tmp_path
+    )
+    # Then the deploy starts a re-index into pgvector (the placement in the start call changed)
+    assert json.loads(start_call(moving)["parameters"]["input"])["placement"] == {
+        "backend": "pgvector",
+        "pinecone_index": None,
+    }
+    assert start_call(moving) != start_call(dev)
+    # And every search runtime writes new generations to pgvector, yet still reads the Pinecone key, so search
+    # keeps reading the Pinecone generation until the switch and a rollback can return to it until gc
+    emu = moving.template_json(moving.stacks.emu)
+    runtimes = {
+        "emu live": function_by_handler(emu, topology.EMU_HANDLER, lane="live"),
+        "emu bulk": function_by_handler(emu, topology.EMU_HANDLER, lane="bulk"),
+        "reindex": function_by_handler(moving.template_json(moving.stacks.reindex), topology.REINDEX_HANDLER),
+    }
+    envs = {name: environment(function) for name, function in runtimes.items()}
+    envs["web"] = environment(container(moving.template_json(moving.stacks.frontend), "web"))
+    secret = f":secret:{moving.config.search.pinecone_secret_name}"
+    for name, env in envs.items():
+        assert env["REFARCH_VECTOR_BACKEND"] == "pgvector", name
+        assert secret in json.dumps(env["REFARCH_PINECONE_SECRET_ARN"]), name
+    # And Emu's roles may read that secret
+    reads = [
+        statement
+        for policy in resources(emu, "AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "secretsmanager:GetSecretValue" in statement["Action"] and secret in json.dumps(statement["Resource"])
+    ]
+    assert len(reads) == 2  # one per lane's function
+    # And no Pinecone index is created for it
+    assert moving.stacks.pinecone_index is None
 
 
 def test_a_daily_rule_runs_gc(dev: Synthesized) -> None:

@@ -26,7 +26,7 @@ from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, REINDEX_HANDLER
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.handlers import invoke, load_handler
 from refarch_local.stepfunctions import run_bootstrap, run_reindex
-from tests.integration.emu_support import configure_emu, query_one
+from tests.integration.emu_support import configure_emu, query_one, start_pinecone
 
 pytest_plugins = ["tests.integration.emu_fixtures"]
 
@@ -183,3 +183,26 @@ def test_a_local_execution_of_the_state_machine_builds_and_switches(running_lane
     assert query_one(dsn, "SELECT model_id FROM index_generations WHERE status = 'active'") == (
         "openai:text-embedding-3-small:32"
     )
+
+
+def test_a_deploy_that_moves_the_index_to_pinecone_rebuilds_there_and_switches(
+    running_lanes, configure, dsn, monkeypatch, openai_standin, pinecone_standins
+):
+    # Given generation 1 built in pgvector (the first deploy's execution finds nothing to do)
+    configure(64)
+    assert run_reindex(poll_seconds=0.2, timeout_seconds=60) == {"generation": 1, "needed": False}
+    run_bootstrap()
+    # When a deploy moves the stage to Pinecone with the same model: every function gets the new settings
+    pinecone = start_pinecone(pinecone_standins, dimension=64)
+    configure_emu(monkeypatch, dsn, embedder="openai", index="pinecone", openai=openai_standin, pinecone=pinecone,
+                  dimensions=64)  # fmt: skip
+    configure(64)
+    # Then the Reindex state machine builds generation 2 in Pinecone through the bulk lane and switches to it
+    assert run_reindex(poll_seconds=0.2, timeout_seconds=120) == {"previous": 1, "active": 2}
+    assert query_one(dsn, "SELECT backend FROM index_generations WHERE status = 'active'") == "pinecone"
+    stored = pinecone.vectors("products-g2")
+    product_ids = query_one(dsn, "SELECT array_agg(id::text ORDER BY id) FROM products")
+    assert sorted(stored, key=int) == product_ids
+    assert {vector.metadata["version"] for vector in stored.values()} == {1}
+    # And the next deploy's execution finds the model and the index in use: nothing to do
+    assert run_reindex(poll_seconds=0.2, timeout_seconds=60) == {"generation": 2, "needed": False}

@@ -1,4 +1,4 @@
-"""The re-index start decision, as a table: which generation serves the configured embedder."""
+"""The re-index start decision, as a table: which generation serves the configured embedder and vector index."""
 
 from __future__ import annotations
 
@@ -7,22 +7,26 @@ from typing import Any
 
 import pytest
 
+from refarch.generation_placement import Placement
 from refarch.generations import EmbedderSpec, Generation, GenerationError
 from refarch.reindex_flow import decide_start
+from refarch.settings import Settings
 
 SMALL = EmbedderSpec("openai", "text-embedding-3-small", 1536)
 LARGE = EmbedderSpec("openai", "text-embedding-3-large", 3072)
 SMALL_512 = EmbedderSpec("openai", "text-embedding-3-small", 512)
 
 
-def generation(gid: int, status: Any, spec: EmbedderSpec, target: dict[str, Any] | None = None) -> Generation:
+def generation(
+    gid: int, status: Any, spec: EmbedderSpec, target: dict[str, Any] | None = None, backend: Any = "pinecone"
+) -> Generation:
     return Generation(
         id=gid,
         status=status,
         embedder=spec,
         model_id=f"{spec.kind}:{spec.model}:{spec.dimensions}",
         dimension=spec.dimensions,
-        backend="pinecone",
+        backend=backend,
         target=target or {"index_name": "refarch-products", "host": "h", "namespace": "products"},
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         activated_at=None,
@@ -32,25 +36,65 @@ def generation(gid: int, status: Any, spec: EmbedderSpec, target: dict[str, Any]
 
 ACTIVE = generation(1, "active", SMALL)
 BUILDING_LARGE = generation(2, "building", LARGE)
+CONFIGURED = Placement("pinecone", "refarch-products")
+# The same model moved: into pgvector, into another Pinecone index.
+BUILDING_PGVECTOR = generation(2, "building", SMALL, {"table": "product_vectors_g2"}, backend="pgvector")
+BUILDING_NEW_INDEX = generation(2, "building", SMALL, {"index_name": "products-v2", "host": "h2", "namespace": "p-g2"})
+# A model of another dimension that a re-index put in an index of its own beside the configured one.
+ACTIVE_DEDICATED = generation(
+    3, "active", LARGE, {"index_name": "refarch-products-g3", "host": "h3", "dedicated": True}
+)
 
 START_CASES = [
-    # (case, building generation, configured embedder, the generation that serves it: None = create one)
-    ("the active generation uses it: nothing to do", None, SMALL, ACTIVE),
-    ("the active generation uses it, another builds: nothing to do", BUILDING_LARGE, SMALL, ACTIVE),
-    ("a new model, nothing building: create", None, LARGE, None),
-    ("a new model, already building: resume it", BUILDING_LARGE, LARGE, BUILDING_LARGE),
-    ("the same model at another dimension is another embedder: create", None, SMALL_512, None),
-]
+    # (case, active, building, configured embedder, configured index, the generation serving them: None = create)
+    ("the active generation uses it: nothing to do", ACTIVE, None, SMALL, CONFIGURED, ACTIVE),
+    ("the active generation uses it, another builds: nothing to do", ACTIVE, BUILDING_LARGE, SMALL, CONFIGURED, ACTIVE),
+    ("a new model, nothing building: create", ACTIVE, None, LARGE, CONFIGURED, None),
+    ("a new model, already building: resume it", ACTIVE, BUILDING_LARGE, LARGE, CONFIGURED, BUILDING_LARGE),
+    ("the same model at another dimension is another embedder: create", ACTIVE, None, SMALL_512, CONFIGURED, None),
+    ("the same model, the backend moved to pgvector: create", ACTIVE, None, SMALL, Placement("pgvector"), None),
+    ("the same model, another Pinecone index: create", ACTIVE, None, SMALL, Placement("pinecone", "products-v2"), None),
+    ("a move to pgvector already building: resume it", ACTIVE, BUILDING_PGVECTOR, SMALL, Placement("pgvector"),
+     BUILDING_PGVECTOR),
+    ("a move to another index already building: resume it", ACTIVE, BUILDING_NEW_INDEX, SMALL,
+     Placement("pinecone", "products-v2"), BUILDING_NEW_INDEX),
+    ("the active one is in <configured>-g<id> (another dimension): nothing to do", ACTIVE_DEDICATED, None, LARGE,
+     CONFIGURED, ACTIVE_DEDICATED),
+    ("only a host configured (no index name): the same backend is enough", ACTIVE, None, SMALL,
+     Placement("pinecone", None), ACTIVE),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("case", "building", "spec", "expected"), START_CASES, ids=[c[0] for c in START_CASES])
-def test_start_decision(case: str, building: Generation | None, spec: EmbedderSpec, expected: Generation | None):
-    # Given the active generation (small model), maybe a building one, and the configured embedder
+@pytest.mark.parametrize(
+    ("case", "active", "building", "spec", "placement", "expected"), START_CASES, ids=[c[0] for c in START_CASES]
+)
+def test_start_decision(
+    case: str,
+    active: Generation,
+    building: Generation | None,
+    spec: EmbedderSpec,
+    placement: Placement,
+    expected: Generation | None,
+):
+    # Given the active generation, maybe a building one, and the configured embedder and vector index
     # When the start step decides, Then it reports the generation of the table
-    assert decide_start(ACTIVE, building, spec) == expected
+    assert decide_start(active, building, spec, placement) == expected
 
 
 def test_a_third_model_while_one_builds_is_refused_with_what_to_do():
     # Given the large model building, When the configuration names a third one, Then it is refused with the way out
     with pytest.raises(GenerationError, match=r'generation 2 .* is building.*\{"action": "abort"\}'):
-        decide_start(ACTIVE, BUILDING_LARGE, SMALL_512)
+        decide_start(ACTIVE, BUILDING_LARGE, SMALL_512, CONFIGURED)
+    # And so is a move to another index while a move to pgvector builds, naming both places
+    with pytest.raises(
+        GenerationError, match=r"pgvector product_vectors_g2\) is building.* in pinecone index products-v2"
+    ):
+        decide_start(ACTIVE, BUILDING_PGVECTOR, SMALL, Placement("pinecone", "products-v2"))
+
+
+def test_placement_from_the_settings_names_the_index_only_for_pinecone():
+    # Given a Pinecone and a pgvector deployment, Then the placement names the index only for Pinecone
+    pinecone = Settings(vector_backend="pinecone", pinecone_index_name="catalog")
+    pgvector = Settings(vector_backend="pgvector", pinecone_index_name="catalog")
+    assert Placement.from_settings(pinecone) == Placement("pinecone", "catalog")
+    assert Placement.from_settings(pgvector) == Placement("pgvector", None)
