@@ -4,7 +4,8 @@ A generation is one embedder (model id + dimension) and one vector index target 
 table, or a Pinecone index and namespace), recorded in `index_generations` (migration 0010).
 Exactly one is `active` (search reads it); at most one is `building` (a re-index fills it
 through the bulk lane); a generation replaced by a switch is `retired` and still kept in sync,
-so a rollback is instant, until `gc` drops it after the grace period. Emu applies every change
+so a rollback is instant, until `gc` drops it after the grace period. A build given up is
+`abandoned`: no longer written, never restored, dropped by the next `gc`. Emu applies every change
 to every live generation (building, active, retired), each with its own ledger rows.
 
 This module holds the records, their queries and the status transitions;
@@ -24,7 +25,7 @@ from typing import Any, Literal
 from refarch.db import Connection, fetch_one
 from refarch.settings import Settings
 
-GenerationStatus = Literal["building", "active", "retired", "dropped"]
+GenerationStatus = Literal["building", "active", "retired", "abandoned", "dropped"]
 LIVE_STATUSES: tuple[GenerationStatus, ...] = ("building", "active", "retired")
 # How far back the building generation's rate is measured (rows indexed per second).
 RATE_WINDOW_SECONDS = 30
@@ -356,16 +357,15 @@ def rollback(conn: Connection) -> tuple[Generation, Generation]:
 
 
 def abort_building(conn: Connection) -> Generation:
-    """Abandon the building generation: it stops receiving changes and is dropped by the next gc."""
+    """Abandon the building generation: it stops receiving changes, no rollback restores it, and the
+    next gc drops it (migration 0011)."""
     with conn.cursor() as cur:
         cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
         current = building(conn)
         if current is None:
             raise GenerationError("no generation is building")
-        # Retired long ago: past any grace period, so the next gc drops it.
-        cur.execute(
-            "UPDATE index_generations SET status = 'retired', retired_at = '-infinity' WHERE id = %s", (current.id,)
-        )
+        # Emu locks the live generations FOR SHARE while it writes: this waits for writes in flight.
+        cur.execute("UPDATE index_generations SET status = 'abandoned' WHERE id = %s", (current.id,))
         cur.execute(
             "UPDATE bootstrap_runs SET status = 'failed', finished_at = now(), error = 'generation abandoned'"
             " WHERE generation = %s AND status = 'running'",
@@ -375,10 +375,12 @@ def abort_building(conn: Connection) -> Generation:
 
 
 def expired(conn: Connection, grace: timedelta) -> list[Generation]:
-    """Retired generations past the grace period, locked for dropping (waits for Emu's writes in flight)."""
+    """Retired generations past the grace period, and abandoned ones, locked for dropping (waits for
+    Emu's writes in flight)."""
     with conn.cursor() as cur:
         cur.execute(
-            f"SELECT {_COLUMNS} FROM index_generations WHERE status = 'retired' AND retired_at < now() - %s"
+            f"SELECT {_COLUMNS} FROM index_generations"
+            " WHERE (status = 'retired' AND retired_at < now() - %s) OR status = 'abandoned'"
             " ORDER BY id FOR UPDATE",
             (grace,),
         )

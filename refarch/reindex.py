@@ -175,7 +175,8 @@ def abort(targets: GenerationTargets) -> Generation:
 
 
 def collect_garbage(targets: GenerationTargets, grace: timedelta = DEFAULT_GRACE) -> list[int]:
-    """Drop retired generations older than `grace`: their index, their ledger rows; returns their ids.
+    """Drop retired generations older than `grace`, and abandoned ones: their index, their ledger rows;
+    returns their ids.
 
     The index is the generation's table or namespace; a Pinecone index created for it (another
     dimension) is deleted whole.

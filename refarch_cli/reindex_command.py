@@ -35,7 +35,9 @@ from refarch_cli.runtime_context import local_runtime
 @click.option("--switch", "do_switch", is_flag=True, help="Make the building generation active (if complete).")
 @click.option("--rollback", "do_rollback", is_flag=True, help="Make the previous generation active again.")
 @click.option("--abort", "do_abort", is_flag=True, help="Abandon the building generation (gc drops it).")
-@click.option("--gc", "do_gc", is_flag=True, help="Drop retired generations older than --grace-hours.")
+@click.option(
+    "--gc", "do_gc", is_flag=True, help="Drop abandoned generations, and retired ones older than --grace-hours."
+)
 @click.option("--grace-hours", default=24.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--list", "do_list", is_flag=True, help="Print the generations and the build's progress (JSON).")
 def reindex_command(

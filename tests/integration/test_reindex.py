@@ -37,6 +37,7 @@ from tests.integration.emu_support import (
     query_one,
     shared_local_embedder,
 )
+from tests.integration.pelican_support import wait_for
 
 pytest_plugins = ["tests.integration.emu_fixtures"]
 
@@ -292,11 +293,34 @@ def test_a_second_reindex_while_one_builds_is_refused_with_advice(stack):
     # And switching with nothing built yet is refused, saying what is missing
     with pytest.raises(IncompleteGenerationError, match=f"lacks {ROWS} of {ROWS} rows"):
         reindex.switch(stack.emu.targets)
-    # And after abandoning it, gc drops it at once and generation 1 stays active
+    # And while it builds, a live edit reaches it (as every change does)
+    first = edit_product(stack.dsn, 1, name="Edited while building")
+    stack.relay()
+    wait_for(lambda: ledger_version(stack.dsn, 2, 1) == first.version, WAIT_SECONDS, "the edit in generation 2")
+    # When it is abandoned, Then it is no longer written: a later edit reaches generation 1 only
     reindex.abort(stack.emu.targets)
+    second = edit_product(stack.dsn, 2, name="Edited after the abort")
+    stack.relay()
+    wait_for(lambda: ledger_version(stack.dsn, 1, 2) == second.version, WAIT_SECONDS, "the edit in generation 1")
+    wait_for(stack.idle, WAIT_SECONDS, "both lanes idle")
+    assert ledger_version(stack.dsn, 2, 2) is None
+    # And no rollback can make it active (it never was): there is no retired generation to return to
+    with pytest.raises(GenerationError, match="no retired generation"):
+        reindex.rollback(stack.emu.targets)
+    assert query_one(stack.dsn, "SELECT status FROM index_generations WHERE id = 2") == "abandoned"
+    # And gc drops it at once, whatever the grace period, and generation 1 stays active
     assert reindex.collect_garbage(stack.emu.targets) == [2]
     with stack.emu.db.transaction() as conn:
         assert generations.active(conn).id == 1 and generations.building(conn) is None
+
+
+def ledger_version(dsn: str, generation: int, product_id: int) -> int | None:
+    """The version a generation's ledger holds for a product (None: no entry)."""
+    return query_one(
+        dsn,
+        "SELECT indexed_version FROM sync_state WHERE generation = %s AND product_id = %s",
+        (generation, product_id),
+    )
 
 
 def test_the_cli_creates_lists_and_refuses_an_early_switch_with_the_reason(stack):
