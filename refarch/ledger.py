@@ -55,7 +55,8 @@ def record_indexed(conn: Connection, entries: list[tuple[int, int, str | None, s
             " ON CONFLICT (generation, product_id) DO UPDATE SET indexed_version = EXCLUDED.indexed_version,"
             " content_hash = EXCLUDED.content_hash, status = EXCLUDED.status, last_error = NULL, attempts = 0,"
             " indexed_at = now(), updated_at = now()"
-            # A row re-inserted under a deleted id starts a new life at version 1.
+            # A row re-inserted under a deleted id: its versions continue past the ledger's (0012), and
+            # rows re-inserted before that migration started again at version 1.
             " WHERE s.indexed_version <= EXCLUDED.indexed_version"
             " OR (s.status = 'deleted' AND EXCLUDED.status = 'indexed')",
             [(generation, *entry) for entry in entries],

@@ -49,7 +49,7 @@ def sync_counts(conn: Connection) -> dict[str, Any]:
         cur.execute(
             "SELECT coalesce(extract(epoch FROM now() - min(p.updated_at)), 0) FROM products p"
             " LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = active_generation()"
-            " WHERE s.product_id IS NULL OR s.indexed_version < p.version OR s.status = 'failed'"
+            " WHERE s.product_id IS NULL OR s.indexed_version < p.version OR s.status IN ('failed', 'deleted')"
         )
         oldest = max(float(fetch_one(cur)[0]), float(oldest_delete) if pending_deletes else 0.0)
         cur.execute("SELECT count(*) FROM sync_outbox WHERE enqueued_at IS NULL")

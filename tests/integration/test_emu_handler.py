@@ -207,6 +207,36 @@ def test_a_late_insert_message_for_a_deleted_row_does_not_resurrect_it(emu, dsn,
     assert ledger_entries(dsn)[row.id].status == "deleted"
 
 
+def test_an_id_deleted_and_inserted_again_before_emu_saw_the_delete_is_synced_at_its_new_state(emu, dsn):
+    # Given a product indexed at version 3
+    row = new_product(dsn, 1)
+    edit_product(dsn, row.id, name="Widget One")
+    edit_product(dsn, row.id, name="Widget 1")
+    invoke_emu(sqs_event(change(row.id, version=3)))
+    # When it is deleted and inserted again under the same id in one transaction: the same text, another price
+    conn = connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM products WHERE id = %s", (row.id,))
+        cur.execute(
+            "INSERT INTO products (id, sku, name, description, category, price) VALUES (%s, %s, %s, %s, %s, 999.00)",
+            (row.id, row.sku, "Widget 1", row.description, row.category),
+        )
+        cur.execute("SELECT version FROM products WHERE id = %s", (row.id,))
+        (version,) = cur.fetchone()
+    conn.close()
+    # Then its version continues past the indexed one (not 1, which the ledger would take as indexed already)
+    assert version == 4
+    # And until Emu has seen it, it is pending, not indexed
+    assert query_one(dsn, "SELECT status FROM product_sync_status WHERE product_id = %s", (row.id,)) == "pending"
+    # When the delete and the insert arrive, Then the index holds the new row: its price and version
+    assert failed_ids(invoke_emu(sqs_event(change(row.id, version=4, op="delete")))) == set()
+    assert failed_ids(invoke_emu(sqs_event(change(row.id, version=4, op="insert")))) == set()
+    metadata = emu.index.fetch_metadata([row.id])[row.id]
+    assert (metadata["version"], Decimal(str(metadata["price"]))) == (4, Decimal("999.00"))
+    assert query_one(dsn, "SELECT status FROM product_sync_status WHERE product_id = %s", (row.id,)) == "indexed"
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
 def test_stale_messages_never_move_the_ledger_backwards(emu, dsn, openai_standin):
     # Given a product indexed at version 3
     row = new_product(dsn, 1)
