@@ -92,7 +92,7 @@ class GenerationTargets:
                 generation = self._adopt(generation)
             assert generation.embedder is not None and generation.dimension is not None
             embedder = self.embedder_for(generation.embedder)
-            index = make_index(self.settings, self.db, generation.dimension, target=generation.target)
+            index = self.open_index(generation)
             check_dimensions(embedder, index)
             built = IndexTarget(generation, embedder, index)
             self._targets[generation.id] = built
@@ -149,18 +149,10 @@ class GenerationTargets:
             raise generations.GenerationError(f"generation {unrecorded[0]} is not recorded yet: call active() first")
         return [self.target(generation) for generation in found]
 
-    def wrap_index(self, generation_id: int, wrap: Callable[[VectorIndex], VectorIndex]) -> VectorIndex:
-        """Serve a generation through a wrapper of its index (a fault-injection point); returns the wrapper."""
-        with self._lock:
-            with self.db.transaction() as conn:
-                found = generations.get(conn, generation_id)
-            if found is None:
-                raise generations.GenerationError(f"index generation {generation_id} does not exist")
-            current = self.target(found)
-            wrapped = wrap(current.index)
-            self._targets[generation_id] = IndexTarget(current.generation, current.embedder, wrapped)
-            self._active = None
-            return wrapped
+    def open_index(self, generation: Generation) -> VectorIndex:
+        """A client of the generation's vector index, built from its recorded target (cached by `target`)."""
+        assert generation.dimension is not None
+        return make_index(self.settings, self.db, generation.dimension, target=generation.target)
 
     def forget(self, generation_id: int) -> None:
         """Drop a generation's cached clients (after it was dropped)."""

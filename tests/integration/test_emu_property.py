@@ -34,7 +34,9 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from refarch import products
+from refarch import generations, products
+from refarch.generations import Generation
+from refarch.index_targets import GenerationTargets
 from refarch.messages import SyncMessage
 from refarch.reconcile import find_drift, repair
 from refarch.vector_index import VectorIndex
@@ -103,6 +105,22 @@ class IndexFaults:
         """Update metadata, unless a metadata-update fault is armed."""
         self._fire("index metadata update", updates)
         self._index.update_metadata(updates)
+
+
+class TargetsWithIndexFaults(GenerationTargets):
+    """The runtime's generation targets, serving every generation's index through IndexFaults."""
+
+    def open_index(self, generation: Generation) -> VectorIndex:
+        return IndexFaults(super().open_index(generation))  # type: ignore[return-value]
+
+    def faults(self, generation_id: int) -> IndexFaults:
+        """The fault set of a generation's index (built on first use)."""
+        with self.db.transaction() as conn:
+            found = generations.get(conn, generation_id)
+        assert found is not None
+        index = self.target(found).index
+        assert isinstance(index, IndexFaults)
+        return index
 
 
 @dataclass(frozen=True)
@@ -343,8 +361,11 @@ def test_index_converges_to_the_table_whatever_the_delivery(
         dimensions=16,
         max_retries=0,
     )
-    # Emu writes to generation 1 through its fault-injection point (recorded and built first).
-    index_faults = emu.targets.wrap_index(emu.targets.active().generation.id, IndexFaults)
+    # Emu writes to generation 1 through IndexFaults.
+    emu.__dict__["targets"] = targets = TargetsWithIndexFaults(
+        emu.settings, emu.db, configured_embedder=lambda: emu.embedder
+    )
+    index_faults = targets.faults(targets.active().generation.id)
     tally: Counter[str] = Counter()
 
     @EXAMPLE_SETTINGS
