@@ -25,7 +25,8 @@ class EmuLane(Construct):
     """One lane's Emu function: the shared handler, its own reserved concurrency, its own queue's event source.
 
     The event source grants the function receive/delete on its own queue only: each lane's
-    function can read nothing else.
+    function can read nothing else. The bulk lane's may also send to its own queue (work it had no
+    time to start goes back as new messages).
     """
 
     def __init__(
@@ -59,6 +60,9 @@ class EmuLane(Construct):
         )
         # The same handler for both lanes: the lane (its batch processor, its metrics) is configuration.
         self.function.add_environment("REFARCH_EMU_LANE", lane.name)
+        if not queue.fifo:
+            # Messages an invocation had no time to start go back as new messages (lambdas/emu.py).
+            queue.grant_send_messages(self.function)
         self.function.add_event_source(
             event_sources.SqsEventSource(
                 queue,

@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from refarch.observability import logger, metrics, tracer
-from refarch.queue import release_now
+from refarch.queue import queue_of, release_now
 from refarch.runtime import Runtime
 
 runtime = Runtime(application_name="emu")
@@ -48,7 +48,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     )
 
     if outcome.not_started_messages:
-        release_unstarted(records, outcome.not_started_messages)
+        for message_id in hand_back_unstarted(records, outcome.not_started_messages):
+            del outcome.failures[message_id]  # sent anew: this record is done
 
     def record_handler(record: SQSRecord) -> None:
         if record.message_id in outcome.failures:
@@ -95,10 +96,27 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
         )
 
 
-def release_unstarted(records: list[dict[str, Any]], message_ids: set[str]) -> None:
-    """Hand the messages time ran out for back to the queue now (else they wait out the visibility timeout)."""
-    handles = [r["receiptHandle"] for r in records if r["messageId"] in message_ids]
+def hand_back_unstarted(records: list[dict[str, Any]], message_ids: set[str]) -> set[str]:
+    """Give the queue back the messages time ran out for, now (not after the visibility timeout).
+
+    The bulk lane's standard queue gets a copy of each as a new message, and the originals count
+    as done (returned): SQS counts receives, not attempts, so a message handed back as it is would
+    use up one of its maxReceiveCount receives for work never started, and a delivery too big for
+    one invocation could push its last messages to the DLQ untried. The live lane's FIFO queue
+    would drop such a copy (same deduplication id), so its messages are made visible again instead
+    (a live delivery is one chunk: it runs short only when the invocation starts short of time).
+    """
+    chosen = [r for r in records if r["messageId"] in message_ids]
+    arn = chosen[0]["eventSourceARN"]
+    if not arn.endswith(".fifo"):
+        try:
+            queue_of(runtime.sqs, arn).send_bodies([r.get("body", "") for r in chosen])
+            logger.info("messages not started sent again", extra={"messages": len(chosen)})
+            return {r["messageId"] for r in chosen}
+        except Exception as err:  # some copies may be out: the originals come back too (duplicates are harmless)
+            logger.warning("could not send messages again", extra={"messages": len(chosen), "error": str(err)})
     try:
-        release_now(runtime.sqs, records[0]["eventSourceARN"], handles)
+        release_now(runtime.sqs, arn, [r["receiptHandle"] for r in chosen])
     except Exception as err:  # they still come back, after the visibility timeout
-        logger.warning("could not release messages early", extra={"messages": len(handles), "error": str(err)})
+        logger.warning("could not release messages early", extra={"messages": len(chosen), "error": str(err)})
+    return set()

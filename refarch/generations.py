@@ -374,26 +374,45 @@ def abort_building(conn: Connection) -> Generation:
     return current
 
 
-def expired(conn: Connection, grace: timedelta) -> list[Generation]:
-    """Retired generations past the grace period, and abandoned ones, locked for dropping (waits for
-    Emu's writes in flight)."""
+def drop_expired(conn: Connection, grace: timedelta) -> list[Generation]:
+    """Mark dropped the retired generations past the grace period and the abandoned ones, and delete
+    their ledger rows; returns them. Their indexes are removed after this commits (`to_remove`).
+
+    Serialised with switch, rollback and abort by the same table lock, and waits for Emu's writes
+    in flight (their FOR SHARE locks); once it commits no writer or rollback sees them again.
+    """
     with conn.cursor() as cur:
+        cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
         cur.execute(
             f"SELECT {_COLUMNS} FROM index_generations"
             " WHERE (status = 'retired' AND retired_at < now() - %s) OR status = 'abandoned'"
             " ORDER BY id FOR UPDATE",
             (grace,),
         )
+        found = [_row(r) for r in cur.fetchall()]
+        ids = [g.id for g in found]
+        if ids:
+            cur.execute(
+                "UPDATE index_generations SET status = 'dropped', dropped_at = now() WHERE id = ANY(%s)", (ids,)
+            )
+            cur.execute("DELETE FROM sync_state WHERE generation = ANY(%s)", (ids,))
+    return found
+
+
+def to_remove(conn: Connection) -> list[Generation]:
+    """Dropped generations whose index was not removed yet (a removal that failed is tried again)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM index_generations WHERE status = 'dropped'"
+            " AND NOT coalesce((target ->> 'index_removed')::boolean, false) ORDER BY id"
+        )
         return [_row(r) for r in cur.fetchall()]
 
 
-def mark_dropped(conn: Connection, generation_ids: list[int]) -> None:
-    """Record generations as dropped and delete their ledger rows (their vectors are dropped by the caller)."""
-    if not generation_ids:
-        return
+def mark_index_removed(conn: Connection, generation_id: int) -> None:
+    """Record that a dropped generation's index is gone."""
     with conn.cursor() as cur:
         cur.execute(
-            "UPDATE index_generations SET status = 'dropped', dropped_at = now() WHERE id = ANY(%s)",
-            (generation_ids,),
+            "UPDATE index_generations SET target = target || '{\"index_removed\": true}' WHERE id = %s",
+            (generation_id,),
         )
-        cur.execute("DELETE FROM sync_state WHERE generation = ANY(%s)", (generation_ids,))

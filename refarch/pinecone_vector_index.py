@@ -54,8 +54,14 @@ class PineconeIndex:
             )
 
     def drop(self) -> None:
-        """Delete every vector of this namespace (a retired generation past its grace period)."""
-        self._index.delete(delete_all=True, namespace=self.namespace)
+        """Delete every vector of this namespace (a retired generation past its grace period); a
+        namespace already gone is dropped."""
+        from pinecone import NotFoundError
+
+        try:
+            self._index.delete(delete_all=True, namespace=self.namespace)
+        except NotFoundError:
+            return
 
     def upsert(self, records: list[VectorRecord]) -> None:
         """Upsert in request-sized batches (<= UPSERT_BATCH vectors and <= MAX_REQUEST_BYTES each)."""

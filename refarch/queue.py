@@ -58,7 +58,17 @@ class SyncQueue:
             # Checked before anything is sent: a bulk message has no group, and names many products.
             raise TypeError("a bulk message cannot go to the live lane's FIFO queue")
         for start in range(0, len(messages), SQS_BATCH):
-            self._send_batch(messages[start : start + SQS_BATCH])
+            self._send_batch([self._entry(str(i), m) for i, m in enumerate(messages[start : start + SQS_BATCH])])
+
+    def send_bodies(self, bodies: Sequence[str]) -> None:
+        """Send received bodies again as new messages (a standard queue only: FIFO entries need their
+        group and deduplication ids, and a copy within the deduplication window would be dropped)."""
+        if self.fifo:
+            raise TypeError("bodies cannot be re-sent to a FIFO queue")
+        for start in range(0, len(bodies), SQS_BATCH):
+            self._send_batch(
+                [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + SQS_BATCH])]
+            )
 
     def _entry(self, key: str, message: AnyMessage) -> dict[str, str]:
         entry = {"Id": key, "MessageBody": message.model_dump_json()}
@@ -66,8 +76,8 @@ class SyncQueue:
             entry.update(MessageGroupId=message.group_id, MessageDeduplicationId=message.deduplication_id)
         return entry
 
-    def _send_batch(self, batch: Sequence[AnyMessage]) -> None:
-        pending = {str(i): m for i, m in enumerate(batch)}
+    def _send_batch(self, batch: Sequence[dict[str, str]]) -> None:
+        pending = {entry["Id"]: entry for entry in batch}
 
         @retry(
             retry=retry_if_exception_type(PartialSendError),
@@ -78,7 +88,7 @@ class SyncQueue:
         def attempt() -> None:
             response = self.client.send_message_batch(
                 QueueUrl=self.url,
-                Entries=[self._entry(key, m) for key, m in pending.items()],
+                Entries=list(pending.values()),
             )
             for ok in response.get("Successful", []):
                 pending.pop(ok["Id"], None)
@@ -100,9 +110,14 @@ class SyncQueue:
         }
 
 
+def queue_of(client: Any, queue_arn: str) -> SyncQueue:
+    """The queue an event source's records came from (by the ARN in each record)."""
+    return SyncQueue(client, client.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"])
+
+
 def release_now(client: Any, queue_arn: str, receipt_handles: Sequence[str]) -> None:
     """Make received messages visible again at once, so their retry need not wait for the visibility timeout."""
-    url = client.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"]
+    url = queue_of(client, queue_arn).url
     for start in range(0, len(receipt_handles), SQS_BATCH):
         handles = receipt_handles[start : start + SQS_BATCH]
         entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(handles)]

@@ -175,28 +175,42 @@ def abort(targets: GenerationTargets) -> Generation:
 
 
 def collect_garbage(targets: GenerationTargets, grace: timedelta = DEFAULT_GRACE) -> list[int]:
-    """Drop retired generations older than `grace`, and abandoned ones: their index, their ledger rows;
-    returns their ids.
+    """Drop abandoned generations, and retired ones older than `grace`; returns their ids.
 
-    The index is the generation's table or namespace; a Pinecone index created for it (another
-    dimension) is deleted whole.
-
-    The index is dropped inside the transaction that marks the generation dropped, so a failed
-    drop leaves it retired for the next run.
+    First they are marked dropped and their ledger rows deleted, in one transaction: from then on
+    no writer touches them and no rollback can restore them. Then each one's index is removed (its
+    table or namespace; a Pinecone index created for it, for another dimension, whole), and that
+    is recorded. A removal that fails is tried again by the next gc (GenerationError after the
+    others were tried), and never leaves a live generation without its index.
     """
     settings, db = targets.settings, targets.db
     with db.transaction() as conn:
-        old = generations.expired(conn, grace)
-        for generation in old:
+        dropped = generations.drop_expired(conn, grace)
+    for generation in dropped:
+        targets.forget(generation.id)
+        logger.info("generation dropped", extra={"generation": generation.id, "model_id": generation.model_id})
+    with db.transaction() as conn:
+        leftover = generations.to_remove(conn)
+    failed: dict[int, str] = {}
+    for generation in leftover:
+        try:
             if generation.target.get("dedicated"):
                 pinecone_indexes.delete_index(_pinecone(settings), generation.target["index_name"])
             elif generation.dimension is not None:
                 make_index(settings, db, generation.dimension, target=generation.target, ensure=False).drop()
-        generations.mark_dropped(conn, [g.id for g in old])
-    for generation in old:
-        targets.forget(generation.id)
-        logger.info("generation dropped", extra={"generation": generation.id, "model_id": generation.model_id})
-    return [g.id for g in old]
+        except Exception as err:
+            logger.warning(
+                "could not remove a dropped generation's index", extra={"generation": generation.id, "error": str(err)}
+            )
+            failed[generation.id] = f"{type(err).__name__}: {err}"
+            continue
+        with db.transaction() as conn:
+            generations.mark_index_removed(conn, generation.id)
+    if failed:
+        raise generations.GenerationError(
+            f"dropped generation(s) {sorted(failed)} keep their index for now (the next gc removes it): {failed}"
+        )
+    return [g.id for g in dropped]
 
 
 def _pinecone(settings: Settings) -> Pinecone:

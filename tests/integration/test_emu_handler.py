@@ -224,17 +224,37 @@ def test_an_id_deleted_and_inserted_again_before_emu_saw_the_delete_is_synced_at
         cur.execute("SELECT version FROM products WHERE id = %s", (row.id,))
         (version,) = cur.fetchone()
     conn.close()
-    # Then its version continues past the indexed one (not 1, which the ledger would take as indexed already)
-    assert version == 4
+    # Then its version continues past the delete's (4), not 1, which the ledger would take as indexed already
+    assert version == 5
     # And until Emu has seen it, it is pending, not indexed
     assert query_one(dsn, "SELECT status FROM product_sync_status WHERE product_id = %s", (row.id,)) == "pending"
     # When the delete and the insert arrive, Then the index holds the new row: its price and version
     assert failed_ids(invoke_emu(sqs_event(change(row.id, version=4, op="delete")))) == set()
-    assert failed_ids(invoke_emu(sqs_event(change(row.id, version=4, op="insert")))) == set()
+    assert failed_ids(invoke_emu(sqs_event(change(row.id, version=5, op="insert")))) == set()
     metadata = emu.index.fetch_metadata([row.id])[row.id]
-    assert (metadata["version"], Decimal(str(metadata["price"]))) == (4, Decimal("999.00"))
+    assert (metadata["version"], Decimal(str(metadata["price"]))) == (5, Decimal("999.00"))
     assert query_one(dsn, "SELECT status FROM product_sync_status WHERE product_id = %s", (row.id,)) == "indexed"
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def test_an_id_never_repeats_a_version_across_a_delete_and_an_insert(emu, dsn):
+    # Given a product indexed at version 1, then edited (version 2) and deleted (its tombstone: 3) before
+    # Emu saw either: the ledger still says 1, and the live lane's FIFO queue has seen "1-2" and "1-3"
+    row = new_product(dsn, 1)
+    invoke_emu(sqs_event(change(row.id, op="insert")))
+    edit_product(dsn, row.id, name="Widget One")
+    delete_product(dsn, row.id)
+    # When the id is inserted again and edited
+    query_one(
+        dsn,
+        "INSERT INTO products (id, sku, name, description, category, price)"
+        " VALUES (%s, 'T-0001', 'Widget 1', 'Back again.', 'tools', 5) RETURNING id",
+        (row.id,),
+    )
+    edit_product(dsn, row.id, name="Widget Again")
+    # Then its versions continue (4, 5): no change of the new row shares a deduplication id with the old one's
+    sql = "SELECT array_agg(version ORDER BY id) FROM sync_outbox WHERE product_id = %s"
+    assert query_one(dsn, sql, (row.id,)) == [1, 2, 3, 4, 5]
 
 
 def test_stale_messages_never_move_the_ledger_backwards(emu, dsn, openai_standin):

@@ -178,6 +178,46 @@ def test_a_product_edited_live_while_its_bulk_chunk_is_being_indexed_ends_at_its
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 
+def test_a_product_deleted_and_inserted_again_while_its_chunk_is_embedded_ends_indexed_as_the_new_row(
+    monkeypatch, dsn, lanes
+):
+    # Given 20 products in a bulk delivery, whose chunk is being embedded (product 5's text held)
+    runtime = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
+    seed_as_bootstrapped(dsn, 20)
+    old = product(dsn, 5)
+    held = HoldingEmbedder(runtime.embedder, old.embedding_text())
+    runtime.__dict__["embedder"] = held
+    (live, live_poller), (bulk, bulk_poller) = lanes["live"], lanes["bulk"]
+    bulk.send(bulk_messages([(pid, 1, "sync") for pid in range(1, 21)], source="bootstrap"))
+    bulk_thread, bulk_errors = run_in_thread(lambda: bulk_poller.poll_once(lambdas.emu.handler))
+    assert held.holding.wait(60), "the bulk delivery never reached product 5's chunk"
+    # When product 5 is deleted and inserted again under its id at that moment: the same text, another price
+    conn = connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM products WHERE id = 5")
+        cur.execute(
+            "INSERT INTO products (id, sku, name, description, category, price) VALUES (5, %s, %s, %s, %s, 999.00)",
+            (old.sku, old.name, old.description, old.category),
+        )
+        cur.execute("SELECT version FROM products WHERE id = 5")
+        (version,) = cur.fetchone()
+    conn.close()
+    # Then the new row's version is past the delete's (2), so nothing can take it for the old row
+    assert version == 3
+    # When the chunk (embedding the old row, at version 1) finishes, and the delete and insert reach the live lane
+    held.release.set()
+    bulk_thread.join(60)
+    assert bulk_errors == []
+    assert relay_outbox(dsn, live) == 2
+    while live_poller.poll_once(lambdas.emu.handler):
+        pass
+    assert live_poller.failed_records == 0 and live.depth() == {"visible": 0, "in_flight": 0}
+    # Then the index holds the new row: its version and its price
+    stored = dict(runtime.emu.index.scan())[5]
+    assert (stored["version"], float(stored["price"])) == (3, 999.0)
+    assert_index_matches_database(runtime.db, runtime.emu.index, runtime.embedder.model_id)
+
+
 def test_a_stale_bulk_item_after_a_live_edit_changes_nothing(monkeypatch, dsn, lanes):
     # Given 20 products indexed, then product 7 edited and indexed by the live lane at version 2
     emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
@@ -289,23 +329,37 @@ def test_a_delivery_bigger_than_the_time_left_stops_between_chunks_and_the_retry
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 
-def test_messages_the_time_ran_out_for_are_handed_back_to_the_queue_at_once(monkeypatch, dsn, lanes):
-    # Given two bulk messages, and an invocation with less time left than Emu needs to start a chunk
+def test_messages_the_time_ran_out_for_go_back_to_the_queue_at_once_without_using_up_their_receives(
+    monkeypatch, dsn, local_settings, lanes
+):
+    # Given two bulk messages, and invocations with less time left than Emu needs to start a chunk
     emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
     seed_as_bootstrapped(dsn, 30)
     bulk, poller = lanes["bulk"]
     bulk.send(bulk_messages([(pid, 1, "sync") for pid in range(1, 31)], source="bootstrap", per_message=15))
     margin = refarch.emu.MIN_TIME_LEFT_SECONDS
     monkeypatch.setattr(refarch.emu, "MIN_TIME_LEFT_SECONDS", DEFAULT_TOPOLOGY.bulk.timeout_seconds + 1)
-    # When the bulk lane's Emu receives them (every record fails: Powertools raises for a retry)
-    with pytest.raises(BatchProcessingError):
-        poller.poll_once(lambdas.emu.handler)
-    # Then nothing was embedded, and both messages are visible again now, not after the visibility timeout
-    assert embed_call_sizes(dsn) == []
-    assert bulk.depth() == {"visible": 2, "in_flight": 0}
+    # When the bulk lane's Emu receives them more often than the queue's maxReceiveCount
+    for _ in range(DEFAULT_TOPOLOGY.max_receive_count + 1):
+        assert poller.poll_once(lambdas.emu.handler) == 2
+        # Then each time nothing was embedded, and both are visible again at once (not after the visibility timeout)
+        assert embed_call_sizes(dsn) == []
+        assert bulk.depth() == {"visible": 2, "in_flight": 0}
+    # And they were sent again as new messages, so work never started used up none of their receives: none is
+    # in the DLQ, and each is received for the first time
+    client = bulk.client
+    dlq = client.get_queue_attributes(
+        QueueUrl=local_settings.resolved_bulk_dlq_url(), AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert dlq["Attributes"]["ApproximateNumberOfMessages"] == "0"
+    peek = client.receive_message(
+        QueueUrl=bulk.url, MaxNumberOfMessages=10, AttributeNames=["ApproximateReceiveCount"], VisibilityTimeout=0
+    )["Messages"]
+    assert [m["Attributes"]["ApproximateReceiveCount"] for m in peek] == ["1", "1"]
     # And with time enough, the next delivery indexes them all
     monkeypatch.setattr(refarch.emu, "MIN_TIME_LEFT_SECONDS", margin)
     assert poller.poll_once(lambdas.emu.handler) == 2
+    assert bulk.depth() == {"visible": 0, "in_flight": 0}
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 

@@ -20,13 +20,23 @@ import lambdas.reindex
 from refarch import catalog
 from refarch.db import connect
 from refarch.generations import GenerationError, IncompleteGenerationError
+from refarch.pgvector_index import PgVectorIndex
 from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
 from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, REINDEX_HANDLER
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.handlers import invoke, load_handler
 from refarch_local.stepfunctions import run_bootstrap, run_reindex
-from tests.integration.emu_support import configure_emu, query_one, start_pinecone
+from tests.integration.emu_support import (
+    change,
+    configure_emu,
+    edit_product,
+    failed_ids,
+    invoke_emu,
+    query_one,
+    sqs_event,
+    start_pinecone,
+)
 
 pytest_plugins = ["tests.integration.emu_fixtures"]
 
@@ -206,3 +216,38 @@ def test_a_deploy_that_moves_the_index_to_pinecone_rebuilds_there_and_switches(
     assert {vector.metadata["version"] for vector in stored.values()} == {1}
     # And the next deploy's execution finds the model and the index in use: nothing to do
     assert run_reindex(poll_seconds=0.2, timeout_seconds=60) == {"generation": 2, "needed": False}
+
+
+def test_a_gc_whose_index_removal_fails_leaves_the_generation_dropped_and_the_next_gc_removes_it(
+    lanes, configure, dsn, monkeypatch
+):
+    # Given generation 2 built, switched to and rolled back from: retired, its table kept
+    configure(64)
+    reindex({"action": "start"})
+    configure(32)
+    reindex({"action": "start"})
+    run_bootstrap(generation=2)
+    lanes.drain()
+    reindex({"action": "switch", "generation": 2})
+    reindex({"action": "rollback"})
+
+    # When gc drops it and removing its table fails
+    def refuse(index: PgVectorIndex) -> None:
+        raise OSError("the table could not be dropped")
+
+    real_drop = PgVectorIndex.drop
+    monkeypatch.setattr(PgVectorIndex, "drop", refuse)
+    with pytest.raises(GenerationError, match=r"generation\(s\) \[2\] keep their index for now"):
+        reindex({"action": "gc", "grace_hours": 0})
+    # Then generation 2 is dropped all the same: no rollback can return to it, and no writer touches it
+    assert query_one(dsn, "SELECT status FROM index_generations WHERE id = 2") == "dropped"
+    with pytest.raises(GenerationError, match="no retired generation"):
+        reindex({"action": "rollback"})
+    edited = edit_product(dsn, 3, name="Edited after the gc")
+    assert failed_ids(invoke_emu(sqs_event(change(3, version=edited.version)))) == set()
+    assert query_one(dsn, "SELECT count(*) FROM sync_state WHERE generation = 2") == 0
+    # When the next gc runs, Then it removes the table it left, and records that
+    monkeypatch.setattr(PgVectorIndex, "drop", real_drop)
+    assert reindex({"action": "gc", "grace_hours": 0}) == {"dropped": []}
+    assert query_one(dsn, "SELECT to_regclass('product_vectors_g2')") is None
+    assert query_one(dsn, "SELECT target ->> 'index_removed' FROM index_generations WHERE id = 2") == "true"

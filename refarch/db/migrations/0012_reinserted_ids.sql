@@ -1,17 +1,56 @@
--- A row inserted under an id that was indexed before (deleted, then inserted again) continues that
--- id's versions past every version any generation's ledger holds for it. With version 1 (0002) it
--- could look indexed already: the ledger still said "indexed at 3" when the delete had not been
--- applied yet (delete and insert in one transaction, or both still queued), so Emu skipped the row
--- (its version guard), the old vector kept the old price and version, and the status said synced.
+-- An id's versions never repeat, across a delete and an insert under the same id. With version 1
+-- on every insert (0002), a row inserted again could (a) look indexed already: the ledger still
+-- said "indexed at 3" when the delete was not yet applied (delete and insert in one transaction,
+-- or both still queued, or Emu embedding the old row at that moment), so Emu skipped the new row,
+-- the old vector kept the old price and version, and the status said synced; and (b) repeat
+-- versions already sent to the live lane, whose FIFO queue drops a message whose deduplication id
+-- (product id + version) it saw in the last 5 minutes, so a later edit of the new row was lost.
+
+-- The last version each deleted id was given: its tombstone's (the delete's outbox version).
+CREATE TABLE deleted_product_versions (
+    product_id   bigint PRIMARY KEY,
+    last_version bigint NOT NULL
+);
+INSERT INTO deleted_product_versions (product_id, last_version)
+SELECT product_id, max(version) FROM sync_outbox WHERE op = 'delete' GROUP BY product_id;
+
+-- The outbox trigger (0002) also records a deleted row's tombstone version. Replacing the function
+-- resets its properties: it keeps running with its owner's rights (0005).
+CREATE OR REPLACE FUNCTION products_capture_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    outbox_id bigint;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        -- A tombstone gets the next version so it orders after every state of the row.
+        INSERT INTO sync_outbox (product_id, op, version)
+        VALUES (OLD.id, 'delete', OLD.version + 1) RETURNING id INTO outbox_id;
+        INSERT INTO deleted_product_versions (product_id, last_version) VALUES (OLD.id, OLD.version + 1)
+        ON CONFLICT (product_id) DO UPDATE
+            SET last_version = greatest(deleted_product_versions.last_version, EXCLUDED.last_version);
+    ELSE
+        INSERT INTO sync_outbox (product_id, op, version)
+        VALUES (NEW.id, lower(TG_OP), NEW.version) RETURNING id INTO outbox_id;
+    END IF;
+    -- Only a wake-up: the payload is the outbox id, never row data (NOTIFY caps at 8000 bytes).
+    PERFORM pg_notify('refarch_outbox', outbox_id::text);
+    RETURN NULL;
+END $$;
+
+-- An insert starts past the id's last tombstone, and past anything a ledger holds for it (ids
+-- deleted before this migration whose outbox rows were pruned). A fresh id: two primary-key
+-- lookups that find nothing, version 1 as before.
 CREATE OR REPLACE FUNCTION products_stamp_version() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        -- One primary-key lookup per live generation: cheap for a fresh id, which has no entry.
-        NEW.version := 1 + coalesce((
-            SELECT max(s.indexed_version) FROM sync_state s
-            WHERE s.generation IN (SELECT id FROM index_generations) AND s.product_id = NEW.id
-        ), 0);
+        NEW.version := 1 + greatest(
+            coalesce((SELECT d.last_version FROM deleted_product_versions d WHERE d.product_id = NEW.id), 0),
+            coalesce((
+                SELECT max(s.indexed_version) FROM sync_state s
+                WHERE s.generation IN (SELECT id FROM index_generations) AND s.product_id = NEW.id
+            ), 0)
+        );
         NEW.created_at := now();
         NEW.updated_at := now();
     ELSIF (NEW.sku, NEW.name, NEW.description, NEW.category, NEW.price)
@@ -27,9 +66,6 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
--- It reads the ledger, which the web role (which inserts products) may only read, not rely on:
--- run with its owner's rights, as the outbox trigger does (0005).
-ALTER FUNCTION products_stamp_version() SECURITY DEFINER SET search_path = public, pg_temp;
 
 -- A row whose ledger entry says "deleted" is pending, whatever the versions say.
 CREATE OR REPLACE VIEW product_sync_status AS
