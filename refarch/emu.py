@@ -144,12 +144,18 @@ class Emu:
                 started = time.monotonic()
                 failed_products.update(self._sync_chunk(chunk, force, outcome))
                 slowest = max(slowest, time.monotonic() - started)
+        tried_and_failed: set[str] = set()
         for pid, reason in failed_products.items():
             for message_id in by_product[pid]:
                 # A bulk message fails when any of its products did; its retry skips the others (ledger).
                 outcome.failures.setdefault(message_id, f"product {pid}: {reason}")
                 if reason.startswith(NOT_STARTED):
                     outcome.not_started_messages.add(message_id)
+                else:
+                    tried_and_failed.add(message_id)
+        # "Not started" only when no product of the message was tried and failed: a real failure must
+        # count against the message's receives (lambdas.emu hands not-started messages back as new ones).
+        outcome.not_started_messages -= tried_and_failed
         ok_changed = [m.changed_at for mid, m in messages.items() if mid not in outcome.failures]
         if ok_changed:
             outcome.max_lag_seconds = (datetime.now(UTC) - min(ok_changed)).total_seconds()

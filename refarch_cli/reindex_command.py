@@ -130,9 +130,10 @@ def _reindex_build(
     if building is None:
         building = reindex.start(targets, spec, pinecone_index=pinecone_index)
         click.echo(f"generation {building.id} ({building.model_id}) is building; search reads the active one")
-    elif building.embedder != spec:
+    elif not (building.embedder == spec and _placement(targets.settings, pinecone_index).holds(building)):
         raise generations.GenerationError(
-            f"generation {building.id} ({building.model_id}) is already building: finish it (--switch) or --abort it"
+            f"generation {building.id} ({building.model_id}, {building.target}) is already building: finish it "
+            "(--switch) or --abort it"
         )
     else:
         click.echo(f"resuming generation {building.id} ({building.model_id})")
@@ -166,3 +167,11 @@ def _reindex_build(
         targets, resend=resend, queue_idle=queue_idle, timeout_seconds=timeout, on_progress=show
     )
     click.echo(f"generation {new.id} ({new.model_id}) is active; {previous.id} retired (rollback possible)")
+
+
+def _placement(settings: Settings, pinecone_index: str | None) -> Any:
+    """Where the settings (or --pinecone-index) place the generation asked for."""
+    from refarch.generation_placement import Placement
+
+    configured = Placement.from_settings(settings)
+    return Placement(configured.backend, pinecone_index) if pinecone_index else configured

@@ -120,11 +120,11 @@ def test_each_emu_lane_reads_only_its_own_queue(dev: Synthesized, lane: str, own
     assert (QUEUE_SEND in role_grants) is (lane == "bulk")
 
 
-def test_emu_consumes_but_never_sends(dev: Synthesized) -> None:
-    # Given Emu's role
+def test_the_live_emu_consumes_but_never_sends(dev: Synthesized) -> None:
+    # Given the live lane's Emu role
     template = dev.template_json(dev.stacks.emu)
     role_grants = grants(template, function_role(template, topology.EMU_HANDLER, lane="live"))
-    # Then it receives and deletes from the queue but cannot enqueue (only Pelican produces)
+    # Then it receives and deletes from the queue but cannot enqueue (only Pelican produces changes)
     assert set(role_grants) >= QUEUE_READ
     assert QUEUE_SEND not in role_grants
 

@@ -257,6 +257,44 @@ def test_an_id_never_repeats_a_version_across_a_delete_and_an_insert(emu, dsn):
     assert query_one(dsn, sql, (row.id,)) == [1, 2, 3, 4, 5]
 
 
+def test_an_insert_waits_for_a_concurrent_delete_of_its_id_and_starts_past_its_tombstone(emu, dsn):
+    # Given a product at version 2, being deleted by a transaction that has not committed yet (tombstone: 3)
+    row = new_product(dsn, 1)
+    edit_product(dsn, row.id, name="Widget One")
+    deleter = psycopg2.connect(dsn)
+    with deleter.cursor() as cur:
+        cur.execute("DELETE FROM products WHERE id = %s", (row.id,))
+    # When another transaction inserts the same id meanwhile
+    inserted: dict[str, int] = {}
+
+    def insert() -> None:
+        inserter = psycopg2.connect(dsn)
+        try:
+            with inserter, inserter.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO products (id, sku, name, description, category, price)"
+                    " VALUES (%s, 'T-0001', 'Widget 1', 'Back again.', 'tools', 5) RETURNING version",
+                    (row.id,),
+                )
+                inserted["version"] = cur.fetchone()[0]
+        finally:
+            inserter.close()
+
+    thread = threading.Thread(target=insert)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not query_one(dsn, "SELECT count(*) FROM pg_locks WHERE NOT granted"):
+        assert time.monotonic() < deadline and thread.is_alive(), "the insert never waited for the delete"
+        time.sleep(0.05)
+    # Then it waits for the delete, and once that commits it starts past the tombstone (4), repeating no version
+    deleter.commit()
+    deleter.close()
+    thread.join(30)
+    assert inserted == {"version": 4}
+    sql = "SELECT array_agg(version ORDER BY id) FROM sync_outbox WHERE product_id = %s"
+    assert query_one(dsn, sql, (row.id,)) == [1, 2, 3, 4]
+
+
 def test_stale_messages_never_move_the_ledger_backwards(emu, dsn, openai_standin):
     # Given a product indexed at version 3
     row = new_product(dsn, 1)

@@ -363,6 +363,29 @@ def test_messages_the_time_ran_out_for_go_back_to_the_queue_at_once_without_usin
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 
+def test_a_message_with_a_product_that_failed_is_not_handed_back_as_not_started(
+    monkeypatch, dsn, poisoned_openai, pinecone_standins
+):
+    # Given 30 products in two bulk messages (1-15, 16-30), Pinecone refusing product 5's vector, chunks of 10
+    pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS)
+    runtime = configure_emu(
+        monkeypatch, dsn, embedder="openai", index="pinecone", openai=poisoned_openai, pinecone=pinecone
+    )
+    for n in range(1, 31):
+        new_product(dsn, n, **({"description": f"A widget that is {POISON} to index."} if n == 5 else {}))
+    emu = refarch.emu.Emu(runtime.db, runtime.targets, chunk_size=10)
+    first, second = bulk_messages([(pid, 1, "sync") for pid in range(1, 31)], source="bootstrap", per_message=15)
+    # When the invocation has time for the first chunk only (products 1-10: product 5 fails)
+    seconds_left = iter([60.0])
+    outcome = emu.process(
+        {"m1": first.model_dump_json(), "m2": second.model_dump_json()}, time_left=lambda: next(seconds_left, 5.0)
+    )
+    # Then both messages fail, but only the one whose products were not even tried counts as not started
+    # (it goes back as a new message); the one with a real failure is retried as it is, using up a receive
+    assert set(outcome.failures) == {"m1", "m2"} and "product 5" in outcome.failures["m1"]
+    assert outcome.not_started_messages == {"m2"}
+
+
 def embed_call_sizes(dsn: str) -> list[int]:
     conn = connect(dsn)
     try:

@@ -147,12 +147,13 @@ def test_progress_switch_rollback_and_gc_through_the_handler(lanes, configure, d
     lanes.drain()
     progress = reindex({"action": "progress", "generation": 2})
     assert (progress["indexed"], progress["complete"], progress["lanes_idle"]) == (ROWS, True, True)
-    # And the switch makes it active; a step naming it again is refused (it is no longer building)
+    # And the switch makes it active
     assert reindex({"action": "switch", "generation": 2}) == {"previous": 1, "active": 2}
     # And a retried switch step (its switch committed, its answer was lost) gets the same answer, changing nothing
     retired_at = query_one(dsn, "SELECT retired_at FROM index_generations WHERE id = 1")
     assert reindex({"action": "switch", "generation": 2}) == {"previous": 1, "active": 2}
     assert query_one(dsn, "SELECT retired_at FROM index_generations WHERE id = 1") == retired_at
+    # And a progress step naming it is refused (it is no longer building)
     with pytest.raises(GenerationError, match="generation 2 is not building"):
         reindex({"action": "progress", "generation": 2})
     # When rolled back, generation 1 (kept in sync meanwhile) is active again

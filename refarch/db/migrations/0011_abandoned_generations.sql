@@ -9,3 +9,7 @@ ALTER TABLE index_generations ADD CONSTRAINT index_generations_status_check
 -- Builds abandoned before: retired "long ago" (-infinity), never active.
 UPDATE index_generations SET status = 'abandoned', retired_at = NULL
 WHERE status = 'retired' AND retired_at = '-infinity' AND activated_at IS NULL;
+-- Generations dropped before now had their index removed by the gc that dropped them; from now on
+-- gc marks a generation dropped first and records the removal after it (refarch.reindex).
+UPDATE index_generations SET target = coalesce(target, '{}'::jsonb) || '{"index_removed": true}'
+WHERE status = 'dropped';

@@ -44,6 +44,10 @@ CREATE OR REPLACE FUNCTION products_stamp_version() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
+        -- A transaction deleting this id that has not committed yet holds its row: wait for it, so
+        -- its tombstone is seen below (each statement here reads what is committed by then). A
+        -- fresh id has no row: nothing to wait for, and no lock is taken.
+        PERFORM 1 FROM products WHERE id = NEW.id FOR UPDATE;
         NEW.version := 1 + greatest(
             coalesce((SELECT d.last_version FROM deleted_product_versions d WHERE d.product_id = NEW.id), 0),
             coalesce((
