@@ -413,6 +413,6 @@ def mark_index_removed(conn: Connection, generation_id: int) -> None:
     """Record that a dropped generation's index is gone."""
     with conn.cursor() as cur:
         cur.execute(
-            "UPDATE index_generations SET target = target || '{\"index_removed\": true}' WHERE id = %s",
+            "UPDATE index_generations SET target = coalesce(target, '{}') || '{\"index_removed\": true}' WHERE id = %s",
             (generation_id,),
         )
