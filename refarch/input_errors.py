@@ -14,8 +14,10 @@ from pydantic_core import ErrorDetails
 
 # Postgres text cannot hold NUL characters; JSON Schema states it as a pattern.
 TEXT_PATTERN = r"^[^\x00]*$"
-# Text without NUL that holds at least one character other than whitespace (names, SKUs, categories).
-LABEL_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# Text without NUL that holds at least one visible character: not whitespace, and not a control
+# character, which Python's str.strip (applied after) removes as whitespace too (names, SKUs,
+# categories). Stated explicitly, so JSON Schema tools and pydantic agree on it.
+LABEL_PATTERN = r"^[^\x00]*[^\s\x00-\x1f\x7f][^\x00]*$"
 
 _WHOLE_NUMBER_ERRORS = {"int_parsing", "int_type", "int_from_float", "int_parsing_size"}
 _NUMBER_ERRORS = {"float_parsing", "float_type", "decimal_parsing", "decimal_type"}

@@ -306,8 +306,9 @@ class SearchService:
         with self.db.transaction() as conn:
             rows = products.get_many(conn, [h.id for h in window])
             statuses = products.sync_statuses(conn, list(rows))
-        # A vector whose row was just deleted is skipped; its deletion is already on the way.
-        hits = [SearchHit(rows[h.id], h.score, statuses.get(h.id, {}), h.ranks) for h in window if h.id in rows]
+        # A vector whose row was just deleted is skipped; its deletion is already on the way. So is a
+        # row deleted between the two reads (each statement sees what was committed by then).
+        hits = [SearchHit(rows[h.id], h.score, statuses[h.id], h.ranks) for h in window if h.id in statuses]
         return SearchPage(
             query=query,
             hits=hits,
@@ -359,5 +360,6 @@ class SearchService:
                 max_price=Decimal(str(max_price)) if max_price is not None else None,
             )
             statuses = products.sync_statuses(conn, [p.id for p in rows])
-        hits = [SearchHit(p, None, statuses.get(p.id, {})) for p in rows]
+        # A row deleted between the two reads is left out (its sync state is gone with it).
+        hits = [SearchHit(p, None, statuses[p.id]) for p in rows if p.id in statuses]
         return SearchPage(query="", hits=hits, page=page, k=k, total=total, has_more=offset + k < total)

@@ -13,7 +13,7 @@ from refarch.products import MAX_ID, Product, ProductNotFoundError, StaleVersion
 from refarch.search import ListingRequest, SearchPage, SearchRequest
 from web import contract
 from web.auth import can_edit, editor_required
-from web.contract import DeleteQuery, SyncStatusesQuery, respond
+from web.contract import DeleteQuery, SyncStatusesQuery, request_json, respond
 from web.db import get_db, get_runtime
 from web.errors import ApiError, error_response
 
@@ -43,7 +43,7 @@ def _search_body(page: SearchPage) -> dict[str, Any]:
 
 def json_object() -> dict[str, Any]:
     """The request's JSON object; ApiError 400 for anything else."""
-    body = request.get_json(silent=True)
+    body = request_json()
     if not isinstance(body, dict):
         raise ApiError(400, "send a JSON object (Content-Type: application/json)")
     return body
@@ -91,6 +91,8 @@ def get_product(product_id: int) -> Response:
     with get_db() as conn:
         product = _existing(conn, product_id)
         sync = products.sync_statuses(conn, [product_id]).get(product_id)
+    if sync is None:  # deleted between the two reads (each statement sees what was committed by then)
+        raise ProductNotFoundError(product_id)
     return respond(contract.Product, product_body(product, sync))
 
 

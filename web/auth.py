@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 
 from refarch.observability import logger
-from web.contract import Session, SignIn, respond
+from web.contract import Session, SignIn, request_json, respond
 from web.errors import ApiError
 from web.security import csrf_token, rotate_csrf_token
 
@@ -144,7 +144,7 @@ def session_state() -> Response:
 def api_login() -> Response:
     """Sign in with JSON {"password": ...}; the response carries the new CSRF token."""
     try:
-        password = SignIn.model_validate(request.get_json(silent=True)).password
+        password = SignIn.model_validate(request_json()).password
     except ValidationError:
         raise ApiError(400, 'send JSON {"password": "..."}', {"password": "is required"}) from None
     if not password_required():

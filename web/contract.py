@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from refarch.input_errors import field_messages
@@ -99,6 +99,15 @@ class Answer(BaseModel):
     """A response body: every field declared (an undeclared one is a bug, found by the tests)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def request_json() -> Any:
+    """The request's JSON body; None when it is not JSON, also when nested too deep to parse (the
+    parser's RecursionError, which werkzeug does not turn into a 400 as it does a syntax error)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
 
 
 def respond(model: type[Answer], body: Mapping[str, Any], status: int = 200) -> Response:

@@ -4,7 +4,9 @@ Counters live in Postgres by default (`refarch.rate_limits`, a `limits` storage 
 `refarch+postgres://`), so one limit holds across gunicorn workers and Fargate tasks without
 another datastore; REFARCH_RATE_LIMIT_STORAGE may name any Flask-Limiter storage URI instead.
 The client address is `request.remote_addr`, which ProxyFix sets from X-Forwarded-For only as far
-as REFARCH_PROXY_HOPS trusts it (web/__init__.py), so nobody can claim another address.
+as REFARCH_PROXY_HOPS trusts it (web/__init__.py), so nobody can claim another address. An IPv6
+client is counted by its /64 network, the block one subscriber gets, so that it cannot start
+afresh by changing its address within it.
 Over a limit: 429 with Retry-After, in the one error shape (web/errors.py); the pages a browser
 loads (the search page, the sign-in form) answer the same message as a page.
 """
@@ -12,6 +14,7 @@ loads (the search page, the sign-in form) answer the same message as a page.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 import time
 from typing import Any
@@ -33,6 +36,20 @@ SEARCH_ENDPOINTS = ("api.search", "views.index")
 WRITE_ENDPOINTS = ("api.create_product", "api.update_product", "api.delete_product", "auth.login", "auth.api_login")
 # Of those, the ones a browser loads as a page (an HTML answer, not JSON).
 PAGE_ENDPOINTS = ("views.index", "auth.login")
+
+
+def client_key() -> str:
+    """Whose counter a request counts on: the client's IPv4 address, or its IPv6 /64 network."""
+    address = get_remote_address()
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is that IPv4 client
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 class PostgresCounterStorage(Storage):
@@ -110,7 +127,7 @@ def init_app(app: Flask) -> None:
     if storage == "postgres":
         storage, options = "refarch+postgres://", {"database": runtime.db}
     limiter = Limiter(
-        key_func=get_remote_address,
+        key_func=client_key,
         app=app,
         storage_uri=storage,
         storage_options=options,

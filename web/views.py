@@ -76,5 +76,8 @@ def product_row(product_id: int) -> str:
 
 def _page_url(page: int) -> str:
     """This page's URL with another page number (filters kept)."""
-    args: dict[str, Any] = {key: value for key, value in request.args.items() if key != "page" and value}
+    # Names starting with "_" are url_for's own options (_method, _external, ...), never filters.
+    args: dict[str, Any] = {
+        key: value for key, value in request.args.items() if key != "page" and value and not key.startswith("_")
+    }
     return url_for("views.index", **args, page=page)

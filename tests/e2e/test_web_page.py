@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import psycopg2
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -90,6 +91,28 @@ def test_search_edit_and_delete_in_a_real_browser(stack, page: Page):
     # and the new words are findable
     search(page, "glacier meltwater and snowpack measurements")
     expect(rows.first).to_have_attribute("data-id", product_id)
+
+    # When someone else changes a product's description while this person edits only its price,
+    # Then the save is refused (409) with their version shown, and saving again keeps their description
+    other = rows.nth(1)
+    other_id = other.get_attribute("data-id")
+    other_editor = page.locator(f"#editor-{other_id}")
+    other.get_by_role("button", name=re.compile("^Edit")).click()
+    other_editor.get_by_label("Price").fill("12.34")
+    theirs = "Rewritten by another editor a moment ago."
+    conn = psycopg2.connect(stack.dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE products SET description = %s WHERE id = %s", (theirs, other_id))
+    other_editor.get_by_role("button", name="Save").click()
+    expect(other_editor.locator(".form-message")).to_contain_text(re.compile("changed", re.IGNORECASE))
+    expect(other_editor.get_by_label("Description")).to_have_value(theirs)
+    expect(other_editor.get_by_label("Price")).to_have_value("12.34")
+    other_editor.get_by_role("button", name="Save").click()
+    expect(other_editor).to_be_hidden()
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT description, price::text FROM products WHERE id = %s", (other_id,))
+        assert cur.fetchone() == (theirs, "12.34")
+    conn.close()
 
     # When a product is added, Then it appears pending and becomes indexed
     page.get_by_text("Add a product").click()

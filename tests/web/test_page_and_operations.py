@@ -40,6 +40,10 @@ def test_page_paginates_with_filters_kept(client, catalog):
     html = client.get("/?k=2&page=2").get_data(as_text=True)
     assert 'href="/?k=2&amp;page=1" rel="prev"' in html and 'href="/?k=2&amp;page=3" rel="next"' in html
     assert "Page 2 of 3" in html
+    # And parameters named like url_for's own options (_method, _external) are no filters, and no crash
+    response = client.get("/?k=2&page=2&_method=POST&_external=1")
+    assert response.status_code == 200
+    assert 'href="/?k=2&amp;page=3" rel="next"' in response.get_data(as_text=True)
 
 
 def test_page_shows_bad_input_as_a_message_not_a_crash(client, catalog):

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 import pytest
 
+from refarch import products
 from refarch.products import MAX_DESCRIPTION_CHARS
 from tests.integration.pelican_support import query, wait_for
 from tests.web.conftest import Api, index_now
@@ -56,6 +57,9 @@ def test_duplicate_sku_is_a_409_naming_the_field(api):
         ({"name": "   "}, "name", "cannot be empty"),
         ({"name": 42}, "name", "must be text"),
         ({"category": ""}, "category", "cannot be empty"),
+        # control characters only: str.strip would leave nothing, so they are no name (not a database error)
+        ({"name": "\x1c\x1f"}, "name", "cannot be empty"),
+        ({"sku": "\x1d"}, "sku", "cannot be empty"),
         ({"colour": "red"}, "colour", "not a product field"),
     ],
 )
@@ -89,6 +93,8 @@ def test_oversized_description_is_a_413_naming_the_field(api):
         {"data": "not json", "content_type": "application/json"},
         {"data": "sku=1&name=x", "content_type": "application/x-www-form-urlencoded"},
         {"json": ["a", "list"]},
+        # nested deeper than the JSON parser recurses: its RecursionError is no 500
+        {"data": "[" * 5000, "content_type": "application/json"},
     ],
 )
 def test_a_body_that_is_not_a_json_object_is_a_400(api, body):
@@ -270,3 +276,25 @@ def test_an_infinite_version_is_a_400(api, catalog, version):
     assert response.status_code == 400
     assert "whole number" in response.get_json()["fields"]["version"]
     assert api.get(f"/api/products/{catalog[0].id}").get_json()["name"] == catalog[0].name
+
+
+def test_a_product_deleted_between_the_row_and_its_sync_state_is_a_404_or_left_out(api, catalog, dsn, monkeypatch):
+    # Given products that another request deletes (and commits) right after this one read their rows
+    victims = iter([catalog[0].id, catalog[1].id])
+    real_sync_statuses = products.sync_statuses
+
+    def deleted_meanwhile(conn, ids):
+        other = psycopg2.connect(dsn)
+        with other, other.cursor() as cur:
+            cur.execute("DELETE FROM products WHERE id = %s", (next(victims),))
+        other.close()
+        return real_sync_statuses(conn, ids)
+
+    monkeypatch.setattr(products, "sync_statuses", deleted_meanwhile)
+    # When one is fetched, Then the answer is a 404, not a 500 from a product without its sync state
+    assert api.get(f"/api/products/{catalog[0].id}").status_code == 404
+    # And a listing whose row was read just before the delete leaves it out
+    listing = api.get("/api/products")
+    assert listing.status_code == 200
+    listed = {p["id"] for p in listing.get_json()["results"]}
+    assert catalog[1].id not in listed and catalog[2].id in listed

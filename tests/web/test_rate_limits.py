@@ -37,6 +37,23 @@ def test_searches_over_the_limit_are_a_429_with_retry_after(runtime, catalog):
     assert client.get("/api/sync/status").status_code == 200
 
 
+def test_an_ipv6_client_is_counted_by_its_64_network_not_its_changing_address(runtime, catalog):
+    # Given a limit of 2 searches a minute per client
+    client = build_app(runtime, RATE_LIMIT_SEARCH="2 per minute").test_client()
+
+    def search_from(address: str) -> int:
+        query = {"q": "tent", "mode": "lexical"}
+        return client.get("/api/search", query_string=query, environ_base={"REMOTE_ADDR": address}).status_code
+
+    # When one IPv6 subscriber searches from three addresses of its /64 (any host part it likes)
+    answers = [search_from(f"2001:db8:aa:bb::{n}") for n in (1, 2, 3)]
+    # Then they share one budget: the third is refused
+    assert answers == [200, 200, 429]
+    # And another /64, and an IPv4 client, have budgets of their own
+    assert search_from("2001:db8:aa:cc::1") == 200
+    assert search_from("192.0.2.9") == 200
+
+
 def test_the_search_page_over_the_limit_is_a_429_page_saying_when_to_retry(runtime, catalog):
     # Given a limit of 1 search a minute per address, used up by the page
     client = build_app(runtime, RATE_LIMIT_SEARCH="1 per minute").test_client()

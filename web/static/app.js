@@ -118,6 +118,17 @@
     return values;
   }
 
+  // Only what this person changed (against the values the form was filled with): a save never
+  // writes back a field they did not touch, so it cannot undo someone else's change to it.
+  function changedValues(form, names) {
+    var values = {};
+    names.forEach(function (name) {
+      var input = form.elements[name];
+      if (input.value !== input.defaultValue) values[name] = input.value;
+    });
+    return values;
+  }
+
   function clearErrors(form) {
     form.querySelectorAll("[data-error-for]").forEach(function (slot) { slot.textContent = ""; });
     form.querySelectorAll("[aria-invalid]").forEach(function (input) { input.removeAttribute("aria-invalid"); });
@@ -193,7 +204,12 @@
 
   function saveProduct(form) {
     var row = form.closest("tbody.product");
-    var body = formValues(form, ["name", "category", "price", "description"]);
+    var body = changedValues(form, ["name", "category", "price", "description"]);
+    if (Object.keys(body).length === 0) {
+      closeEditor(row);
+      announce("Nothing changed.");
+      return Promise.resolve();
+    }
     body.version = Number(row.dataset.version);
     clearErrors(form);
     setBusy(form, true);
@@ -210,9 +226,9 @@
           return;
         }
         if (result.status === 409 && result.data && result.data.current) {
-          // Someone else saved first: show their version in the row, keep this person's text in the
-          // form, and let a second Save apply it on top of the new version deliberately.
-          var mine = formValues(form, ["name", "category", "price", "description"]);
+          // Someone else saved first: show their version in the row and the form, keep only the
+          // fields this person changed, and let a second Save apply those on top of it deliberately.
+          var mine = changedValues(form, ["name", "category", "price", "description"]);
           fillRow(row, result.data.current);
           Object.keys(mine).forEach(function (name) { form.elements[name].value = mine[name]; });
         }
