@@ -13,9 +13,7 @@ runs each function in a worker process with its template environment instead).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from refarch.settings import Settings
@@ -27,22 +25,23 @@ from refarch_local.rehearsal.states import (
     function_name,
     local_functions_and_state_machines,
 )
-from refarch_local.rehearsal.template import LOCAL_ACCOUNT, Resolver, synthesized_assembly
+from refarch_local.rehearsal.template import LOCAL_ACCOUNT, Assembly, Resolver, synthesized_assembly
 
-# Where the synthesized app is cached: this variable, else REFARCH_HOME (tests share one cache).
-SYNTH_CACHE_ENV = "REFARCH_SYNTH_CACHE"
 REGION = "us-east-1"
 
 
 def local_state_machines(
-    *, time_scale: float = 1.0, on_result: Callable[[str, Any], None] | None = None
+    *,
+    time_scale: float = 1.0,
+    on_result: Callable[[str, Any], None] | None = None,
+    assembly: Assembly | None = None,
 ) -> StateMachines:
-    """The synthesized state machines, their Lambda tasks calling the handlers in this process.
+    """The synthesized state machines (of `assembly`, default the dev stage's), their Lambda tasks calling
+    the handlers in this process.
 
     `on_result(handler, result)` sees every successful invocation (progress displays).
     """
-    home = Path(os.environ.get(SYNTH_CACHE_ENV) or Settings().home)
-    assembly = synthesized_assembly(home).assembly
+    assembly = assembly or synthesized_assembly(Settings().home).assembly
     resolver = Resolver(assembly, local_functions_and_state_machines(assembly, REGION, LOCAL_ACCOUNT))
     functions = {function_name(f.key): f for f in assembly.functions()}
 

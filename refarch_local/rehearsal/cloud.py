@@ -226,4 +226,5 @@ def placeholder(key: ResourceKey, resource: dict[str, Any]) -> LocalResource:
     """A well-formed ARN for a resource nothing runs locally (roles, log groups, alarms, ...)."""
     service = resource["Type"].split("::")[1].lower()
     arn = f"arn:aws:{service}:{REGION}:{LOCAL_ACCOUNT}:{key.stack}-{key.logical_id}"
-    return LocalResource(ref=arn, attributes={"Arn": arn, "Name": key.logical_id, "Id": key.logical_id})
+    host = f"https://{key.logical_id.lower()}.invalid"  # a custom resource's Host (the Pinecone index's)
+    return LocalResource(ref=arn, attributes={"Arn": arn, "Name": key.logical_id, "Id": key.logical_id, "Host": host})

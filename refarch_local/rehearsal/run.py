@@ -82,6 +82,8 @@ class RehearsalOptions:
         default=lambda role: {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal"}
     )
     parts: tuple[SummaryPart, ...] = ()
+    # The steps to run, in their order (a test may stop after the bootstrap).
+    steps: tuple[str, ...] = ("migrate", "bootstrap", "edit", "reconcile", "reindex")
 
 
 def function_runtimes(assembly: Assembly, resolver: Resolver) -> list[FunctionRuntime]:
@@ -136,12 +138,16 @@ class Rehearsal:
             self.pool = self._pool(self.assembly)
             stack.callback(lambda: self.pool.close())
             self.machines = StateMachines(self.assembly, self.resolver, self.pool, time_scale=self.options.time_scale)
-            self._step("migrate", self.migrate)
+            steps: dict[str, Callable[[], Any]] = {
+                "migrate": self.migrate,
+                "bootstrap": self.bootstrap,
+                "edit": lambda: self.edit(stack),
+                "reconcile": self.reconcile,
+                "reindex": self.reindex,
+            }
             stack.enter_context(self.event_sources())
-            self._step("bootstrap", self.bootstrap)
-            self._step("edit", lambda: self.edit(stack))
-            self._step("reconcile", self.reconcile)
-            self._step("reindex", self.reindex)
+            for name in self.options.steps:
+                self._step(name, steps[name])
             undeclared = self.pool.undeclared_reads()
             if undeclared:
                 raise RehearsalFailed(f"environment variables read but not set by the template: {undeclared}")
@@ -159,6 +165,8 @@ class Rehearsal:
         return build_summary(core, list(self.options.parts))
 
     def _step(self, name: str, action: Callable[[], Any]) -> None:
+        if time.monotonic() > self.deadline:
+            raise RehearsalFailed(f"{name}: not started, the rehearsal ran out of time")
         started = time.perf_counter()
         try:
             result = action()

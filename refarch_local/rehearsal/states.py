@@ -85,12 +85,23 @@ class Invocation:
 
 
 class ExecutionFailed(RuntimeError):
-    """An execution ended other than SUCCEEDED; the message names the error, its cause and the state it failed in."""
+    """An execution ended other than SUCCEEDED; the message names the error, its cause, the state it failed
+    in and the last task failure before it (a Fail state after a Catch hides it otherwise)."""
 
-    def __init__(self, state_machine: str, status: str, error: str | None, cause: str | None, state: str | None):
-        self.status, self.error, self.cause, self.state = status, error, cause, state
+    def __init__(
+        self,
+        state_machine: str,
+        status: str,
+        error: str | None,
+        cause: str | None,
+        *,
+        state: str | None = None,
+        task_failure: str | None = None,
+    ) -> None:
+        self.status, self.error, self.cause, self.state, self.task_failure = status, error, cause, state, task_failure
         where = f" in state {state!r}" if state else ""
-        super().__init__(f"{state_machine} execution {status}{where}: {error}: {cause}")
+        after = f" (last task failure: {task_failure})" if task_failure and task_failure not in (cause or "") else ""
+        super().__init__(f"{state_machine} execution {status}{where}: {error}: {cause}{after}")
 
 
 def function_name(key: ResourceKey) -> str:
@@ -186,12 +197,14 @@ class StateMachines:
             time.sleep(self.POLL_SECONDS)
         if execution.status != ExecutionStatus.SUCCEEDED:
             self.counts.failed += 1
+            events = execution.to_history_output()["events"]
             raise ExecutionFailed(
                 execution.state_machine.name,
                 str(getattr(execution.status, "value", execution.status)),
                 execution.error,
                 execution.cause,
-                failed_state(execution.to_history_output()["events"]),
+                state=failed_state(events),
+                task_failure=last_task_failure(events),
             )
         return json.loads(execution.output) if isinstance(execution.output, str) else execution.output
 
@@ -206,6 +219,20 @@ def failed_state(events: list[dict[str, Any]]) -> str | None:
         details = event.get("stateEnteredEventDetails")
         if details:
             return str(details["name"])
+    return None
+
+
+def last_task_failure(events: list[dict[str, Any]]) -> str | None:
+    """The last failed task's error and message ("ConfigurationError: No bulk queue configured ...")."""
+    for event in reversed(events):
+        details = event.get("lambdaFunctionFailedEventDetails") or event.get("taskFailedEventDetails")
+        if details:
+            cause = details.get("cause", "")
+            try:
+                message = json.loads(cause).get("errorMessage", cause)
+            except (ValueError, AttributeError):
+                message = cause
+            return f"{details.get('error')}: {message}"
     return None
 
 

@@ -38,6 +38,8 @@ SYNTH_INPUTS = (
     "refarch/pelican/bootstrap.py",
     "refarch/db/roles.py",
 )
+# Where synthesized assemblies are cached, when not under the local home (tests share one cache).
+SYNTH_CACHE_ENV = "REFARCH_SYNTH_CACHE"
 # moto's default account: the one its server puts in the ARNs and queue URLs it creates.
 LOCAL_ACCOUNT = "123456789012"
 LOCAL_PARTITION = "aws"
@@ -285,10 +287,13 @@ class SynthResult:
 def synthesized_assembly(home: Path, *, stage: str = "dev", root: Path = REPO_ROOT) -> SynthResult:
     """The stage's assembly, synthesized into HOME/cdk-cache/<stage>-<hash> once (no Lambda bundling).
 
+    HOME is $REFARCH_SYNTH_CACHE when that is set (tests: one cache for every test's home).
+
     Synthesis runs `app.py` in a child process (jsii starts a Node runtime; it must not live in
     ours) with CDK_OUTDIR and the context that skips asset bundling.
     """
-    outdir = Path(home).resolve() / "cdk-cache" / f"{stage}-{synth_inputs_hash(root, stage)}"
+    cache = Path(os.environ.get(SYNTH_CACHE_ENV) or home).resolve() / "cdk-cache"
+    outdir = cache / f"{stage}-{synth_inputs_hash(root, stage)}"
     if (outdir / "manifest.json").exists():
         return SynthResult(assembly=load_assembly(outdir), seconds=0.0, cached=True)
     staging = outdir.with_name(outdir.name + f".tmp{os.getpid()}")

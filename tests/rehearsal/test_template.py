@@ -7,7 +7,14 @@ import json
 import pytest
 
 from refarch.topology import BOOTSTRAP_BATCH_HANDLER, EMU_HANDLER
-from refarch_local.rehearsal.template import Assembly, LocalResource, Resolver, ResourceKey, TemplateError
+from refarch_local.rehearsal.template import (
+    LOCAL_ACCOUNT,
+    Assembly,
+    LocalResource,
+    Resolver,
+    ResourceKey,
+    TemplateError,
+)
 
 
 def test_lists_what_runs_and_who_may_do_what(assembly: Assembly) -> None:
@@ -41,7 +48,7 @@ def test_resolves_imports_joins_and_pseudo_parameters(assembly: Assembly) -> Non
     assert env["REFARCH_DATABASE_SECRET_ARN"].startswith("local:DatabaseLoginPelican")
     reindex = assembly.state_machine("Reindex")
     fill = json.loads(resolver.resolve_text(reindex.key.stack, reindex.definition))["States"]["Fill"]
-    assert fill["Parameters"]["StateMachineArn"].startswith("arn:aws:states:us-east-1:000000000000:stateMachine:")
+    assert fill["Parameters"]["StateMachineArn"].startswith(f"arn:aws:states:us-east-1:{LOCAL_ACCOUNT}:stateMachine:")
 
 
 def test_an_unmapped_reference_names_the_resource(assembly: Assembly) -> None:
