@@ -86,7 +86,7 @@ class Invocation:
 
 class ExecutionFailed(RuntimeError):
     """An execution ended other than SUCCEEDED; the message names the error, its cause, the state it failed
-    in and the last task failure before it (a Fail state after a Catch hides it otherwise)."""
+    in and the first failure (with its state) that led there (a Fail state after a Catch hides it otherwise)."""
 
     def __init__(
         self,
@@ -96,11 +96,11 @@ class ExecutionFailed(RuntimeError):
         cause: str | None,
         *,
         state: str | None = None,
-        task_failure: str | None = None,
+        first_failure: str | None = None,
     ) -> None:
-        self.status, self.error, self.cause, self.state, self.task_failure = status, error, cause, state, task_failure
+        self.status, self.error, self.cause, self.state, self.first_failure = status, error, cause, state, first_failure
         where = f" in state {state!r}" if state else ""
-        after = f" (last task failure: {task_failure})" if task_failure and task_failure not in (cause or "") else ""
+        after = f" (first failure {first_failure})" if first_failure and first_failure not in (cause or "") else ""
         super().__init__(f"{state_machine} execution {status}{where}: {error}: {cause}{after}")
 
 
@@ -204,7 +204,7 @@ class StateMachines:
                 execution.error,
                 execution.cause,
                 state=failed_state(events),
-                task_failure=last_task_failure(events),
+                first_failure=first_failure(events),
             )
         return json.loads(execution.output) if isinstance(execution.output, str) else execution.output
 
@@ -222,17 +222,25 @@ def failed_state(events: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def last_task_failure(events: list[dict[str, Any]]) -> str | None:
-    """The last failed task's error and message ("ConfigurationError: No bulk queue configured ...")."""
-    for event in reversed(events):
-        details = event.get("lambdaFunctionFailedEventDetails") or event.get("taskFailedEventDetails")
+def first_failure(events: list[dict[str, Any]]) -> str | None:
+    """The first failure in the history, with the state it happened in: the cause of what followed
+    ("in state 'Batch': ConfigurationError: No bulk queue configured ...")."""
+    state = None
+    for event in events:
+        entered = event.get("stateEnteredEventDetails")
+        if entered:
+            state = entered["name"]
+        details = next(
+            (v for k, v in event.items() if k.endswith("FailedEventDetails") and k != "executionFailedEventDetails"),
+            None,
+        )
         if details:
             cause = details.get("cause", "")
             try:
                 message = json.loads(cause).get("errorMessage", cause)
             except (ValueError, AttributeError):
                 message = cause
-            return f"{details.get('error')}: {message}"
+            return f"in state {state!r}: {details.get('error')}: {message}"
     return None
 
 
