@@ -18,6 +18,7 @@ import sys
 import traceback
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 PROJECT_PACKAGES = ("refarch", "lambdas", "web", "refarch_cli")
@@ -26,7 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 def _read_by_project_code() -> bool:
     """Whether the frame reading the environment (below os and this module) is the project's code."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         filename = frame.f_code.co_filename
         if filename != __file__ and not filename.endswith(("/os.py", "/_collections_abc.py")):

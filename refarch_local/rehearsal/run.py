@@ -240,7 +240,7 @@ class Rehearsal:
                     queue_url,
                     lane=lane,
                     region=REGION,
-                    handler_function=lambda event, context, name=name: self.pool.lambda_handler(name)(event, context),
+                    handler_function=self._current_deployment_of(name),
                 )
             )
         threads = [threading.Thread(target=p.run, name=f"esm-{p.lane.name}", daemon=True) for p in pollers]
@@ -253,6 +253,14 @@ class Rehearsal:
                 poller.stop.set()
             for thread in threads:
                 thread.join(timeout=60)
+
+    def _current_deployment_of(self, name: str) -> Callable[[dict[str, Any], Any], Any]:
+        """A handler calling the function as currently deployed (a redeploy replaces the pool)."""
+
+        def handler(event: dict[str, Any], context: Any) -> Any:
+            return self.pool.lambda_handler(name)(event, context)
+
+        return handler
 
     def bootstrap(self) -> dict[str, Any]:
         """The first bootstrap (StartFirstBootstrap's input), then Emu until every row is indexed."""
@@ -353,7 +361,7 @@ class Rehearsal:
 
         def call(method: str, path: str, **kwargs: Any) -> requests.Response:
             response = http.request(method, f"{url}{path}", headers=headers, cookies=cookies, **kwargs)
-            cookies.update({cookie.name: cookie.value for cookie in response.cookies})
+            cookies.update({cookie.name: cookie.value or "" for cookie in response.cookies})
             response.raise_for_status()
             return response
 

@@ -189,7 +189,8 @@ class StateMachines:
     def wait(self, execution_arn: str, *, timeout_seconds: float | None = None) -> Any:
         """Wait for the execution to end; its output, or ExecutionFailed naming the error, cause and state."""
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
-        execution = self.backend.describe_execution(execution_arn)
+        # The parser backend's executions (moto.stepfunctions.parser.backend.execution), typed as the base class's.
+        execution: Any = self.backend.describe_execution(execution_arn)
         while execution.status == ExecutionStatus.RUNNING:
             if deadline is not None and time.monotonic() > deadline:
                 self.backend.stop_execution(execution_arn)
@@ -210,7 +211,8 @@ class StateMachines:
 
     def describe(self, execution_arn: str) -> dict[str, Any]:
         """DescribeExecution's output (the interpreter's .sync integration polls it)."""
-        return dict(self.backend.describe_execution(execution_arn).to_describe_output())
+        execution: Any = self.backend.describe_execution(execution_arn)
+        return dict(execution.to_describe_output())
 
 
 def failed_state(events: list[dict[str, Any]]) -> str | None:
