@@ -309,8 +309,10 @@ def _scaled_wait(self: WaitFunction, env: Any, wait_seconds: int) -> None:
     """A Wait state's wait, scaled, and cut short when the execution stops (as moto's own does)."""
     if _scale() == 1.0:
         _original_wait(self, env, wait_seconds)
-    elif wait_seconds > 0:
-        env.program_state_event.wait(wait_seconds * _scale())
+        return
+    ends = time.monotonic() + wait_seconds * _scale()
+    while env.is_running() and (left := ends - time.monotonic()) > 0:
+        env.program_state_event.wait(left)  # woken early by other events: wait the rest, as moto's own does
 
 
 def _client_for(region: str, service: str, state_credentials: Any = None) -> Any:
