@@ -96,7 +96,10 @@ class LocalCloud:
 
     def client(self, service: str) -> Any:
         """A boto3 client of the local AWS API, as the rehearsal itself (not a runtime)."""
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION, **SETUP_CREDENTIALS)
+        # boto3-stubs types clients by literal service name; this one is chosen at run time.
+        return boto3.client(  # type: ignore[call-overload]
+            service, endpoint_url=self.endpoint, region_name=REGION, **SETUP_CREDENTIALS
+        )
 
     def resolver(self) -> Resolver:
         """A Resolver from the templates to the resources provisioned here (placeholders for the rest)."""

@@ -10,9 +10,8 @@ deploy that changes the embedding model and the re-index it starts, through its 
 template environment only (`functions`), each container with its task definition's
 (`containers`). Any failure raises RehearsalFailed naming what failed.
 
-The summary's counts come from the parts that measure them: this module counts executions; the
-IAM enforcement and migration upgrade parts add `calls_checked`/`calls_denied` and
-`migrations_upgraded` as `SummaryPart`s (0 until they are plugged in).
+The summary's counts come from the parts that measure them (`summary`): this module counts
+executions; the IAM enforcement and migration upgrade parts plug in as `SummaryPart`s.
 """
 
 from __future__ import annotations
@@ -26,10 +25,9 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg2
-import requests
 
 from refarch.db import with_database
 from refarch.status import sync_counts
@@ -39,7 +37,9 @@ from refarch_local.rehearsal.cloud import REGION, LocalCloud
 from refarch_local.rehearsal.containers import Container, container_runtime
 from refarch_local.rehearsal.functions import FunctionPool, FunctionRuntime
 from refarch_local.rehearsal.states import StateMachines, function_name
+from refarch_local.rehearsal.summary import SummaryPart, build_summary
 from refarch_local.rehearsal.template import Assembly, Resolver, ResourceKey, synthesized_assembly
+from refarch_local.rehearsal.web_client import rename_product
 
 # Edited by the rehearsal's deploy that changes the model (a re-index of the same dimension, same index).
 REINDEX_MODEL = "text-embedding-3-large"
@@ -47,25 +47,6 @@ REINDEX_MODEL = "text-embedding-3-large"
 
 class RehearsalFailed(RuntimeError):
     """A step of the rehearsal failed; the message says which and why."""
-
-
-class SummaryPart(Protocol):
-    """A part of the rehearsal that contributes counts to the summary (IAM checks, migration upgrades)."""
-
-    def counts(self) -> dict[str, int]:
-        """Its counts, by summary key."""
-        ...
-
-
-SUMMARY_DEFAULTS = {"calls_checked": 0, "calls_denied": 0, "migrations_upgraded": 0}
-
-
-def build_summary(core: dict[str, Any], parts: list[SummaryPart]) -> dict[str, Any]:
-    """The summary: the core counts, the parts' counts over the defaults (0 for a part not plugged in)."""
-    summary = {**core, **SUMMARY_DEFAULTS}
-    for part in parts:
-        summary.update(part.counts())
-    return summary
 
 
 @dataclass(frozen=True)
@@ -285,7 +266,13 @@ class Rehearsal:
             stack.callback(containers[spec.name].stop)
         web = containers["web"]
         web.wait_until_serving()
-        product_id, version = self._change_a_product(web.url)
+        password_arn = next(
+            self.resolver.resolve_text(s.key.stack, s.environment["REFARCH_EDIT_PASSWORD_SECRET_ARN"])
+            for s in self.assembly.containers()
+            if "REFARCH_EDIT_PASSWORD_SECRET_ARN" in s.environment
+        )
+        product_id = 1
+        version = rename_product(web.url, self._secret_value(password_arn), product_id, "Rehearsed grinder")
         self._wait_for("the edit indexed", lambda: self._indexed_version(product_id) == version)
         containers["listener"].check_running()
         return {"product_id": product_id, "version": version}
@@ -345,32 +332,6 @@ class Rehearsal:
             return None if row is None else int(row[0])
         finally:
             conn.close()
-
-    def _change_a_product(self, url: str) -> tuple[int, int]:
-        """Sign in with the edit password (read from its secret, as an operator does) and rename product 1."""
-        # As CloudFront and the ALB forward it (REFARCH_PROXY_HOPS): the client's address, and HTTPS.
-        headers = {"X-Forwarded-For": "203.0.113.7, 10.0.0.1", "X-Forwarded-Proto": "https"}
-        password_arn = next(
-            self.resolver.resolve_text(s.key.stack, s.environment["REFARCH_EDIT_PASSWORD_SECRET_ARN"])
-            for s in self.assembly.containers()
-            if "REFARCH_EDIT_PASSWORD_SECRET_ARN" in s.environment
-        )
-        http = requests.Session()
-        # The session cookie is Secure (HTTPS at CloudFront); this hop is plain HTTP, so it is sent by hand.
-        cookies: dict[str, str] = {}
-
-        def call(method: str, path: str, **kwargs: Any) -> requests.Response:
-            response = http.request(method, f"{url}{path}", headers=headers, cookies=cookies, **kwargs)
-            cookies.update({cookie.name: cookie.value or "" for cookie in response.cookies})
-            response.raise_for_status()
-            return response
-
-        headers["X-CSRF-Token"] = call("GET", "/api/session").json()["csrf_token"]
-        signed_in = call("POST", "/api/session", json={"password": self._secret_value(password_arn)})
-        headers["X-CSRF-Token"] = signed_in.json()["csrf_token"]
-        product = call("GET", "/api/products/1").json()
-        changed = call("PUT", "/api/products/1", json={"version": product["version"], "name": "Rehearsed grinder"})
-        return 1, int(changed.json()["version"])
 
     def _left(self) -> float:
         return max(1.0, self.deadline - time.monotonic())

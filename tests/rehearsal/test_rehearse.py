@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from refarch_local.rehearsal.run import SUMMARY_DEFAULTS, build_summary
+from refarch_local.rehearsal.summary import SUMMARY_DEFAULTS, build_summary
 from refarch_local.rehearsal.template import REPO_ROOT
 
 
