@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -308,7 +309,10 @@ def synthesized_assembly(home: Path, *, stage: str = "dev", root: Path = REPO_RO
     done = subprocess.run([sys.executable, "app.py"], cwd=root, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise TemplateError(f"synthesis failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    staging.replace(outdir)
+    try:
+        staging.replace(outdir)
+    except OSError:  # another process synthesized the same inputs meanwhile: theirs is as good
+        shutil.rmtree(staging)
     return SynthResult(assembly=load_assembly(outdir), seconds=time.perf_counter() - started, cached=False)
 
 
