@@ -7,7 +7,7 @@ from typing import Literal
 
 from aws_cdk import aws_logs as logs
 
-from refarch.topology import Topology, bulk_lane, live_lane
+from refarch.lanes.topology import Topology, bulk_lane, live_lane
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,8 +20,8 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from refarch.lanes.queues import queue_of, release_now
 from refarch.observability import logger, metrics, tracer
-from refarch.queue import queue_of, release_now
 from refarch.runtime import Runtime
 
 runtime = Runtime(application_name="emu")

@@ -65,8 +65,7 @@ def reindex_command(
     """
     from datetime import timedelta
 
-    from refarch import reindex
-    from refarch.generations import EmbedderSpec, GenerationError
+    from refarch.generations import EmbedderSpec, GenerationError, reindex
     from refarch.runtime import Runtime
 
     actions = [f for f, on in (("--switch", do_switch), ("--rollback", do_rollback), ("--abort", do_abort),
@@ -114,8 +113,9 @@ def _reindex_build(
     targets: Any, spec: Any, *, pinecone_index: str | None, no_wait: bool, no_switch: bool, timeout: float | None
 ) -> None:
     """Start or resume the building generation, fill it through the bulk lane, then (unless told not to) switch."""
-    from refarch import generations, reindex
-    from refarch.queue import make_cloudwatch_client, make_sqs_client
+    from refarch import generations
+    from refarch.generations import reindex
+    from refarch.lanes.queues import make_cloudwatch_client, make_sqs_client
     from refarch.status import lane_queues, queue_states
 
     if local_runtime() is None:
@@ -171,7 +171,7 @@ def _reindex_build(
 
 def _placement(settings: Settings, pinecone_index: str | None) -> Any:
     """Where the settings (or --pinecone-index) place the generation asked for."""
-    from refarch.generation_placement import Placement
+    from refarch.generations.placement import Placement
 
     configured = Placement.from_settings(settings)
     return Placement(configured.backend, pinecone_index) if pinecone_index else configured

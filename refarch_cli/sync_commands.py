@@ -25,8 +25,8 @@ def pelican() -> None:
 def pelican_listen(dsn: str | None, poll_seconds: float) -> None:
     """Relay the outbox to SQS (live lane; a large backlog to the bulk lane); SIGTERM stops cleanly."""
     from refarch.db import resolve_dsn
+    from refarch.lanes.queues import SyncQueue, make_sqs_client
     from refarch.pelican.listener import OutboxRelay
-    from refarch.queue import SyncQueue, make_sqs_client
 
     settings = settings_with_queue()
     sqs = make_sqs_client(settings)
@@ -88,9 +88,9 @@ def emu() -> None:
 )
 def emu_worker(lane: str | None, concurrency: int | None, ready_file: str) -> None:
     """Poll one lane's local queue and invoke the Emu Lambda handler (the local event source mapping)."""
-    from refarch.queue import make_sqs_client
+    from refarch.lanes.queues import make_sqs_client
+    from refarch.lanes.topology import DEFAULT_TOPOLOGY, EMU_HANDLER
     from refarch.settings import ConfigurationError
-    from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER
     from refarch_local.event_source import EventSourcePoller
 
     if lane:

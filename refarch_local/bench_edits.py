@@ -61,8 +61,8 @@ def timed_edits(
     the product is among the hits with the committed version. Edits not found within
     CHANGE_TIMEOUT_S are counted as not found, not dropped.
     """
-    from refarch.pgvector_index import PgVectorIndex
-    from refarch.vector_index import SearchFilter
+    from refarch.index.pgvector_index import PgVectorIndex
+    from refarch.index.port import SearchFilter
 
     index = PgVectorIndex(Database(dsn), embedder.dimension)
     # product id -> (query vector for its new text, committed version, commit time)

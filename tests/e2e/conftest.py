@@ -19,8 +19,8 @@ from werkzeug.serving import make_server
 
 from refarch import catalog, status
 from refarch.db import connect
+from refarch.lanes.queues import SyncQueue, make_sqs_client
 from refarch.pelican.listener import OutboxRelay
-from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
 from refarch.settings import Settings
 from refarch_local.event_source import EventSourcePoller

@@ -14,7 +14,7 @@ from aws_cdk import aws_stepfunctions as sfn
 
 from cdk_app.config import DEV, SearchConfig
 from cdk_app.constructs.state_machines import ReindexStateMachine
-from refarch import topology
+from refarch.lanes import topology
 from tests.infra.conftest import Synthesized, synthesize
 from tests.infra.templates import (
     container,

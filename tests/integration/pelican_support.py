@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg2
 
-from refarch.queue import make_sqs_client
+from refarch.lanes.queues import make_sqs_client
 from refarch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,10 +12,10 @@ import lambdas.bootstrap
 import lambdas.emu
 from refarch import catalog
 from refarch.db import Database, connect
-from refarch.queue import SyncQueue, make_sqs_client
+from refarch.lanes.queues import SyncQueue, make_sqs_client
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from refarch.runtime import Runtime
 from refarch.status import sync_counts
-from refarch.topology import DEFAULT_TOPOLOGY
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.stepfunctions import run_bootstrap
 from tests.integration.emu_support import assert_index_matches_database, configure_emu, delete_product, query_one

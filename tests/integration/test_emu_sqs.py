@@ -13,10 +13,10 @@ import lambdas.bootstrap
 import lambdas.emu
 from refarch import catalog
 from refarch.db import connect
+from refarch.lanes.queues import SyncQueue, make_sqs_client
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from refarch.pelican.listener import OutboxRelay
-from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
-from refarch.topology import DEFAULT_TOPOLOGY
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.stepfunctions import run_bootstrap
 from tests.integration.emu_support import (

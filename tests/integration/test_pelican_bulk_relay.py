@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from refarch import catalog
 from refarch.db import connect
+from refarch.lanes.queues import SyncQueue, make_sqs_client
 from refarch.pelican.listener import OutboxRelay
-from refarch.queue import SyncQueue, make_sqs_client
 from tests.integration.pelican_support import QueueDrain, edit_products, unsent_outbox_rows
 
 

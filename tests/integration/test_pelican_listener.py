@@ -23,12 +23,13 @@ import psycopg2
 import pytest
 from botocore.config import Config
 
-from refarch import catalog, outbox
+from refarch import catalog
 from refarch.db import migrate
-from refarch.messages import SyncMessage
+from refarch.lanes.messages import SyncMessage
+from refarch.lanes.queues import PartialSendError, SyncQueue, make_sqs_client
 from refarch.observability import metrics
+from refarch.pelican import outbox
 from refarch.pelican.listener import OutboxRelay
-from refarch.queue import PartialSendError, SyncQueue, make_sqs_client
 from refarch_local.database import LocalDatabase
 from refarch_local.sqs import start_server
 from tests.conftest import free_port

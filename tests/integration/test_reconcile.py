@@ -9,11 +9,11 @@ from click.testing import CliRunner
 import lambdas.emu
 import lambdas.reconcile
 from refarch import catalog
-from refarch.id_shards import Shard
-from refarch.messages import SyncMessage
-from refarch.queue import make_sqs_client
+from refarch.index.id_shards import Shard
+from refarch.lanes.messages import SyncMessage
+from refarch.lanes.queues import make_sqs_client
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from refarch.reconcile import find_drift, plan_shards, repair
-from refarch.topology import DEFAULT_TOPOLOGY
 from refarch_cli.commands import main
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.stepfunctions import run_reconcile

@@ -20,13 +20,14 @@ from pinecone import Pinecone
 
 import lambdas.bootstrap
 import lambdas.emu
-from refarch import catalog, generations, pinecone_indexes, reindex
+from refarch import catalog, generations
 from refarch.db import Database, connect
-from refarch.generations import EmbedderSpec, GenerationError, IncompleteGenerationError
+from refarch.generations import EmbedderSpec, GenerationError, IncompleteGenerationError, reindex
+from refarch.index import pinecone_indexes
+from refarch.lanes.queues import SyncQueue, make_sqs_client
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from refarch.pelican.listener import OutboxRelay
-from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
-from refarch.topology import DEFAULT_TOPOLOGY
 from refarch_local.convergence import check_convergence
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.stepfunctions import run_bootstrap

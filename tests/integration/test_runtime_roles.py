@@ -17,13 +17,13 @@ import pytest
 from refarch import catalog, products
 from refarch.db import Database, connect
 from refarch.db.roles import RUNTIME_ROLES, enable_login, scram_sha256_verifier
-from refarch.emu import Emu
-from refarch.index_targets import GenerationTargets
+from refarch.emu.worker import Emu
+from refarch.generations.targets import GenerationTargets
+from refarch.index.pgvector_index import PgVectorIndex
+from refarch.lanes.queues import SyncQueue, make_sqs_client
 from refarch.pelican.bootstrap import finalize_bootstrap, plan_bootstrap, run_batch
 from refarch.pelican.listener import OutboxRelay
-from refarch.pgvector_index import PgVectorIndex
-from refarch.queue import SyncQueue, make_sqs_client
-from refarch.search import SearchService
+from refarch.search.service import SearchService
 from refarch.status import sync_counts
 from tests.conftest import scram_matches
 

@@ -1,12 +1,12 @@
-"""Where a new index generation's vectors go (refarch.generation_placement.default_target): a table of cases."""
+"""Where a new index generation's vectors go (refarch.generations.placement.default_target): a table of cases."""
 
 from __future__ import annotations
 
 import pytest
 
-from refarch.generation_placement import default_target
 from refarch.generations import GenerationError
-from refarch.pinecone_indexes import MAX_NAME_LENGTH, generation_index_name
+from refarch.generations.placement import default_target
+from refarch.index.pinecone_indexes import MAX_NAME_LENGTH, generation_index_name
 from refarch.settings import Settings
 
 

@@ -7,11 +7,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from refarch.emu import chunked, is_input_error, parse_message
-from refarch.messages import BULK_MESSAGE_MAX_ITEMS, BulkSyncMessage, SyncMessage, bulk_messages
+from refarch.emu.worker import chunked, is_input_error, parse_message
+from refarch.index.pinecone_index import upsert_batches
+from refarch.lanes.messages import BULK_MESSAGE_MAX_ITEMS, BulkSyncMessage, SyncMessage, bulk_messages
+from refarch.lanes.queues import SyncQueue
 from refarch.pelican.listener import relay_lane
-from refarch.pinecone_vector_index import upsert_batches
-from refarch.queue import SyncQueue
 
 OLD_BODY = {"product_id": 7, "version": 3, "op": "update", "source": "change"}
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from refarch.generation_placement import Placement
 from refarch.generations import EmbedderSpec, Generation, GenerationError
-from refarch.reindex_flow import decide_start
+from refarch.generations.placement import Placement
+from refarch.generations.reindex_flow import decide_start
 from refarch.settings import Settings
 
 SMALL = EmbedderSpec("openai", "text-embedding-3-small", 1536)

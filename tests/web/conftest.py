@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from refarch import products
 from refarch.embeddings import LocalEmbedder
-from refarch.messages import SyncMessage
+from refarch.lanes.messages import SyncMessage
 from refarch.runtime import Runtime
 from refarch.settings import Settings
 from web import create_app

@@ -20,14 +20,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from refarch import generations, ledger, products
+from refarch import generations, products
 from refarch.db import Connection, Database
 from refarch.embeddings import Embedder
-from refarch.emu_decisions import Action, content_hash, decide
-from refarch.index_targets import GenerationTargets, IndexTarget
-from refarch.messages import AnyMessage, parse_message
+from refarch.emu import ledger
+from refarch.emu.decisions import Action, content_hash, decide
+from refarch.generations.targets import GenerationTargets, IndexTarget
+from refarch.index.port import VectorIndex, VectorRecord
+from refarch.lanes.messages import AnyMessage, parse_message
 from refarch.observability import logger
-from refarch.vector_index import VectorIndex, VectorRecord
 
 __all__ = ["BatchOutcome", "Emu", "content_hash", "is_input_error", "parse_message"]
 

@@ -2,7 +2,7 @@
 
 One implementation for the two callers: the deploy's custom resource (`lambdas/pinecone_index.py`,
 the first index) and `refarch reindex` (an index for a model of another dimension,
-`refarch.reindex.start`). The control plane is api.pinecone.io unless PINECONE_CONTROLLER_HOST
+`refarch.generations.reindex.start`). The control plane is api.pinecone.io unless PINECONE_CONTROLLER_HOST
 names another one (the SDK reads it; the tests point it at the stand-in).
 """
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pinecone import IndexModel, Pinecone
 
 # The one field of an index created with a dimension and a metric: the vectors API that
-# refarch.pinecone_vector_index.PineconeIndex writes through (upsert/query) serves only such indexes.
+# refarch.index.pinecone_index.PineconeIndex writes through (upsert/query) serves only such indexes.
 DENSE_FIELD = "_values"
 POLL_SECONDS = 5.0
 # Pinecone index names: 1-45 lower-case alphanumerics or '-'.

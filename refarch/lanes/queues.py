@@ -10,7 +10,7 @@ import boto3
 from botocore.config import Config
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from refarch.messages import AnyMessage, SyncMessage
+from refarch.lanes.messages import AnyMessage, SyncMessage
 from refarch.settings import Settings
 
 SQS_BATCH = 10

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from refarch import generation_placement, generations, pinecone_indexes
-from refarch.generations import EmbedderSpec, Generation, IncompleteGenerationError
-from refarch.index_targets import GenerationTargets
+from refarch import generations
+from refarch.generations import EmbedderSpec, Generation, IncompleteGenerationError, placement
+from refarch.generations.targets import GenerationTargets
+from refarch.index import pinecone_indexes
+from refarch.index.factory import make_index, pinecone_api_key
 from refarch.observability import logger
 from refarch.settings import Settings
-from refarch.vector_index import make_index, pinecone_api_key
 
 if TYPE_CHECKING:
     from pinecone import Pinecone
@@ -35,17 +36,17 @@ def start(targets: GenerationTargets, spec: EmbedderSpec, *, pinecone_index: str
 
     With Pinecone, a model of the same dimension gets a namespace of its own in the configured
     index; one of another dimension gets an index of its own, created here by the code the
-    deploy's custom resource uses (refarch.pinecone_indexes), in the configured index's region.
+    deploy's custom resource uses (refarch.index.pinecone_indexes), in the configured index's region.
     `pinecone_index` names the index to use instead (created if missing).
     """
     settings, db = targets.settings, targets.db
     active = targets.active().generation  # records generation 1 first if needed
     embedder = targets.embedder_for(spec)
     with db.transaction() as conn:
-        configured_dimension = generation_placement.configured_index_dimension(conn, settings)
+        configured_dimension = placement.configured_index_dimension(conn, settings)
 
     def target_for(generation_id: int, current: Generation) -> dict[str, Any]:
-        target = generation_placement.default_target(
+        target = placement.default_target(
             settings,
             generation_id,
             dimension=embedder.dimension,

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from refarch.db import Connection
 from refarch.generations import Generation, GenerationError, list_generations
-from refarch.pinecone_indexes import generation_index_name
+from refarch.index.pinecone_indexes import generation_index_name
 from refarch.settings import Settings
 
 # The pgvector table of generation 1 keeps its historical name; later ones get a suffix.
@@ -40,7 +40,7 @@ def default_target(
     it holds vectors of this dimension (`configured_dimension`, None while unknown); in
     `pinecone_index` when one is named; else in an index of its own (`<configured index>-g<id>`,
     marked `dedicated`: the re-index creates it, gc deletes it). The caller creates the index
-    (refarch.reindex.start).
+    (refarch.generations.reindex.start).
     """
     if settings.vector_backend_kind == "pgvector":
         return {"table": pgvector_table(generation_id)}

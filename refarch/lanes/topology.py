@@ -112,7 +112,7 @@ class Topology:
     # waits of 5, 10, 20, 40, 80 s, long enough for Postgres to drop a dead worker's connection.
     bootstrap_busy_retry_seconds: float = 5.0
     bootstrap_busy_retry_attempts: int = 5
-    # Reconcile shards compared at once (each one Lambda, ~100k ids at most: refarch/id_shards.py).
+    # Reconcile shards compared at once (each one Lambda, ~100k ids at most: refarch/index/id_shards.py).
     reconcile_max_concurrency: int = 4
 
     def lane(self, name: LaneName) -> Lane:

@@ -9,8 +9,8 @@ so a rollback is instant, until `gc` drops it after the grace period. A build gi
 to every live generation (building, active, retired), each with its own ledger rows.
 
 This module holds the records, their queries and the status transitions;
-`refarch.generation_placement` decides where a new generation's vectors go, and
-`refarch.index_targets` turns a generation into an embedder and an index. docs/reindex.md
+`refarch.generations.placement` decides where a new generation's vectors go, and
+`refarch.generations.targets` turns a generation into an embedder and an index. docs/reindex.md
 describes the procedure.
 """
 
