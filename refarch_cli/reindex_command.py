@@ -97,7 +97,11 @@ def reindex_command(
             click.echo(f"dropped generation(s): {', '.join(map(str, dropped)) or 'none past the grace period'}")
         elif create_only:
             created = reindex.start(targets, EmbedderSpec.from_settings(settings), pinecone_index=pinecone_index)
-            click.echo(json.dumps({"generation": created.id, "model_id": created.model_id, "target": created.target}))
+            click.echo(
+                json.dumps(
+                    {"generation": created.id, "model_id": created.model_id, "target": created.describe()["target"]}
+                )
+            )
         else:
             _reindex_build(targets, EmbedderSpec.from_settings(settings), pinecone_index=pinecone_index,
                            no_wait=no_wait, no_switch=no_switch, timeout=timeout)  # fmt: skip
@@ -131,8 +135,9 @@ def _reindex_build(
         building = reindex.start(targets, spec, pinecone_index=pinecone_index)
         click.echo(f"generation {building.id} ({building.model_id}) is building; search reads the active one")
     elif not (building.embedder == spec and _placement(targets.settings, pinecone_index).holds(building)):
+        where = building.target.describe() if building.target else "no index yet"
         raise generations.GenerationError(
-            f"generation {building.id} ({building.model_id}, {building.target}) is already building: finish it "
+            f"generation {building.id} ({building.model_id}, {where}) is already building: finish it "
             "(--switch) or --abort it"
         )
     else:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from refarch.db import Connection
 from refarch.generations import Generation, GenerationError, list_generations
 from refarch.index.pinecone_indexes import generation_index_name
+from refarch.index.vector_target import PgVectorTable, PineconeNamespace, VectorTarget
 from refarch.settings import Settings
 
 # The pgvector table of generation 1 keeps its historical name; later ones get a suffix.
@@ -33,7 +34,7 @@ def default_target(
     dimension: int,
     configured_dimension: int | None = None,
     pinecone_index: str | None = None,
-) -> dict[str, Any]:
+) -> VectorTarget:
     """Where a new generation's vectors go, for the configured backend.
 
     pgvector: a table of its own. Pinecone: a namespace of its own, in the configured index when
@@ -43,19 +44,21 @@ def default_target(
     (refarch.generations.reindex.start).
     """
     if settings.vector_backend_kind == "pgvector":
-        return {"table": pgvector_table(generation_id)}
+        return PgVectorTable(table=pgvector_table(generation_id))
     namespace = settings.pinecone_namespace if generation_id == 1 else f"{settings.pinecone_namespace}-g{generation_id}"
     if pinecone_index and pinecone_index != settings.pinecone_index_name:
-        return {"index_name": pinecone_index, "host": None, "namespace": namespace}
+        return PineconeNamespace(index_name=pinecone_index, host=None, namespace=namespace)
     if pinecone_index or configured_dimension in (None, dimension):
-        return {"index_name": settings.pinecone_index_name, "host": settings.pinecone_host, "namespace": namespace}
+        return PineconeNamespace(
+            index_name=settings.pinecone_index_name, host=settings.pinecone_host, namespace=namespace
+        )
     if not settings.pinecone_index_name:
         raise GenerationError(
             f"the Pinecone index holds {configured_dimension}-d vectors and the new model produces {dimension}-d, "
             "and no PINECONE_INDEX_NAME is configured to name a new index after: name one with --pinecone-index"
         )
     name = generation_index_name(settings.pinecone_index_name, generation_id)
-    return {"index_name": name, "host": None, "namespace": namespace, "dedicated": True}
+    return PineconeNamespace(index_name=name, host=None, namespace=namespace, dedicated=True)
 
 
 def configured_index_dimension(conn: Connection, settings: Settings) -> int | None:
@@ -64,12 +67,11 @@ def configured_index_dimension(conn: Connection, settings: Settings) -> int | No
     A Pinecone index's dimension never changes, so a dropped generation still tells it. None
     when no generation used it yet.
     """
-    configured: str | None = settings.pinecone_index_name
-    key = "index_name"
-    if not configured:
-        key, configured = "host", settings.pinecone_host
+    by_name = bool(settings.pinecone_index_name)
+    configured = settings.pinecone_index_name if by_name else settings.pinecone_host
     for generation in list_generations(conn, include_dropped=True):
-        if generation.backend == "pinecone" and generation.target.get(key) == configured:
+        where = generation.target
+        if isinstance(where, PineconeNamespace) and (where.index_name if by_name else where.host) == configured:
             return generation.dimension
     return None
 
@@ -96,7 +98,7 @@ class Placement:
         """
         if generation.backend != self.backend:
             return False
-        name = generation.target.get("index_name")
+        name = generation.target.index_name if isinstance(generation.target, PineconeNamespace) else None
         if self.backend == "pgvector" or self.pinecone_index is None or name is None:
             return True
         return name in (self.pinecone_index, generation_index_name(self.pinecone_index, generation.id))

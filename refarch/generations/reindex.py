@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from refarch.generations import EmbedderSpec, Generation, IncompleteGenerationEr
 from refarch.generations.targets import GenerationTargets
 from refarch.index import pinecone_indexes
 from refarch.index.factory import make_index, pinecone_api_key
+from refarch.index.vector_target import PineconeNamespace, VectorTarget
 from refarch.observability import logger
 from refarch.settings import Settings
 
@@ -45,7 +47,7 @@ def start(targets: GenerationTargets, spec: EmbedderSpec, *, pinecone_index: str
     with db.transaction() as conn:
         configured_dimension = placement.configured_index_dimension(conn, settings)
 
-    def target_for(generation_id: int, current: Generation) -> dict[str, Any]:
+    def target_for(generation_id: int, current: Generation) -> VectorTarget:
         target = placement.default_target(
             settings,
             generation_id,
@@ -53,8 +55,8 @@ def start(targets: GenerationTargets, spec: EmbedderSpec, *, pinecone_index: str
             configured_dimension=configured_dimension,
             pinecone_index=pinecone_index,
         )
-        if "table" not in target and target["host"] is None:
-            target["host"] = _ensure_pinecone_index(settings, target["index_name"], embedder.dimension)
+        if isinstance(target, PineconeNamespace) and target.host is None and target.index_name:
+            target = replace(target, host=_ensure_pinecone_index(settings, target.index_name, embedder.dimension))
         # Created before the generation is visible, so Emu never writes to an index that is not there.
         make_index(settings, db, embedder.dimension, target=target)
         return target
@@ -195,10 +197,11 @@ def collect_garbage(targets: GenerationTargets, grace: timedelta = DEFAULT_GRACE
     failed: dict[int, str] = {}
     for generation in leftover:
         try:
-            if generation.target.get("dedicated"):
-                pinecone_indexes.delete_index(_pinecone(settings), generation.target["index_name"])
-            elif generation.dimension is not None:
-                make_index(settings, db, generation.dimension, target=generation.target, ensure=False).drop()
+            where = generation.target
+            if isinstance(where, PineconeNamespace) and where.dedicated and where.index_name:
+                pinecone_indexes.delete_index(_pinecone(settings), where.index_name)
+            elif where is not None and generation.dimension is not None:
+                make_index(settings, db, generation.dimension, target=where, ensure=False).drop()
         except Exception as err:
             logger.warning(
                 "could not remove a dropped generation's index", extra={"generation": generation.id, "error": str(err)}

@@ -55,10 +55,7 @@ def decide_start(
 
 def _where(generation: Generation) -> str:
     """The generation's index, as an operator names it: a pgvector table or a Pinecone index."""
-    return str(
-        generation.target.get("table")
-        or f"index {generation.target.get('index_name') or generation.target.get('host')}"
-    )
+    return generation.target.describe() if generation.target else "no index recorded yet"
 
 
 def ensure_building(targets: GenerationTargets, spec: EmbedderSpec) -> tuple[Generation, bool]:

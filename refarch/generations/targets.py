@@ -152,7 +152,7 @@ class GenerationTargets:
 
     def open_index(self, generation: Generation) -> VectorIndex:
         """A client of the generation's vector index, built from its recorded target (cached by `target`)."""
-        assert generation.dimension is not None
+        assert generation.dimension is not None and generation.target is not None
         return make_index(self.settings, self.db, generation.dimension, target=generation.target)
 
     def forget(self, generation_id: int) -> None:

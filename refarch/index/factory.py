@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from refarch.db import Database
 from refarch.index.pgvector_index import PgVectorIndex
 from refarch.index.pinecone_index import PineconeIndex
 from refarch.index.port import VectorIndex
+from refarch.index.vector_target import PgVectorTable, PineconeNamespace, VectorTarget
 from refarch.settings import ConfigurationError, Settings
 
 
@@ -28,32 +27,25 @@ def pinecone_api_key(settings: Settings) -> str:
 
 
 def make_index(
-    settings: Settings, db: Database, dimension: int, *, target: dict[str, Any] | None = None, ensure: bool = True
+    settings: Settings, db: Database, dimension: int, *, target: VectorTarget, ensure: bool = True
 ) -> VectorIndex:
-    """The index the settings choose (or a generation's recorded target), checked against the embedder's dimension.
+    """A client of the index at `target`, checked against the embedder's dimension.
 
-    A target is a pgvector table ({"table": ...}) or a Pinecone index and namespace
-    ({"index_name", "host", "namespace"}); credentials always come from the settings. `ensure`
-    creates a missing table and checks the dimension (off only to drop an index).
+    Credentials always come from the settings. `ensure` creates a missing table and checks the
+    dimension (off only to drop an index).
     """
     index: PgVectorIndex | PineconeIndex
-    pinecone = settings.vector_backend_kind == "pinecone" if target is None else "table" not in target
-    if pinecone:
-        key = pinecone_api_key(settings)
-        where = target or {
-            "index_name": settings.pinecone_index_name,
-            "host": settings.pinecone_host,
-            "namespace": settings.pinecone_namespace,
-        }
-        index = PineconeIndex(
-            api_key=key,
-            dimension=dimension,
-            index_name=where.get("index_name"),
-            host=where.get("host"),
-            namespace=where["namespace"],
-        )
-    else:
-        index = PgVectorIndex(db, dimension, (target or {}).get("table", "product_vectors"))
+    match target:
+        case PineconeNamespace(index_name=index_name, host=host, namespace=namespace):
+            index = PineconeIndex(
+                api_key=pinecone_api_key(settings),
+                dimension=dimension,
+                index_name=index_name,
+                host=host,
+                namespace=namespace,
+            )
+        case PgVectorTable(table=table):
+            index = PgVectorIndex(db, dimension, table)
     if ensure:
         index.ensure()
     return index

@@ -219,6 +219,7 @@ def test_status_and_header_show_a_reindex_in_progress_while_search_reads_the_act
     from refarch import generations
     from refarch.emu import ledger
     from refarch.generations import EmbedderSpec, placement
+    from refarch.index.vector_target import PgVectorTable
 
     with runtime.db.transaction() as conn:
         generations.create_building(
@@ -227,7 +228,7 @@ def test_status_and_header_show_a_reindex_in_progress_while_search_reads_the_act
             model_id="openai:text-embedding-3-small:64",
             dimension=64,
             backend="pgvector",
-            target_for=lambda generation_id, active: {"table": placement.pgvector_table(generation_id)},
+            target_for=lambda generation_id, active: PgVectorTable(table=placement.pgvector_table(generation_id)),
         )
         ledger.record_indexed(conn, [(p.id, p.version, "h", "indexed") for p in indexed_catalog[:2]], generation=2)
     # When the status is read
