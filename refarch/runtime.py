@@ -60,12 +60,12 @@ class Runtime:
     @cached_property
     def queue(self) -> SyncQueue:
         """The live lane's FIFO queue."""
-        return SyncQueue(self.sqs, self.settings.resolved_queue_url())
+        return SyncQueue.for_lane(self.sqs, self.settings, "live")
 
     @cached_property
     def bulk_queue(self) -> SyncQueue:
         """The bulk lane's standard queue (bootstrap, repairs, large backlogs)."""
-        return SyncQueue(self.sqs, self.settings.resolved_bulk_queue_url())
+        return SyncQueue.for_lane(self.sqs, self.settings, "bulk")
 
     @cached_property
     def emu(self) -> Emu:

@@ -297,7 +297,7 @@ class Bench:
         from refarch.lanes.queues import SyncQueue, make_sqs_client
 
         runtime = read_local_runtime(self.home)
-        queue = SyncQueue(make_sqs_client(Settings(home=self.home)), runtime["bulk_queue_url"])
+        queue = SyncQueue(make_sqs_client(Settings(home=self.home)), runtime["bulk_queue_url"], lane="bulk")
         conn = connect(self.supervisor.dsn)
         with conn.cursor() as cur:
             cur.execute("SELECT id, version FROM products ORDER BY id")

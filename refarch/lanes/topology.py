@@ -30,6 +30,12 @@ BULK_QUEUE_NAME = "refarch-bulk"
 BULK_DLQ_NAME = "refarch-bulk-dlq"
 
 LaneName = Literal["live", "bulk"]
+LANE_NAMES: tuple[LaneName, ...] = ("live", "bulk")
+
+
+def is_fifo(lane: LaneName) -> bool:
+    """The live lane's queue is FIFO (order per product, deduplication); the bulk lane's is standard."""
+    return lane == "live"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +57,7 @@ class Lane:
     @property
     def fifo(self) -> bool:
         """The live lane's queue is FIFO (group = product id); the bulk lane's is standard."""
-        return self.name == "live"
+        return is_fifo(self.name)
 
     @property
     def queue_name(self) -> str:

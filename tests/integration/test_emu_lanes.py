@@ -44,8 +44,8 @@ POISON = "POISON"
 def lanes(local_settings) -> dict[str, tuple[SyncQueue, EventSourcePoller]]:
     """Each lane's queue and local event source (live: FIFO, batch 10; bulk: standard, batch 100 + window)."""
     client = make_sqs_client(local_settings)
-    live = SyncQueue(client, local_settings.resolved_queue_url())
-    bulk = SyncQueue(client, local_settings.resolved_bulk_queue_url())
+    live = SyncQueue.for_lane(client, local_settings, "live")
+    bulk = SyncQueue.for_lane(client, local_settings, "bulk")
     return {
         "live": (live, EventSourcePoller(client, live.url, lane=DEFAULT_TOPOLOGY.live)),
         "bulk": (bulk, EventSourcePoller(client, bulk.url, lane=DEFAULT_TOPOLOGY.bulk)),
@@ -275,7 +275,7 @@ def test_one_failing_product_does_not_cost_its_neighbours_and_its_message_reache
 
     # When the message comes back and fails again until maxReceiveCount (5)
     client = make_sqs_client(local_settings)
-    dlq_url = local_settings.resolved_bulk_dlq_url()
+    dlq_url = local_settings.dlq_url("bulk")
     receives = 1
     deadline = time.monotonic() + 60
     while True:
@@ -332,8 +332,9 @@ def test_a_delivery_bigger_than_the_time_left_stops_between_chunks_and_the_retry
 def test_messages_the_time_ran_out_for_go_back_to_the_queue_at_once_without_using_up_their_receives(
     monkeypatch, dsn, local_settings, lanes
 ):
-    # Given two bulk messages, and invocations with less time left than Emu needs to start a chunk
+    # Given the bulk lane's function, two bulk messages, and invocations with less time left than Emu needs
     emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
+    monkeypatch.setattr(lambdas.emu.runtime.settings, "emu_lane", "bulk")
     seed_as_bootstrapped(dsn, 30)
     bulk, poller = lanes["bulk"]
     bulk.send(bulk_messages([(pid, 1, "sync") for pid in range(1, 31)], source="bootstrap", per_message=15))
@@ -349,7 +350,7 @@ def test_messages_the_time_ran_out_for_go_back_to_the_queue_at_once_without_usin
     # in the DLQ, and each is received for the first time
     client = bulk.client
     dlq = client.get_queue_attributes(
-        QueueUrl=local_settings.resolved_bulk_dlq_url(), AttributeNames=["ApproximateNumberOfMessages"]
+        QueueUrl=local_settings.dlq_url("bulk"), AttributeNames=["ApproximateNumberOfMessages"]
     )
     assert dlq["Attributes"]["ApproximateNumberOfMessages"] == "0"
     peek = client.receive_message(

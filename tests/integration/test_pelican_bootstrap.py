@@ -51,7 +51,7 @@ def sent(local_settings, monkeypatch) -> SendRecorder:
     """The bootstrap Lambdas' runtime for this test, its SQS client wrapped in a recorder of accepted entries."""
     runtime = Runtime(local_settings, application_name="bootstrap")
     recorder = SendRecorder(make_sqs_client(local_settings))
-    runtime.bulk_queue = SyncQueue(recorder, local_settings.resolved_bulk_queue_url())  # type: ignore[misc]
+    runtime.bulk_queue = SyncQueue.for_lane(recorder, local_settings, "bulk")  # type: ignore[misc]
     monkeypatch.setattr(lambdas.bootstrap, "runtime", runtime)
     return recorder
 

@@ -108,8 +108,8 @@ def stack(monkeypatch, dsn, local_settings, openai_standin) -> Iterator[Stack]:
     emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector", openai=openai_standin, max_retries=5)
     monkeypatch.setattr(lambdas.bootstrap, "runtime", Runtime(application_name="bootstrap"))
     client = make_sqs_client(local_settings)
-    live = SyncQueue(client, local_settings.resolved_queue_url())
-    bulk = SyncQueue(client, local_settings.resolved_bulk_queue_url())
+    live = SyncQueue.for_lane(client, local_settings, "live")
+    bulk = SyncQueue.for_lane(client, local_settings, "bulk")
     running = Stack(dsn, emu, live, bulk)
     running.pollers = [
         EventSourcePoller(client, live.url, lane=DEFAULT_TOPOLOGY.live, concurrency=2),

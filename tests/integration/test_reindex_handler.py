@@ -71,8 +71,8 @@ def lanes(monkeypatch, dsn, local_settings, openai_standin) -> Lanes:
     finally:
         conn.close()
     client = make_sqs_client(local_settings)
-    live = SyncQueue(client, local_settings.resolved_queue_url())
-    bulk = SyncQueue(client, local_settings.resolved_bulk_queue_url())
+    live = SyncQueue.for_lane(client, local_settings, "live")
+    bulk = SyncQueue.for_lane(client, local_settings, "bulk")
     pollers = [
         EventSourcePoller(client, live.url, lane=DEFAULT_TOPOLOGY.live),
         EventSourcePoller(client, bulk.url, lane=DEFAULT_TOPOLOGY.bulk),

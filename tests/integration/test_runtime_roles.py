@@ -104,8 +104,8 @@ def test_the_whole_flow_runs_with_each_runtime_on_its_own_role(dsn, login_as, ve
     catalog.seed(admin, 30)
     admin.close()
     web_dsn, emu_dsn, pelican_dsn = login_as("web"), login_as("emu"), login_as("pelican")
-    queue = SyncQueue(make_sqs_client(local_settings), local_settings.resolved_queue_url())
-    bulk = SyncQueue(queue.client, local_settings.resolved_bulk_queue_url())
+    queue = SyncQueue.for_lane(make_sqs_client(local_settings), local_settings, "live")
+    bulk = SyncQueue.for_lane(queue.client, local_settings, "bulk")
 
     # Pelican: the bootstrap's plan, batches and finalize.
     pelican_db = Database(pelican_dsn)

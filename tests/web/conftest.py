@@ -75,7 +75,7 @@ def make_runtime(shared_model: LocalEmbedder | None, /, **settings: Any) -> Runt
     base: dict[str, Any] = {
         "embedder": "local",
         "vector_backend": "pgvector",
-        "queue_url": None,
+        "live_queue_url": None,
         "bulk_queue_url": None,
         "sqs_endpoint_url": None,
         "edit_password": None,

@@ -128,7 +128,7 @@ def test_sync_status_survives_an_unreachable_queue(dsn, embedder, tmp_path):
         database_url=dsn,
         home=tmp_path,
         sqs_endpoint_url=f"http://127.0.0.1:{port}",
-        queue_url=f"http://127.0.0.1:{port}/000000000000/q.fifo",
+        live_queue_url=f"http://127.0.0.1:{port}/000000000000/q.fifo",
     )
     # When the status is read, Then the database totals still come back and the queue is marked unreachable
     response = build_app(runtime).test_client().get("/api/sync/status")
