@@ -74,9 +74,7 @@ def _rows_of(conn: Connection, relation: str) -> list[Row]:
 def data_snapshot(conn: Connection) -> DataSnapshot:
     """Every table's rows (but the migration runner's own) and the product_sync_status view's, if it exists."""
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        )
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")
         tables = sorted(row[0] for row in cur.fetchall())
         cur.execute("SELECT to_regclass('product_sync_status') IS NOT NULL")
         has_view = fetch_one(cur)[0]
@@ -160,16 +158,73 @@ def expect_0012_tombstones_kept(before: DataSnapshot, after: DataSnapshot) -> li
     return problems
 
 
+def renumbered_versions(before: DataSnapshot) -> dict[int, int]:
+    """0013: product id -> its new version, for rows whose version is at or below their id's last tombstone
+    or below a version a ledger holds for the id: one past every version the id was given."""
+    ledger: dict[int, int] = {}
+    for s in before.rows("sync_state"):
+        ledger[s["product_id"]] = max(ledger.get(s["product_id"], 0), s["indexed_version"])
+    tombstone = {d["product_id"]: d["last_version"] for d in before.rows("deleted_product_versions")}
+    renumbered = {}
+    for p in before.rows("products"):
+        pid, version = p["id"], p["version"]
+        if version <= tombstone.get(pid, 0) or version < ledger.get(pid, 0):
+            renumbered[pid] = 1 + max(version, tombstone.get(pid, 0), ledger.get(pid, 0))
+    return renumbered
+
+
+def expect_0013_reinserted_rows_renumbered(before: DataSnapshot, after: DataSnapshot) -> list[str]:
+    """0013: a row inserted again before 0012 moves past every version its id had, as a captured change (one
+    outbox row at the new version), and shows as pending (failed stays failed); no other row changes."""
+    renumbered = renumbered_versions(before)
+    problems = []
+    if not renumbered and any(row["op"] == "delete" for row in before.rows("sync_outbox")):
+        problems.append("no row was inserted again before 0012 in this database: nothing checked (population?)")
+    moved = {"version", "updated_at"}
+    expected_rows = [
+        {k: v for k, v in {**p, "version": renumbered.get(p["id"], p["version"])}.items() if k != "updated_at"}
+        for p in before.rows("products")
+    ]
+    rows = [{k: v for k, v in p.items() if k != "updated_at"} for p in after.rows("products")]
+    if _sorted(rows) != _sorted(expected_rows):
+        problems.append(f"products {rows}, expected only {sorted(moved)} of {sorted(renumbered)} to change")
+    old_ids = {row["id"] for row in before.rows("sync_outbox")}
+    added = sorted(
+        (o["product_id"], o["op"], o["version"]) for o in after.rows("sync_outbox") if o["id"] not in old_ids
+    )
+    kept = _sorted([o for o in after.rows("sync_outbox") if o["id"] in old_ids])
+    if added != sorted((pid, "update", version) for pid, version in renumbered.items()):
+        problems.append(f"outbox rows added {added}, expected an update per renumbered row {renumbered}")
+    if kept != before.rows("sync_outbox"):
+        problems.append("outbox rows written before 0013 changed")
+    expected_status = _sorted(
+        [
+            {
+                **row,
+                "version": renumbered[row["product_id"]],
+                "status": "failed" if row["status"] == "failed" else "pending",
+            }
+            if row["product_id"] in renumbered
+            else row
+            for row in before.sync_status
+        ]
+    )
+    if after.sync_status != expected_status:
+        problems.append(f"product_sync_status {after.sync_status}, expected {expected_status}")
+    return problems
+
+
 EXPECTATIONS: dict[str, Expectation] = {
     "0007": expect_0007_rows_searchable,
     "0010": expect_0010_ledger_is_generation_1,
     "0011": expect_0011_aborted_builds_abandoned,
     "0012": expect_0012_tombstones_kept,
+    "0013": expect_0013_reinserted_rows_renumbered,
 }
 # Tables whose existing rows a migration changes on purpose (its expectation says how).
-REWRITTEN_TABLES: dict[str, set[str]] = {"0011": {"index_generations"}}
+REWRITTEN_TABLES: dict[str, set[str]] = {"0011": {"index_generations"}, "0013": {"products", "sync_outbox"}}
 # Migrations that change what people see per product on purpose (their expectation says how).
-SYNC_STATUS_RECOMPUTED = {"0012"}
+SYNC_STATUS_RECOMPUTED = {"0012", "0013"}
 
 
 def rows_kept(migration: str, before: DataSnapshot, after: DataSnapshot) -> list[str]:
@@ -233,20 +288,14 @@ def upgrade_to_head_matches_fresh_install(upgraded: str, new_database: NewDataba
     return ["schema differs from a fresh install:\n" + "\n".join(diff)] if diff else []
 
 
-def previous_migration(migration: str) -> str | None:
-    """The migration applied just before this one (None for the first)."""
-    names = [name for name, _ in migration_files()]
-    position = names.index(migration)
-    return names[position - 1] if position else None
-
-
 def populated_before(migration: str, new_database: NewDatabase) -> str:
-    """A new database at the schema before `migration`, populated as that release would leave it."""
+    """A new database that lived through every release before `migration`: each migration applied in
+    turn, and after each, the data its release's runtimes write (under ids of its own)."""
     dsn = new_database()
-    previous = previous_migration(migration)
-    if previous is not None:
-        migrate(dsn, up_to=previous)
-    populate(dsn)
+    names = [name for name, _ in migration_files()]
+    for release, name in enumerate(names[: names.index(migration)], start=1):
+        migrate(dsn, up_to=name)
+        populate(dsn, release)
     return dsn
 
 

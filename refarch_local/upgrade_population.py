@@ -1,30 +1,34 @@
-"""A database as a past release left it: whatever its schema version holds, written as that release wrote it.
+"""A database as past releases left it: whatever each schema version holds, written as that release wrote it.
 
-`populate(dsn)` reads which migrations the database has and writes, through its own triggers, what
-the runtimes of that release would have left: products inserted, edited, edited to the same values,
+`populate(dsn, release)` reads which migrations the database has and writes, through its own
+triggers, what the runtimes of that release would have left, under ids of its own (`release` × 100
++ 1..13), so a database can live through every release in turn (`migration_upgrades`): products
+inserted, edited, edited to the same values,
 deleted, and deleted then inserted again (twice for one id); outbox rows sent and unsent, and a
 deletion whose outbox row was already pruned; a ledger entry in every status; embedding calls;
 bootstrap runs complete, failed and running; rate-limit counters; and index generations in every
 status, including a build in progress and a build aborted the way the release of the time recorded
-it. Every statement is parameterised; the only names placed in SQL text are the vector tables',
+it (the generations, bootstrap runs and counters once, by the first release that has their tables).
+Every statement is parameterised; the only names placed in SQL text are the vector tables',
 which come from the constant below.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from psycopg2 import sql
 
 from refarch.catalog import make_product
 from refarch.db import Connection, Database, connect, fetch_one
 from refarch.emu_decisions import content_hash
 from refarch.pgvector_index import PgVectorIndex
 
-PRODUCTS = 12
+PRODUCTS = 13
 # What happened to the catalog, in order, one transaction per step (the triggers of the release
-# number the versions): ids 1-12 inserted, then edits (+1.00 on the price), an edit to the same
+# number the versions): ids 1-13 inserted, then edits (+1.00 on the price), an edit to the same
 # values ("touch", not a change), deletes, and ids inserted again after their delete.
 PRODUCT_HISTORY: list[tuple[str, int]] = [
     *(("insert", product_id) for product_id in range(1, PRODUCTS + 1)),
@@ -37,6 +41,7 @@ PRODUCT_HISTORY: list[tuple[str, int]] = [
     ("update", 10), ("update", 10), ("update", 10), ("delete", 10),  # tombstone 5 ...
     ("insert", 10), ("delete", 10),  # ... then inserted again and deleted again: tombstone 2 before 0012
     ("delete", 11),  # tombstone 2; its outbox rows are pruned below
+    ("update", 13), ("delete", 13), ("insert", 13),  # tombstone 3, then inserted again
 ]  # fmt: skip
 UNSENT_OUTBOX_PRODUCTS = (3, 5, 7)  # their latest outbox row has not reached SQS yet
 PRUNED_OUTBOX_PRODUCTS = (11,)  # sent more than a day ago: the listener deleted their rows
@@ -63,10 +68,12 @@ FULL_LEDGER = [
     LedgerEntry(6, 1, "indexed"),
     LedgerEntry(7, 1, "indexed"),  # deleted, the delete not applied yet
     LedgerEntry(8, 3, "deleted"),
-    LedgerEntry(9, 4, "deleted"),  # inserted again (version 1 before 0012), not indexed yet
+    # Inserted again (version 1 before 0012) while Emu still held the old row: it skips the new one.
+    LedgerEntry(9, 3, "indexed"),
     LedgerEntry(10, 2, "deleted"),  # the second row's delete (tombstone 2)
     LedgerEntry(11, 2, "deleted"),
     LedgerEntry(12, 0, "pending"),  # the column default, allowed by the schema
+    LedgerEntry(13, 3, "deleted"),  # inserted again (version 1 before 0012), not indexed yet
 ]
 # Index generations (0010 on): generation -> (vector table, its dimension, the ledger it holds).
 GENERATION_VECTOR_TABLES = {
@@ -87,19 +94,28 @@ def schema_version(conn: Connection) -> str:
         return str(fetch_one(cur)[0])
 
 
-def populate(dsn: str) -> str:
-    """Fill the database with what the runtimes of its schema version write; return that version."""
+def product_ids(release: int) -> range:
+    """The ids a release's products use."""
+    return range(100 * release + 1, 100 * release + PRODUCTS + 1)
+
+
+def populate(dsn: str, release: int = 0) -> str:
+    """Write what the runtimes of the database's schema version write, under the release's ids; return the version."""
+    offset = 100 * release
     conn = connect(dsn)
     try:
         version = schema_version(conn)
         if version >= "0001":
-            write_product_history(conn)
+            write_product_history(conn, offset)
         if version >= "0002":
-            send_and_prune_outbox(conn)
+            send_and_prune_outbox(conn, offset)
         if version >= "0010":
             record_generations(conn, version)
+        ledgers = live_ledgers(conn, version) if version >= "0003" else {}
+        for generation, entries in ledgers.items():
+            write_ledger(conn, generation, entries, offset)
         if version >= "0003":
-            write_ledger(conn, version)
+            write_embed_calls(conn)
         if version >= "0004":
             write_bootstrap_runs(conn, version)
         if version >= "0007":
@@ -107,19 +123,22 @@ def populate(dsn: str) -> str:
         conn.commit()
     finally:
         conn.close()
-    if version >= "0003":
-        create_vector_tables(dsn, version)
+    for generation, entries in ledgers.items():
+        table, dimension, _entries = GENERATION_VECTOR_TABLES[generation or 1]
+        write_vectors(dsn, table, dimension, entries, offset, grant=version >= "0005")
     return version
 
 
-def write_product_history(conn: Connection) -> None:
-    """Replay PRODUCT_HISTORY, each step committed on its own as a client would."""
+def write_product_history(conn: Connection, offset: int) -> None:
+    """Replay PRODUCT_HISTORY under ids `offset` + 1.., each step committed on its own as a client would."""
     with conn.cursor() as cur:
-        for op, product_id in PRODUCT_HISTORY:
+        for op, local_id in PRODUCT_HISTORY:
+            product_id = offset + local_id
             if op == "insert":
                 p = make_product(product_id)
                 cur.execute(
-                    "INSERT INTO products (id, sku, name, description, category, price) VALUES (%s, %s, %s, %s, %s, %s)",
+                    "INSERT INTO products (id, sku, name, description, category, price)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
                     (product_id, p.sku, p.name, p.description, p.category, p.price),
                 )
             elif op == "update":
@@ -130,19 +149,21 @@ def write_product_history(conn: Connection) -> None:
                 cur.execute("DELETE FROM products WHERE id = %s", (product_id,))
             conn.commit()
         # The ids were given explicitly (to replay the history exactly); the identity continues past them.
-        cur.execute("SELECT setval(pg_get_serial_sequence('products', 'id'), %s)", (PRODUCTS,))
+        cur.execute("SELECT setval(pg_get_serial_sequence('products', 'id'), %s)", (offset + PRODUCTS,))
 
 
-def send_and_prune_outbox(conn: Connection) -> None:
-    """Mark every outbox row sent but the latest of UNSENT_OUTBOX_PRODUCTS; prune PRUNED_OUTBOX_PRODUCTS'."""
+def send_and_prune_outbox(conn: Connection, offset: int) -> None:
+    """Mark the release's outbox rows sent but the latest of UNSENT_OUTBOX_PRODUCTS; prune PRUNED_OUTBOX_PRODUCTS'."""
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE sync_outbox o SET enqueued_at = o.created_at + interval '1 second'"
-            " WHERE NOT (o.product_id = ANY(%s)"
+            " WHERE o.product_id BETWEEN %s AND %s AND NOT (o.product_id = ANY(%s)"
             " AND o.id = (SELECT max(l.id) FROM sync_outbox l WHERE l.product_id = o.product_id))",
-            (list(UNSENT_OUTBOX_PRODUCTS),),
+            (offset + 1, offset + PRODUCTS, [offset + i for i in UNSENT_OUTBOX_PRODUCTS]),
         )
-        cur.execute("DELETE FROM sync_outbox WHERE product_id = ANY(%s)", (list(PRUNED_OUTBOX_PRODUCTS),))
+        cur.execute(
+            "DELETE FROM sync_outbox WHERE product_id = ANY(%s)", ([offset + i for i in PRUNED_OUTBOX_PRODUCTS],)
+        )
 
 
 def _embedder(dimension: int) -> tuple[str, str]:
@@ -152,11 +173,15 @@ def _embedder(dimension: int) -> tuple[str, str]:
 
 
 def record_generations(conn: Connection, version: str) -> None:
-    """Generations in every status: 1 retired, 2 dropped (Pinecone), 3 active, 4 an aborted build, 5 building.
+    """Generations in every status, once: 1 retired, 2 dropped (Pinecone), 3 active, 4 an aborted build, 5 building.
 
     An aborted build was `retired` "long ago" and never activated before 0011, `abandoned` after;
     a dropped generation's index removal is recorded in its target from 0011 on.
     """
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM index_generations")
+        if fetch_one(cur)[0] > 1:
+            return
     dropped_target = {"index_name": "refarch-g2", "host": "refarch-g2-abc.svc.pinecone.io", "namespace": "products"}
     if version >= "0011":
         dropped_target["index_removed"] = True
@@ -186,51 +211,70 @@ def record_generations(conn: Connection, version: str) -> None:
             )
 
 
-def _ledgers(version: str) -> Iterable[tuple[int | None, list[LedgerEntry]]]:
-    """(generation, entries) of every ledger the release kept (one, without generations, before 0010)."""
+def live_ledgers(conn: Connection, version: str) -> dict[int | None, list[LedgerEntry]]:
+    """generation -> the entries Emu writes there: every generation it kept in sync at the time (a `retired`
+    aborted build too, before 0011); one ledger without generations (None) before 0010."""
     if version < "0010":
-        return [(None, FULL_LEDGER)]
-    return [(gid, entries) for gid, (_table, _dim, entries) in GENERATION_VECTOR_TABLES.items()]
-
-
-def write_ledger(conn: Connection, version: str) -> None:
-    """Emu's ledger entries (every generation's from 0010 on) and its embedding calls."""
+        return {None: FULL_LEDGER}
     with conn.cursor() as cur:
-        for generation, entries in _ledgers(version):
-            for e in entries:
-                digest = content_hash("test-model", f"{e.product_id}:{e.indexed_version}")
-                columns = {
-                    "product_id": e.product_id,
-                    "indexed_version": e.indexed_version,
-                    "content_hash": digest if e.status == "indexed" else None,
-                    "status": e.status,
-                    "last_error": e.last_error,
-                    "attempts": e.attempts,
-                }
-                if generation is not None:
-                    columns["generation"] = generation
-                cur.execute(
-                    f"INSERT INTO sync_state ({', '.join(columns)}, indexed_at)"
-                    f" VALUES ({', '.join(['%s'] * len(columns))}, now())",
-                    tuple(columns.values()),
-                )
+        cur.execute("SELECT id FROM index_generations WHERE status IN ('active', 'building', 'retired') ORDER BY id")
+        return {gid: GENERATION_VECTOR_TABLES[gid][2] for (gid,) in cur.fetchall()}
+
+
+def _content_hash(entry: LedgerEntry, product_id: int) -> str:
+    return content_hash("test-model", f"{product_id}:{entry.indexed_version}")
+
+
+def write_ledger(conn: Connection, generation: int | None, entries: list[LedgerEntry], offset: int) -> None:
+    """Emu's ledger entries for the release's ids in one generation (None: the only ledger, before 0010)."""
+    with conn.cursor() as cur:
+        for e in entries:
+            columns = {
+                "product_id": offset + e.product_id,
+                "indexed_version": e.indexed_version,
+                "content_hash": _content_hash(e, offset + e.product_id) if e.status == "indexed" else None,
+                "status": e.status,
+                "last_error": e.last_error,
+                "attempts": e.attempts,
+            }
+            if generation is not None:
+                columns["generation"] = generation
+            cur.execute(
+                sql.SQL("INSERT INTO sync_state ({}, indexed_at) VALUES ({}, now())").format(
+                    sql.SQL(", ").join(map(sql.Identifier, columns)),
+                    sql.SQL(", ").join([sql.Placeholder()] * len(columns)),
+                ),
+                tuple(columns.values()),
+            )
+
+
+def write_embed_calls(conn: Connection) -> None:
+    """Emu's cost audit: a few embedding calls."""
+    with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO embed_calls (model, texts) VALUES (%s, %s)",
-            [("local:all-MiniLM-L6-v2:384", 8), ("local:all-MiniLM-L6-v2:384", 1), ("openai:text-embedding-3-small:1536", 2)],
+            [
+                ("local:all-MiniLM-L6-v2:384", 8),
+                ("local:all-MiniLM-L6-v2:384", 1),
+                ("openai:text-embedding-3-small:1536", 2),
+            ],
         )
 
 
 def write_bootstrap_runs(conn: Connection, version: str) -> None:
-    """A complete run, a failed one and one still running (before 0010 all of the one index; after, the
+    """Once: a complete run, a failed one and one still running (before 0010 all of the one index; after, the
     failed run is the aborted build's and the running one fills the build in progress)."""
     runs = [
         ("complete", 1, "", 9, 3, ["done", "done", "done"]),
         ("failed", 4, "generation abandoned", 2, 0, ["done", "pending"]),
         ("running", 5, "", 3, 2, ["done", "pending", "pending"]),
     ]
+    with_generation = version >= "0010"
     with conn.cursor() as cur:
+        cur.execute("SELECT EXISTS (SELECT FROM bootstrap_runs)")
+        if fetch_one(cur)[0]:
+            return
         for status, generation, error, enqueued, skipped, ranges in runs:
-            with_generation = version >= "0010"
             cur.execute(
                 "INSERT INTO bootstrap_runs (status, range_size, total_rows, enqueued, skipped, error, finished_at"
                 + (", generation" if with_generation else "")
@@ -244,7 +288,14 @@ def write_bootstrap_runs(conn: Connection, version: str) -> None:
                 cur.execute(
                     "INSERT INTO bootstrap_ranges (run_id, range_no, first_id, last_id, status, enqueued, skipped)"
                     " VALUES (%s, %s, %s, %s, %s, %s, 0)",
-                    (run_id, range_no, 1 + 5 * range_no, 5 + 5 * range_no, range_status, 5 if range_status == "done" else 0),
+                    (
+                        run_id,
+                        range_no,
+                        1 + 5 * range_no,
+                        5 + 5 * range_no,
+                        range_status,
+                        5 if range_status == "done" else 0,
+                    ),
                 )
 
 
@@ -252,31 +303,35 @@ def write_rate_limit_counters(conn: Connection) -> None:
     """Two clients inside their rate-limit windows."""
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO rate_limit_counters (key, hits, expires_at) VALUES (%s, %s, now() + interval '1 minute')",
+            "INSERT INTO rate_limit_counters (key, hits, expires_at) VALUES (%s, %s, now() + interval '1 minute')"
+            " ON CONFLICT (key) DO NOTHING",
             [("search:203.0.113.7", 3), ("write:2001:db8::/64", 1)],
         )
 
 
-def create_vector_tables(dsn: str, version: str) -> None:
-    """The runtime's pgvector tables (generation 1's before 0010, each pgvector generation's after), with a
-    vector for every entry their ledger says is indexed; before 0005 no runtime role was granted them."""
-    tables = GENERATION_VECTOR_TABLES if version >= "0010" else {1: GENERATION_VECTOR_TABLES[1]}
+def write_vectors(
+    dsn: str, table: str, dimension: int, entries: list[LedgerEntry], offset: int, *, grant: bool
+) -> None:
+    """A generation's pgvector table (created by the runtime's own code) with a vector for each entry its
+    ledger says is indexed; before 0005 (`grant` false) no runtime role was granted it."""
     database = Database(dsn)
-    for table, dimension, entries in tables.values():
-        index = PgVectorIndex(database, dimension, table)
-        index.ensure()
-        with database.transaction() as conn, conn.cursor() as cur:
-            for e in (e for e in entries if e.status == "indexed"):
-                p = make_product(e.product_id)
-                cur.execute(
-                    f"INSERT INTO {index.table} (product_id, embedding, sku, name, category, price, version, content_hash)"
-                    " VALUES (%s, %s::vector, %s, %s, %s, %s, %s, %s)",
-                    (e.product_id, str([0.5] * dimension), p.sku, p.name, p.category, p.price, e.indexed_version,
-                     content_hash("test-model", f"{e.product_id}:{e.indexed_version}")),
-                )  # fmt: skip
-            if version < "0005":
-                cur.execute(
-                    "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'refarch_emu') THEN"
-                    " REVOKE ALL ON product_vectors FROM refarch_web, refarch_emu, refarch_pelican; END IF; END $$"
-                )
+    index = PgVectorIndex(database, dimension, table)
+    index.ensure()
+    with database.transaction() as conn, conn.cursor() as cur:
+        for e in (e for e in entries if e.status == "indexed"):
+            product_id = offset + e.product_id
+            p = make_product(product_id)
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (product_id, embedding, sku, name, category, price, version, content_hash)"
+                    " VALUES (%s, %s::vector, %s, %s, %s, %s, %s, %s)"
+                ).format(sql.Identifier(index.table)),
+                (product_id, str([0.5] * dimension), p.sku, p.name, p.category, p.price, e.indexed_version,
+                 _content_hash(e, product_id)),
+            )  # fmt: skip
+        if not grant:
+            cur.execute(
+                "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'refarch_emu') THEN"
+                " REVOKE ALL ON product_vectors FROM refarch_web, refarch_emu, refarch_pelican; END IF; END $$"
+            )
     database.close()
