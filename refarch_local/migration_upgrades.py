@@ -16,7 +16,8 @@ and the upgraded database ends up with the schema of a fresh install.
 
 `check_upgrades(new_database)` runs it for every migration and returns how many were upgraded (the
 deploy rehearsal reports it as `migrations_upgraded`). `new_database` returns the DSN of a new, empty
-database on each call; `scratch_databases(server_dsn)` makes one that drops them afterwards.
+database on each call; `scratch_databases(server_dsn)` makes one that drops them afterwards, and
+`check_upgrades_on_server(server_dsn)` runs the checks with one.
 """
 
 from __future__ import annotations
@@ -89,12 +90,34 @@ def data_snapshot(conn: Connection) -> DataSnapshot:
 Expectation = Callable[[DataSnapshot, DataSnapshot], list[str]]
 
 
+def differences(what: str, expected: list[Row], actual: list[Row]) -> list[str]:
+    """One problem naming the rows `what` lacks and those it should not have (none when they are equal)."""
+    expected, actual = _sorted(expected), _sorted(actual)
+    if expected == actual:
+        return []
+    missing = [row for row in expected if row not in actual]
+    unexpected = [row for row in actual if row not in expected]
+    return [f"{what}: {len(missing)} row(s) missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"]
+
+
+def _without(rows: list[Row], column: str) -> list[Row]:
+    return [{k: v for k, v in row.items() if k != column} for row in rows]
+
+
 def _tombstones(before: DataSnapshot) -> dict[int, int]:
     """Each deleted id's highest tombstone version in the outbox."""
     found: dict[int, int] = {}
     for row in before.rows("sync_outbox"):
         if row["op"] == "delete":
             found[row["product_id"]] = max(found.get(row["product_id"], 0), row["version"])
+    return found
+
+
+def _ledger_versions(before: DataSnapshot) -> dict[int, int]:
+    """Each id's highest version in any generation's ledger."""
+    found: dict[int, int] = {}
+    for row in before.rows("sync_state"):
+        found[row["product_id"]] = max(found.get(row["product_id"], 0), row["indexed_version"])
     return found
 
 
@@ -126,44 +149,36 @@ def expect_0011_aborted_builds_abandoned(before: DataSnapshot, after: DataSnapsh
     count their index as removed (their gc removed it); nothing else about a generation changes."""
     expected = []
     for g in before.rows("index_generations"):
-        g = dict(g)
         if g["status"] == "retired" and g["retired_at"] == "-infinity" and g["activated_at"] is None:
-            g.update(status="abandoned", retired_at=None)
+            g = {**g, "status": "abandoned", "retired_at": None}
         if g["status"] == "dropped":
-            g["target"] = {**(g["target"] or {}), "index_removed": True}
+            g = {**g, "target": {**(g["target"] or {}), "index_removed": True}}
         expected.append(g)
-    if _sorted(expected) != after.rows("index_generations"):
-        return [f"generations {after.rows('index_generations')}, expected {_sorted(expected)}"]
-    return []
+    return differences("index generations", expected, after.rows("index_generations"))
 
 
 def expect_0012_tombstones_kept(before: DataSnapshot, after: DataSnapshot) -> list[str]:
     """0012: each deleted id keeps its highest tombstone version; a row inserted again whose id the active
     ledger says is deleted shows as pending (it was shown indexed), every other status is unchanged."""
-    problems = []
-    kept = {row["product_id"]: row["last_version"] for row in after.rows("deleted_product_versions")}
-    if kept != _tombstones(before):
-        problems.append(f"deleted_product_versions {kept}, expected the outbox's tombstones {_tombstones(before)}")
+    kept = [{"product_id": pid, "last_version": v} for pid, v in _tombstones(before).items()]
     active = _active_generation(before)
     deleted_in_ledger = {
         s["product_id"]
         for s in before.rows("sync_state")
         if s["status"] == "deleted" and s.get("generation", active) == active
     }
-    expected = _sorted(
-        [{**row, "status": "pending"} if row["product_id"] in deleted_in_ledger else row for row in before.sync_status]
+    shown = [
+        {**row, "status": "pending"} if row["product_id"] in deleted_in_ledger else row for row in before.sync_status
+    ]
+    return differences("deleted_product_versions", kept, after.rows("deleted_product_versions")) + differences(
+        "product_sync_status", shown, after.sync_status
     )
-    if after.sync_status != expected:
-        problems.append(f"product_sync_status {after.sync_status}, expected {expected}")
-    return problems
 
 
 def renumbered_versions(before: DataSnapshot) -> dict[int, int]:
     """0013: product id -> its new version, for rows whose version is at or below their id's last tombstone
     or below a version a ledger holds for the id: one past every version the id was given."""
-    ledger: dict[int, int] = {}
-    for s in before.rows("sync_state"):
-        ledger[s["product_id"]] = max(ledger.get(s["product_id"], 0), s["indexed_version"])
+    ledger = _ledger_versions(before)
     tombstone = {d["product_id"]: d["last_version"] for d in before.rows("deleted_product_versions")}
     renumbered = {}
     for p in before.rows("products"):
@@ -174,44 +189,37 @@ def renumbered_versions(before: DataSnapshot) -> dict[int, int]:
 
 
 def expect_0013_reinserted_rows_renumbered(before: DataSnapshot, after: DataSnapshot) -> list[str]:
-    """0013: a row inserted again before 0012 moves past every version its id had, as a captured change (one
-    outbox row at the new version), and shows as pending (failed stays failed); no other row changes."""
+    """0013: a row inserted again before 0012 moves past every version its id had (nothing else about any
+    row changes but its updated_at), the move is captured like an edit (one unsent outbox row at the new
+    version), and the row shows as pending until Emu indexes it (a failed one stays failed)."""
     renumbered = renumbered_versions(before)
-    problems = []
-    if not renumbered and any(row["op"] == "delete" for row in before.rows("sync_outbox")):
-        problems.append("no row was inserted again before 0012 in this database: nothing checked (population?)")
-    moved = {"version", "updated_at"}
-    expected_rows = [
-        {k: v for k, v in {**p, "version": renumbered.get(p["id"], p["version"])}.items() if k != "updated_at"}
-        for p in before.rows("products")
+    if not renumbered and _tombstones(before):
+        return ["no row inserted again before 0012 in this database: nothing was checked"]
+    products = [{**p, "version": renumbered.get(p["id"], p["version"])} for p in before.rows("products")]
+    old_ids = {o["id"] for o in before.rows("sync_outbox")}
+    kept = [o for o in after.rows("sync_outbox") if o["id"] in old_ids]
+    added = [
+        {k: o[k] for k in ("product_id", "op", "version", "enqueued_at")}
+        for o in after.rows("sync_outbox")
+        if o["id"] not in old_ids
     ]
-    rows = [{k: v for k, v in p.items() if k != "updated_at"} for p in after.rows("products")]
-    if _sorted(rows) != _sorted(expected_rows):
-        problems.append(f"products {rows}, expected only {sorted(moved)} of {sorted(renumbered)} to change")
-    old_ids = {row["id"] for row in before.rows("sync_outbox")}
-    added = sorted(
-        (o["product_id"], o["op"], o["version"]) for o in after.rows("sync_outbox") if o["id"] not in old_ids
+    captured = [{"product_id": pid, "op": "update", "version": v, "enqueued_at": None} for pid, v in renumbered.items()]
+    shown = [
+        {
+            **row,
+            "version": renumbered[row["product_id"]],
+            "status": "failed" if row["status"] == "failed" else "pending",
+        }
+        if row["product_id"] in renumbered
+        else row
+        for row in before.sync_status
+    ]
+    return (
+        differences("products", _without(products, "updated_at"), _without(after.rows("products"), "updated_at"))
+        + differences("sync_outbox rows written before", before.rows("sync_outbox"), kept)
+        + differences("sync_outbox rows added", captured, added)
+        + differences("product_sync_status", shown, after.sync_status)
     )
-    kept = _sorted([o for o in after.rows("sync_outbox") if o["id"] in old_ids])
-    if added != sorted((pid, "update", version) for pid, version in renumbered.items()):
-        problems.append(f"outbox rows added {added}, expected an update per renumbered row {renumbered}")
-    if kept != before.rows("sync_outbox"):
-        problems.append("outbox rows written before 0013 changed")
-    expected_status = _sorted(
-        [
-            {
-                **row,
-                "version": renumbered[row["product_id"]],
-                "status": "failed" if row["status"] == "failed" else "pending",
-            }
-            if row["product_id"] in renumbered
-            else row
-            for row in before.sync_status
-        ]
-    )
-    if after.sync_status != expected_status:
-        problems.append(f"product_sync_status {after.sync_status}, expected {expected_status}")
-    return problems
 
 
 EXPECTATIONS: dict[str, Expectation] = {
@@ -236,11 +244,10 @@ def rows_kept(migration: str, before: DataSnapshot, after: DataSnapshot) -> list
         if table in REWRITTEN_TABLES.get(number, set()):
             continue
         columns = set(rows[0]) if rows else set()
-        now = _sorted([{k: v for k, v in row.items() if k in columns} for row in after.rows(table)])
-        if now != rows:
-            problems.append(f"{table} rows changed: {rows} became {now}")
-    if number not in SYNC_STATUS_RECOMPUTED and before.sync_status and after.sync_status != before.sync_status:
-        problems.append(f"product_sync_status changed: {before.sync_status} became {after.sync_status}")
+        now = [{k: v for k, v in row.items() if k in columns} for row in after.rows(table)]
+        problems += differences(table, rows, now)
+    if number not in SYNC_STATUS_RECOMPUTED and before.sync_status:
+        problems += differences("product_sync_status", before.sync_status, after.sync_status)
     return problems
 
 
@@ -321,6 +328,12 @@ def check_upgrades(new_database: NewDatabase) -> int:
     for name in names:
         check_upgrade(name, new_database)
     return len(names)
+
+
+def check_upgrades_on_server(server_dsn: str) -> int:
+    """check_upgrades on scratch databases of this server, dropped afterwards (what the rehearsal calls)."""
+    with scratch_databases(server_dsn) as new_database:
+        return check_upgrades(new_database)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from psycopg2 import sql
 
@@ -182,7 +183,11 @@ def record_generations(conn: Connection, version: str) -> None:
         cur.execute("SELECT count(*) FROM index_generations")
         if fetch_one(cur)[0] > 1:
             return
-    dropped_target = {"index_name": "refarch-g2", "host": "refarch-g2-abc.svc.pinecone.io", "namespace": "products"}
+    dropped_target: dict[str, Any] = {
+        "index_name": "refarch-g2",
+        "host": "refarch-g2-abc.svc.pinecone.io",
+        "namespace": "products",
+    }
     if version >= "0011":
         dropped_target["index_removed"] = True
     aborted = ("abandoned", None) if version >= "0011" else ("retired", "-infinity")
