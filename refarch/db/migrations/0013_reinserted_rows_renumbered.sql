@@ -9,6 +9,8 @@
 -- for the id) moves past every version its id was given. The stamp trigger (0012) owns versions and
 -- would keep an unchanged row's, so it is off for this one statement; the capture trigger stays on
 -- and records the move like an edit (an outbox row and a NOTIFY), so Emu indexes the row that is there.
+-- DISABLE TRIGGER locks products against every other write until this migration commits, so no
+-- client's change runs while the trigger is off.
 ALTER TABLE products DISABLE TRIGGER products_stamp_version;
 
 WITH used AS (
