@@ -1,16 +1,15 @@
 """A database as past releases left it: whatever each schema version holds, written as that release wrote it.
 
 `populate(dsn, release)` reads which migrations the database has and writes, through its own
-triggers, what the runtimes of that release would have left, under ids of its own (`release` × 100
-+ 1..13), so a database can live through every release in turn (`migration_upgrades`): products
-inserted, edited, edited to the same values,
-deleted, and deleted then inserted again (twice for one id); outbox rows sent and unsent, and a
-deletion whose outbox row was already pruned; a ledger entry in every status; embedding calls;
-bootstrap runs complete, failed and running; rate-limit counters; and index generations in every
-status, including a build in progress and a build aborted the way the release of the time recorded
-it (the generations, bootstrap runs and counters once, by the first release that has their tables).
-Every statement is parameterised; the only names placed in SQL text are the vector tables',
-which come from the constant below.
+triggers, what the runtimes of that release would have left, under ids of its own (`id_offset`),
+so a database can live through every release in turn (`migration_upgrades`): products inserted,
+edited, edited to the same values, deleted, and deleted then inserted again (twice for one id);
+outbox rows sent and unsent, and a deletion whose outbox row was already pruned; a ledger entry in
+every status; embedding calls; bootstrap runs complete, failed and running; rate-limit counters;
+and index generations in every status, including a build in progress and a build aborted the way
+the release of the time recorded it (generations, bootstrap runs and counters once, by the first
+release that has their tables). Every statement is parameterised; the only names placed in SQL text
+are the vector tables', which come from the constant below.
 """
 
 from __future__ import annotations
@@ -95,14 +94,14 @@ def schema_version(conn: Connection) -> str:
         return str(fetch_one(cur)[0])
 
 
-def product_ids(release: int) -> range:
-    """The ids a release's products use."""
-    return range(100 * release + 1, 100 * release + PRODUCTS + 1)
+def id_offset(release: int) -> int:
+    """What a release adds to the ids of PRODUCT_HISTORY: its products are offset + 1..PRODUCTS."""
+    return 100 * release
 
 
 def populate(dsn: str, release: int = 0) -> str:
     """Write what the runtimes of the database's schema version write, under the release's ids; return the version."""
-    offset = 100 * release
+    offset = id_offset(release)
     conn = connect(dsn)
     try:
         version = schema_version(conn)
@@ -118,7 +117,7 @@ def populate(dsn: str, release: int = 0) -> str:
         if version >= "0003":
             write_embed_calls(conn)
         if version >= "0004":
-            write_bootstrap_runs(conn, version)
+            write_bootstrap_runs(conn, version, offset)
         if version >= "0007":
             write_rate_limit_counters(conn)
         conn.commit()
@@ -266,7 +265,7 @@ def write_embed_calls(conn: Connection) -> None:
         )
 
 
-def write_bootstrap_runs(conn: Connection, version: str) -> None:
+def write_bootstrap_runs(conn: Connection, version: str, offset: int) -> None:
     """Once: a complete run, a failed one and one still running (before 0010 all of the one index; after, the
     failed run is the aborted build's and the running one fills the build in progress)."""
     runs = [
@@ -296,8 +295,8 @@ def write_bootstrap_runs(conn: Connection, version: str) -> None:
                     (
                         run_id,
                         range_no,
-                        1 + 5 * range_no,
-                        5 + 5 * range_no,
+                        offset + 1 + 5 * range_no,
+                        offset + 5 + 5 * range_no,
                         range_status,
                         5 if range_status == "done" else 0,
                     ),

@@ -28,7 +28,7 @@ from refarch_local.migration_upgrades import (
     scratch_databases,
 )
 from refarch_local.schema_snapshot import schema_diff
-from refarch_local.upgrade_population import populate
+from refarch_local.upgrade_population import id_offset, populate
 
 MIGRATIONS = [name for name, _ in migration_files()]
 
@@ -40,7 +40,7 @@ def migration(number: str) -> str:
 
 def last_release_ids(before: str) -> int:
     """The id offset of the last release before migration `before` (its products are offset + 1..13)."""
-    return 100 * MIGRATIONS.index(migration(before))
+    return id_offset(MIGRATIONS.index(migration(before)))
 
 
 @pytest.fixture
