@@ -7,6 +7,7 @@ with the schema of a fresh install (refarch_local.migration_upgrades, docs/data-
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import psycopg2
@@ -14,9 +15,10 @@ import psycopg2.errors
 import pytest
 
 import refarch.db
-from refarch import generations
+from refarch import generations, ledger, products
 from refarch.catalog import make_product
 from refarch.db import connect, migrate, migration_files, migrations_through
+from refarch.emu_decisions import Action, content_hash, decide
 from refarch_local import migration_upgrades
 from refarch_local.database import LocalDatabase
 from refarch_local.migration_upgrades import (
@@ -122,24 +124,40 @@ def test_0012_an_id_deleted_before_the_upgrade_continues_past_its_versions(new_d
     assert insert_again(dsn, ids + 1) == 3  # version 1, tombstone 2
 
 
+def emu_decision_on_same_text(dsn: str, product_id: int) -> Action:
+    """What Emu decides for the row if the active ledger held a vector of exactly its text (an id inserted
+    again with the content it had: the case where only its price or version tells the rows apart)."""
+    conn = connect(dsn)
+    try:
+        row = products.get(conn, product_id)
+        entry = ledger.get_many(conn, [product_id])[product_id]
+    finally:
+        conn.close()
+    assert row is not None
+    held = replace(entry, content_hash=content_hash("model", row.embedding_text()), status="indexed")
+    return decide(row, held, "model").action
+
+
 def test_0013_a_row_inserted_again_before_0012_is_renumbered_and_sent(new_database: NewDatabase):
     """Given a database from before 0012 where two ids were deleted and inserted again (at version 1): one
-    while Emu still held the old row at version 3 (its old vector stays), one whose delete Emu applied
-    (tombstone 3), both shown as indexed,
+    while Emu still held the old row at version 3 (its old vector stays, Emu skips the new row), one
+    whose delete Emu applied (tombstone 3), both shown as indexed,
     When it is upgraded to the head,
     Then both rows move past every version their id had, each move waits in the outbox for the listener,
-    both show as pending until Emu indexes them, and their next edit repeats no version."""
+    both show as pending, Emu no longer skips the row, and its next edit repeats no version."""
     dsn = populated_before(migration("0012"), new_database)
     ids = last_release_ids("0012")
     status = "SELECT product_id, version, status FROM product_sync_status WHERE product_id = ANY(%s) ORDER BY 1"
     # Before 0012 both show as synced: a ledger version at or past the row's was "indexed", even a delete's.
     assert query(dsn, status, ([ids + 9, ids + 13],)) == [(ids + 9, 1, "indexed"), (ids + 13, 1, "indexed")]
+    assert emu_decision_on_same_text(dsn, ids + 9) is Action.SKIP
 
     migrate(dsn)
 
     assert query(dsn, status, ([ids + 9, ids + 13],)) == [(ids + 9, 5, "pending"), (ids + 13, 4, "pending")]
     unsent = "SELECT product_id, op, version FROM sync_outbox WHERE enqueued_at IS NULL AND product_id = ANY(%s)"
     assert sorted(query(dsn, unsent, ([ids + 9, ids + 13],))) == [(ids + 9, "update", 5), (ids + 13, "update", 4)]
+    assert emu_decision_on_same_text(dsn, ids + 9) is Action.METADATA
     (edited,) = query(dsn, "UPDATE products SET price = price + 1 WHERE id = %s RETURNING version", (ids + 9,))
     assert edited == (6,)
 
