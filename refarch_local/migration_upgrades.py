@@ -32,7 +32,7 @@ from typing import Any
 from psycopg2 import sql
 
 from refarch.db import Connection, Database, connect, fetch_one, migrate, migration_files, with_database
-from refarch.pgvector_index import PgVectorIndex
+from refarch.index.pgvector_index import PgVectorIndex
 from refarch_local.schema_snapshot import schema_diff
 from refarch_local.upgrade_population import populate
 

@@ -23,8 +23,8 @@ from psycopg2 import sql
 
 from refarch.catalog import make_product
 from refarch.db import Connection, Database, connect, fetch_one
-from refarch.emu_decisions import content_hash
-from refarch.pgvector_index import PgVectorIndex
+from refarch.emu.decisions import content_hash
+from refarch.index.pgvector_index import PgVectorIndex
 
 PRODUCTS = 13
 # What happened to the catalog, in order, one transaction per step (the triggers of the release

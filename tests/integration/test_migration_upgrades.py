@@ -15,10 +15,11 @@ import psycopg2.errors
 import pytest
 
 import refarch.db
-from refarch import generations, ledger, products
+from refarch import generations, products
 from refarch.catalog import make_product
 from refarch.db import connect, migrate, migration_files, migrations_through
-from refarch.emu_decisions import Action, content_hash, decide
+from refarch.emu import ledger
+from refarch.emu.decisions import Action, content_hash, decide
 from refarch_local import migration_upgrades
 from refarch_local.database import LocalDatabase
 from refarch_local.migration_upgrades import (
