@@ -40,10 +40,14 @@ def configured_generation(config: StageConfig) -> dict[str, Any]:
     """The embedder and the vector index every runtime of the stage is configured with, as the
     re-index start step compares them with the active generation's (refarch.generations.reindex_flow)."""
     search = config.search
-    pinecone_index = search.pinecone_index_name if search.vector_backend == "pinecone" else None
+    placement = (
+        Placement("pinecone", search.pinecone_index_name, search.pinecone_namespace)
+        if search.vector_backend == "pinecone"
+        else Placement("pgvector")
+    )
     return {
         "embedder": EmbedderSpec("openai", search.openai_model, search.openai_dimensions).as_json(),
-        "placement": Placement(search.vector_backend, pinecone_index).as_json(),
+        "placement": placement.as_json(),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -179,4 +180,4 @@ def _placement(settings: Settings, pinecone_index: str | None) -> Any:
     from refarch.generations.placement import Placement
 
     configured = Placement.from_settings(settings)
-    return Placement(configured.backend, pinecone_index) if pinecone_index else configured
+    return replace(configured, pinecone_index=pinecone_index) if pinecone_index else configured

@@ -407,6 +407,18 @@ def drop_expired(conn: Connection, grace: timedelta) -> list[Generation]:
     return found
 
 
+def live_while_removing(conn: Connection) -> list[Generation]:
+    """The live generations, held as they are until the transaction ends: no generation is created
+    (and no index chosen for it), switched, rolled back or abandoned meanwhile, so what gc checks
+    is still true when it deletes."""
+    with conn.cursor() as cur:
+        cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM index_generations WHERE status = ANY(%s) ORDER BY id", (list(LIVE_STATUSES),)
+        )
+        return [_row(r) for r in cur.fetchall()]
+
+
 def to_remove(conn: Connection) -> list[Generation]:
     """Dropped generations whose index was not removed yet (a removal that failed is tried again)."""
     with conn.cursor() as cur:

@@ -1,14 +1,17 @@
-"""Where a new index generation's vectors go: a pgvector table, or a Pinecone index and namespace.
+"""Where a new index generation's vectors go: a pgvector table, or a Pinecone index and namespace;
+and what gc may remove of a dropped generation's.
 
 `default_target` is the decision (a pure function of the settings and the dimensions);
 `configured_index_dimension` reads the one fact it needs from the recorded generations;
 `Placement` is where the settings place generations, and says whether a generation already is
-there (the re-index start step moves it when it is not: a deploy that changes the backend or
-the Pinecone index starts a re-index, as one that changes the model does).
+there (the re-index start step moves it when it is not: a deploy that changes the backend, the
+Pinecone index or its namespace starts a re-index, as one that changes the model does).
+`removal_for` decides what removing a dropped generation's index deletes, given the live ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +28,11 @@ FIRST_TABLE = "product_vectors"
 def pgvector_table(generation_id: int) -> str:
     """The pgvector table of a generation: product_vectors, product_vectors_g2, ..."""
     return FIRST_TABLE if generation_id == 1 else f"{FIRST_TABLE}_g{int(generation_id)}"
+
+
+def generation_namespace(base: str, generation_id: int) -> str:
+    """The Pinecone namespace of a generation: the configured one for generation 1, `<base>-g<id>` after."""
+    return base if generation_id == 1 else f"{base}-g{int(generation_id)}"
 
 
 def default_target(
@@ -45,7 +53,7 @@ def default_target(
     """
     if settings.vector_backend_kind == "pgvector":
         return PgVectorTable(table=pgvector_table(generation_id))
-    namespace = settings.pinecone_namespace if generation_id == 1 else f"{settings.pinecone_namespace}-g{generation_id}"
+    namespace = generation_namespace(settings.pinecone_namespace, generation_id)
     if pinecone_index and pinecone_index != settings.pinecone_index_name:
         return PineconeNamespace(index_name=pinecone_index, host=None, namespace=namespace)
     if pinecone_index or configured_dimension in (None, dimension):
@@ -78,31 +86,102 @@ def configured_index_dimension(conn: Connection, settings: Settings) -> int | No
 
 @dataclass(frozen=True)
 class Placement:
-    """The vector index the settings configure: the backend, and with Pinecone the index's name."""
+    """The vector index the settings configure: the backend, and with Pinecone the index's name and
+    the namespace generations are named after (None: not checked)."""
 
     backend: Literal["pgvector", "pinecone"]
     pinecone_index: str | None = None
+    pinecone_namespace: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Placement:
         """Where these settings place a new generation."""
         backend = settings.vector_backend_kind
-        return cls(backend, settings.pinecone_index_name if backend == "pinecone" else None)
+        if backend == "pgvector":
+            return cls(backend)
+        return cls(backend, settings.pinecone_index_name, settings.pinecone_namespace)
 
     def holds(self, generation: Generation) -> bool:
         """Whether `generation` lives in this vector index (else a re-index moves it there).
 
         With Pinecone, the configured index or the one a re-index created beside it for another
-        dimension (`<configured index>-g<id>`: see `default_target`) both count; a generation whose
-        target names no index (only a host was configured) is taken to be where it belongs.
+        dimension (`<configured index>-g<id>`: see `default_target`) both count, and the namespace
+        must be the one `generation_namespace` names; a generation whose target names no index
+        (only a host was configured) is taken to be in the configured index.
         """
         if generation.backend != self.backend:
             return False
-        name = generation.target.index_name if isinstance(generation.target, PineconeNamespace) else None
-        if self.backend == "pgvector" or self.pinecone_index is None or name is None:
+        if self.backend == "pgvector":
             return True
-        return name in (self.pinecone_index, generation_index_name(self.pinecone_index, generation.id))
+        where = generation.target
+        if not isinstance(where, PineconeNamespace):
+            return True  # not recorded yet (generation 1): it will be recorded where the settings say
+        name, namespace = where.index_name, where.namespace
+        in_index = (
+            self.pinecone_index is None
+            or name is None
+            or name in (self.pinecone_index, generation_index_name(self.pinecone_index, generation.id))
+        )
+        in_namespace = (
+            self.pinecone_namespace is None
+            or namespace == generation_namespace(self.pinecone_namespace, generation.id)
+        )
+        return in_index and in_namespace
 
     def as_json(self) -> dict[str, Any]:
         """For the Reindex state machine's input (a deploy that changes it starts an execution)."""
-        return {"backend": self.backend, "pinecone_index": self.pinecone_index}
+        return {"backend": self.backend, "pinecone_index": self.pinecone_index, "namespace": self.pinecone_namespace}
+
+
+@dataclass(frozen=True)
+class IndexRemoval:
+    """What gc deletes for a dropped generation.
+
+    `delete_index`: its dedicated Pinecone index, whole; `drop_own`: only its table or namespace;
+    `nothing`: a live generation uses that very table or namespace (or no target was recorded).
+    `kept_for` is the live generation that kept the index (or the namespace) from being deleted,
+    if one did.
+    """
+
+    action: Literal["delete_index", "drop_own", "nothing"]
+    kept_for: int | None = None
+
+
+def removal_for(dropped: Generation, live: Iterable[Generation]) -> IndexRemoval:
+    """What removing `dropped`'s index may delete without touching a live generation's vectors.
+
+    A dedicated Pinecone index (created for `dropped`, for another dimension) is deleted whole only
+    when no live generation was placed in it later (`--pinecone-index`, or a stage config naming
+    it); otherwise only `dropped`'s namespace is emptied. A table or namespace a live generation
+    uses is never dropped.
+    """
+    where = dropped.target
+    if where is None:
+        return IndexRemoval("nothing")
+    others = [(g.id, g.target) for g in live if g.id != dropped.id and g.target is not None]
+    for other_id, other in others:
+        if _same_place(where, other):
+            return IndexRemoval("nothing", kept_for=other_id)
+    if isinstance(where, PineconeNamespace) and where.dedicated:
+        for other_id, other in others:
+            if isinstance(other, PineconeNamespace) and _same_pinecone_index(where, other):
+                return IndexRemoval("drop_own", kept_for=other_id)
+        return IndexRemoval("delete_index")
+    return IndexRemoval("drop_own")
+
+
+def _same_pinecone_index(a: PineconeNamespace, b: PineconeNamespace) -> bool:
+    """Whether two Pinecone targets name the same index (by name, or by host when one has no name)."""
+    if a.index_name and b.index_name:
+        return a.index_name == b.index_name
+    return a.host is not None and a.host == b.host
+
+
+def _same_place(a: VectorTarget, b: VectorTarget) -> bool:
+    """Whether two targets hold their vectors in the same place: one table, or one namespace of one index."""
+    match a, b:
+        case PgVectorTable(), PgVectorTable():
+            return a.table == b.table
+        case PineconeNamespace(), PineconeNamespace():
+            return a.namespace == b.namespace and _same_pinecone_index(a, b)
+    return False

@@ -181,40 +181,56 @@ def collect_garbage(targets: GenerationTargets, grace: timedelta = DEFAULT_GRACE
     """Drop abandoned generations, and retired ones older than `grace`; returns their ids.
 
     First they are marked dropped and their ledger rows deleted, in one transaction: from then on
-    no writer touches them and no rollback can restore them. Then each one's index is removed (its
-    table or namespace; a Pinecone index created for it, for another dimension, whole), and that
-    is recorded. A removal that fails is tried again by the next gc (GenerationError after the
-    others were tried), and never leaves a live generation without its index.
+    no writer touches them and no rollback can restore them. Then each one's index is removed and
+    that is recorded (`remove_index`). A removal that fails is tried again by the next gc
+    (GenerationError after the others were tried), and never leaves a live generation without its index.
     """
-    settings, db = targets.settings, targets.db
-    with db.transaction() as conn:
+    with targets.db.transaction() as conn:
         dropped = generations.drop_expired(conn, grace)
     for generation in dropped:
         targets.forget(generation.id)
         logger.info("generation dropped", extra={"generation": generation.id, "model_id": generation.model_id})
-    with db.transaction() as conn:
+    with targets.db.transaction() as conn:
         leftover = generations.to_remove(conn)
     failed: dict[int, str] = {}
     for generation in leftover:
         try:
-            where = generation.target
-            if isinstance(where, PineconeNamespace) and where.dedicated and where.index_name:
-                pinecone_indexes.delete_index(_pinecone(settings), where.index_name)
-            elif where is not None and generation.dimension is not None:
-                make_index(settings, db, generation.dimension, target=where, ensure=False).drop()
+            remove_index(targets, generation)
         except Exception as err:
             logger.warning(
                 "could not remove a dropped generation's index", extra={"generation": generation.id, "error": str(err)}
             )
             failed[generation.id] = f"{type(err).__name__}: {err}"
-            continue
-        with db.transaction() as conn:
-            generations.mark_index_removed(conn, generation.id)
     if failed:
         raise generations.GenerationError(
             f"dropped generation(s) {sorted(failed)} keep their index for now (the next gc removes it): {failed}"
         )
     return [g.id for g in dropped]
+
+
+def remove_index(targets: GenerationTargets, generation: Generation) -> None:
+    """Remove a dropped generation's index, checked against the live generations first, and record it.
+
+    Its table or namespace is dropped; a Pinecone index created for it (another dimension) is
+    deleted whole, unless a live generation was placed in that index later: then only its
+    namespace goes (`placement.removal_for`). The check, the removal and the record are one
+    transaction that holds off new generations, which commits only once the removal succeeded.
+    """
+    settings, db = targets.settings, targets.db
+    with db.transaction() as conn:
+        live = generations.live_while_removing(conn)
+        removal = placement.removal_for(generation, live)
+        generations.mark_index_removed(conn, generation.id)
+        if removal.kept_for is not None:
+            logger.info(
+                "a live generation uses the dropped generation's index: kept",
+                extra={"generation": generation.id, "live_generation": removal.kept_for, "removal": removal.action},
+            )
+        where = generation.target
+        if removal.action == "delete_index" and isinstance(where, PineconeNamespace) and where.index_name:
+            pinecone_indexes.delete_index(_pinecone(settings), where.index_name)
+        elif removal.action == "drop_own" and where is not None and generation.dimension is not None:
+            make_index(settings, db, generation.dimension, target=where, ensure=False).drop()
 
 
 def _pinecone(settings: Settings) -> Pinecone:

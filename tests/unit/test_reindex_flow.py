@@ -50,6 +50,10 @@ ACTIVE_DEDICATED = generation(
     LARGE,
     PineconeNamespace(index_name="refarch-products-g3", host="h3", namespace="products-g3", dedicated=True),
 )
+# A generation after the first, in its own namespace of the configured index.
+ACTIVE_SECOND = generation(
+    2, "active", SMALL, {"index_name": "refarch-products", "host": "h", "namespace": "products-g2"}
+)
 
 START_CASES = [
     # (case, active, building, configured embedder, configured index, the generation serving them: None = create)
@@ -68,6 +72,12 @@ START_CASES = [
      CONFIGURED, ACTIVE_DEDICATED),
     ("only a host configured (no index name): the same backend is enough", ACTIVE, None, SMALL,
      Placement("pinecone", None), ACTIVE),
+    ("the configured index and namespace: nothing to do", ACTIVE, None, SMALL,
+     Placement("pinecone", "refarch-products", "products"), ACTIVE),
+    ("the same index, the stage's own namespace: create", ACTIVE, None, SMALL,
+     Placement("pinecone", "refarch-products", "dev-products"), None),
+    ("a generation after the first is in <namespace>-g<id>: nothing to do", ACTIVE_SECOND, None, SMALL,
+     Placement("pinecone", "refarch-products", "products"), ACTIVE_SECOND),
 ]  # fmt: skip
 
 
@@ -98,9 +108,10 @@ def test_a_third_model_while_one_builds_is_refused_with_what_to_do():
         decide_start(ACTIVE, BUILDING_PGVECTOR, SMALL, Placement("pinecone", "products-v2"))
 
 
-def test_placement_from_the_settings_names_the_index_only_for_pinecone():
-    # Given a Pinecone and a pgvector deployment, Then the placement names the index only for Pinecone
-    pinecone = Settings(vector_backend="pinecone", pinecone_index_name="catalog")
+def test_placement_from_the_settings_names_the_index_and_namespace_only_for_pinecone():
+    # Given a Pinecone and a pgvector deployment
+    pinecone = Settings(vector_backend="pinecone", pinecone_index_name="catalog", pinecone_namespace="dev-products")
     pgvector = Settings(vector_backend="pgvector", pinecone_index_name="catalog")
-    assert Placement.from_settings(pinecone) == Placement("pinecone", "catalog")
-    assert Placement.from_settings(pgvector) == Placement("pgvector", None)
+    # Then the placement names the index and the namespace only for Pinecone
+    assert Placement.from_settings(pinecone) == Placement("pinecone", "catalog", "dev-products")
+    assert Placement.from_settings(pgvector) == Placement("pgvector")
