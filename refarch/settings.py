@@ -75,6 +75,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("PINECONE_INDEX_NAME", "pinecone_index_name")
     )
     pinecone_host: str | None = Field(default=None, validation_alias=AliasChoices("PINECONE_HOST", "pinecone_host"))
+    # Generation 1's namespace; later generations get `<namespace>-g<n>`. On AWS each stage's own
+    # (cdk_app.config.SearchConfig.pinecone_namespace), so stages sharing a Pinecone project never meet.
     pinecone_namespace: str = "products"
 
     # Web page: editing needs this password when one is set (locally open when neither is set).

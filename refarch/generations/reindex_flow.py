@@ -48,7 +48,8 @@ def decide_start(
     raise GenerationError(
         f"generation {building.id} ({building.model_id}, {building.backend} {_where(building)}) is building, not "
         f"the configured {spec.kind} model {spec.model} ({spec.dimensions or 'its'} dimensions) in "
-        f"{placement.backend}{f' index {placement.pinecone_index}' if placement.pinecone_index else ''}: let its "
+        f"{placement.backend}{f' index {placement.pinecone_index}' if placement.pinecone_index else ''}"
+        f"{f' namespace {placement.pinecone_namespace}' if placement.pinecone_namespace else ''}: let its "
         're-index finish, or abandon it ({"action": "abort"}) and start again'
     )
 
