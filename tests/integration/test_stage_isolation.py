@@ -6,13 +6,14 @@ Real Postgres, the Emu handler, the OpenAI stand-in and the Pinecone stand-in (c
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from typing import Any
 
 from pinecone import Pinecone
 
-from refarch import pinecone_indexes, reindex
+from refarch import generations, pinecone_indexes, reindex
 from refarch.db import Database
 from refarch.generations import EmbedderSpec
 from refarch.messages import BulkSyncMessage
@@ -30,6 +31,7 @@ from tests.integration.emu_support import (
     sqs_event,
     start_pinecone,
 )
+from tests.integration.pelican_support import wait_for
 
 pytest_plugins = ["tests.integration.emu_fixtures"]
 
@@ -133,3 +135,49 @@ def test_reconcile_finds_and_repairs_drift_only_in_its_own_namespace(
     assert sorted(pinecone.vectors("dev-products", index="refarch-shared")) == ["1", "2", "3"]
     assert sorted(pinecone.vectors("prod-products", index="refarch-shared")) == ["1", "777", "888"]
     assert pinecone.vectors("prod-products", index="refarch-shared")["1"].metadata["name"] == "prod's"
+
+
+def test_a_new_generation_waits_while_gc_checks_and_removes(dsn):
+    # Given gc between its check of the live generations and its commit (the removal in between)
+    checking = Database(dsn)
+    placing = Database(dsn)
+    created: list[int] = []
+
+    def place_generation() -> None:
+        with placing.transaction() as conn:
+            building = generations.create_building(
+                conn,
+                spec=SMALL_32,
+                model_id="openai:text-embedding-3-small:32",
+                dimension=32,
+                backend="pinecone",
+                target_for=lambda gid, _: {"index_name": "refarch-products-g2", "host": "h", "namespace": f"p-g{gid}"},
+            )
+            created.append(building.id)
+
+    with checking.transaction() as conn:
+        live = generations.live_while_removing(conn)
+        assert [g.status for g in live] == ["active"]
+        # When a re-index tries to place a new generation meanwhile (possibly in the index being removed)
+        placer = threading.Thread(target=place_generation)
+        placer.start()
+        # Then it waits for gc's transaction: its lock request is queued behind gc's
+        wait_for(
+            lambda: (
+                query_one(
+                    dsn,
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                    " WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    " AND c.relname = 'index_generations' AND NOT l.granted",
+                )
+                == 1
+            ),
+            timeout=30,
+            what="the new generation's lock request to queue behind gc's",
+        )
+        assert created == []
+    # And once gc committed, the generation is created, and the next gc sees it live
+    placer.join(timeout=30)
+    assert created == [2]
+    with checking.transaction() as conn:
+        assert [g.id for g in generations.live_while_removing(conn)] == [1, 2]
