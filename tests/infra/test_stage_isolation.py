@@ -8,7 +8,7 @@ import copy
 import pytest
 
 from cdk_app.config import STAGES
-from refarch import topology
+from refarch.lanes import topology
 from tests.infra.conftest import Synthesized, synthesize
 from tests.infra.stage_names import (
     DataName,

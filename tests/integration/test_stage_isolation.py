@@ -13,14 +13,15 @@ from typing import Any
 
 from pinecone import Pinecone
 
-from refarch import generations, pinecone_indexes, reindex
+from refarch import generations
 from refarch.db import Database
-from refarch.generations import EmbedderSpec
-from refarch.messages import BulkSyncMessage
-from refarch.pinecone_vector_index import PineconeIndex
+from refarch.generations import EmbedderSpec, reindex
+from refarch.index import pinecone_indexes
+from refarch.index.pinecone_index import PineconeIndex
+from refarch.index.port import VectorRecord
+from refarch.lanes.messages import BulkSyncMessage
 from refarch.reconcile import find_drift, repair
 from refarch.runtime import Runtime
-from refarch.vector_index import VectorRecord
 from tests.integration.emu_support import (
     assert_index_matches_database,
     change,
