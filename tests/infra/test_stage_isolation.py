@@ -4,10 +4,11 @@ its data under names of its own: queues, secrets, the Pinecone index and namespa
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 
-from cdk_app.config import STAGES
+from cdk_app.config import DEV, STAGES, SearchConfig
 from refarch.lanes import topology
 from tests.infra.conftest import Synthesized, synthesize
 from tests.infra.stage_names import (
@@ -108,3 +109,23 @@ def test_a_name_hard_coded_for_every_stage_fails_naming_the_resource_and_both_st
     assert DataName("Pinecone index + namespace", f"{dev.config.search.pinecone_index_name} / products") in (
         data_holding_names(prod_templates)
     )
+
+
+def test_each_stage_replaces_stage_in_its_names_and_a_copied_stage_must_bring_its_own() -> None:
+    # Given the shipped dev stage and a stage with names of its own, one pinned, one templated
+    pinned = replace(DEV, name="legacy", search=SearchConfig(pinecone_index_name="refarch-products"))
+    # Then `{stage}` became each stage's name, and a pinned name stays as written
+    assert (DEV.search.pinecone_index_name, DEV.search.pinecone_namespace) == ("refarch-dev-products", "dev-products")
+    assert DEV.search.openai_secret_name == "refarch/dev/openai-api-key"
+    assert (pinned.search.pinecone_index_name, pinned.search.pinecone_namespace) == (
+        "refarch-products",
+        "legacy-products",
+    )
+    # And a stage copied with dev's search settings is refused, as it would share dev's index and secrets
+    with pytest.raises(ValueError, match="made for stage 'dev', and stage 'staging' would share"):
+        replace(DEV, name="staging")
+    # And names Pinecone or the queues would refuse are refused before any synth
+    with pytest.raises(ValueError, match="stage name 'Staging'"):
+        replace(DEV, name="Staging", search=SearchConfig())
+    with pytest.raises(ValueError, match="Pinecone index name 'Refarch_products'"):
+        replace(DEV, name="staging", search=SearchConfig(pinecone_index_name="Refarch_products"))
