@@ -122,9 +122,8 @@ class Placement:
             or name is None
             or name in (self.pinecone_index, generation_index_name(self.pinecone_index, generation.id))
         )
-        in_namespace = (
-            self.pinecone_namespace is None
-            or namespace == generation_namespace(self.pinecone_namespace, generation.id)
+        in_namespace = self.pinecone_namespace is None or namespace == generation_namespace(
+            self.pinecone_namespace, generation.id
         )
         return in_index and in_namespace
 

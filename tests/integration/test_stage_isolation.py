@@ -19,6 +19,7 @@ from refarch.generations import EmbedderSpec, reindex
 from refarch.index import pinecone_indexes
 from refarch.index.pinecone_index import PineconeIndex
 from refarch.index.port import VectorRecord
+from refarch.index.vector_target import PineconeNamespace
 from refarch.lanes.messages import BulkSyncMessage
 from refarch.reconcile import find_drift, repair
 from refarch.runtime import Runtime
@@ -76,12 +77,18 @@ def test_gc_keeps_a_dedicated_index_a_live_generation_was_placed_in_and_empties_
     invoke_emu(sqs_event(*(change(row.id, op="insert") for row in rows)))
     # And generation 2 (32-d), in the index a re-index created for it, active
     second = reindex.start(emu.targets, SMALL_32)
-    assert second.target["index_name"] == "refarch-products-g2" and second.target["dedicated"] is True
+    assert second.target == PineconeNamespace(
+        index_name="refarch-products-g2",
+        host=f"{pinecone.url}/index/refarch-products-g2",
+        namespace="products-g2",
+        dedicated=True,
+    )
     invoke_emu(sqs_event(*(change(row.id) for row in rows)))
     reindex.switch(emu.targets)
     # And generation 3 placed later in that same index by hand (`--pinecone-index refarch-products-g2`), active
     third = reindex.start(emu.targets, SMALL_32, pinecone_index="refarch-products-g2")
-    assert (third.target["index_name"], third.target["namespace"]) == ("refarch-products-g2", "products-g3")
+    assert isinstance(third.target, PineconeNamespace) and not third.target.dedicated
+    assert (third.target.index_name, third.target.namespace) == ("refarch-products-g2", "products-g3")
     invoke_emu(sqs_event(*(change(row.id) for row in rows)))
     reindex.switch(emu.targets)
     assert sorted(pinecone.vectors("products-g3", index="refarch-products-g2")) == ["1", "2"]
@@ -116,7 +123,8 @@ def test_reconcile_finds_and_repairs_drift_only_in_its_own_namespace(
     rows = [new_product(dsn, n) for n in (1, 2, 3)]
     invoke_emu(sqs_event(*(change(row.id, op="insert") for row in rows)))
     active = emu.targets.active()
-    assert active.generation.target["namespace"] == "dev-products"
+    assert isinstance(active.generation.target, PineconeNamespace)
+    assert active.generation.target.namespace == "dev-products"
     # And prod's vectors in its namespace of that index: ids dev's table lacks (777, 888) and one it has (1)
     host = pinecone.indexes["refarch-shared"]["host"]
     prod = PineconeIndex(api_key=pinecone.api_key, dimension=64, host=host, namespace="prod-products")
@@ -152,7 +160,9 @@ def test_a_new_generation_waits_while_gc_checks_and_removes(dsn):
                 model_id="openai:text-embedding-3-small:32",
                 dimension=32,
                 backend="pinecone",
-                target_for=lambda gid, _: {"index_name": "refarch-products-g2", "host": "h", "namespace": f"p-g{gid}"},
+                target_for=lambda gid, _: PineconeNamespace(
+                    index_name="refarch-products-g2", host="h", namespace=f"p-g{gid}"
+                ),
             )
             created.append(building.id)
 

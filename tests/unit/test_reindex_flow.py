@@ -52,7 +52,7 @@ ACTIVE_DEDICATED = generation(
 )
 # A generation after the first, in its own namespace of the configured index.
 ACTIVE_SECOND = generation(
-    2, "active", SMALL, {"index_name": "refarch-products", "host": "h", "namespace": "products-g2"}
+    2, "active", SMALL, PineconeNamespace(index_name="refarch-products", host="h", namespace="products-g2")
 )
 
 START_CASES = [
