@@ -16,7 +16,7 @@ from typing import Literal
 from aws_cdk import aws_logs as logs
 
 from refarch.index.pinecone_indexes import check_index_name
-from refarch.lanes.topology import Topology, bulk_lane, live_lane
+from refarch.lanes.topology import LaneName, Topology, bulk_lane, live_lane
 
 STAGE_PLACEHOLDER = "{stage}"
 # A stage's name goes into queue, database and Pinecone index names: lower-case letters, digits, '-'.
@@ -145,6 +145,10 @@ class StageConfig:
     def stack_prefix(self) -> str:
         """`Refarch-dev`, `Refarch-prod`: the first part of every stack name."""
         return f"Refarch-{self.name}"
+
+    def queue_age_alarm_threshold(self, lane: LaneName) -> int:
+        """The oldest-message age (seconds) in the lane's queue that raises its alarm."""
+        return self.queue_age_alarm_seconds if lane == "live" else self.bulk_queue_age_alarm_seconds
 
 
 DEV = StageConfig(

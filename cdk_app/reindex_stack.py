@@ -20,13 +20,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
 from cdk_app.config import StageConfig
 from cdk_app.constructs.lambda_code import lambda_code
+from cdk_app.constructs.lane_queues import Lanes
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.constructs.state_machines import ReindexStateMachine
@@ -63,8 +63,7 @@ class ReindexStack(Stack):
         vpc: ec2.IVpc,
         database: rds.IDatabaseInstance,
         admin_secret: secretsmanager.ISecret,
-        queue: sqs.IQueue,
-        bulk_queue: sqs.IQueue,
+        lanes: Lanes,
         bootstrap_name_export: str,
         schema: IConstruct,
         pinecone_host: str | None,
@@ -93,15 +92,14 @@ class ReindexStack(Stack):
             search=config.search,
             database=database,
             database_secret=admin_secret,
-            queue=queue,
-            bulk_queue=bulk_queue,
+            lanes=lanes,
             pinecone_host=pinecone_host,
         ).attach(
             grantee=self.function,
             connections=self.function,
             add_environment=self.function.add_environment,
             search=True,
-            read_lane_depths=True,
+            read_depths="queues",
         )
         reindex = ReindexStateMachine(
             self,

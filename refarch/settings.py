@@ -12,8 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refarch.lanes.topology import LaneName
 
-# Where each lane's queue URL comes from on AWS (set by cdk_app.constructs.runtime_access).
+# Where each lane's queue and dead-letter queue URLs come from on AWS (set by cdk_app.constructs.runtime_access).
 QUEUE_URL_VARIABLES: dict[LaneName, str] = {"live": "REFARCH_QUEUE_URL", "bulk": "REFARCH_BULK_QUEUE_URL"}
+DLQ_URL_VARIABLES: dict[LaneName, str] = {"live": "REFARCH_DLQ_URL", "bulk": "REFARCH_BULK_DLQ_URL"}
 
 
 class ConfigurationError(RuntimeError):
@@ -41,9 +42,12 @@ class Settings(BaseSettings):
     sqs_endpoint_url: str | None = None
     # Each lane's queue and dead-letter queue (docs/emu.md); read through `queue_url(lane)` and `dlq_url(lane)`.
     live_queue_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REFARCH_QUEUE_URL", "live_queue_url")
+        default=None, validation_alias=AliasChoices(QUEUE_URL_VARIABLES["live"], "live_queue_url")
     )
-    live_dlq_url: str | None = Field(default=None, validation_alias=AliasChoices("REFARCH_DLQ_URL", "live_dlq_url"))
+    live_dlq_url: str | None = Field(
+        default=None, validation_alias=AliasChoices(DLQ_URL_VARIABLES["live"], "live_dlq_url")
+    )
+    # REFARCH_BULK_QUEUE_URL and REFARCH_BULK_DLQ_URL: the prefix and the field names match the mappings above.
     bulk_queue_url: str | None = None
     bulk_dlq_url: str | None = None
     # Which lane this Emu function serves: the same handler, configured per function.
