@@ -1,0 +1,503 @@
+"""Draw an ArchitectureGraph as one SVG: a box per stack, the flow from left to right, no layout engine.
+
+Where each stack's box goes is a presentation choice written down here (STACK_PLACES): the
+request path and the data on the left (web, then Postgres), change capture above (Pelican),
+then the queues, Emu and the index to the right. A stack this table does not know yet goes in
+the bottom row, so a new stack is never left out. Inside a box, nodes stand in columns by kind
+(KIND_COLUMNS); a state machine's functions are drawn inside it, in the order it runs them.
+Edges are curves between box sides, coloured by kind (EDGE_STYLES, shown in the legend).
+
+The graph's text (`ArchitectureGraph.describe()`) is embedded as <metadata>, so a test can tell a
+stale picture from a fresh synth without comparing pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+from refarch_local.architecture_picture.graph import ArchitectureGraph, Edge, Node
+
+FONT = "Helvetica, Arial, sans-serif"
+# (band, position in band): "top" is drawn above the middle band, starting over its second box.
+STACK_PLACES = {
+    "Frontend": ("middle", 0),
+    "Data": ("middle", 1),
+    "Emu": ("middle", 2),
+    "PineconeIndex": ("middle", 3),
+    "Pelican": ("top", 0),
+    "Reindex": ("top", 1),
+}
+KIND_COLUMNS = {
+    "cdn": 0,
+    "load balancer": 0,
+    "service": 0,
+    "schedule": 0,
+    "database": 0,
+    "function": 0,
+    "vector index": 0,
+    "secret": 0,
+    # Dead-letter queues stand under the database, so the queues' left sides are free for the senders
+    # above and their right sides face the functions they feed.
+    "dead-letter queue": 0,
+    "state machine": 1,
+    "queue": 1,
+}
+KIND_ORDER = (
+    "cdn",
+    "load balancer",
+    "service",
+    "schedule",
+    "state machine",
+    "vector index",
+    "database",
+    "function",
+    "queue",
+    "dead-letter queue",
+    "secret",
+)
+# kind -> (stripe colour, fill, caption shown above the label)
+KIND_STYLES = {
+    "cdn": ("#8c4fff", "#f4efff", "CloudFront"),
+    "load balancer": ("#8c4fff", "#f4efff", "Load balancer"),
+    "service": ("#ed7100", "#fff4e8", "ECS service"),
+    "function": ("#ed7100", "#fff4e8", "Lambda"),
+    "state machine": ("#e7157b", "#fdeef5", "State machine"),
+    "schedule": ("#e7157b", "#fdeef5", "EventBridge rule"),
+    "queue": ("#e7157b", "#fdeef5", "SQS queue"),
+    "dead-letter queue": ("#c23b22", "#fbeceb", "SQS dead-letter queue"),
+    "database": ("#3b48cc", "#eef0fc", "RDS"),
+    "vector index": ("#01a88d", "#e8f7f4", "Vector index"),
+    "secret": ("#dd344c", "#fdeef0", "Secret"),
+}
+# edge kind -> (colour, dash pattern, width, legend text); "reads" (secrets) is shown inside the nodes instead.
+EDGE_STYLES = {
+    "request": ("#444444", "", 2.2, "HTTP request"),
+    "sends": ("#d9822b", "", 1.8, "sends messages (sqs:SendMessage)"),
+    "invokes": ("#3b6fb6", "", 1.8, "invokes (event source mapping, state machine)"),
+    "dead-letters": ("#c23b22", "2 3", 1.4, "dead-letters after N receives"),
+    "starts": ("#7a5bbf", "6 3", 1.6, "starts (state machine)"),
+    "triggers": ("#7a5bbf", "6 3", 1.6, "triggers on a schedule"),
+    "uses": ("#01a88d", "", 1.6, "reads / writes the vector index"),
+    "connects": ("#9a9a9a", "4 3", 1.1, "connects to Postgres (its own login)"),
+}
+NODE_GAP, COLUMN_GAP, BOX_PAD, TITLE_H, BAND_GAP, STACK_GAP = 16, 34, 14, 30, 56, 40
+LINE_H = {"caption": 12, "label": 17, "detail": 13, "extra": 13}
+MARGIN = 24
+
+
+def _text_width(text: str, size: float, bold: bool = False) -> float:
+    """A sans-serif text's width in pixels, estimated (no font metrics at hand; generous on purpose)."""
+    return len(text) * size * (0.58 if bold else 0.52)
+
+
+@dataclass
+class _Box:
+    """A placed rectangle."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    @property
+    def cx(self) -> float:
+        return self.x + self.w / 2
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.h / 2
+
+
+class _Picture:
+    """Layout and drawing of one graph."""
+
+    def __init__(self, graph: ArchitectureGraph, title: str) -> None:
+        self.graph = graph
+        self.title = title
+        self.children: dict[str, list[Node]] = {}
+        for node in sorted(graph.nodes.values()):
+            if node.parent:
+                self.children.setdefault(node.parent, []).append(node)
+        for nodes in self.children.values():
+            nodes.sort(key=lambda n: (n.step, n.id))
+        self.reads: dict[str, list[str]] = {}
+        self.logins: dict[str, str] = {}
+        for edge in sorted(set(graph.edges)):
+            if edge.kind == "reads":
+                self.reads.setdefault(edge.source, []).append(graph.nodes[edge.target].label.removeprefix("refarch/"))
+            elif edge.kind == "connects":
+                self.logins[edge.source] = edge.label
+        self.boxes: dict[str, _Box] = {}
+        self.stack_boxes: dict[str, _Box] = {}
+        self.svg: list[str] = []
+
+    # -- node geometry --------------------------------------------------------------------------
+
+    def _lines(self, node: Node) -> list[tuple[str, str]]:
+        """(style, text) lines of a node's box, top to bottom."""
+        caption = KIND_STYLES.get(node.kind, ("", "", node.kind))[2]
+        lines = [("caption", caption.upper()), ("label", node.label)]
+        if node.detail:
+            lines.append(("detail", node.detail))
+        if node.id in self.logins and node.parent is None:
+            lines.append(("extra", f"Postgres login: {self.logins[node.id]}"))
+        if node.id in self.reads:
+            lines += [("extra", line) for line in _wrap("secrets: " + ", ".join(self.reads[node.id]))]
+        if node.note:
+            lines.append(("note", node.note))
+        return lines
+
+    def _size(self, node: Node) -> tuple[float, float]:
+        """Width and height of a node's box (a state machine's includes its functions)."""
+        lines = self._lines(node)
+        width = max(_text_width(text, 13 if style == "label" else 10.5, style == "label") for style, text in lines) + 24
+        height = sum(LINE_H.get(style, 13) for style, _ in lines) + 14
+        kids = self.children.get(node.id, [])
+        if kids:
+            sizes = [self._size(kid) for kid in kids]
+            width = max(width, sum(w for w, _ in sizes) + 22 * (len(kids) - 1) + 24)
+            height += max(h for _, h in sizes) + 12
+        return max(width, 150), height
+
+    # -- layout ------------------------------------------------------------------------------------
+
+    def _layout_stack(self, stack: str, x: float, y: float) -> _Box:
+        """Place a stack's nodes in columns by kind; return the stack's box."""
+        nodes = [n for n in self.graph.nodes.values() if n.stack == stack and n.parent is None]
+        columns: dict[int, list[Node]] = {}
+        for node in sorted(nodes, key=_row_key):
+            columns.setdefault(KIND_COLUMNS.get(node.kind, 0), []).append(node)
+        title_w = _text_width(self._stack_title(stack), 13, True) + 2 * BOX_PAD
+        cursor_x, bottom = x + BOX_PAD, y + TITLE_H
+        if stack in self.graph.summaries:
+            bottom += 16
+        for column in sorted(columns):
+            sizes = [self._size(node) for node in columns[column]]
+            width = max(w for w, _ in sizes)
+            cursor_y = y + TITLE_H
+            for node, (_, h) in zip(columns[column], sizes, strict=True):
+                self.boxes[node.id] = _Box(cursor_x, cursor_y, width, h)
+                self._layout_children(node)
+                cursor_y += h + NODE_GAP
+            bottom = max(bottom, cursor_y - NODE_GAP)
+            cursor_x += width + COLUMN_GAP
+        width = max(cursor_x - COLUMN_GAP + BOX_PAD - x, title_w)
+        if stack in self.graph.summaries:
+            width = max(width, _text_width(self.graph.summaries[stack], 10.5) + 2 * BOX_PAD)
+        box = _Box(x, y, width, bottom - y + BOX_PAD)
+        self.stack_boxes[stack] = box
+        return box
+
+    def _layout_children(self, node: Node) -> None:
+        """Place a state machine's functions side by side at the bottom of its box."""
+        kids = self.children.get(node.id, [])
+        if not kids:
+            return
+        box = self.boxes[node.id]
+        sizes = [self._size(kid) for kid in kids]
+        kid_h = max(h for _, h in sizes)
+        x = box.x + 12
+        for kid, (w, _) in zip(kids, sizes, strict=True):
+            self.boxes[kid.id] = _Box(x, box.y + box.h - kid_h - 10, w, kid_h)
+            x += w + 22
+
+    def _stack_title(self, stack: str) -> str:
+        return f"{stack} stack" if stack else "Created by you, outside the stacks"
+
+    def layout(self) -> tuple[float, float]:
+        """Place every stack; return the picture's width and height."""
+        bands: dict[str, list[str]] = {"top": [], "middle": [], "bottom": []}
+        for stack in self.graph.stacks:
+            band, _ = STACK_PLACES.get(stack, ("bottom", 99))
+            bands[band].append(stack)
+        for band in bands.values():
+            band.sort(key=lambda s: STACK_PLACES.get(s, ("", 99))[1])
+        if any(n.stack == "" for n in self.graph.nodes.values()):
+            bands["bottom"].insert(0, "")
+        top_y = MARGIN + 44
+        # Lay the top band out first at a provisional place to learn its height, then again for real.
+        middle_first_w = self._dry_width(bands["middle"][:1])
+        x = MARGIN + middle_first_w + STACK_GAP
+        top_h = 0.0
+        for stack in bands["top"]:
+            box = self._layout_stack(stack, x, top_y)
+            x += box.w + STACK_GAP
+            top_h = max(top_h, box.h)
+        middle_y = top_y + top_h + BAND_GAP
+        x, middle_h = MARGIN, 0.0
+        for stack in bands["middle"]:
+            box = self._layout_stack(stack, x, middle_y)
+            x += box.w + STACK_GAP
+            middle_h = max(middle_h, box.h)
+        width = max(b.x + b.w for b in self.stack_boxes.values()) + MARGIN
+        bottom_y, x, bottom_h = middle_y + middle_h + BAND_GAP, MARGIN, 0.0
+        for stack in bands["bottom"]:
+            box = self._layout_stack(stack, x, bottom_y)
+            x += box.w + STACK_GAP
+            bottom_h = max(bottom_h, box.h)
+        legend_x = x
+        self.legend_origin = (legend_x, bottom_y)
+        legend_w = 330
+        width = max(width, legend_x + legend_w + MARGIN)
+        height = bottom_y + max(bottom_h, 22 + 17 * len(EDGE_STYLES)) + MARGIN
+        return width, height
+
+    def _dry_width(self, stacks: list[str]) -> float:
+        """Width of stacks laid out (then forgotten): to place the top band over the middle band's second box."""
+        width = 0.0
+        for stack in stacks:
+            box = self._layout_stack(stack, 0, 0)
+            width += box.w
+        return width
+
+    # -- drawing -----------------------------------------------------------------------------------
+
+    def draw(self) -> str:
+        """The whole SVG document."""
+        width, height = self.layout()
+        out = self.svg
+        out.append(
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+            f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="{FONT}">'
+        )
+        out.append(f"<title>{escape(self.title)}</title>")
+        out.append(f'<metadata id="architecture-graph"><![CDATA[\n{self.graph.describe()}]]></metadata>')
+        out.append("<defs>" + "".join(_arrow_marker(kind, style[0]) for kind, style in EDGE_STYLES.items()) + "</defs>")
+        out.append(f'<rect width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>')
+        out.append(
+            f'<text x="{MARGIN}" y="{MARGIN + 16}" font-size="19" font-weight="700" fill="#222">'
+            f"{escape(self.title)}</text>"
+        )
+        for stack, box in self.stack_boxes.items():
+            self._draw_stack(stack, box)
+        for node_id in sorted(self.boxes, key=lambda n: self.graph.nodes[n].parent is not None):
+            self._draw_node(self.graph.nodes[node_id])
+        for edge, (start, end) in self._routes():
+            self._draw_edge(edge, start, end)
+        self._draw_entry()
+        self._draw_legend()
+        out.append("</svg>")
+        return "\n".join(out) + "\n"
+
+    def _draw_stack(self, stack: str, box: _Box) -> None:
+        outside = stack == ""
+        self.svg.append(
+            f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.w:.1f}" height="{box.h:.1f}" rx="10" '
+            f'fill="{"#ffffff" if outside else "#f6f7f9"}" stroke="#b8bcc4" stroke-width="1.2"'
+            f'{_dash("5 4" if outside else "")}/>'
+        )
+        self.svg.append(
+            f'<text x="{box.x + BOX_PAD:.1f}" y="{box.y + 20:.1f}" font-size="13" font-weight="700" fill="#4a4f59">'
+            f"{escape(self._stack_title(stack))}</text>"
+        )
+        if stack in self.graph.summaries:
+            self.svg.append(
+                f'<text x="{box.x + BOX_PAD:.1f}" y="{box.y + 40:.1f}" font-size="10.5" fill="#555">'
+                f"{escape(self.graph.summaries[stack])}</text>"
+            )
+
+    def _draw_node(self, node: Node) -> None:
+        box = self.boxes[node.id]
+        stripe, fill, _ = KIND_STYLES.get(node.kind, ("#888888", "#f2f2f2", node.kind))
+        self.svg.append(
+            f'<g id="{escape(node.id)}"><rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.w:.1f}" height="{box.h:.1f}" '
+            f'rx="6" fill="{fill}" stroke="{stripe}" stroke-width="1.3"/>'
+            f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="5" height="{box.h:.1f}" rx="2" fill="{stripe}"/>'
+        )
+        y = box.y + 6
+        for style, text in self._lines(node):
+            y += LINE_H.get(style, 13)
+            size, weight, colour, extra = {
+                "caption": (9, 700, stripe, ' letter-spacing="0.6"'),
+                "label": (13, 700, "#1d1f23", ""),
+                "detail": (10.5, 400, "#4a4f59", ""),
+                "extra": (10.5, 400, "#6a6f79", ""),
+                "note": (10.5, 400, "#7a5bbf", ' font-style="italic"'),
+            }[style]
+            self.svg.append(
+                f'<text x="{box.x + 13:.1f}" y="{y - 3:.1f}" font-size="{size}" font-weight="{weight}" '
+                f'fill="{colour}"{extra}>{escape(text)}</text>'
+            )
+        self.svg.append("</g>")
+
+    def _drawn_edges(self) -> list[Edge]:
+        """The edges drawn as lines: a state machine's own functions are inside it (no line), and an edge
+        every function of a state machine has is drawn once, from the machine."""
+        edges = sorted({e for e in self.graph.edges if e.kind in EDGE_STYLES})
+        drawn: set[Edge] = set()
+        for edge in edges:
+            source = self.graph.nodes[edge.source]
+            if source.kind == "state machine" and self.graph.nodes[edge.target].parent == source.id:
+                continue
+            if source.parent:
+                siblings = self.children[source.parent]
+                if all(
+                    Edge(s.id, edge.target, edge.kind, edge.label) in self.graph.edges or s.id == edge.source
+                    for s in siblings
+                ):
+                    drawn.add(Edge(source.parent, edge.target, edge.kind, edge.label))
+                    continue
+            drawn.add(edge)
+        return sorted(drawn)
+
+    def _routes(self) -> list[tuple[Edge, tuple[tuple[float, float, str], tuple[float, float, str]]]]:
+        """Each drawn edge's start and end (x, y, side), ends on one side spread out along it."""
+        ends: dict[tuple[str, str], list[tuple[Edge, str, float]]] = {}
+        plans = []
+        for edge in self._drawn_edges():
+            a, b = self.boxes[edge.source], self.boxes[edge.target]
+            dx, dy = b.cx - a.cx, b.cy - a.cy
+            apart_x = b.x >= a.x + a.w + 10 or a.x >= b.x + b.w + 10
+            apart_y = b.y >= a.y + a.h + BAND_GAP / 2 or a.y >= b.y + b.h + BAND_GAP / 2
+            # Between bands, lines leave and enter through the top and bottom, unless another box is in the way.
+            horizontal = apart_x and (not apart_y or self._blocked(edge.source, edge.target))
+            if horizontal:
+                out_side, in_side = ("right", "left") if dx > 0 else ("left", "right")
+            else:
+                out_side, in_side = ("bottom", "top") if dy > 0 else ("top", "bottom")
+            plans.append((edge, out_side, in_side))
+            # Sort key: where the other end is, so lines leaving one side do not cross each other.
+            ends.setdefault((edge.source, out_side), []).append((edge, "out", b.cy if horizontal else b.cx))
+            ends.setdefault((edge.target, in_side), []).append((edge, "in", a.cy if horizontal else a.cx))
+        points: dict[tuple[Edge, str], tuple[float, float, str]] = {}
+        for (node_id, side), items in ends.items():
+            box = self.boxes[node_id]
+            items.sort(key=lambda item: item[2])
+            for i, (edge, direction, _) in enumerate(items):
+                share = (i + 1) / (len(items) + 1)
+                if side in ("left", "right"):
+                    x = box.x if side == "left" else box.x + box.w
+                    y = box.y + min(box.h - 8, max(8, box.h * share))
+                else:
+                    x = box.x + box.w * share
+                    y = box.y if side == "top" else box.y + box.h
+                points[(edge, direction)] = (x, y, side)
+        return [(edge, (points[(edge, "out")], points[(edge, "in")])) for edge, _, _ in plans]
+
+    def _blocked(self, source: str, target: str) -> bool:
+        """Whether a vertical line from `source` to `target` would cross another box of either one's stack
+        in the way (in the target's or the source's column, between the two)."""
+        a, b = self.boxes[source], self.boxes[target]
+        low, high = (a.y + a.h, b.y) if a.y < b.y else (b.y + b.h, a.y)
+        stacks = {self.graph.nodes[source].stack, self.graph.nodes[target].stack}
+        related = {source, target, self.graph.nodes[source].parent, self.graph.nodes[target].parent}
+        for node_id, box in self.boxes.items():
+            node = self.graph.nodes[node_id]
+            if node_id in related or node.stack not in stacks or node.parent in (source, target):
+                continue
+            in_between = box.y < high and box.y + box.h > low
+            for end in (a, b):
+                if in_between and box.x < end.x + end.w and box.x + box.w > end.x:
+                    return True
+        return False
+
+    def _draw_edge(self, edge: Edge, start: tuple[float, float, str], end: tuple[float, float, str]) -> None:
+        colour, dash, width, _ = EDGE_STYLES[edge.kind]
+        (x1, y1, side1), (x2, y2, side2) = start, end
+        pull = max(30.0, min(160.0, 0.45 * (abs(x2 - x1) + abs(y2 - y1))))
+        c1, c2 = _pull(x1, y1, side1, pull), _pull(x2, y2, side2, pull)
+        self.svg.append(
+            f'<path d="M{x1:.1f},{y1:.1f} C{c1[0]:.1f},{c1[1]:.1f} {c2[0]:.1f},{c2[1]:.1f} {x2:.1f},{y2:.1f}" '
+            f'fill="none" stroke="{colour}" stroke-width="{width}"'
+            f'{_dash(dash)} marker-end="url(#arrow-{_slug(edge.kind)})" '
+            f'opacity="0.9"><title>{escape(f"{edge.source} {edge.kind} {edge.target} {edge.label}")}</title></path>'
+        )
+        if edge.label and edge.kind != "connects":
+            # The curve's midpoint (t = 0.5 of the cubic).
+            mx = (x1 + 3 * c1[0] + 3 * c2[0] + x2) / 8
+            my = (y1 + 3 * c1[1] + 3 * c2[1] + y2) / 8
+            vertical = side1 in ("top", "bottom")
+            anchor, lx, ly = ("start", mx + 6, my + 3) if vertical else ("middle", mx, my - 4)
+            self.svg.append(
+                f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="10" text-anchor="{anchor}" fill="{colour}" '
+                f'stroke="#ffffff" stroke-width="3" paint-order="stroke">{escape(edge.label)}</text>'
+            )
+
+    def _draw_entry(self) -> None:
+        """Users' requests come in at the front door: a CDN, or a load balancer nothing else forwards to."""
+        forwarded = {e.target for e in self.graph.edges if e.kind == "request"}
+        doors = [n for n in self.graph.nodes.values() if n.kind in ("cdn", "load balancer") and n.id not in forwarded]
+        colour, _, width, _ = EDGE_STYLES["request"]
+        for door in sorted(doors):
+            box = self.boxes[door.id]
+            top = self.stack_boxes[door.stack].y - BAND_GAP + 8
+            self.svg.append(
+                f'<path d="M{box.cx:.1f},{top:.1f} L{box.cx:.1f},{box.y:.1f}" stroke="{colour}" stroke-width="{width}" '
+                f'marker-end="url(#arrow-request)"/>'
+                f'<text x="{box.cx + 8:.1f}" y="{top + 12:.1f}" font-size="11" fill="{colour}">users, HTTPS</text>'
+            )
+
+    def _draw_legend(self) -> None:
+        x, y = self.legend_origin
+        self.svg.append(
+            f'<text x="{x:.1f}" y="{y + 14:.1f}" font-size="12" font-weight="700" fill="#4a4f59">Lines</text>'
+        )
+        for i, (kind, (colour, dash, width, text)) in enumerate(EDGE_STYLES.items()):
+            row_y = y + 32 + 17 * i
+            self.svg.append(
+                f'<line x1="{x:.1f}" y1="{row_y - 4:.1f}" x2="{x + 40:.1f}" y2="{row_y - 4:.1f}" stroke="{colour}" '
+                f'stroke-width="{width}"{_dash(dash)} '
+                f'marker-end="url(#arrow-{_slug(kind)})"/>'
+                f'<text x="{x + 50:.1f}" y="{row_y:.1f}" font-size="11" fill="#333">{escape(text)}</text>'
+            )
+
+
+def _pull(x: float, y: float, side: str, distance: float) -> tuple[float, float]:
+    """A Bezier control point `distance` away from (x, y), out of the box through `side`."""
+    return {
+        "left": (x - distance, y),
+        "right": (x + distance, y),
+        "top": (x, y - distance),
+        "bottom": (x, y + distance),
+    }[side]
+
+
+def _dash(pattern: str) -> str:
+    """A stroke-dasharray attribute, or nothing for a solid line."""
+    return f' stroke-dasharray="{pattern}"' if pattern else ""
+
+
+def _slug(kind: str) -> str:
+    return kind.replace(" ", "-")
+
+
+def _arrow_marker(kind: str, colour: str) -> str:
+    return (
+        f'<marker id="arrow-{_slug(kind)}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+        f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>'
+    )
+
+
+def _row_key(node: Node) -> tuple[int, int, str]:
+    """Order within a column: by kind, then the live lane before the bulk lane (a lane's parts line up)."""
+    lane = 0 if "live lane" in node.detail else 1 if "bulk lane" in node.detail else 2
+    kind = KIND_ORDER.index(node.kind) if node.kind in KIND_ORDER else len(KIND_ORDER)
+    return (kind, lane, node.id)
+
+
+def _wrap(text: str, width: int = 46) -> list[str]:
+    """Break a comma-separated line after commas so that no line is much longer than `width` characters."""
+    lines = [""]
+    for part in text.split(", "):
+        candidate = f"{lines[-1]}, {part}" if lines[-1] else part
+        if len(candidate) > width and lines[-1]:
+            lines[-1] += ","
+            lines.append("    " + part)
+        else:
+            lines[-1] = candidate
+    return lines
+
+
+def render_svg(graph: ArchitectureGraph, *, title: str) -> str:
+    """The picture of `graph` as an SVG document (with the graph's text as metadata)."""
+    return _Picture(graph, title).draw()
+
+
+def embedded_graph(svg: str) -> str | None:
+    """The graph text a picture was drawn from (None if it has none)."""
+    start = svg.find('<metadata id="architecture-graph"><![CDATA[\n')
+    if start < 0:
+        return None
+    start = svg.index("\n", start) + 1
+    return svg[start : svg.index("]]></metadata>", start)]
