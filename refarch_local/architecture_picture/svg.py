@@ -285,7 +285,7 @@ class _Picture:
         self.svg.append(
             f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.w:.1f}" height="{box.h:.1f}" rx="10" '
             f'fill="{"#ffffff" if outside else "#f6f7f9"}" stroke="#b8bcc4" stroke-width="1.2"'
-            f'{_dash("5 4" if outside else "")}/>'
+            f"{_dash('5 4' if outside else '')}/>"
         )
         self.svg.append(
             f'<text x="{box.x + BOX_PAD:.1f}" y="{box.y + 20:.1f}" font-size="13" font-weight="700" fill="#4a4f59">'
