@@ -341,11 +341,12 @@ def _edges(app: _AppReader, node_of: dict[tuple[str, str], str], secret_nodes: d
         for queue in app.refs(mapping.stack, mapping.properties["EventSourceArn"]):
             for function in app.refs(mapping.stack, mapping.properties["FunctionName"]):
                 yield Edge(node_of[queue], node_of[function], "invokes", label)
-    for queue in app.of_type("AWS::SQS::Queue"):
-        redrive = queue.properties.get("RedrivePolicy")
+    for source_queue in app.of_type("AWS::SQS::Queue"):
+        redrive = source_queue.properties.get("RedrivePolicy")
         if redrive:
-            for target in app.refs(queue.stack, redrive):
-                yield Edge(node_of[queue.key], node_of[target], "dead-letters", f"after {redrive['maxReceiveCount']}")
+            for dead_letters in app.refs(source_queue.stack, redrive):
+                after = f"after {redrive['maxReceiveCount']}"
+                yield Edge(node_of[source_queue.key], node_of[dead_letters], "dead-letters", after)
     logins = _database_logins(app)
     db_logins: dict[tuple[str, str], set[str]] = {}
     roles = [role.key for role in app.of_type("AWS::IAM::Role") if role.key in node_of]
@@ -367,8 +368,8 @@ def _edges(app: _AppReader, node_of: dict[tuple[str, str], str], secret_nodes: d
                 elif action == "secretsmanager:GetSecretValue" and target in logins:
                     database, login = logins[target]
                     db_logins.setdefault((principal, node_of[database]), set()).add(login)
-    for (principal, database), names in sorted(db_logins.items()):
-        yield Edge(principal, database, "connects", ", ".join(sorted(names)))
+    for (connecting, database_node), names in sorted(db_logins.items()):
+        yield Edge(connecting, database_node, "connects", ", ".join(sorted(names)))
     for rule in app.of_type("AWS::Events::Rule"):
         for target in app.refs(rule.stack, [t["Arn"] for t in rule.properties.get("Targets", [])]):
             if target in node_of:
@@ -448,11 +449,11 @@ def _summarize_other_stacks(app: _AppReader, graph: ArchitectureGraph) -> None:
 
 def _name_lanes(graph: ArchitectureGraph) -> None:
     """Say which lane a queue (and its dead-letter queue) feeds: the lane of the Emu function it invokes."""
-    lane_of = {}
+    lane_of: dict[str, str] = {}
     for edge in sorted(set(graph.edges)):
-        lane = re.search(r"\((\w+) lane\)", graph.nodes[edge.target].detail) if edge.kind == "invokes" else None
-        if lane and graph.nodes[edge.source].kind == "queue":
-            lane_of[edge.source] = lane.group(1)
+        found = re.search(r"\((\w+) lane\)", graph.nodes[edge.target].detail) if edge.kind == "invokes" else None
+        if found and graph.nodes[edge.source].kind == "queue":
+            lane_of[edge.source] = found.group(1)
     for edge in graph.edges:
         if edge.kind == "dead-letters" and edge.source in lane_of:
             lane_of[edge.target] = lane_of[edge.source]

@@ -81,7 +81,7 @@ EDGE_STYLES = {
     "uses": ("#01a88d", "", 1.6, "reads / writes the vector index"),
     "connects": ("#9a9a9a", "4 3", 1.1, "connects to Postgres (its own login)"),
 }
-NODE_GAP, COLUMN_GAP, BOX_PAD, TITLE_H, BAND_GAP, STACK_GAP = 16, 34, 14, 30, 56, 40
+NODE_GAP, COLUMN_GAP, BOX_PAD, TITLE_H, BAND_GAP, STACK_GAP = 16, 34, 14, 30, 56, 52
 LINE_H = {"caption": 12, "label": 17, "detail": 13, "extra": 13}
 MARGIN = 24
 
@@ -152,7 +152,7 @@ class _Picture:
         """Width and height of a node's box (a state machine's includes its functions)."""
         lines = self._lines(node)
         width = max(_text_width(text, 13 if style == "label" else 10.5, style == "label") for style, text in lines) + 24
-        height = sum(LINE_H.get(style, 13) for style, _ in lines) + 14
+        height: float = sum(LINE_H.get(style, 13) for style, _ in lines) + 14
         kids = self.children.get(node.id, [])
         if kids:
             sizes = [self._size(kid) for kid in kids]
@@ -211,8 +211,8 @@ class _Picture:
         for stack in self.graph.stacks:
             band, _ = STACK_PLACES.get(stack, ("bottom", 99))
             bands[band].append(stack)
-        for band in bands.values():
-            band.sort(key=lambda s: STACK_PLACES.get(s, ("", 99))[1])
+        for members in bands.values():
+            members.sort(key=lambda s: STACK_PLACES.get(s, ("", 99))[1])
         if any(n.stack == "" for n in self.graph.nodes.values()):
             bands["bottom"].insert(0, "")
         top_y = MARGIN + 44
@@ -271,10 +271,11 @@ class _Picture:
         )
         for stack, box in self.stack_boxes.items():
             self._draw_stack(stack, box)
+        # Lines go under the boxes (a line crossing a box hides behind it), their labels over them.
+        labels = [self._draw_edge(edge, start, end) for edge, (start, end) in self._routes()]
         for node_id in sorted(self.boxes, key=lambda n: self.graph.nodes[n].parent is not None):
             self._draw_node(self.graph.nodes[node_id])
-        for edge, (start, end) in self._routes():
-            self._draw_edge(edge, start, end)
+        out.extend(label for label in labels if label)
         self._draw_entry()
         self._draw_legend()
         out.append("</svg>")
@@ -392,7 +393,8 @@ class _Picture:
                     return True
         return False
 
-    def _draw_edge(self, edge: Edge, start: tuple[float, float, str], end: tuple[float, float, str]) -> None:
+    def _draw_edge(self, edge: Edge, start: tuple[float, float, str], end: tuple[float, float, str]) -> str:
+        """Draw the edge's line; return its label's SVG (drawn later, over the boxes), or ""."""
         colour, dash, width, _ = EDGE_STYLES[edge.kind]
         (x1, y1, side1), (x2, y2, side2) = start, end
         pull = max(30.0, min(160.0, 0.45 * (abs(x2 - x1) + abs(y2 - y1))))
@@ -407,12 +409,18 @@ class _Picture:
             # The curve's midpoint (t = 0.5 of the cubic).
             mx = (x1 + 3 * c1[0] + 3 * c2[0] + x2) / 8
             my = (y1 + 3 * c1[1] + 3 * c2[1] + y2) / 8
+            # One line per comma-separated part, beside a vertical line or above a horizontal one.
+            parts = edge.label.split(", ")
             vertical = side1 in ("top", "bottom")
-            anchor, lx, ly = ("start", mx + 6, my + 3) if vertical else ("middle", mx, my - 4)
-            self.svg.append(
-                f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="10" text-anchor="{anchor}" fill="{colour}" '
-                f'stroke="#ffffff" stroke-width="3" paint-order="stroke">{escape(edge.label)}</text>'
+            anchor, lx, ly = ("start", mx + 6, my + 3) if vertical else ("middle", mx, my - 4 - 11 * (len(parts) - 1))
+            spans = "".join(
+                f'<tspan x="{lx:.1f}" dy="{0 if i == 0 else 11}">{escape(part)}</tspan>' for i, part in enumerate(parts)
             )
+            return (
+                f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="10" text-anchor="{anchor}" fill="{colour}" '
+                f'stroke="#ffffff" stroke-width="3" paint-order="stroke">{spans}</text>'
+            )
+        return ""
 
     def _draw_entry(self) -> None:
         """Users' requests come in at the front door: a CDN, or a load balancer nothing else forwards to."""
@@ -470,8 +478,9 @@ def _arrow_marker(kind: str, colour: str) -> str:
 
 
 def _row_key(node: Node) -> tuple[int, int, str]:
-    """Order within a column: by kind, then the live lane before the bulk lane (a lane's parts line up)."""
-    lane = 0 if "live lane" in node.detail else 1 if "bulk lane" in node.detail else 2
+    """Order within a column: by kind, then by lane (a lane's parts line up); the bulk lane first, as more
+    parts send to it and the top of a column is the easiest to reach."""
+    lane = 0 if "bulk lane" in node.detail else 1 if "live lane" in node.detail else 2
     kind = KIND_ORDER.index(node.kind) if node.kind in KIND_ORDER else len(KIND_ORDER)
     return (kind, lane, node.id)
 
