@@ -29,7 +29,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import CfnElement, Stack
+from aws_cdk import Stack
+
+from refarch_local.architecture_picture.synthesized_app import SynthesizedApp, TemplateResource, humanize
 
 # CloudFormation type -> the kind of node it becomes (our Lambda functions are chosen by handler).
 NODE_KINDS = {
@@ -53,8 +55,6 @@ HEADLINE_TYPES = {
     "AWS::CloudWatch::Alarm": "alarm",
     "AWS::SNS::Topic": "SNS topic",
 }
-# Construct ids our own constructs wrap a resource in; they say nothing about what it is.
-WRAPPER_SEGMENTS = ("Function", "StateMachine")
 # Handlers of this repository's Lambda code; other functions are CDK's own custom-resource plumbing.
 OUR_HANDLER_PREFIX = "lambdas."
 
@@ -107,134 +107,15 @@ class ArchitectureGraph:
         return "\n".join(lines) + "\n"
 
 
-@dataclass(frozen=True)
-class _Resource:
-    """One template resource with where it lives."""
-
-    stack: str  # role, e.g. "Emu"
-    logical_id: str
-    construct_path: str  # inside its stack, e.g. "EmuFunction/Resource"
-    type: str
-    properties: dict[str, Any]
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """(stack role, logical id): unique across the app."""
-        return (self.stack, self.logical_id)
-
-    @property
-    def construct_id(self) -> str:
-        """The id of the top-level construct that made it (the first segment of its path)."""
-        return self.construct_path.split("/")[0]
-
-    @property
-    def name_path(self) -> list[str]:
-        """Its construct path without CDK's generic segments: "Emu/Function/Function/Resource" -> ["Emu"]."""
-        segments = [s for s in self.construct_path.split("/") if s not in ("Resource", "Default")]
-        named: list[str] = []
-        for segment in segments:
-            if segment not in WRAPPER_SEGMENTS and (not named or named[-1] != segment):
-                named.append(segment)
-        return named or segments[:1]
-
-
-def _humanize(construct_id: str) -> str:
-    """ "EmuBulkFunction" -> "Emu bulk function"; "WebLB" -> "Web LB"."""
-    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", construct_id)
-    return " ".join([words[0], *(w if w.isupper() else w.lower() for w in words[1:])]) if words else construct_id
-
-
-class _AppReader:
-    """The synthesized app's resources, with references resolved across stacks (exports and imports)."""
-
-    def __init__(self, stacks: list[Stack], outdir: Path, prefix: str) -> None:
-        self.prefix = prefix
-        self.resources: dict[tuple[str, str], _Resource] = {}
-        self.exports: dict[str, tuple[str, str]] = {}
-        for stack in stacks:
-            role = self.role_of(stack.stack_name)
-            template = json.loads((outdir / stack.template_file).read_text())
-            paths = {
-                stack.resolve(element.logical_id): element.node.path.removeprefix(stack.node.path + "/")
-                for element in stack.node.find_all()
-                if isinstance(element, CfnElement)
-            }
-            for logical_id, resource in template["Resources"].items():
-                self.resources[(role, logical_id)] = _Resource(
-                    role,
-                    logical_id,
-                    paths.get(logical_id, logical_id),
-                    resource["Type"],
-                    resource.get("Properties", {}),
-                )
-            for output in template.get("Outputs", {}).values():
-                if "Export" in output:
-                    found = list(self.local_refs(output["Value"]))
-                    if found:
-                        self.exports[output["Export"]["Name"]] = (role, found[0])
-
-    def role_of(self, stack_name: str) -> str:
-        """ "Refarch-dev-Emu" -> "Emu"."""
-        return stack_name.removeprefix(self.prefix + "-")
-
-    @staticmethod
-    def local_refs(value: Any) -> Iterator[str]:
-        """Logical ids referred to by Ref / Fn::GetAtt anywhere inside `value`."""
-        if isinstance(value, dict):
-            if "Ref" in value and isinstance(value["Ref"], str) and not value["Ref"].startswith("AWS::"):
-                yield value["Ref"]
-            if "Fn::GetAtt" in value:
-                yield value["Fn::GetAtt"][0]
-            for inner in value.values():
-                yield from _AppReader.local_refs(inner)
-        elif isinstance(value, list):
-            for inner in value:
-                yield from _AppReader.local_refs(inner)
-
-    def refs(self, stack: str, value: Any) -> set[tuple[str, str]]:
-        """Resources referred to inside `value` (a property of a resource in `stack`), imports included."""
-        found = {(stack, logical_id) for logical_id in self.local_refs(value)}
-        found |= {self.exports[name] for name in self._imports(value) if name in self.exports}
-        return {key for key in found if key in self.resources}
-
-    @staticmethod
-    def _imports(value: Any) -> Iterator[str]:
-        """Export names imported (Fn::ImportValue of a plain name) anywhere inside `value`."""
-        if isinstance(value, dict):
-            if isinstance(value.get("Fn::ImportValue"), str):
-                yield value["Fn::ImportValue"]
-            for inner in value.values():
-                yield from _AppReader._imports(inner)
-        elif isinstance(value, list):
-            for inner in value:
-                yield from _AppReader._imports(inner)
-
-    def of_type(self, resource_type: str) -> list[_Resource]:
-        """Every resource of one CloudFormation type, in a stable order."""
-        return sorted((r for r in self.resources.values() if r.type == resource_type), key=lambda r: r.key)
-
-    def grants(self, role_key: tuple[str, str]) -> Iterator[tuple[str, set[tuple[str, str]], Any]]:
-        """(action, resources in the app, the statement's Resource as written) for every statement of every
-        policy attached to this role."""
-        for policy in self.of_type("AWS::IAM::Policy"):
-            if role_key not in self.refs(policy.stack, policy.properties.get("Roles", [])):
-                continue
-            for statement in policy.properties["PolicyDocument"]["Statement"]:
-                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-                targets = self.refs(policy.stack, statement.get("Resource", []))
-                for action in actions:
-                    yield action, targets, statement.get("Resource")
-
-
 def architecture_graph(stacks: list[Stack], outdir: Path, *, prefix: str) -> ArchitectureGraph:
     """Build the graph of a synthesized app: `stacks` in deployment order, their templates in `outdir`."""
-    app = _AppReader(stacks, outdir, prefix)
+    app = SynthesizedApp(stacks, outdir, prefix)
     graph = ArchitectureGraph(stacks=[app.role_of(stack.stack_name) for stack in stacks])
     node_of: dict[tuple[str, str], str] = {}  # resource -> node id (roles and task definitions map to their user)
 
-    def add(resource: _Resource, kind: str, detail: str = "") -> None:
+    def add(resource: TemplateResource, kind: str, detail: str = "") -> None:
         node_id = "/".join([resource.stack, *resource.name_path])
-        label = _humanize("".join(resource.name_path))
+        label = humanize("".join(resource.name_path))
         graph.nodes[node_id] = Node(node_id, kind, resource.stack, label, detail)
         node_of[resource.key] = node_id
 
@@ -250,7 +131,7 @@ def architecture_graph(stacks: list[Stack], outdir: Path, *, prefix: str) -> Arc
     return graph
 
 
-def _add_nodes(app: _AppReader, add: Any) -> None:
+def _add_nodes(app: SynthesizedApp, add: Any) -> None:
     """One node per part a reader looks for (NODE_KINDS, and functions running this repository's handlers)."""
     dead_letter_targets = {
         target
@@ -296,7 +177,7 @@ def _add_nodes(app: _AppReader, add: Any) -> None:
             )
 
 
-def _map_principals(app: _AppReader, node_of: dict[tuple[str, str], str]) -> None:
+def _map_principals(app: SynthesizedApp, node_of: dict[tuple[str, str], str]) -> None:
     """Point execution and task roles (and task definitions) at the node that runs with them."""
     for resource in list(app.resources.values()):
         node_id = node_of.get(resource.key)
@@ -317,7 +198,7 @@ def _map_principals(app: _AppReader, node_of: dict[tuple[str, str], str]) -> Non
                     node_of[role] = node_id
 
 
-def _database_logins(app: _AppReader) -> dict[tuple[str, str], tuple[tuple[str, str], str]]:
+def _database_logins(app: SynthesizedApp) -> dict[tuple[str, str], tuple[tuple[str, str], str]]:
     """Secret (or its attachment) -> (the database it logs in to, the login's name)."""
     logins = {}
     for attachment in app.of_type("AWS::SecretsManager::SecretTargetAttachment"):
@@ -331,7 +212,7 @@ def _database_logins(app: _AppReader) -> dict[tuple[str, str], tuple[tuple[str, 
     return logins
 
 
-def _edges(app: _AppReader, node_of: dict[tuple[str, str], str], secret_nodes: dict[str, Node]) -> Iterator[Edge]:
+def _edges(app: SynthesizedApp, node_of: dict[tuple[str, str], str], secret_nodes: dict[str, Node]) -> Iterator[Edge]:
     """Every edge the templates declare between nodes (see the module docstring for the rules); the secrets
     read (other than database logins) are added to `secret_nodes`."""
     for mapping in app.of_type("AWS::Lambda::EventSourceMapping"):
@@ -379,7 +260,7 @@ def _edges(app: _AppReader, node_of: dict[tuple[str, str], str], secret_nodes: d
 
 
 def _secret_nodes(
-    app: _AppReader, targets: set[tuple[str, str]], written: Any, logins: dict[tuple[str, str], Any]
+    app: SynthesizedApp, targets: set[tuple[str, str]], written: Any, logins: dict[tuple[str, str], Any]
 ) -> Iterator[Node]:
     """The secrets a statement grants, database logins left out (they are "connects" edges).
 
@@ -390,13 +271,13 @@ def _secret_nodes(
         resource = app.resources[target]
         if resource.type == "AWS::SecretsManager::Secret" and target not in logins:
             node_id = "/".join([resource.stack, *resource.name_path])
-            yield Node(node_id, "secret", resource.stack, _humanize("".join(resource.name_path)), "Secrets Manager")
+            yield Node(node_id, "secret", resource.stack, humanize("".join(resource.name_path)), "Secrets Manager")
     for match in re.finditer(r":secret:([\w/+=.@-]+?)-\?{6}", json.dumps(written)):
         name = match.group(1)
         yield Node(f"secret:{name}", "secret", "", name, "Secrets Manager, created by you")
 
 
-def _index_users(app: _AppReader, node_of: dict[tuple[str, str], str]) -> Iterator[Edge]:
+def _index_users(app: SynthesizedApp, node_of: dict[tuple[str, str], str]) -> Iterator[Edge]:
     """Functions and containers whose environment refers to the vector index resource."""
     indexes = {
         r.key
@@ -414,7 +295,7 @@ def _index_users(app: _AppReader, node_of: dict[tuple[str, str], str]) -> Iterat
                 yield Edge(node_of[task.key], node_of[index], "uses")
 
 
-def _request_path(app: _AppReader, node_of: dict[tuple[str, str], str]) -> Iterator[Edge]:
+def _request_path(app: SynthesizedApp, node_of: dict[tuple[str, str], str]) -> Iterator[Edge]:
     """CDN -> load balancer (its origins, directly or through a VPC origin) -> ECS service (listener target groups)."""
     for cdn in app.of_type("AWS::CloudFront::Distribution"):
         origins = app.refs(cdn.stack, cdn.properties["DistributionConfig"].get("Origins", []))
@@ -435,7 +316,7 @@ def _request_path(app: _AppReader, node_of: dict[tuple[str, str], str]) -> Itera
                     )
 
 
-def _summarize_other_stacks(app: _AppReader, graph: ArchitectureGraph) -> None:
+def _summarize_other_stacks(app: SynthesizedApp, graph: ArchitectureGraph) -> None:
     """For a stack none of whose resources is a node, count what it holds (HEADLINE_TYPES)."""
     with_nodes = {node.stack for node in graph.nodes.values()}
     for stack in graph.stacks:
@@ -463,7 +344,7 @@ def _name_lanes(graph: ArchitectureGraph) -> None:
 
 
 def _nest_state_machine_functions(
-    app: _AppReader, graph: ArchitectureGraph, node_of: dict[tuple[str, str], str]
+    app: SynthesizedApp, graph: ArchitectureGraph, node_of: dict[tuple[str, str], str]
 ) -> None:
     """A function invoked by exactly one state machine of its own stack is drawn inside that machine's box,
     numbered in the order its definition names them."""
@@ -483,7 +364,7 @@ def _nest_state_machine_functions(
             graph.nodes[function] = replace(node, parent=machines[0], step=step)
 
 
-def _note_deploy_hooks(app: _AppReader, graph: ArchitectureGraph, node_of: dict[tuple[str, str], str]) -> None:
+def _note_deploy_hooks(app: SynthesizedApp, graph: ArchitectureGraph, node_of: dict[tuple[str, str], str]) -> None:
     """Mark what a custom resource runs on deploy: the function behind its provider, or what its own policy starts."""
     for resource in app.resources.values():
         if not resource.type.startswith("Custom::"):
