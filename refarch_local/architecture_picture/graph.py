@@ -206,8 +206,10 @@ def _database_logins(app: SynthesizedApp) -> dict[tuple[str, str], tuple[tuple[s
         secrets = app.refs(attachment.stack, attachment.properties["SecretId"])
         for database in databases:
             for secret in secrets:
-                name = app.resources[secret].construct_id.removeprefix("DatabaseLogin").removeprefix("Database")
-                login = "admin" if name == "Secret" else name.lower()
+                # The user name the generated secret is made with: the login that connects.
+                generated = app.resources[secret].properties.get("GenerateSecretString", {})
+                template = json.loads(generated.get("SecretStringTemplate", "{}"))
+                login = template.get("username", humanize(app.resources[secret].construct_id))
                 logins[secret] = logins[attachment.key] = (database, login)
     return logins
 

@@ -83,7 +83,7 @@ class PictureLayout:
         if node.detail:
             lines.append(("detail", node.detail))
         if node.id in self.logins and node.parent is None:
-            lines.append(("extra", f"Postgres login: {self.logins[node.id]}"))
+            lines += [("extra", line) for line in _wrap(f"Postgres login: {self.logins[node.id]}")]
         if node.id in self.reads:
             lines += [("extra", line) for line in _wrap("secrets: " + ", ".join(self.reads[node.id]))]
         if node.note:

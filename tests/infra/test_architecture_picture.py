@@ -51,5 +51,5 @@ def test_the_graph_has_both_lanes_and_who_feeds_them(dev: Synthesized):
     steps = sorted((n.step, n.label) for n in graph.nodes.values() if n.parent == "Pelican/Bootstrap")
     assert [label for _, label in steps] == ["Bootstrap plan", "Bootstrap batch", "Bootstrap finalize"]
     # Each runtime connects to Postgres with its own login
-    assert Edge("Frontend/Web/Service", "Data/Database", "connects", "web") in edges
-    assert Edge("Emu/Emu", "Data/Database", "connects", "emu") in edges
+    assert Edge("Frontend/Web/Service", "Data/Database", "connects", "refarch_web") in edges
+    assert Edge("Emu/Emu", "Data/Database", "connects", "refarch_emu") in edges
