@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,16 +33,23 @@ from aws_cdk import Stack
 
 from refarch_local.architecture_picture.synthesized_app import SynthesizedApp, TemplateResource, humanize
 
-# CloudFormation type -> the kind of node it becomes (our Lambda functions are chosen by handler).
-NODE_KINDS = {
-    "AWS::CloudFront::Distribution": "cdn",
-    "AWS::ElasticLoadBalancingV2::LoadBalancer": "load balancer",
-    "AWS::ECS::Service": "service",
-    "AWS::RDS::DBInstance": "database",
-    "AWS::SQS::Queue": "queue",
-    "AWS::StepFunctions::StateMachine": "state machine",
-    "AWS::Events::Rule": "schedule",
-    "Custom::PineconeIndex": "vector index",
+# CloudFormation type -> the kind of node it becomes and its detail line from its properties (our
+# Lambda functions are chosen by handler, queues told apart by the redrive policies pointing at them).
+NODE_KINDS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "AWS::CloudFront::Distribution": ("cdn", lambda _: "CloudFront"),
+    "AWS::ElasticLoadBalancingV2::LoadBalancer": (
+        "load balancer",
+        lambda props: f"ALB, {props.get('Scheme', 'internet-facing')}",
+    ),
+    "AWS::ECS::Service": ("service", lambda _: "ECS Fargate"),
+    "AWS::RDS::DBInstance": (
+        "database",
+        lambda props: f"RDS {props.get('Engine')} {props.get('EngineVersion')}, {props.get('DBInstanceClass')}",
+    ),
+    "AWS::SQS::Queue": ("queue", lambda props: "SQS FIFO" if props.get("FifoQueue") else "SQS standard"),
+    "AWS::StepFunctions::StateMachine": ("state machine", lambda _: "Step Functions"),
+    "AWS::Events::Rule": ("schedule", lambda props: props.get("ScheduleExpression", "")),
+    "Custom::PineconeIndex": ("vector index", lambda _: "Pinecone, created by a custom resource"),
 }
 # What a stack without any of the nodes above holds, in words (the picture lists it in the stack's box).
 HEADLINE_TYPES = {
@@ -61,7 +68,8 @@ OUR_HANDLER_PREFIX = "lambdas."
 
 @dataclass(frozen=True, order=True)
 class Node:
-    """One part of the system: `id` is "<stack role>/<construct id>", stable across logical-id hashes."""
+    """One part of the system: `id` is "<stack role>/<construct path>" (e.g. "Data/Sync/BulkQueue"), stable
+    across logical-id hashes; secrets the app only names by ARN have "secret:<name>" and no stack."""
 
     id: str
     kind: str
@@ -76,7 +84,7 @@ class Node:
 @dataclass(frozen=True, order=True)
 class Edge:
     """A directed relation between two nodes: kind is one of request, invokes, sends, dead-letters,
-    starts, triggers, connects, uses."""
+    starts, triggers, connects (label: the database login), uses (the vector index), reads (a secret)."""
 
     source: str
     target: str
@@ -113,7 +121,7 @@ def architecture_graph(stacks: list[Stack], outdir: Path, *, prefix: str) -> Arc
     graph = ArchitectureGraph(stacks=[app.role_of(stack.stack_name) for stack in stacks])
     node_of: dict[tuple[str, str], str] = {}  # resource -> node id (roles and task definitions map to their user)
 
-    def add(resource: TemplateResource, kind: str, detail: str = "") -> None:
+    def add(resource: TemplateResource, kind: str, detail: str) -> None:
         node_id = "/".join([resource.stack, *resource.name_path])
         label = humanize("".join(resource.name_path))
         graph.nodes[node_id] = Node(node_id, kind, resource.stack, label, detail)
@@ -131,7 +139,7 @@ def architecture_graph(stacks: list[Stack], outdir: Path, *, prefix: str) -> Arc
     return graph
 
 
-def _add_nodes(app: SynthesizedApp, add: Any) -> None:
+def _add_nodes(app: SynthesizedApp, add: Callable[[TemplateResource, str, str], None]) -> None:
     """One node per part a reader looks for (NODE_KINDS, and functions running this repository's handlers)."""
     dead_letter_targets = {
         target
@@ -147,34 +155,11 @@ def _add_nodes(app: SynthesizedApp, add: Any) -> None:
                 detail = handler + (f" ({lane} lane)" if lane else "")
                 add(resource, "function", detail)
             continue
-        kind = NODE_KINDS.get(resource.type)
-        if kind is None:
-            continue
-        if kind == "queue":
-            fifo = bool(props.get("FifoQueue"))
-            kind = "dead-letter queue" if resource.key in dead_letter_targets else kind
-            add(resource, kind, "SQS FIFO" if fifo else "SQS standard")
-        elif kind == "database":
-            detail = (
-                f"RDS {props.get('Engine', '')} {props.get('EngineVersion', '')}, {props.get('DBInstanceClass', '')}"
-            )
-            add(resource, kind, detail)
-        elif kind == "schedule":
-            add(resource, kind, props.get("ScheduleExpression", ""))
-        elif kind == "load balancer":
-            add(resource, kind, f"ALB, {props.get('Scheme', 'internet-facing')}")
-        elif kind == "service":
-            add(resource, kind, "ECS Fargate")
-        elif kind == "state machine":
-            add(resource, kind, "Step Functions")
-        elif kind == "cdn":
-            add(resource, kind, "CloudFront")
-        else:
-            add(
-                resource,
-                kind,
-                "Pinecone, created by a custom resource" if "Pinecone" in resource.type else resource.type,
-            )
+        if resource.type in NODE_KINDS:
+            kind, detail_of = NODE_KINDS[resource.type]
+            if kind == "queue" and resource.key in dead_letter_targets:
+                kind = "dead-letter queue"
+            add(resource, kind, detail_of(props))
 
 
 def _map_principals(app: SynthesizedApp, node_of: dict[tuple[str, str], str]) -> None:
@@ -284,7 +269,7 @@ def _index_users(app: SynthesizedApp, node_of: dict[tuple[str, str], str]) -> It
     indexes = {
         r.key
         for r in app.resources.values()
-        if node_of.get(r.key) and r.type in NODE_KINDS and NODE_KINDS[r.type] == "vector index"
+        if node_of.get(r.key) and r.type in NODE_KINDS and NODE_KINDS[r.type][0] == "vector index"
     }
     for function in app.of_type("AWS::Lambda::Function"):
         if function.key in node_of:
