@@ -285,13 +285,15 @@ def _index_users(app: SynthesizedApp, node_of: dict[tuple[str, str], str]) -> It
 def _request_path(app: SynthesizedApp, node_of: dict[tuple[str, str], str]) -> Iterator[Edge]:
     """CDN -> load balancer (its origins, directly or through a VPC origin) -> ECS service (listener target groups)."""
     for cdn in app.of_type("AWS::CloudFront::Distribution"):
-        origins = app.refs(cdn.stack, cdn.properties["DistributionConfig"].get("Origins", []))
-        reached = set(origins)
-        for origin in origins:
-            reached |= app.refs(origin[0], app.resources[origin].properties)
-        for target in sorted(reached):
-            if app.resources[target].type == "AWS::ElasticLoadBalancingV2::LoadBalancer":
-                yield Edge(node_of[cdn.key], node_of[target], "request", "HTTP (VPC origin)")
+        for origin in cdn.properties["DistributionConfig"].get("Origins", []):
+            reached = app.refs(cdn.stack, origin)
+            vpc_origins = {key for key in reached if app.resources[key].type == "AWS::CloudFront::VpcOrigin"}
+            for vpc_origin in vpc_origins:
+                reached |= app.refs(vpc_origin[0], app.resources[vpc_origin].properties)
+            label = "HTTP (VPC origin)" if vpc_origins else "HTTP"
+            for target in sorted(reached):
+                if app.resources[target].type == "AWS::ElasticLoadBalancingV2::LoadBalancer":
+                    yield Edge(node_of[cdn.key], node_of[target], "request", label)
     for listener in app.of_type("AWS::ElasticLoadBalancingV2::Listener"):
         balancers = app.refs(listener.stack, listener.properties["LoadBalancerArn"])
         groups = app.refs(listener.stack, listener.properties.get("DefaultActions", []))
