@@ -19,8 +19,8 @@ from cdk_app.constructs.lambda_code import PROJECT_ROOT, lambda_code
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.nag import acknowledge, acknowledge_provider_framework
-from refarch import topology
 from refarch.db.roles import RUNTIME_ROLES
+from refarch.lanes import topology
 
 # A pinned minor version: upgrades are a reviewed change, not a surprise (minor patches still auto-apply).
 POSTGRES_VERSION = rds.PostgresEngineVersion.VER_16_13

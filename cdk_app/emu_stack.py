@@ -18,7 +18,7 @@ from cdk_app.config import StageConfig
 from cdk_app.constructs.lambda_code import lambda_code
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
-from refarch import topology
+from refarch.lanes import topology
 
 
 class EmuLane(Construct):
@@ -78,7 +78,7 @@ class EmuLane(Construct):
 
 
 class EmuStack(Stack):
-    """Two Emu functions, one per lane; each lane scales by its own reserved concurrency (refarch.topology)."""
+    """Two Emu functions, one per lane; each lane scales by its own reserved concurrency (refarch.lanes.topology)."""
 
     def __init__(
         self,

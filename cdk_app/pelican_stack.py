@@ -30,7 +30,7 @@ from cdk_app.nag import (
     acknowledge_invoker,
     acknowledge_task_execution_role,
 )
-from refarch import topology
+from refarch.lanes import topology
 
 LISTENER_COMMAND = ["refarch", "pelican", "listen"]
 LISTENER_HEALTH_COMMAND = ["refarch", "pelican", "health", "--max-age", "60"]

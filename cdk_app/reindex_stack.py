@@ -31,19 +31,23 @@ from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.constructs.state_machines import ReindexStateMachine
 from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_invoker, finding_text
-from refarch import topology
-from refarch.generation_placement import Placement
 from refarch.generations import EmbedderSpec
+from refarch.generations.placement import Placement
+from refarch.lanes import topology
 
 
 def configured_generation(config: StageConfig) -> dict[str, Any]:
     """The embedder and the vector index every runtime of the stage is configured with, as the
-    re-index start step compares them with the active generation's (refarch.reindex_flow)."""
+    re-index start step compares them with the active generation's (refarch.generations.reindex_flow)."""
     search = config.search
-    pinecone_index = search.pinecone_index_name if search.vector_backend == "pinecone" else None
+    placement = (
+        Placement("pinecone", search.pinecone_index_name, search.pinecone_namespace)
+        if search.vector_backend == "pinecone"
+        else Placement("pgvector")
+    )
     return {
         "embedder": EmbedderSpec("openai", search.openai_model, search.openai_dimensions).as_json(),
-        "placement": Placement(search.vector_backend, pinecone_index).as_json(),
+        "placement": placement.as_json(),
     }
 
 

@@ -31,7 +31,7 @@ from rich.console import Console
 from refarch import catalog
 from refarch.db import Database, connect, fetch_one
 from refarch.embeddings import LocalEmbedder
-from refarch.messages import bulk_messages
+from refarch.lanes.messages import bulk_messages
 from refarch.products import embedding_text
 from refarch.settings import Settings, read_local_runtime
 from refarch_local import bench_reindex
@@ -310,10 +310,10 @@ class Bench:
         rerun_seconds = time.monotonic() - started
         calls_after_rerun = self._count("SELECT count(*) FROM embed_calls")
         # Now force every row through the queue and Emu (duplicates of indexed versions).
-        from refarch.queue import SyncQueue, make_sqs_client
+        from refarch.lanes.queues import SyncQueue, make_sqs_client
 
         runtime = read_local_runtime(self.home)
-        queue = SyncQueue(make_sqs_client(Settings(home=self.home)), runtime["bulk_queue_url"])
+        queue = SyncQueue(make_sqs_client(Settings(home=self.home)), runtime["bulk_queue_url"], lane="bulk")
         conn = connect(self.supervisor.dsn)
         with conn.cursor() as cur:
             cur.execute("SELECT id, version FROM products ORDER BY id")
@@ -375,8 +375,8 @@ class Bench:
     def search_latency(self) -> None:
         """p50/p95 of SearchService.search per mode at two catalog sizes (the larger one in its own database),
         the active index generation looked up as the web app does."""
-        from refarch.index_targets import GenerationTargets
-        from refarch.search import SearchService
+        from refarch.generations.targets import GenerationTargets
+        from refarch.search.service import SearchService
         from refarch_local import search_bench
 
         self.console.print(f"[bold]3. search latency[/bold] per mode at {self.search_sizes} products …")

@@ -66,8 +66,8 @@ def timed_edits(
     the first edit) to its commit, milliseconds to searchable or None when not found]: what the
     bench plots over the run.
     """
-    from refarch.pgvector_index import PgVectorIndex
-    from refarch.vector_index import SearchFilter
+    from refarch.index.pgvector_index import PgVectorIndex
+    from refarch.index.port import SearchFilter
 
     index = PgVectorIndex(Database(dsn), embedder.dimension)
     # product id -> (query vector for its new text, committed version, commit time)

@@ -11,9 +11,9 @@ import threading
 import time
 from typing import Any
 
-from refarch.queue import make_sqs_client
+from refarch.lanes.queues import make_sqs_client
+from refarch.lanes.topology import BULK_DLQ_NAME, BULK_QUEUE_NAME, DEFAULT_TOPOLOGY, DLQ_NAME, QUEUE_NAME, Topology
 from refarch.settings import Settings, write_local_runtime
-from refarch.topology import BULK_DLQ_NAME, BULK_QUEUE_NAME, DEFAULT_TOPOLOGY, DLQ_NAME, QUEUE_NAME, Topology
 
 DEFAULT_PORT = 9324
 # Locally a failed message comes back after this many seconds (AWS: 6 x Emu's timeout), so

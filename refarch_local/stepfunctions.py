@@ -15,8 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from refarch.generations import IncompleteGenerationError
-from refarch.pelican.bootstrap import RangeBusyError
-from refarch.topology import (
+from refarch.lanes.topology import (
     BOOTSTRAP_BATCH_HANDLER,
     BOOTSTRAP_FINALIZE_HANDLER,
     BOOTSTRAP_PLAN_HANDLER,
@@ -27,6 +26,7 @@ from refarch.topology import (
     REINDEX_HANDLER,
     Topology,
 )
+from refarch.pelican.bootstrap import RangeBusyError
 from refarch_local.handlers import invoke
 
 

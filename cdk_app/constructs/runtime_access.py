@@ -128,6 +128,8 @@ class RuntimeAccess(Construct):
             self.pinecone_secret.grant_read(grantee)
             env["REFARCH_PINECONE_SECRET_ARN"] = self.pinecone_secret.secret_arn
             env["PINECONE_INDEX_NAME"] = self.search.pinecone_index_name
+            # The stage's own namespace: what Emu writes, reconcile compares and gc empties is this stage's.
+            env["REFARCH_PINECONE_NAMESPACE"] = self.search.pinecone_namespace
             if self.pinecone_host:
                 env["PINECONE_HOST"] = self.pinecone_host
         return env

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from refarch import topology
+from refarch.lanes import topology
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import environment, event_source_of, function_logical_id, resources
 

@@ -18,15 +18,15 @@ import pytest
 import lambdas.bootstrap
 from refarch import catalog
 from refarch.db import connect
-from refarch.pelican.bootstrap import RangeBusyError
-from refarch.queue import SyncQueue, make_sqs_client
-from refarch.runtime import Runtime
-from refarch.topology import (
+from refarch.lanes.queues import SyncQueue, make_sqs_client
+from refarch.lanes.topology import (
     BOOTSTRAP_BATCH_HANDLER,
     BOOTSTRAP_FINALIZE_HANDLER,
     BOOTSTRAP_PLAN_HANDLER,
     DEFAULT_TOPOLOGY,
 )
+from refarch.pelican.bootstrap import RangeBusyError
+from refarch.runtime import Runtime
 from refarch_local.handlers import invoke
 from refarch_local.stepfunctions import invoke_batch, run_bootstrap
 from tests.integration.pelican_support import (
@@ -51,7 +51,7 @@ def sent(local_settings, monkeypatch) -> SendRecorder:
     """The bootstrap Lambdas' runtime for this test, its SQS client wrapped in a recorder of accepted entries."""
     runtime = Runtime(local_settings, application_name="bootstrap")
     recorder = SendRecorder(make_sqs_client(local_settings))
-    runtime.bulk_queue = SyncQueue(recorder, local_settings.resolved_bulk_queue_url())  # type: ignore[misc]
+    runtime.bulk_queue = SyncQueue.for_lane(recorder, local_settings, "bulk")  # type: ignore[misc]
     monkeypatch.setattr(lambdas.bootstrap, "runtime", runtime)
     return recorder
 

@@ -10,7 +10,8 @@ import boto3
 from botocore.config import Config
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from refarch.messages import AnyMessage, SyncMessage
+from refarch.lanes.messages import AnyMessage, SyncMessage
+from refarch.lanes.topology import LaneName, is_fifo
 from refarch.settings import Settings
 
 SQS_BATCH = 10
@@ -46,11 +47,16 @@ class SyncQueue:
     """A queue Emu consumes: the live lane's FIFO queue (group = product id, dedup id = product id +
     version) or the bulk lane's standard queue (many products per message, no group)."""
 
-    def __init__(self, client: Any, queue_url: str) -> None:
+    def __init__(self, client: Any, queue_url: str, *, lane: LaneName) -> None:
         self.client = client
         self.url = queue_url
-        # SQS names every FIFO queue *.fifo: the URL says which kind this is.
-        self.fifo = queue_url.endswith(".fifo")
+        self.lane = lane
+        self.fifo = is_fifo(lane)
+
+    @classmethod
+    def for_lane(cls, client: Any, settings: Settings, lane: LaneName) -> SyncQueue:
+        """The lane's queue as the settings configure it."""
+        return cls(client, settings.queue_url(lane), lane=lane)
 
     def send(self, messages: Sequence[AnyMessage]) -> None:
         """Send all messages; returns only when SQS accepted every one of them (else raises)."""
@@ -110,14 +116,18 @@ class SyncQueue:
         }
 
 
-def queue_of(client: Any, queue_arn: str) -> SyncQueue:
-    """The queue an event source's records came from (by the ARN in each record)."""
-    return SyncQueue(client, client.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"])
+def queue_of(client: Any, queue_arn: str, *, lane: LaneName) -> SyncQueue:
+    """The lane's queue an event source's records came from (by the ARN in each record)."""
+    return SyncQueue(client, _url_of(client, queue_arn), lane=lane)
+
+
+def _url_of(client: Any, queue_arn: str) -> str:
+    return str(client.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"])
 
 
 def release_now(client: Any, queue_arn: str, receipt_handles: Sequence[str]) -> None:
     """Make received messages visible again at once, so their retry need not wait for the visibility timeout."""
-    url = queue_of(client, queue_arn).url
+    url = _url_of(client, queue_arn)
     for start in range(0, len(receipt_handles), SQS_BATCH):
         handles = receipt_handles[start : start + SQS_BATCH]
         entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(handles)]
