@@ -166,7 +166,8 @@ class Settings(BaseSettings):
 def read_local_runtime(home: Path) -> dict[str, str]:
     """The addresses local components published in HOME/runtime.json (empty when none did, or mid-write)."""
     try:
-        return json.loads((home / "runtime.json").read_text())
+        addresses: dict[str, str] = json.loads((home / "runtime.json").read_text())
+        return addresses
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 

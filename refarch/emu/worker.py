@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from refarch import generations, products
 from refarch.db import Connection, Database
@@ -205,7 +206,7 @@ class Emu:
         entries = ledger.get_many(conn, ids, generation=generation)
 
         to_embed: list[tuple[products.Product, str]] = []
-        metadata_only: dict[int, dict] = {}
+        metadata_only: dict[int, dict[str, Any]] = {}
         to_delete: list[int] = []
         done: list[tuple[int, int, str | None, str]] = []
         for pid in ids:

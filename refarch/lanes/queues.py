@@ -4,7 +4,7 @@ handing received ones back early."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -14,6 +14,10 @@ from refarch.lanes.messages import AnyMessage, SyncMessage
 from refarch.lanes.topology import LaneName, is_fifo
 from refarch.settings import Settings
 
+if TYPE_CHECKING:  # the stubs are a development dependency (boto3-stubs); nothing imports them at run time
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_sqs import SQSClient
+
 SQS_BATCH = 10
 
 
@@ -21,17 +25,17 @@ class PartialSendError(RuntimeError):
     """Some entries of a SendMessageBatch were refused (retried by tenacity, then raised)."""
 
 
-def make_sqs_client(settings: Settings) -> Any:
+def make_sqs_client(settings: Settings) -> SQSClient:
     """A boto3 SQS client (the local server's endpoint when one is configured)."""
-    return _client("sqs", settings)
+    return boto3.client("sqs", **_client_options(settings))
 
 
-def make_cloudwatch_client(settings: Settings) -> Any:
+def make_cloudwatch_client(settings: Settings) -> CloudWatchClient:
     """A boto3 CloudWatch client, for the queues' age metric (the local SQS server serves it too)."""
-    return _client("cloudwatch", settings)
+    return boto3.client("cloudwatch", **_client_options(settings))
 
 
-def _client(service: str, settings: Settings) -> Any:
+def _client_options(settings: Settings) -> dict[str, Any]:
     endpoint = settings.resolved_sqs_endpoint()
     kwargs: dict[str, Any] = {
         "region_name": settings.aws_region,
@@ -40,7 +44,7 @@ def _client(service: str, settings: Settings) -> Any:
     if endpoint:
         # The local SQS server accepts any credentials; real ones are never needed or read.
         kwargs.update(endpoint_url=endpoint, aws_access_key_id="local", aws_secret_access_key="local")
-    return boto3.client(service, **kwargs)
+    return kwargs
 
 
 class SyncQueue:
