@@ -176,8 +176,8 @@ def _speed_up_moto() -> None:
     if missing:
         raise RuntimeError(
             f"moto {_moto_version()} no longer has the internals refarch_local/sqs.py patches for speed: "
-            f"{', '.join(missing)}. Update _speed_up_moto for this moto, or pin the moto version in "
-            "requirements-dev.txt."
+            f"{', '.join(missing)}. Update _speed_up_moto for this moto, or cap moto's range in "
+            "pyproject.toml (the local extra) and run `make lock`."
         )
     sqs_models._refarch_patched = True  # type: ignore[attr-defined]
 

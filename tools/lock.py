@@ -15,11 +15,11 @@ file is then compiled from pyproject.toml for its own extras and platform *under
 uv, not pip-tools: pip-tools resolves only for the interpreter running it, and the Lambda file must
 be resolved for linux/arm64 CPython 3.12 from this x86_64 machine (`--python-platform`).
 
-torch: the local extra pins torch 2.13.0, whose CPU build lies in a find-links folder on the project's
-machines (pip finds it through its config). uv reads no pip config and would otherwise pick PyPI's
-build of 2.13.0, which pulls several GB of CUDA libraries, so the lock passes that folder
+torch: the local extra pins torch's CPU build, `2.13.0+cpu`, a file that lies in a find-links folder
+on the project's machines (pip finds it through its config). PyPI has no `+cpu` builds, and its
+2.13.0 pulls several GB of CUDA libraries. uv reads no pip config, so the lock passes that folder
 (`TORCH_WHEELS`, `/opt/wheels` by default; a find-links page of PyTorch's CPU wheels does the same
-elsewhere) and uv picks the local `2.13.0+cpu`, with that file's hash and none of the CUDA packages.
+elsewhere): the lock gets that file's hash and none of the CUDA packages.
 
 Pins are kept between runs (uv prefers the versions already in the output files); `make lock
 ARGS=--upgrade` moves everything to the newest versions the ranges allow.
