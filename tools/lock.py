@@ -31,11 +31,15 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCK = Path("requirements.lock")
@@ -83,9 +87,58 @@ TARGETS = (
 )
 
 
-def declaration_digest(pyproject: Path) -> str:
+PROJECT = "refarch"
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>[^\s;]+)$")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One package as a generated file pins it: an exact version and the hashes pip may accept for it."""
+
+    version: str
+    hashes: frozenset[str]
+
+
+def read_pins(text: str) -> dict[str, Pin]:
+    """Canonical package name -> its pin, for every requirement of a generated file.
+
+    Raises ValueError on a requirement that is not an exact pin (a hand edit: pip would resolve it).
+    """
+    pins = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        spec, *hashes = line.split(" --hash=")
+        match = PIN.match(spec.strip())
+        if match is None:
+            raise ValueError(f"not an exact pin: {spec.strip()!r}")
+        pins[canonicalize_name(match["name"])] = Pin(match["version"], frozenset(h.strip() for h in hashes))
+    return pins
+
+
+def declared_requirements(pyproject_text: str, extras: tuple[str, ...]) -> list[Requirement]:
+    """The core dependencies plus those of `extras`, following the project's references to its own extras."""
+    project = tomllib.loads(pyproject_text)["project"]
+    requirements = [Requirement(line) for line in project.get("dependencies", [])]
+    pending, seen = list(extras), set()
+    while pending:
+        extra = pending.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for line in project["optional-dependencies"][extra]:
+            requirement = Requirement(line)
+            if canonicalize_name(requirement.name) == PROJECT:
+                pending.extend(requirement.extras)
+            else:
+                requirements.append(requirement)
+    return requirements
+
+
+def declaration_digest(pyproject_text: str) -> str:
     """A digest of everything pyproject.toml declares about dependencies: it moves exactly when a relock is due."""
-    project = tomllib.loads(pyproject.read_text())["project"]
+    project = tomllib.loads(pyproject_text)["project"]
     declared = {
         "requires-python": project.get("requires-python"),
         "dependencies": project.get("dependencies", []),
@@ -97,7 +150,8 @@ def declaration_digest(pyproject: Path) -> str:
 def header(target: Target | None, digest: str) -> str:
     """The comment block that opens a generated file: what it is, how it was made, what it was made from."""
     if target is None:
-        what = f"The lock: every extra of pyproject.toml, resolved for CPython {LOCAL_PLATFORM[0]} on {LOCAL_PLATFORM[1]}."
+        python_version, python_platform = LOCAL_PLATFORM
+        what = f"The lock: every extra of pyproject.toml, resolved for CPython {python_version} on {python_platform}."
     else:
         extras = ",".join(target.extras)
         what = (
@@ -151,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--upgrade", action="store_true", help="newest versions the ranges allow, not the current pins")
     args = parser.parse_args(argv)
-    digest = declaration_digest(REPO_ROOT / "pyproject.toml")
+    digest = declaration_digest((REPO_ROOT / "pyproject.toml").read_text())
     all_extras = tuple(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     compile_requirements(LOCK, all_extras, *LOCAL_PLATFORM, ["--upgrade"] if args.upgrade else [])
     write_with_header(LOCK, header(None, digest))
