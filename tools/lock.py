@@ -104,7 +104,7 @@ def read_pins(text: str) -> dict[str, Pin]:
 
     Raises ValueError on a requirement that is not an exact pin (a hand edit: pip would resolve it).
     """
-    pins = {}
+    pins: dict[str, Pin] = {}
     for line in text.replace("\\\n", " ").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
@@ -121,7 +121,7 @@ def declared_requirements(pyproject_text: str, extras: tuple[str, ...]) -> list[
     """The core dependencies plus those of `extras`, following the project's references to its own extras."""
     project = tomllib.loads(pyproject_text)["project"]
     requirements = [Requirement(line) for line in project.get("dependencies", [])]
-    pending, seen = list(extras), set()
+    pending, seen = list(extras), set[str]()
     while pending:
         extra = pending.pop()
         if extra in seen:
