@@ -22,15 +22,17 @@ class PartialSendError(RuntimeError):
 
 def make_sqs_client(settings: Settings) -> Any:
     """A boto3 SQS client (the local server's endpoint when one is configured)."""
-    return _client("sqs", settings)
+    # The service name is a literal at each call: boto3's stubs type `boto3.client` per service.
+    return boto3.client("sqs", **_client_options(settings))
 
 
 def make_cloudwatch_client(settings: Settings) -> Any:
     """A boto3 CloudWatch client, for the queues' age metric (the local SQS server serves it too)."""
-    return _client("cloudwatch", settings)
+    return boto3.client("cloudwatch", **_client_options(settings))
 
 
-def _client(service: str, settings: Settings) -> Any:
+def _client_options(settings: Settings) -> dict[str, Any]:
+    """Region, retries and timeouts for every client; the local server's endpoint when one is configured."""
     endpoint = settings.resolved_sqs_endpoint()
     kwargs: dict[str, Any] = {
         "region_name": settings.aws_region,
@@ -39,7 +41,7 @@ def _client(service: str, settings: Settings) -> Any:
     if endpoint:
         # The local SQS server accepts any credentials; real ones are never needed or read.
         kwargs.update(endpoint_url=endpoint, aws_access_key_id="local", aws_secret_access_key="local")
-    return boto3.client(service, **kwargs)
+    return kwargs
 
 
 class SyncQueue:
