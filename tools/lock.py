@@ -3,7 +3,9 @@
 One resolution, several installs. `requirements.lock` is the resolution: every extra at once, with
 hashes, for the machine the project runs on locally (Linux x86_64, CPython 3.11). Each requirement
 file is then compiled from pyproject.toml for its own extras and platform *under the lock's pins*
-(`--constraint`), so every file names the lock's versions and hashes and nothing else:
+(`--constraint`), so every file names the lock's versions and hashes and nothing else (a package
+that only another platform needs would be missing from the lock: tests/unit/test_requirement_files.py
+fails on it rather than letting a file pick its version alone):
 
 | file                        | extras        | installed by                           | platform              |
 | --------------------------- | ------------- | -------------------------------------- | --------------------- |
