@@ -7,16 +7,22 @@ SETUP_STAMP := $(VENV)/.stamp-setup
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup system-deps cdk-cli demo test test-fast lint format openapi docs synth deploy bench chaos clean
+.PHONY: setup lock system-deps cdk-cli demo test test-fast lint format openapi docs synth deploy bench chaos clean
 
 ## setup: create .venv and install everything (idempotent; instant when nothing changed)
 setup: $(SETUP_STAMP)
 
+# The two files carry hashes, so pip checks every download against the lock (--require-hashes mode).
 $(SETUP_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
+
+## lock: resolve pyproject.toml's dependencies into requirements.lock and regenerate every requirement
+## file from it (tools/lock.py says which file is for what); ARGS=--upgrade for the newest versions
+lock: setup
+	$(PY) -m tools.lock $(ARGS)
 
 ## system-deps: Chromium (Debian package) for the browser tests, the CDK CLI (npm) for synth tests
 system-deps: cdk-cli

@@ -27,6 +27,7 @@ class PartialSendError(RuntimeError):
 
 def make_sqs_client(settings: Settings) -> SQSClient:
     """A boto3 SQS client (the local server's endpoint when one is configured)."""
+    # The service name is a literal at each call: boto3's stubs type `boto3.client` per service.
     return boto3.client("sqs", **_client_options(settings))
 
 
@@ -36,6 +37,7 @@ def make_cloudwatch_client(settings: Settings) -> CloudWatchClient:
 
 
 def _client_options(settings: Settings) -> dict[str, Any]:
+    """Region, retries and timeouts for every client; the local server's endpoint when one is configured."""
     endpoint = settings.resolved_sqs_endpoint()
     kwargs: dict[str, Any] = {
         "region_name": settings.aws_region,
