@@ -44,10 +44,6 @@ class SearchFilter:
     min_price: float | None = None
     max_price: float | None = None
 
-    def is_empty(self) -> bool:
-        """True when nothing is filtered."""
-        return self.category is None and self.min_price is None and self.max_price is None
-
     def sql_conditions(self) -> tuple[list[str], list[object]]:
         """The filters as SQL conditions on `category` and `price` columns, with their parameters.
 
