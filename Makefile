@@ -7,16 +7,22 @@ SETUP_STAMP := $(VENV)/.stamp-setup
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup system-deps cdk-cli demo test test-fast lint format openapi synth deploy rehearse bench chaos clean
+.PHONY: setup lock system-deps cdk-cli demo test test-fast lint format openapi docs synth deploy rehearse bench chaos clean
 
 ## setup: create .venv and install everything (idempotent; instant when nothing changed)
 setup: $(SETUP_STAMP)
 
+# The two files carry hashes, so pip checks every download against the lock (--require-hashes mode).
 $(SETUP_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
+
+## lock: resolve pyproject.toml's dependencies into requirements.lock and regenerate every requirement
+## file from it (tools/lock.py says which file is for what); ARGS=--upgrade for the newest versions
+lock: setup
+	$(PY) -m tools.lock $(ARGS)
 
 ## system-deps: Chromium (Debian package) for the browser tests, the CDK CLI (npm) for synth tests
 system-deps: cdk-cli
@@ -56,6 +62,12 @@ format: setup
 ## openapi: regenerate web/openapi.yaml from the API's pydantic models (web/contract.py)
 openapi: setup
 	$(PY) -m web.openapi > web/openapi.yaml.tmp && mv web/openapi.yaml.tmp web/openapi.yaml
+
+## docs: redraw docs/architecture.svg (from a synth of the dev stage) and the benchmark plots (from bench/*.json)
+docs: setup
+	$(PY) -m refarch_local.architecture_picture docs/architecture.svg
+	$(BIN)/refarch bench plot --from bench/results.json --out docs/bench
+	$(BIN)/refarch bench plot --from bench/results-quick.json --out docs/bench/quick --only edit-latency-during-bootstrap
 
 synth: setup cdk-cli
 	npx cdk synth

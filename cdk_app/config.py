@@ -1,13 +1,26 @@
-"""Typed stage settings (dev, prod). `app.py` picks one; constructs never read context themselves."""
+"""Typed stage settings (dev, prod). `app.py` picks one; constructs never read context themselves.
+
+Stages share nothing that holds data (docs/deploy.md, "Stages and settings"): every name below that
+points at data outside the stage's stacks (the Pinecone index and namespace, the API key secrets)
+carries `{stage}`, which each stage replaces with its own name. The names the stacks create
+themselves (queues, database, generated secrets, log groups, dashboard) carry the stage too;
+`tests/infra/test_stage_isolation.py` proves no two stages share one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from aws_cdk import aws_logs as logs
 
-from refarch.topology import Topology, bulk_lane, live_lane
+from refarch.index.pinecone_indexes import check_index_name
+from refarch.lanes.topology import LaneName, Topology, bulk_lane, live_lane
+
+STAGE_PLACEHOLDER = "{stage}"
+# A stage's name goes into queue, database and Pinecone index names: lower-case letters, digits, '-'.
+STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -17,15 +30,46 @@ class SearchConfig:
     openai_model: str = "text-embedding-3-small"
     openai_dimensions: int = 1536
     vector_backend: Literal["pinecone", "pgvector"] = "pinecone"
-    pinecone_index_name: str = "refarch-products"
+    # An index of its own per stage: a stage's gc deletes `<index>-g<n>` indexes whole (docs/reindex.md),
+    # so two stages sharing an index would delete each other's. The namespace carries the stage too, so
+    # even two stages pinned to one index never write, reconcile or empty each other's vectors.
+    # A live stage created before these defaults pins its old names (docs/deploy.md, "Stages and settings").
+    pinecone_index_name: str = "refarch-{stage}-products"
+    pinecone_namespace: str = "{stage}-products"
     # Secrets the operator creates before the first deploy (docs/deploy.md). Names, not values:
     # the stacks grant read access and the runtimes fetch the value at cold start.
-    openai_secret_name: str = "refarch/openai-api-key"
-    pinecone_secret_name: str = "refarch/pinecone-api-key"
+    openai_secret_name: str = "refarch/{stage}/openai-api-key"
+    pinecone_secret_name: str = "refarch/{stage}/pinecone-api-key"
     # Moving from Pinecone to pgvector (docs/reindex.md): the runtimes keep reading the Pinecone key,
     # for the generation search reads until the re-index switches and for a rollback until gc drops
     # it. Turn off in a later deploy, once no live generation is in Pinecone.
     keep_pinecone_access: bool = False
+    # The stage whose name replaced `{stage}` in the names above (None until a StageConfig did).
+    stage: str | None = None
+
+    def for_stage(self, stage: str) -> SearchConfig:
+        """These settings with `{stage}` replaced by the stage's name in every name, checked.
+
+        Refused for settings already made for another stage: reusing them (for example with
+        `dataclasses.replace(DEV, name="staging")`) would give two stages the same index and secrets.
+        """
+        if self.stage == stage:
+            return self
+        if self.stage is not None:
+            raise ValueError(
+                f"these search settings were made for stage {self.stage!r}, and stage {stage!r} would share their "
+                f"Pinecone index, namespace and secrets: give stage {stage!r} a SearchConfig(...) of its own"
+            )
+        resolved = replace(
+            self,
+            stage=stage,
+            pinecone_index_name=self.pinecone_index_name.replace(STAGE_PLACEHOLDER, stage),
+            pinecone_namespace=self.pinecone_namespace.replace(STAGE_PLACEHOLDER, stage),
+            openai_secret_name=self.openai_secret_name.replace(STAGE_PLACEHOLDER, stage),
+            pinecone_secret_name=self.pinecone_secret_name.replace(STAGE_PLACEHOLDER, stage),
+        )
+        check_index_name(resolved.pinecone_index_name)
+        return resolved
 
     @property
     def pinecone_access(self) -> bool:
@@ -88,10 +132,23 @@ class StageConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     topology: Topology = field(default_factory=Topology)
 
+    def __post_init__(self) -> None:
+        if not STAGE_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"stage name {self.name!r}: use 1-20 lower-case letters, digits or '-', starting with a letter "
+                "(it goes into queue, database and Pinecone index names)"
+            )
+        # Frozen: the one place a field is set after __init__, to give `search` this stage's names.
+        object.__setattr__(self, "search", self.search.for_stage(self.name))
+
     @property
     def stack_prefix(self) -> str:
         """`Refarch-dev`, `Refarch-prod`: the first part of every stack name."""
         return f"Refarch-{self.name}"
+
+    def queue_age_alarm_threshold(self, lane: LaneName) -> int:
+        """The oldest-message age (seconds) in the lane's queue that raises its alarm."""
+        return self.queue_age_alarm_seconds if lane == "live" else self.bulk_queue_age_alarm_seconds
 
 
 DEV = StageConfig(

@@ -16,16 +16,28 @@ from constructs import Construct
 
 from cdk_app.config import StageConfig
 from cdk_app.constructs.lambda_code import PROJECT_ROOT, lambda_code
+from cdk_app.constructs.lane_queues import LaneQueues, Lanes, lane_id_prefix
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.nag import acknowledge, acknowledge_provider_framework
-from refarch import topology
 from refarch.db.roles import RUNTIME_ROLES
+from refarch.lanes import topology
 
 # A pinned minor version: upgrades are a reviewed change, not a surprise (minor patches still auto-apply).
 POSTGRES_VERSION = rds.PostgresEngineVersion.VER_16_13
 DATABASE_NAME = "refarch"
 DATABASE_ADMIN = "refarch_admin"
+# Each lane's (queue, dead-letter queue) as the stack outputs describe them to an operator.
+QUEUE_OUTPUT_DESCRIPTIONS: dict[topology.LaneName, tuple[str, str]] = {
+    "live": (
+        "The live lane's FIFO sync queue",
+        "Messages that failed maxReceiveCount times, with Emu's logged reason",
+    ),
+    "bulk": (
+        "The bulk lane's standard queue (bootstrap, repairs, large backlogs)",
+        "Bulk messages that failed maxReceiveCount times (one of their products failed: last_error)",
+    ),
+}
 
 
 def migrations_hash() -> str:
@@ -37,7 +49,7 @@ def migrations_hash() -> str:
 
 
 class SyncQueues(Construct):
-    """Both lanes' queues, each with its dead-letter queue (docs/emu.md).
+    """Each lane's queue with its dead-letter queue (docs/emu.md), as `lanes`.
 
     Live lane: the high-throughput FIFO queue the outbox relay fills. Bulk lane: a standard queue
     for bootstrap ranges, repairs and large backlogs, many products per message.
@@ -45,51 +57,39 @@ class SyncQueues(Construct):
 
     def __init__(self, scope: Construct, id_: str, *, stage: str, topo: topology.Topology) -> None:
         super().__init__(scope, id_)
-        self.dead_letter_queue = sqs.Queue(
+        self.lanes: Lanes = {
+            name: self._lane_queues(topo.lane(name), stage=stage, max_receive_count=topo.max_receive_count)
+            for name in topology.LANE_NAMES
+        }
+
+    def _lane_queues(self, lane: topology.Lane, *, stage: str, max_receive_count: int) -> LaneQueues:
+        prefix = lane_id_prefix(lane.name)
+        # A standard queue leaves the FIFO properties out (None, not False): FifoQueue cannot change
+        # without replacing the queue, so its template stays as it was.
+        dead_letter_queue = sqs.Queue(
             self,
-            "DeadLetterQueue",
-            queue_name=f"{stage}-{topology.DLQ_NAME}",
-            fifo=True,
+            f"{prefix}DeadLetterQueue",
+            queue_name=f"{stage}-{lane.dlq_name}",
+            fifo=lane.fifo or None,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=Duration.days(14),
         )
-        self.queue = sqs.Queue(
+        queue = sqs.Queue(
             self,
-            "Queue",
-            queue_name=f"{stage}-{topology.QUEUE_NAME}",
-            fifo=True,
+            f"{prefix}Queue",
+            queue_name=f"{stage}-{lane.queue_name}",
+            fifo=lane.fifo or None,
             # High-throughput FIFO: ordering and deduplication per product (message group), not per queue.
-            deduplication_scope=sqs.DeduplicationScope.MESSAGE_GROUP,
-            fifo_throughput_limit=sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
+            deduplication_scope=sqs.DeduplicationScope.MESSAGE_GROUP if lane.fifo else None,
+            fifo_throughput_limit=sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID if lane.fifo else None,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            visibility_timeout=Duration.seconds(topo.live.visibility_timeout_seconds),
+            visibility_timeout=Duration.seconds(lane.visibility_timeout_seconds),
             retention_period=Duration.days(4),
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dead_letter_queue, max_receive_count=topo.max_receive_count
-            ),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=dead_letter_queue, max_receive_count=max_receive_count),
         )
-        self.bulk_dead_letter_queue = sqs.Queue(
-            self,
-            "BulkDeadLetterQueue",
-            queue_name=f"{stage}-{topology.BULK_DLQ_NAME}",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        self.bulk_queue = sqs.Queue(
-            self,
-            "BulkQueue",
-            queue_name=f"{stage}-{topology.BULK_QUEUE_NAME}",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            visibility_timeout=Duration.seconds(topo.bulk.visibility_timeout_seconds),
-            retention_period=Duration.days(4),
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.bulk_dead_letter_queue, max_receive_count=topo.max_receive_count
-            ),
-        )
+        return LaneQueues(lane=lane, queue=queue, dead_letter_queue=dead_letter_queue)
 
 
 class DataStack(Stack):
@@ -165,11 +165,7 @@ class DataStack(Stack):
             runtime: login.attach(self.database) for runtime, login in self._runtime_logins.items()
         }
 
-        queues = SyncQueues(self, "Sync", stage=config.name, topo=config.topology)
-        self.queue = queues.queue
-        self.dead_letter_queue = queues.dead_letter_queue
-        self.bulk_queue = queues.bulk_queue
-        self.bulk_dead_letter_queue = queues.bulk_dead_letter_queue
+        self.lanes = SyncQueues(self, "Sync", stage=config.name, topo=config.topology).lanes
 
         self._add_schema_migration(config, vpc)
 
@@ -179,25 +175,16 @@ class DataStack(Stack):
             value=self.database_secret.secret_arn,
             description="Secrets Manager secret with the database admin credentials (migrations only)",
         )
-        CfnOutput(self, "QueueUrl", value=self.queue.queue_url, description="The live lane's FIFO sync queue")
-        CfnOutput(
-            self,
-            "BulkQueueUrl",
-            value=self.bulk_queue.queue_url,
-            description="The bulk lane's standard queue (bootstrap, repairs, large backlogs)",
-        )
-        CfnOutput(
-            self,
-            "BulkDeadLetterQueueUrl",
-            value=self.bulk_dead_letter_queue.queue_url,
-            description="Bulk messages that failed maxReceiveCount times (one of their products failed: last_error)",
-        )
-        CfnOutput(
-            self,
-            "DeadLetterQueueUrl",
-            value=self.dead_letter_queue.queue_url,
-            description="Messages that failed maxReceiveCount times, with Emu's logged reason",
-        )
+        for lane in self.lanes.values():
+            queue_description, dead_letter_description = QUEUE_OUTPUT_DESCRIPTIONS[lane.name]
+            prefix = lane_id_prefix(lane.name)
+            CfnOutput(self, f"{prefix}QueueUrl", value=lane.queue.queue_url, description=queue_description)
+            CfnOutput(
+                self,
+                f"{prefix}DeadLetterQueueUrl",
+                value=lane.dead_letter_queue.queue_url,
+                description=dead_letter_description,
+            )
         self._acknowledge_findings(config)
 
     def _add_schema_migration(self, config: StageConfig, vpc: ec2.IVpc) -> None:
@@ -218,6 +205,7 @@ class DataStack(Stack):
             search=config.search,
             database=self.database,
             database_secret=self.database_secret,
+            lanes=self.lanes,
         ).attach(
             grantee=migrate.function, connections=migrate.function, add_environment=migrate.function.add_environment
         )

@@ -11,14 +11,14 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk_app.config import StageConfig
 from cdk_app.constructs.lambda_code import lambda_code
+from cdk_app.constructs.lane_queues import LaneQueues, Lanes, lane_id_prefix
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
-from refarch import topology
+from refarch.lanes import topology
 
 
 class EmuLane(Construct):
@@ -34,14 +34,14 @@ class EmuLane(Construct):
         scope: Construct,
         id_: str,
         *,
-        lane: topology.Lane,
-        queue: sqs.IQueue,
+        queues: LaneQueues,
         access: RuntimeAccess,
         log_retention: logs.RetentionDays,
         vpc: ec2.IVpc,
     ) -> None:
         super().__init__(scope, id_)
-        self.lane = lane
+        lane = queues.lane
+        self.queues = queues
         self.function: lambda_.Function = PythonFunction(
             self,
             "Function",
@@ -60,12 +60,12 @@ class EmuLane(Construct):
         )
         # The same handler for both lanes: the lane (its batch processor, its metrics) is configuration.
         self.function.add_environment("REFARCH_EMU_LANE", lane.name)
-        if not queue.fifo:
+        if not lane.fifo:
             # Messages an invocation had no time to start go back as new messages (lambdas/emu.py).
-            queue.grant_send_messages(self.function)
+            queues.queue.grant_send_messages(self.function)
         self.function.add_event_source(
             event_sources.SqsEventSource(
-                queue,
+                queues.queue,
                 batch_size=lane.batch_size,
                 # FIFO event sources take no batching window; order within a product is kept by the group.
                 max_batching_window=Duration.seconds(lane.batching_window_seconds)
@@ -78,7 +78,7 @@ class EmuLane(Construct):
 
 
 class EmuStack(Stack):
-    """Two Emu functions, one per lane; each lane scales by its own reserved concurrency (refarch.topology)."""
+    """One Emu function per lane; each lane scales by its own reserved concurrency (refarch.lanes.topology)."""
 
     def __init__(
         self,
@@ -89,33 +89,29 @@ class EmuStack(Stack):
         vpc: ec2.IVpc,
         database: rds.IDatabaseInstance,
         database_secret: secretsmanager.ISecret,
-        queue: sqs.IQueue,
-        bulk_queue: sqs.IQueue,
+        lanes: Lanes,
         pinecone_host: str | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, **kwargs)
-        topo = config.topology
         access = RuntimeAccess(
             self,
             "Access",
             search=config.search,
             database=database,
             database_secret=database_secret,
+            lanes=lanes,
             pinecone_host=pinecone_host,
         )
-        self.live = EmuLane(
-            self, "Emu", lane=topo.live, queue=queue, access=access, log_retention=config.log_retention, vpc=vpc
-        )
-        self.bulk = EmuLane(
-            self,
-            "EmuBulk",
-            lane=topo.bulk,
-            queue=bulk_queue,
-            access=access,
-            log_retention=config.log_retention,
-            vpc=vpc,
-        )
-        # The live lane's function keeps its name in templates and tests: `function` is the live one.
-        self.function = self.live.function
-        self.bulk_function = self.bulk.function
+        # Each deployed lane: its queues and the function consuming them (what monitoring watches).
+        self.lanes: dict[topology.LaneName, EmuLane] = {
+            name: EmuLane(
+                self,
+                f"Emu{lane_id_prefix(name)}",
+                queues=queues,
+                access=access,
+                log_retention=config.log_retention,
+                vpc=vpc,
+            )
+            for name, queues in lanes.items()
+        }

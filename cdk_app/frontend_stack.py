@@ -17,12 +17,12 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from cdk_app.config import StageConfig
 from cdk_app.constructs.container_image import app_image, runtime_platform
+from cdk_app.constructs.lane_queues import Lanes
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_task_execution_role
 
@@ -44,10 +44,7 @@ class FrontendStack(Stack):
         vpc: ec2.IVpc,
         database: rds.IDatabaseInstance,
         database_secret: secretsmanager.ISecret,
-        queue: sqs.IQueue,
-        dead_letter_queue: sqs.IQueue,
-        bulk_queue: sqs.IQueue,
-        bulk_dead_letter_queue: sqs.IQueue,
+        lanes: Lanes,
         pinecone_host: str | None,
         **kwargs: Any,
     ) -> None:
@@ -97,17 +94,14 @@ class FrontendStack(Stack):
             search=config.search,
             database=database,
             database_secret=database_secret,
-            queue=queue,
-            dead_letter_queue=dead_letter_queue,
-            bulk_queue=bulk_queue,
-            bulk_dead_letter_queue=bulk_dead_letter_queue,
+            lanes=lanes,
             pinecone_host=pinecone_host,
         ).attach(
             grantee=task_role,
             connections=self.service.service,
             add_environment=container.add_environment,
             search=True,
-            read_queue_depth=True,
+            read_depths="queues_and_dead_letters",
         )
         acknowledge(
             task_role,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, Stack
@@ -9,7 +10,6 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -18,10 +18,30 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from cdk_app.config import StageConfig
+from cdk_app.constructs.lane_queues import lane_id_prefix
+from cdk_app.emu_stack import EmuLane
 from cdk_app.nag import acknowledge
+from refarch.lanes.topology import LaneName
 from refarch.observability import NAMESPACE, SERVICE
 
 PERIOD = Duration.minutes(5)
+
+
+# What each lane's alarms tell whoever they wake: the same checks, different causes and remedies.
+DEAD_LETTER_ALARM_TEXT: dict[LaneName, str] = {
+    "live": "Messages failed maxReceiveCount times; Emu logged each reason. Inspect and redrive them.",
+    "bulk": "Bulk messages failed maxReceiveCount times: a product in each failed every time "
+    "(sync_state.last_error says why); its neighbours were indexed. Fix the cause and redrive.",
+}
+QUEUE_AGE_ALARM_TEXT: dict[LaneName, str] = {
+    "live": "The oldest sync message is waiting too long: Emu is failing, throttled or under-scaled.",
+    "bulk": "Bulk work (bootstrap, repairs, backlogs) waits longer than a large bootstrap should: "
+    "the bulk Emu is failing, throttled or under-scaled.",
+}
+EMU_ERRORS_ALARM_TEXT: dict[LaneName, str] = {
+    "live": "Emu invocations are failing as a whole (not single records).",
+    "bulk": "Bulk-lane Emu invocations are failing as a whole (not single products).",
+}
 
 
 class MonitoringStack(Stack):
@@ -33,12 +53,7 @@ class MonitoringStack(Stack):
         id_: str,
         *,
         config: StageConfig,
-        queue: sqs.IQueue,
-        dead_letter_queue: sqs.IQueue,
-        bulk_queue: sqs.IQueue,
-        bulk_dead_letter_queue: sqs.IQueue,
-        emu: lambda_.IFunction,
-        emu_bulk: lambda_.IFunction,
+        lanes: Mapping[LaneName, EmuLane],
         listener: ecs.BaseService,
         load_balancer: elbv2.IApplicationLoadBalancer,
         database: rds.IDatabaseInstance,
@@ -57,21 +72,6 @@ class MonitoringStack(Stack):
             "encrypted with the AWS-managed SNS key, and a customer key would add idle cost.",
         )
 
-        queue_depth = queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
-        queue_age = queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum")
-        dlq_depth = dead_letter_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
-        emu_errors = emu.metric_errors(period=PERIOD, statistic="Sum")
-        bulk_depth = bulk_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
-        bulk_age = bulk_queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum")
-        bulk_dlq_depth = bulk_dead_letter_queue.metric_approximate_number_of_messages_visible(
-            period=PERIOD, statistic="Maximum"
-        )
-        emu_bulk_errors = emu_bulk.metric_errors(period=PERIOD, statistic="Sum")
-        # Emu's Powertools metrics (EMF), per lane: the age of the oldest change it indexed, per batch.
-        sync_lag = _emf_metric("SyncLag", "p95", cloudwatch.Unit.MILLISECONDS, lane="live")
-        bulk_sync_lag = _emf_metric("SyncLag", "p95", cloudwatch.Unit.MILLISECONDS, lane="bulk")
-        bulk_embed_calls = _emf_metric("EmbedCalls", "Sum", cloudwatch.Unit.COUNT, lane="bulk")
-        bulk_embedded = _emf_metric("Embedded", "Sum", cloudwatch.Unit.COUNT, lane="bulk")
         # The listener's own EMF metrics (every minute): changes captured but not yet on the queue.
         outbox_age = _emf_metric("OutboxOldestPendingAge", "Maximum", cloudwatch.Unit.SECONDS)
         outbox_backlog = _emf_metric("OutboxBacklog", "Maximum", cloudwatch.Unit.COUNT)
@@ -84,44 +84,8 @@ class MonitoringStack(Stack):
             dimensions_map={"ClusterName": listener.cluster.cluster_name, "ServiceName": listener.service_name},
         )
 
-        self._alarm(
-            "DeadLetterQueueNotEmpty",
-            dlq_depth,
-            threshold=0,
-            description="Messages failed maxReceiveCount times; Emu logged each reason. Inspect and redrive them.",
-        )
-        self._alarm(
-            "QueueAgeHigh",
-            queue_age,
-            threshold=config.queue_age_alarm_seconds,
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            description="The oldest sync message is waiting too long: Emu is failing, throttled or under-scaled.",
-        )
-        self._alarm(
-            "BulkDeadLetterQueueNotEmpty",
-            bulk_dlq_depth,
-            threshold=0,
-            description="Bulk messages failed maxReceiveCount times: a product in each failed every time "
-            "(sync_state.last_error says why); its neighbours were indexed. Fix the cause and redrive.",
-        )
-        self._alarm(
-            "BulkQueueAgeHigh",
-            bulk_age,
-            threshold=config.bulk_queue_age_alarm_seconds,
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            description="Bulk work (bootstrap, repairs, backlogs) waits longer than a large bootstrap should: "
-            "the bulk Emu is failing, throttled or under-scaled.",
-        )
-        self._alarm(
-            "EmuBulkErrors",
-            emu_bulk_errors,
-            threshold=0,
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            description="Bulk-lane Emu invocations are failing as a whole (not single products).",
-        )
+        for lane in lanes.values():
+            self._alarm_on_lane(lane, config)
         self._alarm(
             "OutboxAgeHigh",
             outbox_age,
@@ -130,14 +94,6 @@ class MonitoringStack(Stack):
             datapoints_to_alarm=2,
             description="Changes wait in the outbox: the listener runs but cannot send (SQS refusing, "
             "permissions) or cannot keep up. Its log says why.",
-        )
-        self._alarm(
-            "EmuErrors",
-            emu_errors,
-            threshold=0,
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            description="Emu invocations are failing as a whole (not single records).",
         )
         self._alarm(
             "ListenerNotRunning",
@@ -170,38 +126,9 @@ class MonitoringStack(Stack):
         self.dashboard = cloudwatch.Dashboard(
             self, "Dashboard", dashboard_name=f"refarch-{config.name}", default_interval=Duration.hours(3)
         )
-        self.dashboard.add_widgets(
-            _graph("Live queue depth", queue_depth, dlq_depth.with_(label="DLQ depth")),
-            _graph("Live queue oldest message age (s)", queue_age),
-            _graph("Live sync lag p95 (ms)", sync_lag),
-        )
-        self.dashboard.add_widgets(
-            _graph("Live Emu errors and throttles", emu_errors, emu.metric_throttles(period=PERIOD, statistic="Sum")),
-            _graph("Live Emu concurrency", emu.metric("ConcurrentExecutions", period=PERIOD, statistic="Maximum")),
-            _graph(
-                "Live Emu duration (ms)",
-                emu.metric_duration(period=PERIOD, statistic="p95"),
-                emu.metric_duration(period=PERIOD, statistic="Maximum"),
-            ),
-        )
-        self.dashboard.add_widgets(
-            _graph("Bulk queue depth (messages of up to 100 products)", bulk_depth, bulk_dlq_depth.with_(label="DLQ")),
-            _graph("Bulk queue oldest message age (s)", bulk_age, right=[bulk_sync_lag]),
-            _graph("Bulk products embedded and embedding requests", bulk_embedded, right=[bulk_embed_calls]),
-        )
-        self.dashboard.add_widgets(
-            _graph(
-                "Bulk Emu errors and throttles",
-                emu_bulk_errors,
-                emu_bulk.metric_throttles(period=PERIOD, statistic="Sum"),
-            ),
-            _graph("Bulk Emu concurrency", emu_bulk.metric("ConcurrentExecutions", period=PERIOD, statistic="Maximum")),
-            _graph(
-                "Bulk Emu duration (ms)",
-                emu_bulk.metric_duration(period=PERIOD, statistic="p95"),
-                emu_bulk.metric_duration(period=PERIOD, statistic="Maximum"),
-            ),
-        )
+        for lane in lanes.values():
+            for row in _lane_rows(lane):
+                self.dashboard.add_widgets(*row)
         self.dashboard.add_widgets(
             _graph(
                 "Web 5xx",
@@ -229,6 +156,33 @@ class MonitoringStack(Stack):
         )
         CfnOutput(
             self, "AlarmTopicArn", value=self.alarm_topic.topic_arn, description="Subscribe here to receive the alarms"
+        )
+
+    def _alarm_on_lane(self, lane: EmuLane, config: StageConfig) -> None:
+        """A lane's three alarms: its DLQ is not empty, its queue's oldest message is too old, its Emu fails."""
+        name = lane.queues.name
+        prefix = lane_id_prefix(name)
+        self._alarm(
+            f"{prefix}DeadLetterQueueNotEmpty",
+            _visible(lane.queues.dead_letter_queue),
+            threshold=0,
+            description=DEAD_LETTER_ALARM_TEXT[name],
+        )
+        self._alarm(
+            f"{prefix}QueueAgeHigh",
+            _oldest_age(lane.queues.queue),
+            threshold=config.queue_age_alarm_threshold(name),
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            description=QUEUE_AGE_ALARM_TEXT[name],
+        )
+        self._alarm(
+            f"Emu{prefix}Errors",
+            lane.function.metric_errors(period=PERIOD, statistic="Sum"),
+            threshold=0,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            description=EMU_ERRORS_ALARM_TEXT[name],
         )
 
     def _alarm(
@@ -259,7 +213,58 @@ class MonitoringStack(Stack):
         self.alarms.append(alarm)
 
 
-def _emf_metric(name: str, statistic: str, unit: cloudwatch.Unit, *, lane: str | None = None) -> cloudwatch.Metric:
+def _lane_rows(lane: EmuLane) -> list[list[cloudwatch.IWidget]]:
+    """A lane's two dashboard rows: its queues and what Emu got done, then its Emu function's health."""
+    name = lane.queues.name
+    title = name.capitalize()
+    function = lane.function
+    # Emu's Powertools metrics (EMF) carry the lane as a dimension.
+    sync_lag = _emf_metric("SyncLag", "p95", cloudwatch.Unit.MILLISECONDS, lane=name)
+    embedded = _emf_metric("Embedded", "Sum", cloudwatch.Unit.COUNT, lane=name)
+    embed_calls = _emf_metric("EmbedCalls", "Sum", cloudwatch.Unit.COUNT, lane=name)
+    return [
+        [
+            _graph(
+                f"{title} queue depth",
+                _visible(lane.queues.queue),
+                _visible(lane.queues.dead_letter_queue).with_(label="DLQ depth"),
+            ),
+            _graph(
+                f"{title} queue oldest message age (s), sync lag p95 (ms)",
+                _oldest_age(lane.queues.queue),
+                right=[sync_lag],
+            ),
+            _graph(f"{title} products embedded and embedding requests", embedded, right=[embed_calls]),
+        ],
+        [
+            _graph(
+                f"{title} Emu errors and throttles",
+                function.metric_errors(period=PERIOD, statistic="Sum"),
+                function.metric_throttles(period=PERIOD, statistic="Sum"),
+            ),
+            _graph(
+                f"{title} Emu concurrency", function.metric("ConcurrentExecutions", period=PERIOD, statistic="Maximum")
+            ),
+            _graph(
+                f"{title} Emu duration (ms)",
+                function.metric_duration(period=PERIOD, statistic="p95"),
+                function.metric_duration(period=PERIOD, statistic="Maximum"),
+            ),
+        ],
+    ]
+
+
+def _visible(queue: sqs.IQueue) -> cloudwatch.Metric:
+    """The messages waiting in a queue (the most in each period)."""
+    return queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
+
+
+def _oldest_age(queue: sqs.IQueue) -> cloudwatch.Metric:
+    """The age (seconds) of a queue's oldest message (the most in each period)."""
+    return queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum")
+
+
+def _emf_metric(name: str, statistic: str, unit: cloudwatch.Unit, *, lane: LaneName | None = None) -> cloudwatch.Metric:
     """One of the runtimes' own Powertools (EMF) metrics: namespace Refarch, dimension service=refarch
     (and lane=live|bulk for Emu's)."""
     return cloudwatch.Metric(

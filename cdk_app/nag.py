@@ -99,7 +99,7 @@ def finding_text(scope: IConstruct, value: str) -> str:
             return node.replace("${", "<").replace("}", ">")
         if "Fn::Join" in node:
             delimiter, items = node["Fn::Join"]
-            return delimiter.join(visit(item) for item in items)
+            return str(delimiter).join(visit(item) for item in items)
         if "Fn::ImportValue" in node:
             return visit(node["Fn::ImportValue"])
         if "Ref" in node:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
@@ -14,13 +15,13 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
 from cdk_app.config import StageConfig
 from cdk_app.constructs.container_image import app_image, runtime_platform
 from cdk_app.constructs.lambda_code import lambda_code
+from cdk_app.constructs.lane_queues import Lanes
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.constructs.state_machines import BootstrapStateMachine, ReconcileStateMachine
@@ -30,7 +31,7 @@ from cdk_app.nag import (
     acknowledge_invoker,
     acknowledge_task_execution_role,
 )
-from refarch import topology
+from refarch.lanes import topology
 
 LISTENER_COMMAND = ["refarch", "pelican", "listen"]
 LISTENER_HEALTH_COMMAND = ["refarch", "pelican", "health", "--max-age", "60"]
@@ -48,8 +49,7 @@ class PelicanStack(Stack):
         vpc: ec2.IVpc,
         database: rds.IDatabaseInstance,
         database_secret: secretsmanager.ISecret,
-        queue: sqs.IQueue,
-        bulk_queue: sqs.IQueue,
+        lanes: Lanes,
         schema: IConstruct,
         pinecone_host: str | None,
         **kwargs: Any,
@@ -63,8 +63,7 @@ class PelicanStack(Stack):
             search=config.search,
             database=database,
             database_secret=database_secret,
-            queue=queue,
-            bulk_queue=bulk_queue,
+            lanes=lanes,
             pinecone_host=pinecone_host,
         )
         self.code = lambda_code()
@@ -125,8 +124,7 @@ class PelicanStack(Stack):
             connections=self.listener,
             add_environment=container.add_environment,
             # Changes go to the live lane; a backlog above Topology.relay_bulk_threshold to the bulk lane.
-            send_to_queue=True,
-            send_to_bulk_queue=True,
+            send_to=topology.LANE_NAMES,
         )
         acknowledge_task_execution_role(task)
         acknowledge(
@@ -155,8 +153,16 @@ class PelicanStack(Stack):
             vpc=self.vpc,
         ).function
 
-    def _attach(self, function: lambda_.Function, **needs: bool) -> None:
-        self.access.attach(grantee=function, connections=function, add_environment=function.add_environment, **needs)
+    def _attach(
+        self, function: lambda_.Function, *, search: bool = False, send_to: Collection[topology.LaneName] = ()
+    ) -> None:
+        self.access.attach(
+            grantee=function,
+            connections=function,
+            add_environment=function.add_environment,
+            search=search,
+            send_to=send_to,
+        )
 
     def _add_bootstrap(self, schema: IConstruct) -> None:
         plan = self._function(
@@ -178,7 +184,7 @@ class PelicanStack(Stack):
             timeout=Duration.minutes(1),
         )
         self._attach(plan)
-        self._attach(batch, send_to_bulk_queue=True)
+        self._attach(batch, send_to=["bulk"])
         self._attach(finalize)
         bootstrap = BootstrapStateMachine(
             self,
@@ -259,7 +265,7 @@ class PelicanStack(Stack):
         )
         self._attach(plan)
         # Repairs are bulk work: they go to the bulk lane only.
-        self._attach(shard, search=True, send_to_bulk_queue=True)
+        self._attach(shard, search=True, send_to=["bulk"])
         self._attach(finalize)
         reconcile = ReconcileStateMachine(
             self,

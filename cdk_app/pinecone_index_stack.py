@@ -14,7 +14,7 @@ from cdk_app.config import StageConfig
 from cdk_app.constructs.lambda_code import lambda_code
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.nag import acknowledge_provider_framework
-from refarch import topology
+from refarch.lanes import topology
 
 
 class PineconeIndexStack(Stack):

@@ -20,30 +20,34 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
 from cdk_app.config import StageConfig
 from cdk_app.constructs.lambda_code import lambda_code
+from cdk_app.constructs.lane_queues import Lanes
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.constructs.state_machines import ReindexStateMachine
 from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_invoker, finding_text
-from refarch import topology
-from refarch.generation_placement import Placement
 from refarch.generations import EmbedderSpec
+from refarch.generations.placement import Placement
+from refarch.lanes import topology
 
 
 def configured_generation(config: StageConfig) -> dict[str, Any]:
     """The embedder and the vector index every runtime of the stage is configured with, as the
-    re-index start step compares them with the active generation's (refarch.reindex_flow)."""
+    re-index start step compares them with the active generation's (refarch.generations.reindex_flow)."""
     search = config.search
-    pinecone_index = search.pinecone_index_name if search.vector_backend == "pinecone" else None
+    placement = (
+        Placement("pinecone", search.pinecone_index_name, search.pinecone_namespace)
+        if search.vector_backend == "pinecone"
+        else Placement("pgvector")
+    )
     return {
         "embedder": EmbedderSpec("openai", search.openai_model, search.openai_dimensions).as_json(),
-        "placement": Placement(search.vector_backend, pinecone_index).as_json(),
+        "placement": placement.as_json(),
     }
 
 
@@ -59,8 +63,7 @@ class ReindexStack(Stack):
         vpc: ec2.IVpc,
         database: rds.IDatabaseInstance,
         admin_secret: secretsmanager.ISecret,
-        queue: sqs.IQueue,
-        bulk_queue: sqs.IQueue,
+        lanes: Lanes,
         bootstrap_name_export: str,
         schema: IConstruct,
         pinecone_host: str | None,
@@ -89,15 +92,14 @@ class ReindexStack(Stack):
             search=config.search,
             database=database,
             database_secret=admin_secret,
-            queue=queue,
-            bulk_queue=bulk_queue,
+            lanes=lanes,
             pinecone_host=pinecone_host,
         ).attach(
             grantee=self.function,
             connections=self.function,
             add_environment=self.function.add_environment,
             search=True,
-            read_lane_depths=True,
+            read_depths="queues",
         )
         reindex = ReindexStateMachine(
             self,

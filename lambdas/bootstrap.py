@@ -6,10 +6,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from refarch.observability import logger, tracer
 from refarch.pelican.bootstrap import fail_bootstrap, finalize_bootstrap, plan_bootstrap, run_batch
 from refarch.runtime import Runtime
-from refarch.topology import DEFAULT_TOPOLOGY
 
 runtime = Runtime(application_name="bootstrap")
 

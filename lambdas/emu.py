@@ -20,8 +20,9 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from refarch.lanes.queues import queue_of, release_now
+from refarch.lanes.topology import is_fifo
 from refarch.observability import logger, metrics, tracer
-from refarch.queue import queue_of, release_now
 from refarch.runtime import Runtime
 
 runtime = Runtime(application_name="emu")
@@ -59,9 +60,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     # handler from several threads at once. Records from the live lane's FIFO queue keep FIFO rules:
     # after a failure in a message group, later messages of that group are failed too. The bulk
     # lane's standard queue has no order to keep.
-    fifo = bool(records) and str(records[0].get("eventSourceARN", "")).endswith(".fifo")
     processor: BatchProcessor = (
-        SqsFifoPartialProcessor(skip_group_on_error=True) if fifo else BatchProcessor(EventType.SQS)
+        SqsFifoPartialProcessor(skip_group_on_error=True) if is_fifo(lane) else BatchProcessor(EventType.SQS)
     )
     try:
         return process_partial_response(
@@ -107,10 +107,10 @@ def hand_back_unstarted(records: list[dict[str, Any]], message_ids: set[str]) ->
     (a live delivery is one chunk: it runs short only when the invocation starts short of time).
     """
     chosen = [r for r in records if r["messageId"] in message_ids]
-    arn = chosen[0]["eventSourceARN"]
-    if not arn.endswith(".fifo"):
+    arn, lane = chosen[0]["eventSourceARN"], runtime.settings.emu_lane
+    if not is_fifo(lane):
         try:
-            queue_of(runtime.sqs, arn).send_bodies([r.get("body", "") for r in chosen])
+            queue_of(runtime.sqs, arn, lane=lane).send_bodies([r.get("body", "") for r in chosen])
             logger.info("messages not started sent again", extra={"messages": len(chosen)})
             return {r["messageId"] for r in chosen}
         except Exception as err:  # some copies may be out: the originals come back too (duplicates are harmless)

@@ -9,8 +9,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from refarch import catalog, generations
 from refarch.db import migrate
 from refarch.db.roles import enable_runtime_logins
+from refarch.index.pgvector_index import PgVectorIndex
 from refarch.observability import logger
-from refarch.pgvector_index import PgVectorIndex
 from refarch.runtime import Runtime
 from refarch.settings import ConfigurationError
 

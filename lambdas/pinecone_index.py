@@ -7,7 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from refarch import pinecone_indexes
+from refarch.index import pinecone_indexes
 from refarch.observability import logger
 from refarch.secrets import API_KEY_FIELDS, secret_text
 
@@ -22,7 +22,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     Delete keeps the index (it holds data). An Update to another dimension (a new model in the
     stage config) keeps it too: it serves the index generations of its dimension, and the re-index
     that the deploy starts creates an index of the new dimension beside it (docs/reindex.md).
-    `refarch.pinecone_indexes` does the work, for both.
+    `refarch.index.pinecone_indexes` does the work, for both.
     """
     props = event.get("ResourceProperties", {})
     name = props["IndexName"]

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from refarch.id_shards import Shard
+from refarch.index.id_shards import Shard
 from refarch.observability import logger, metrics, tracer
 from refarch.reconcile import SHARD_SAMPLE, find_drift, merge_reports, plan_shards, repair
 from refarch.runtime import Runtime

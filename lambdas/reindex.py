@@ -13,8 +13,7 @@ from typing import Any, Literal, assert_never
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
-from refarch import reindex, reindex_flow
-from refarch.generations import EmbedderSpec
+from refarch.generations import EmbedderSpec, reindex, reindex_flow
 from refarch.observability import logger, tracer
 from refarch.runtime import Runtime
 

@@ -165,7 +165,8 @@ class LocalEmbedder:
             array = self._model.encode(
                 texts, batch_size=self.BATCH_SIZE, normalize_embeddings=True, show_progress_bar=False
             )
-        return array.tolist()
+        vectors: list[list[float]] = array.tolist()
+        return vectors
 
 
 def make_embedder(settings: Settings) -> Embedder:

@@ -1,6 +1,6 @@
 """Pydantic's validation errors as the short messages people read, one per field.
 
-The request models (`refarch.products`, `refarch.search`, `web.contract`) declare each limit once;
+The request models (`refarch.products`, `refarch.search.service`, `web.contract`) declare each limit once;
 pydantic checks it and the OpenAPI document states it. This module only words the refusal.
 """
 

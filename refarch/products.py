@@ -25,8 +25,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from refarch.db import Connection, fetch_one
+from refarch.index.port import SearchFilter
 from refarch.input_errors import LABEL_PATTERN, TEXT_PATTERN, field_messages
-from refarch.vector_index import SearchFilter
 
 MAX_DESCRIPTION_CHARS = 100_000
 EDITABLE_FIELDS = ("sku", "name", "description", "category", "price")

@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from refarch.db import Database
-from refarch.emu import content_hash
-from refarch.id_shards import SHARD_DIGITS, Shard
-from refarch.messages import bulk_messages
+from refarch.emu.worker import content_hash
+from refarch.index.id_shards import SHARD_DIGITS, Shard
+from refarch.index.port import VectorIndex
+from refarch.lanes.messages import bulk_messages
+from refarch.lanes.queues import SyncQueue
 from refarch.observability import logger
 from refarch.products import embedding_text
-from refarch.queue import SyncQueue
-from refarch.vector_index import VectorIndex
 
 SAMPLE = 20
 # Per shard in a Map result: 900 shards' results must stay inside Step Functions' 256 KB state.

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from refarch.db import Database, resolve_dsn
 from refarch.embeddings import Embedder, make_embedder
-from refarch.emu import Emu
-from refarch.index_targets import GenerationTargets
-from refarch.queue import SyncQueue, make_cloudwatch_client, make_sqs_client
+from refarch.emu.worker import Emu
+from refarch.generations.targets import GenerationTargets
+from refarch.index.port import VectorIndex
+from refarch.lanes.queues import SyncQueue, make_cloudwatch_client, make_sqs_client
 from refarch.settings import Settings
-from refarch.vector_index import VectorIndex
 
 if TYPE_CHECKING:
-    from refarch.search import SearchService
+    from refarch.search.service import SearchService
 
 
 class Runtime:
@@ -60,12 +60,12 @@ class Runtime:
     @cached_property
     def queue(self) -> SyncQueue:
         """The live lane's FIFO queue."""
-        return SyncQueue(self.sqs, self.settings.resolved_queue_url())
+        return SyncQueue.for_lane(self.sqs, self.settings, "live")
 
     @cached_property
     def bulk_queue(self) -> SyncQueue:
         """The bulk lane's standard queue (bootstrap, repairs, large backlogs)."""
-        return SyncQueue(self.sqs, self.settings.resolved_bulk_queue_url())
+        return SyncQueue.for_lane(self.sqs, self.settings, "bulk")
 
     @cached_property
     def emu(self) -> Emu:
@@ -75,6 +75,6 @@ class Runtime:
     @cached_property
     def search(self) -> SearchService:
         """The search service the web page and the CLI share (imported here: the Lambdas never search)."""
-        from refarch.search import SearchService
+        from refarch.search.service import SearchService
 
         return SearchService(self.db, self.targets)

@@ -10,6 +10,12 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from refarch.lanes.topology import LaneName
+
+# Where each lane's queue and dead-letter queue URLs come from on AWS (set by cdk_app.constructs.runtime_access).
+QUEUE_URL_VARIABLES: dict[LaneName, str] = {"live": "REFARCH_QUEUE_URL", "bulk": "REFARCH_BULK_QUEUE_URL"}
+DLQ_URL_VARIABLES: dict[LaneName, str] = {"live": "REFARCH_DLQ_URL", "bulk": "REFARCH_BULK_DLQ_URL"}
+
 
 class ConfigurationError(RuntimeError):
     """A setting is missing or contradicts another; the message says which and how to fix it."""
@@ -34,13 +40,18 @@ class Settings(BaseSettings):
 
     aws_region: str = Field(default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "aws_region"))
     sqs_endpoint_url: str | None = None
-    queue_url: str | None = None
-    dlq_url: str | None = None
-    # The bulk lane (docs/emu.md): an SQS standard queue for bootstrap ranges, repairs and backlogs.
+    # Each lane's queue and dead-letter queue (docs/emu.md); read through `queue_url(lane)` and `dlq_url(lane)`.
+    live_queue_url: str | None = Field(
+        default=None, validation_alias=AliasChoices(QUEUE_URL_VARIABLES["live"], "live_queue_url")
+    )
+    live_dlq_url: str | None = Field(
+        default=None, validation_alias=AliasChoices(DLQ_URL_VARIABLES["live"], "live_dlq_url")
+    )
+    # REFARCH_BULK_QUEUE_URL and REFARCH_BULK_DLQ_URL: the prefix and the field names match the mappings above.
     bulk_queue_url: str | None = None
     bulk_dlq_url: str | None = None
     # Which lane this Emu function serves: the same handler, configured per function.
-    emu_lane: Literal["live", "bulk"] = "live"
+    emu_lane: LaneName = "live"
 
     embedder: Literal["local", "openai"] | None = None
     local_model: str = "all-MiniLM-L6-v2"
@@ -68,6 +79,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("PINECONE_INDEX_NAME", "pinecone_index_name")
     )
     pinecone_host: str | None = Field(default=None, validation_alias=AliasChoices("PINECONE_HOST", "pinecone_host"))
+    # Generation 1's namespace; later generations get `<namespace>-g<n>`. On AWS each stage's own
+    # (cdk_app.config.SearchConfig.pinecone_namespace), so stages sharing a Pinecone project never meet.
     pinecone_namespace: str = "products"
 
     # Web page: editing needs this password when one is set (locally open when neither is set).
@@ -113,37 +126,31 @@ class Settings(BaseSettings):
         """Addresses published by locally running components (empty when none are)."""
         return read_local_runtime(self.home)
 
-    def resolved_queue_url(self) -> str:
-        """The main queue URL, from the environment or the local SQS server."""
-        url = self.queue_url or self.local_runtime.get("queue_url")
+    def queue_url(self, lane: LaneName) -> str:
+        """The lane's queue URL: from the environment, or else from the local SQS server."""
+        url = self.known_queue_url(lane)
         if not url:
             raise ConfigurationError(
-                "No queue configured: set REFARCH_QUEUE_URL, or start the local SQS server "
+                f"No {lane} queue configured: set {QUEUE_URL_VARIABLES[lane]}, or start the local SQS server "
                 "(`refarch sqs-server` or `refarch demo`) with the same REFARCH_HOME."
             )
         return url
 
-    def resolved_dlq_url(self) -> str | None:
-        """The dead-letter queue URL, when known."""
-        return self.dlq_url or self.local_runtime.get("dlq_url")
+    def known_queue_url(self, lane: LaneName) -> str | None:
+        """The lane's queue URL, or None when none is configured (status displays)."""
+        return self._lane_url(lane, "queue_url")
 
-    def resolved_bulk_queue_url(self) -> str:
-        """The bulk lane's queue URL, from the environment or the local SQS server."""
-        url = self.bulk_queue_url or ("" if self.queue_url else self.local_runtime.get("bulk_queue_url"))
-        if not url:
-            raise ConfigurationError(
-                "No bulk queue configured: set REFARCH_BULK_QUEUE_URL, or start the local SQS server "
-                "(`refarch sqs-server` or `refarch demo`) with the same REFARCH_HOME."
-            )
-        return url
+    def dlq_url(self, lane: LaneName) -> str | None:
+        """The lane's dead-letter queue URL, when known."""
+        return self._lane_url(lane, "dlq_url")
 
-    def resolved_bulk_dlq_url(self) -> str | None:
-        """The bulk lane's dead-letter queue URL, when known."""
-        return self.bulk_dlq_url or (None if self.queue_url else self.local_runtime.get("bulk_dlq_url"))
-
-    def resolved_lane_queue_url(self) -> str:
-        """The queue of the lane this Emu serves (REFARCH_EMU_LANE)."""
-        return self.resolved_queue_url() if self.emu_lane == "live" else self.resolved_bulk_queue_url()
+    def _lane_url(self, lane: LaneName, kind: Literal["queue_url", "dlq_url"]) -> str | None:
+        # A queue URL from the environment means AWS (or a server chosen on purpose): then a local
+        # server's addresses left in runtime.json are never mixed in.
+        configured = getattr(self, f"{lane}_{kind}")
+        if configured or self.live_queue_url:
+            return configured or None
+        return self.local_runtime.get(kind if lane == "live" else f"bulk_{kind}") or None
 
     def resolved_sqs_endpoint(self) -> str | None:
         """A custom SQS endpoint (the local server), or None for AWS.
@@ -151,7 +158,7 @@ class Settings(BaseSettings):
         A queue URL from the environment means "that queue", so a local server's address left in
         runtime.json is not used with it.
         """
-        if self.sqs_endpoint_url or self.queue_url:
+        if self.sqs_endpoint_url or self.live_queue_url:
             return self.sqs_endpoint_url
         return self.local_runtime.get("sqs_endpoint_url")
 
@@ -159,7 +166,8 @@ class Settings(BaseSettings):
 def read_local_runtime(home: Path) -> dict[str, str]:
     """The addresses local components published in HOME/runtime.json (empty when none did, or mid-write)."""
     try:
-        return json.loads((home / "runtime.json").read_text())
+        addresses: dict[str, str] = json.loads((home / "runtime.json").read_text())
+        return addresses
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 

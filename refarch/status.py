@@ -7,6 +7,7 @@ from typing import Any
 
 from refarch import generations
 from refarch.db import Connection, fetch_one
+from refarch.lanes.topology import LANE_NAMES
 from refarch.observability import logger
 from refarch.settings import Settings
 
@@ -121,13 +122,11 @@ def queue_depths(sqs: Any, queue_url: str | None, dlq_url: str | None) -> dict[s
 
 def lane_queues(settings: Settings) -> dict[str, tuple[str | None, str | None]]:
     """{lane: (queue URL, DLQ URL)} for each lane whose queue is configured."""
-    live = settings.queue_url or settings.local_runtime.get("queue_url")
-    bulk = settings.bulk_queue_url or (None if settings.queue_url else settings.local_runtime.get("bulk_queue_url"))
     queues: dict[str, tuple[str | None, str | None]] = {}
-    if live:
-        queues["live"] = (live, settings.resolved_dlq_url())
-    if bulk:
-        queues["bulk"] = (bulk, settings.resolved_bulk_dlq_url())
+    for lane in LANE_NAMES:
+        url = settings.known_queue_url(lane)
+        if url:
+            queues[lane] = (url, settings.dlq_url(lane))
     return queues
 
 

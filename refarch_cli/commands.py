@@ -131,7 +131,7 @@ def reconcile_command(do_repair: bool, as_json: bool) -> None:
 def search(query: str, k: int, category: str | None, mode: str, as_json: bool) -> None:
     """Search from the terminal (the same service the web page uses)."""
     from refarch.runtime import Runtime
-    from refarch.search import SearchInputError
+    from refarch.search.service import SearchInputError
 
     try:
         page = Runtime(application_name="refarch-search").search.search(query, k=k, category=category, mode=mode)
@@ -154,7 +154,7 @@ def status(as_json: bool) -> None:
     """Products, indexed, pending, failed; each lane's queue depth, oldest message age and DLQ depth;
     the active index generation and a re-index's progress (rows, rate, ETA)."""
     from refarch.db import connect, resolve_dsn
-    from refarch.queue import make_cloudwatch_client, make_sqs_client
+    from refarch.lanes.queues import make_cloudwatch_client, make_sqs_client
     from refarch.status import generation_counts, lane_queues, queue_states, sync_counts
 
     settings = Settings()

@@ -61,6 +61,42 @@ def bench(
     run_bench(quick=quick, json_path=json_path, markdown_path=markdown_path, reindex_only=reindex_only)
 
 
+@bench.command("plot")
+@click.option(
+    "--from",
+    "results_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("bench/results.json"),
+    show_default=True,
+    help="A results file written by `refarch bench --json`.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the plots (default: beside the results file).",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    help="Draw only this plot: edit-latency-during-bootstrap, throughput or search-latency (repeatable; "
+    "default: every plot the results have numbers for).",
+)
+def bench_plot(results_path: Path, out_dir: Path | None, only: tuple[str, ...]) -> None:
+    """Draw the benchmark plots (SVG) from saved results, without running anything."""
+    from rich.console import Console
+
+    from refarch_local.bench import write_plots_and_report
+    from refarch_local.bench_plots import PLOT_NAMES
+
+    unknown = sorted(set(only) - set(PLOT_NAMES))
+    if unknown:
+        raise click.BadParameter(f"no plot named {', '.join(unknown)}; choose from {', '.join(PLOT_NAMES)}")
+
+    results = json.loads(results_path.read_text())
+    write_plots_and_report(results, out_dir or results_path.parent, Console(stderr=True), only=only or None)
+
+
 @bench.command("relevance")
 @JSON_OPTION
 @MARKDOWN_OPTION

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -65,8 +66,7 @@ def reindex_command(
     """
     from datetime import timedelta
 
-    from refarch import reindex
-    from refarch.generations import EmbedderSpec, GenerationError
+    from refarch.generations import EmbedderSpec, GenerationError, reindex
     from refarch.runtime import Runtime
 
     actions = [f for f, on in (("--switch", do_switch), ("--rollback", do_rollback), ("--abort", do_abort),
@@ -98,7 +98,11 @@ def reindex_command(
             click.echo(f"dropped generation(s): {', '.join(map(str, dropped)) or 'none past the grace period'}")
         elif create_only:
             created = reindex.start(targets, EmbedderSpec.from_settings(settings), pinecone_index=pinecone_index)
-            click.echo(json.dumps({"generation": created.id, "model_id": created.model_id, "target": created.target}))
+            click.echo(
+                json.dumps(
+                    {"generation": created.id, "model_id": created.model_id, "target": created.describe()["target"]}
+                )
+            )
         else:
             _reindex_build(targets, EmbedderSpec.from_settings(settings), pinecone_index=pinecone_index,
                            no_wait=no_wait, no_switch=no_switch, timeout=timeout)  # fmt: skip
@@ -114,8 +118,9 @@ def _reindex_build(
     targets: Any, spec: Any, *, pinecone_index: str | None, no_wait: bool, no_switch: bool, timeout: float | None
 ) -> None:
     """Start or resume the building generation, fill it through the bulk lane, then (unless told not to) switch."""
-    from refarch import generations, reindex
-    from refarch.queue import make_cloudwatch_client, make_sqs_client
+    from refarch import generations
+    from refarch.generations import reindex
+    from refarch.lanes.queues import make_cloudwatch_client, make_sqs_client
     from refarch.status import lane_queues, queue_states
 
     if local_runtime() is None:
@@ -131,8 +136,9 @@ def _reindex_build(
         building = reindex.start(targets, spec, pinecone_index=pinecone_index)
         click.echo(f"generation {building.id} ({building.model_id}) is building; search reads the active one")
     elif not (building.embedder == spec and _placement(targets.settings, pinecone_index).holds(building)):
+        where = building.target.describe() if building.target else "no index yet"
         raise generations.GenerationError(
-            f"generation {building.id} ({building.model_id}, {building.target}) is already building: finish it "
+            f"generation {building.id} ({building.model_id}, {where}) is already building: finish it "
             "(--switch) or --abort it"
         )
     else:
@@ -171,7 +177,7 @@ def _reindex_build(
 
 def _placement(settings: Settings, pinecone_index: str | None) -> Any:
     """Where the settings (or --pinecone-index) place the generation asked for."""
-    from refarch.generation_placement import Placement
+    from refarch.generations.placement import Placement
 
     configured = Placement.from_settings(settings)
-    return Placement(configured.backend, pinecone_index) if pinecone_index else configured
+    return replace(configured, pinecone_index=pinecone_index) if pinecone_index else configured

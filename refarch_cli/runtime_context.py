@@ -22,7 +22,7 @@ def settings_with_queue(wait_seconds: float = 60.0) -> Settings:
     while True:
         settings = Settings()  # fresh: runtime.json is read again
         try:
-            settings.resolved_queue_url()
+            settings.queue_url("live")
             return settings
         except ConfigurationError:
             if time.monotonic() >= deadline:

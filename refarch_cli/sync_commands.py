@@ -25,17 +25,17 @@ def pelican() -> None:
 def pelican_listen(dsn: str | None, poll_seconds: float) -> None:
     """Relay the outbox to SQS (live lane; a large backlog to the bulk lane); SIGTERM stops cleanly."""
     from refarch.db import resolve_dsn
+    from refarch.lanes.queues import SyncQueue, make_sqs_client
     from refarch.pelican.listener import OutboxRelay
-    from refarch.queue import SyncQueue, make_sqs_client
 
     settings = settings_with_queue()
     sqs = make_sqs_client(settings)
     relay = OutboxRelay(
         resolve_dsn(settings, dsn),
-        SyncQueue(sqs, settings.resolved_queue_url()),
+        SyncQueue.for_lane(sqs, settings, "live"),
         poll_seconds=poll_seconds,
         heartbeat_file=_heartbeat_file(settings),
-        bulk_queue=SyncQueue(sqs, settings.resolved_bulk_queue_url()),
+        bulk_queue=SyncQueue.for_lane(sqs, settings, "bulk"),
     )
     stop_on_signals(relay.stop)
     relay.run()
@@ -92,9 +92,9 @@ def emu() -> None:
 )
 def emu_worker(lane: str | None, concurrency: int | None, ready_file: str) -> None:
     """Poll one lane's local queue and invoke the Emu Lambda handler (the local event source mapping)."""
-    from refarch.queue import make_sqs_client
+    from refarch.lanes.queues import make_sqs_client
+    from refarch.lanes.topology import DEFAULT_TOPOLOGY, EMU_HANDLER
     from refarch.settings import ConfigurationError
-    from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER
     from refarch_local.event_source import EventSourcePoller
 
     if lane:
@@ -104,7 +104,7 @@ def emu_worker(lane: str | None, concurrency: int | None, ready_file: str) -> No
         # Build Emu's runtime and find the queue now: a configuration that can never work fails here, once, clearly.
         _emu = importlib.import_module(EMU_HANDLER.rpartition(".")[0]).runtime.emu
         settings = settings_with_queue()
-        queue_url = settings.resolved_lane_queue_url()
+        queue_url = settings.queue_url(settings.emu_lane)
     except ConfigurationError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)

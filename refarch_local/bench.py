@@ -31,7 +31,7 @@ from rich.console import Console
 from refarch import catalog
 from refarch.db import Database, connect, fetch_one
 from refarch.embeddings import LocalEmbedder
-from refarch.messages import bulk_messages
+from refarch.lanes.messages import bulk_messages
 from refarch.products import embedding_text
 from refarch.settings import Settings, read_local_runtime
 from refarch_local import bench_reindex
@@ -151,11 +151,24 @@ class Bench:
         finally:
             conn.close()
 
-    def _wait_indexed(self, expected: int, timeout: float = 3600) -> None:
+    def _wait_indexed(
+        self, expected: int, timeout: float = 3600, *, progress: list[list[float]] | None = None, origin: float = 0.0
+    ) -> None:
+        """Wait until `expected` rows are indexed and none is pending.
+
+        With `progress`, append [seconds since `origin` (a time.monotonic() value), rows indexed] about
+        once a second: the bootstrap's progress over time, plotted by the bench.
+        """
         deadline = time.monotonic() + timeout
+        last_sample = -1.0
         while time.monotonic() < deadline:
             status = self.supervisor.status()
-            if status["indexed"] >= expected and status["pending"] == 0:
+            now = time.monotonic()
+            done = status["indexed"] >= expected and status["pending"] == 0
+            if progress is not None and (done or now - last_sample >= 1.0):
+                progress.append([round(now - origin, 2), status["indexed"]])
+                last_sample = now
+            if done:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"index did not reach {expected} rows in {timeout}s")
@@ -262,11 +275,12 @@ class Bench:
         conn.close()
         started = time.monotonic()
         finished = threading.Event()
+        progress: list[list[float]] = [[0.0, 0]]
 
         def bootstrap_and_index() -> None:
             try:
                 self.supervisor.bootstrap()
-                self._wait_indexed(self.rows)
+                self._wait_indexed(self.rows, progress=progress, origin=started)
             finally:
                 finished.set()
 
@@ -279,9 +293,11 @@ class Bench:
             pace=0.5,
             until=finished,
             first=self.rows + 1 + self.edits,
+            origin=started,
         )
         runner.join()
         result["bootstrap_seconds"] = round(time.monotonic() - started, 2)
+        result["bootstrap_progress"] = progress
         self.results["change_latency_during_bootstrap_ms"] = result
 
     def rebootstrap_unchanged(self) -> None:
@@ -294,10 +310,10 @@ class Bench:
         rerun_seconds = time.monotonic() - started
         calls_after_rerun = self._count("SELECT count(*) FROM embed_calls")
         # Now force every row through the queue and Emu (duplicates of indexed versions).
-        from refarch.queue import SyncQueue, make_sqs_client
+        from refarch.lanes.queues import SyncQueue, make_sqs_client
 
         runtime = read_local_runtime(self.home)
-        queue = SyncQueue(make_sqs_client(Settings(home=self.home)), runtime["bulk_queue_url"])
+        queue = SyncQueue(make_sqs_client(Settings(home=self.home)), runtime["bulk_queue_url"], lane="bulk")
         conn = connect(self.supervisor.dsn)
         with conn.cursor() as cur:
             cur.execute("SELECT id, version FROM products ORDER BY id")
@@ -359,8 +375,8 @@ class Bench:
     def search_latency(self) -> None:
         """p50/p95 of SearchService.search per mode at two catalog sizes (the larger one in its own database),
         the active index generation looked up as the web app does."""
-        from refarch.index_targets import GenerationTargets
-        from refarch.search import SearchService
+        from refarch.generations.targets import GenerationTargets
+        from refarch.search.service import SearchService
         from refarch_local import search_bench
 
         self.console.print(f"[bold]3. search latency[/bold] per mode at {self.search_sizes} products …")
@@ -410,7 +426,7 @@ def run_bench(
     *, quick: bool, json_path: Path | None, markdown_path: Path | None, reindex_only: bool = False
 ) -> dict[str, Any]:
     """Run every benchmark (small sizes with quick; only the bootstrap and the re-index with reindex_only)
-    and write the results."""
+    and write the results: the JSON, the markdown table and, next to the table (or the JSON), the plots."""
     console = Console(stderr=True)
     if quick:
         bench = Bench(rows=300, edits=20, search_sizes=(300, 2000), queries=30, console=console)
@@ -423,4 +439,21 @@ def run_bench(
         json_path.write_text(json.dumps(results, indent=2))
     if markdown_path:
         markdown_path.write_text(markdown)
+    beside = markdown_path or json_path
+    if beside:
+        write_plots_and_report(results, beside.parent, console)
     return results
+
+
+def write_plots_and_report(
+    results: dict[str, Any], directory: Path, console: Console, *, only: tuple[str, ...] | None = None
+) -> None:
+    """Write the plots (refarch_local.bench_plots; those in `only`, or all) into `directory` and say which
+    were written or skipped."""
+    from refarch_local.bench_plots import PLOT_NAMES, write_plots
+
+    written, skipped = write_plots(results, directory, only=only or PLOT_NAMES)
+    for path in written:
+        console.print(f"plot: {path}")
+    for name in skipped:
+        console.print(f"[yellow]plot skipped (the results lack its numbers): {name}[/yellow]")

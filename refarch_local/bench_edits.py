@@ -52,6 +52,7 @@ def timed_edits(
     first: int,
     edits: int | None = None,
     until: threading.Event | None = None,
+    origin: float | None = None,
 ) -> dict[str, Any]:
     """Edit products every `pace` seconds (`edits` of them, or until `until` is set); time each to searchable.
 
@@ -60,14 +61,20 @@ def timed_edits(
     asks the vector index with that vector, as SearchService does (top 10, no filter), until
     the product is among the hits with the committed version. Edits not found within
     CHANGE_TIMEOUT_S are counted as not found, not dropped.
+
+    `timeline` lists every edit as [seconds from `origin` (a time.monotonic() value; by default
+    the first edit) to its commit, milliseconds to searchable or None when not found]: what the
+    bench plots over the run.
     """
-    from refarch.pgvector_index import PgVectorIndex
-    from refarch.vector_index import SearchFilter
+    from refarch.index.pgvector_index import PgVectorIndex
+    from refarch.index.port import SearchFilter
 
     index = PgVectorIndex(Database(dsn), embedder.dimension)
     # product id -> (query vector for its new text, committed version, commit time)
     pending: dict[int, tuple[list[float], int, float]] = {}
     latencies: list[float] = []
+    # product id -> commit time, latency ms (None while pending or when never found), in commit order
+    timeline: dict[int, list[tuple[float, float | None]]] = {}
     lock = threading.Lock()
     done = threading.Event()
 
@@ -82,6 +89,7 @@ def timed_edits(
                     with lock:
                         pending.pop(pid)
                         latencies.append((now - committed_at) * 1000)
+                        timeline[pid][-1] = (committed_at, latencies[-1])
                 elif now - committed_at > CHANGE_TIMEOUT_S:
                     with lock:
                         pending.pop(pid)
@@ -93,6 +101,7 @@ def timed_edits(
     conn = connect(dsn)
     made = 0
     started = time.monotonic()
+    origin = started if origin is None else origin
     i = 0
     while (edits is None or i < edits) and not (until is not None and until.is_set()):
         # A steady pace: each edit at its slot, whatever the query embedding before it took.
@@ -110,8 +119,10 @@ def timed_edits(
         with conn, conn.cursor() as cur:
             cur.execute("UPDATE products SET description = %s WHERE id = %s RETURNING version", (description, pid))
             version = fetch_one(cur)[0]
+        committed_at = time.monotonic()
         with lock:
-            pending[pid] = (vector, version, time.monotonic())
+            pending[pid] = (vector, version, committed_at)
+            timeline.setdefault(pid, []).append((committed_at, None))
         made += 1
     conn.close()
     done.set()
@@ -127,4 +138,8 @@ def timed_edits(
         "p95": round(percentile(latencies, 95), 1) if latencies else None,
         "p99": round(percentile(latencies, 99), 1) if latencies else None,
         "max": round(max(latencies), 1) if latencies else None,
+        "timeline": [
+            [round(committed_at - origin, 3), None if ms is None else round(ms, 1)]
+            for committed_at, ms in sorted(entry for entries in timeline.values() for entry in entries)
+        ],
     }

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from refarch import reindex
 from refarch.db import Database, connect, fetch_one
 from refarch.embeddings import Embedder
-from refarch.generations import EmbedderSpec
-from refarch.index_targets import ACTIVE_CACHE_SECONDS, GenerationTargets
-from refarch.search import SearchService
+from refarch.generations import EmbedderSpec, reindex
+from refarch.generations.targets import ACTIVE_CACHE_SECONDS, GenerationTargets
+from refarch.search.service import SearchService
 from refarch.settings import Settings
 
 SECOND_MODEL = EmbedderSpec("openai", "text-embedding-3-small", 64)

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from refarch.db import Database, connect
 from refarch.embeddings import make_embedder
-from refarch.pgvector_index import PgVectorIndex
+from refarch.index.pgvector_index import PgVectorIndex
 from refarch.settings import Settings
 from refarch_local.convergence import Convergence, check_convergence
 from refarch_local.standins import OpenAIStandIn

@@ -87,7 +87,7 @@ class ChaosScenarios(ChaosHarness):
         counting = threading.Lock()
 
         def body() -> int:
-            from refarch.messages import SyncMessage
+            from refarch.lanes.messages import SyncMessage
             from refarch_local.handlers import LocalLambdaContext, load_handler
 
             handler = load_handler("lambdas.emu.handler")
@@ -190,7 +190,7 @@ class ChaosScenarios(ChaosHarness):
         seen: dict[str, Any] = {}
 
         def body() -> int:
-            from refarch.queue import make_sqs_client
+            from refarch.lanes.queues import make_sqs_client
 
             runtime = read_local_runtime(self.home)
             sqs = make_sqs_client(Settings(home=self.home))

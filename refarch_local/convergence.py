@@ -16,8 +16,8 @@ from typing import Any
 from refarch import products
 from refarch.db import Database
 from refarch.embeddings import Embedder
-from refarch.emu import content_hash
-from refarch.vector_index import VectorIndex
+from refarch.emu.worker import content_hash
+from refarch.index.port import VectorIndex
 
 # Two embeddings of the same text by the same model agree to far better than this.
 SAME_VECTOR_COSINE = 0.999

@@ -20,8 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from refarch.lanes.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, Lane
 from refarch.observability import logger
-from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, Lane
 from refarch_local.handlers import Handler, LocalLambdaContext, load_handler
 
 RECEIVE_WAIT_SECONDS = 1

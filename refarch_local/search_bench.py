@@ -19,10 +19,10 @@ from typing import Any
 from refarch import catalog
 from refarch.db import Database, connect, migrate, with_database
 from refarch.embeddings import Embedder
-from refarch.pgvector_index import PgVectorIndex
+from refarch.index.pgvector_index import PgVectorIndex
+from refarch.index.port import VectorRecord
 from refarch.products import embedding_text
-from refarch.search import SEARCH_MODES, FixedIndex, SearchService
-from refarch.vector_index import VectorRecord
+from refarch.search.service import SEARCH_MODES, FixedIndex, SearchService
 from refarch_local.relevance import CLASSES, HITS_AT, hit_at, load_query_set, ndcg
 
 # The latency queries of the full benchmark (a mix of needs, names and single words).

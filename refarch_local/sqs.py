@@ -9,11 +9,14 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from refarch.queue import make_sqs_client
+from refarch.lanes.queues import make_sqs_client
+from refarch.lanes.topology import BULK_DLQ_NAME, BULK_QUEUE_NAME, DEFAULT_TOPOLOGY, DLQ_NAME, QUEUE_NAME, Topology
 from refarch.settings import Settings, write_local_runtime
-from refarch.topology import BULK_DLQ_NAME, BULK_QUEUE_NAME, DEFAULT_TOPOLOGY, DLQ_NAME, QUEUE_NAME, Topology
+
+if TYPE_CHECKING:  # boto3's stubs are a dev dependency: types only, never imported at run time
+    from mypy_boto3_cloudwatch.type_defs import MetricDatumTypeDef
 
 DEFAULT_PORT = 9324
 # Locally a failed message comes back after this many seconds (AWS: 6 x Emu's timeout), so
@@ -94,7 +97,7 @@ class LocalSqsServer:
         )
         while not self._stopped.wait(self.AGE_METRIC_SECONDS):
             try:
-                data = [
+                data: list[MetricDatumTypeDef] = [
                     {
                         "MetricName": "ApproximateAgeOfOldestMessage",
                         "Dimensions": [{"Name": "QueueName", "Value": name}],
@@ -176,8 +179,8 @@ def _speed_up_moto() -> None:
     if missing:
         raise RuntimeError(
             f"moto {_moto_version()} no longer has the internals refarch_local/sqs.py patches for speed: "
-            f"{', '.join(missing)}. Update _speed_up_moto for this moto, or pin the moto version in "
-            "requirements-dev.txt."
+            f"{', '.join(missing)}. Update _speed_up_moto for this moto, or cap moto's range in "
+            "pyproject.toml (the local extra) and run `make lock`."
         )
     sqs_models._refarch_patched = True  # type: ignore[attr-defined]
 

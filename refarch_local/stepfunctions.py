@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from refarch.lanes.topology import BOOTSTRAP_BATCH_HANDLER
 from refarch.settings import Settings
-from refarch.topology import BOOTSTRAP_BATCH_HANDLER
 from refarch_local.handlers import invoke
 from refarch_local.rehearsal.states import (
     Invocation,

@@ -22,9 +22,9 @@ from rich.console import Console
 
 from refarch import catalog
 from refarch.db import connect, fetch_one, migrate
+from refarch.lanes.topology import DEFAULT_TOPOLOGY, LaneName, Topology
 from refarch.settings import ConfigurationError, Settings, read_local_runtime, write_local_runtime
 from refarch.status import lane_queues, queue_states, sync_counts
-from refarch.topology import DEFAULT_TOPOLOGY, LaneName, Topology
 from refarch_local import LOCAL_ENV, SUPERVISOR_PID_ENV
 from refarch_local.database import LocalDatabase
 
@@ -371,14 +371,14 @@ class Supervisor:
     @cached_property
     def _sqs(self) -> Any:
         """One SQS client for every status poll (the local server keeps its port across restarts)."""
-        from refarch.queue import make_sqs_client
+        from refarch.lanes.queues import make_sqs_client
 
         return make_sqs_client(Settings(home=self.home))
 
     @cached_property
     def _cloudwatch(self) -> Any:
         """One CloudWatch client (the local SQS server publishes the queues' age metric)."""
-        from refarch.queue import make_cloudwatch_client
+        from refarch.lanes.queues import make_cloudwatch_client
 
         return make_cloudwatch_client(Settings(home=self.home))
 

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, request, send_from_directory
 from refarch import products, status
 from refarch.observability import logger
 from refarch.products import MAX_ID, Product, ProductNotFoundError, StaleVersionError
-from refarch.search import ListingRequest, SearchPage, SearchRequest
+from refarch.search.service import ListingRequest, SearchPage, SearchRequest
 from web import contract
 from web.auth import can_edit, editor_required
 from web.contract import DeleteQuery, SyncStatusesQuery, request_json, respond

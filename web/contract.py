@@ -2,7 +2,7 @@
 models and answer through them (`respond`), and `web.openapi` builds the OpenAPI document from them.
 
 Product and search requests are the runtime library's own models (`refarch.products.NewProduct`,
-`ProductChange`, `refarch.search.SearchRequest`, `ListingRequest`): the CLI and the search service
+`ProductChange`, `refarch.search.service.SearchRequest`, `ListingRequest`): the CLI and the search service
 check the same limits. What only the web API has lives here.
 """
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from refarch.input_errors import field_messages
 from refarch.products import MAX_ID
-from refarch.search import SearchMode
+from refarch.search.service import SearchMode
 from web.errors import ApiError
 
 MAX_STATUS_IDS = 200

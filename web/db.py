@@ -10,7 +10,8 @@ from refarch.runtime import Runtime
 
 def get_runtime() -> Runtime:
     """The process-wide Runtime: database, embedder, vector index and queue, each built on first use."""
-    return current_app.config["REFARCH_RUNTIME"]
+    runtime: Runtime = current_app.config["REFARCH_RUNTIME"]
+    return runtime
 
 
 def get_db() -> Connection:
@@ -20,7 +21,8 @@ def get_db() -> Connection:
     """
     if "db" not in g:
         g.db = get_runtime().db.connect()
-    return g.db
+    connection: Connection = g.db
+    return connection
 
 
 def close_db(exc: BaseException | None = None) -> None:

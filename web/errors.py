@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from refarch.observability import logger
 from refarch.products import ProductInputError, ProductNotFoundError, StaleVersionError
-from refarch.search import SearchInputError
+from refarch.search.service import SearchInputError
 from refarch.settings import ConfigurationError
 
 

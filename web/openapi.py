@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from refarch.products import MAX_DESCRIPTION_CHARS, NewProduct, ProductChange
-from refarch.search import MAX_DEPTH, ListingRequest, SearchRequest
+from refarch.search.service import MAX_DEPTH, ListingRequest, SearchRequest
 from web import contract
 
 OPENAPI_VERSION = "3.1.0"

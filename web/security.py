@@ -43,7 +43,7 @@ def csrf_token() -> str:
     """This session's CSRF token (created on first use); pages embed it, API clients read /api/session."""
     if CSRF_FORM_FIELD not in session:
         session[CSRF_FORM_FIELD] = secrets.token_urlsafe(32)
-    return session[CSRF_FORM_FIELD]
+    return str(session[CSRF_FORM_FIELD])
 
 
 def rotate_csrf_token() -> str:

@@ -8,7 +8,7 @@ from flask import Blueprint, render_template, request, url_for
 
 from refarch import products, status
 from refarch.products import MAX_ID, ProductNotFoundError
-from refarch.search import DEFAULT_K, DEFAULT_MODE, SearchInputError, SearchPage, SearchRequest
+from refarch.search.service import DEFAULT_K, DEFAULT_MODE, SearchInputError, SearchPage, SearchRequest
 from web.api import queue_state
 from web.contract import present
 from web.db import get_db, get_runtime

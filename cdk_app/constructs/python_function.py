@@ -14,7 +14,7 @@ from refarch.observability import NAMESPACE, SERVICE
 
 
 class PythonFunction(Construct):
-    """One handler from `refarch.topology` as a Lambda function, with the settings every function shares."""
+    """One handler from `refarch.lanes.topology` as a Lambda function, with the settings every function shares."""
 
     def __init__(
         self,

@@ -7,22 +7,28 @@ no secret value is ever in an environment variable or a template.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, Literal
 
 from aws_cdk import Annotations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk_app.config import SearchConfig
+from cdk_app.constructs.lane_queues import Lanes
+from refarch.lanes.topology import LaneName
+from refarch.settings import DLQ_URL_VARIABLES, QUEUE_URL_VARIABLES
+
+DepthReading = Literal["queues", "queues_and_dead_letters"]
+"""What a runtime may read of the lanes besides sending: `queues`, each lane's queue depth (is anything
+still queued?); `queues_and_dead_letters`, each lane's queue and DLQ depths and queue age (status displays)."""
 
 
 class RuntimeAccess(Construct):
-    """The database, the API key secrets and the queue, handed out per runtime with least privilege."""
+    """The database, the API key secrets and the lanes' queues, handed out per runtime with least privilege."""
 
     def __init__(
         self,
@@ -32,20 +38,14 @@ class RuntimeAccess(Construct):
         search: SearchConfig,
         database: rds.IDatabaseInstance,
         database_secret: secretsmanager.ISecret,
-        queue: sqs.IQueue | None = None,
-        dead_letter_queue: sqs.IQueue | None = None,
-        bulk_queue: sqs.IQueue | None = None,
-        bulk_dead_letter_queue: sqs.IQueue | None = None,
+        lanes: Lanes,
         pinecone_host: str | None = None,
     ) -> None:
         super().__init__(scope, id_)
         self.search = search
         self.database = database
         self.database_secret = database_secret
-        self.queue = queue
-        self.dead_letter_queue = dead_letter_queue
-        self.bulk_queue = bulk_queue
-        self.bulk_dead_letter_queue = bulk_dead_letter_queue
+        self.lanes = lanes
         self.pinecone_host = pinecone_host
         # The operator creates these before the first deploy; importing by name keeps values out of CDK.
         self.openai_secret = secretsmanager.Secret.from_secret_name_v2(self, "OpenAiApiKey", search.openai_secret_name)
@@ -62,15 +62,13 @@ class RuntimeAccess(Construct):
         connections: ec2.IConnectable,
         add_environment: Callable[[str, str], Any],
         search: bool = False,
-        send_to_queue: bool = False,
-        send_to_bulk_queue: bool = False,
-        read_queue_depth: bool = False,
-        read_lane_depths: bool = False,
+        send_to: Collection[LaneName] = (),
+        read_depths: DepthReading | None = None,
     ) -> None:
-        """Give one runtime the database, and optionally search (embedder + index) and either lane's queue.
+        """Give one runtime the database, and optionally search (embedder + index) and the lanes it uses.
 
-        `read_queue_depth`: both lanes' queues and DLQs, and their age metric (status displays);
-        `read_lane_depths`: only the two queues' message counts (is anything still queued?).
+        `send_to`: the lanes whose queues it may send to; `read_depths`: which depths it may read
+        (DepthReading), never receive, delete or send.
         """
         # The rule lands in the runtime's stack (allow_to), so the data stack never depends on it.
         connections.connections.allow_to_default_port(self.database, "Postgres from the runtime")
@@ -86,30 +84,19 @@ class RuntimeAccess(Construct):
         }
         if search:
             env.update(self._grant_search(grantee))
-        if send_to_queue:
-            if self.queue is None:
-                raise ValueError("send_to_queue needs the queue")
-            self.queue.grant_send_messages(grantee)
-            env["REFARCH_QUEUE_URL"] = self.queue.queue_url
-        if send_to_bulk_queue:
-            if self.bulk_queue is None:
-                raise ValueError("send_to_bulk_queue needs the bulk queue")
-            self.bulk_queue.grant_send_messages(grantee)
-            env["REFARCH_BULK_QUEUE_URL"] = self.bulk_queue.queue_url
-        if read_queue_depth or read_lane_depths:
-            # Only GetQueueAttributes (the depths); no receive, delete or send.
-            watched = [(self.queue, "REFARCH_QUEUE_URL"), (self.bulk_queue, "REFARCH_BULK_QUEUE_URL")]
-            if read_queue_depth:
-                watched += [
-                    (self.dead_letter_queue, "REFARCH_DLQ_URL"),
-                    (self.bulk_dead_letter_queue, "REFARCH_BULK_DLQ_URL"),
-                ]
+        for lane in self.lanes.values():
+            if lane.name in send_to:
+                lane.queue.grant_send_messages(grantee)
+                env[QUEUE_URL_VARIABLES[lane.name]] = lane.queue.queue_url
+        if read_depths:
+            # Only GetQueueAttributes (the depths): every lane's queue, then (if asked) every DLQ.
+            watched = [(lane.queue, QUEUE_URL_VARIABLES[lane.name]) for lane in self.lanes.values()]
+            if read_depths == "queues_and_dead_letters":
+                watched += [(lane.dead_letter_queue, DLQ_URL_VARIABLES[lane.name]) for lane in self.lanes.values()]
             for queue, name in watched:
-                if queue is None:
-                    raise ValueError(f"reading queue depths needs the queue behind {name}")
                 queue.grant(grantee, "sqs:GetQueueAttributes")
                 env[name] = queue.queue_url
-        if read_queue_depth:
+        if read_depths == "queues_and_dead_letters":
             # The age of each queue's oldest message exists only as a CloudWatch metric. CloudWatch
             # cannot scope metric reads to a resource, so this one action is granted on "*".
             iam.Grant.add_to_principal(grantee=grantee, actions=["cloudwatch:GetMetricStatistics"], resource_arns=["*"])
@@ -128,6 +115,8 @@ class RuntimeAccess(Construct):
             self.pinecone_secret.grant_read(grantee)
             env["REFARCH_PINECONE_SECRET_ARN"] = self.pinecone_secret.secret_arn
             env["PINECONE_INDEX_NAME"] = self.search.pinecone_index_name
+            # The stage's own namespace: what Emu writes, reconcile compares and gc empties is this stage's.
+            env["REFARCH_PINECONE_NAMESPACE"] = self.search.pinecone_namespace
             if self.pinecone_host:
                 env["PINECONE_HOST"] = self.pinecone_host
         return env

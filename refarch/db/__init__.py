@@ -120,8 +120,23 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name, (folder / name).read_text()) for name in names]
 
 
-def migrate(dsn: str) -> list[str]:
-    """Apply the migrations not yet applied; return their names. Idempotent and safe to run concurrently."""
+def migrations_through(up_to: str | None = None) -> list[tuple[str, str]]:
+    """The migrations in order, up to and including `up_to` (a file name or its number, "0010"); None: all."""
+    files = migration_files()
+    if up_to is None:
+        return files
+    numbers = [name.partition("_")[0] for name, _ in files]
+    wanted = up_to.partition("_")[0]
+    if wanted not in numbers or (up_to != wanted and up_to not in (name for name, _ in files)):
+        raise ValueError(f"no migration {up_to!r}; the migrations are {', '.join(name for name, _ in files)}")
+    return files[: numbers.index(wanted) + 1]
+
+
+def migrate(dsn: str, *, up_to: str | None = None) -> list[str]:
+    """Apply the migrations not yet applied (up to and including `up_to`, when given); return their names.
+
+    Idempotent and safe to run concurrently. `up_to` lets upgrade tests build the schema of any past release.
+    """
     applied: list[str] = []
     conn = connect(dsn, autocommit=True, application_name="refarch-migrate")
     try:
@@ -134,7 +149,7 @@ def migrate(dsn: str) -> list[str]:
             )
             cur.execute("SELECT name FROM schema_migrations")
             done = {row[0] for row in cur.fetchall()}
-        for name, sql in migration_files():
+        for name, sql in migrations_through(up_to):
             if name in done:
                 continue
             with conn.cursor() as cur:

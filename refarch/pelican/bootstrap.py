@@ -14,9 +14,9 @@ from typing import Any
 
 from refarch.db import Database, fetch_one
 from refarch.generations import LIVE_STATUSES, GenerationError
-from refarch.messages import bulk_messages
+from refarch.lanes.messages import bulk_messages
+from refarch.lanes.queues import SyncQueue
 from refarch.observability import logger
-from refarch.queue import SyncQueue
 
 
 class RangeBusyError(RuntimeError):

@@ -24,12 +24,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
-from refarch import outbox
 from refarch.db import Connection, connect
-from refarch.messages import BulkSyncMessage, SyncMessage, SyncOp, bulk_messages
+from refarch.lanes.messages import BulkSyncMessage, SyncMessage, SyncOp, bulk_messages
+from refarch.lanes.queues import PartialSendError, SyncQueue
+from refarch.lanes.topology import DEFAULT_TOPOLOGY, LaneName
 from refarch.observability import logger, metrics
-from refarch.queue import PartialSendError, SyncQueue
-from refarch.topology import DEFAULT_TOPOLOGY, LaneName
+from refarch.pelican import outbox
 
 CHANNEL = "refarch_outbox"
 # Rows claimed per round on the bulk lane: 50 bulk messages, 5 SendMessageBatch calls.

@@ -30,8 +30,8 @@ from typing import Any
 import psycopg2
 
 from refarch.db import with_database
+from refarch.lanes.topology import MIGRATE_HANDLER, Lane
 from refarch.status import sync_counts
-from refarch.topology import MIGRATE_HANDLER, Lane
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.rehearsal.cloud import REGION, LocalCloud
 from refarch_local.rehearsal.containers import Container, container_runtime

@@ -27,18 +27,10 @@ from typing import Any
 Template = dict[str, Any]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# What shapes the templates: the CDK app, and the refarch modules it imports (topology, error names).
-SYNTH_INPUTS = (
-    "app.py",
-    "cdk.json",
-    "cdk_app",
-    "refarch/topology.py",
-    "refarch/generations.py",
-    "refarch/generation_placement.py",
-    "refarch/observability.py",
-    "refarch/pelican/bootstrap.py",
-    "refarch/db/roles.py",
-)
+# What shapes the templates: the CDK app and the shared library it imports (topology, error and
+# variable names, the migrations whose hash the schema resource carries).
+SYNTH_INPUTS = ("app.py", "cdk.json", "cdk_app", "refarch")
+SYNTH_SUFFIXES = (".py", ".sql", ".json")
 # Where synthesized assemblies are cached, when not under the local home (tests share one cache).
 SYNTH_CACHE_ENV = "REFARCH_SYNTH_CACHE"
 # moto's default account: the one its server puts in the ARNs and queue URLs it creates.
@@ -269,7 +261,7 @@ def synth_inputs_hash(root: Path = REPO_ROOT, stage: str = "dev") -> str:
     digest = hashlib.sha256(stage.encode())
     for entry in SYNTH_INPUTS:
         path = root / entry
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        files = sorted(p for p in path.rglob("*") if p.suffix in SYNTH_SUFFIXES) if path.is_dir() else [path]
         for file in files:
             digest.update(str(file.relative_to(root)).encode())
             digest.update(file.read_bytes())

@@ -19,8 +19,8 @@ from werkzeug.serving import make_server
 
 from refarch import catalog, status
 from refarch.db import connect
+from refarch.lanes.queues import SyncQueue, make_sqs_client
 from refarch.pelican.listener import OutboxRelay
-from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
 from refarch.settings import Settings
 from refarch_local.event_source import EventSourcePoller
@@ -89,9 +89,9 @@ def stack(
     finally:
         conn.close()
 
-    relay = OutboxRelay(dsn, SyncQueue(make_sqs_client(settings), settings.resolved_queue_url()), poll_seconds=0.5)
+    relay = OutboxRelay(dsn, SyncQueue.for_lane(make_sqs_client(settings), settings, "live"), poll_seconds=0.5)
     poller = EventSourcePoller(
-        make_sqs_client(settings), settings.resolved_queue_url(), concurrency=2, region=settings.aws_region
+        make_sqs_client(settings), settings.queue_url("live"), concurrency=2, region=settings.aws_region
     )
     web_runtime = Runtime(application_name="refarch-web")
     web_runtime.embedder = local_embedder

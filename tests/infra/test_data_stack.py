@@ -10,7 +10,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from cdk_app import data_stack
-from refarch import topology
+from refarch.lanes import topology
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import function_by_handler, only, resources
 

@@ -6,9 +6,25 @@ import json
 
 import pytest
 
-from refarch import topology
+from refarch.lanes import topology
+from refarch.settings import DLQ_URL_VARIABLES, QUEUE_URL_VARIABLES
 from tests.infra.conftest import Synthesized
-from tests.infra.templates import environment, event_source_of, function_logical_id, resources
+from tests.infra.templates import container, environment, event_source_of, function_logical_id, resources
+
+# Each lane's stateful and watched resources, by logical id as deployed: a changed id would make
+# CloudFormation replace the queue (and lose its messages), the function or the alarm.
+DEPLOYED_LOGICAL_IDS = {
+    "live": {
+        "queues": {"SyncQueue14CFE323", "SyncDeadLetterQueue9F47D1DF"},
+        "functions": {"EmuFunction19FA690C"},
+        "alarms": {"DeadLetterQueueNotEmpty7CE402F1", "QueueAgeHigh2CAD0EC8", "EmuErrorsC022B9BB"},
+    },
+    "bulk": {
+        "queues": {"SyncBulkQueue0BDDAD5E", "SyncBulkDeadLetterQueue5EDF3272"},
+        "functions": {"EmuBulkFunctionCE7C51E4"},
+        "alarms": {"BulkDeadLetterQueueNotEmpty83E6FEFD", "BulkQueueAgeHigh85896CA6", "EmuBulkErrorsAC8B1FB6"},
+    },
+}
 
 
 def queue(template: dict, prefix: str) -> tuple[str, dict]:
@@ -100,3 +116,32 @@ def test_both_lanes_have_dlq_and_age_alarms_and_are_on_the_dashboard(dev: Synthe
     for title in ("Live queue depth", "Bulk queue depth", "Live Emu concurrency", "Bulk Emu concurrency"):
         assert title in body
     assert '\\"lane\\",\\"live\\"' in body and '\\"lane\\",\\"bulk\\"' in body
+
+
+@pytest.mark.parametrize("lane", topology.LANE_NAMES)
+def test_each_lane_keeps_its_deployed_logical_ids_and_queue_names(dev: Synthesized, lane: topology.LaneName) -> None:
+    # Given the stacks that hold a lane's queues, its Emu function and its alarms
+    data = dev.template_json(dev.stacks.data)
+    emu = dev.template_json(dev.stacks.emu)
+    monitoring = dev.template_json(dev.stacks.monitoring)
+    expected = DEPLOYED_LOGICAL_IDS[lane]
+    # Then each keeps the logical id it was deployed with, so a deploy updates it in place
+    assert expected["queues"] <= set(resources(data, "AWS::SQS::Queue"))
+    assert function_logical_id(emu, topology.EMU_HANDLER, lane=lane) in expected["functions"]
+    assert expected["alarms"] <= set(resources(monitoring, "AWS::CloudWatch::Alarm"))
+    # And the queues keep their physical names (a new name is a new queue too)
+    spec = dev.config.topology.lane(lane)
+    names = {
+        r["Properties"]["QueueName"] for k, r in resources(data, "AWS::SQS::Queue").items() if k in expected["queues"]
+    }
+    assert names == {f"{dev.config.name}-{spec.queue_name}", f"{dev.config.name}-{spec.dlq_name}"}
+
+
+def test_the_web_finds_each_lanes_queues_under_the_names_settings_read(dev: Synthesized) -> None:
+    # Given the web container's environment
+    env = environment(container(dev.template_json(dev.stacks.frontend), "web"))
+    # Then every lane's queue and DLQ URL is under the variable refarch.settings reads for that lane
+    for lane in topology.LANE_NAMES:
+        prefix = "SyncBulk" if lane == "bulk" else "Sync"
+        assert f"{prefix}Queue" in json.dumps(env[QUEUE_URL_VARIABLES[lane]])
+        assert f"{prefix}DeadLetterQueue" in json.dumps(env[DLQ_URL_VARIABLES[lane]])

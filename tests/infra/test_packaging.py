@@ -14,7 +14,7 @@ import pytest
 
 from cdk_app.config import DEV
 from cdk_app.constructs.lambda_code import code_hash
-from refarch import topology
+from refarch.lanes import topology
 from tests.infra.conftest import Synthesized, synthesize
 from tests.infra.templates import function_by_handler
 

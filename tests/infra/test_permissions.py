@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from refarch import topology
+from refarch.lanes import topology
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import (
     container_task_role,

@@ -14,7 +14,7 @@ from aws_cdk import aws_stepfunctions as sfn
 
 from cdk_app.config import DEV, SearchConfig
 from cdk_app.constructs.state_machines import ReindexStateMachine
-from refarch import topology
+from refarch.lanes import topology
 from tests.infra.conftest import Synthesized, synthesize
 from tests.infra.templates import (
     container,
@@ -149,11 +149,19 @@ def test_a_deploy_that_changes_the_embedder_starts_an_execution(dev: Synthesized
     )
     assert dev_input == {
         "embedder": {"kind": "openai", "model": dev.config.search.openai_model, "dimensions": 1536},
-        "placement": {"backend": "pinecone", "pinecone_index": dev.config.search.pinecone_index_name},
+        "placement": {
+            "backend": "pinecone",
+            "pinecone_index": dev.config.search.pinecone_index_name,
+            "namespace": dev.config.search.pinecone_namespace,
+        },
     }
     assert variant_input["embedder"]["dimensions"] == 512
-    assert variant_input["placement"] == {"backend": "pgvector", "pinecone_index": None}
-    assert dev_call == prod_call
+    assert variant_input["placement"] == {"backend": "pgvector", "pinecone_index": None, "namespace": None}
+    # And each stage's placement is its own index and namespace (the embedder is the same)
+    prod_input = json.loads(prod_call["parameters"]["input"])
+    assert prod_input["embedder"] == dev_input["embedder"]
+    assert prod_input["placement"]["pinecone_index"] == "refarch-prod-products"
+    assert prod_input["placement"]["namespace"] == "prod-products"
     assert dev_call != variant_call
     # And it waits for the schema and for the function's new settings
     depends = custom.get("DependsOn", [])
@@ -171,6 +179,7 @@ def test_a_move_from_pinecone_to_pgvector_keeps_the_pinecone_key_until_told_othe
     assert json.loads(start_call(moving)["parameters"]["input"])["placement"] == {
         "backend": "pgvector",
         "pinecone_index": None,
+        "namespace": None,
     }
     assert start_call(moving) != start_call(dev)
     # And every search runtime writes new generations to pgvector, yet still reads the Pinecone key, so search

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from refarch import topology
+from refarch.lanes import topology
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import (
     container,
@@ -62,6 +62,7 @@ def test_emu_environment_names_secrets_by_arn_and_sets_the_search_config(dev: Sy
     assert env["REFARCH_OPENAI_DIMENSIONS"] == str(search.openai_dimensions)
     assert env["REFARCH_VECTOR_BACKEND"] == "pinecone"
     assert env["PINECONE_INDEX_NAME"] == search.pinecone_index_name
+    assert env["REFARCH_PINECONE_NAMESPACE"] == search.pinecone_namespace
     assert "PineconeIndex" in json.dumps(env["PINECONE_HOST"])
     assert env["POWERTOOLS_SERVICE_NAME"] == "refarch"
     assert set(env) >= SECRET_ARN_SETTINGS

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cdk_app.config import DEV
-from refarch import topology
-from refarch.topology import DEFAULT_TOPOLOGY
+from refarch.lanes import topology
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import event_source_of, function_logical_id, resources, state_machine_definition
 

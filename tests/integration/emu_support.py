@@ -11,13 +11,14 @@ from typing import Any
 import psycopg2
 import pytest
 
-from refarch import ledger, products
+from refarch import products
 from refarch.db import Database
 from refarch.embeddings import LocalEmbedder
-from refarch.emu import content_hash
-from refarch.messages import BulkSyncMessage, SyncMessage
+from refarch.emu import ledger
+from refarch.emu.worker import content_hash
+from refarch.index.port import VectorIndex
+from refarch.lanes.messages import BulkSyncMessage, SyncMessage
 from refarch.runtime import Runtime
-from refarch.vector_index import VectorIndex
 from refarch_local.event_source import to_lambda_record
 from refarch_local.handlers import LocalLambdaContext
 from refarch_local.standins import OpenAIStandIn, PineconeStandIn

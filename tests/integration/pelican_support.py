@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg2
 
-from refarch.queue import make_sqs_client
+from refarch.lanes.queues import make_sqs_client
 from refarch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ class QueueDrain:
     def __init__(self, settings: Settings, *, threads: int = 4, lane: str = "live") -> None:
         self.settings = settings
         self.lane = lane
-        self.url = settings.resolved_queue_url() if lane == "live" else settings.resolved_bulk_queue_url()
+        self.url = settings.queue_url("live") if lane == "live" else settings.queue_url("bulk")
         # One entry per product named: a live message as received (with its FIFO attributes), a
         # bulk message's items each with the message's source and force flag.
         self.messages: list[dict[str, Any]] = []

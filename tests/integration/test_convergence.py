@@ -12,10 +12,10 @@ import lambdas.bootstrap
 import lambdas.emu
 from refarch import catalog
 from refarch.db import Database, connect
-from refarch.queue import SyncQueue, make_sqs_client
+from refarch.lanes.queues import SyncQueue, make_sqs_client
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from refarch.runtime import Runtime
 from refarch.status import sync_counts
-from refarch.topology import DEFAULT_TOPOLOGY
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.stepfunctions import run_bootstrap
 from tests.integration.emu_support import assert_index_matches_database, configure_emu, delete_product, query_one
@@ -37,10 +37,10 @@ def test_lost_deletes_are_pending_until_a_bootstrap_resends_them(conn, dsn, loca
     emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
     monkeypatch.setattr(lambdas.bootstrap, "runtime", Runtime(local_settings, application_name="bootstrap"))
     client = make_sqs_client(local_settings)
-    queue = SyncQueue(client, local_settings.resolved_queue_url())
+    queue = SyncQueue.for_lane(client, local_settings, "live")
     poller = EventSourcePoller(client, queue.url, concurrency=2)
     # The bootstrap's work goes to the bulk lane
-    bulk_queue = SyncQueue(client, local_settings.resolved_bulk_queue_url())
+    bulk_queue = SyncQueue.for_lane(client, local_settings, "bulk")
     bulk_poller = EventSourcePoller(client, bulk_queue.url, lane=DEFAULT_TOPOLOGY.bulk, concurrency=2)
     catalog.seed(conn, 40)
     run_bootstrap(range_size=16)
@@ -77,9 +77,9 @@ def test_a_delete_that_keeps_failing_is_counted_failed_not_synced(conn, dsn, loc
     emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
     monkeypatch.setattr(lambdas.bootstrap, "runtime", Runtime(local_settings, application_name="bootstrap"))
     client = make_sqs_client(local_settings)
-    queue = SyncQueue(client, local_settings.resolved_queue_url())
+    queue = SyncQueue.for_lane(client, local_settings, "live")
     poller = EventSourcePoller(client, queue.url, concurrency=2)
-    bulk_queue = SyncQueue(client, local_settings.resolved_bulk_queue_url())
+    bulk_queue = SyncQueue.for_lane(client, local_settings, "bulk")
     catalog.seed(conn, 5)
     run_bootstrap(range_size=10)
     process_queue(EventSourcePoller(client, bulk_queue.url, lane=DEFAULT_TOPOLOGY.bulk), bulk_queue)

@@ -13,12 +13,12 @@ import psycopg2
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-from refarch import ledger
 from refarch.db import Database, connect
-from refarch.emu import content_hash
-from refarch.pgvector_index import PgVectorIndex
+from refarch.emu import ledger
+from refarch.emu.worker import content_hash
+from refarch.index.pgvector_index import PgVectorIndex
+from refarch.index.port import DimensionMismatchError, SearchFilter
 from refarch.products import MAX_DESCRIPTION_CHARS
-from refarch.vector_index import DimensionMismatchError, SearchFilter
 from tests.integration.emu_support import (
     OPENAI_DIMENSIONS,
     assert_index_matches_database,
@@ -577,16 +577,16 @@ def test_concurrent_invocations_each_report_only_their_own_failures(emu, dsn):
 
 def test_a_warmed_up_worker_has_its_embedder_and_index_before_the_first_change(monkeypatch, dsn):
     # Given Emu's runtime as a local worker builds it (nothing built yet), counting the indexes it builds
-    import refarch.index_targets
+    import refarch.generations.targets
 
     built: list[int] = []
-    make_index = refarch.index_targets.make_index
+    make_index = refarch.generations.targets.make_index
 
     def counting_make_index(*args, **kwargs):
         built.append(1)
         return make_index(*args, **kwargs)
 
-    monkeypatch.setattr(refarch.index_targets, "make_index", counting_make_index)
+    monkeypatch.setattr(refarch.generations.targets, "make_index", counting_make_index)
     emu_runtime = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
     # When it warms up (the worker does, before it polls)
     emu_runtime.emu.warm_up()

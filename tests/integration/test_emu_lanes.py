@@ -14,12 +14,12 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 import lambdas.emu
-import refarch.emu
+import refarch.emu.worker
 from refarch import catalog, products
 from refarch.db import connect
-from refarch.messages import bulk_messages
-from refarch.queue import SyncQueue, make_sqs_client
-from refarch.topology import DEFAULT_TOPOLOGY
+from refarch.lanes.messages import bulk_messages
+from refarch.lanes.queues import SyncQueue, make_sqs_client
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.standins import OpenAIStandIn, hashed_embedding
 from tests.integration.emu_support import (
@@ -44,8 +44,8 @@ POISON = "POISON"
 def lanes(local_settings) -> dict[str, tuple[SyncQueue, EventSourcePoller]]:
     """Each lane's queue and local event source (live: FIFO, batch 10; bulk: standard, batch 100 + window)."""
     client = make_sqs_client(local_settings)
-    live = SyncQueue(client, local_settings.resolved_queue_url())
-    bulk = SyncQueue(client, local_settings.resolved_bulk_queue_url())
+    live = SyncQueue.for_lane(client, local_settings, "live")
+    bulk = SyncQueue.for_lane(client, local_settings, "bulk")
     return {
         "live": (live, EventSourcePoller(client, live.url, lane=DEFAULT_TOPOLOGY.live)),
         "bulk": (bulk, EventSourcePoller(client, bulk.url, lane=DEFAULT_TOPOLOGY.bulk)),
@@ -275,7 +275,7 @@ def test_one_failing_product_does_not_cost_its_neighbours_and_its_message_reache
 
     # When the message comes back and fails again until maxReceiveCount (5)
     client = make_sqs_client(local_settings)
-    dlq_url = local_settings.resolved_bulk_dlq_url()
+    dlq_url = local_settings.dlq_url("bulk")
     receives = 1
     deadline = time.monotonic() + 60
     while True:
@@ -332,13 +332,14 @@ def test_a_delivery_bigger_than_the_time_left_stops_between_chunks_and_the_retry
 def test_messages_the_time_ran_out_for_go_back_to_the_queue_at_once_without_using_up_their_receives(
     monkeypatch, dsn, local_settings, lanes
 ):
-    # Given two bulk messages, and invocations with less time left than Emu needs to start a chunk
+    # Given the bulk lane's function, two bulk messages, and invocations with less time left than Emu needs
     emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector")
+    monkeypatch.setattr(lambdas.emu.runtime.settings, "emu_lane", "bulk")
     seed_as_bootstrapped(dsn, 30)
     bulk, poller = lanes["bulk"]
     bulk.send(bulk_messages([(pid, 1, "sync") for pid in range(1, 31)], source="bootstrap", per_message=15))
-    margin = refarch.emu.MIN_TIME_LEFT_SECONDS
-    monkeypatch.setattr(refarch.emu, "MIN_TIME_LEFT_SECONDS", DEFAULT_TOPOLOGY.bulk.timeout_seconds + 1)
+    margin = refarch.emu.worker.MIN_TIME_LEFT_SECONDS
+    monkeypatch.setattr(refarch.emu.worker, "MIN_TIME_LEFT_SECONDS", DEFAULT_TOPOLOGY.bulk.timeout_seconds + 1)
     # When the bulk lane's Emu receives them more often than the queue's maxReceiveCount
     for _ in range(DEFAULT_TOPOLOGY.max_receive_count + 1):
         assert poller.poll_once(lambdas.emu.handler) == 2
@@ -349,7 +350,7 @@ def test_messages_the_time_ran_out_for_go_back_to_the_queue_at_once_without_usin
     # in the DLQ, and each is received for the first time
     client = bulk.client
     dlq = client.get_queue_attributes(
-        QueueUrl=local_settings.resolved_bulk_dlq_url(), AttributeNames=["ApproximateNumberOfMessages"]
+        QueueUrl=local_settings.dlq_url("bulk"), AttributeNames=["ApproximateNumberOfMessages"]
     )
     assert dlq["Attributes"]["ApproximateNumberOfMessages"] == "0"
     peek = client.receive_message(
@@ -357,7 +358,7 @@ def test_messages_the_time_ran_out_for_go_back_to_the_queue_at_once_without_usin
     )["Messages"]
     assert [m["Attributes"]["ApproximateReceiveCount"] for m in peek] == ["1", "1"]
     # And with time enough, the next delivery indexes them all
-    monkeypatch.setattr(refarch.emu, "MIN_TIME_LEFT_SECONDS", margin)
+    monkeypatch.setattr(refarch.emu.worker, "MIN_TIME_LEFT_SECONDS", margin)
     assert poller.poll_once(lambdas.emu.handler) == 2
     assert bulk.depth() == {"visible": 0, "in_flight": 0}
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
@@ -373,7 +374,7 @@ def test_a_message_with_a_product_that_failed_is_not_handed_back_as_not_started(
     )
     for n in range(1, 31):
         new_product(dsn, n, **({"description": f"A widget that is {POISON} to index."} if n == 5 else {}))
-    emu = refarch.emu.Emu(runtime.db, runtime.targets, chunk_size=10)
+    emu = refarch.emu.worker.Emu(runtime.db, runtime.targets, chunk_size=10)
     first, second = bulk_messages([(pid, 1, "sync") for pid in range(1, 31)], source="bootstrap", per_message=15)
     # When the invocation has time for the first chunk only (products 1-10: product 5 fails)
     seconds_left = iter([60.0])

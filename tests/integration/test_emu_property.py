@@ -36,10 +36,10 @@ from hypothesis import strategies as st
 
 from refarch import generations, products
 from refarch.generations import Generation
-from refarch.index_targets import GenerationTargets
-from refarch.messages import SyncMessage
+from refarch.generations.targets import GenerationTargets
+from refarch.index.port import VectorIndex
+from refarch.lanes.messages import SyncMessage
 from refarch.reconcile import find_drift, repair
-from refarch.vector_index import VectorIndex
 from refarch_local.standins import OpenAIStandIn
 from tests.integration.emu_support import (
     assert_index_matches_database,

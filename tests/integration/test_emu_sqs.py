@@ -13,10 +13,10 @@ import lambdas.bootstrap
 import lambdas.emu
 from refarch import catalog
 from refarch.db import connect
+from refarch.lanes.queues import SyncQueue, make_sqs_client
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from refarch.pelican.listener import OutboxRelay
-from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
-from refarch.topology import DEFAULT_TOPOLOGY
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.stepfunctions import run_bootstrap
 from tests.integration.emu_support import (
@@ -40,13 +40,13 @@ pytest_plugins = ["tests.integration.emu_fixtures"]
 @pytest.fixture
 def queue(local_settings) -> SyncQueue:
     """The test's FIFO queue (visibility timeout 2 s, DLQ after 5 receives)."""
-    return SyncQueue(make_sqs_client(local_settings), local_settings.resolved_queue_url())
+    return SyncQueue.for_lane(make_sqs_client(local_settings), local_settings, "live")
 
 
 @pytest.fixture
 def poller(local_settings) -> EventSourcePoller:
     """The local event source mapping on the test's queue."""
-    return EventSourcePoller(make_sqs_client(local_settings), local_settings.resolved_queue_url(), concurrency=2)
+    return EventSourcePoller(make_sqs_client(local_settings), local_settings.queue_url("live"), concurrency=2)
 
 
 def relay_outbox(dsn: str, queue: SyncQueue) -> int:
@@ -134,7 +134,7 @@ def test_rerunning_the_bootstrap_embeds_nothing(monkeypatch, dsn, local_settings
     conn = connect(dsn)
     catalog.seed(conn, 30)
     conn.close()
-    queue = SyncQueue(make_sqs_client(local_settings), local_settings.resolved_bulk_queue_url())
+    queue = SyncQueue.for_lane(make_sqs_client(local_settings), local_settings, "bulk")
     poller = EventSourcePoller(make_sqs_client(local_settings), queue.url, lane=DEFAULT_TOPOLOGY.bulk, concurrency=3)
 
     def bootstrap_and_sync() -> dict:
@@ -207,7 +207,7 @@ def test_a_batch_that_always_fails_reaches_the_dlq_and_a_redrive_succeeds(
     openai_standin.fault_kinds, openai_standin.fault_rate = ("server_error",), 1.0
     row = new_product(dsn, 1)
     relay_outbox(dsn, queue)
-    dlq = local_settings.resolved_dlq_url()
+    dlq = local_settings.dlq_url("live")
 
     def dlq_messages() -> list[dict]:
         return queue.client.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, AttributeNames=["All"]).get(

@@ -17,6 +17,7 @@ from refarch import generations
 from refarch.db import connect, migration_files
 from refarch.db.roles import RUNTIME_ROLES
 from refarch.generations import EmbedderSpec
+from refarch.index.vector_target import PgVectorTable
 from refarch.runtime import Runtime
 from refarch.settings import Settings
 from refarch_local.handlers import LocalLambdaContext
@@ -122,7 +123,7 @@ def test_a_deploy_after_the_embedder_changed_dimension_leaves_the_recorded_gener
             model_id="openai:text-embedding-3-small:384",
             dimension=384,
             backend="pgvector",
-            target={"table": "product_vectors"},
+            target=PgVectorTable(table="product_vectors"),
         )
     conn.close()
     # When the stage config names a 64-d model (the next re-index's) and a later deploy runs the migrations again

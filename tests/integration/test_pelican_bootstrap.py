@@ -17,10 +17,10 @@ import pytest
 import lambdas.bootstrap
 from refarch import catalog
 from refarch.db import connect
+from refarch.lanes.queues import SyncQueue, make_sqs_client
+from refarch.lanes.topology import BOOTSTRAP_BATCH_HANDLER, BOOTSTRAP_PLAN_HANDLER
 from refarch.pelican.bootstrap import RangeBusyError
-from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
-from refarch.topology import BOOTSTRAP_BATCH_HANDLER, BOOTSTRAP_PLAN_HANDLER
 from refarch_local.handlers import invoke
 from refarch_local.rehearsal.states import ExecutionFailed
 from refarch_local.stepfunctions import local_state_machines, run_bootstrap
@@ -46,7 +46,7 @@ def sent(local_settings, monkeypatch) -> SendRecorder:
     """The bootstrap Lambdas' runtime for this test, its SQS client wrapped in a recorder of accepted entries."""
     runtime = Runtime(local_settings, application_name="bootstrap")
     recorder = SendRecorder(make_sqs_client(local_settings))
-    runtime.bulk_queue = SyncQueue(recorder, local_settings.resolved_bulk_queue_url())  # type: ignore[misc]
+    runtime.bulk_queue = SyncQueue.for_lane(recorder, local_settings, "bulk")  # type: ignore[misc]
     monkeypatch.setattr(lambdas.bootstrap, "runtime", runtime)
     return recorder
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from refarch import catalog
 from refarch.db import connect
+from refarch.lanes.queues import SyncQueue, make_sqs_client
 from refarch.pelican.listener import OutboxRelay
-from refarch.queue import SyncQueue, make_sqs_client
 from tests.integration.pelican_support import QueueDrain, edit_products, unsent_outbox_rows
 
 
@@ -15,8 +15,8 @@ def test_a_backlog_above_the_threshold_goes_bulk_and_a_single_edit_goes_live(con
     client = make_sqs_client(local_settings)
     relay = OutboxRelay(
         dsn,
-        SyncQueue(client, local_settings.resolved_queue_url()),
-        bulk_queue=SyncQueue(client, local_settings.resolved_bulk_queue_url()),
+        SyncQueue.for_lane(client, local_settings, "live"),
+        bulk_queue=SyncQueue.for_lane(client, local_settings, "bulk"),
         bulk_threshold=100,
     )
     drain_conn = connect(dsn)

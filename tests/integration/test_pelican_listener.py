@@ -23,12 +23,13 @@ import psycopg2
 import pytest
 from botocore.config import Config
 
-from refarch import catalog, outbox
+from refarch import catalog
 from refarch.db import migrate
-from refarch.messages import SyncMessage
+from refarch.lanes.messages import SyncMessage
+from refarch.lanes.queues import PartialSendError, SyncQueue, make_sqs_client
 from refarch.observability import metrics
+from refarch.pelican import outbox
 from refarch.pelican.listener import OutboxRelay
-from refarch.queue import PartialSendError, SyncQueue, make_sqs_client
 from refarch_local.database import LocalDatabase
 from refarch_local.sqs import start_server
 from tests.conftest import free_port
@@ -349,7 +350,7 @@ def odd_product(entry: dict[str, Any]) -> bool:
 def test_entries_refused_in_a_batch_are_resent_and_only_they(local_settings):
     # Given a queue that refuses the odd products of the first batch
     client = RefuseEntries(make_sqs_client(local_settings), refuse=odd_product, times=1)
-    queue = SyncQueue(client, local_settings.resolved_queue_url())
+    queue = SyncQueue.for_lane(client, local_settings, "live")
     messages = [SyncMessage(product_id=pid, version=1, op="sync", source="bootstrap") for pid in range(1, 26)]
     # When 25 messages are sent
     with QueueDrain(local_settings) as drain:
@@ -367,7 +368,8 @@ def test_rows_are_marked_only_after_sqs_accepted_them(conn, dsn, local_settings)
     catalog.seed(conn, 20)
     refusing = SyncQueue(
         RefuseEntries(make_sqs_client(local_settings), refuse=odd_product, times=10**6),
-        local_settings.resolved_queue_url(),
+        local_settings.queue_url("live"),
+        lane="live",
     )
     # When the relay drains: retries run out
     with pytest.raises(PartialSendError, match="5 of 10 entries refused"):
@@ -375,7 +377,7 @@ def test_rows_are_marked_only_after_sqs_accepted_them(conn, dsn, local_settings)
     # Then no row is marked enqueued: the claim was rolled back, nothing is lost
     assert unsent_outbox_rows(dsn) == 20
     # When the queue accepts again
-    accepting = SyncQueue(make_sqs_client(local_settings), local_settings.resolved_queue_url())
+    accepting = SyncQueue.for_lane(make_sqs_client(local_settings), local_settings, "live")
     with QueueDrain(local_settings) as drain:
         sent = OutboxRelay(dsn, accepting).drain(conn)
         drain.settle()
@@ -397,7 +399,7 @@ def test_listener_keeps_running_through_an_sqs_outage(conn, dsn, local_settings,
             config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5),
         )
     )
-    relay = OutboxRelay(dsn, SyncQueue(sqs, local_settings.resolved_queue_url()), poll_seconds=0.2)
+    relay = OutboxRelay(dsn, SyncQueue.for_lane(sqs, local_settings, "live"), poll_seconds=0.2)
     catalog.seed(conn, 50)
     runner = threading.Thread(target=relay.run, name="relay")
     runner.start()
@@ -428,7 +430,7 @@ def test_coalescing_sends_one_message_per_product_and_pruning_keeps_unsent_rows(
     # Given product 1 inserted and edited twice, and product 2 inserted
     catalog.seed(conn, 2)
     edit_products(dsn, [1, 1])
-    relay = OutboxRelay(dsn, SyncQueue(make_sqs_client(local_settings), local_settings.resolved_queue_url()))
+    relay = OutboxRelay(dsn, SyncQueue.for_lane(make_sqs_client(local_settings), local_settings, "live"))
     rows = query(dsn, "SELECT id, product_id, version, created_at FROM sync_outbox ORDER BY id")
     # When the relay drains
     with QueueDrain(local_settings) as drain:
@@ -465,7 +467,8 @@ def test_maintenance_publishes_backlog_metrics_even_when_sends_fail(conn, dsn, l
     catalog.seed(conn, 20)
     refusing = SyncQueue(
         RefuseEntries(make_sqs_client(local_settings), refuse=lambda _: True, times=10**6),
-        local_settings.resolved_queue_url(),
+        local_settings.queue_url("live"),
+        lane="live",
     )
     relay = OutboxRelay(dsn, refusing)
     with pytest.raises(PartialSendError):
@@ -480,7 +483,7 @@ def test_maintenance_publishes_backlog_metrics_even_when_sends_fail(conn, dsn, l
     assert emf["OutboxBacklog"] == [20] and emf["OutboxSent"] == [0] and emf["OutboxOldestPendingAge"][0] > 0
 
     # When the queue accepts again and the relay drains, Then the next report counts the rows sent
-    relay.queue = SyncQueue(make_sqs_client(local_settings), local_settings.resolved_queue_url())
+    relay.queue = SyncQueue.for_lane(make_sqs_client(local_settings), local_settings, "live")
     with QueueDrain(local_settings) as drain:
         relay.drain(conn)
         drain.settle()

@@ -19,10 +19,11 @@ import pinecone
 import pytest
 
 import lambdas.pinecone_index
-from refarch import pinecone_indexes, topology
+from refarch.index import pinecone_indexes
+from refarch.index.pinecone_index import PineconeIndex
+from refarch.index.port import VectorRecord
+from refarch.lanes import topology
 from refarch.observability import logger
-from refarch.pinecone_vector_index import PineconeIndex
-from refarch.vector_index import VectorRecord
 from refarch_local.handlers import LocalLambdaContext, load_handler
 from refarch_local.standins import PineconeStandIn
 
@@ -151,7 +152,7 @@ def test_update_to_another_dimension_keeps_the_index_for_the_reindex_to_add_one_
     updated = invoke(update)
 
     # Then the update succeeds with the index left as it was (its generations keep being served from
-    # it; the deploy's re-index creates the 1536-d index: refarch.reindex.start)
+    # it; the deploy's re-index creates the 1536-d index: refarch.generations.reindex.start)
     assert updated == created
     assert stand_in.indexes[INDEX]["schema"]["fields"]["_values"]["dimension"] == DIMENSION
     assert routes_received(stand_in).count("create_index") == 1

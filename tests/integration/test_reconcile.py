@@ -9,11 +9,11 @@ from click.testing import CliRunner
 import lambdas.emu
 import lambdas.reconcile
 from refarch import catalog
-from refarch.id_shards import Shard
-from refarch.messages import SyncMessage
-from refarch.queue import make_sqs_client
+from refarch.index.id_shards import Shard
+from refarch.lanes.messages import SyncMessage
+from refarch.lanes.queues import make_sqs_client
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from refarch.reconcile import find_drift, plan_shards, repair
-from refarch.topology import DEFAULT_TOPOLOGY
 from refarch_cli.commands import main
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.stepfunctions import run_reconcile
@@ -21,9 +21,7 @@ from refarch_local.stepfunctions import run_reconcile
 
 def drain(settings) -> int:
     """Run bulk-lane Emu (where repairs go) until its queue is empty; return the messages delivered."""
-    poller = EventSourcePoller(
-        make_sqs_client(settings), settings.resolved_bulk_queue_url(), lane=DEFAULT_TOPOLOGY.bulk
-    )
+    poller = EventSourcePoller(make_sqs_client(settings), settings.queue_url("bulk"), lane=DEFAULT_TOPOLOGY.bulk)
     total = 0
     while n := poller.poll_once(lambdas.emu.handler):
         total += n
@@ -161,7 +159,7 @@ def test_a_delete_lost_or_dead_lettered_after_indexing_is_found_as_extra_and_rep
         cur.execute("UPDATE sync_outbox SET enqueued_at = now() WHERE product_id IN (4, 6)")
     dead_letter = SyncMessage(product_id=6, version=2, op="delete", source="change")
     make_sqs_client(local_settings).send_message(
-        QueueUrl=local_settings.resolved_dlq_url(),
+        QueueUrl=local_settings.dlq_url("live"),
         MessageBody=dead_letter.model_dump_json(),
         MessageGroupId=dead_letter.group_id,
         MessageDeduplicationId=dead_letter.deduplication_id,

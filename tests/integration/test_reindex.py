@@ -20,13 +20,15 @@ from pinecone import Pinecone
 
 import lambdas.bootstrap
 import lambdas.emu
-from refarch import catalog, generations, pinecone_indexes, reindex
+from refarch import catalog, generations
 from refarch.db import Database, connect
-from refarch.generations import EmbedderSpec, GenerationError, IncompleteGenerationError
+from refarch.generations import EmbedderSpec, GenerationError, IncompleteGenerationError, reindex
+from refarch.index import pinecone_indexes
+from refarch.index.vector_target import PgVectorTable, PineconeNamespace
+from refarch.lanes.queues import SyncQueue, make_sqs_client
+from refarch.lanes.topology import DEFAULT_TOPOLOGY
 from refarch.pelican.listener import OutboxRelay
-from refarch.queue import SyncQueue, make_sqs_client
 from refarch.runtime import Runtime
-from refarch.topology import DEFAULT_TOPOLOGY
 from refarch_local.convergence import check_convergence
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.stepfunctions import run_bootstrap
@@ -106,8 +108,8 @@ def stack(monkeypatch, dsn, local_settings, openai_standin) -> Iterator[Stack]:
     emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector", openai=openai_standin, max_retries=5)
     monkeypatch.setattr(lambdas.bootstrap, "runtime", Runtime(application_name="bootstrap"))
     client = make_sqs_client(local_settings)
-    live = SyncQueue(client, local_settings.resolved_queue_url())
-    bulk = SyncQueue(client, local_settings.resolved_bulk_queue_url())
+    live = SyncQueue.for_lane(client, local_settings, "live")
+    bulk = SyncQueue.for_lane(client, local_settings, "bulk")
     running = Stack(dsn, emu, live, bulk)
     running.pollers = [
         EventSourcePoller(client, live.url, lane=DEFAULT_TOPOLOGY.live, concurrency=2),
@@ -184,7 +186,7 @@ def test_a_reindex_to_another_model_serves_every_query_before_during_and_after_t
     # When a re-index to the OpenAI model (64-d) starts
     building = reindex.start(stack.emu.targets, NEW_MODEL)
     assert (building.id, building.status, building.dimension) == (2, "building", 64)
-    assert building.target == {"table": "product_vectors_g2"}
+    assert building.target == PgVectorTable(table="product_vectors_g2")
     # And a product is edited while generation 2 builds (its change goes through the live lane)
     edited = edit_product(stack.dsn, 7, description="A zebra-striped quantum kettle that whistles in Morse code.")
     assert stack.relay() == 1
@@ -366,7 +368,8 @@ def test_on_pinecone_a_generation_gets_its_own_namespace_and_a_new_dimension_nee
     # When a re-index to another model of the same dimension starts
     building = reindex.start(emu.targets, EmbedderSpec("openai", "text-embedding-3-large", 64))
     # Then it writes to a namespace of its own in the same index, and a change reaches both generations
-    assert building.target["namespace"] == "products-g2" and building.target["host"] == pinecone.url
+    assert isinstance(building.target, PineconeNamespace)
+    assert building.target.namespace == "products-g2" and building.target.host == pinecone.url
     edited = edit_product(dsn, row.id, name="Widget One")
     invoke_emu(sqs_event(change(row.id, version=edited.version)))
     new_index = emu.targets.target(building).index
@@ -404,12 +407,9 @@ def test_on_pinecone_a_new_dimension_gets_an_index_created_beside_the_first_and_
 
     # Then it created an index of that dimension beside the first, by the custom resource's code
     name = "refarch-products-g2"
-    assert building.target == {
-        "index_name": name,
-        "host": f"{pinecone.url}/index/{name}",
-        "namespace": "products-g2",
-        "dedicated": True,
-    }
+    assert building.target == PineconeNamespace(
+        index_name=name, host=f"{pinecone.url}/index/{name}", namespace="products-g2", dedicated=True
+    )
     created = pinecone.indexes[name]
     assert created["schema"]["fields"]["_values"] == {"type": "dense_vector", "dimension": 32, "metric": "cosine"}
     assert created["deployment"]["region"] == "us-west-2"

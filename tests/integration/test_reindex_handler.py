@@ -20,10 +20,10 @@ import lambdas.reindex
 from refarch import catalog
 from refarch.db import connect
 from refarch.generations import GenerationError, IncompleteGenerationError
-from refarch.pgvector_index import PgVectorIndex
-from refarch.queue import SyncQueue, make_sqs_client
+from refarch.index.pgvector_index import PgVectorIndex
+from refarch.lanes.queues import SyncQueue, make_sqs_client
+from refarch.lanes.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, REINDEX_HANDLER
 from refarch.runtime import Runtime
-from refarch.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, REINDEX_HANDLER
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.handlers import invoke, load_handler
 from refarch_local.stepfunctions import run_bootstrap, run_reindex
@@ -73,8 +73,8 @@ def lanes(monkeypatch, dsn, local_settings, openai_standin) -> Lanes:
     finally:
         conn.close()
     client = make_sqs_client(local_settings)
-    live = SyncQueue(client, local_settings.resolved_queue_url())
-    bulk = SyncQueue(client, local_settings.resolved_bulk_queue_url())
+    live = SyncQueue.for_lane(client, local_settings, "live")
+    bulk = SyncQueue.for_lane(client, local_settings, "bulk")
     pollers = [
         EventSourcePoller(client, live.url, lane=DEFAULT_TOPOLOGY.live),
         EventSourcePoller(client, bulk.url, lane=DEFAULT_TOPOLOGY.bulk),

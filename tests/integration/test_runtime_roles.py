@@ -17,13 +17,13 @@ import pytest
 from refarch import catalog, products
 from refarch.db import Database, connect
 from refarch.db.roles import RUNTIME_ROLES, enable_login, scram_sha256_verifier
-from refarch.emu import Emu
-from refarch.index_targets import GenerationTargets
+from refarch.emu.worker import Emu
+from refarch.generations.targets import GenerationTargets
+from refarch.index.pgvector_index import PgVectorIndex
+from refarch.lanes.queues import SyncQueue, make_sqs_client
 from refarch.pelican.bootstrap import finalize_bootstrap, plan_bootstrap, run_batch
 from refarch.pelican.listener import OutboxRelay
-from refarch.pgvector_index import PgVectorIndex
-from refarch.queue import SyncQueue, make_sqs_client
-from refarch.search import SearchService
+from refarch.search.service import SearchService
 from refarch.status import sync_counts
 from tests.conftest import scram_matches
 
@@ -104,8 +104,8 @@ def test_the_whole_flow_runs_with_each_runtime_on_its_own_role(dsn, login_as, ve
     catalog.seed(admin, 30)
     admin.close()
     web_dsn, emu_dsn, pelican_dsn = login_as("web"), login_as("emu"), login_as("pelican")
-    queue = SyncQueue(make_sqs_client(local_settings), local_settings.resolved_queue_url())
-    bulk = SyncQueue(queue.client, local_settings.resolved_bulk_queue_url())
+    queue = SyncQueue.for_lane(make_sqs_client(local_settings), local_settings, "live")
+    bulk = SyncQueue.for_lane(queue.client, local_settings, "bulk")
 
     # Pelican: the bootstrap's plan, batches and finalize.
     pelican_db = Database(pelican_dsn)

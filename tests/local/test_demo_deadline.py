@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from refarch import catalog, ledger
+from refarch import catalog
 from refarch.db import connect
+from refarch.emu import ledger
 from refarch.settings import Settings
 from refarch_local.demo import _wait_synced, follow_indexing
 from refarch_local.supervisor import Supervisor

@@ -69,6 +69,15 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     # Live edits made while a bootstrap was indexed were all found at their new version
     busy = report["change_latency_during_bootstrap_ms"]
     assert busy["edits"] >= 1 and busy["measured"] == busy["edits"] and busy["not_found"] == 0
+    # ... each one on the timeline the plot draws, next to the bootstrap's progress up to every row
+    assert len(busy["timeline"]) == busy["edits"] and all(ms is not None for _, ms in busy["timeline"])
+    assert busy["bootstrap_progress"][-1][1] >= 300
+    # The plots are written next to the tables
+    assert sorted(p.name for p in tmp_path.glob("bench-*.svg")) == [
+        "bench-edit-latency-during-bootstrap.svg",
+        "bench-search-latency.svg",
+        "bench-throughput.svg",
+    ]
     # Every edit was measured on the search path: found at its new version, none given up on
     latency = report["change_latency_ms"]
     assert latency["edits"] == 20 and latency["measured"] == 20 and latency["not_found"] == 0

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from refarch.topology import BOOTSTRAP_BATCH_HANDLER, EMU_HANDLER
+from refarch.lanes.topology import BOOTSTRAP_BATCH_HANDLER, EMU_HANDLER
 from refarch_local.rehearsal.template import (
     LOCAL_ACCOUNT,
     Assembly,

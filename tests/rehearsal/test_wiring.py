@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import refarch_local
-from refarch.topology import BOOTSTRAP_BATCH_HANDLER
+from refarch.lanes.topology import BOOTSTRAP_BATCH_HANDLER
 from refarch_cli.runtime_context import settings_with_queue
 from refarch_local.rehearsal.cloud import placeholder
 from refarch_local.rehearsal.function_worker import RecordingEnviron

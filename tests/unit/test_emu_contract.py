@@ -9,11 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from refarch.embeddings import OpenAIEmbedder
-from refarch.emu import content_hash, parse_message
-from refarch.index_targets import check_dimensions
-from refarch.messages import SyncMessage
-from refarch.pinecone_vector_index import PineconeIndex
-from refarch.vector_index import DimensionMismatchError
+from refarch.emu.worker import content_hash, parse_message
+from refarch.generations.targets import check_dimensions
+from refarch.index.pinecone_index import PineconeIndex
+from refarch.index.port import DimensionMismatchError
+from refarch.lanes.messages import SyncMessage
 from refarch_local.standins import PineconeStandIn
 
 VALID = {

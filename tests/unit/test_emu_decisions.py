@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from refarch.emu_decisions import Action, content_hash, decide
-from refarch.ledger import LedgerEntry
+from refarch.emu.decisions import Action, content_hash, decide
+from refarch.emu.ledger import LedgerEntry
 from refarch.products import Product
 
 MODEL = "local:all-MiniLM-L6-v2"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refarch.topology import DEFAULT_TOPOLOGY, Topology, bulk_lane, live_lane
+from refarch.lanes.topology import DEFAULT_TOPOLOGY, Topology, bulk_lane, live_lane
 from refarch_local.supervisor import emu_layout
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refarch.fusion import EXACT_SKU_BONUS, RRF_K, reciprocal_rank_fusion
+from refarch.search.fusion import EXACT_SKU_BONUS, RRF_K, reciprocal_rank_fusion
 
 
 def rrf(*ranks: int) -> float:

@@ -1,12 +1,13 @@
-"""Where a new index generation's vectors go (refarch.generation_placement.default_target): a table of cases."""
+"""Where a new index generation's vectors go (refarch.generations.placement.default_target): a table of cases."""
 
 from __future__ import annotations
 
 import pytest
 
-from refarch.generation_placement import default_target
 from refarch.generations import GenerationError
-from refarch.pinecone_indexes import MAX_NAME_LENGTH, generation_index_name
+from refarch.generations.placement import default_target
+from refarch.index.pinecone_indexes import MAX_NAME_LENGTH, generation_index_name
+from refarch.index.vector_target import PgVectorTable, PineconeNamespace
 from refarch.settings import Settings
 
 
@@ -18,13 +19,17 @@ def pinecone_settings(**extra: str) -> Settings:
     ("configured_dimension", "named", "expected"),
     [
         # The configured index holds this dimension (or nothing was written to it yet): a namespace in it
-        (64, None, {"index_name": "products-idx", "host": None, "namespace": "products-g3"}),
-        (None, None, {"index_name": "products-idx", "host": None, "namespace": "products-g3"}),
+        (64, None, PineconeNamespace(index_name="products-idx", host=None, namespace="products-g3")),
+        (None, None, PineconeNamespace(index_name="products-idx", host=None, namespace="products-g3")),
         # Another dimension: an index of its own, named after the configured one, created and dropped by re-index
-        (384, None, {"index_name": "products-idx-g3", "host": None, "namespace": "products-g3", "dedicated": True}),
+        (
+            384,
+            None,
+            PineconeNamespace(index_name="products-idx-g3", host=None, namespace="products-g3", dedicated=True),
+        ),
         # An index named by the operator: used (created if missing), never deleted by gc
-        (384, "my-index", {"index_name": "my-index", "host": None, "namespace": "products-g3"}),
-        (384, "products-idx", {"index_name": "products-idx", "host": None, "namespace": "products-g3"}),
+        (384, "my-index", PineconeNamespace(index_name="my-index", host=None, namespace="products-g3")),
+        (384, "products-idx", PineconeNamespace(index_name="products-idx", host=None, namespace="products-g3")),
     ],
 )
 def test_a_pinecone_generation_goes_where_its_dimension_fits(configured_dimension, named, expected):
@@ -35,8 +40,10 @@ def test_a_pinecone_generation_goes_where_its_dimension_fits(configured_dimensio
 
 def test_a_pgvector_generation_gets_a_table_of_its_own():
     settings = Settings(vector_backend="pgvector")
-    assert default_target(settings, 1, dimension=64) == {"table": "product_vectors"}
-    assert default_target(settings, 4, dimension=64, configured_dimension=384) == {"table": "product_vectors_g4"}
+    assert default_target(settings, 1, dimension=64) == PgVectorTable(table="product_vectors")
+    assert default_target(settings, 4, dimension=64, configured_dimension=384) == PgVectorTable(
+        table="product_vectors_g4"
+    )
 
 
 def test_another_dimension_with_no_index_name_to_derive_from_is_refused_with_advice():

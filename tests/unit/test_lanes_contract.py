@@ -7,11 +7,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from refarch.emu import chunked, is_input_error, parse_message
-from refarch.messages import BULK_MESSAGE_MAX_ITEMS, BulkSyncMessage, SyncMessage, bulk_messages
+from refarch.emu.worker import chunked, is_input_error, parse_message
+from refarch.index.pinecone_index import upsert_batches
+from refarch.lanes.messages import BULK_MESSAGE_MAX_ITEMS, BulkSyncMessage, SyncMessage, bulk_messages
+from refarch.lanes.queues import SyncQueue
 from refarch.pelican.listener import relay_lane
-from refarch.pinecone_vector_index import upsert_batches
-from refarch.queue import SyncQueue
 
 OLD_BODY = {"product_id": 7, "version": 3, "op": "update", "source": "change"}
 
@@ -141,7 +141,7 @@ def test_upserts_stay_within_100_vectors_and_the_request_size():
 
 def test_a_bulk_message_cannot_be_sent_to_the_fifo_lane():
     # Given the live lane's FIFO queue (no client call is made before the check)
-    fifo = SyncQueue(client=None, queue_url="http://127.0.0.1:9324/000000000000/refarch-sync.fifo")
+    fifo = SyncQueue(client=None, queue_url="http://127.0.0.1:9324/000000000000/refarch-sync.fifo", lane="live")
     # When a bulk message is sent there, Then it is refused
     with pytest.raises(TypeError, match="bulk message"):
         fifo.send(bulk_messages([(1, 1, "sync")], source="bootstrap"))

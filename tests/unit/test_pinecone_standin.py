@@ -10,8 +10,8 @@ import httpx
 import pinecone
 import pytest
 
-from refarch.pinecone_vector_index import PineconeIndex
-from refarch.vector_index import DimensionMismatchError, SearchFilter, VectorRecord
+from refarch.index.pinecone_index import PineconeIndex
+from refarch.index.port import DimensionMismatchError, SearchFilter, VectorRecord
 from refarch_local.standins import PineconeStandIn
 
 DIMENSION = 8

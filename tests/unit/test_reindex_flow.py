@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from refarch.generation_placement import Placement
 from refarch.generations import EmbedderSpec, Generation, GenerationError
-from refarch.reindex_flow import decide_start
+from refarch.generations.placement import Placement
+from refarch.generations.reindex_flow import decide_start
+from refarch.index.vector_target import PgVectorTable, PineconeNamespace, VectorTarget
 from refarch.settings import Settings
 
 SMALL = EmbedderSpec("openai", "text-embedding-3-small", 1536)
@@ -18,7 +19,7 @@ SMALL_512 = EmbedderSpec("openai", "text-embedding-3-small", 512)
 
 
 def generation(
-    gid: int, status: Any, spec: EmbedderSpec, target: dict[str, Any] | None = None, backend: Any = "pinecone"
+    gid: int, status: Any, spec: EmbedderSpec, target: VectorTarget | None = None, backend: Any = "pinecone"
 ) -> Generation:
     return Generation(
         id=gid,
@@ -27,7 +28,7 @@ def generation(
         model_id=f"{spec.kind}:{spec.model}:{spec.dimensions}",
         dimension=spec.dimensions,
         backend=backend,
-        target=target or {"index_name": "refarch-products", "host": "h", "namespace": "products"},
+        target=target or PineconeNamespace(index_name="refarch-products", host="h", namespace="products"),
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         activated_at=None,
         retired_at=None,
@@ -38,11 +39,20 @@ ACTIVE = generation(1, "active", SMALL)
 BUILDING_LARGE = generation(2, "building", LARGE)
 CONFIGURED = Placement("pinecone", "refarch-products")
 # The same model moved: into pgvector, into another Pinecone index.
-BUILDING_PGVECTOR = generation(2, "building", SMALL, {"table": "product_vectors_g2"}, backend="pgvector")
-BUILDING_NEW_INDEX = generation(2, "building", SMALL, {"index_name": "products-v2", "host": "h2", "namespace": "p-g2"})
+BUILDING_PGVECTOR = generation(2, "building", SMALL, PgVectorTable(table="product_vectors_g2"), backend="pgvector")
+BUILDING_NEW_INDEX = generation(
+    2, "building", SMALL, PineconeNamespace(index_name="products-v2", host="h2", namespace="p-g2")
+)
 # A model of another dimension that a re-index put in an index of its own beside the configured one.
 ACTIVE_DEDICATED = generation(
-    3, "active", LARGE, {"index_name": "refarch-products-g3", "host": "h3", "dedicated": True}
+    3,
+    "active",
+    LARGE,
+    PineconeNamespace(index_name="refarch-products-g3", host="h3", namespace="products-g3", dedicated=True),
+)
+# A generation after the first, in its own namespace of the configured index.
+ACTIVE_SECOND = generation(
+    2, "active", SMALL, PineconeNamespace(index_name="refarch-products", host="h", namespace="products-g2")
 )
 
 START_CASES = [
@@ -62,6 +72,12 @@ START_CASES = [
      CONFIGURED, ACTIVE_DEDICATED),
     ("only a host configured (no index name): the same backend is enough", ACTIVE, None, SMALL,
      Placement("pinecone", None), ACTIVE),
+    ("the configured index and namespace: nothing to do", ACTIVE, None, SMALL,
+     Placement("pinecone", "refarch-products", "products"), ACTIVE),
+    ("the same index, the stage's own namespace: create", ACTIVE, None, SMALL,
+     Placement("pinecone", "refarch-products", "dev-products"), None),
+    ("a generation after the first is in <namespace>-g<id>: nothing to do", ACTIVE_SECOND, None, SMALL,
+     Placement("pinecone", "refarch-products", "products"), ACTIVE_SECOND),
 ]  # fmt: skip
 
 
@@ -87,14 +103,15 @@ def test_a_third_model_while_one_builds_is_refused_with_what_to_do():
         decide_start(ACTIVE, BUILDING_LARGE, SMALL_512, CONFIGURED)
     # And so is a move to another index while a move to pgvector builds, naming both places
     with pytest.raises(
-        GenerationError, match=r"pgvector product_vectors_g2\) is building.* in pinecone index products-v2"
+        GenerationError, match=r"pgvector table product_vectors_g2\) is building.* in pinecone index products-v2"
     ):
         decide_start(ACTIVE, BUILDING_PGVECTOR, SMALL, Placement("pinecone", "products-v2"))
 
 
-def test_placement_from_the_settings_names_the_index_only_for_pinecone():
-    # Given a Pinecone and a pgvector deployment, Then the placement names the index only for Pinecone
-    pinecone = Settings(vector_backend="pinecone", pinecone_index_name="catalog")
+def test_placement_from_the_settings_names_the_index_and_namespace_only_for_pinecone():
+    # Given a Pinecone and a pgvector deployment
+    pinecone = Settings(vector_backend="pinecone", pinecone_index_name="catalog", pinecone_namespace="dev-products")
     pgvector = Settings(vector_backend="pgvector", pinecone_index_name="catalog")
-    assert Placement.from_settings(pinecone) == Placement("pinecone", "catalog")
-    assert Placement.from_settings(pgvector) == Placement("pgvector", None)
+    # Then the placement names the index and the namespace only for Pinecone
+    assert Placement.from_settings(pinecone) == Placement("pinecone", "catalog", "dev-products")
+    assert Placement.from_settings(pgvector) == Placement("pgvector")

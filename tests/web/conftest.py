@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from refarch import products
 from refarch.embeddings import LocalEmbedder
-from refarch.messages import SyncMessage
+from refarch.lanes.messages import SyncMessage
 from refarch.runtime import Runtime
 from refarch.settings import Settings
 from web import create_app
@@ -75,7 +75,7 @@ def make_runtime(shared_model: LocalEmbedder | None, /, **settings: Any) -> Runt
     base: dict[str, Any] = {
         "embedder": "local",
         "vector_backend": "pgvector",
-        "queue_url": None,
+        "live_queue_url": None,
         "bulk_queue_url": None,
         "sqs_endpoint_url": None,
         "edit_password": None,

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from refarch.search import SEARCH_MODES
+from refarch.search.service import SEARCH_MODES
 
 
 def results(client, **params) -> list[dict]:

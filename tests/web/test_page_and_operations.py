@@ -85,7 +85,7 @@ def test_database_outage_is_a_503_not_a_500(closed_port_dsn, embedder):
 
 def test_sync_status_reports_totals_and_real_queue_depth(local_settings, embedder, catalog_in_local_db):
     # Given the local SQS queues exist: two live messages, one bulk message naming three products
-    from refarch.messages import SyncMessage, bulk_messages
+    from refarch.lanes.messages import SyncMessage, bulk_messages
 
     runtime = make_runtime(embedder, database_url=local_settings.database_url, home=local_settings.home)
     runtime.queue.send([SyncMessage(product_id=i, version=1, op="insert", source="change") for i in (1, 2)])
@@ -128,7 +128,7 @@ def test_sync_status_survives_an_unreachable_queue(dsn, embedder, tmp_path):
         database_url=dsn,
         home=tmp_path,
         sqs_endpoint_url=f"http://127.0.0.1:{port}",
-        queue_url=f"http://127.0.0.1:{port}/000000000000/q.fifo",
+        live_queue_url=f"http://127.0.0.1:{port}/000000000000/q.fifo",
     )
     # When the status is read, Then the database totals still come back and the queue is marked unreachable
     response = build_app(runtime).test_client().get("/api/sync/status")
@@ -187,7 +187,7 @@ def test_form_inputs_carry_real_attributes(client, catalog):
 @pytest.fixture
 def failed_product(runtime, catalog):
     """The skillet, marked failed by Emu's ledger with a reason that names internals."""
-    from refarch import ledger
+    from refarch.emu import ledger
 
     with runtime.db.transaction() as conn:
         ledger.record_failed(conn, {catalog[1].id: "openai: 401 Incorrect API key sk-internal-detail"}, generation=1)
@@ -216,8 +216,10 @@ def test_status_and_header_show_a_reindex_in_progress_while_search_reads_the_act
     runtime, indexed_catalog, client
 ):
     # Given a re-index building generation 2, which holds 2 of the 5 rows so far
-    from refarch import generation_placement, generations, ledger
-    from refarch.generations import EmbedderSpec
+    from refarch import generations
+    from refarch.emu import ledger
+    from refarch.generations import EmbedderSpec, placement
+    from refarch.index.vector_target import PgVectorTable
 
     with runtime.db.transaction() as conn:
         generations.create_building(
@@ -226,7 +228,7 @@ def test_status_and_header_show_a_reindex_in_progress_while_search_reads_the_act
             model_id="openai:text-embedding-3-small:64",
             dimension=64,
             backend="pgvector",
-            target_for=lambda generation_id, active: {"table": generation_placement.pgvector_table(generation_id)},
+            target_for=lambda generation_id, active: PgVectorTable(table=placement.pgvector_table(generation_id)),
         )
         ledger.record_indexed(conn, [(p.id, p.version, "h", "indexed") for p in indexed_catalog[:2]], generation=2)
     # When the status is read

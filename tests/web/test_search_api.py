@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refarch.search import MAX_PAGE, SearchInputError
+from refarch.search.service import MAX_PAGE, SearchInputError
 from tests.web.conftest import index_now
 
 
@@ -107,7 +107,7 @@ def test_requests_the_document_allows_but_nothing_matches_are_an_empty_page(clie
 
 def test_the_last_page_within_the_ranked_depth_is_cut_at_the_depth(runtime, indexed_catalog, monkeypatch):
     # Given a ranked depth of 3 (1,000 in production), When asking for results 3 and 4 (k=2, page 2)
-    monkeypatch.setattr("refarch.search.MAX_DEPTH", 3)
+    monkeypatch.setattr("refarch.search.service.MAX_DEPTH", 3)
     page = runtime.search.search("things to buy", k=2, page=2)
     everything = runtime.search.search("things to buy", k=5)
     # Then only the third result comes back, and there is no next page

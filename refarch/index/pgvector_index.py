@@ -12,9 +12,9 @@ from pgvector.psycopg2 import register_vector
 
 from refarch.db import Database, fetch_one
 from refarch.db.roles import vector_table_grants
-from refarch.id_shards import Shard
+from refarch.index.id_shards import Shard
+from refarch.index.port import DimensionMismatchError, Match, SearchFilter, VectorRecord
 from refarch.settings import ConfigurationError
-from refarch.vector_index import DimensionMismatchError, Match, SearchFilter, VectorRecord
 
 # product_vectors (generation 1) or product_vectors_g<n>: the only names placed in SQL text.
 VECTOR_TABLE_NAME = re.compile(r"product_vectors(_g[0-9]{1,9})?")

@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from refarch import generation_placement, generations
+from refarch import generations
 from refarch.db import Connection, Database
 from refarch.embeddings import Embedder, make_embedder
-from refarch.generations import EmbedderSpec, Generation
+from refarch.generations import EmbedderSpec, Generation, placement
+from refarch.index.factory import make_index
+from refarch.index.port import DimensionMismatchError, VectorIndex
 from refarch.observability import logger
 from refarch.settings import Settings
-from refarch.vector_index import DimensionMismatchError, VectorIndex, make_index
 
 # How long a process keeps using the active generation it last read.
 ACTIVE_CACHE_SECONDS = 3.0
@@ -101,7 +102,7 @@ class GenerationTargets:
     def _adopt(self, generation: Generation) -> Generation:
         """Record the configured embedder and target on a generation created before they were known."""
         embedder = self.embedder_for(EmbedderSpec.from_settings(self.settings))
-        target = generation_placement.default_target(self.settings, generation.id, dimension=embedder.dimension)
+        target = placement.default_target(self.settings, generation.id, dimension=embedder.dimension)
         # Checked before it is recorded: an index of another dimension is refused with advice.
         make_index(self.settings, self.db, embedder.dimension, target=target)
         with self.db.transaction() as conn:
@@ -151,7 +152,7 @@ class GenerationTargets:
 
     def open_index(self, generation: Generation) -> VectorIndex:
         """A client of the generation's vector index, built from its recorded target (cached by `target`)."""
-        assert generation.dimension is not None
+        assert generation.dimension is not None and generation.target is not None
         return make_index(self.settings, self.db, generation.dimension, target=generation.target)
 
     def forget(self, generation_id: int) -> None:

@@ -2,12 +2,13 @@
 
 One implementation for the two callers: the deploy's custom resource (`lambdas/pinecone_index.py`,
 the first index) and `refarch reindex` (an index for a model of another dimension,
-`refarch.reindex.start`). The control plane is api.pinecone.io unless PINECONE_CONTROLLER_HOST
+`refarch.generations.reindex.start`). The control plane is api.pinecone.io unless PINECONE_CONTROLLER_HOST
 names another one (the SDK reads it; the tests point it at the stand-in).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,11 +19,12 @@ if TYPE_CHECKING:
     from pinecone import IndexModel, Pinecone
 
 # The one field of an index created with a dimension and a metric: the vectors API that
-# refarch.pinecone_vector_index.PineconeIndex writes through (upsert/query) serves only such indexes.
+# refarch.index.pinecone_index.PineconeIndex writes through (upsert/query) serves only such indexes.
 DENSE_FIELD = "_values"
 POLL_SECONDS = 5.0
 # Pinecone index names: 1-45 lower-case alphanumerics or '-'.
 MAX_NAME_LENGTH = 45
+INDEX_NAME = re.compile(rf"[a-z0-9](?:[a-z0-9-]{{0,{MAX_NAME_LENGTH - 2}}}[a-z0-9])?")
 
 
 class IndexDimensionError(ValueError):
@@ -116,6 +118,15 @@ def region_of(pc: Pinecone, name: str | None, default: str) -> str:
     except NotFoundError:
         return default
     return getattr(deployment, "region", None) or default
+
+
+def check_index_name(name: str) -> None:
+    """ValueError naming the rule when Pinecone would refuse `name` as an index name."""
+    if not INDEX_NAME.fullmatch(name):
+        raise ValueError(
+            f"Pinecone index name {name!r}: use 1-{MAX_NAME_LENGTH} lower-case letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
 
 
 def generation_index_name(base: str, generation_id: int) -> str:

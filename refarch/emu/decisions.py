@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
-from refarch.ledger import LedgerEntry
+from refarch.emu.ledger import LedgerEntry
 from refarch.products import Product
 
 

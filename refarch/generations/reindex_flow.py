@@ -1,6 +1,6 @@
 """A re-index in short, repeatable steps, for a state machine to drive (the Reindex state machine, docs/reindex.md).
 
-`refarch reindex` runs a whole re-index in one process (`refarch.reindex.wait_and_switch`). On AWS
+`refarch reindex` runs a whole re-index in one process (`refarch.generations.reindex.wait_and_switch`). On AWS
 a Lambda cannot wait hours, so the Reindex state machine owns the loop (wait, poll, re-send,
 switch) and calls these steps, each one safe to repeat:
 
@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from refarch import generations, reindex
-from refarch.generation_placement import Placement
-from refarch.generations import EmbedderSpec, Generation, GenerationError
-from refarch.index_targets import GenerationTargets
+from refarch import generations
+from refarch.generations import EmbedderSpec, Generation, GenerationError, reindex
+from refarch.generations.placement import Placement
+from refarch.generations.targets import GenerationTargets
+from refarch.lanes.queues import SyncQueue
 from refarch.observability import logger
-from refarch.queue import SyncQueue
 
 
 def decide_start(
@@ -48,17 +48,15 @@ def decide_start(
     raise GenerationError(
         f"generation {building.id} ({building.model_id}, {building.backend} {_where(building)}) is building, not "
         f"the configured {spec.kind} model {spec.model} ({spec.dimensions or 'its'} dimensions) in "
-        f"{placement.backend}{f' index {placement.pinecone_index}' if placement.pinecone_index else ''}: let its "
+        f"{placement.backend}{f' index {placement.pinecone_index}' if placement.pinecone_index else ''}"
+        f"{f' namespace {placement.pinecone_namespace}' if placement.pinecone_namespace else ''}: let its "
         're-index finish, or abandon it ({"action": "abort"}) and start again'
     )
 
 
 def _where(generation: Generation) -> str:
     """The generation's index, as an operator names it: a pgvector table or a Pinecone index."""
-    return str(
-        generation.target.get("table")
-        or f"index {generation.target.get('index_name') or generation.target.get('host')}"
-    )
+    return generation.target.describe() if generation.target else "no index recorded yet"
 
 
 def ensure_building(targets: GenerationTargets, spec: EmbedderSpec) -> tuple[Generation, bool]:
@@ -108,5 +106,5 @@ def building_progress(
 
 def switch_to(targets: GenerationTargets, generation_id: int | None) -> tuple[Generation, Generation]:
     """Switch to the building generation (checked complete and checked to be `generation_id` when
-    one is named, in the switch's own transaction: `refarch.reindex.switch`). Returns (previous, new)."""
+    one is named, in the switch's own transaction: `refarch.generations.reindex.switch`). Returns (previous, new)."""
     return reindex.switch(targets, generation_id)

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from refarch import generation_placement, generations, pinecone_indexes
-from refarch.generations import EmbedderSpec, Generation, IncompleteGenerationError
-from refarch.index_targets import GenerationTargets
+from refarch import generations
+from refarch.generations import EmbedderSpec, Generation, IncompleteGenerationError, placement
+from refarch.generations.targets import GenerationTargets
+from refarch.index import pinecone_indexes
+from refarch.index.factory import make_index, pinecone_api_key
+from refarch.index.vector_target import PineconeNamespace, VectorTarget
 from refarch.observability import logger
 from refarch.settings import Settings
-from refarch.vector_index import make_index, pinecone_api_key
 
 if TYPE_CHECKING:
     from pinecone import Pinecone
@@ -35,25 +38,25 @@ def start(targets: GenerationTargets, spec: EmbedderSpec, *, pinecone_index: str
 
     With Pinecone, a model of the same dimension gets a namespace of its own in the configured
     index; one of another dimension gets an index of its own, created here by the code the
-    deploy's custom resource uses (refarch.pinecone_indexes), in the configured index's region.
+    deploy's custom resource uses (refarch.index.pinecone_indexes), in the configured index's region.
     `pinecone_index` names the index to use instead (created if missing).
     """
     settings, db = targets.settings, targets.db
     active = targets.active().generation  # records generation 1 first if needed
     embedder = targets.embedder_for(spec)
     with db.transaction() as conn:
-        configured_dimension = generation_placement.configured_index_dimension(conn, settings)
+        configured_dimension = placement.configured_index_dimension(conn, settings)
 
-    def target_for(generation_id: int, current: Generation) -> dict[str, Any]:
-        target = generation_placement.default_target(
+    def target_for(generation_id: int, current: Generation) -> VectorTarget:
+        target = placement.default_target(
             settings,
             generation_id,
             dimension=embedder.dimension,
             configured_dimension=configured_dimension,
             pinecone_index=pinecone_index,
         )
-        if "table" not in target and target["host"] is None:
-            target["host"] = _ensure_pinecone_index(settings, target["index_name"], embedder.dimension)
+        if isinstance(target, PineconeNamespace) and target.host is None and target.index_name:
+            target = replace(target, host=_ensure_pinecone_index(settings, target.index_name, embedder.dimension))
         # Created before the generation is visible, so Emu never writes to an index that is not there.
         make_index(settings, db, embedder.dimension, target=target)
         return target
@@ -178,39 +181,56 @@ def collect_garbage(targets: GenerationTargets, grace: timedelta = DEFAULT_GRACE
     """Drop abandoned generations, and retired ones older than `grace`; returns their ids.
 
     First they are marked dropped and their ledger rows deleted, in one transaction: from then on
-    no writer touches them and no rollback can restore them. Then each one's index is removed (its
-    table or namespace; a Pinecone index created for it, for another dimension, whole), and that
-    is recorded. A removal that fails is tried again by the next gc (GenerationError after the
-    others were tried), and never leaves a live generation without its index.
+    no writer touches them and no rollback can restore them. Then each one's index is removed and
+    that is recorded (`remove_index`). A removal that fails is tried again by the next gc
+    (GenerationError after the others were tried), and never leaves a live generation without its index.
     """
-    settings, db = targets.settings, targets.db
-    with db.transaction() as conn:
+    with targets.db.transaction() as conn:
         dropped = generations.drop_expired(conn, grace)
     for generation in dropped:
         targets.forget(generation.id)
         logger.info("generation dropped", extra={"generation": generation.id, "model_id": generation.model_id})
-    with db.transaction() as conn:
+    with targets.db.transaction() as conn:
         leftover = generations.to_remove(conn)
     failed: dict[int, str] = {}
     for generation in leftover:
         try:
-            if generation.target.get("dedicated"):
-                pinecone_indexes.delete_index(_pinecone(settings), generation.target["index_name"])
-            elif generation.dimension is not None:
-                make_index(settings, db, generation.dimension, target=generation.target, ensure=False).drop()
+            remove_index(targets, generation)
         except Exception as err:
             logger.warning(
                 "could not remove a dropped generation's index", extra={"generation": generation.id, "error": str(err)}
             )
             failed[generation.id] = f"{type(err).__name__}: {err}"
-            continue
-        with db.transaction() as conn:
-            generations.mark_index_removed(conn, generation.id)
     if failed:
         raise generations.GenerationError(
             f"dropped generation(s) {sorted(failed)} keep their index for now (the next gc removes it): {failed}"
         )
     return [g.id for g in dropped]
+
+
+def remove_index(targets: GenerationTargets, generation: Generation) -> None:
+    """Remove a dropped generation's index, checked against the live generations first, and record it.
+
+    Its table or namespace is dropped; a Pinecone index created for it (another dimension) is
+    deleted whole, unless a live generation was placed in that index later: then only its
+    namespace goes (`placement.removal_for`). The check, the removal and the record are one
+    transaction that holds off new generations, which commits only once the removal succeeded.
+    """
+    settings, db = targets.settings, targets.db
+    with db.transaction() as conn:
+        live = generations.live_while_removing(conn)
+        removal = placement.removal_for(generation, live)
+        generations.mark_index_removed(conn, generation.id)
+        if removal.kept_for is not None:
+            logger.info(
+                "a live generation uses the dropped generation's index: kept",
+                extra={"generation": generation.id, "live_generation": removal.kept_for, "removal": removal.action},
+            )
+        where = generation.target
+        if removal.action == "delete_index" and isinstance(where, PineconeNamespace) and where.index_name:
+            pinecone_indexes.delete_index(_pinecone(settings), where.index_name)
+        elif removal.action == "drop_own" and where is not None and generation.dimension is not None:
+            make_index(settings, db, generation.dimension, target=where, ensure=False).drop()
 
 
 def _pinecone(settings: Settings) -> Pinecone:

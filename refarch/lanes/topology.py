@@ -30,6 +30,12 @@ BULK_QUEUE_NAME = "refarch-bulk"
 BULK_DLQ_NAME = "refarch-bulk-dlq"
 
 LaneName = Literal["live", "bulk"]
+LANE_NAMES: tuple[LaneName, ...] = ("live", "bulk")
+
+
+def is_fifo(lane: LaneName) -> bool:
+    """The live lane's queue is FIFO (order per product, deduplication); the bulk lane's is standard."""
+    return lane == "live"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +57,7 @@ class Lane:
     @property
     def fifo(self) -> bool:
         """The live lane's queue is FIFO (group = product id); the bulk lane's is standard."""
-        return self.name == "live"
+        return is_fifo(self.name)
 
     @property
     def queue_name(self) -> str:
@@ -112,7 +118,7 @@ class Topology:
     # waits of 5, 10, 20, 40, 80 s, long enough for Postgres to drop a dead worker's connection.
     bootstrap_busy_retry_seconds: float = 5.0
     bootstrap_busy_retry_attempts: int = 5
-    # Reconcile shards compared at once (each one Lambda, ~100k ids at most: refarch/id_shards.py).
+    # Reconcile shards compared at once (each one Lambda, ~100k ids at most: refarch/index/id_shards.py).
     reconcile_max_concurrency: int = 4
 
     def lane(self, name: LaneName) -> Lane:

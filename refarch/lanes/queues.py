@@ -4,14 +4,19 @@ handing received ones back early."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from refarch.messages import AnyMessage, SyncMessage
+from refarch.lanes.messages import AnyMessage, SyncMessage
+from refarch.lanes.topology import LaneName, is_fifo
 from refarch.settings import Settings
+
+if TYPE_CHECKING:  # the stubs are a development dependency (boto3-stubs); nothing imports them at run time
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_sqs import SQSClient
 
 SQS_BATCH = 10
 
@@ -20,17 +25,19 @@ class PartialSendError(RuntimeError):
     """Some entries of a SendMessageBatch were refused (retried by tenacity, then raised)."""
 
 
-def make_sqs_client(settings: Settings) -> Any:
+def make_sqs_client(settings: Settings) -> SQSClient:
     """A boto3 SQS client (the local server's endpoint when one is configured)."""
-    return _client("sqs", settings)
+    # The service name is a literal at each call: boto3's stubs type `boto3.client` per service.
+    return boto3.client("sqs", **_client_options(settings))
 
 
-def make_cloudwatch_client(settings: Settings) -> Any:
+def make_cloudwatch_client(settings: Settings) -> CloudWatchClient:
     """A boto3 CloudWatch client, for the queues' age metric (the local SQS server serves it too)."""
-    return _client("cloudwatch", settings)
+    return boto3.client("cloudwatch", **_client_options(settings))
 
 
-def _client(service: str, settings: Settings) -> Any:
+def _client_options(settings: Settings) -> dict[str, Any]:
+    """Region, retries and timeouts for every client; the local server's endpoint when one is configured."""
     endpoint = settings.resolved_sqs_endpoint()
     kwargs: dict[str, Any] = {
         "region_name": settings.aws_region,
@@ -39,18 +46,23 @@ def _client(service: str, settings: Settings) -> Any:
     if endpoint:
         # The local SQS server accepts any credentials; real ones are never needed or read.
         kwargs.update(endpoint_url=endpoint, aws_access_key_id="local", aws_secret_access_key="local")
-    return boto3.client(service, **kwargs)
+    return kwargs
 
 
 class SyncQueue:
     """A queue Emu consumes: the live lane's FIFO queue (group = product id, dedup id = product id +
     version) or the bulk lane's standard queue (many products per message, no group)."""
 
-    def __init__(self, client: Any, queue_url: str) -> None:
+    def __init__(self, client: Any, queue_url: str, *, lane: LaneName) -> None:
         self.client = client
         self.url = queue_url
-        # SQS names every FIFO queue *.fifo: the URL says which kind this is.
-        self.fifo = queue_url.endswith(".fifo")
+        self.lane = lane
+        self.fifo = is_fifo(lane)
+
+    @classmethod
+    def for_lane(cls, client: Any, settings: Settings, lane: LaneName) -> SyncQueue:
+        """The lane's queue as the settings configure it."""
+        return cls(client, settings.queue_url(lane), lane=lane)
 
     def send(self, messages: Sequence[AnyMessage]) -> None:
         """Send all messages; returns only when SQS accepted every one of them (else raises)."""
@@ -110,14 +122,18 @@ class SyncQueue:
         }
 
 
-def queue_of(client: Any, queue_arn: str) -> SyncQueue:
-    """The queue an event source's records came from (by the ARN in each record)."""
-    return SyncQueue(client, client.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"])
+def queue_of(client: Any, queue_arn: str, *, lane: LaneName) -> SyncQueue:
+    """The lane's queue an event source's records came from (by the ARN in each record)."""
+    return SyncQueue(client, _url_of(client, queue_arn), lane=lane)
+
+
+def _url_of(client: Any, queue_arn: str) -> str:
+    return str(client.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"])
 
 
 def release_now(client: Any, queue_arn: str, receipt_handles: Sequence[str]) -> None:
     """Make received messages visible again at once, so their retry need not wait for the visibility timeout."""
-    url = queue_of(client, queue_arn).url
+    url = _url_of(client, queue_arn)
     for start in range(0, len(receipt_handles), SQS_BATCH):
         handles = receipt_handles[start : start + SQS_BATCH]
         entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(handles)]

@@ -8,7 +8,7 @@ read with `websearch_to_tsquery` (what people type into a search box: words, "qu
 from __future__ import annotations
 
 from refarch.db import Connection
-from refarch.vector_index import SearchFilter
+from refarch.index.port import SearchFilter
 
 # The configuration 0007 stems the name, category and description with.
 TEXT_SEARCH_CONFIG = "english"

@@ -9,8 +9,8 @@ so a rollback is instant, until `gc` drops it after the grace period. A build gi
 to every live generation (building, active, retired), each with its own ledger rows.
 
 This module holds the records, their queries and the status transitions;
-`refarch.generation_placement` decides where a new generation's vectors go, and
-`refarch.index_targets` turns a generation into an embedder and an index. docs/reindex.md
+`refarch.generations.placement` decides where a new generation's vectors go, and
+`refarch.generations.targets` turns a generation into an embedder and an index. docs/reindex.md
 describes the procedure.
 """
 
@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from refarch.db import Connection, fetch_one
+from refarch.index.vector_target import VectorTarget, target_as_json, target_from_json
 from refarch.settings import Settings
 
 GenerationStatus = Literal["building", "active", "retired", "abandoned", "dropped"]
@@ -86,7 +87,7 @@ class Generation:
     model_id: str | None
     dimension: int | None
     backend: Literal["pgvector", "pinecone"] | None
-    target: dict[str, Any]
+    target: VectorTarget | None  # None only before generation 1 is recorded
     created_at: datetime
     activated_at: datetime | None
     retired_at: datetime | None
@@ -104,7 +105,7 @@ class Generation:
             "model_id": self.model_id,
             "dimension": self.dimension,
             "backend": self.backend,
-            "target": self.target,
+            "target": target_as_json(self.target) if self.target else None,
             "activated_at": self.activated_at.isoformat() if self.activated_at else None,
             "retired_at": self.retired_at.isoformat() if self.retired_at else None,
         }
@@ -122,7 +123,7 @@ def _row(row: tuple[Any, ...]) -> Generation:
         model_id=model_id,
         dimension=dimension,
         backend=backend,
-        target=target or {},
+        target=target_from_json(target),
         created_at=created,
         activated_at=activated,
         retired_at=retired,
@@ -185,7 +186,7 @@ def adopt(
     model_id: str,
     dimension: int,
     backend: str,
-    target: dict[str, Any],
+    target: VectorTarget,
 ) -> Generation:
     """Record the embedder and target of a generation created before they were known (generation 1).
 
@@ -195,7 +196,14 @@ def adopt(
         cur.execute(
             "UPDATE index_generations SET embedder = %s, model_id = %s, dimension = %s, backend = %s, target = %s"
             " WHERE id = %s AND embedder IS NULL",
-            (json.dumps(spec.as_json()), model_id, dimension, backend, json.dumps(target), generation_id),
+            (
+                json.dumps(spec.as_json()),
+                model_id,
+                dimension,
+                backend,
+                json.dumps(target_as_json(target)),
+                generation_id,
+            ),
         )
     found = get(conn, generation_id)
     if found is None:
@@ -210,7 +218,7 @@ def create_building(
     model_id: str,
     dimension: int,
     backend: str,
-    target_for: Callable[[int, Generation], dict[str, Any]],
+    target_for: Callable[[int, Generation], VectorTarget],
 ) -> Generation:
     """Start a building generation for this embedder (refused while another one builds)."""
     with conn.cursor() as cur:
@@ -228,7 +236,7 @@ def create_building(
         cur.execute(
             "INSERT INTO index_generations (id, status, embedder, model_id, dimension, backend, target)"
             " VALUES (%s, 'building', %s, %s, %s, %s, %s)",
-            (new_id, json.dumps(spec.as_json()), model_id, dimension, backend, json.dumps(target)),
+            (new_id, json.dumps(spec.as_json()), model_id, dimension, backend, json.dumps(target_as_json(target))),
         )
     created = get(conn, new_id)
     assert created is not None
@@ -397,6 +405,18 @@ def drop_expired(conn: Connection, grace: timedelta) -> list[Generation]:
             )
             cur.execute("DELETE FROM sync_state WHERE generation = ANY(%s)", (ids,))
     return found
+
+
+def live_while_removing(conn: Connection) -> list[Generation]:
+    """The live generations, held as they are until the transaction ends: no generation is created
+    (and no index chosen for it), switched, rolled back or abandoned meanwhile, so what gc checks
+    is still true when it deletes."""
+    with conn.cursor() as cur:
+        cur.execute("LOCK TABLE index_generations IN SHARE ROW EXCLUSIVE MODE")
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM index_generations WHERE status = ANY(%s) ORDER BY id", (list(LIVE_STATUSES),)
+        )
+        return [_row(r) for r in cur.fetchall()]
 
 
 def to_remove(conn: Connection) -> list[Generation]:

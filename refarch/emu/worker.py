@@ -17,23 +17,25 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
-from refarch import generations, ledger, products
+from refarch import generations, products
 from refarch.db import Connection, Database
 from refarch.embeddings import Embedder
-from refarch.emu_decisions import Action, content_hash, decide
-from refarch.index_targets import GenerationTargets, IndexTarget
-from refarch.messages import AnyMessage, parse_message
+from refarch.emu import ledger
+from refarch.emu.decisions import Action, content_hash, decide
+from refarch.emu.failures import Failure, ProductFailure
+from refarch.generations.targets import GenerationTargets, IndexTarget
+from refarch.index.port import VectorIndex, VectorRecord
+from refarch.lanes.messages import AnyMessage, parse_message
 from refarch.observability import logger
-from refarch.vector_index import VectorIndex, VectorRecord
 
-__all__ = ["BatchOutcome", "Emu", "content_hash", "is_input_error", "parse_message"]
+__all__ = ["BatchOutcome", "Emu", "ProductFailure", "content_hash", "is_input_error", "parse_message"]
 
 # A chunk is started only with at least this much time left, and twice the slowest chunk so far.
 MIN_TIME_LEFT_SECONDS = 10.0
-NOT_STARTED = "not started"
 
 
 def is_input_error(err: BaseException) -> bool:
@@ -131,7 +133,7 @@ class Emu:
                 by_product[item.product_id].append(message_id)
                 if item.force:
                     force.add(item.product_id)
-        failed_products: dict[int, str] = {}
+        failed_products: dict[int, ProductFailure] = {}
         if by_product:
             # Records generation 1's embedder before any chunk locks the generations (index_targets.live).
             self.targets.active()
@@ -145,11 +147,11 @@ class Emu:
                 failed_products.update(self._sync_chunk(chunk, force, outcome))
                 slowest = max(slowest, time.monotonic() - started)
         tried_and_failed: set[str] = set()
-        for pid, reason in failed_products.items():
+        for pid, failure in failed_products.items():
             for message_id in by_product[pid]:
                 # A bulk message fails when any of its products did; its retry skips the others (ledger).
-                outcome.failures.setdefault(message_id, f"product {pid}: {reason}")
-                if reason.startswith(NOT_STARTED):
+                outcome.failures.setdefault(message_id, f"product {pid}: {failure}")
+                if not failure.tried:
                     outcome.not_started_messages.add(message_id)
                 else:
                     tried_and_failed.add(message_id)
@@ -162,27 +164,31 @@ class Emu:
         return outcome
 
     @staticmethod
-    def _not_started(chunks: list[list[int]], seconds_left: float, outcome: BatchOutcome) -> dict[int, str]:
+    def _not_started(chunks: list[list[int]], seconds_left: float, outcome: BatchOutcome) -> dict[int, ProductFailure]:
         """The products of the chunks left undone: their messages are failed (retried), their ledger untouched."""
         left = [pid for chunk in chunks for pid in chunk]
         outcome.not_started += len(left)
-        reason = f"{NOT_STARTED}: {seconds_left:.1f} s left in the invocation, too little for another chunk"
+        failure = ProductFailure(
+            Failure.NOT_STARTED, f"{seconds_left:.1f} s left in the invocation, too little for another chunk"
+        )
         logger.warning("time running out, leaving products for the retry", extra={"products": len(left)})
-        return dict.fromkeys(left, reason)
+        return dict.fromkeys(left, failure)
 
-    def _sync_chunk(self, ids: list[int], force: set[int], outcome: BatchOutcome) -> dict[int, str]:
+    def _sync_chunk(self, ids: list[int], force: set[int], outcome: BatchOutcome) -> dict[int, ProductFailure]:
         """Sync one chunk into every live generation under its products' locks, in one transaction;
-        return {product_id: reason} for failures (a product fails when any generation failed it)."""
-        failures: dict[int, str] = {}
+        return the failures by product (a product fails when any generation failed it)."""
+        failures: dict[int, ProductFailure] = {}
         outcome.chunks += 1
         with self.db.transaction() as conn:
             ledger.lock_products(conn, ids)
             targets = self.targets.live(conn)
             rows = products.get_many(conn, ids)
             for target in targets:
-                for pid, reason in self._sync_generation(conn, target, ids, rows, force, outcome).items():
-                    where = f"generation {target.generation.id}: " if len(targets) > 1 else ""
-                    failures.setdefault(pid, where + reason)
+                for pid, failure in self._sync_generation(conn, target, ids, rows, force, outcome).items():
+                    # With two generations live (a re-index), the reason says which one failed.
+                    failures.setdefault(
+                        pid, replace(failure, generation=target.generation.id) if len(targets) > 1 else failure
+                    )
         return failures
 
     def _sync_generation(
@@ -193,14 +199,14 @@ class Emu:
         rows: dict[int, products.Product],
         force: set[int],
         outcome: BatchOutcome,
-    ) -> dict[int, str]:
+    ) -> dict[int, ProductFailure]:
         """Bring one generation's index and ledger up to date for these rows."""
-        failures: dict[int, str] = {}
+        failures: dict[int, ProductFailure] = {}
         generation, index = target.generation.id, target.index
         entries = ledger.get_many(conn, ids, generation=generation)
 
         to_embed: list[tuple[products.Product, str]] = []
-        metadata_only: dict[int, dict] = {}
+        metadata_only: dict[int, dict[str, Any]] = {}
         to_delete: list[int] = []
         done: list[tuple[int, int, str | None, str]] = []
         for pid in ids:
@@ -226,7 +232,7 @@ class Emu:
             done += [(pid, m["version"], m["content_hash"], "indexed") for pid, m in metadata_only.items()]
             outcome.metadata_only += len(metadata_only)
         except Exception as err:
-            failures.update({pid: f"metadata update failed: {err}" for pid in metadata_only})
+            failures.update(dict.fromkeys(metadata_only, ProductFailure(Failure.METADATA, str(err))))
 
         try:
             index.delete(to_delete)
@@ -237,16 +243,16 @@ class Emu:
             ]
             outcome.deleted += len(to_delete)
         except Exception as err:
-            failures.update({pid: f"delete failed: {err}" for pid in to_delete})
+            failures.update(dict.fromkeys(to_delete, ProductFailure(Failure.DELETE, str(err))))
 
         # One ledger write per chunk and generation (plus one for its failures, if any).
         ledger.record_indexed(conn, done, generation=generation)
-        ledger.record_failed(conn, failures, generation=generation)
+        ledger.record_failed(conn, {pid: str(failure) for pid, failure in failures.items()}, generation=generation)
         return failures
 
     def _embed_and_upsert(
         self, conn: Connection, target: IndexTarget, to_embed: list[tuple[products.Product, str]], outcome: BatchOutcome
-    ) -> dict[int, str]:
+    ) -> dict[int, ProductFailure]:
         """One embedding request and its upserts; a refused chunk is halved until the refused product is alone."""
         started = time.perf_counter()
         try:
@@ -260,17 +266,17 @@ class Emu:
                 ]
             )
         except Exception as err:  # provider or index failure: retry these products later
-            reason = f"embed/upsert failed: {type(err).__name__}: {err}"
+            failure = ProductFailure(Failure.EMBED, f"{type(err).__name__}: {err}")
             if len(to_embed) > 1 and is_input_error(err):
                 # One product's content was refused: find it, so its neighbours are indexed now.
-                logger.warning("chunk refused, splitting it", extra={"products": len(to_embed), "reason": reason})
+                logger.warning("chunk refused, splitting it", extra={"products": len(to_embed), "reason": str(failure)})
                 half = len(to_embed) // 2
                 return {
                     **self._embed_and_upsert(conn, target, to_embed[:half], outcome),
                     **self._embed_and_upsert(conn, target, to_embed[half:], outcome),
                 }
-            logger.warning("embedding failed", extra={"products": len(to_embed), "reason": reason})
-            return {row.id: reason for row, _ in to_embed}
+            logger.warning("embedding failed", extra={"products": len(to_embed), "reason": str(failure)})
+            return {row.id: failure for row, _ in to_embed}
         outcome.embedded += len(to_embed)
         logger.debug(
             "embedded",

@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from refarch.index.port import DimensionMismatchError, Match, SearchFilter, VectorRecord
 from refarch.settings import ConfigurationError
-from refarch.vector_index import DimensionMismatchError, Match, SearchFilter, VectorRecord
 
 
 class PineconeIndex:

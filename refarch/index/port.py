@@ -1,6 +1,7 @@
-"""The VectorIndex port, the records and filters every index shares, and the choice of adapter (`make_index`).
+"""The VectorIndex port, and the records and filters every index shares.
 
-The adapters: `refarch.pgvector_index` (a table in the same Postgres) and `refarch.pinecone_vector_index` (SDK v10).
+The adapters: `refarch.index.pgvector_index` (a table in the same Postgres) and
+`refarch.index.pinecone_index` (SDK v10); `refarch.index.factory` picks one.
 """
 
 from __future__ import annotations
@@ -8,14 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from refarch.settings import ConfigurationError, Settings
-
-if TYPE_CHECKING:
-    from refarch.db import Database
-    from refarch.pgvector_index import PgVectorIndex
-    from refarch.pinecone_vector_index import PineconeIndex
+from refarch.settings import ConfigurationError
 
 
 class DimensionMismatchError(ConfigurationError):
@@ -47,10 +43,6 @@ class SearchFilter:
     category: str | None = None
     min_price: float | None = None
     max_price: float | None = None
-
-    def is_empty(self) -> bool:
-        """True when nothing is filtered."""
-        return self.category is None and self.min_price is None and self.max_price is None
 
     def sql_conditions(self) -> tuple[list[str], list[object]]:
         """The filters as SQL conditions on `category` and `price` columns, with their parameters.
@@ -108,55 +100,3 @@ class VectorIndex(Protocol):
 
     def drop(self) -> None:
         """Remove every vector and the place that held them (a dropped index generation)."""
-
-
-def pinecone_api_key(settings: Settings) -> str:
-    """The Pinecone API key: PINECONE_API_KEY, else the secret REFARCH_PINECONE_SECRET_ARN names."""
-    from refarch.secrets import API_KEY_FIELDS, from_env_or_secret
-
-    key = from_env_or_secret(
-        settings.pinecone_api_key,
-        settings.pinecone_secret_arn,
-        settings.aws_region,
-        what="Pinecone API key",
-        fields=API_KEY_FIELDS,
-    )
-    if not key:
-        raise ConfigurationError("Pinecone chosen but no PINECONE_API_KEY or REFARCH_PINECONE_SECRET_ARN set")
-    return key
-
-
-def make_index(
-    settings: Settings, db: Database, dimension: int, *, target: dict[str, Any] | None = None, ensure: bool = True
-) -> PgVectorIndex | PineconeIndex:
-    """The index the settings choose (or a generation's recorded target), checked against the embedder's dimension.
-
-    A target is a pgvector table ({"table": ...}) or a Pinecone index and namespace
-    ({"index_name", "host", "namespace"}); credentials always come from the settings. `ensure`
-    creates a missing table and checks the dimension (off only to drop an index).
-    """
-    # The adapters import this module for the shared types, so they are imported here, when chosen.
-    from refarch.pgvector_index import PgVectorIndex
-    from refarch.pinecone_vector_index import PineconeIndex
-
-    index: PgVectorIndex | PineconeIndex
-    pinecone = settings.vector_backend_kind == "pinecone" if target is None else "table" not in target
-    if pinecone:
-        key = pinecone_api_key(settings)
-        where = target or {
-            "index_name": settings.pinecone_index_name,
-            "host": settings.pinecone_host,
-            "namespace": settings.pinecone_namespace,
-        }
-        index = PineconeIndex(
-            api_key=key,
-            dimension=dimension,
-            index_name=where.get("index_name"),
-            host=where.get("host"),
-            namespace=where["namespace"],
-        )
-    else:
-        index = PgVectorIndex(db, dimension, (target or {}).get("table", "product_vectors"))
-    if ensure:
-        index.ensure()
-    return index

@@ -1,10 +1,10 @@
 """Search: hybrid (semantic + lexical, fused by rank), semantic only, or lexical only; rows from Postgres.
 
-- semantic: the query's vector (cached per model, `refarch.query_embeddings`) against the vector index
-  of the active index generation, embedded by that generation's model (`refarch.index_targets`, re-read
+- semantic: the query's vector (cached per model, `refarch.search.query_embeddings`) against the vector index
+  of the active index generation, embedded by that generation's model (`refarch.generations.targets`, re-read
   every few seconds: a `refarch reindex --switch` needs no restart).
-- lexical: Postgres full-text search on the row's own text (`refarch.lexical_search`).
-- hybrid (default): both lists, fused with Reciprocal Rank Fusion (`refarch.fusion`); a product
+- lexical: Postgres full-text search on the row's own text (`refarch.search.lexical`).
+- hybrid (default): both lists, fused with Reciprocal Rank Fusion (`refarch.search.fusion`); a product
   whose SKU is exactly the query comes first.
 When the embedding service or the vector index (Pinecone) is down, a hybrid or semantic search
 answers in lexical mode and says so (`SearchPage.fallback_reason`) instead of failing: the text
@@ -20,14 +20,15 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar, get_arg
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from refarch import lexical_search, products
+from refarch import products
 from refarch.db import Database
 from refarch.embeddings import Embedder
-from refarch.fusion import FusedHit, reciprocal_rank_fusion
+from refarch.index.port import SearchFilter, VectorIndex
 from refarch.input_errors import TEXT_PATTERN, field_messages
 from refarch.observability import logger
-from refarch.query_embeddings import EmbeddingUnavailableError, QueryEmbeddings
-from refarch.vector_index import SearchFilter, VectorIndex
+from refarch.search import lexical
+from refarch.search.fusion import FusedHit, reciprocal_rank_fusion
+from refarch.search.query_embeddings import EmbeddingUnavailableError, QueryEmbeddings
 
 MAX_QUERY_CHARS = 512
 MAX_K = 100
@@ -201,7 +202,7 @@ class ServedIndex(Protocol):
 
 
 class ActiveIndex(Protocol):
-    """Where search finds the index to read (refarch.index_targets.GenerationTargets: the active generation)."""
+    """Where search finds the index to read (refarch.generations.targets.GenerationTargets: the active generation)."""
 
     def active(self) -> ServedIndex: ...
 
@@ -324,8 +325,8 @@ class SearchService:
     def _lexical(self, query: str, search_filter: SearchFilter, *, depth: int) -> list[FusedHit]:
         """Full-text ranking to `depth` results (fewer when fewer match)."""
         with self.db.transaction() as conn:
-            lexical = lexical_search.ranked_ids(conn, query, limit=depth, search_filter=search_filter)
-        return [FusedHit(pid, rank, {"lexical": n}) for n, (pid, rank) in enumerate(lexical, start=1)]
+            ranked = lexical.ranked_ids(conn, query, limit=depth, search_filter=search_filter)
+        return [FusedHit(pid, rank, {"lexical": n}) for n, (pid, rank) in enumerate(ranked, start=1)]
 
     def _semantic(
         self, index: VectorIndex, vector: list[float], search_filter: SearchFilter, *, depth: int
@@ -341,10 +342,10 @@ class SearchService:
         fused_depth = min(MAX_DEPTH + 1, max(FUSION_DEPTH, depth))
         matches = index.query(vector, top_k=fused_depth, filter=search_filter)
         with self.db.transaction() as conn:
-            lexical = lexical_search.ranked_ids(conn, query, limit=fused_depth, search_filter=search_filter)
-            sku_match = lexical_search.exact_sku(conn, query, search_filter=search_filter)
+            ranked = lexical.ranked_ids(conn, query, limit=fused_depth, search_filter=search_filter)
+            sku_match = lexical.exact_sku(conn, query, search_filter=search_filter)
         return reciprocal_rank_fusion(
-            {"semantic": [m.id for m in matches], "lexical": [pid for pid, _ in lexical]}, exact_sku=sku_match
+            {"semantic": [m.id for m in matches], "lexical": [pid for pid, _ in ranked]}, exact_sku=sku_match
         )
 
     def _list(
