@@ -65,8 +65,17 @@ class FunctionWorker:
 
     START_TIMEOUT_SECONDS = 120.0
 
-    def __init__(self, function: FunctionRuntime, environment: dict[str, str], *, workdir: Path, log: IO[str]) -> None:
+    def __init__(
+        self,
+        function: FunctionRuntime,
+        environment: dict[str, str],
+        *,
+        workdir: Path,
+        log: IO[str],
+        deployment: int = 0,
+    ) -> None:
         self.function = function
+        self.deployment = deployment
         workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "refarch_local.rehearsal.function_worker", function.handler],
@@ -169,6 +178,7 @@ class FunctionPool:
         self.endpoints = endpoints
         self.workdir = workdir
         self.invocations = 0
+        self.deployment = 0
         self._idle: dict[str, list[FunctionWorker]] = {name: [] for name in self.functions}
         self._all: list[FunctionWorker] = []
         self._lock = threading.Lock()
@@ -183,8 +193,21 @@ class FunctionPool:
         finally:
             with self._lock:
                 self.invocations += 1
-                if worker.alive and worker.cold_start_error is None:
+                current = worker.deployment == self.deployment
+                if current and worker.alive and worker.cold_start_error is None:
                     self._idle[name].append(worker)
+            if not current:
+                worker.close()  # a container of the previous deployment, done with its last invocation
+
+    def redeploy(self, functions: list[FunctionRuntime]) -> None:
+        """A deploy: new function configurations; idle workers stop now, busy ones after their invocation."""
+        with self._lock:
+            self.functions = {f.name: f for f in functions}
+            self.deployment += 1
+            idle = [worker for workers in self._idle.values() for worker in workers]
+            self._idle = {name: [] for name in self.functions}
+        for worker in idle:
+            worker.close()
 
     def by_handler(self, handler: str, **environment: str) -> FunctionRuntime:
         """The one function with this handler (and these environment values)."""
@@ -222,7 +245,9 @@ class FunctionPool:
                 return self._idle[name].pop()
         function = self.functions[name]
         environment = {**lambda_environment(function, self.region), **self.endpoints(function)}
-        worker = FunctionWorker(function, environment, workdir=self.workdir / name, log=self._log)
+        worker = FunctionWorker(
+            function, environment, workdir=self.workdir / name, log=self._log, deployment=self.deployment
+        )
         with self._lock:
             self._all.append(worker)
         return worker

@@ -117,7 +117,7 @@ class Rehearsal:
             stack.callback(self.cloud.stop)
             self.resolver = self.cloud.provision()
             self.pool = self._pool(self.assembly)
-            stack.callback(lambda: self.pool.close())
+            stack.callback(self.pool.close)
             self.machines = StateMachines(self.assembly, self.resolver, self.pool, time_scale=self.options.time_scale)
             steps: dict[str, Callable[[], Any]] = {
                 "migrate": self.migrate,
@@ -158,6 +158,8 @@ class Rehearsal:
         self.steps[name] = {"seconds": round(time.perf_counter() - started, 1), **(result or {})}
 
     def _pool(self, assembly: Assembly) -> FunctionPool:
+        """Workers for the assembly's functions, calling AWS at the local endpoint with their role's credentials."""
+
         def endpoints(function: FunctionRuntime) -> dict[str, str]:
             return {
                 "AWS_ENDPOINT_URL": self.cloud.endpoint,
@@ -221,7 +223,7 @@ class Rehearsal:
                     queue_url,
                     lane=lane,
                     region=REGION,
-                    handler_function=self._current_deployment_of(name),
+                    handler_function=self.pool.lambda_handler(name),
                 )
             )
         threads = [threading.Thread(target=p.run, name=f"esm-{p.lane.name}", daemon=True) for p in pollers]
@@ -234,14 +236,6 @@ class Rehearsal:
                 poller.stop.set()
             for thread in threads:
                 thread.join(timeout=60)
-
-    def _current_deployment_of(self, name: str) -> Callable[[dict[str, Any], Any], Any]:
-        """A handler calling the function as currently deployed (a redeploy replaces the pool)."""
-
-        def handler(event: dict[str, Any], context: Any) -> Any:
-            return self.pool.lambda_handler(name)(event, context)
-
-        return handler
 
     def bootstrap(self) -> dict[str, Any]:
         """The first bootstrap (StartFirstBootstrap's input), then Emu until every row is indexed."""
@@ -287,10 +281,7 @@ class Rehearsal:
     def reindex(self) -> dict[str, Any]:
         """A deploy that changes the model (new workers, as Lambda replaces them), then the re-index it starts."""
         assembly = redeployed(self.assembly, "REFARCH_OPENAI_MODEL", REINDEX_MODEL)
-        old = self.pool
-        self.pool = self._pool(assembly)
-        old.close()
-        self.machines.functions = self.pool
+        self.pool.redeploy(function_runtimes(assembly, self.resolver))
         output = self.machines.run(
             "Reindex", self._custom_resource_input("Custom::StartReindex"), timeout_seconds=self._left()
         )
