@@ -28,9 +28,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from refarch_local.rehearsal.iam_requests import element_matches, iam_action, request_resource
+from refarch_local.rehearsal.template import LOCAL_ACCOUNT
 from refarch_local.sqs import LocalSqsServer
 
-ACCOUNT_ID = "123456789012"
 ADMIN_USER = "rehearsal-admin"
 LEDGER_PATH = "/_rehearsal/iam"
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
@@ -100,16 +100,26 @@ def install_authorizer(ledger: DecisionLedger) -> None:
     """Authorize every request with moto's IAM engine, checking the action and resource AWS would check."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.core.exceptions import AccessDeniedError
     from moto.iam.access_control import IAMPolicyStatement, IAMRequest, IAMUserAccessKey
     from werkzeug.exceptions import HTTPException
 
     class RuntimeRequest(IAMRequest):
-        """moto's IAM request, authorizing the IAM action (not the operation under the signing name)."""
+        """moto's IAM request, authorizing the IAM action (not the operation under the signing name) and
+        refusing with AWS's message, which names the resource."""
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self.iam_action = iam_action(self._service, kwargs["action"])
-            self._action = self.iam_action
+            self._action = iam_action(self._service, kwargs["action"])
+            self._resource = "*"
+
+        def check_action_permitted(self, resource: str) -> None:
+            self._resource = resource
+            super().check_action_permitted(resource)
+
+        def _raise_access_denied(self) -> None:
+            because = f"because no identity-based policy allows the {self._action} action"
+            raise AccessDeniedError(self._access_key.arn, f"{self._action} on resource: {self._resource} {because}")
 
     def authorize(response: Any, resource: str = "*") -> None:
         if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
@@ -138,7 +148,7 @@ def install_authorizer(ledger: DecisionLedger) -> None:
             request.check_signature()
             request.check_action_permitted(resource)
         except HTTPException as refusal:
-            ledger.record(user, action, resource, f"{type(refusal).__name__}: {refusal.description}")
+            ledger.record(user, action, resource, getattr(refusal, "message", None) or str(refusal))
             raise
         ledger.record(user, action, resource, None)
 
@@ -158,7 +168,7 @@ def sign_state_machine_calls_as_their_role() -> None:
 
     def client_for(region: str, service: str, state_credentials: Any = None) -> Any:
         role_name = state_credentials.role_arn.rsplit("/", 1)[-1]
-        (key,) = iam_backends[ACCOUNT_ID]["aws"].get_user(role_name).access_keys
+        (key,) = iam_backends[LOCAL_ACCOUNT]["aws"].get_user(role_name).access_keys
         return boto3.client(
             service,
             region_name=region,
@@ -180,7 +190,7 @@ def create_admin(state_dir: Path) -> dict[str, str]:
     """The rehearsal's admin user (every action), made in-process before the server answers anyone."""
     from moto.iam.models import iam_backends
 
-    iam = iam_backends[ACCOUNT_ID]["aws"]
+    iam = iam_backends[LOCAL_ACCOUNT]["aws"]
     iam.create_user(region_name="us-east-1", user_name=ADMIN_USER)
     iam.put_user_policy(ADMIN_USER, "admin", json.dumps(ADMIN_POLICY))
     key = iam.create_access_key(ADMIN_USER)
