@@ -25,7 +25,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from refarch_local.rehearsal.iam_requests import element_matches, iam_action, request_resource
 from refarch_local.rehearsal.template import LOCAL_ACCOUNT
@@ -92,7 +92,7 @@ def _parameter(response: Any, name: str) -> Any:
     """A request parameter (a Lambda function's name is in the path of Invoke)."""
     if name == "FunctionName":
         found = re.search(r"/functions/([^/]+)/invocations", response.path)
-        return found.group(1) if found else None
+        return unquote(found.group(1)) if found else None
     return response._get_param(name)
 
 
@@ -100,9 +100,17 @@ def install_authorizer(ledger: DecisionLedger) -> None:
     """Authorize every request with moto's IAM engine, checking the action and resource AWS would check."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
-    from moto.core.exceptions import AccessDeniedError
+    from moto.core.exceptions import AccessDeniedError, JsonRESTError
     from moto.iam.access_control import IAMPolicyStatement, IAMRequest, IAMUserAccessKey
     from werkzeug.exceptions import HTTPException
+
+    class JsonAccessDenied(JsonRESTError):
+        """AWS's refusal as a JSON-protocol service sends it (moto's is XML, which those clients cannot parse)."""
+
+        code = 403
+
+        def __init__(self, message: str) -> None:
+            super().__init__("AccessDeniedException", message)
 
     class RuntimeRequest(IAMRequest):
         """moto's IAM request, authorizing the IAM action (not the operation under the signing name) and
@@ -118,8 +126,13 @@ def install_authorizer(ledger: DecisionLedger) -> None:
             super().check_action_permitted(resource)
 
         def _raise_access_denied(self) -> None:
-            because = f"because no identity-based policy allows the {self._action} action"
-            raise AccessDeniedError(self._access_key.arn, f"{self._action} on resource: {self._resource} {because}")
+            message = (
+                f"User: {self._access_key.arn} is not authorized to perform: {self._action} on resource: "
+                f"{self._resource} because no identity-based policy allows the {self._action} action"
+            )
+            if self._headers.get("Content-Type", "").startswith("application/x-amz-json"):
+                raise JsonAccessDenied(message)  # JSON-protocol clients (SQS, Secrets Manager, Step Functions)
+            raise AccessDeniedError(self._access_key.arn, message.partition("perform: ")[2])
 
     def authorize(response: Any, resource: str = "*") -> None:
         if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
