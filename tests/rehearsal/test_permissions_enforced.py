@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
 from lambdas import emu as emu_handler
@@ -360,18 +362,25 @@ def _function_arns(node: Any) -> Iterator[str]:
             yield from _function_arns(value)
 
 
+def deploy_bootstrap_stand_in(aws: IamEnforcedAws, resolver: Resolver, assembly: Assembly) -> str:
+    """The bootstrap state machine under its local name and role, with a one-state definition; its ARN."""
+    bootstrap = assembly.state_machine("Bootstrap")
+    arn = resolver.resolve_text(bootstrap.key.stack, {"Fn::GetAtt": [bootstrap.key.logical_id, "Arn"]})
+    admin = aws.admin_client("stepfunctions")
+    if arn not in {m["stateMachineArn"] for m in admin.list_state_machines()["stateMachines"]}:
+        admin.create_state_machine(
+            name=arn.rsplit(":", 1)[-1],
+            definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+            roleArn=local_role(bootstrap.role).attributes["Arn"],  # type: ignore[arg-type]
+        )
+    return arn
+
+
 def test_the_reindex_machine_may_start_and_watch_the_bootstrap(
     aws: IamEnforcedAws, resolver: Resolver, assembly: Assembly
 ) -> None:
     # Given the bootstrap state machine, deployed locally under the name the reindex definition uses
-    bootstrap = assembly.state_machine("Bootstrap")
-    bootstrap_arn = resolver.resolve_text(bootstrap.key.stack, {"Fn::GetAtt": [bootstrap.key.logical_id, "Arn"]})
-    admin = aws.admin_client("stepfunctions")
-    admin.create_state_machine(
-        name=bootstrap_arn.rsplit(":", 1)[-1],
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-        roleArn=local_role(bootstrap.role).attributes["Arn"],  # type: ignore[arg-type]
-    )
+    bootstrap_arn = deploy_bootstrap_stand_in(aws, resolver, assembly)
     since = mark(aws)
     # When the reindex machine's role starts it (.sync), reads the execution and stops it, as the Fill step does
     client = machine_client(aws, assembly, "Reindex", "stepfunctions")
@@ -463,3 +472,49 @@ def test_calls_are_counted_and_the_admin_is_not_a_runtime(aws: IamEnforcedAws, r
     # Then only the runtime's two calls count, one of them denied
     assert aws.counts() == (checked + 2, denied + 1)
     assert denied + 1 == len(aws.denials())
+
+
+def run_first_state(aws: IamEnforcedAws, resolver: Resolver, assembly: Assembly, construct: str, name: str) -> str:
+    """Run the first state of a synthesized definition (alone) in moto's ASL interpreter, as the machine's
+    role; return how the execution ended."""
+    machine = assembly.state_machine(construct)
+    assert machine.role is not None
+    definition = json.loads(resolver.resolve_text(machine.key.stack, machine.definition))
+    first = definition["States"][definition["StartAt"]]
+    alone = {**{k: v for k, v in first.items() if k not in ("Next", "Retry", "Catch")}, "End": True}
+    admin = aws.admin_client("stepfunctions")
+    requests.post(f"{aws.endpoint}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5)
+    arn = admin.create_state_machine(
+        name=name,
+        definition=json.dumps({"StartAt": "First", "States": {"First": alone}}),
+        roleArn=local_role(machine.role).attributes["Arn"],
+    )["stateMachineArn"]
+    execution = admin.start_execution(stateMachineArn=arn, input="{}")["executionArn"]
+    deadline = time.monotonic() + 30
+    while (status := admin.describe_execution(executionArn=execution)["status"]) == "RUNNING":
+        assert time.monotonic() < deadline, f"{name} did not finish"
+        time.sleep(0.2)
+    return str(status)
+
+
+def test_the_interpreter_invokes_a_task_as_the_machine_role(
+    aws: IamEnforcedAws, resolver: Resolver, assembly: Assembly
+) -> None:
+    # Given the bootstrap definition's first state (Plan: a Lambda task), run by moto's interpreter
+    role = assembly.state_machine("Bootstrap").role
+    assert role is not None
+    since = mark(aws)
+    # When it invokes the Plan function (moto has no runtime for it: the task fails after it is authorized)
+    run_first_state(aws, resolver, assembly, "Bootstrap", "PlanAllowed")
+    # Then the invocation was checked against the machine role and allowed
+    assert_all_allowed(aws, since, at_least=1)
+    # And without that grant it is refused, the refusal naming the machine role, the action and the function
+    full = policy_document(assembly, role, resolver)
+    aws.grant(role, without_grant(full, "lambda:InvokeFunction", ":function:BootstrapPlan"))
+    try:
+        assert run_first_state(aws, resolver, assembly, "Bootstrap", "PlanDenied") == "FAILED"
+    finally:
+        aws.grant(role, full)
+    (denial,) = new_denials(aws, since)
+    assert (denial.role, denial.action) == (role.logical_id, "lambda:InvokeFunction")
+    assert ":function:BootstrapPlanFunction" in denial.resource
