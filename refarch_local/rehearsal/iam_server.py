@@ -7,13 +7,15 @@ Run as its own process by `IamEnforcedAws` (refarch_local/rehearsal/iam.py):
 It serves every moto service on 127.0.0.1 through `LocalSqsServer` (requests serialised, long polls
 outside the lock) with `INITIAL_NO_AUTH_ACTION_COUNT=0`: no request goes unchecked. Before it
 serves, it creates the rehearsal's admin user in-process (setup only: queues, secrets, the runtime
-users) and writes its keys to DIR/admin.json. Each decision on a runtime user's request is counted;
+users) and writes its keys to DIR/admin.json: no unauthenticated window (moto's
+INITIAL_NO_AUTH_ACTION_COUNT > 0) another client could use first. Each decision on a runtime user's request is counted;
 each refusal is appended to DIR/denials.jsonl as {"role", "action", "resource", "reason"}.
 `GET /_rehearsal/iam` returns {"checked": n, "denied": m}.
 
-State machine executions run inside this process (moto's ASL interpreter); their service calls
-(StartExecution.sync, DescribeExecution, Lambda Invoke) are signed with the keys of the user
-standing for the execution's role, so the machine role's grants are checked as on AWS.
+State machine executions run inside this process (moto's ASL interpreter); the service calls their
+tasks make (a Lambda task's Invoke, a states:startExecution task's StartExecution and
+DescribeExecution) are signed with the keys of the user standing for the execution's role, so the
+machine role's grants are checked as on AWS.
 """
 
 from __future__ import annotations
@@ -98,9 +100,8 @@ def _parameter(response: Any, name: str) -> Any:
 
 def install_authorizer(ledger: DecisionLedger) -> None:
     """Authorize every request with moto's IAM engine, checking the action and resource AWS would check."""
-    from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
-    from moto.core.exceptions import AccessDeniedError, JsonRESTError
+    from moto.core.exceptions import AccessDeniedError, InvalidClientTokenIdError, JsonRESTError
     from moto.iam.access_control import IAMPolicyStatement, IAMRequest, IAMUserAccessKey
     from werkzeug.exceptions import HTTPException
 
@@ -135,18 +136,16 @@ def install_authorizer(ledger: DecisionLedger) -> None:
             raise AccessDeniedError(self._access_key.arn, message.partition("perform: ")[2])
 
     def authorize(response: Any, resource: str = "*") -> None:
-        if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
-            ActionAuthenticatorMixin.request_count += 1
-            return
-        authorization = response.headers.get("Authorization", "")
-        access_key = authorization.partition("Credential=")[2].partition("/")[0]
-        signing_name = authorization.partition("Credential=")[2].split("/")[3:4] or ["?"]
-        action = iam_action(signing_name[0], response._get_action())
+        credential = response.headers.get("Authorization", "").partition("Credential=")[2].split("/")
+        access_key, signing_name = credential[0], credential[3] if len(credential) > 3 else ""
+        action = iam_action(signing_name, response._get_action())
         resource = request_resource(
             action, lambda name: _parameter(response, name), lambda a, v: _arn_of(response, a, v), resource
         )
-        user = f"unknown access key {access_key!r}"
+        user = f"unknown access key {access_key!r}" if access_key else "an unsigned request"
         try:
+            if not access_key:
+                raise InvalidClientTokenIdError()
             request = RuntimeRequest(
                 account_id=response.current_account,
                 method=response.method,
@@ -178,6 +177,7 @@ def sign_state_machine_calls_as_their_role() -> None:
     from botocore.config import Config
     from moto.iam.models import iam_backends
     from moto.settings import moto_server_port
+    from moto.stepfunctions.parser.asl.utils import boto_client
 
     def client_for(region: str, service: str, state_credentials: Any = None) -> Any:
         role_name = state_credentials.role_arn.rsplit("/", 1)[-1]
@@ -191,10 +191,8 @@ def sign_state_machine_calls_as_their_role() -> None:
             config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1}),
         )
 
-    import moto.stepfunctions.parser.asl.utils.boto_client as source
-
-    source.boto_client_for = client_for
-    for name, module in list(sys.modules.items()):
+    boto_client.boto_client_for = client_for  # modules importing it from now on
+    for name, module in list(sys.modules.items()):  # and those that already did
         if name.startswith("moto.stepfunctions.parser") and hasattr(module, "boto_client_for"):
             module.boto_client_for = client_for  # type: ignore[attr-defined]
 
