@@ -29,11 +29,15 @@ from typing import Any
 import boto3
 import requests
 
-from refarch_local.rehearsal.iam_server import LEDGER_PATH
+from refarch_local.rehearsal.iam_server import AUTHORIZE_PATH, LEDGER_PATH
 from refarch_local.rehearsal.template import LOCAL_ACCOUNT, Assembly, LocalResource, Resolver, ResourceKey
 
 REGION = "us-east-1"
 START_TIMEOUT_SECONDS = 30.0
+
+
+class CallDenied(PermissionError):
+    """A call made as a role (by a local stand-in for an AWS service) that the role's policy does not allow."""
 
 
 class PermissionsMissing(AssertionError):
@@ -162,6 +166,16 @@ class IamEnforcedAws:
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
         }
+
+    def authorize(self, role: str, action: str, resource: str) -> None:
+        """Check (and count) a call made as a role (its ARN or user name) where no request reaches the
+        server: a state machine's task routed to a local handler. CallDenied says why it is refused."""
+        call = {"role": role.rsplit("/", 1)[-1], "action": action, "resource": resource}
+        reply = requests.post(f"{self.endpoint}{AUTHORIZE_PATH}", json=call, timeout=5)
+        reply.raise_for_status()
+        refusal = reply.json()["refusal"]
+        if refusal is not None:
+            raise CallDenied(refusal)
 
     def counts(self) -> tuple[int, int]:
         """(calls checked, calls denied) on runtime users' requests so far."""

@@ -12,10 +12,9 @@ INITIAL_NO_AUTH_ACTION_COUNT > 0) another client could use first. Each decision 
 each refusal is appended to DIR/denials.jsonl as {"role", "action", "resource", "reason"}.
 `GET /_rehearsal/iam` returns {"checked": n, "denied": m}.
 
-State machine executions run inside this process (moto's ASL interpreter); the service calls their
-tasks make (a Lambda task's Invoke, a states:startExecution task's StartExecution and
-DescribeExecution) are signed with the keys of the user standing for the execution's role, so the
-machine role's grants are checked as on AWS.
+The state machines run in the rehearsal's process (refarch_local/rehearsal/states.py), their tasks
+routed to local handlers rather than sent here; each such call is checked here all the same, as
+the machine's role, through `POST /_rehearsal/iam/authorize`, and counted with the others.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from refarch_local.sqs import LocalSqsServer
 
 ADMIN_USER = "rehearsal-admin"
 LEDGER_PATH = "/_rehearsal/iam"
+AUTHORIZE_PATH = "/_rehearsal/iam/authorize"
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
 
@@ -171,30 +170,26 @@ def install_authorizer(ledger: DecisionLedger) -> None:
     IAMPolicyStatement._check_element_matches = check_element_matches  # type: ignore[method-assign]
 
 
-def sign_state_machine_calls_as_their_role() -> None:
-    """Make moto's ASL interpreter sign each service call with the keys of the execution role's user."""
-    import boto3
-    from botocore.config import Config
+def decide(user: str, action: str, resource: str) -> str | None:
+    """None when the user's policies allow `action` on `resource`, else AWS's refusal (moto's evaluation:
+    an explicit Deny wins, else any Allow allows)."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult
     from moto.iam.models import iam_backends
-    from moto.settings import moto_server_port
-    from moto.stepfunctions.parser.asl.utils import boto_client
 
-    def client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        role_name = state_credentials.role_arn.rsplit("/", 1)[-1]
-        (key,) = iam_backends[LOCAL_ACCOUNT]["aws"].get_user(role_name).access_keys
-        return boto3.client(
-            service,
-            region_name=region,
-            endpoint_url=f"http://127.0.0.1:{moto_server_port()}",
-            aws_access_key_id=key.access_key_id,
-            aws_secret_access_key=key.secret_access_key,
-            config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1}),
-        )
-
-    boto_client.boto_client_for = client_for  # modules importing it from now on
-    for name, module in list(sys.modules.items()):  # and those that already did
-        if name.startswith("moto.stepfunctions.parser") and hasattr(module, "boto_client_for"):
-            module.boto_client_for = client_for  # type: ignore[attr-defined]
+    iam = iam_backends[LOCAL_ACCOUNT]["aws"]
+    if user not in {u.name for u in iam.list_users("/", None, None)}:
+        return f"no user stands for role {user}: grant the role first"
+    results = {
+        IAMPolicy(iam.get_user_policy(user, name)).is_action_permitted(action, resource)
+        for name in iam.list_user_policies(user)
+    }
+    if PermissionResult.PERMITTED in results and PermissionResult.DENIED not in results:
+        return None
+    arn = f"arn:aws:iam::{LOCAL_ACCOUNT}:user/{user}"
+    return (
+        f"User: {arn} is not authorized to perform: {action} on resource: {resource} "
+        f"because no identity-based policy allows the {action} action"
+    )
 
 
 def create_admin(state_dir: Path) -> dict[str, str]:
@@ -213,7 +208,9 @@ def create_admin(state_dir: Path) -> dict[str, str]:
 
 
 class IamEnforcingServer(LocalSqsServer):
-    """`LocalSqsServer` answering `GET /_rehearsal/iam` with the ledger's counts."""
+    """`LocalSqsServer` answering `GET /_rehearsal/iam` with the ledger's counts, and
+    `POST /_rehearsal/iam/authorize` {"role", "action", "resource"} with {"refusal": null or why}: the
+    check of a call a local stand-in for an AWS service makes as a role (a state machine's task)."""
 
     def __init__(self, port: int, ledger: DecisionLedger, admin: dict[str, str]) -> None:
         super().__init__(port, metric_credentials=admin)
@@ -223,6 +220,12 @@ class IamEnforcingServer(LocalSqsServer):
         if environ.get("PATH_INFO") == LEDGER_PATH:
             start_response("200 OK", [("Content-Type", "application/json")])
             return [json.dumps(self.ledger.counts()).encode()]
+        if environ.get("PATH_INFO") == AUTHORIZE_PATH:
+            call = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+            refusal = decide(call["role"], call["action"], call["resource"])
+            self.ledger.record(call["role"], call["action"], call["resource"], refusal)
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps({"refusal": refusal}).encode()]
         return super()._serve(environ, start_response)
 
 
@@ -239,7 +242,6 @@ def main(argv: list[str] | None = None) -> None:
     ledger = DecisionLedger(args.state_dir / "denials.jsonl")
     install_authorizer(ledger)
     admin = create_admin(args.state_dir)
-    sign_state_machine_calls_as_their_role()
     IamEnforcingServer(args.port, ledger, admin).start()
     threading.Event().wait()  # until the launcher stops this process
 

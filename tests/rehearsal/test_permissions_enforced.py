@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import requests
 from botocore.exceptions import ClientError
 
 from lambdas import emu as emu_handler
@@ -47,6 +45,13 @@ from refarch_local.rehearsal.iam import (
     policy_document,
     runtime_roles,
 )
+from refarch_local.rehearsal.states import (
+    ExecutionFailed,
+    Invocation,
+    StateMachines,
+    function_name,
+    local_functions_and_state_machines,
+)
 from refarch_local.rehearsal.template import (
     LOCAL_ACCOUNT,
     Assembly,
@@ -62,24 +67,18 @@ API_KEY_SECRETS = ("refarch/openai-api-key", "refarch/pinecone-api-key")
 
 
 def _fallback(key: ResourceKey, resource: dict[str, Any]) -> LocalResource:
-    """Roles, functions and state machines need no local resource to be named in a policy (their ARNs do)."""
-    kind, name = resource["Type"], key.logical_id
-    if kind == "AWS::IAM::Role":
+    """Roles (named in state machines' RoleArn) and the Pinecone index (its host only passed on: never reached)."""
+    if resource["Type"] == "AWS::IAM::Role":
         return local_role(key)
-    if kind == "AWS::Lambda::Function":
-        return LocalResource(ref=name, attributes={"Arn": f"arn:aws:lambda:{REGION}:{LOCAL_ACCOUNT}:function:{name}"})
-    if kind == "AWS::StepFunctions::StateMachine":
-        arn = f"arn:aws:states:{REGION}:{LOCAL_ACCOUNT}:stateMachine:{name}"
-        return LocalResource(ref=arn, attributes={"Arn": arn, "Name": name})
-    if kind == "Custom::PineconeIndex":  # its host is only passed on: these tests never reach Pinecone
-        return LocalResource(ref=name, attributes={"Host": "127.0.0.1:9"})
-    raise TemplateError(f"no local resource for {key} ({kind})")
+    if resource["Type"] == "Custom::PineconeIndex":
+        return LocalResource(ref=key.logical_id, attributes={"Host": "127.0.0.1:9"})
+    raise TemplateError(f"no local resource for {key} ({resource['Type']})")
 
 
 def create_local_resources(aws: IamEnforcedAws, assembly: Assembly) -> Resolver:
     """The templates' queues and secrets (and the API key secrets they name), created with the admin's keys."""
     sqs, secrets = aws.admin_client("sqs"), aws.admin_client("secretsmanager")
-    local: dict[ResourceKey, LocalResource] = {}
+    local = local_functions_and_state_machines(assembly, REGION, LOCAL_ACCOUNT)
     for key, resource in assembly.resources("AWS::SQS::Queue"):
         name = resource["Properties"]["QueueName"]
         url = sqs.create_queue(QueueName=name, Attributes={"FifoQueue": "true"} if name.endswith(".fifo") else {})
@@ -322,73 +321,86 @@ def test_the_pinecone_index_function_reads_its_key_by_the_arn_its_custom_resourc
     assert_all_allowed(aws, since, at_least=1)
 
 
-def machine_client(aws: IamEnforcedAws, assembly: Assembly, construct: str, service: str) -> Any:
-    """A client signed as a state machine's role, as the ASL interpreter signs its service calls."""
-    role = assembly.state_machine(construct).role
-    assert role is not None
-    return boto3.client(service, region_name=REGION, endpoint_url=aws.endpoint, **aws.keys_for(role))
+# What each function answers a state machine in these tests: enough to take every task of the definitions.
+STUB_RESULTS: dict[str, Any] = {
+    topology.BOOTSTRAP_PLAN_HANDLER: {"run_id": 1, "ranges": [{"start": 1, "end": 2}]},
+    topology.RECONCILE_PLAN_HANDLER: {"shards": [{"prefix": "1"}]},
+}
+REINDEX_STEPS = {"start": {"needed": True, "generation": 2}, "progress": {"complete": True, "lanes_idle": True}}
 
 
-@pytest.mark.parametrize("construct", ["Bootstrap", "Reconcile", "Reindex"])
-def test_each_state_machine_may_invoke_its_functions(
-    aws: IamEnforcedAws, resolver: Resolver, assembly: Assembly, construct: str
-) -> None:
-    # Given the functions the machine's definition invokes
-    machine = assembly.state_machine(construct)
-    definition = resolver.resolve_text(machine.key.stack, machine.definition)
-    invoked = sorted(set(_function_arns(json.loads(definition))))
-    assert invoked
-    since = mark(aws)
-    # When the machine's role invokes each (moto has no runtime for them: the call fails after it is authorized)
-    client = machine_client(aws, assembly, construct, "lambda")
-    for arn in invoked:
-        with pytest.raises(ClientError) as failed:
-            client.invoke(FunctionName=arn, Payload=b"{}")
-        assert failed.value.response["Error"]["Code"] != "AccessDenied"
-    # Then IAM allowed every invocation
-    assert_all_allowed(aws, since, at_least=len(invoked))
+def stubbed_machines(aws: IamEnforcedAws, resolver: Resolver, assembly: Assembly) -> tuple[StateMachines, list[str]]:
+    """The synthesized state machines, every task call authorized as the machine's role; their functions
+    stubbed (the handlers' own calls are the function tests' concern). Also the invoked handlers, in order."""
+    handlers = {function_name(f.key): f.handler for f in assembly.functions()}
+    invoked: list[str] = []
+
+    def call(name: str, event: Any) -> Invocation:
+        handler = handlers[name]
+        invoked.append(handler)
+        if handler == topology.REINDEX_HANDLER:
+            return Invocation(result=REINDEX_STEPS.get(event["action"], {}))
+        return Invocation(result=STUB_RESULTS.get(handler, {}))
+
+    return StateMachines(assembly, resolver, call, time_scale=0.001, authorize=aws.authorize), invoked
 
 
-def _function_arns(node: Any) -> Iterator[str]:
-    """Every Lambda function ARN a definition's Task states name (directly or as FunctionName)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("Resource", "FunctionName") and isinstance(value, str) and ":function:" in value:
-                yield value
-            else:
-                yield from _function_arns(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _function_arns(value)
-
-
-def deploy_bootstrap_stand_in(aws: IamEnforcedAws, resolver: Resolver, assembly: Assembly) -> str:
-    """The bootstrap state machine under its local name and role, with a one-state definition; its ARN."""
-    bootstrap = assembly.state_machine("Bootstrap")
-    arn = resolver.resolve_text(bootstrap.key.stack, {"Fn::GetAtt": [bootstrap.key.logical_id, "Arn"]})
-    admin = aws.admin_client("stepfunctions")
-    if arn not in {m["stateMachineArn"] for m in admin.list_state_machines()["stateMachines"]}:
-        admin.create_state_machine(
-            name=arn.rsplit(":", 1)[-1],
-            definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-            roleArn=local_role(bootstrap.role).attributes["Arn"],  # type: ignore[arg-type]
-        )
-    return arn
-
-
-def test_the_reindex_machine_may_start_and_watch_the_bootstrap(
+def test_each_state_machine_may_make_every_call_its_definition_makes(
     aws: IamEnforcedAws, resolver: Resolver, assembly: Assembly
 ) -> None:
-    # Given the bootstrap state machine, deployed locally under the name the reindex definition uses
-    bootstrap_arn = deploy_bootstrap_stand_in(aws, resolver, assembly)
+    # Given the three synthesized definitions in moto's interpreter, each task authorized as its machine's role
+    machines, invoked = stubbed_machines(aws, resolver, assembly)
     since = mark(aws)
-    # When the reindex machine's role starts it (.sync), reads the execution and stops it, as the Fill step does
-    client = machine_client(aws, assembly, "Reindex", "stepfunctions")
-    execution = client.start_execution(stateMachineArn=bootstrap_arn, input="{}")["executionArn"]
-    client.describe_execution(executionArn=execution)
-    client.stop_execution(executionArn=execution)
-    # Then IAM allowed all three
-    assert_all_allowed(aws, since, at_least=3)
+    # When the re-index runs (Start, Fill: the bootstrap's Plan, Batch and Finalize, Progress, Switch) and a reconcile
+    machines.run("Reindex", {}, timeout_seconds=60)
+    machines.run("Reconcile", {}, timeout_seconds=60)
+    # Then every invocation, StartExecution and DescribeExecution was checked and allowed
+    assert set(invoked) >= {
+        topology.REINDEX_HANDLER,
+        topology.BOOTSTRAP_PLAN_HANDLER,
+        topology.BOOTSTRAP_BATCH_HANDLER,
+        topology.BOOTSTRAP_FINALIZE_HANDLER,
+        topology.RECONCILE_PLAN_HANDLER,
+        topology.RECONCILE_SHARD_HANDLER,
+        topology.RECONCILE_FINALIZE_HANDLER,
+    }
+    assert_all_allowed(aws, since, at_least=len(invoked) + 2)
+
+
+@pytest.mark.parametrize(
+    ("construct", "role_of", "action", "resource_marker"),
+    [
+        ("Reindex", "Reindex", "states:StartExecution", ":stateMachine:Refarch-dev-Pelican-BootstrapStateMachine"),
+        ("Bootstrap", "Bootstrap", "lambda:InvokeFunction", ":function:Refarch-dev-Pelican-BootstrapBatchFunction"),
+        ("Reconcile", "Reconcile", "lambda:InvokeFunction", ":function:Refarch-dev-Pelican-ReconcileShardFunction"),
+    ],
+)
+def test_a_state_machine_missing_a_grant_fails_naming_it(
+    aws: IamEnforcedAws,
+    resolver: Resolver,
+    assembly: Assembly,
+    construct: str,
+    role_of: str,
+    action: str,
+    resource_marker: str,
+) -> None:
+    # Given a machine's role with one grant taken away on purpose
+    role = assembly.state_machine(role_of).role
+    assert role is not None
+    full = policy_document(assembly, role, resolver)
+    aws.grant(role, without_grant(full, action, resource_marker))
+    machines, _ = stubbed_machines(aws, resolver, assembly)
+    since = mark(aws)
+    # When the execution reaches the call that grant allowed, it fails (after the definition's retries)
+    try:
+        with pytest.raises(ExecutionFailed):
+            machines.run(construct, {}, timeout_seconds=60)
+    finally:
+        aws.grant(role, full)
+    # Then each refusal names the machine's role, the action and the resource
+    denials = new_denials(aws, since)
+    assert denials and {(d.role, d.action) for d in denials} == {(role.logical_id, action)}
+    assert all(resource_marker in d.resource for d in denials)
 
 
 def without_grant(document: dict[str, Any], action: str, resource_marker: str) -> dict[str, Any]:
@@ -472,49 +484,3 @@ def test_calls_are_counted_and_the_admin_is_not_a_runtime(aws: IamEnforcedAws, r
     # Then only the runtime's two calls count, one of them denied
     assert aws.counts() == (checked + 2, denied + 1)
     assert denied + 1 == len(aws.denials())
-
-
-def run_first_state(aws: IamEnforcedAws, resolver: Resolver, assembly: Assembly, construct: str, name: str) -> str:
-    """Run the first state of a synthesized definition (alone) in moto's ASL interpreter, as the machine's
-    role; return how the execution ended."""
-    machine = assembly.state_machine(construct)
-    assert machine.role is not None
-    definition = json.loads(resolver.resolve_text(machine.key.stack, machine.definition))
-    first = definition["States"][definition["StartAt"]]
-    alone = {**{k: v for k, v in first.items() if k not in ("Next", "Retry", "Catch")}, "End": True}
-    admin = aws.admin_client("stepfunctions")
-    requests.post(f"{aws.endpoint}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5)
-    arn = admin.create_state_machine(
-        name=name,
-        definition=json.dumps({"StartAt": "First", "States": {"First": alone}}),
-        roleArn=local_role(machine.role).attributes["Arn"],
-    )["stateMachineArn"]
-    execution = admin.start_execution(stateMachineArn=arn, input="{}")["executionArn"]
-    deadline = time.monotonic() + 30
-    while (status := admin.describe_execution(executionArn=execution)["status"]) == "RUNNING":
-        assert time.monotonic() < deadline, f"{name} did not finish"
-        time.sleep(0.2)
-    return str(status)
-
-
-def test_the_interpreter_invokes_a_task_as_the_machine_role(
-    aws: IamEnforcedAws, resolver: Resolver, assembly: Assembly
-) -> None:
-    # Given the bootstrap definition's first state (Plan: a Lambda task), run by moto's interpreter
-    role = assembly.state_machine("Bootstrap").role
-    assert role is not None
-    since = mark(aws)
-    # When it invokes the Plan function (moto has no runtime for it: the task fails after it is authorized)
-    run_first_state(aws, resolver, assembly, "Bootstrap", "PlanAllowed")
-    # Then the invocation was checked against the machine role and allowed
-    assert_all_allowed(aws, since, at_least=1)
-    # And without that grant it is refused, the refusal naming the machine role, the action and the function
-    full = policy_document(assembly, role, resolver)
-    aws.grant(role, without_grant(full, "lambda:InvokeFunction", ":function:BootstrapPlan"))
-    try:
-        assert run_first_state(aws, resolver, assembly, "Bootstrap", "PlanDenied") == "FAILED"
-    finally:
-        aws.grant(role, full)
-    (denial,) = new_denials(aws, since)
-    assert (denial.role, denial.action) == (role.logical_id, "lambda:InvokeFunction")
-    assert ":function:BootstrapPlanFunction" in denial.resource
