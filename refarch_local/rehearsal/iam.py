@@ -6,8 +6,11 @@ create the local resources; then `grant_runtime_roles(assembly, resolver)` gives
 of the templates (each Lambda function's role, each container's task role, each state machine's
 role) an IAM user carrying exactly that role's policy statements, resolved to the local resources.
 `credentials_for(role)` is the environment a runtime's process runs with: calls it makes with
-them are authorized on their action and resource like the role's on AWS, and `denials()` names
-the role, action and resource of each refusal.
+them are authorized on their action and resource like the role's on AWS. A call made as a role
+where no request reaches the server (a state machine's task routed to a local handler) is checked
+with `authorize(role, action, resource)` (`StateMachines(..., authorize=aws.authorize)`).
+`counts()` is (calls checked, calls denied) over every runtime role's calls, and `denials()`
+names the role, action and resource of each refusal (`assert_no_denials()` fails with them all).
 
 The AWS managed policies on the Lambda roles (AWSLambdaBasicExecutionRole,
 AWSLambdaVPCAccessExecutionRole) are not granted: they cover what the Lambda service does for a
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +33,7 @@ import requests
 
 from refarch_local.rehearsal.iam_server import AUTHORIZE_PATH, LEDGER_PATH
 from refarch_local.rehearsal.template import LOCAL_ACCOUNT, Assembly, LocalResource, Resolver, ResourceKey
+from refarch_local.supervisor import free_port
 
 REGION = "us-east-1"
 START_TIMEOUT_SECONDS = 30.0
@@ -86,12 +89,6 @@ def policy_document(assembly: Assembly, role: ResourceKey, resolver: Resolver) -
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class IamEnforcedAws:
     """The local AWS API with IAM enforced, and one IAM user per runtime role."""
 
@@ -105,7 +102,7 @@ class IamEnforcedAws:
     @classmethod
     def start(cls, state_dir: Path, *, port: int | None = None) -> IamEnforcedAws:
         """Start the server process (every request checked from the first) and wait until it answers."""
-        port = port or _free_port()
+        port = port or free_port()
         state_dir.mkdir(parents=True, exist_ok=True)
         (state_dir / "denials.jsonl").unlink(missing_ok=True)
         env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0", "MOTO_PORT": str(port)}
