@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 # Signing names that differ from the IAM service prefix.
@@ -66,6 +67,7 @@ def request_resource(
     return arn_of(action, str(value))
 
 
+@lru_cache(maxsize=1024)  # every request is checked against the same few patterns
 def _pattern(iam_pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
     """An IAM wildcard pattern (`*` any run of characters, `?` exactly one) as a regular expression."""
     parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in iam_pattern)
