@@ -38,7 +38,8 @@ SYNTH_INPUTS = (
     "refarch/pelican/bootstrap.py",
     "refarch/db/roles.py",
 )
-LOCAL_ACCOUNT = "000000000000"
+# moto's default account: the one its server puts in the ARNs and queue URLs it creates.
+LOCAL_ACCOUNT = "123456789012"
 LOCAL_PARTITION = "aws"
 
 
