@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
 from moto.stepfunctions.parser.api import ExecutionStatus
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
@@ -48,6 +49,9 @@ logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
 
 # Calls the function with this local name with an event; reports what the handler returned or raised.
 FunctionRouter = Callable[[str, Any], "Invocation"]
+# Checks a call a task makes as the machine's role (role ARN, IAM action, resource ARN); raises
+# PermissionError when the role may not (refarch_local.rehearsal.iam.IamEnforcedAws.authorize).
+Authorizer = Callable[[str, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -143,11 +147,18 @@ class StateMachines:
     POLL_SECONDS = 0.05
 
     def __init__(
-        self, assembly: Assembly, resolver: Resolver, functions: FunctionRouter, *, time_scale: float = 1.0
+        self,
+        assembly: Assembly,
+        resolver: Resolver,
+        functions: FunctionRouter,
+        *,
+        time_scale: float = 1.0,
+        authorize: Authorizer | None = None,
     ) -> None:
         self.assembly = assembly
         self.functions = functions
         self.time_scale = time_scale
+        self.authorize = authorize
         self.counts = ExecutionCounts()
         region, account = resolver.pseudo["AWS::Region"], resolver.pseudo["AWS::AccountId"]
         self.backend = StepFunctionsParserBackend(region_name=str(region), account_id=str(account))
@@ -214,6 +225,16 @@ class StateMachines:
         execution: Any = self.backend.describe_execution(execution_arn)
         return dict(execution.to_describe_output())
 
+    def check(self, role_arn: str, action: str, resource: str, operation: str) -> None:
+        """Fail a task's call its role may not make as AWS fails it (AccessDeniedException), when authorizing."""
+        if self.authorize is None:
+            return
+        try:
+            self.authorize(role_arn, action, resource)
+        except PermissionError as denied:
+            refusal = {"Code": "AccessDeniedException", "Message": str(denied)}
+            raise ClientError({"Error": refusal, "ResponseMetadata": {"HTTPStatusCode": 403}}, operation) from None
+
 
 def failed_state(events: list[dict[str, Any]]) -> str | None:
     """The name of the last state the execution entered (where it failed)."""
@@ -254,11 +275,15 @@ def first_failure(events: list[dict[str, Any]]) -> str | None:
 class _LambdaClient:
     """The Lambda API's Invoke, answered by the router (the interpreter calls nothing else)."""
 
-    def __init__(self, machines: StateMachines) -> None:
+    def __init__(self, machines: StateMachines, role_arn: str) -> None:
         self.machines = machines
+        self.role_arn = role_arn
 
     def invoke(self, FunctionName: str, Payload: bytes | str | None = None, **_: Any) -> dict[str, Any]:  # noqa: N803
         name = FunctionName.rsplit(":", 1)[-1] if FunctionName.startswith("arn:") else FunctionName
+        backend = self.machines.backend
+        arn = f"arn:aws:lambda:{backend.region_name}:{backend.account_id}:function:{name}"
+        self.machines.check(self.role_arn, "lambda:InvokeFunction", arn, "Invoke")
         event = json.loads(Payload) if Payload else {}
         return self.machines.functions(name, event).lambda_response()
 
@@ -266,17 +291,20 @@ class _LambdaClient:
 class _StatesClient:
     """StartExecution and DescribeExecution of the same backend (the `.sync` integration's calls)."""
 
-    def __init__(self, machines: StateMachines) -> None:
+    def __init__(self, machines: StateMachines, role_arn: str) -> None:
         self.machines = machines
+        self.role_arn = role_arn
 
     def start_execution(self, **parameters: Any) -> dict[str, Any]:
         """StartExecution, with the parameters as the definition writes them (StateMachineArn, Input)."""
         given = {name.lower(): value for name, value in parameters.items()}
+        self.machines.check(self.role_arn, "states:StartExecution", given["statemachinearn"], "StartExecution")
         arn = self.machines.start(given["statemachinearn"], given.get("input") or "{}", given.get("name"))
         # As the service integration answers it (the interpreter reads ExecutionArn).
         return {"ExecutionArn": arn, "StartDate": self.machines.backend.describe_execution(arn).start_date}
 
     def describe_execution(self, executionArn: str) -> dict[str, Any]:  # noqa: N803
+        self.machines.check(self.role_arn, "states:DescribeExecution", executionArn, "DescribeExecution")
         described = self.machines.describe(executionArn)
         if described["status"] in (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.ABORTED):
             self.machines.counts.failed += 1
@@ -318,9 +346,9 @@ def _scaled_wait(self: WaitFunction, env: Any, wait_seconds: int) -> None:
 def _client_for(region: str, service: str, state_credentials: Any = None) -> Any:
     machines = _active[-1] if _active else None
     if machines is not None and service == "lambda":
-        return _LambdaClient(machines)
+        return _LambdaClient(machines, state_credentials.role_arn)
     if machines is not None and service == "stepfunctions":
-        return _StatesClient(machines)
+        return _StatesClient(machines, state_credentials.role_arn)
     return _original_client_for(region=region, service=service, state_credentials=state_credentials)
 
 
