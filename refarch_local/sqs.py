@@ -94,7 +94,8 @@ class LocalSqsServer:
             "cloudwatch",
             endpoint_url=f"http://127.0.0.1:{self.port}",
             region_name="us-east-1",
-            **self.metric_credentials,
+            aws_access_key_id=self.metric_credentials["aws_access_key_id"],
+            aws_secret_access_key=self.metric_credentials["aws_secret_access_key"],
         )
         while not self._stopped.wait(self.AGE_METRIC_SECONDS):
             try:

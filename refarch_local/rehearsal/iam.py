@@ -125,7 +125,8 @@ class IamEnforcedAws:
 
     def admin_client(self, service: str) -> Any:
         """A boto3 client with the admin's keys, for setting up local resources (not a runtime's calls)."""
-        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint, **self.admin)
+        make_client: Any = boto3.client  # any service by name: the typed overloads want a literal
+        return make_client(service, region_name=REGION, endpoint_url=self.endpoint, **self.admin)
 
     def grant(self, role: ResourceKey, document: dict[str, Any]) -> None:
         """Create (or replace) the role's user with exactly this policy document, and keys for it."""

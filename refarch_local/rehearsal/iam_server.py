@@ -166,8 +166,8 @@ def install_authorizer(ledger: DecisionLedger) -> None:
     def check_element_matches(statement: IAMPolicyStatement, element: str, value: str) -> bool:
         return element_matches(statement._statement, element, value)
 
-    ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = authorize  # type: ignore[method-assign]
-    IAMPolicyStatement._check_element_matches = check_element_matches  # type: ignore[method-assign]
+    ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = authorize  # type: ignore[method-assign,assignment]
+    IAMPolicyStatement._check_element_matches = check_element_matches  # type: ignore[method-assign,assignment]
 
 
 def decide(user: str, action: str, resource: str) -> str | None:

@@ -232,8 +232,9 @@ class StateMachines:
         try:
             self.authorize(role_arn, action, resource)
         except PermissionError as denied:
-            refusal = {"Code": "AccessDeniedException", "Message": str(denied)}
-            raise ClientError({"Error": refusal, "ResponseMetadata": {"HTTPStatusCode": 403}}, operation) from None
+            refusal: Any = {"Error": {"Code": "AccessDeniedException", "Message": str(denied)}}
+            refusal["ResponseMetadata"] = {"HTTPStatusCode": 403}
+            raise ClientError(refusal, operation) from None
 
 
 def failed_state(events: list[dict[str, Any]]) -> str | None:

@@ -21,9 +21,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from lambdas import emu as emu_handler
-from refarch import topology
-from refarch.messages import SyncMessage, bulk_messages
-from refarch.reindex_flow import lanes_idle
+from refarch.generations.reindex_flow import lanes_idle
+from refarch.lanes import topology
+from refarch.lanes.messages import SyncMessage, bulk_messages
 from refarch.runtime import Runtime
 from refarch.secrets import (
     API_KEY_FIELDS,
