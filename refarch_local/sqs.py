@@ -27,6 +27,11 @@ LOCAL_VISIBILITY_TIMEOUT = 10
 LOCAL_BULK_VISIBILITY_TIMEOUT = 180
 
 
+# The request body as the client signed it: a long poll is served as repeated short ones (the body
+# rewritten), so a signature check (refarch_local.rehearsal.iam_server) must read this one.
+SIGNED_BODY = "refarch.signed_body"
+
+
 class LocalSqsServer:
     """moto's SQS API on 127.0.0.1, one request at a time.
 
@@ -114,7 +119,7 @@ class LocalSqsServer:
                 logging.getLogger(__name__).debug("publishing queue ages failed", exc_info=True)
 
     def _serve(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        body = signed = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         app: Any = self._sqs_app if target.startswith("AmazonSQS.") else self._app
         mutates = not target.startswith(("AmazonSQS.Receive", "AmazonSQS.Get", "AmazonSQS.List"))
@@ -132,7 +137,7 @@ class LocalSqsServer:
             response.update(status=status, headers=headers)
 
         while True:
-            env = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+            env = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)), SIGNED_BODY: signed}
             with self._lock:
                 generation = self._generation
                 payload = b"".join(app(env, capture))

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import boto3
 import psycopg2
 from psycopg2 import sql
 
 from refarch_local.database import LocalDatabase
+from refarch_local.rehearsal.iam import IamEnforcedAws
 from refarch_local.rehearsal.states import local_functions_and_state_machines
 from refarch_local.rehearsal.template import (
     LOCAL_ACCOUNT,
@@ -34,13 +34,9 @@ from refarch_local.rehearsal.template import (
     ResourceKey,
     TemplateError,
 )
-from refarch_local.sqs import LocalSqsServer
 from refarch_local.standins import OpenAIStandIn, PineconeStandIn
-from refarch_local.supervisor import free_port
 
 REGION = "us-east-1"
-# The local account's credentials for calls made by the rehearsal itself (setting things up, reading results).
-SETUP_CREDENTIALS = {"aws_access_key_id": "rehearsal", "aws_secret_access_key": "rehearsal"}
 PINECONE_API_KEY = "rehearsal-pinecone-key"
 # Secrets the operator creates before the first deploy (docs/deploy.md), by the variable naming them.
 OPERATOR_SECRETS = {"REFARCH_OPENAI_SECRET_ARN": "sk-rehearsal", "REFARCH_PINECONE_SECRET_ARN": PINECONE_API_KEY}
@@ -65,7 +61,7 @@ class LocalCloud:
     assembly: Assembly
     home: Path
     database: LocalDatabase = field(init=False)
-    aws: LocalSqsServer = field(init=False)
+    aws: IamEnforcedAws = field(init=False)
     openai: OpenAIStandIn = field(init=False)
     pinecone: PineconeStandIn = field(init=False)
     resources: dict[ResourceKey, LocalResource] = field(default_factory=dict)
@@ -74,10 +70,11 @@ class LocalCloud:
     master_database: str = "postgres"
 
     def start(self) -> LocalCloud:
-        """Start Postgres, the moto server and the stand-ins (the Pinecone index of the template's dimension)."""
+        """Start Postgres, the AWS API (moto's server, IAM enforced) and the stand-ins (the Pinecone index of the
+        template's dimension)."""
         self.database = LocalDatabase(self.home)
         self.database.start()
-        self.aws = LocalSqsServer(free_port()).start()
+        self.aws = IamEnforcedAws.start(self.home / "aws")
         self.openai = OpenAIStandIn().start()
         self.pinecone = PineconeStandIn(dimension=self._pinecone_dimension(), api_key=PINECONE_API_KEY).start()
         return self
@@ -92,14 +89,11 @@ class LocalCloud:
     @property
     def endpoint(self) -> str:
         """The AWS endpoint every runtime's SDK calls (AWS_ENDPOINT_URL)."""
-        return f"http://127.0.0.1:{self.aws.port}"
+        return self.aws.endpoint
 
     def client(self, service: str) -> Any:
-        """A boto3 client of the local AWS API, as the rehearsal itself (not a runtime)."""
-        # boto3-stubs types clients by literal service name; this one is chosen at run time.
-        return boto3.client(  # type: ignore[call-overload]
-            service, endpoint_url=self.endpoint, region_name=REGION, **SETUP_CREDENTIALS
-        )
+        """A boto3 client of the local AWS API as its admin: the rehearsal itself (setting up, reading results)."""
+        return self.aws.admin_client(service)
 
     def resolver(self) -> Resolver:
         """A Resolver from the templates to the resources provisioned here (placeholders for the rest)."""

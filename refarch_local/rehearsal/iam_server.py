@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import flask
+
 from refarch_local.rehearsal.iam_requests import element_matches, iam_action, request_resource
 from refarch_local.rehearsal.template import LOCAL_ACCOUNT
-from refarch_local.sqs import LocalSqsServer
+from refarch_local.sqs import SIGNED_BODY, LocalSqsServer
 
 ADMIN_USER = "rehearsal-admin"
 LEDGER_PATH = "/_rehearsal/iam"
@@ -149,8 +151,8 @@ def install_authorizer(ledger: DecisionLedger) -> None:
                 account_id=response.current_account,
                 method=response.method,
                 path=response.raw_path + (f"?{query}" if (query := urlparse(response.uri).query) else ""),
-                data=response.data,
-                body=response.raw_body,
+                data=_signed(response, response.data),
+                body=_signed(response, response.raw_body),
                 headers=response.headers,
                 action=response._get_action(),
             )
@@ -244,6 +246,14 @@ def main(argv: list[str] | None = None) -> None:
     admin = create_admin(args.state_dir)
     IamEnforcingServer(args.port, ledger, admin).start()
     threading.Event().wait()  # until the launcher stops this process
+
+
+def _signed(response: Any, served: Any) -> Any:
+    """The body the client signed (a long poll's was rewritten to be served in short polls: refarch_local.sqs)."""
+    signed = flask.request.environ.get(SIGNED_BODY) if flask.has_request_context() else None
+    if signed is None:
+        return served
+    return signed.decode() if isinstance(served, str) else signed
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The rehearsal: what `cdk deploy` creates, run locally from the synthesized templates (`make rehearse`).
 
-In order, as a first deploy and its first days would: the migrate custom resource (the event
+First every migration is applied to a populated database of the schema before it
+(`refarch_local.migration_upgrades`). Then, in order, as a first deploy and its first days would:
+the migrate custom resource (the event
 CloudFormation sends, the template's properties); the first bootstrap through the bootstrap
 state machine (the input its StartFirstBootstrap custom resource gives) while each Emu lane's
 event source mapping feeds its function; an edit through the web container's HTTP API, carried
@@ -8,10 +10,13 @@ by the listener container into the live lane; a reconcile through its state mach
 deploy that changes the embedding model and the re-index it starts, through its state machine
 (Fill runs the bootstrap machine). Each function runs in worker processes started with its
 template environment only (`functions`), each container with its task definition's
-(`containers`). Any failure raises RehearsalFailed naming what failed.
+(`containers`), signing its AWS calls with its role's IAM user (`iam`): every call is authorized
+against the role's policies from the template, and the state machines' tasks as the machine's
+role. Any failure raises RehearsalFailed naming what failed: a step, a variable read that the
+template does not set, or a call refused (role, action, resource).
 
-The summary's counts come from the parts that measure them (`summary`): this module counts
-executions; the IAM enforcement and migration upgrade parts plug in as `SummaryPart`s.
+The summary (the last line `make rehearse` prints) counts executions (and failed ones), calls
+checked and denied, and migrations upgraded.
 """
 
 from __future__ import annotations
@@ -23,21 +28,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psycopg2
 
 from refarch.db import with_database
 from refarch.lanes.topology import MIGRATE_HANDLER, Lane
 from refarch.status import sync_counts
 from refarch_local.event_source import EventSourcePoller
+from refarch_local.migration_upgrades import check_upgrades_on_server
 from refarch_local.rehearsal.cloud import REGION, LocalCloud
 from refarch_local.rehearsal.containers import Container, container_runtime
 from refarch_local.rehearsal.functions import FunctionPool, FunctionRuntime
+from refarch_local.rehearsal.iam import PermissionsMissing
 from refarch_local.rehearsal.states import StateMachines, function_name
-from refarch_local.rehearsal.summary import SummaryPart, build_summary
 from refarch_local.rehearsal.template import Assembly, Resolver, ResourceKey, synthesized_assembly
 from refarch_local.rehearsal.web_client import rename_product
 
@@ -58,13 +65,8 @@ class RehearsalOptions:
     # 1/60: the re-index's 60 s poll takes 1 s; a busy range's 5 s retry 0.08 s.
     time_scale: float = 1 / 60
     timeout_seconds: float = 600.0
-    # Per-function credentials (the IAM part): function or container role -> extra environment.
-    credentials: Callable[[ResourceKey | None], dict[str, str]] = field(
-        default=lambda role: {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal"}
-    )
-    parts: tuple[SummaryPart, ...] = ()
     # The steps to run, in their order (a test may stop after the bootstrap).
-    steps: tuple[str, ...] = ("migrate", "bootstrap", "edit", "reconcile", "reindex")
+    steps: tuple[str, ...] = ("upgrades", "migrate", "bootstrap", "edit", "reconcile", "reindex")
 
 
 def function_runtimes(assembly: Assembly, resolver: Resolver) -> list[FunctionRuntime]:
@@ -116,10 +118,19 @@ class Rehearsal:
             self.cloud.start()
             stack.callback(self.cloud.stop)
             self.resolver = self.cloud.provision()
+            # Every runtime role gets an IAM user with exactly its policies: each call is authorized as on AWS.
+            self.cloud.aws.grant_runtime_roles(self.assembly, self.resolver)
             self.pool = self._pool(self.assembly)
             stack.callback(self.pool.close)
-            self.machines = StateMachines(self.assembly, self.resolver, self.pool, time_scale=self.options.time_scale)
+            self.machines = StateMachines(
+                self.assembly,
+                self.resolver,
+                self.pool,
+                time_scale=self.options.time_scale,
+                authorize=self.cloud.aws.authorize,
+            )
             steps: dict[str, Callable[[], Any]] = {
+                "upgrades": self.upgrades,
                 "migrate": self.migrate,
                 "bootstrap": self.bootstrap,
                 "edit": lambda: self.edit(stack),
@@ -132,18 +143,25 @@ class Rehearsal:
             undeclared = self.pool.undeclared_reads()
             if undeclared:
                 raise RehearsalFailed(f"environment variables read but not set by the template: {undeclared}")
+            try:
+                self.cloud.aws.assert_no_denials()
+            except PermissionsMissing as missing:
+                raise RehearsalFailed(str(missing)) from None
             return self.partial_summary()
 
     def partial_summary(self) -> dict[str, Any]:
         """The summary of the steps done so far."""
         machines = getattr(self, "machines", None)
-        core = {
+        checked, denied = self.cloud.aws.counts() if machines else (0, 0)
+        return {
             "executions": machines.counts.started if machines else 0,
             "executions_failed": machines.counts.failed if machines else 0,
+            "calls_checked": checked,
+            "calls_denied": denied,
+            "migrations_upgraded": self.steps.get("upgrades", {}).get("migrations", 0),
             "rows": self.options.rows,
             "steps": self.steps,
         }
-        return build_summary(core, list(self.options.parts))
 
     def _step(self, name: str, action: Callable[[], Any]) -> None:
         if time.monotonic() > self.deadline:
@@ -164,7 +182,7 @@ class Rehearsal:
             return {
                 "AWS_ENDPOINT_URL": self.cloud.endpoint,
                 "OPENAI_BASE_URL": self.cloud.openai.base_url,
-                **self.options.credentials(function.role),
+                **self._credentials(function.role),
             }
 
         return FunctionPool(
@@ -174,7 +192,17 @@ class Rehearsal:
             workdir=self.options.home / "functions",
         )
 
+    def _credentials(self, role: ResourceKey | None) -> dict[str, str]:
+        """The environment a runtime signs its AWS calls with: its role's IAM user's keys."""
+        if role is None:
+            raise RehearsalFailed("a runtime without a role in the template cannot call AWS")
+        return self.cloud.aws.credentials_for(role)
+
     # -- steps -------------------------------------------------------------------------------
+
+    def upgrades(self) -> dict[str, Any]:
+        """Every migration applied to a populated database of the schema before it (migration_upgrades)."""
+        return {"migrations": check_upgrades_on_server(self.cloud.database.dsn)}
 
     def migrate(self) -> dict[str, Any]:
         """The schema custom resource's Create event, to the migrate function (seeding the rehearsal's rows)."""
@@ -201,6 +229,7 @@ class Rehearsal:
     def event_sources(self) -> Iterator[None]:
         """Each Emu event source mapping as the template configures it, feeding its function's workers."""
         pollers = []
+        roles = {f.key: f.role for f in self.assembly.functions()}
         for key, mapping in self.assembly.resources("AWS::Lambda::EventSourceMapping"):
             props = mapping["Properties"]
             function = self.assembly.resource(ResourceKey(key.stack, props["FunctionName"]["Ref"]))["Properties"]
@@ -216,14 +245,26 @@ class Rehearsal:
             )
             queue_arn = self.resolver.resolve_text(key.stack, props["EventSourceArn"])
             queue_url = self.cloud.client("sqs").get_queue_url(QueueName=queue_arn.rsplit(":", 1)[1])["QueueUrl"]
-            name = function_name(ResourceKey(key.stack, props["FunctionName"]["Ref"]))
+            function_key = ResourceKey(key.stack, props["FunctionName"]["Ref"])
+            role = roles[function_key]
+            if role is None:
+                raise RehearsalFailed(f"{function_key} has an event source but no role")
+            # Lambda polls the queue with the function's role: receive, delete and visibility are its grants.
+            keys = self.cloud.aws.keys_for(role)
+            sqs = boto3.client(
+                "sqs",
+                region_name=REGION,
+                endpoint_url=self.cloud.endpoint,
+                aws_access_key_id=keys["aws_access_key_id"],
+                aws_secret_access_key=keys["aws_secret_access_key"],
+            )
             pollers.append(
                 EventSourcePoller(
-                    self.cloud.client("sqs"),
+                    sqs,
                     queue_url,
                     lane=lane,
                     region=REGION,
-                    handler_function=self.pool.lambda_handler(name),
+                    handler_function=self.pool.lambda_handler(function_name(function_key)),
                 )
             )
         threads = [threading.Thread(target=p.run, name=f"esm-{p.lane.name}", daemon=True) for p in pollers]
@@ -253,7 +294,7 @@ class Rehearsal:
                 spec,
                 self.resolver,
                 secret_value=self._secret_value,
-                extra={"AWS_ENDPOINT_URL": self.cloud.endpoint, **self.options.credentials(spec.task_role)},
+                extra={"AWS_ENDPOINT_URL": self.cloud.endpoint, **self._credentials(spec.task_role)},
                 home=home,
             )
             containers[spec.name] = Container(runtime, workdir=home / spec.name / "work", log=log)
