@@ -89,7 +89,11 @@ class Bench:
         self.queries = queries
         self.console = console
         self.home = Path(tempfile.mkdtemp(prefix="refarch-bench-"))
-        self.supervisor = Supervisor(Settings(home=self.home), web_port=free_port(), console=console)
+        # Any free SQS port, never the demo's 9324: the stack is private to the run (and parallel
+        # test workers each run one).
+        self.supervisor = Supervisor(
+            Settings(home=self.home), web_port=free_port(), sqs_port=free_port(), console=console
+        )
         self.results: dict[str, Any] = {}
         self._embedder: Any = None
 

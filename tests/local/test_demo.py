@@ -18,7 +18,9 @@ from refarch.status import sync_counts
 from refarch_cli.commands import main
 from tests.conftest import free_port
 
-pytestmark = pytest.mark.slow
+# `refarch demo` takes the SQS port 9324 when it is free: two demos started at once by parallel
+# workers could both choose it, so the demo tests run on one worker, one after the other.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo-sqs-port")]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):

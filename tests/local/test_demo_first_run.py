@@ -14,7 +14,9 @@ import pytest
 from tests.conftest import free_port
 from tests.local.test_demo import counts, runtime, wait_for
 
-pytestmark = pytest.mark.slow
+# `refarch demo` takes the SQS port 9324 when it is free: two demos started at once by parallel
+# workers could both choose it, so the demo tests run on one worker, one after the other.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo-sqs-port")]
 
 PROJECT_VARIABLES = ("REFARCH_HOME", "DATABASE_URL", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_METRICS_DISABLED")
 
