@@ -41,14 +41,16 @@ def _age(seconds: float | None) -> str:
     return "age ?" if seconds is None else f"oldest {seconds:.0f}s"
 
 
-def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float | None = None) -> int:
-    """Run the local stack; return the process exit code."""
+def run_demo(
+    *, rows: int, web_port: int, exit_when_synced: bool, timeout: float | None = None, sqs_port: int | None = None
+) -> int:
+    """Run the local stack; return the process exit code (`sqs_port` None: 9324 when free)."""
     settings = Settings()
     console = Console(stderr=True)
     if not port_is_free(web_port):
         console.print(f"[red]port {web_port} is in use: pass --port N[/red]")
         return 2
-    supervisor = Supervisor(settings, web_port=web_port, console=console)
+    supervisor = Supervisor(settings, web_port=web_port, sqs_port=sqs_port, console=console)
     # The terminal shows progress and sentences; this process's JSON log lines go to a log file.
     log_to_file(supervisor.home / "logs" / "demo.log")
     started_wall, started = time.time(), time.monotonic()

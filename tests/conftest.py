@@ -2,8 +2,9 @@
 
 Under pytest-xdist (`make test`, `make test-fast`) every worker is a process of its own with its
 own session: its own Postgres (in its own temp dir, on a Unix socket), its own SQS server on a free
-port, and the model loaded once. Tests that cannot share the machine with each other are put in one
-`xdist_group` (run by one worker, one after the other): see tests/infra/conftest.py and tests/local.
+port, and the model loaded once. Every whole local stack a test starts takes free ports (web, SQS,
+stand-ins), except the one test of `refarch demo`'s defaults. The CDK synth tests share one
+`xdist_group`, so each stage is synthesized once per run (tests/infra/conftest.py).
 """
 
 from __future__ import annotations

@@ -18,9 +18,7 @@ from refarch.status import sync_counts
 from refarch_cli.commands import main
 from tests.conftest import free_port
 
-# `refarch demo` takes the SQS port 9324 when it is free: two demos started at once by parallel
-# workers could both choose it, so the demo tests run on one worker, one after the other.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo-sqs-port")]
+pytestmark = pytest.mark.slow
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
@@ -125,7 +123,9 @@ def start_demo(home: Path, rows: int, port: int) -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
     log = (home.parent / "demo.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "refarch_cli", "demo", "--rows", str(rows), "--port", str(port)],
+        # A free SQS port, not the default 9324: parallel test workers run other stacks at the same time.
+        [sys.executable, "-m", "refarch_cli", "demo", "--rows", str(rows), "--port", str(port)]
+        + ["--sqs-port", str(free_port())],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -227,7 +227,8 @@ def run_demo_until_synced(home: Path, rows: int, **env_overrides: str) -> subpro
     """`refarch demo --exit-when-synced` on this home, as a script would run it."""
     env = {**os.environ, "REFARCH_HOME": str(home), **env_overrides}
     env.pop("DATABASE_URL", None)
-    args = ["demo", "--rows", str(rows), "--port", str(free_port()), "--exit-when-synced", "--timeout", "120"]
+    args = ["demo", "--rows", str(rows), "--port", str(free_port()), "--sqs-port", str(free_port())]
+    args += ["--exit-when-synced", "--timeout", "120"]
     return subprocess.run(
         [sys.executable, "-m", "refarch_cli", *args], env=env, capture_output=True, text=True, timeout=300
     )
