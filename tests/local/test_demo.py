@@ -143,6 +143,9 @@ def test_local_stack_syncs_edits_and_survives_a_worker_crash(demo_home: Path):
     finally:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 0
+    # The demo's output (here a log file, not a terminal) ends its last status line before it says it stops
+    output = (demo_home.parent / "demo.log").read_text(errors="replace").splitlines()
+    assert [line for line in output if "stopping…" in line] == ["stopping…"]
     _rerun_resumes(demo_home)
 
 
