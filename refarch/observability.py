@@ -4,6 +4,7 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ class EmfOutput(AmazonCloudWatchEMFProvider):
         # invocation until its 100-value limit prints it.
         self.clear_metrics()
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: Mapping[str, object]) -> None:
         assert self.path is not None
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._writing:
