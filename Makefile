@@ -36,8 +36,8 @@ demo: setup
 	$(BIN)/refarch demo $(ARGS)
 
 # Tests run in parallel worker processes (pytest-xdist), one per core by default; each worker has
-# its own Postgres, SQS server and temp dirs. `--dist loadgroup` keeps each xdist_group on one
-# worker (the CDK synth tests, the `refarch demo` tests). TEST_WORKERS=0 runs them in this process.
+# its own Postgres, SQS server and temp dirs. `--dist loadgroup` keeps an xdist_group on one worker
+# (the CDK synth tests: each stage synthesized once). TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= auto
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
