@@ -41,13 +41,19 @@ node_modules/.stamp: package.json
 demo: setup
 	$(BIN)/refarch demo $(ARGS)
 
-## test: install everything the tests need, lint, then run them all
-test: setup system-deps lint
-	$(PY) -m pytest
+# Tests run in parallel worker processes (pytest-xdist), one per core by default; each worker has
+# its own Postgres, SQS server and temp dirs. `--dist loadgroup` keeps an xdist_group on one worker
+# (the CDK synth tests: each stage synthesized once). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
-## test-fast: unit + integration tests only
+## test: install everything the tests need, lint, then run them all (in parallel)
+test: setup system-deps lint
+	$(PY) -m pytest $(PYTEST_PARALLEL)
+
+## test-fast: the edit-run loop: unit, web and infra tests (no whole local stacks), in parallel
 test-fast: setup
-	$(PY) -m pytest tests/unit tests/integration
+	$(PY) -m pytest $(PYTEST_PARALLEL) tests/unit tests/web tests/infra
 
 ## lint: ruff (lint + format check) and mypy
 lint: setup

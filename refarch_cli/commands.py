@@ -7,6 +7,7 @@ reconcile, web) are here; the other command groups live in modules of their own 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -37,15 +38,21 @@ def main(ctx: click.Context) -> None:
     # Containers in AWS run `pelican listen` and `web` with Powertools defaults (JSON logs, EMF metrics);
     # everything else is a local tool and gets quiet local defaults, set before anything imports the
     # logger (it reads its level, POWERTOOLS_LOG_LEVEL, when it is created).
-    if ctx.invoked_subcommand not in ("pelican", "web"):
+    local_tool = ctx.invoked_subcommand not in ("pelican", "web")
+    if local_tool:
         local.apply_local_env()
     from refarch.db import set_fallback_database
-    from refarch.observability import log_to_stderr
+    from refarch.observability import log_to_stderr, metrics_to_file
+
+    if local_tool or os.environ.get(local.SUPERVISOR_PID_ENV):
+        # Metric records (EMF) are for CloudWatch; on this machine they go to a log file, never to
+        # the terminal or into a command's output (also for the listener and web under `refarch demo`).
+        metrics_to_file(Settings().home / "logs" / "metrics.log")
 
     local.exit_with_supervisor()
     # With nothing configured, the local runtime's embedded Postgres is the database.
     set_fallback_database(local.start_embedded_database)
-    if ctx.invoked_subcommand not in ("pelican", "web"):
+    if local_tool:
         # Local tools print their results (tables, JSON) on stdout; log lines must not mix in.
         log_to_stderr()
 

@@ -19,17 +19,22 @@ from refarch_cli.runtime_context import stop_on_signals
 @click.command("demo")
 @click.option("--rows", default=10_000, show_default=True, type=click.IntRange(min=0), help="Catalog size.")
 @click.option("--port", default=8000, show_default=True, help="Web page port.")
+@click.option(
+    "--sqs-port",
+    type=click.IntRange(min=1, max=65535),
+    help="Local SQS server port (default: 9324 when free, else any free port).",
+)
 @click.option("--exit-when-synced", is_flag=True, help="Exit once every row is indexed; print a JSON summary.")
 @click.option(
     "--timeout",
     type=float,
     help="With --exit-when-synced: give up this many seconds after the command started (exit 1).",
 )
-def demo(rows: int, port: int, exit_when_synced: bool, timeout: float | None) -> None:
+def demo(rows: int, port: int, sqs_port: int | None, exit_when_synced: bool, timeout: float | None) -> None:
     """Run the whole system locally: Postgres, SQS, listener, Emu workers, web; bootstrap the catalog."""
     from refarch_local.demo import run_demo
 
-    sys.exit(run_demo(rows=rows, web_port=port, exit_when_synced=exit_when_synced, timeout=timeout))
+    sys.exit(run_demo(rows=rows, web_port=port, sqs_port=sqs_port, exit_when_synced=exit_when_synced, timeout=timeout))
 
 
 JSON_OPTION = click.option(

@@ -9,9 +9,9 @@ import warnings
 
 from refarch.settings import Settings
 
-# Local processes: no EMF metric lines on stdout, quiet logs, never reach for a model hub.
+# Local processes: quiet logs, never reach for a model hub. (Metric records go to
+# REFARCH_HOME/logs/metrics.log: refarch_cli sends them there; POWERTOOLS_METRICS_DISABLED=true turns them off.)
 LOCAL_ENV = {
-    "POWERTOOLS_METRICS_DISABLED": "true",
     "POWERTOOLS_LOG_LEVEL": "WARNING",
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",

@@ -32,6 +32,7 @@ from refarch import catalog
 from refarch.db import Database, connect, fetch_one
 from refarch.embeddings import LocalEmbedder
 from refarch.lanes.messages import bulk_messages
+from refarch.observability import metrics_to_file
 from refarch.products import embedding_text
 from refarch.settings import Settings, read_local_runtime
 from refarch_local import bench_reindex
@@ -89,7 +90,11 @@ class Bench:
         self.queries = queries
         self.console = console
         self.home = Path(tempfile.mkdtemp(prefix="refarch-bench-"))
-        self.supervisor = Supervisor(Settings(home=self.home), web_port=free_port(), console=console)
+        # Any free SQS port, never the demo's 9324: the stack is private to the run (and parallel
+        # test workers each run one).
+        self.supervisor = Supervisor(
+            Settings(home=self.home), web_port=free_port(), sqs_port=free_port(), console=console
+        )
         self.results: dict[str, Any] = {}
         self._embedder: Any = None
 
@@ -109,6 +114,8 @@ class Bench:
         and kept, with its logs, after a failed one.
         """
         completed = False
+        # Metric records of anything run in this process go with the run's logs, not to the terminal.
+        metrics_to_file(self.home / "logs" / "metrics.log")
         # The re-index's second model: the OpenAI stand-in, which every Emu worker must be able to reach.
         second_model = OpenAIStandIn(seed=7).start()
         os.environ.update(

@@ -17,6 +17,7 @@ from rich.console import Console
 from refarch.db import Database, connect
 from refarch.embeddings import make_embedder
 from refarch.index.pgvector_index import PgVectorIndex
+from refarch.observability import metrics_to_file
 from refarch.settings import Settings
 from refarch_local.convergence import Convergence, check_convergence
 from refarch_local.standins import OpenAIStandIn
@@ -25,6 +26,12 @@ from refarch_local.supervisor import Component, Supervisor, free_port
 DIMENSION = 64
 MODEL = "text-embedding-3-small"
 VISIBILITY_TIMEOUT = 3
+# The bulk lane's messages come back this many seconds after an Emu worker is killed with them. The
+# local default, 180 s, is sized for 10,000 products on the local model, and the quick run waited it
+# out twice; here a delivery is a few hundred products embedded by the stand-in, done in a few
+# seconds even on a busy machine. (One that outlived it would be delivered again, which the ledger
+# makes harmless; only five such in a row would reach the DLQ.)
+BULK_VISIBILITY_TIMEOUT = 30
 # How long the embedding call of the batch chosen for a kill is held: ample time to see that it
 # arrived and kill its worker while the batch is still inside the Emu handler.
 HELD_EMBED_SECONDS = 2.0
@@ -94,10 +101,16 @@ class ChaosHarness:
                 "REFARCH_HOME": str(self.home),
             }
         )
+        # The in-process deliveries' metric records go with the run's logs, not to the terminal.
+        metrics_to_file(self.home / "logs" / "metrics.log")
         self.supervisor = Supervisor(
             Settings(home=self.home),
             web_port=free_port(),
+            # Any free port, never the demo's 9324: this stack is private to the run, and two runs
+            # (parallel test workers) must not meet on one port.
+            sqs_port=free_port(),
             sqs_visibility_timeout=VISIBILITY_TIMEOUT,
+            sqs_bulk_visibility_timeout=BULK_VISIBILITY_TIMEOUT,
             console=self.console,
         )
         self.stack.start_database()

@@ -41,14 +41,16 @@ def _age(seconds: float | None) -> str:
     return "age ?" if seconds is None else f"oldest {seconds:.0f}s"
 
 
-def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float | None = None) -> int:
-    """Run the local stack; return the process exit code."""
+def run_demo(
+    *, rows: int, web_port: int, exit_when_synced: bool, timeout: float | None = None, sqs_port: int | None = None
+) -> int:
+    """Run the local stack; return the process exit code (`sqs_port` None: 9324 when free)."""
     settings = Settings()
     console = Console(stderr=True)
     if not port_is_free(web_port):
         console.print(f"[red]port {web_port} is in use: pass --port N[/red]")
         return 2
-    supervisor = Supervisor(settings, web_port=web_port, console=console)
+    supervisor = Supervisor(settings, web_port=web_port, sqs_port=sqs_port, console=console)
     # The terminal shows progress and sentences; this process's JSON log lines go to a log file.
     log_to_file(supervisor.home / "logs" / "demo.log")
     started_wall, started = time.time(), time.monotonic()
@@ -79,12 +81,7 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
             timed_out = code == 1 and deadline_passed(deadline)
             print(json.dumps(_summary(supervisor, started, started_wall, timed_out=timed_out)), flush=True)
             return code
-        with Live(console=console, refresh_per_second=2) as live:
-            while not stop.wait(0.5):
-                if supervisor.fatal.is_set():
-                    return CONFIGURATION_ERROR_EXIT
-                live.update(status_line(supervisor.status()))
-        return 0
+        return show_status_until_stopped(supervisor, console, stop)
     except ConfigurationError as err:
         console.print(f"[red]{err}[/red]")
         return CONFIGURATION_ERROR_EXIT
@@ -93,6 +90,24 @@ def run_demo(*, rows: int, web_port: int, exit_when_synced: bool, timeout: float
     finally:
         console.print("stopping…")
         supervisor.stop()
+
+
+def show_status_until_stopped(supervisor: Supervisor, console: Console, stop: threading.Event) -> int:
+    """Keep one status line up to date until `stop` (or Ctrl-C); return the exit code."""
+    shown = False
+    try:
+        with Live(console=console, refresh_per_second=2) as live:
+            while not stop.wait(0.5):
+                if supervisor.fatal.is_set():
+                    return CONFIGURATION_ERROR_EXIT
+                live.update(status_line(supervisor.status()))
+                shown = True
+        return 0
+    finally:
+        # Rich ends the live line only on a terminal; in a log file or a pipe the last status line
+        # would run into the next message ("stopping…").
+        if shown and not console.is_terminal:
+            console.line()
 
 
 def _summary(supervisor: Supervisor, started: float, started_wall: float, *, timed_out: bool) -> dict[str, Any]:

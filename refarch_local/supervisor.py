@@ -147,10 +147,13 @@ class Supervisor:
         web_port: int,
         sqs_port: int | None = None,
         sqs_visibility_timeout: int | None = None,
+        sqs_bulk_visibility_timeout: int | None = None,
         console: Console | None = None,
     ) -> None:
         self.settings = settings
+        # None: the SQS server's defaults (refarch_local/sqs.py); harnesses pass shorter ones.
         self.sqs_visibility_timeout = sqs_visibility_timeout
+        self.sqs_bulk_visibility_timeout = sqs_bulk_visibility_timeout
         self.home = settings.home.resolve()
         self.web_port = web_port
         self.sqs_port = sqs_port or (9324 if port_is_free(9324) else free_port())
@@ -191,6 +194,8 @@ class Supervisor:
             args = ["sqs-server", "--port", str(self.sqs_port)]
             if self.sqs_visibility_timeout:
                 args += ["--visibility-timeout", str(self.sqs_visibility_timeout)]
+            if self.sqs_bulk_visibility_timeout:
+                args += ["--bulk-visibility-timeout", str(self.sqs_bulk_visibility_timeout)]
             sqs = Component("sqs", args, self.home / "logs" / "sqs.log")
             sqs.start(self.env())
             self.components.append(sqs)

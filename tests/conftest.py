@@ -1,4 +1,11 @@
-"""Shared fixtures: a real embedded Postgres 16 + pgvector, a real local SQS server, fresh per test."""
+"""Shared fixtures: a real embedded Postgres 16 + pgvector, a real local SQS server, fresh per test.
+
+Under pytest-xdist (`make test`, `make test-fast`) every worker is a process of its own with its
+own session: its own Postgres (in its own temp dir, on a Unix socket), its own SQS server on a free
+port, and the model loaded once. Every whole local stack a test starts takes free ports (web, SQS,
+stand-ins), except the one test of `refarch demo`'s defaults. The CDK synth tests share one
+`xdist_group`, so each stage is synthesized once per run (tests/infra/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,26 @@ from refarch_local.database import LocalDatabase  # noqa: E402
 from refarch_local.supervisor import free_port  # noqa: E402  (re-exported for the tests)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (whole local stacks, minutes each) first, the order otherwise kept.
+
+    With parallel workers (`make test`: pytest-xdist) they then start at once on different workers,
+    and the many short tests fill in around them, instead of the longest starting last.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def metrics_printed_again_after_each_test() -> Iterator[None]:
+    """A command run in this process (click's runner) sends metric records to its home's log file;
+    the next test starts again from Powertools' stdout, as a handler on AWS does."""
+    from refarch.observability import EmfOutput, metrics
+
+    yield
+    if isinstance(metrics.provider, EmfOutput):
+        metrics.provider.path = None
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,21 @@ VARIANT = replace(
 )
 
 
+# The session fixtures below synthesize a stage once per process. Under pytest-xdist every test
+# using one runs on the same worker (the group), so each stage is synthesized once per run, not
+# once per worker (the construct tree the tests walk cannot be shared between processes).
+SYNTH_FIXTURES = {"dev", "prod", "variant", "any_stage"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every test here that uses a synthesized stage in one xdist group."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here) and SYNTH_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("cdk-synth"))
+
+
 @dataclass
 class Synthesized:
     """One stage's synthesized cloud assembly."""

@@ -78,10 +78,16 @@ def test_cli_reports_drift_with_a_failing_exit_code(emu_runtime, local_settings,
     with conn, conn.cursor() as cur:
         cur.execute("DELETE FROM product_vectors WHERE product_id = 2")
 
+    # (metrics on, as for a person running it: the test session turns them off)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
     result = CliRunner().invoke(main, ["reconcile", "--json"])
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["missing"] == 1 and report["missing_sample"] == [2] and not report["clean"]
+    # And the handlers' metric records went to the home's metrics log, not into the command's output
+    assert '"_aws"' not in result.output
+    logged = (local_settings.home / "logs" / "metrics.log").read_text().splitlines()
+    assert sum(json.loads(line).get("DriftMissing", [0])[0] for line in logged) == 1
 
     result = CliRunner().invoke(main, ["reconcile", "--repair", "--json"])
     assert result.exit_code == 0

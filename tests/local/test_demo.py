@@ -123,7 +123,9 @@ def start_demo(home: Path, rows: int, port: int) -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
     log = (home.parent / "demo.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "refarch_cli", "demo", "--rows", str(rows), "--port", str(port)],
+        # A free SQS port, not the default 9324: parallel test workers run other stacks at the same time.
+        [sys.executable, "-m", "refarch_cli", "demo", "--rows", str(rows), "--port", str(port)]
+        + ["--sqs-port", str(free_port())],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -141,6 +143,9 @@ def test_local_stack_syncs_edits_and_survives_a_worker_crash(demo_home: Path):
     finally:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 0
+    # The demo's output (here a log file, not a terminal) ends its last status line before it says it stops
+    output = (demo_home.parent / "demo.log").read_text(errors="replace").splitlines()
+    assert [line for line in output if "stopping…" in line] == ["stopping…"]
     _rerun_resumes(demo_home)
 
 
@@ -225,7 +230,8 @@ def run_demo_until_synced(home: Path, rows: int, **env_overrides: str) -> subpro
     """`refarch demo --exit-when-synced` on this home, as a script would run it."""
     env = {**os.environ, "REFARCH_HOME": str(home), **env_overrides}
     env.pop("DATABASE_URL", None)
-    args = ["demo", "--rows", str(rows), "--port", str(free_port()), "--exit-when-synced", "--timeout", "120"]
+    args = ["demo", "--rows", str(rows), "--port", str(free_port()), "--sqs-port", str(free_port())]
+    args += ["--exit-when-synced", "--timeout", "120"]
     return subprocess.run(
         [sys.executable, "-m", "refarch_cli", *args], env=env, capture_output=True, text=True, timeout=300
     )

@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import free_port
 from tests.local.test_demo import counts, runtime, wait_for
 
+# The one test that runs `refarch demo` with its default SQS port (9324 when free), as a new user
+# does; every other stack in the suite takes a free port, so parallel workers never race for it.
 pytestmark = pytest.mark.slow
 
 PROJECT_VARIABLES = ("REFARCH_HOME", "DATABASE_URL", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_METRICS_DISABLED")

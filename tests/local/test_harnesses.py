@@ -53,6 +53,8 @@ def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     assert re.match(r"[1-9]\d* deletes among [1-9]\d* queued messages lost with the server", scenarios[6]["detail"])
     assert scenarios[7]["detail"].startswith("faults: ") and scenarios[7]["changes"] > 0
     assert result.returncode == 0
+    # And the terminal shows progress and the table, never a metric record (those go to a log file)
+    assert '"_aws"' not in result.stdout + result.stderr
 
 
 def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Path):
@@ -107,3 +109,5 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     assert abs(sum(v for k, v in cpu.items() if not k.startswith("all")) - total) < 0.1
     assert "| Pipeline / best raw (batches of 64) |" in md.read_text()
     assert report["raw_model"]["bulk_processes"] >= 1 and report["raw_model"]["ratio"] > 0
+    # And the terminal shows progress and the tables, never a metric record
+    assert '"_aws"' not in result.stdout + result.stderr
