@@ -1,4 +1,5 @@
-"""Lexical ranking on `products.search_document` (migration 0007): Postgres full-text search.
+"""Lexical ranking on `products.search_document` (migration 0007): Postgres full-text search; codes and
+typos on `products.search_codes` and trigram indexes (migration 0014).
 
 The same filters as the vector side (category equality, price range), applied in SQL. Queries are
 read with `websearch_to_tsquery` (what people type into a search box: words, "quoted phrases",
@@ -7,11 +8,18 @@ read with `websearch_to_tsquery` (what people type into a search box: words, "qu
 
 from __future__ import annotations
 
+import re
+
 from refarch.db import Connection
 from refarch.index.port import SearchFilter
+from refarch.search.query_text import code_key, corrected_query
 
 # The configuration 0007 stems the name, category and description with.
 TEXT_SEARCH_CONFIG = "english"
+# Trigram similarity (pg_trgm) a name must reach to be a "did you mean" candidate (pg_trgm's default).
+NAME_SIMILARITY = 0.3
+# Names whose words a misspelled query is corrected against.
+CORRECTION_CANDIDATES = 5
 
 
 def _filter_sql(search_filter: SearchFilter) -> tuple[str, list[object]]:
@@ -40,3 +48,40 @@ def exact_sku(conn: Connection, query: str, *, search_filter: SearchFilter) -> i
         cur.execute(f"SELECT id FROM products WHERE sku IN (%s, upper(%s)){where} LIMIT 1", [query, query, *params])
         row = cur.fetchone()
     return int(row[0]) if row else None
+
+
+def code_matches(conn: Connection, query: str, *, limit: int, search_filter: SearchFilter) -> list[int]:
+    """Products whose SKU or a code in whose name starts with the query read as a code, whole SKU matches first.
+
+    Case, dashes, dots and spaces do not matter ("ab1234c", "AB 1234-C" and "AB-1234" find "AB-1234-C");
+    a query that does not look like a code (`query_text.code_key`) matches nothing.
+    """
+    key = code_key(query)
+    if key is None:
+        return []
+    where, params = _filter_sql(search_filter)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id FROM products"
+            f" WHERE search_codes @@ to_tsquery('simple'::regconfig, %s || ':*'){where}"
+            " ORDER BY regexp_replace(lower(sku), '[^a-z0-9]+', '', 'g') = %s DESC, length(sku), id LIMIT %s",
+            [key, *params, key, limit],
+        )
+        return [int(row[0]) for row in cur.fetchall()]
+
+
+def did_you_mean(conn: Connection, query: str, *, search_filter: SearchFilter) -> str | None:
+    """`query` with its misspelled words replaced by the words of the closest product names (pg_trgm), if any."""
+    words = re.findall(r"[^\W_]+", query.lower())
+    if not words:
+        return None
+    where, params = _filter_sql(search_filter)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT name FROM products"
+            f" WHERE similarity(name, %s) >= %s AND name %% %s{where}"
+            " ORDER BY similarity(name, %s) DESC, id LIMIT %s",
+            [query, NAME_SIMILARITY, query, *params, query, CORRECTION_CANDIDATES],
+        )
+        names = [str(row[0]) for row in cur.fetchall()]
+    return corrected_query(query, names)
