@@ -176,11 +176,13 @@ def _exact_intent_classes(
     for n, target in enumerate(picks[3 * PER_CLASS : 4 * PER_CLASS]):
         words = target.name.split()
         partial = " ".join(words[1:] if n % 2 == 0 else words[:-1])
-        pattern = re.compile(rf"\b{re.escape(partial.lower())}\b")
         add(
             "partial_name",
             partial,
-            {p.sku: 3 if pattern.search(p.name.lower()) else 1 if p.kind == target.kind else 0 for p in items},
+            {
+                p.sku: 3 if f" {partial.lower()} " in f" {p.name.lower()} " else 1 if p.kind == target.kind else 0
+                for p in items
+            },
         )
     return changes
 

@@ -12,12 +12,10 @@ import re
 
 from refarch.db import Connection
 from refarch.index.port import SearchFilter
-from refarch.search.query_text import code_key, corrected_query
+from refarch.search.query_text import code_key, corrected_query, trigram_query
 
 # The configuration 0007 stems the name, category and description with.
 TEXT_SEARCH_CONFIG = "english"
-# Trigram similarity (pg_trgm) a name must reach to be a "did you mean" candidate (pg_trgm's default).
-NAME_SIMILARITY = 0.3
 # Names whose words a misspelled query is corrected against.
 CORRECTION_CANDIDATES = 5
 
@@ -71,17 +69,17 @@ def code_matches(conn: Connection, query: str, *, limit: int, search_filter: Sea
 
 
 def did_you_mean(conn: Connection, query: str, *, search_filter: SearchFilter) -> str | None:
-    """`query` with its misspelled words replaced by the words of the closest product names (pg_trgm), if any."""
-    words = re.findall(r"[^\W_]+", query.lower())
-    if not words:
+    """`query` with its misspelled words replaced by the words of the names that share most of its trigrams."""
+    grams = trigram_query(query)
+    if grams is None:
         return None
     where, params = _filter_sql(search_filter)
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT name FROM products"
-            f" WHERE similarity(name, %s) >= %s AND name %% %s{where}"
-            " ORDER BY similarity(name, %s) DESC, id LIMIT %s",
-            [query, NAME_SIMILARITY, query, *params, query, CORRECTION_CANDIDATES],
+            "SELECT name FROM products, CAST(%s AS tsquery) AS q"
+            f" WHERE search_trigrams @@ q{where}"
+            " ORDER BY ts_rank(search_trigrams, q, 0) DESC, id LIMIT %s",
+            [grams, *params, CORRECTION_CANDIDATES],
         )
         names = [str(row[0]) for row in cur.fetchall()]
     return corrected_query(query, names)

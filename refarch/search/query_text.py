@@ -31,6 +31,14 @@ def code_key(query: str) -> str | None:
     return key
 
 
+def trigram_query(text: str) -> str | None:
+    """A tsquery (text) matching any trigram of `text`'s words, made as migration 0014's word_trigrams makes
+    them ("_ab", "abc", "bc_"); None when `text` has no word."""
+    words = re.findall(r"[0-9a-z]+", text.lower())
+    grams = sorted({f"_{w}_"[i : i + 3] for w in words for i in range(len(w))})
+    return " | ".join(f"'{gram}'" for gram in grams) or None
+
+
 def corrected_query(query: str, names: Iterable[str]) -> str | None:
     """`query` with each word no name holds replaced by the closest word of `names`; None if nothing changed."""
     vocabulary = {word for name in names for word in _WORD.findall(name.lower())}

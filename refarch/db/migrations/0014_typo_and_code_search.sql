@@ -13,9 +13,22 @@ ALTER TABLE products ADD COLUMN search_codes tsvector GENERATED ALWAYS AS (
 
 CREATE INDEX products_search_codes_idx ON products USING gin (search_codes);
 
--- Typo tolerance: trigram similarity (pg_trgm, an extension RDS for PostgreSQL supports) on names
--- (brands are the names' first word) and SKUs, asked only when the full-text query finds nothing.
-CREATE EXTENSION IF NOT EXISTS pg_trgm;
+-- Typo tolerance: the trigrams of every word of the name (brands are the names' first word) and of
+-- the SKU, each word padded with '_' ("_ab", "abc", "bc_"), the way pg_trgm reads words. A misspelled
+-- query shares most of its trigrams with the name it meant; refarch/search/query_text.py makes the
+-- query's trigrams the same way. Not pg_trgm itself: the embedded Postgres of local runs and tests
+-- (pgserver) ships without contrib extensions, and this is core Postgres everywhere (a GIN index on
+-- a tsvector, like 0007's).
+CREATE FUNCTION word_trigrams(text) RETURNS tsvector
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN coalesce((
+    SELECT array_to_tsvector(array_agg(DISTINCT substr('_' || w || '_', i, 3)))
+    FROM regexp_split_to_table(lower($1), '[^a-z0-9]+') AS w, generate_series(1, length(w)) AS i
+    WHERE w <> ''
+), ''::tsvector);
 
-CREATE INDEX products_name_trgm_idx ON products USING gin (name gin_trgm_ops);
-CREATE INDEX products_sku_trgm_idx ON products USING gin (sku gin_trgm_ops);
+ALTER TABLE products ADD COLUMN search_trigrams tsvector GENERATED ALWAYS AS (
+    word_trigrams(name || ' ' || sku)
+) STORED;
+
+CREATE INDEX products_search_trigrams_idx ON products USING gin (search_trigrams);

@@ -1,0 +1,44 @@
+"""How search reads codes and misspelled words: pure functions, table-driven."""
+
+from __future__ import annotations
+
+import pytest
+
+from refarch.search.query_text import code_key, corrected_query
+
+
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        ("AB-1234-C", "ab1234c"),  # as printed
+        ("AB1234C", "ab1234c"),  # without separators
+        ("ab 1234-c", "ab1234c"),  # spaces and case do not matter
+        ("AB-1234", "ab1234"),  # the first part of a SKU: matched as a prefix
+        ("WH-1000XM5", "wh1000xm5"),  # a model code in a name
+        ("XT9", "xt9"),
+        ("kettle", None),  # no digit: a word, not a code
+        ("running shoes", None),
+        ("a1", None),  # too short to mean one product
+        ('"AB-1234"', None),  # websearch syntax is for full-text search
+        ("one two three four 5", None),  # more parts than a code has
+    ],
+)
+def test_code_key(query, key):
+    assert code_key(query) == key
+
+
+@pytest.mark.parametrize(
+    ("query", "names", "corrected"),
+    [
+        # A dropped letter and two swapped letters, corrected from the closest names' words.
+        ("Sabel stnd mixer", ["Sable Max Stand Mixer", "Sable Pro Kettle"], "sable stand mixer"),
+        # Every word is in a name: nothing to correct.
+        ("sable stand mixer", ["Sable Max Stand Mixer"], None),
+        # No close word: left as typed (and so nothing changed).
+        ("zzzzzz", ["Sable Max Stand Mixer"], None),
+        # No close name at all.
+        ("sabel", [], None),
+    ],
+)
+def test_corrected_query(query, names, corrected):
+    assert corrected_query(query, names) == corrected
