@@ -8,8 +8,6 @@ read with `websearch_to_tsquery` (what people type into a search box: words, "qu
 
 from __future__ import annotations
 
-import re
-
 from refarch.db import Connection
 from refarch.index.port import SearchFilter
 from refarch.search.query_text import code_key, corrected_query, trigram_query
