@@ -170,10 +170,12 @@ def search_latency(service: SearchService, *, queries: int, modes: Sequence[str]
 
 # The fusion settings the benchmark compares (the first is what RRF did before weights; FUSION is in use).
 FUSION_VARIANTS: dict[str, FusionSettings] = {
-    "equal RRF": EQUAL_RRF,
+    "equal RRF (before issue 25)": EQUAL_RRF,
     "lexical weight 1.5": FusionSettings(lexical=1.5),
-    "confident lexical <= 5": FusionSettings(confident_lexical=5),
-    "confident lexical <= 20": FusionSettings(lexical=1.5, confident_lexical=20),
+    "lexical 1.5, confident lexical <= 5": FusionSettings(lexical=1.5, confident_lexical=5),
+    "lexical 1.5, confident lexical <= 20": FusionSettings(lexical=1.5, confident_lexical=20),
+    "lexical 2, confident lexical <= 20": FusionSettings(lexical=2.0, confident_lexical=20),
+    "lexical 1.5, confident lexical <= 40": FusionSettings(lexical=1.5, confident_lexical=40),
     "in use (FUSION)": FUSION,
 }
 

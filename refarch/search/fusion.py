@@ -41,7 +41,7 @@ class FusionSettings:
 
 
 # Chosen with `refarch bench relevance` (docs/web.md, "How ranking works"), over whole query classes.
-FUSION = FusionSettings(semantic=1.0, lexical=1.5, confident_lexical=5)
+FUSION = FusionSettings(semantic=1.0, lexical=1.5, confident_lexical=20)
 EQUAL_RRF = FusionSettings()
 
 
