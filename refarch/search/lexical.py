@@ -74,10 +74,10 @@ def did_you_mean(conn: Connection, query: str, *, search_filter: SearchFilter) -
     where, params = _filter_sql(search_filter)
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT name FROM products, CAST(%s AS tsquery) AS q"
-            f" WHERE search_trigrams @@ q{where}"
-            " ORDER BY ts_rank(search_trigrams, q, 0) DESC, id LIMIT %s",
-            [grams, *params, CORRECTION_CANDIDATES],
+            "SELECT name FROM products, CAST(%s AS tsquery) AS candidates, CAST(%s AS tsquery) AS ranking"
+            f" WHERE search_trigrams @@ candidates{where}"
+            " ORDER BY ts_rank(search_trigrams, ranking, 0) DESC, id LIMIT %s",
+            [grams.candidates, grams.ranking, *params, CORRECTION_CANDIDATES],
         )
         names = [str(row[0]) for row in cur.fetchall()]
     return corrected_query(query, names)

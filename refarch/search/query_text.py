@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 # A code is letters and digits, maybe split by dashes, dots, slashes, underscores or spaces, in at most
@@ -18,6 +19,14 @@ MAX_CODE_CHARS = 32
 # dropped or two swapped in a word of five letters or more stays above it.
 MIN_WORD_SIMILARITY = 0.75
 _WORD = re.compile(r"[^\W_]+")
+# Words this long or longer may be misspelled (and are looked up by their trigrams); one slip of the
+# keyboard changes at most this many consecutive trigrams of a word.
+MIN_TYPO_WORD = 5
+TYPO_WINDOW = 4
+# Corrections are tried on queries of up to this many words: names, and brand + kind, as people type
+# them. A longer query that matches nothing is a need in plain words, which the semantic side answers
+# (and asking the trigram index for it cost 20-25 ms at 100,000 products).
+MAX_TYPO_WORDS = 4
 
 
 def code_key(query: str) -> str | None:
@@ -31,12 +40,44 @@ def code_key(query: str) -> str | None:
     return key
 
 
-def trigram_query(text: str) -> str | None:
-    """A tsquery (text) matching any trigram of `text`'s words, made as migration 0014's word_trigrams makes
-    them ("_ab", "abc", "bc_"); None when `text` has no word."""
+def _trigrams(word: str) -> list[str]:
+    return [f"_{word}_"[i : i + 3] for i in range(len(word))]
+
+
+def _quoted(grams: Iterable[str]) -> list[str]:
+    return [f"'{gram}'" for gram in grams]
+
+
+@dataclass(frozen=True)
+class TrigramQuery:
+    """tsqueries (text) on migration 0014's word trigrams: which names may be meant, and how to rank them."""
+
+    candidates: str
+    ranking: str
+
+
+def trigram_query(text: str) -> TrigramQuery | None:
+    """The names a misspelled `text` may mean, as trigrams made the way migration 0014's word_trigrams makes
+    them ("_ab", "abc", "bc_"); None when `text` has no word long enough to misspell.
+
+    A candidate name holds, for every query word of MIN_TYPO_WORD letters or more, a word with the same
+    trigrams but for TYPO_WINDOW consecutive ones (what one dropped, added or swapped letter changes): an
+    index lookup, not a comparison with every name. The ranking counts the trigrams a name shares.
+    """
+    if len(text.split()) > MAX_TYPO_WORDS:
+        return None
     words = re.findall(r"[0-9a-z]+", text.lower())
-    grams = sorted({f"_{w}_"[i : i + 3] for w in words for i in range(len(w))})
-    return " | ".join(f"'{gram}'" for gram in grams) or None
+    groups = []
+    for word in words:
+        grams = _trigrams(word)
+        if len(word) < MIN_TYPO_WORD:
+            continue
+        keeps = [grams[:start] + grams[start + TYPO_WINDOW :] for start in range(len(grams) - TYPO_WINDOW + 1)]
+        groups.append("(" + " | ".join("(" + " & ".join(_quoted(sorted(set(keep)))) + ")" for keep in keeps) + ")")
+    if not groups:
+        return None
+    every = sorted({gram for word in words for gram in _trigrams(word)})
+    return TrigramQuery(candidates=" & ".join(groups), ranking=" | ".join(_quoted(every)))
 
 
 def corrected_query(query: str, names: Iterable[str]) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refarch.search.query_text import code_key, corrected_query
+from refarch.search.query_text import code_key, corrected_query, trigram_query
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,20 @@ def test_code_key(query, key):
 )
 def test_corrected_query(query, names, corrected):
     assert corrected_query(query, names) == corrected
+
+
+def test_a_trigram_query_allows_one_slip_per_word_and_ranks_by_every_trigram():
+    # Given a brand with two letters swapped and a kind with a letter dropped
+    query = trigram_query("Sabel mixr")
+    # Then a candidate must hold, for the long word, its trigrams but for any four in a row
+    assert query is not None
+    assert query.candidates == "(('el_') | ('_sa'))"
+    # And the ranking counts every trigram of every word
+    assert query.ranking.split(" | ") == sorted(
+        f"'{g}'" for g in ("_sa", "sab", "abe", "bel", "el_", "_mi", "mix", "ixr", "xr_")
+    )
+
+
+@pytest.mark.parametrize("query", ["tv", "a need in plain words that matched nothing"])
+def test_no_trigram_query_for_short_words_or_long_queries(query):
+    assert trigram_query(query) is None
