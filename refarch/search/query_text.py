@@ -21,9 +21,10 @@ MIN_WORD_SIMILARITY = 0.75
 _WORD = re.compile(r"[^\W_]+")
 # Words this long or longer may be misspelled (and are looked up by their trigrams); one slip of the
 # keyboard changes at most this many consecutive trigrams of a word.
-MIN_TYPO_WORD = 5
+MIN_TYPO_WORD = 4
 TYPO_WINDOW = 4
-# Corrections are tried on queries of up to this many words: names, and brand + kind, as people type
+# Corrections are tried on queries of up to this many words (of two letters or more: "&" and "d" in
+# "Cedar & Co vitamin d" are not): names, and brand + kind, as people type
 # them. A longer query that matches nothing is a need in plain words, which the semantic side answers
 # (and asking the trigram index for it cost 20-25 ms at 100,000 products).
 MAX_TYPO_WORDS = 4
@@ -61,18 +62,20 @@ def trigram_query(text: str) -> TrigramQuery | None:
     them ("_ab", "abc", "bc_"); None when `text` has no word long enough to misspell.
 
     A candidate name holds, for every query word of MIN_TYPO_WORD letters or more, a word with the same
-    trigrams but for TYPO_WINDOW consecutive ones (what one dropped, added or swapped letter changes): an
-    index lookup, not a comparison with every name. The ranking counts the trigrams a name shares.
+    trigrams but for TYPO_WINDOW consecutive ones (what one dropped, added or swapped letter changes; in a
+    four-letter word, all but one): an index lookup, not a comparison with every name. The ranking counts
+    the trigrams a name shares.
     """
-    if len(text.split()) > MAX_TYPO_WORDS:
-        return None
     words = re.findall(r"[0-9a-z]+", text.lower())
+    if sum(len(word) > 1 for word in words) > MAX_TYPO_WORDS:
+        return None
     groups = []
     for word in words:
         grams = _trigrams(word)
         if len(word) < MIN_TYPO_WORD:
             continue
-        keeps = [grams[:start] + grams[start + TYPO_WINDOW :] for start in range(len(grams) - TYPO_WINDOW + 1)]
+        window = min(TYPO_WINDOW, len(grams) - 1)  # a trigram of the word stays
+        keeps = [grams[:start] + grams[start + window :] for start in range(len(grams) - window + 1)]
         groups.append("(" + " | ".join("(" + " & ".join(_quoted(sorted(set(keep)))) + ")" for keep in keeps) + ")")
     if not groups:
         return None

@@ -146,6 +146,9 @@ def test_a_misspelled_name_is_corrected_and_the_page_says_did_you_mean(client, i
     # Then the corrected query is offered, and the product it names comes first
     assert body["did_you_mean"] == "wireless earbuds"
     assert body["results"][0]["sku"] == "EL-1"
+    # And the page says so, with a link to the corrected query
+    html = client.get("/", query_string={"q": "wireles earbds", "mode": mode}).get_data(as_text=True)
+    assert 'id="search-did-you-mean"' in html and "q=wireless+earbuds" in html
 
 
 def test_a_query_that_matches_offers_no_correction(client, indexed_catalog):
