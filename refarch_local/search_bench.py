@@ -170,7 +170,7 @@ def search_latency(service: SearchService, *, queries: int, modes: Sequence[str]
 
 # The fusion settings the benchmark compares (the first is what RRF did before weights; FUSION is in use).
 FUSION_VARIANTS: dict[str, FusionSettings] = {
-    "equal RRF (before issue 25)": EQUAL_RRF,
+    "equal RRF, no confident rule (the old fusion)": EQUAL_RRF,
     "lexical weight 1.5": FusionSettings(lexical=1.5),
     "lexical 1.5, confident lexical <= 5": FusionSettings(lexical=1.5, confident_lexical=5),
     "lexical 1.5, confident lexical <= 20": FusionSettings(lexical=1.5, confident_lexical=20),
