@@ -7,7 +7,7 @@ SETUP_STAMP := $(VENV)/.stamp-setup
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup lock system-deps cdk-cli demo test test-fast lint format openapi docs synth deploy bench chaos clean
+.PHONY: setup lock system-deps cdk-cli demo test test-fast lint format openapi docs synth deploy rehearse bench chaos clean
 
 ## setup: create .venv and install everything (idempotent; instant when nothing changed)
 setup: $(SETUP_STAMP)
@@ -74,6 +74,10 @@ synth: setup cdk-cli
 
 deploy: setup cdk-cli
 	npx cdk deploy --all
+
+## rehearse: run cdk.out locally (migrate, bootstrap, an edit, reconcile, re-index); the last line is a JSON summary
+rehearse: setup
+	$(BIN)/refarch rehearse $(ARGS)
 
 bench: setup
 	$(BIN)/refarch bench $(ARGS)

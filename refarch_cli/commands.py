@@ -13,13 +13,13 @@ from typing import Any
 import click
 
 from refarch.settings import Settings
-from refarch_cli.local_commands import bench, chaos, demo, sqs_server
+from refarch_cli.local_commands import bench, chaos, demo, rehearse, sqs_server
 from refarch_cli.reindex_command import reindex_command
 from refarch_cli.runtime_context import DSN_HELP, local_runtime
 from refarch_cli.sync_commands import emu, pelican
 
 # Subcommands that run the one-machine runtime: they need `refarch_local`, which the container lacks.
-LOCAL_ONLY = ("demo", "bench", "chaos", "sqs-server", "emu", "reconcile")
+LOCAL_ONLY = ("demo", "bench", "chaos", "sqs-server", "emu", "reconcile", "rehearse")
 
 
 @click.group()
@@ -51,7 +51,7 @@ def main(ctx: click.Context) -> None:
 
 
 # The command groups that live in modules of their own (click lists every command by name in --help).
-for command in (pelican, emu, demo, bench, chaos, sqs_server, reindex_command):
+for command in (pelican, emu, demo, bench, chaos, sqs_server, rehearse, reindex_command):
     main.add_command(command)
 
 

@@ -174,3 +174,27 @@ def sqs_server(port: int, visibility_timeout: int, bulk_visibility_timeout: int)
     stop_on_signals(stop)
     stop.wait()
     server.stop()
+
+
+@click.command("rehearse")
+@click.option(
+    "--rows", default=1000, show_default=True, type=click.IntRange(min=1), help="Rows seeded and bootstrapped."
+)
+@click.option(
+    "--time-scale",
+    default=1 / 60,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="The state machines' clock: Wait and Retry intervals times this (1: as synthesized).",
+)
+@click.option("--timeout", default=900.0, show_default=True, help="Give up after this many seconds (exit 1).")
+@click.option("--stage", default="dev", show_default=True, help="The stage whose templates are rehearsed.")
+def rehearse(rows: int, time_scale: float, timeout: float, stage: str) -> None:
+    """Run what `cdk deploy` creates, locally, from the synthesized templates; the last line is a JSON summary."""
+    from refarch_local.rehearsal.run import rehearse_from_cdk_out
+
+    summary = rehearse_from_cdk_out(
+        Settings().home, rows=rows, time_scale=time_scale, timeout_seconds=timeout, stage=stage
+    )
+    click.echo(json.dumps(summary))
+    sys.exit(0 if summary["ok"] else 1)

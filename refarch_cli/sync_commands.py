@@ -60,12 +60,16 @@ def pelican_health(max_age: float) -> None:
 @click.option("--range-size", type=click.IntRange(min=1), help="Products per Map item.")
 @click.option("--fresh", is_flag=True, help="Abandon a run in progress instead of resuming it.")
 def pelican_bootstrap(range_size: int | None, fresh: bool) -> None:
-    """Run the bootstrap (Plan -> Map(Batch) -> Finalize) locally with the Map's max concurrency."""
+    """Run the bootstrap state machine (Plan -> Map(Batch) -> Finalize) locally, from its synthesized definition."""
     if local_runtime() is None:
         raise click.UsageError("`refarch pelican bootstrap` runs the local state machine (package refarch_local)")
+    from refarch_local.rehearsal.states import ExecutionFailed
     from refarch_local.stepfunctions import run_bootstrap
 
-    click.echo(json.dumps(run_bootstrap(range_size=range_size, fresh=fresh)))
+    try:
+        click.echo(json.dumps(run_bootstrap(range_size=range_size, fresh=fresh)))
+    except ExecutionFailed as err:
+        raise click.ClickException(str(err)) from err
 
 
 @click.group()

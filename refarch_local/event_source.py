@@ -22,7 +22,7 @@ from typing import Any
 
 from refarch.lanes.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, Lane
 from refarch.observability import logger
-from refarch_local.handlers import LocalLambdaContext, load_handler
+from refarch_local.handlers import Handler, LocalLambdaContext, load_handler
 
 RECEIVE_WAIT_SECONDS = 1
 # ReceiveMessage returns at most 10 messages per call, on AWS as here.
@@ -70,8 +70,11 @@ class EventSourcePoller:
         lane: Lane = DEFAULT_TOPOLOGY.live,
         concurrency: int | None = None,
         region: str = "us-east-1",
+        handler_function: Handler | None = None,
     ) -> None:
         self.client = client
+        # The function to call instead of loading `handler` in this process (the rehearsal's worker processes).
+        self.handler_function = handler_function
         self.queue_url = queue_url
         self.handler_name = handler
         self.lane = lane
@@ -90,7 +93,7 @@ class EventSourcePoller:
 
     def run(self) -> None:
         """Poll until `stop` is set, one gatherer per concurrency slot; in-flight invocations finish first."""
-        handler = load_handler(self.handler_name)
+        handler = self.handler_function or load_handler(self.handler_name)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"emu-{self.lane.name}") as pool:
             for _ in range(self.concurrency):
                 pool.submit(self._slot, handler)

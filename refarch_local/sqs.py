@@ -42,8 +42,10 @@ class LocalSqsServer:
     # seconds, into moto's CloudWatch on the same port, so status displays read it the same way.
     AGE_METRIC_SECONDS = 5.0
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, metric_credentials: dict[str, str] | None = None) -> None:
         self.port = port
+        # Keys for publishing the age metric: any will do unless the server enforces IAM.
+        self.metric_credentials = metric_credentials or {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -92,8 +94,8 @@ class LocalSqsServer:
             "cloudwatch",
             endpoint_url=f"http://127.0.0.1:{self.port}",
             region_name="us-east-1",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
+            aws_access_key_id=self.metric_credentials["aws_access_key_id"],
+            aws_secret_access_key=self.metric_credentials["aws_secret_access_key"],
         )
         while not self._stopped.wait(self.AGE_METRIC_SECONDS):
             try:

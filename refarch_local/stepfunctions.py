@@ -1,109 +1,92 @@
-"""The state machines run locally: bootstrap (Plan -> Map(Batch) -> Finalize), reconcile
-(Plan -> Map(Shard) -> Finalize) and re-index (Start -> Fill -> poll -> Switch).
+"""The state machines run locally: bootstrap, reconcile and re-index, from their synthesized definitions.
 
-The same Lambda handlers the Step Functions definition invokes, loaded by handler string; the
-Map is a thread pool of the same max concurrency, and a Batch whose range another worker holds
-is retried with the same backoff as the state machine's Retry. A failed Batch goes to the same
-catch path (Finalize with an error), as in AWS.
+The definitions are the ones `cdk deploy` creates (the CDK app synthesized once into a cache
+under the local home: `refarch_local.rehearsal.template`), executed by moto's ASL interpreter
+(`refarch_local.rehearsal.states`), so Map concurrency, Retry, Catch and every JSONPath are
+the deployed ones. Their Lambda tasks call the same handlers, found by the Handler string of
+each function in the template, in this process with this process's settings (`make rehearse`
+runs each function in a worker process with its template environment instead).
+
+`time_scale` shortens the interpreter's waits (the re-index poll, retry intervals) for tests;
+1.0 keeps the template's.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from refarch.generations import IncompleteGenerationError
-from refarch.lanes.topology import (
-    BOOTSTRAP_BATCH_HANDLER,
-    BOOTSTRAP_FINALIZE_HANDLER,
-    BOOTSTRAP_PLAN_HANDLER,
-    DEFAULT_TOPOLOGY,
-    RECONCILE_FINALIZE_HANDLER,
-    RECONCILE_PLAN_HANDLER,
-    RECONCILE_SHARD_HANDLER,
-    REINDEX_HANDLER,
-    Topology,
-)
-from refarch.pelican.bootstrap import RangeBusyError
+from refarch.lanes.topology import BOOTSTRAP_BATCH_HANDLER
+from refarch.settings import Settings
 from refarch_local.handlers import invoke
+from refarch_local.rehearsal.states import (
+    Invocation,
+    StateMachines,
+    function_name,
+    local_functions_and_state_machines,
+)
+from refarch_local.rehearsal.template import LOCAL_ACCOUNT, Assembly, Resolver, synthesized_assembly
+
+REGION = "us-east-1"
+
+
+def local_state_machines(
+    *,
+    time_scale: float = 1.0,
+    on_result: Callable[[str, Any], None] | None = None,
+    assembly: Assembly | None = None,
+) -> StateMachines:
+    """The synthesized state machines (of `assembly`, default the dev stage's), their Lambda tasks calling
+    the handlers in this process.
+
+    `on_result(handler, result)` sees every successful invocation (progress displays).
+    """
+    assembly = assembly or synthesized_assembly(Settings().home).assembly
+    resolver = Resolver(assembly, local_functions_and_state_machines(assembly, REGION, LOCAL_ACCOUNT))
+    functions = {function_name(f.key): f for f in assembly.functions()}
+
+    def call(name: str, event: Any) -> Invocation:
+        function = functions[name]
+        outcome = Invocation.of(lambda: invoke(function.handler, event, timeout_seconds=function.timeout_seconds))
+        if on_result is not None and outcome.error_type is None:
+            on_result(function.handler, outcome.result)
+        return outcome
+
+    return StateMachines(assembly, resolver, call, time_scale=time_scale)
 
 
 def run_bootstrap(
     *,
-    topology: Topology = DEFAULT_TOPOLOGY,
     range_size: int | None = None,
     on_batch: Callable[[dict[str, Any]], None] | None = None,
     fresh: bool = False,
     generation: int | None = None,
+    time_scale: float = 1.0,
 ) -> dict[str, Any]:
-    """Run one bootstrap execution to the end; return Finalize's output.
+    """Run one bootstrap execution to the end; return Finalize's output (ExecutionFailed if it failed).
 
     It fills index generation `generation` (default: the active one).
     """
-    plan = invoke(
-        BOOTSTRAP_PLAN_HANDLER,
-        {"range_size": range_size or topology.bootstrap_range_size, "fresh": fresh, "generation": generation},
-    )
-    run_id = plan["run_id"]
-    try:
-        with ThreadPoolExecutor(max_workers=topology.bootstrap_max_concurrency, thread_name_prefix="bootstrap") as pool:
-            for result in pool.map(lambda item: invoke_batch(item, topology), plan["ranges"]):
-                if on_batch:
-                    on_batch(result)
-    except BaseException as err:  # Ctrl-C included: the run is recorded as failed, never left half-done
-        invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id, "error": f"{type(err).__name__}: {err}"})
-        raise
-    return invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id})
+
+    def batch_done(handler: str, result: Any) -> None:
+        if on_batch is not None and handler == BOOTSTRAP_BATCH_HANDLER:
+            on_batch(result)
+
+    execution_input: dict[str, Any] = {"fresh": fresh, "generation": generation}
+    if range_size:
+        execution_input["range_size"] = range_size
+    return local_state_machines(time_scale=time_scale, on_result=batch_done).run("Bootstrap", execution_input)
 
 
-def invoke_batch(item: dict[str, Any], topology: Topology = DEFAULT_TOPOLOGY) -> dict[str, Any]:
-    """One Map item: the Batch handler, retried while its range is busy (the state machine's policy)."""
-    attempt = 0
-    while True:
-        try:
-            return invoke(BOOTSTRAP_BATCH_HANDLER, item)
-        except RangeBusyError:
-            if attempt == topology.bootstrap_busy_retry_attempts:
-                raise
-            time.sleep(topology.bootstrap_busy_retry_seconds * 2**attempt)
-            attempt += 1
-
-
-def run_reconcile(*, repair: bool, topology: Topology = DEFAULT_TOPOLOGY) -> dict[str, Any]:
+def run_reconcile(*, repair: bool, time_scale: float = 1.0) -> dict[str, Any]:
     """Run one reconcile execution: every shard compared (and repaired), then the summed report."""
-    plan = invoke(RECONCILE_PLAN_HANDLER, {"repair": repair})
-    with ThreadPoolExecutor(max_workers=topology.reconcile_max_concurrency, thread_name_prefix="reconcile") as pool:
-        results = list(
-            pool.map(lambda item: invoke(RECONCILE_SHARD_HANDLER, item, timeout_seconds=900), plan["shards"])
-        )
-    return invoke(RECONCILE_FINALIZE_HANDLER, {"results": results})
+    return local_state_machines(time_scale=time_scale).run("Reconcile", {"repair": repair})
 
 
-def run_reindex(
-    *, poll_seconds: float = 60.0, timeout_seconds: float | None = None, topology: Topology = DEFAULT_TOPOLOGY
-) -> dict[str, Any]:
-    """Run one Reindex execution to the end, state by state as cdk_app's ReindexStateMachine; return its last output.
+def run_reindex(*, time_scale: float = 1.0, timeout_seconds: float | None = None) -> dict[str, Any]:
+    """Run one re-index execution to the end (Start -> Fill -> poll -> Switch); return its last output.
 
-    Start (not needed: done) -> Fill (a bootstrap run of the building generation) -> loop: wait,
-    Progress; complete: Switch (refused when a change arrived meanwhile: wait again); rows missing
-    with both lanes idle: Fill again.
+    That is Start's output ({generation, needed}) when nothing was needed, else Switch's ({previous, active}).
     """
-    started = invoke(REINDEX_HANDLER, {"action": "start"})
-    if not started["needed"]:
-        return started
-    generation = started["generation"]
-    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
-    run_bootstrap(topology=topology, generation=generation)
-    while deadline is None or time.monotonic() < deadline:
-        time.sleep(poll_seconds)
-        progress = invoke(REINDEX_HANDLER, {"action": "progress", "generation": generation})
-        if progress["complete"]:
-            try:
-                return invoke(REINDEX_HANDLER, {"action": "switch", "generation": generation})
-            except IncompleteGenerationError:
-                continue
-        elif progress["lanes_idle"]:
-            run_bootstrap(topology=topology, generation=generation)
-    raise TimeoutError(f"the re-index of generation {generation} timed out (it goes on building)")
+    output = local_state_machines(time_scale=time_scale).run("Reindex", {}, timeout_seconds=timeout_seconds)
+    return output.get("switched", output)

@@ -350,7 +350,7 @@ class Supervisor:
             conn.close()
 
     def bootstrap(self, on_batch: Any = None, generation: int | None = None) -> dict[str, Any]:
-        """Run Plan -> Map(Batch) -> Finalize with the same handlers and concurrency as AWS
+        """Run the bootstrap state machine's synthesized definition with the same handlers
         (filling index generation `generation`, default the active one)."""
         from refarch_local.stepfunctions import run_bootstrap
 

@@ -14,6 +14,8 @@ os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The synthesized CDK app the local state machines run: one cache for every test (REFARCH_HOME differs per test).
+os.environ.setdefault("REFARCH_SYNTH_CACHE", str(Path(__file__).resolve().parent.parent / ".refarch"))
 
 from refarch.db import migrate, with_database  # noqa: E402
 from refarch_local.database import LocalDatabase  # noqa: E402

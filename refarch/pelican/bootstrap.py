@@ -1,7 +1,7 @@
 """Bootstrap: load every existing row onto the bulk lane as plan -> fan-out of batches -> finalize.
 
-In AWS these are three Lambdas in a Step Functions Map; locally the same functions run in a
-thread pool of the Map's max concurrency. Re-runnable and resumable: an unfinished run is
+In AWS these are three Lambdas in a Step Functions Map; locally the same synthesized state
+machine runs them (refarch_local/stepfunctions.py). Re-runnable and resumable: an unfinished run is
 resumed (its done ranges are not redone), and rows already indexed at their current version
 are not sent again. It converges deletes too: a product the ledger still holds but the table no
 longer has gets its delete sent again, so after a bootstrap and a drained queue the index equals

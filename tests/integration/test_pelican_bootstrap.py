@@ -6,12 +6,11 @@ the Map's max concurrency, 4) or by `refarch pelican bootstrap` in a child proce
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
+import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -19,16 +18,12 @@ import lambdas.bootstrap
 from refarch import catalog
 from refarch.db import connect
 from refarch.lanes.queues import SyncQueue, make_sqs_client
-from refarch.lanes.topology import (
-    BOOTSTRAP_BATCH_HANDLER,
-    BOOTSTRAP_FINALIZE_HANDLER,
-    BOOTSTRAP_PLAN_HANDLER,
-    DEFAULT_TOPOLOGY,
-)
+from refarch.lanes.topology import BOOTSTRAP_BATCH_HANDLER, BOOTSTRAP_PLAN_HANDLER
 from refarch.pelican.bootstrap import RangeBusyError
 from refarch.runtime import Runtime
 from refarch_local.handlers import invoke
-from refarch_local.stepfunctions import invoke_batch, run_bootstrap
+from refarch_local.rehearsal.states import ExecutionFailed
+from refarch_local.stepfunctions import local_state_machines, run_bootstrap
 from tests.integration.pelican_support import (
     REPO,
     QueueDrain,
@@ -42,8 +37,8 @@ from tests.integration.pelican_support import (
 BACKEND_ALIVE = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
 RANGE_GATE = 18_002  # advisory lock key of the gate that holds a worker between send and commit
 
-# The state machine's retry policy for a busy range, with short waits (0.2, 0.4, 0.8, ... s).
-QUICK_RETRY = dataclasses.replace(DEFAULT_TOPOLOGY, bootstrap_busy_retry_seconds=0.2, bootstrap_busy_retry_attempts=6)
+# The state machine's retry intervals, shortened 25 times (a busy range: 0.2, 0.4, 0.8, ... s).
+QUICK = 0.04
 
 
 @pytest.fixture
@@ -78,9 +73,24 @@ def ranges(dsn: str) -> list[tuple]:
     return query(dsn, "SELECT range_no, status, enqueued, skipped, updated_at FROM bootstrap_ranges ORDER BY range_no")
 
 
-def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, local_settings, sent):
-    # Given 10,000 products that were never indexed
+def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, local_settings, sent, monkeypatch):
+    # Given 10,000 products that were never indexed (and a count of the Batch workers running at once)
     catalog.seed(conn, 10_000)
+    running = Counter[str]()
+    lock = threading.Lock()
+    original = lambdas.bootstrap.run_batch
+
+    def counted_batch(*args, **kwargs):
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        try:
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                running["now"] -= 1
+
+    monkeypatch.setattr(lambdas.bootstrap, "run_batch", counted_batch)
     # When the bootstrap runs with the Map's concurrency (4) and the default range size (1,000)
     with QueueDrain(local_settings, lane="bulk") as drain:
         result = run_bootstrap()
@@ -99,7 +109,7 @@ def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, loc
     # And SQS accepted each product exactly once, from four concurrent workers, in 100 bulk messages
     ids = product_ids(dsn)
     assert sent.per_product() == Counter(dict.fromkeys(ids, 1))
-    assert sorted(sent.senders) == [f"bootstrap_{i}" for i in range(4)]
+    assert running["most"] == 4
     assert len(sent.accepted) == 100 and sent.attempts == 10
     # And the bulk queue delivered each product once, 100 per message
     assert len(received) == 10_000 and len(drain.bulk_bodies) == 100
@@ -109,25 +119,27 @@ def test_four_workers_enqueue_each_of_10000_products_exactly_once(conn, dsn, loc
 
 
 def test_overlapping_executions_never_send_a_range_twice(conn, dsn, local_settings, sent):
-    # Given 2,000 products and two executions started together: the second plan resumes the first's run
+    # Given 2,000 products and two bootstrap executions started together: the second plan resumes the first's run
     catalog.seed(conn, 2_000)
-    first = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": 100})
-    second = invoke(BOOTSTRAP_PLAN_HANDLER, {"range_size": 100})
-    assert second == first and len(first["ranges"]) == 20
-    # When four workers run both executions' Map items at once (each range is offered twice, back to back)
-    items = [item for pair in zip(first["ranges"], second["ranges"], strict=True) for item in pair]
+    results: list[dict] = []
+
+    def batch_done(handler: str, result: dict) -> None:
+        if handler == BOOTSTRAP_BATCH_HANDLER:
+            results.append(result)
+
+    machines = local_state_machines(time_scale=QUICK, on_result=batch_done)
+    # When both Maps (four workers each) run their ranges at once
     with QueueDrain(local_settings, lane="bulk") as drain:
-        with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(lambda item: invoke_batch(item, QUICK_RETRY), items))
-        final = invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": first["run_id"]})
+        finals = machines.run_together("Bootstrap", [{"range_size": 100}] * 2, timeout_seconds=300)
         received = drain.settle()
     # Then every range was taken by exactly one worker; the other copy found it done (waiting while claimed)
+    assert finals[0]["run_id"] == finals[1]["run_id"]
     assert Counter(r["range_no"] for r in results if r["taken"]) == Counter(range(20))
     assert [r["enqueued"] for r in results if not r["taken"]] == [0] * 20
     # And each product was sent once, and arrived once
     assert sent.per_product() == Counter(dict.fromkeys(product_ids(dsn), 1))
     assert len(received) == 2_000
-    assert final["status"] == "complete" and final["enqueued"] == 2_000
+    assert {f["status"] for f in finals} == {"complete"} and finals[0]["enqueued"] == 2_000
 
 
 def test_a_range_held_by_another_worker_is_retried_until_it_is_sent(conn, dsn, local_settings, sent, monkeypatch):
@@ -161,12 +173,14 @@ def test_a_range_held_by_another_worker_is_retried_until_it_is_sent(conn, dsn, l
         return result
 
     monkeypatch.setattr(lambdas.bootstrap, "batch", recorded_batch)
+    results: list[dict] = []
     with QueueDrain(local_settings, lane="bulk") as drain:
-        results = [invoke_batch(item, QUICK_RETRY) for item in plan["ranges"]]
-        final = invoke(BOOTSTRAP_FINALIZE_HANDLER, {"run_id": run_id})
+        final = run_bootstrap(range_size=100, on_batch=results.append, time_scale=QUICK)
         received = drain.settle()
     # Then the held range raised RangeBusyError twice, was retried, and taken on the third attempt
-    assert attempts == [(0, "taken"), (1, "busy"), (1, "busy"), (1, "taken"), (2, "taken")]
+    assert final["run_id"] == run_id
+    assert [a for a in attempts if a[0] == 1] == [(1, "busy"), (1, "busy"), (1, "taken")]
+    assert sorted(a for a in attempts if a[0] != 1) == [(0, "taken"), (2, "taken")]
     # And the run completed with every product sent
     assert [r["taken"] for r in results] == [True, True, True]
     assert final["status"] == "complete" and final["pending_ranges"] == 0
@@ -253,28 +267,30 @@ def products_in_ranges(dsn: str, run_id: int, *, status: str) -> set[int]:
 
 
 def test_a_failed_worker_fails_the_run_and_a_rerun_sends_everything(conn, dsn, local_settings, sent, monkeypatch):
-    # Given 1,000 products and a Batch worker that crashes on its fourth range
+    # Given 1,000 products and a Batch worker that crashes on range 3 however often it is retried
     catalog.seed(conn, 1_000)
     original = lambdas.bootstrap.run_batch
-    calls = Counter[str]()
+    calls = Counter[int]()
 
     def crashing_batch(*args, **kwargs):
-        calls["batch"] += 1
-        if calls["batch"] == 4:
+        calls[kwargs["range_no"]] += 1
+        if kwargs["range_no"] == 3:
             raise RuntimeError("worker crashed")
         return original(*args, **kwargs)
 
     monkeypatch.setattr(lambdas.bootstrap, "run_batch", crashing_batch)
     with QueueDrain(local_settings, lane="bulk") as drain:
-        # When the bootstrap runs, the Map fails and the catch path records the failure
-        with pytest.raises(RuntimeError, match="worker crashed"):
-            run_bootstrap(range_size=100)
+        # When the bootstrap runs, the Batch is retried as the definition says (3 more times), the
+        # Map fails, and the catch path records the failure and fails the execution
+        with pytest.raises(ExecutionFailed, match="BootstrapFailed"):
+            run_bootstrap(range_size=100, time_scale=QUICK)
+        assert calls[3] == 4
         [(failed_id, status, error)] = query(dsn, "SELECT id, status, error FROM bootstrap_runs")
         assert status == "failed" and "worker crashed" in error
         assert 0 < len([r for r in ranges(dsn) if r[1] == "done"]) < 10
         # And the bootstrap is run again with healthy workers
         monkeypatch.setattr(lambdas.bootstrap, "run_batch", original)
-        result = run_bootstrap(range_size=100)
+        result = run_bootstrap(range_size=100, time_scale=QUICK)
         received = drain.settle()
     # Then a new run sends every product not yet indexed (the failed run's sends repeat: Emu no-ops them)
     assert result["run_id"] != failed_id

@@ -1,0 +1,47 @@
+"""`refarch rehearse` (make rehearse), small: the whole rehearsal from cdk.out, a JSON summary as its last line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from refarch_local.rehearsal.summary import SUMMARY_DEFAULTS, build_summary
+from refarch_local.rehearsal.template import REPO_ROOT
+
+
+def test_the_rehearsal_passes_and_prints_its_summary_last(tmp_path: Path) -> None:
+    # Given a fresh home (the synthesized app comes from the shared cache)
+    env = {**os.environ, "REFARCH_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO_ROOT)}
+    # When the rehearsal runs with 100 rows
+    done = subprocess.run(
+        [sys.executable, "-m", "refarch_cli", "rehearse", "--rows", "100", "--timeout", "600"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    # Then it passes, and its last line is the summary: every step, every execution succeeded
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0 and summary["ok"], summary
+    assert list(summary["steps"]) == ["migrate", "bootstrap", "edit", "reconcile", "reindex"]
+    # bootstrap, reconcile, re-index and the bootstrap its Fill started
+    assert (summary["executions"], summary["executions_failed"]) == (4, 0)
+    assert summary["steps"]["bootstrap"]["enqueued"] == 100
+    assert summary["steps"]["reindex"] == {**summary["steps"]["reindex"], "previous": 1, "active": 2}
+    assert set(SUMMARY_DEFAULTS) <= set(summary)
+
+
+def test_the_summary_takes_counts_from_the_parts_plugged_in() -> None:
+    # Given a part that checked calls (as the IAM enforcement part does)
+    class CheckedCalls:
+        def counts(self) -> dict[str, int]:
+            return {"calls_checked": 42, "calls_denied": 0}
+
+    # Then its counts replace the defaults, and a part not plugged in counts 0
+    summary = build_summary({"executions": 4}, [CheckedCalls()])
+    assert summary == {"executions": 4, "calls_checked": 42, "calls_denied": 0, "migrations_upgraded": 0}
