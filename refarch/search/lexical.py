@@ -8,6 +8,8 @@ read with `websearch_to_tsquery` (what people type into a search box: words, "qu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from refarch.db import Connection
 from refarch.index.port import SearchFilter
 from refarch.search.query_text import code_key, corrected_query, trigram_query
@@ -81,3 +83,27 @@ def did_you_mean(conn: Connection, query: str, *, search_filter: SearchFilter) -
         )
         names = [str(row[0]) for row in cur.fetchall()]
     return corrected_query(query, names)
+
+
+@dataclass(frozen=True)
+class LexicalLists:
+    """What Postgres ranks for a query: SKU and model-code matches, the exact SKU, and the full-text ranking
+    (of `corrected`, the query with its misspellings corrected, when the query as typed matched nothing)."""
+
+    codes: list[int]
+    exact_sku: int | None
+    ranked: list[tuple[int, float]]
+    corrected: str | None
+
+
+def lists(conn: Connection, query: str, *, limit: int, search_filter: SearchFilter) -> LexicalLists:
+    """The code matches, the exact SKU and the full-text ranking (of the corrected query if nothing matched)."""
+    codes = code_matches(conn, query, limit=limit, search_filter=search_filter)
+    sku_match = exact_sku(conn, query, search_filter=search_filter)
+    ranked = ranked_ids(conn, query, limit=limit, search_filter=search_filter)
+    corrected = None
+    if not ranked and not codes:
+        corrected = did_you_mean(conn, query, search_filter=search_filter)
+        if corrected is not None:
+            ranked = ranked_ids(conn, corrected, limit=limit, search_filter=search_filter)
+    return LexicalLists(codes=codes, exact_sku=sku_match, ranked=ranked, corrected=corrected)

@@ -30,6 +30,7 @@ from refarch.input_errors import TEXT_PATTERN, field_messages
 from refarch.observability import logger
 from refarch.search import lexical
 from refarch.search.fusion import FUSION, FusedHit, FusionSettings, reciprocal_rank_fusion
+from refarch.search.lexical import LexicalLists
 from refarch.search.query_embeddings import EmbeddingUnavailableError, QueryEmbeddings
 
 MAX_QUERY_CHARS = 512
@@ -197,17 +198,6 @@ class SearchRequest(ListingRequest):
     ] = DEFAULT_MODE
 
 
-@dataclass(frozen=True)
-class LexicalLists:
-    """What Postgres ranks for a query: SKU and model-code matches, the exact SKU, and the full-text ranking
-    (of `corrected`, the query with its misspellings corrected, when the query as typed matched nothing)."""
-
-    codes: list[int]
-    exact_sku: int | None
-    ranked: list[tuple[int, float]]
-    corrected: str | None
-
-
 class ServedIndex(Protocol):
     """An embedder and the vector index its vectors are searched in (an index generation's IndexTarget)."""
 
@@ -308,13 +298,14 @@ class SearchService:
                 logger.warning("embedding service unavailable: searching lexically", extra={"error": str(err)})
                 used, fallback = "lexical", EMBEDDING_OUTAGE_MESSAGE
         depth = end + 1
-        lists = self._lexical_lists(query, search_filter, depth=max(depth, FUSION_DEPTH))
+        lists: LexicalLists | None = None
         ranked: list[FusedHit] | None = None
         if vector is not None and index is not None:
             try:
                 if used == "semantic":
                     ranked = self._semantic(index, vector, search_filter, depth=depth)
                 else:
+                    lists = self._lexical_lists(query, search_filter, depth=depth)
                     ranked = self._hybrid(index, lists, vector, search_filter, depth=depth)
             except Exception as err:
                 if not is_vector_index_outage(err):
@@ -322,6 +313,7 @@ class SearchService:
                 logger.warning("vector index unavailable: searching lexically", extra={"error": str(err)})
                 used, fallback = "lexical", VECTOR_INDEX_OUTAGE_MESSAGE
         if ranked is None:  # lexical asked for, or a provider is down
+            lists = lists or self._lexical_lists(query, search_filter, depth=depth)
             ranked = self._lexical(lists, depth=depth)
         window = ranked[offset:end]
         with self.db.transaction() as conn:
@@ -340,21 +332,13 @@ class SearchService:
             mode=used,
             requested_mode=requested,
             fallback_reason=fallback,
-            did_you_mean=lists.corrected if used != "semantic" else None,
+            did_you_mean=lists.corrected if lists else None,
         )
 
     def _lexical_lists(self, query: str, search_filter: SearchFilter, *, depth: int) -> LexicalLists:
-        """The code matches, the exact SKU and the full-text ranking (of the corrected query if nothing matched)."""
+        """What Postgres ranks for `query`, each list to at least FUSION_DEPTH."""
         with self.db.transaction() as conn:
-            codes = lexical.code_matches(conn, query, limit=depth, search_filter=search_filter)
-            sku_match = lexical.exact_sku(conn, query, search_filter=search_filter)
-            ranked = lexical.ranked_ids(conn, query, limit=depth, search_filter=search_filter)
-            corrected = None
-            if not ranked and not codes:
-                corrected = lexical.did_you_mean(conn, query, search_filter=search_filter)
-                if corrected is not None:
-                    ranked = lexical.ranked_ids(conn, corrected, limit=depth, search_filter=search_filter)
-        return LexicalLists(codes=codes, exact_sku=sku_match, ranked=ranked, corrected=corrected)
+            return lexical.lists(conn, query, limit=max(depth, FUSION_DEPTH), search_filter=search_filter)
 
     def _lexical(self, lists: LexicalLists, *, depth: int) -> list[FusedHit]:
         """Code matches, then the full-text ranking, to `depth` results (fewer when fewer match)."""
