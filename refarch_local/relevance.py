@@ -14,6 +14,18 @@ generated them), never from what a search returned:
 - paraphrase: a need in plain words with none of the product's words; the kinds that meet it 3
   (or 2 for a near fit), other products of their category 1.
 - misspelled: a brand and a kind with typos; both 3, the kind alone 1.
+
+Classes people type with an exact product in mind (issue 25), built from other products of the same
+catalog (a generator of their own, so the classes above stay as they were):
+
+- sku_no_separators: a SKU without its dash, in upper or lower case; that product 3.
+- sku_prefix: the first part of a SKU; the product is given a longer SKU in the benchmark's catalog
+  (`catalog_changes`: "KI-0000123" becomes "KI-0000123-BK"); that product 3.
+- model_code: a model code, typed with or without its dash; the product is given the code at the end
+  of its name in the benchmark's catalog ("... Stand Mixer WH-1000XM5"); that product 3.
+- rare_word: a word that only one product's description uses; that product 3.
+- partial_name: a product's name without its brand or without its last word; the products whose name
+  holds those words 3, others of the same kind 1.
 """
 
 from __future__ import annotations
@@ -21,7 +33,11 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
+import string
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +46,31 @@ from refarch import catalog
 QUERY_SET_PATH = Path(__file__).resolve().parents[1] / "bench" / "relevance_queries.json"
 CATALOG_ROWS = 2000
 PER_CLASS = 20
-CLASSES = ("paraphrase", "exact_name", "sku", "brand", "attribute", "misspelled")
+CLASSES = (
+    "paraphrase",
+    "exact_name",
+    "sku",
+    "brand",
+    "attribute",
+    "misspelled",
+    "sku_no_separators",
+    "sku_prefix",
+    "model_code",
+    "rare_word",
+    "partial_name",
+)
+# The classes where one product (or one name) is what the person means: the right one must come first.
+EXACT_INTENT = ("exact_name", "sku", "sku_no_separators", "sku_prefix", "model_code", "rare_word", "partial_name")
 CUTOFF = 10
 HITS_AT = 3
+SKU_SUFFIXES = ("BK", "WH", "C", "XL", "2", "EU")
+# English stop words (Postgres' list) of five letters or more: full-text search drops them, so no
+# product "uses" them.
+STOP_WORDS = frozenset(
+    ("about", "above", "after", "again", "against", "below", "between", "before", "being", "doing", "during")
+    + ("further", "having", "itself", "myself", "other", "ourselves", "should", "their", "theirs", "themselves")
+    + ("there", "these", "those", "through", "under", "until", "where", "which", "while", "yours", "yourself")
+)
 
 # A need in plain words -> {kind: grade}. None of these queries uses the kind's own words.
 PARAPHRASES: dict[str, dict[str, int]] = {
@@ -77,6 +115,76 @@ def _misspell(text: str, rng: random.Random) -> str:
         w = words[longest]
         changed[longest] = w[:-2] + w[-1] + w[-2] if len(w) > 2 else w
     return " ".join(changed)
+
+
+def _model_code(rng: random.Random) -> str:
+    """A made-up model code, shaped like real ones: "XT9", "QX-40", "WH-1000XM5"."""
+    letters = "".join(rng.choice(string.ascii_uppercase) for _ in range(2))
+    shape = rng.randrange(3)
+    if shape == 0:
+        return f"{letters}{rng.randint(2, 9)}"
+    if shape == 1:
+        return f"{letters}-{rng.randint(10, 99)}"
+    return f"{letters}-{rng.randint(1, 9)}000{rng.choice(string.ascii_uppercase)}M{rng.randint(2, 9)}"
+
+
+def _typed_code(code: str, n: int) -> str:
+    """A code as someone might type it: as printed, or in lower case without its dash."""
+    return code if n % 2 == 0 or "-" not in code else code.replace("-", "").lower()
+
+
+def _rare_words(items: Sequence[catalog.SeedProduct]) -> list[tuple[str, catalog.SeedProduct]]:
+    """(word, product) for words of five letters or more that one description uses and no other text shares
+    the first five letters of (so no other product holds the word under English stemming either)."""
+    tokens = [set(re.findall(r"[a-z]+", f"{p.name} {p.category} {p.description}".lower())) for p in items]
+    stems = Counter(word[:5] for words in tokens for word in words)
+    rare: list[tuple[str, catalog.SeedProduct]] = []
+    for p in items:
+        described = set(re.findall(r"[a-z]+", p.description.lower()))
+        rare += [(w, p) for w in sorted(described) if len(w) >= 5 and stems[w[:5]] == 1 and w not in STOP_WORDS]
+    return rare
+
+
+def _exact_intent_classes(
+    items: list[catalog.SeedProduct], taken: set[str], rng: random.Random, add: Any
+) -> list[dict[str, str]]:
+    """Add the issue-25 classes (module docstring) and return the catalog changes they need."""
+    free = [p for p in items if p.sku not in taken]
+    picks = rng.sample(free, PER_CLASS * 4)
+    changes: list[dict[str, str]] = []
+    for n, target in enumerate(picks[0:PER_CLASS]):
+        typed = target.sku.replace("-", "")
+        add("sku_no_separators", typed if n % 2 == 0 else typed.lower(), {target.sku: 3})
+    for n, target in enumerate(picks[PER_CLASS : 2 * PER_CLASS]):
+        longer = f"{target.sku}-{SKU_SUFFIXES[n % len(SKU_SUFFIXES)]}"
+        changes.append({"sku": target.sku, "new_sku": longer, "new_name": target.name})
+        add("sku_prefix", target.sku if n % 2 == 0 else target.sku.lower(), {longer: 3})
+    used_codes: set[str] = set()
+    renamed = {}
+    for n, target in enumerate(picks[2 * PER_CLASS : 3 * PER_CLASS]):
+        code = _model_code(rng)
+        while code in used_codes:
+            code = _model_code(rng)
+        used_codes.add(code)
+        renamed[target.sku] = f"{target.name} {code}"
+        changes.append({"sku": target.sku, "new_sku": target.sku, "new_name": renamed[target.sku]})
+        add("model_code", _typed_code(code, n), {target.sku: 3})
+    items = [replace(p, name=renamed.get(p.sku, p.name)) for p in items]
+    rare = _rare_words(items)
+    for word, target in rng.sample(rare, min(PER_CLASS, len(rare))):
+        add("rare_word", word, {target.sku: 3})
+    for n, target in enumerate(picks[3 * PER_CLASS : 4 * PER_CLASS]):
+        words = target.name.split()
+        partial = " ".join(words[1:] if n % 2 == 0 else words[:-1])
+        add(
+            "partial_name",
+            partial,
+            {
+                p.sku: 3 if f" {partial.lower()} " in f" {p.name.lower()} " else 1 if p.kind == target.kind else 0
+                for p in items
+            },
+        )
+    return changes
 
 
 def build_query_set(rows: int = CATALOG_ROWS, seed: int = 15) -> dict[str, Any]:
@@ -159,9 +267,12 @@ def build_query_set(rows: int = CATALOG_ROWS, seed: int = 15) -> dict[str, Any]:
                 ]
             ),
         )
+    taken = {p.sku for p in picks}
+    changes = _exact_intent_classes(items, taken, random.Random(seed + 1), add)
     return {
         "catalog_rows": rows,
         "built_by": "refarch_local.relevance.build_query_set (python -m refarch_local.relevance rebuilds it)",
+        "catalog_changes": changes,
         "queries": queries,
     }
 

@@ -22,8 +22,9 @@ from refarch.embeddings import Embedder
 from refarch.index.pgvector_index import PgVectorIndex
 from refarch.index.port import VectorRecord
 from refarch.products import embedding_text
+from refarch.search.fusion import EQUAL_RRF, FUSION, FusionSettings
 from refarch.search.service import SEARCH_MODES, FixedIndex, SearchService
-from refarch_local.relevance import CLASSES, HITS_AT, hit_at, load_query_set, ndcg
+from refarch_local.relevance import CLASSES, EXACT_INTENT, HITS_AT, hit_at, load_query_set, ndcg
 
 # The latency queries of the full benchmark (a mix of needs, names and single words).
 LATENCY_QUERIES = (
@@ -51,12 +52,19 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
-def embedded_catalog(dsn: str, rows: int, embedder: Embedder, *, batch: int = 64) -> None:
-    """Migrate, seed products 1..rows and index them with `embedder` directly (no queue: only search is measured)."""
+def embedded_catalog(
+    dsn: str, rows: int, embedder: Embedder, *, batch: int = 64, changes: Sequence[dict[str, str]] = ()
+) -> None:
+    """Migrate, seed products 1..rows, apply the query set's `catalog_changes` (new SKUs and names) and index
+    them with `embedder` directly (no queue: only search is measured)."""
     migrate(dsn)
     conn = connect(dsn)
     try:
         catalog.seed(conn, rows)
+        with conn, conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE products SET sku = %(new_sku)s, name = %(new_name)s WHERE sku = %(sku)s", list(changes)
+            )
         with conn, conn.cursor() as cur:
             cur.execute("SELECT id, sku, name, description, category, price, version FROM products ORDER BY id")
             found = cur.fetchall()
@@ -160,25 +168,38 @@ def search_latency(service: SearchService, *, queries: int, modes: Sequence[str]
     return result
 
 
-def relevance(service: SearchService, query_set: dict[str, Any]) -> dict[str, Any]:
-    """Mean nDCG@10 and hits@3 per query class and mode over the labelled set."""
-    with service.db.transaction() as conn, conn.cursor() as cur:
-        cur.execute("SELECT id, sku FROM products")
-        sku_of = dict(cur.fetchall())
+# The fusion settings the benchmark compares (the first is what RRF did before weights; FUSION is in use).
+FUSION_VARIANTS: dict[str, FusionSettings] = {
+    "equal RRF, no confident rule (the old fusion)": EQUAL_RRF,
+    "lexical weight 1.5": FusionSettings(lexical=1.5),
+    "lexical 1.5, confident lexical <= 5": FusionSettings(lexical=1.5, confident_lexical=5),
+    "lexical 1.5, confident lexical <= 20": FusionSettings(lexical=1.5, confident_lexical=20),
+    "lexical 2, confident lexical <= 20": FusionSettings(lexical=2.0, confident_lexical=20),
+    "lexical 1.5, confident lexical <= 40": FusionSettings(lexical=1.5, confident_lexical=40),
+    "in use (FUSION)": FUSION,
+}
+
+
+def _scores(
+    service: SearchService, query_set: dict[str, Any], modes: Sequence[str], sku_of: dict[int, str]
+) -> dict[str, Any]:
     scores: dict[str, dict[str, dict[str, list[float]]]] = {}
     for item in query_set["queries"]:
-        for mode in SEARCH_MODES:
+        for mode in modes:
             page = service.search(item["query"], k=10, mode=mode)
             ranked = [sku_of[h.product.id] for h in page.hits]
-            cell = scores.setdefault(item["class"], {}).setdefault(mode, {"ndcg": [], "hits": []})
+            cell = scores.setdefault(item["class"], {}).setdefault(mode, {"ndcg": [], "hit1": [], "hits": []})
             cell["ndcg"].append(ndcg(ranked, item["judgements"]))
+            cell["hit1"].append(1.0 if hit_at(ranked, item["judgements"], cutoff=1) else 0.0)
             cell["hits"].append(1.0 if hit_at(ranked, item["judgements"]) else 0.0)
     return {
         cls: {
             mode: {
                 "queries": len(cell["ndcg"]),
                 "ndcg_at_10": round(statistics.fmean(cell["ndcg"]), 3),
+                "hit_at_1": round(statistics.fmean(cell["hit1"]), 3),
                 f"hits_at_{HITS_AT}": round(statistics.fmean(cell["hits"]), 3),
+                "hit_at_1_count": int(sum(cell["hit1"])),
             }
             for mode, cell in scores[cls].items()
         }
@@ -187,19 +208,74 @@ def relevance(service: SearchService, query_set: dict[str, Any]) -> dict[str, An
     }
 
 
+def relevance(service: SearchService, query_set: dict[str, Any]) -> dict[str, Any]:
+    """nDCG@10, hit@1 and hits@3 per query class and mode over the labelled set."""
+    with service.db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, sku FROM products")
+        sku_of = dict(cur.fetchall())
+    return _scores(service, query_set, SEARCH_MODES, sku_of)
+
+
+def fusion_variants(service: SearchService, query_set: dict[str, Any]) -> dict[str, Any]:
+    """Hybrid's nDCG@10 and hit@1 per query class under each of FUSION_VARIANTS (same query vectors)."""
+    with service.db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, sku FROM products")
+        sku_of = dict(cur.fetchall())
+    result = {}
+    for label, settings in FUSION_VARIANTS.items():
+        variant = SearchService(service.db, service.targets, fusion=settings)
+        variant.embeddings = service.embeddings
+        result[label] = {cls: modes["hybrid"] for cls, modes in _scores(variant, query_set, ["hybrid"], sku_of).items()}
+    return result
+
+
+def exact_intent_hit_at_1(result: dict[str, Any], mode: str) -> float:
+    """hit@1 over every query of the exact-intent classes together."""
+    found = sum(result[cls][mode]["hit_at_1_count"] for cls in EXACT_INTENT if cls in result)
+    asked = sum(result[cls][mode]["queries"] for cls in EXACT_INTENT if cls in result)
+    return round(found / asked, 3) if asked else 0.0
+
+
 def relevance_markdown(result: dict[str, Any]) -> str:
-    """One table: a row per query class, nDCG@10 and hits@3 per mode, and whether hybrid met its target."""
+    """A row per query class, nDCG@10 and hit@1 per mode, and whether hybrid is at least the better single mode."""
     header = (
         "| Query class | "
-        + " | ".join(f"{m} nDCG@10 | {m} hits@{HITS_AT}" for m in SEARCH_MODES)
-        + " | hybrid ≥ best single mode |"
+        + " | ".join(f"{m} nDCG@10 | {m} hit@1" for m in SEARCH_MODES)
+        + " | hybrid ≥ best single mode (both) |"
     )
     lines = [header, "|" + " --- |" * (2 + 2 * len(SEARCH_MODES))]
     for cls, modes in result.items():
-        cells = " | ".join(f"{modes[m]['ndcg_at_10']:.3f} | {modes[m][f'hits_at_{HITS_AT}']:.2f}" for m in SEARCH_MODES)
-        best_single = max(modes["semantic"]["ndcg_at_10"], modes["lexical"]["ndcg_at_10"])
-        met = "yes" if modes["hybrid"]["ndcg_at_10"] >= best_single else "no"
-        lines.append(f"| {cls} ({modes['hybrid']['queries']}) | {cells} | {met} |")
+        cells = " | ".join(f"{modes[m]['ndcg_at_10']:.3f} | {modes[m]['hit_at_1']:.2f}" for m in SEARCH_MODES)
+        met = all(
+            modes["hybrid"][metric] >= max(modes["semantic"][metric], modes["lexical"][metric])
+            for metric in ("ndcg_at_10", "hit_at_1")
+        )
+        lines.append(f"| {cls} ({modes['hybrid']['queries']}) | {cells} | {'yes' if met else 'no'} |")
+    summary = ", ".join(f"{m} {exact_intent_hit_at_1(result, m):.3f}" for m in SEARCH_MODES)
+    return "\n".join(lines) + f"\n\nhit@1 over the exact-intent classes ({', '.join(EXACT_INTENT)}): {summary}\n"
+
+
+def fusion_variants_markdown(variants: dict[str, Any], singles: dict[str, Any]) -> str:
+    """A row per fusion setting: hybrid's exact-intent hit@1, misspelled and paraphrase nDCG@10, and where it
+    falls below the better single mode."""
+    lines = [
+        "| Fusion setting | exact-intent hit@1 | misspelled nDCG@10 | paraphrase nDCG@10"
+        " | classes below the better single mode |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, by_class in variants.items():
+        merged = {cls: {**singles[cls], "hybrid": cell} for cls, cell in by_class.items()}
+        below = [
+            cls
+            for cls, modes in merged.items()
+            if any(
+                modes["hybrid"][m] < max(modes["semantic"][m], modes["lexical"][m]) for m in ("ndcg_at_10", "hit_at_1")
+            )
+        ]
+        lines.append(
+            f"| {label} | {exact_intent_hit_at_1(merged, 'hybrid'):.3f} | {by_class['misspelled']['ndcg_at_10']:.3f}"
+            f" | {by_class['paraphrase']['ndcg_at_10']:.3f} | {', '.join(below) or 'none'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -261,9 +337,10 @@ def prepare_and_measure(
         f"[bold]search relevance[/bold]: {query_set['catalog_rows']} products, "
         f"{len(query_set['queries'])} labelled queries x {len(SEARCH_MODES)} modes …"
     )
-    embedded_catalog(dsn, query_set["catalog_rows"], embedder)
+    embedded_catalog(dsn, query_set["catalog_rows"], embedder, changes=query_set.get("catalog_changes", ()))
     service = SearchService(Database(dsn), FixedIndex(embedder, PgVectorIndex(Database(dsn), embedder.dimension)))
     results: dict[str, Any] = {"relevance": relevance(service, query_set)}
+    results["fusion_settings"] = fusion_variants(service, query_set)
     if latency_sizes:
         results["search_latency_by_mode"] = {}
         for size in latency_sizes:
@@ -287,7 +364,10 @@ def prepare_and_measure(
 
 def markdown(results: dict[str, Any]) -> str:
     """The relevance table, and the latency and cache tables when measured."""
-    parts = ["### Relevance (nDCG@10 and hits@3 per query class and mode)\n", relevance_markdown(results["relevance"])]
+    parts = ["### Relevance (nDCG@10 and hit@1 per query class and mode)\n\n", relevance_markdown(results["relevance"])]
+    if "fusion_settings" in results:
+        parts.append("\n### What each fusion setting does (hybrid)\n\n")
+        parts.append(fusion_variants_markdown(results["fusion_settings"], results["relevance"]))
     if "search_latency_by_mode" in results:
         parts.append(
             "\n### Search latency per mode (p50 / p95 ms, k = 10; with the query embedding, and with the"

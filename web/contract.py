@@ -168,7 +168,8 @@ class SearchResult(Product):
         "plus 1 for an exact SKU match. Null when listing."
     )
     ranks: dict[str, Annotated[int, Field(ge=1)]] = Field(
-        description="The lists the result came from (semantic, lexical, sku) and its 1-based rank in each; "
+        description="The lists the result came from (semantic, lexical, code: a SKU or model code that starts "
+        "with the query however it is typed, sku: the exact SKU) and its 1-based rank in each; "
         "empty when listing",
         examples=[{"semantic": 3, "lexical": 1}],
     )
@@ -183,6 +184,10 @@ class SearchPage(Answer):
     fallback_reason: str | None = Field(
         description="Why `mode` differs from `requested_mode` (the embedding service or the vector index is "
         "unavailable); else null"
+    )
+    did_you_mean: str | None = Field(
+        description="When no word of the query matched, the query with its misspelled words corrected from the "
+        "closest product names; the lexical results are those of the corrected query. Else null"
     )
     page: int
     k: int

@@ -3,9 +3,11 @@
 - semantic: the query's vector (cached per model, `refarch.search.query_embeddings`) against the vector index
   of the active index generation, embedded by that generation's model (`refarch.generations.targets`, re-read
   every few seconds: a `refarch reindex --switch` needs no restart).
-- lexical: Postgres full-text search on the row's own text (`refarch.search.lexical`).
-- hybrid (default): both lists, fused with Reciprocal Rank Fusion (`refarch.search.fusion`); a product
-  whose SKU is exactly the query comes first.
+- lexical: Postgres full-text search on the row's own text (`refarch.search.lexical`), after the products
+  whose SKU or model code starts with the query read as a code; when nothing matches, the query with its
+  misspelled words corrected from the closest product names (`SearchPage.did_you_mean`).
+- hybrid (default): both lists, fused with weighted Reciprocal Rank Fusion (`refarch.search.fusion`); code
+  matches, then a short (confident) lexical list, come first.
 When the embedding service or the vector index (Pinecone) is down, a hybrid or semantic search
 answers in lexical mode and says so (`SearchPage.fallback_reason`) instead of failing: the text
 it ranks is in Postgres, which is still there.
@@ -27,7 +29,8 @@ from refarch.index.port import SearchFilter, VectorIndex
 from refarch.input_errors import TEXT_PATTERN, field_messages
 from refarch.observability import logger
 from refarch.search import lexical
-from refarch.search.fusion import FusedHit, reciprocal_rank_fusion
+from refarch.search.fusion import FUSION, FusedHit, FusionSettings, reciprocal_rank_fusion
+from refarch.search.lexical import LexicalLists
 from refarch.search.query_embeddings import EmbeddingUnavailableError, QueryEmbeddings
 
 MAX_QUERY_CHARS = 512
@@ -99,6 +102,7 @@ class SearchPage:
     mode: SearchMode = DEFAULT_MODE
     requested_mode: SearchMode = DEFAULT_MODE
     fallback_reason: str | None = None
+    did_you_mean: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -107,6 +111,7 @@ class SearchPage:
             "mode": self.mode,
             "requested_mode": self.requested_mode,
             "fallback_reason": self.fallback_reason,
+            "did_you_mean": self.did_you_mean,
             "page": self.page,
             "k": self.k,
             "total": self.total,
@@ -184,9 +189,11 @@ class SearchRequest(ListingRequest):
     mode: Annotated[
         SearchMode,
         Field(
-            description="hybrid: the semantic and the lexical ranking fused by Reciprocal Rank Fusion, an exact "
-            "SKU match first; semantic: the vector index alone; lexical: Postgres full-text search alone "
-            '(websearch syntax: "quoted phrase", -exclude, or). Filters and paging work the same in every mode.'
+            description="hybrid: the semantic and the lexical ranking fused by weighted Reciprocal Rank Fusion, "
+            "SKU and model-code matches and a short lexical list first; semantic: the vector index alone; lexical: "
+            'Postgres full-text search alone (websearch syntax: "quoted phrase", -exclude, or), after SKU and '
+            "model-code matches, misspellings corrected when nothing matches. Filters and paging work the same "
+            "in every mode."
         ),
     ] = DEFAULT_MODE
 
@@ -222,8 +229,10 @@ class FixedIndex:
 class SearchService:
     """The one search implementation (web page, JSON API, `refarch search`, benchmarks)."""
 
-    def __init__(self, db: Database, targets: ActiveIndex) -> None:
+    def __init__(self, db: Database, targets: ActiveIndex, *, fusion: FusionSettings = FUSION) -> None:
         self.db = db
+        # How hybrid fuses its lists (the benchmark compares settings; everything else uses FUSION).
+        self.fusion = fusion
         # The active index generation, looked up per request (cached briefly): a switch needs no restart.
         self.targets = targets
         # Query vectors, cached per (model id, text): a switch to another model never reuses the old model's.
@@ -289,20 +298,23 @@ class SearchService:
                 logger.warning("embedding service unavailable: searching lexically", extra={"error": str(err)})
                 used, fallback = "lexical", EMBEDDING_OUTAGE_MESSAGE
         depth = end + 1
+        lists: LexicalLists | None = None
         ranked: list[FusedHit] | None = None
         if vector is not None and index is not None:
             try:
                 if used == "semantic":
                     ranked = self._semantic(index, vector, search_filter, depth=depth)
                 else:
-                    ranked = self._hybrid(index, query, vector, search_filter, depth=depth)
+                    lists = self._lexical_lists(query, search_filter, depth=depth)
+                    ranked = self._hybrid(index, lists, vector, search_filter, depth=depth)
             except Exception as err:
                 if not is_vector_index_outage(err):
                     raise
                 logger.warning("vector index unavailable: searching lexically", extra={"error": str(err)})
                 used, fallback = "lexical", VECTOR_INDEX_OUTAGE_MESSAGE
         if ranked is None:  # lexical asked for, or a provider is down
-            ranked = self._lexical(query, search_filter, depth=depth)
+            lists = lists or self._lexical_lists(query, search_filter, depth=depth)
+            ranked = self._lexical(lists, depth=depth)
         window = ranked[offset:end]
         with self.db.transaction() as conn:
             rows = products.get_many(conn, [h.id for h in window])
@@ -320,13 +332,24 @@ class SearchService:
             mode=used,
             requested_mode=requested,
             fallback_reason=fallback,
+            did_you_mean=lists.corrected if lists else None,
         )
 
-    def _lexical(self, query: str, search_filter: SearchFilter, *, depth: int) -> list[FusedHit]:
-        """Full-text ranking to `depth` results (fewer when fewer match)."""
+    def _lexical_lists(self, query: str, search_filter: SearchFilter, *, depth: int) -> LexicalLists:
+        """What Postgres ranks for `query`, each list to at least FUSION_DEPTH."""
         with self.db.transaction() as conn:
-            ranked = lexical.ranked_ids(conn, query, limit=depth, search_filter=search_filter)
-        return [FusedHit(pid, rank, {"lexical": n}) for n, (pid, rank) in enumerate(ranked, start=1)]
+            return lexical.lists(conn, query, limit=max(depth, FUSION_DEPTH), search_filter=search_filter)
+
+    def _lexical(self, lists: LexicalLists, *, depth: int) -> list[FusedHit]:
+        """Code matches, then the full-text ranking, to `depth` results (fewer when fewer match)."""
+        hits = [FusedHit(pid, 1.0, {"code": n}) for n, pid in enumerate(lists.codes, start=1)]
+        seen = set(lists.codes)
+        hits += [
+            FusedHit(pid, rank, {"lexical": n})
+            for n, (pid, rank) in enumerate(lists.ranked, start=1)
+            if pid not in seen
+        ]
+        return hits[:depth]
 
     def _semantic(
         self, index: VectorIndex, vector: list[float], search_filter: SearchFilter, *, depth: int
@@ -336,16 +359,18 @@ class SearchService:
         return [FusedHit(m.id, m.score, {"semantic": n}) for n, m in enumerate(matches, start=1)]
 
     def _hybrid(
-        self, index: VectorIndex, query: str, vector: list[float], search_filter: SearchFilter, *, depth: int
+        self, index: VectorIndex, lists: LexicalLists, vector: list[float], search_filter: SearchFilter, *, depth: int
     ) -> list[FusedHit]:
-        """Both rankings, each to at least FUSION_DEPTH, fused by RRF; an exact SKU match first."""
+        """Both rankings, each to at least FUSION_DEPTH, fused by weighted RRF; code matches and a confident
+        lexical list first."""
         fused_depth = min(MAX_DEPTH + 1, max(FUSION_DEPTH, depth))
         matches = index.query(vector, top_k=fused_depth, filter=search_filter)
-        with self.db.transaction() as conn:
-            ranked = lexical.ranked_ids(conn, query, limit=fused_depth, search_filter=search_filter)
-            sku_match = lexical.exact_sku(conn, query, search_filter=search_filter)
+        lexical_ids = [pid for pid, _ in lists.ranked]
         return reciprocal_rank_fusion(
-            {"semantic": [m.id for m in matches], "lexical": [pid for pid, _ in ranked]}, exact_sku=sku_match
+            {"semantic": [m.id for m in matches], "lexical": lexical_ids, "code": lists.codes},
+            exact_sku=lists.exact_sku,
+            first=[*lists.codes, *self.fusion.leading(lexical_ids)],
+            settings=self.fusion,
         )
 
     def _list(

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from refarch_local.relevance import CLASSES
+
 pytestmark = pytest.mark.slow
 
 
@@ -87,7 +89,7 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     assert all(set(by_mode) == {"hybrid", "semantic", "lexical"} for by_mode in report["search_latency"].values())
     # Relevance was measured for every query class in every mode, and a repeated query cost no embedding
     relevance = report["search"]["relevance"]
-    assert set(relevance) == {"paraphrase", "exact_name", "sku", "brand", "attribute", "misspelled"}
+    assert set(relevance) == set(CLASSES)
     assert all(set(by_mode) == {"hybrid", "semantic", "lexical"} for by_mode in relevance.values())
     cache = report["search"]["query_cache"]
     assert cache["repeated"]["embedding_requests"] == 0 < cache["fresh"]["embedding_requests"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refarch.search.fusion import EXACT_SKU_BONUS, RRF_K, reciprocal_rank_fusion
+from refarch.search.fusion import EXACT_SKU_BONUS, RRF_K, FusionSettings, reciprocal_rank_fusion
 
 
 def rrf(*ranks: int) -> float:
@@ -53,3 +53,43 @@ def test_reciprocal_rank_fusion(rankings, exact_sku, expected):
     assert [(h.id, h.ranks) for h in fused] == [(pid, ranks) for pid, _, ranks in expected]
     assert [h.score for h in fused] == pytest.approx([score for _, score, _ in expected])
     assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected_order"),
+    [
+        # Equal weights: found by both beats first place in one; ties by id.
+        (FusionSettings(), [2, 1, 3]),
+        # Lexical weighs more: its first place beats semantic's first place.
+        (FusionSettings(lexical=1.5), [2, 3, 1]),
+    ],
+)
+def test_each_list_counts_with_its_weight(settings, expected_order):
+    # Given a semantic and a lexical list, When fused with weights per list
+    fused = reciprocal_rank_fusion({"semantic": [1, 2], "lexical": [3, 2]}, settings=settings)
+    # Then each list adds weight / (k + rank)
+    assert [h.id for h in fused] == expected_order
+    assert fused[0].score == pytest.approx(settings.semantic / (RRF_K + 2) + settings.lexical / (RRF_K + 2))
+
+
+def test_products_that_lead_come_first_in_their_order_after_the_exact_sku():
+    # Given semantic noise ranking other products high, an exact SKU match and two leaders
+    rankings = {"semantic": [5, 6, 7, 8], "lexical": [8, 7]}
+    # When fused
+    fused = reciprocal_rank_fusion(rankings, exact_sku=9, first=[8, 7, 9])
+    # Then the SKU match, then the leaders in order, then the rest by RRF
+    assert [h.id for h in fused] == [9, 8, 7, 5, 6]
+    assert fused[0].ranks == {"sku": 1}
+
+
+@pytest.mark.parametrize(
+    ("confident_lexical", "lexical", "leading"),
+    [
+        (0, [4], []),  # the rule off
+        (3, [], []),  # nothing matched: nothing to lead
+        (3, [4, 5, 6], [4, 5, 6]),  # few matches: the query's words are rare, the matches are sure
+        (3, [4, 5, 6, 7], []),  # many matches: common words, let fusion decide
+    ],
+)
+def test_a_short_lexical_list_leads(confident_lexical, lexical, leading):
+    assert FusionSettings(confident_lexical=confident_lexical).leading(lexical) == leading

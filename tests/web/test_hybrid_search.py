@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
+import psycopg2
 import pytest
 
+from refarch import products
 from refarch.search.service import SEARCH_MODES
+from tests.web.conftest import index_now
 
 
 def results(client, **params) -> list[dict]:
@@ -108,3 +112,45 @@ def test_the_page_has_a_ranking_control_and_shows_where_each_result_came_from(cl
     lexical = client.get("/", query_string={"q": "skillet", "mode": "lexical"}).get_data(as_text=True)
     assert re.search(r'<option value="lexical"\s+selected>', lexical)
     assert "best keyword matches first" in lexical
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "lexical"])
+def test_a_sku_or_model_code_is_found_however_it_is_typed(client, dsn, runtime, indexed_catalog, mode):
+    # Given a product with a model code in its name and a SKU with a suffix
+    conn = psycopg2.connect(dsn)
+    with conn:
+        added = products.create(
+            conn,
+            {
+                "sku": "AU-1234-C",
+                "name": "Nimbus WH-1000XM5 Headphones",
+                "category": "electronics",
+                "price": Decimal("349.00"),
+                "description": "Over-ear headphones.",
+            },
+        )
+    conn.close()
+    index_now(runtime, [added.id])
+    # When searching for the SKU without separators, its first part, or the code as people type it
+    for query in ("AU1234C", "au 1234-c", "AU-1234", "wh1000xm5", "WH-1000XM5"):
+        found = results(client, q=query, mode=mode)
+        # Then that product is first, marked as a code match
+        assert found[0]["sku"] == "AU-1234-C", query
+        assert found[0]["ranks"]["code"] == 1
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "lexical"])
+def test_a_misspelled_name_is_corrected_and_the_page_says_did_you_mean(client, indexed_catalog, mode):
+    # When searching with a letter dropped from each word of a product's name, which no word matches
+    body = client.get("/api/search", query_string={"q": "wireles earbds", "mode": mode}).get_json()
+    # Then the corrected query is offered, and the product it names comes first
+    assert body["did_you_mean"] == "wireless earbuds"
+    assert body["results"][0]["sku"] == "EL-1"
+    # And the page says so, with a link to the corrected query
+    html = client.get("/", query_string={"q": "wireles earbds", "mode": mode}).get_data(as_text=True)
+    assert 'id="search-did-you-mean"' in html and "q=wireless+earbuds" in html
+
+
+def test_a_query_that_matches_offers_no_correction(client, indexed_catalog):
+    body = client.get("/api/search", query_string={"q": "wireless earbuds"}).get_json()
+    assert body["did_you_mean"] is None
