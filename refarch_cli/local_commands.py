@@ -140,7 +140,8 @@ def bench_search(sizes: str, queries: int, json_path: Path | None, markdown_path
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results here.")
 def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None) -> None:
     """Inject faults into the local stack; each scenario ends with a full convergence check."""
-    from refarch_local.chaos import SCENARIOS, run_chaos
+    from refarch_local.chaos import run_chaos
+    from refarch_local.chaos_scenarios import SCENARIOS
 
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:

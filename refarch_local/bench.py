@@ -149,7 +149,7 @@ class Bench:
         self.results["machine"] = machine_description()
         return self.results
 
-    def _count(self, sql: str, params: tuple = ()) -> int:
+    def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         conn = connect(self.supervisor.dsn)
         try:
             with conn.cursor() as cur:

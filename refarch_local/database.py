@@ -6,10 +6,9 @@ import logging
 import os
 from pathlib import Path
 
-import pgserver
-
 # pgserver creates its command wrappers (pg_ctl, initdb, ...) at import time, so they are not visible to mypy.
 from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
+from pgserver.postgres_server import PostgresServer, get_server
 
 # pgserver logs every step at INFO through the root logger; keep the console for our own output.
 logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -20,14 +19,14 @@ class LocalDatabase:
 
     def __init__(self, home: Path) -> None:
         self.pgdata = Path(home).resolve() / "pgdata"
-        self._server: pgserver.PostgresServer | None = None
+        self._server: PostgresServer | None = None
         self.dsn = ""
 
     def start(self) -> str:
         """Start the server if needed and return its DSN (a Unix socket, no TCP port)."""
         self.pgdata.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
-        self._server = pgserver.get_server(self.pgdata)
+        self._server = get_server(self.pgdata)
         self.dsn = self._server.get_uri()
         return self.dsn
 

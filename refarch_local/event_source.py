@@ -133,13 +133,14 @@ class EventSourcePoller:
 
     def receive(self, wait_seconds: int = RECEIVE_WAIT_SECONDS, *, limit: int | None = None) -> list[dict[str, Any]]:
         """One (long) poll for up to `limit` messages (default: a batch, at most 10)."""
-        return self.client.receive_message(
+        messages: list[dict[str, Any]] = self.client.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=limit or min(self.batch_size, RECEIVE_MAX),
             WaitTimeSeconds=wait_seconds,
             AttributeNames=["All"],
             MessageSystemAttributeNames=["All"],
         ).get("Messages", [])
+        return messages
 
     def poll_once(self, handler: Any) -> int:
         """Receive one batch without waiting and invoke the handler with it; return its record count (tests, tools)."""

@@ -14,7 +14,8 @@ Handler = Callable[[dict[str, Any], Any], Any]
 def load_handler(handler: str) -> Handler:
     """`package.module.function` -> the function (imported by name, as the Lambda runtime does)."""
     module_name, _, function_name = handler.rpartition(".")
-    return getattr(importlib.import_module(module_name), function_name)
+    function: Handler = getattr(importlib.import_module(module_name), function_name)
+    return function
 
 
 @dataclass

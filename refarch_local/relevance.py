@@ -279,14 +279,16 @@ def build_query_set(rows: int = CATALOG_ROWS, seed: int = 15) -> dict[str, Any]:
 
 def load_query_set(path: Path = QUERY_SET_PATH) -> dict[str, Any]:
     """The stored query set."""
-    return json.loads(path.read_text())
+    query_set: dict[str, Any] = json.loads(path.read_text())
+    return query_set
 
 
 def ndcg(ranked_skus: Sequence[str], judgements: dict[str, int], cutoff: int = CUTOFF) -> float:
     """Normalised discounted cumulative gain at `cutoff` with graded gains 2^grade - 1."""
 
     def dcg(grades: Sequence[int]) -> float:
-        return sum((2**g - 1) / math.log2(position + 2) for position, g in enumerate(grades[:cutoff]))
+        total: float = sum((2**g - 1) / math.log2(position + 2) for position, g in enumerate(grades[:cutoff]))
+        return total
 
     ideal = dcg(sorted(judgements.values(), reverse=True))
     return dcg([judgements.get(sku, 0) for sku in ranked_skus]) / ideal if ideal else 0.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import subprocess
 
-from pgserver._commands import POSTGRES_BIN_PATH  # type: ignore[attr-defined]
+from pgserver._commands import POSTGRES_BIN_PATH
 
 PG_DUMP = POSTGRES_BIN_PATH / "pg_dump"
 

@@ -61,7 +61,7 @@ class LocalSqsServer:
     def start(self) -> LocalSqsServer:
         """Serve in a background thread of this process."""
         os.environ["MOTO_PORT"] = str(self.port)
-        from moto.server import DomainDispatcherApplication, create_backend_app
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -133,7 +133,7 @@ class LocalSqsServer:
         deadline = time.monotonic() + wait
         response: dict[str, Any] = {}
 
-        def capture(status: str, headers: list, exc_info: Any = None) -> None:
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
             response.update(status=status, headers=headers)
 
         while True:
@@ -179,6 +179,7 @@ def _speed_up_moto() -> None:
     delete.
     """
     import moto.sqs.models as sqs_models
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid
 
     if getattr(sqs_models, "_refarch_patched", False):  # once per process, however many servers start
         return
@@ -191,9 +192,11 @@ def _speed_up_moto() -> None:
         )
     sqs_models._refarch_patched = True  # type: ignore[attr-defined]
 
-    original_ms, original_s = sqs_models.unix_time_millis, sqs_models.unix_time
-    sqs_models.unix_time_millis = lambda dt=None: time.time() * 1000.0 if dt is None else original_ms(dt)
-    sqs_models.unix_time = lambda dt=None: time.time() if dt is None else original_s(dt)
+    # moto.sqs.models imports unix_time(_millis) from moto.core.utils without re-exporting them; the patch must
+    # replace the names that module looks up, so mypy's implicit-reexport check is silenced on these lines only.
+    original_ms, original_s = sqs_models.unix_time_millis, sqs_models.unix_time  # type: ignore[attr-defined]
+    sqs_models.unix_time_millis = lambda dt=None: time.time() * 1000.0 if dt is None else original_ms(dt)  # type: ignore[attr-defined]
+    sqs_models.unix_time = lambda dt=None: time.time() if dt is None else original_s(dt)  # type: ignore[attr-defined]
 
     def counts(queue: Any) -> tuple[int, int, int]:
         """(visible, not visible, delayed) in one pass with one clock reading, reused while nothing changed."""
@@ -202,7 +205,8 @@ def _speed_up_moto() -> None:
         key = (len(queue._messages), len(queue.pending_messages))
         now = time.monotonic()
         if cache[1] == key and now - cache[0] <= 0.05:
-            return cache[2]
+            cached: tuple[int, int, int] = cache[2]
+            return cached
         clock = time.time() * 1000.0
         visible = not_visible = delayed = 0
         for m in queue._messages:
@@ -217,7 +221,7 @@ def _speed_up_moto() -> None:
 
     queue_class = sqs_models.Queue
 
-    def visible_messages(queue: Any) -> list:
+    def visible_messages(queue: Any) -> list[Any]:
         now = time.time() * 1000.0  # one clock reading per scan, not two per message
         return [m for m in queue._messages if now > m.visible_at and not now < m.delayed_until]
 
@@ -226,7 +230,8 @@ def _speed_up_moto() -> None:
     def retained(backend: Any, queue_name: str, message: Any) -> bool:
         # moto computes every queue attribute (three scans of every message) to read this one, per message received.
         retention = int(backend.get_queue(queue_name).message_retention_period)
-        return retention + message.sent_timestamp / 1000 > time.time()
+        kept: bool = retention + message.sent_timestamp / 1000 > time.time()
+        return kept
 
     sqs_models.SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign, assignment]
 
@@ -240,7 +245,7 @@ def _speed_up_moto() -> None:
                 queue.deleted_messages.update(message.all_receipt_handles)
                 queue._messages = queue._messages[:position] + queue._messages[position + 1 :]
                 return
-        raise sqs_models.ReceiptHandleIsInvalid()
+        raise ReceiptHandleIsInvalid()
 
     queue_class.delete_message = delete_message  # type: ignore[method-assign, assignment]
     queue_class.approximate_number_of_messages = property(lambda queue: counts(queue)[0])  # type: ignore[method-assign, assignment]

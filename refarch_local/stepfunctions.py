@@ -75,12 +75,16 @@ def run_bootstrap(
     execution_input: dict[str, Any] = {"fresh": fresh, "generation": generation}
     if range_size:
         execution_input["range_size"] = range_size
-    return local_state_machines(time_scale=time_scale, on_result=batch_done).run("Bootstrap", execution_input)
+    output: dict[str, Any] = local_state_machines(time_scale=time_scale, on_result=batch_done).run(
+        "Bootstrap", execution_input
+    )
+    return output
 
 
 def run_reconcile(*, repair: bool, time_scale: float = 1.0) -> dict[str, Any]:
     """Run one reconcile execution: every shard compared (and repaired), then the summed report."""
-    return local_state_machines(time_scale=time_scale).run("Reconcile", {"repair": repair})
+    output: dict[str, Any] = local_state_machines(time_scale=time_scale).run("Reconcile", {"repair": repair})
+    return output
 
 
 def run_reindex(*, time_scale: float = 1.0, timeout_seconds: float | None = None) -> dict[str, Any]:
@@ -88,5 +92,8 @@ def run_reindex(*, time_scale: float = 1.0, timeout_seconds: float | None = None
 
     That is Start's output ({generation, needed}) when nothing was needed, else Switch's ({previous, active}).
     """
-    output = local_state_machines(time_scale=time_scale).run("Reindex", {}, timeout_seconds=timeout_seconds)
-    return output.get("switched", output)
+    output: dict[str, Any] = local_state_machines(time_scale=time_scale).run(
+        "Reindex", {}, timeout_seconds=timeout_seconds
+    )
+    last: dict[str, Any] = output.get("switched", output)
+    return last

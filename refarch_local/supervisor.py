@@ -43,7 +43,8 @@ def free_port() -> int:
     """Any free TCP port on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 # A component exits with this code when its configuration can never work (e.g. a dimension
@@ -102,7 +103,7 @@ class Component:
     log: Path
     env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
     ready_file: str | None = None  # created under REFARCH_HOME once the process is ready
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
 

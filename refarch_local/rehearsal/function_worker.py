@@ -56,7 +56,7 @@ class RecordingEnviron(MutableMapping[str, str]):
         self._note(key)
         return self._environ[key]
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self._note(key)
         return self._environ.get(key, default)
 

@@ -112,7 +112,7 @@ class FunctionWorker:
         if not line:
             code = self.process.wait()
             return {"error_type": "Runtime.ExitError", "error_message": f"{self.function.name} exited with {code}"}
-        message = json.loads(line)
+        message: dict[str, Any] = json.loads(line)
         self.env_reads.update(message.get("env_reads", []))
         return message
 

@@ -328,7 +328,8 @@ class Rehearsal:
         )
         if "switched" not in output:
             raise RehearsalFailed(f"the re-index did not switch: {output}")
-        return output["switched"]
+        switched: dict[str, Any] = output["switched"]
+        return switched
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -336,10 +337,12 @@ class Rehearsal:
         """The execution input a custom resource's StartExecution call gives (its Create action's parameters)."""
         [(key, resource)] = list(self.assembly.resources(resource_type))
         create = json.loads(self.resolver.resolve_text(key.stack, resource["Properties"]["Create"]))
-        return json.loads(create["parameters"]["input"])
+        execution_input: dict[str, Any] = json.loads(create["parameters"]["input"])
+        return execution_input
 
     def _secret_value(self, arn: str) -> str:
-        return self.cloud.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        secret: str = self.cloud.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        return secret
 
     def _admin_dsn(self) -> str:
         return with_database(self.cloud.database.dsn, self.cloud.master_database)

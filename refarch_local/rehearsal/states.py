@@ -314,8 +314,10 @@ class _StatesClient:
 
 _routing_lock = threading.Lock()
 _active: list[StateMachines] = []
-_original_client_for = lambda_eval_utils.boto_client_for
-_original_retry_time = retrier_decl.time
+# These modules import boto_client_for and time without re-exporting them; the patches below must replace the
+# names those modules look up, so mypy's implicit-reexport check (attr-defined) is silenced on those lines only.
+_original_client_for = lambda_eval_utils.boto_client_for  # type: ignore[attr-defined]
+_original_retry_time = retrier_decl.time  # type: ignore[attr-defined]
 _original_wait = WaitFunction._wait_interval
 
 
@@ -358,9 +360,9 @@ def routed(machines: StateMachines) -> Iterator[None]:
     """While inside, the interpreter's Lambda and Step Functions calls go to `machines` (one executor at a time)."""
     with _routing_lock:
         _active.append(machines)
-        lambda_eval_utils.boto_client_for = _client_for  # type: ignore[assignment]
-        state_task_service_sfn.boto_client_for = _client_for  # type: ignore[assignment]
-        retrier_decl.time = _ScaledSleep()  # type: ignore[assignment]
+        lambda_eval_utils.boto_client_for = _client_for  # type: ignore[attr-defined]
+        state_task_service_sfn.boto_client_for = _client_for  # type: ignore[attr-defined]
+        retrier_decl.time = _ScaledSleep()  # type: ignore[attr-defined, assignment]
         WaitFunction._wait_interval = _scaled_wait  # type: ignore[method-assign]
     try:
         yield
@@ -368,7 +370,7 @@ def routed(machines: StateMachines) -> Iterator[None]:
         with _routing_lock:
             _active.remove(machines)
             if not _active:
-                lambda_eval_utils.boto_client_for = _original_client_for
-                state_task_service_sfn.boto_client_for = _original_client_for
-                retrier_decl.time = _original_retry_time
+                lambda_eval_utils.boto_client_for = _original_client_for  # type: ignore[attr-defined]
+                state_task_service_sfn.boto_client_for = _original_client_for  # type: ignore[attr-defined]
+                retrier_decl.time = _original_retry_time  # type: ignore[attr-defined]
                 WaitFunction._wait_interval = _original_wait  # type: ignore[method-assign]

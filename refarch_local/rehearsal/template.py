@@ -113,7 +113,8 @@ class Assembly:
     def resource(self, key: ResourceKey) -> dict[str, Any]:
         """The resource with this key."""
         try:
-            return self.templates[key.stack]["Resources"][key.logical_id]
+            resource: dict[str, Any] = self.templates[key.stack]["Resources"][key.logical_id]
+            return resource
         except KeyError:
             raise TemplateError(f"no resource {key} in the assembly at {self.outdir}") from None
 
@@ -401,7 +402,8 @@ class Resolver:
 
     def _join(self, stack: str, argument: list[Any]) -> str:
         delimiter, parts = argument
-        return delimiter.join(self.resolve_text(stack, p) for p in self.resolve(stack, parts))
+        joined: str = delimiter.join(self.resolve_text(stack, p) for p in self.resolve(stack, parts))
+        return joined
 
     def _sub(self, stack: str, argument: Any) -> str:
         text, variables = (argument, {}) if isinstance(argument, str) else argument

@@ -76,7 +76,8 @@ def matches_filter(query_filter: dict[str, Any], metadata: dict[str, Any]) -> bo
 def _field_matches(op: str, operand: Any, present: bool, value: Any) -> bool:
     values = value if isinstance(value, list) else [value]
     if op == "$exists":
-        return present == operand
+        exists: bool = present == operand
+        return exists
     if op == "$eq":
         return present and any(_same(v, operand) for v in values)
     if op == "$ne":
