@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 import string
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,7 @@ class LocalCloud:
     assembly: Assembly
     home: Path
     database: LocalDatabase = field(init=False)
+    _database_dir: Path = field(init=False)
     aws: IamEnforcedAws = field(init=False)
     openai: OpenAIStandIn = field(init=False)
     pinecone: PineconeStandIn = field(init=False)
@@ -72,7 +75,10 @@ class LocalCloud:
     def start(self) -> LocalCloud:
         """Start Postgres, the AWS API (moto's server, IAM enforced) and the stand-ins (the Pinecone index of the
         template's dimension)."""
-        self.database = LocalDatabase(self.home)
+        # Postgres listens on a Unix socket in its data directory, and a socket path may hold at most
+        # 107 bytes: the database lives in a short temporary directory, not under a deep home.
+        self._database_dir = Path(tempfile.mkdtemp(prefix="refarch-rehearsal-pg-"))
+        self.database = LocalDatabase(self._database_dir)
         self.database.start()
         self.aws = IamEnforcedAws.start(self.home / "aws")
         self.openai = OpenAIStandIn().start()
@@ -85,6 +91,7 @@ class LocalCloud:
         self.openai.stop()
         self.aws.stop()
         self.database.stop()
+        shutil.rmtree(self._database_dir, ignore_errors=True)
 
     @property
     def endpoint(self) -> str:

@@ -111,12 +111,15 @@ class Rehearsal:
         self.cloud = LocalCloud(assembly, options.home)
         self.deadline = time.monotonic() + options.timeout_seconds
         self.steps: dict[str, Any] = {}
+        self.calls = (0, 0)  # (checked, denied), read from the AWS API when the run ends
 
     def run(self) -> dict[str, Any]:
         """Every step in order; the summary (RehearsalFailed when a step fails)."""
         with ExitStack() as stack:
             self.cloud.start()
             stack.callback(self.cloud.stop)
+            # Read before the AWS API stops (callbacks run last in, first out): a failed run reports them too.
+            stack.callback(self._count_calls)
             self.resolver = self.cloud.provision()
             # Every runtime role gets an IAM user with exactly its policies: each call is authorized as on AWS.
             self.cloud.aws.grant_runtime_roles(self.assembly, self.resolver)
@@ -147,12 +150,13 @@ class Rehearsal:
                 self.cloud.aws.assert_no_denials()
             except PermissionsMissing as missing:
                 raise RehearsalFailed(str(missing)) from None
+            self._count_calls()
             return self.partial_summary()
 
     def partial_summary(self) -> dict[str, Any]:
         """The summary of the steps done so far."""
         machines = getattr(self, "machines", None)
-        checked, denied = self.cloud.aws.counts() if machines else (0, 0)
+        checked, denied = self.calls
         return {
             "executions": machines.counts.started if machines else 0,
             "executions_failed": machines.counts.failed if machines else 0,
@@ -191,6 +195,9 @@ class Rehearsal:
             endpoints=endpoints,
             workdir=self.options.home / "functions",
         )
+
+    def _count_calls(self) -> None:
+        self.calls = self.cloud.aws.counts()
 
     def _credentials(self, role: ResourceKey | None) -> dict[str, str]:
         """The environment a runtime signs its AWS calls with: its role's IAM user's keys."""

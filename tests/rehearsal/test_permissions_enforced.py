@@ -20,6 +20,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from cdk_app.config import DEV
 from lambdas import emu as emu_handler
 from refarch.generations.reindex_flow import lanes_idle
 from refarch.lanes import topology
@@ -63,7 +64,8 @@ from refarch_local.rehearsal.template import (
 
 # Values of the local secrets: RDS-style JSON for the database logins, plain text for the rest.
 DATABASE_SECRET = {"username": "local", "password": "local-only", "host": "127.0.0.1", "port": 5432}
-API_KEY_SECRETS = ("refarch/openai-api-key", "refarch/pinecone-api-key")
+# The API key secrets the operator creates before a deploy, by the dev stage's names (the assembly tested).
+API_KEY_SECRETS = (DEV.search.openai_secret_name, DEV.search.pinecone_secret_name)
 
 
 def _fallback(key: ResourceKey, resource: dict[str, Any]) -> LocalResource:

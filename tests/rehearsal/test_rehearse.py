@@ -26,6 +26,7 @@ def test_the_rehearsal_passes_and_prints_its_summary_last(tmp_path: Path) -> Non
         check=False,
     )
     # Then it passes, and its last line is the summary: every step, every execution succeeded
+    assert done.stdout.strip(), f"no summary (exit {done.returncode}): {done.stderr[-3000:]}"
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert done.returncode == 0 and summary["ok"], summary
     assert list(summary["steps"]) == ["upgrades", "migrate", "bootstrap", "edit", "reconcile", "reindex"]
