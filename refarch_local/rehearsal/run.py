@@ -118,7 +118,8 @@ class Rehearsal:
         with ExitStack() as stack:
             self.cloud.start()
             stack.callback(self.cloud.stop)
-            # Read before the AWS API stops (callbacks run last in, first out): a failed run reports them too.
+            # Read once every runtime has stopped and before the AWS API does (callbacks run last in,
+            # first out), whether the run passed or failed.
             stack.callback(self._count_calls)
             self.resolver = self.cloud.provision()
             # Every runtime role gets an IAM user with exactly its policies: each call is authorized as on AWS.
@@ -150,8 +151,7 @@ class Rehearsal:
                 self.cloud.aws.assert_no_denials()
             except PermissionsMissing as missing:
                 raise RehearsalFailed(str(missing)) from None
-            self._count_calls()
-            return self.partial_summary()
+        return self.partial_summary()
 
     def partial_summary(self) -> dict[str, Any]:
         """The summary of the steps done so far."""
