@@ -3,7 +3,8 @@
 The set is built from the seed catalog (`refarch.catalog`) and stored in the repository
 (`bench/relevance_queries.json`), so a change to the catalog or to this builder shows up as a diff.
 Judgements come from what each product *is* (its kind, brand, name and traits, as the catalog
-generated them), never from what a search returned:
+generated them), never from what a search returned; a product is named by the SKU it has in the
+benchmark's catalog (after `catalog_changes`, below):
 
 - sku: the query is a SKU; that product is grade 3.
 - exact name: a product's full name; products with that name 3, same brand and kind 2, same kind 1.
@@ -269,6 +270,11 @@ def build_query_set(rows: int = CATALOG_ROWS, seed: int = 15) -> dict[str, Any]:
         )
     taken = {p.sku for p in picks}
     changes = _exact_intent_classes(items, taken, random.Random(seed + 1), add)
+    # Judgements name each product by the SKU it has in the benchmark's catalog, after the changes: a
+    # product given a longer SKU is still of its brand and kind for every class.
+    new_skus = {c["sku"]: c["new_sku"] for c in changes}
+    for query in queries:
+        query["judgements"] = dict(sorted((new_skus.get(s, s), g) for s, g in query["judgements"].items()))
     return {
         "catalog_rows": rows,
         "built_by": "refarch_local.relevance.build_query_set (python -m refarch_local.relevance rebuilds it)",
