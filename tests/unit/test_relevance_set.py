@@ -24,13 +24,20 @@ def test_every_class_has_its_queries_and_judgements_follow_the_catalog():
     assert 5 <= counts.pop("rare_word") <= PER_CLASS
     assert counts == dict.fromkeys(set(CLASSES) - {"rare_word"}, PER_CLASS)
     assert all(max(q["judgements"].values()) == 3 for q in query_set["queries"])
+    # And every judged product is named by the SKU it has in the benchmark's catalog (after its changes)
+    new_skus = {c["sku"]: c["new_sku"] for c in query_set["catalog_changes"]}
+    seeded = (catalog.make_product(i) for i in range(1, query_set["catalog_rows"] + 1))
+    products = {new_skus.get(p.sku, p.sku): p for p in seeded}
+    assert all(sku in products for q in query_set["queries"] for sku in q["judgements"])
     # And a SKU query judges exactly that product relevant, a brand query only products of that brand
-    products = {p.sku: p for p in (catalog.make_product(i) for i in range(1, query_set["catalog_rows"] + 1))}
     for query in by_class["sku"]:
         assert query["judgements"] == {query["query"]: 3}
     for query in by_class["brand"]:
         top = [sku for sku, grade in query["judgements"].items() if grade == 3]
         assert top and all(query["query"].startswith(products[sku].brand) for sku in top)
+        # (every product of the brand, a longer SKU or not, when the query is the brand alone)
+        if query["query"] in {p.brand for p in products.values()}:
+            assert set(top) == {sku for sku, p in products.items() if p.brand == query["query"]}
 
 
 @pytest.mark.parametrize(
