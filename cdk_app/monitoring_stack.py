@@ -22,7 +22,7 @@ from cdk_app.constructs.lane_queues import lane_id_prefix
 from cdk_app.emu_stack import EmuLane
 from cdk_app.nag import acknowledge
 from refarch.lanes.topology import LaneName
-from refarch.observability import NAMESPACE, SERVICE
+from refarch.observability import SERVICE, stage_namespace
 
 PERIOD = Duration.minutes(5)
 
@@ -72,9 +72,11 @@ class MonitoringStack(Stack):
             "encrypted with the AWS-managed SNS key, and a customer key would add idle cost.",
         )
 
+        # The runtimes' own EMF metrics are in the stage's namespace (another stage's never trip these alarms).
+        namespace = stage_namespace(config.name)
         # The listener's own EMF metrics (every minute): changes captured but not yet on the queue.
-        outbox_age = _emf_metric("OutboxOldestPendingAge", "Maximum", cloudwatch.Unit.SECONDS)
-        outbox_backlog = _emf_metric("OutboxBacklog", "Maximum", cloudwatch.Unit.COUNT)
+        outbox_age = _emf_metric(namespace, "OutboxOldestPendingAge", "Maximum", cloudwatch.Unit.SECONDS)
+        outbox_backlog = _emf_metric(namespace, "OutboxBacklog", "Maximum", cloudwatch.Unit.COUNT)
         # ECS reports a CPU datapoint per minute while a listener task runs: none means none is running.
         listener_samples = cloudwatch.Metric(
             namespace="AWS/ECS",
@@ -127,7 +129,7 @@ class MonitoringStack(Stack):
             self, "Dashboard", dashboard_name=f"refarch-{config.name}", default_interval=Duration.hours(3)
         )
         for lane in lanes.values():
-            for row in _lane_rows(lane):
+            for row in _lane_rows(lane, namespace):
                 self.dashboard.add_widgets(*row)
         self.dashboard.add_widgets(
             _graph(
@@ -213,15 +215,15 @@ class MonitoringStack(Stack):
         self.alarms.append(alarm)
 
 
-def _lane_rows(lane: EmuLane) -> list[list[cloudwatch.IWidget]]:
+def _lane_rows(lane: EmuLane, namespace: str) -> list[list[cloudwatch.IWidget]]:
     """A lane's two dashboard rows: its queues and what Emu got done, then its Emu function's health."""
     name = lane.queues.name
     title = name.capitalize()
     function = lane.function
     # Emu's Powertools metrics (EMF) carry the lane as a dimension.
-    sync_lag = _emf_metric("SyncLag", "p95", cloudwatch.Unit.MILLISECONDS, lane=name)
-    embedded = _emf_metric("Embedded", "Sum", cloudwatch.Unit.COUNT, lane=name)
-    embed_calls = _emf_metric("EmbedCalls", "Sum", cloudwatch.Unit.COUNT, lane=name)
+    sync_lag = _emf_metric(namespace, "SyncLag", "p95", cloudwatch.Unit.MILLISECONDS, lane=name)
+    embedded = _emf_metric(namespace, "Embedded", "Sum", cloudwatch.Unit.COUNT, lane=name)
+    embed_calls = _emf_metric(namespace, "EmbedCalls", "Sum", cloudwatch.Unit.COUNT, lane=name)
     return [
         [
             _graph(
@@ -264,11 +266,13 @@ def _oldest_age(queue: sqs.IQueue) -> cloudwatch.Metric:
     return queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum")
 
 
-def _emf_metric(name: str, statistic: str, unit: cloudwatch.Unit, *, lane: LaneName | None = None) -> cloudwatch.Metric:
-    """One of the runtimes' own Powertools (EMF) metrics: namespace Refarch, dimension service=refarch
-    (and lane=live|bulk for Emu's)."""
+def _emf_metric(
+    namespace: str, name: str, statistic: str, unit: cloudwatch.Unit, *, lane: LaneName | None = None
+) -> cloudwatch.Metric:
+    """One of the runtimes' own Powertools (EMF) metrics: in the stage's namespace (Refarch/<stage>), dimension
+    service=refarch (and lane=live|bulk for Emu's)."""
     return cloudwatch.Metric(
-        namespace=NAMESPACE,
+        namespace=namespace,
         metric_name=name,
         dimensions_map={"service": SERVICE, **({"lane": lane} if lane else {})},
         period=PERIOD,

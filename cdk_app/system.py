@@ -6,8 +6,10 @@ import os
 from dataclasses import dataclass
 
 from aws_cdk import App, Environment, Stack, Tags
+from aws_cdk import aws_ecs as ecs
 
 from cdk_app.config import StageConfig
+from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.data_stack import DataStack
 from cdk_app.emu_stack import EmuStack
 from cdk_app.frontend_stack import FrontendStack
@@ -17,6 +19,7 @@ from cdk_app.network_stack import NetworkStack
 from cdk_app.pelican_stack import PelicanStack
 from cdk_app.pinecone_index_stack import PineconeIndexStack
 from cdk_app.reindex_stack import ReindexStack
+from refarch.observability import stage_namespace
 
 
 @dataclass(frozen=True)
@@ -164,5 +167,17 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
     for stack in stacks.all():
         Tags.of(stack).add("project", "refarch")
         Tags.of(stack).add("stage", config.name)
+        write_metrics_to_stage_namespace(stack, config.name)
     check_app(app)
     return stacks
+
+
+def write_metrics_to_stage_namespace(stack: Stack, stage: str) -> None:
+    """Tell every runtime of the stack (our functions and containers) to write its metrics to the stage's
+    namespace, the one the stage's alarms and dashboard read: two stages in one account never mix metrics."""
+    namespace = stage_namespace(stage)
+    for construct in stack.node.find_all():
+        if isinstance(construct, PythonFunction):
+            construct.function.add_environment("POWERTOOLS_METRICS_NAMESPACE", namespace)
+        elif isinstance(construct, ecs.ContainerDefinition):
+            construct.add_environment("POWERTOOLS_METRICS_NAMESPACE", namespace)

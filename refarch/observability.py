@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Mapping
@@ -14,7 +15,16 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import Ama
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.constants import MAX_METRICS
 
 SERVICE = "refarch"
-NAMESPACE = "Refarch"
+BASE_NAMESPACE = "Refarch"
+# On AWS each stage's runtimes are told their stage's namespace (`stage_namespace`, set by the CDK app), so
+# two stages in one account never add to each other's metrics or trip each other's alarms; local runs use
+# the base namespace.
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or BASE_NAMESPACE
+
+
+def stage_namespace(stage: str) -> str:
+    """The CloudWatch namespace of one stage's metrics (its runtimes write it, its alarms read it)."""
+    return f"{BASE_NAMESPACE}/{stage}"
 
 
 class EmfOutput(AmazonCloudWatchEMFProvider):

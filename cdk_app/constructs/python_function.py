@@ -10,7 +10,7 @@ from constructs import Construct
 
 from cdk_app.constructs.lambda_code import ARCHITECTURE, RUNTIME
 from cdk_app.nag import acknowledge
-from refarch.observability import NAMESPACE, SERVICE
+from refarch.observability import SERVICE
 
 
 class PythonFunction(Construct):
@@ -55,7 +55,6 @@ class PythonFunction(Construct):
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS) if vpc else None,
             environment={
                 "POWERTOOLS_SERVICE_NAME": SERVICE,
-                "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",
                 **(environment or {}),
             },

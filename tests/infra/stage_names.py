@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from refarch.observability import BASE_NAMESPACE, SERVICE
 from refarch.settings import Settings
 from tests.infra.templates import Template, environment, resources
 
@@ -85,10 +86,16 @@ def runtime_environments(template: Template) -> Iterator[tuple[str, dict[str, An
             yield f"{logical_id}/{definition['Name']}", environment(definition)
 
 
+def is_refarch_runtime(logical_id: str, env: dict[str, Any]) -> bool:
+    """Whether a function or container runs this project's code (CDK's own helper functions do not)."""
+    return "/" in logical_id or env.get("POWERTOOLS_SERVICE_NAME") == SERVICE
+
+
 def data_holding_names(templates: dict[str, Template]) -> dict[DataName, list[str]]:
     """Every data-holding name the stacks (stack name -> template) create or reference -> where
-    (`stack/logical id`): named resources, secrets referenced by name, and each runtime's Pinecone
-    index and index + namespace (the one it writes, reads and repairs)."""
+    (`stack/logical id`): named resources, secrets referenced by name, each runtime's Pinecone
+    index and index + namespace (the one it writes, reads and repairs), and the CloudWatch namespace
+    each runtime writes its metrics to and each alarm reads (CloudWatch's own `AWS/…` excepted)."""
     found: dict[DataName, list[str]] = {}
 
     def add(kind: str, name: str | None, where: str) -> None:
@@ -105,7 +112,15 @@ def data_holding_names(templates: dict[str, Template]) -> dict[DataName, list[st
                 match = SECRET_IN_ARN.search(text)
                 if match:
                     add("secret", match.group(1), where)
+        for logical_id, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
+            for namespace in _alarm_namespaces(alarm["Properties"]):
+                if not namespace.startswith("AWS/"):
+                    add("metrics namespace", namespace, f"{stack_name}/{logical_id}")
         for logical_id, env in runtime_environments(template):
+            if is_refarch_runtime(logical_id, env):
+                # Without the variable a runtime writes the code's default namespace, the same in every stage.
+                metrics = fixed_name(env.get("POWERTOOLS_METRICS_NAMESPACE", BASE_NAMESPACE))
+                add("metrics namespace", metrics, f"{stack_name}/{logical_id}")
             index = fixed_name(env.get("PINECONE_INDEX_NAME"))
             if index is None:
                 continue
@@ -114,6 +129,16 @@ def data_holding_names(templates: dict[str, Template]) -> dict[DataName, list[st
             add("Pinecone index", index, where)
             add("Pinecone index + namespace", f"{index} / {namespace}", where)
     return {name: sorted(set(places)) for name, places in found.items()}
+
+
+def _alarm_namespaces(properties: dict[str, Any]) -> Iterator[str]:
+    """The namespaces an alarm reads: its metric's, or each metric's of its math expression."""
+    if "Namespace" in properties:
+        yield properties["Namespace"]
+    for query in properties.get("Metrics", []):
+        namespace = query.get("MetricStat", {}).get("Metric", {}).get("Namespace")
+        if namespace:
+            yield namespace
 
 
 def shared_names(per_stage: dict[str, dict[DataName, list[str]]]) -> dict[DataName, dict[str, list[str]]]:

@@ -53,6 +53,7 @@ def test_no_two_stages_share_a_data_holding_name(every_stage: dict[str, Synthesi
             DataName("Pinecone index + namespace", f"{search.pinecone_index_name} / {search.pinecone_namespace}"),
             DataName("database instance", f"refarch-{name}"),
             DataName("dashboard", f"refarch-{name}"),
+            DataName("metrics namespace", f"Refarch/{name}"),
         }
         assert expected <= set(per_stage[name]), sorted(expected - set(per_stage[name]))
         assert {n.kind for n in per_stage[name]} >= {"log group", "secret", "SQS queue"}
