@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -60,9 +61,11 @@ def reindex_command(
 ) -> None:
     """Change the embedding model or the vector index with zero downtime (docs/reindex.md).
 
-    Without an action flag: start a building generation for the configured (or given) embedder,
-    fill it through the bulk lane while search reads the active one, and switch when it holds
-    every row. A build in progress is resumed instead.
+    Without an action flag: run the Reindex state machine exactly as `cdk deploy` creates it (its
+    synthesized definition, its steps calling the same handlers): start a building generation for the
+    configured (or given) embedder, fill it through the bulk lane while search reads the active one,
+    and switch when it holds every row. A build in progress is resumed instead. --no-wait, --no-switch
+    and --pinecone-index take the same steps one at a time, by hand.
     """
     from datetime import timedelta
 
@@ -103,9 +106,12 @@ def reindex_command(
                     {"generation": created.id, "model_id": created.model_id, "target": created.describe()["target"]}
                 )
             )
-        else:
+        elif no_wait or no_switch or pinecone_index:
             _reindex_build(targets, EmbedderSpec.from_settings(settings), pinecone_index=pinecone_index,
                            no_wait=no_wait, no_switch=no_switch, timeout=timeout)  # fmt: skip
+        else:
+            environment = {f"REFARCH_{name.upper()}": str(value) for name, value in chosen.items() if value is not None}
+            _reindex_by_state_machine(environment, timeout=timeout)
     except GenerationError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
@@ -114,20 +120,62 @@ def reindex_command(
         sys.exit(1)
 
 
+def _require_local_runtime() -> None:
+    if local_runtime() is None:
+        raise click.UsageError(
+            "building a generation runs the local state machines (package refarch_local), which this installation "
+            "does not include: use --create-only and start the bootstrap state machine with its id (docs/reindex.md)"
+        )
+
+
+def _reindex_by_state_machine(environment: dict[str, str], *, timeout: float | None) -> None:
+    """Run the synthesized Reindex state machine here to its end: Start, Fill (the bootstrap state machine),
+    Progress polls, Switch; its waits scaled by LOCAL_REINDEX_TIME_SCALE."""
+    _require_local_runtime()
+    from refarch.lanes.topology import REINDEX_HANDLER
+    from refarch_local.rehearsal.states import ExecutionFailed
+    from refarch_local.stepfunctions import LOCAL_REINDEX_TIME_SCALE, run_reindex
+
+    # The steps run the reindex and bootstrap handlers in this process; like a deployed function, each
+    # reads its settings from the environment when loaded, so the embedder asked for goes there first.
+    os.environ.update(environment)
+    shown = {"at": 0.0}
+
+    def show(handler: str, result: Any) -> None:
+        if handler == REINDEX_HANDLER and isinstance(result, dict) and "indexed" in result:
+            _show_progress(result, shown)
+
+    try:
+        outcome = run_reindex(time_scale=LOCAL_REINDEX_TIME_SCALE, timeout_seconds=timeout, on_result=show)
+    except ExecutionFailed as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    if "active" in outcome:
+        click.echo(f"generation {outcome['active']} is active; {outcome['previous']} retired (rollback possible)")
+    else:
+        click.echo(f"generation {outcome['generation']} already uses this embedder and index: nothing to re-index")
+
+
+def _show_progress(state: dict[str, Any], shown: dict[str, float]) -> None:
+    """A building generation's progress line, at most every 5 s (and when it is complete)."""
+    if state["complete"] or time.monotonic() - shown["at"] >= 5:
+        shown["at"] = time.monotonic()
+        eta = "?" if state["eta_seconds"] is None else f"{state['eta_seconds']:.0f} s"
+        click.echo(f"  {state['indexed']}/{state['rows']} rows, {state['rate_per_second']}/s, eta {eta}", err=True)
+
+
 def _reindex_build(
     targets: Any, spec: Any, *, pinecone_index: str | None, no_wait: bool, no_switch: bool, timeout: float | None
 ) -> None:
-    """Start or resume the building generation, fill it through the bulk lane, then (unless told not to) switch."""
+    """By hand: start or resume the building generation, fill it through the bulk lane (one bootstrap run);
+    unless --no-wait, wait until it holds every row (another run when the lanes fall idle with rows missing),
+    then, unless --no-switch, switch."""
     from refarch import generations
     from refarch.generations import reindex
     from refarch.lanes.queues import make_cloudwatch_client, make_sqs_client
     from refarch.status import lane_queues, queue_states
 
-    if local_runtime() is None:
-        raise click.UsageError(
-            "building a generation runs the local bootstrap (package refarch_local), which this installation does "
-            "not include: use --create-only and start the bootstrap state machine with its id (docs/reindex.md)"
-        )
+    _require_local_runtime()
     from refarch_local.stepfunctions import run_bootstrap
 
     with targets.db.transaction() as conn:
@@ -159,10 +207,7 @@ def _reindex_build(
         return (queue_states(sqs, cloudwatch, lane_queues(settings)).get("queue_depth") or 0) == 0
 
     def show(state: dict[str, Any]) -> None:
-        if state["complete"] or time.monotonic() - shown["at"] >= 5:
-            shown["at"] = time.monotonic()
-            eta = "?" if state["eta_seconds"] is None else f"{state['eta_seconds']:.0f} s"
-            click.echo(f"  {state['indexed']}/{state['rows']} rows, {state['rate_per_second']}/s, eta {eta}", err=True)
+        _show_progress(state, shown)
 
     if no_switch:
         reindex.wait_until_complete(targets, resend=resend, queue_idle=queue_idle, timeout_seconds=timeout,

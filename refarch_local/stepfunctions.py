@@ -28,6 +28,9 @@ from refarch_local.rehearsal.states import (
 from refarch_local.rehearsal.template import LOCAL_ACCOUNT, Assembly, Resolver, synthesized_assembly
 
 REGION = "us-east-1"
+# What `refarch reindex` runs the Reindex state machine at locally: its waits (the 60 s poll of the
+# building generation, retry intervals) take 1/30 of the deployed ones, so a small catalog switches in seconds.
+LOCAL_REINDEX_TIME_SCALE = 1 / 30
 
 
 def local_state_machines(
@@ -87,12 +90,18 @@ def run_reconcile(*, repair: bool, time_scale: float = 1.0) -> dict[str, Any]:
     return output
 
 
-def run_reindex(*, time_scale: float = 1.0, timeout_seconds: float | None = None) -> dict[str, Any]:
+def run_reindex(
+    *,
+    time_scale: float = 1.0,
+    timeout_seconds: float | None = None,
+    on_result: Callable[[str, Any], None] | None = None,
+) -> dict[str, Any]:
     """Run one re-index execution to the end (Start -> Fill -> poll -> Switch); return its last output.
 
     That is Start's output ({generation, needed}) when nothing was needed, else Switch's ({previous, active}).
+    `on_result(handler, result)` sees every step's result (the CLI shows the Progress steps').
     """
-    output: dict[str, Any] = local_state_machines(time_scale=time_scale).run(
+    output: dict[str, Any] = local_state_machines(time_scale=time_scale, on_result=on_result).run(
         "Reindex", {}, timeout_seconds=timeout_seconds
     )
     last: dict[str, Any] = output.get("switched", output)

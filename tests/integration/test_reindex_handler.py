@@ -9,6 +9,9 @@ the state machine catches, gc drops; and one local execution of the state machin
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -196,6 +199,40 @@ def test_a_local_execution_of_the_state_machine_builds_and_switches(running_lane
     assert query_one(dsn, "SELECT model_id FROM index_generations WHERE status = 'active'") == (
         "openai:text-embedding-3-small:32"
     )
+
+
+def test_the_cli_reindexes_by_running_the_deployed_state_machine(running_lanes, configure, dsn):
+    # Given generation 1 built on the 64-d model
+    configure(64)
+    assert run_reindex(time_scale=POLL_EVERY_0_2_S, timeout_seconds=60) == {"generation": 1, "needed": False}
+    run_bootstrap()
+    # When `refarch reindex` is asked for the 32-d model (a process of its own, as a person runs it)
+    env = {**os.environ, "REFARCH_OPENAI_DIMENSIONS": "64"}
+    done = subprocess.run(
+        [sys.executable, "-m", "refarch_cli", "reindex", "--openai-dimensions", "32", "--timeout", "240"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # Then the Reindex state machine filled generation 2 through the bulk lane, showing progress, and switched
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "generation 2 is active; 1 retired (rollback possible)"
+    assert f"{ROWS}/{ROWS} rows" in done.stderr
+    assert query_one(dsn, "SELECT count(*) FROM product_vectors_g2") == ROWS
+    assert query_one(dsn, "SELECT model_id FROM index_generations WHERE status = 'active'") == (
+        "openai:text-embedding-3-small:32"
+    )
+    # And asked again, the state machine's first step finds the model in use: nothing to do
+    again = subprocess.run(
+        [sys.executable, "-m", "refarch_cli", "reindex", "--openai-dimensions", "32"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "generation 2 already uses this embedder and index: nothing to re-index" in again.stdout
 
 
 def test_a_deploy_that_moves_the_index_to_pinecone_rebuilds_there_and_switches(
