@@ -83,8 +83,19 @@ def raw_parallel_throughput(texts: list[str], batch: int, threads_per_process: l
 class Bench:
     """One benchmark run on a fresh local stack under a temporary REFARCH_HOME."""
 
-    def __init__(self, *, rows: int, edits: int, search_sizes: tuple[int, int], queries: int, console: Console) -> None:
+    def __init__(
+        self,
+        *,
+        rows: int,
+        edits: int,
+        search_sizes: tuple[int, int],
+        queries: int,
+        console: Console,
+        compare_fusion: bool = True,
+    ) -> None:
         self.rows = rows
+        # Relevance under each fusion setting as well (`refarch bench relevance` reports it on its own).
+        self.compare_fusion = compare_fusion
         self.edits = edits
         self.search_sizes = search_sizes
         self.queries = queries
@@ -414,6 +425,7 @@ class Bench:
             console=self.console,
             cache=True,
             embedder=self.embedder,
+            fusion_settings=self.compare_fusion,
         )
 
     def peak_memory(self) -> None:
@@ -436,7 +448,7 @@ def run_bench(
     and write the results: the JSON, the markdown table and, next to the table (or the JSON), the plots."""
     console = Console(stderr=True)
     if quick:
-        bench = Bench(rows=300, edits=20, search_sizes=(300, 2000), queries=30, console=console)
+        bench = Bench(rows=300, edits=20, search_sizes=(300, 2000), queries=30, console=console, compare_fusion=False)
     else:
         bench = Bench(rows=10_000, edits=200, search_sizes=(10_000, 100_000), queries=200, console=console)
     results = bench.run(reindex_only=reindex_only)

@@ -326,8 +326,10 @@ def prepare_and_measure(
     console: Any,
     cache: bool,
     embedder: Any = None,
+    fusion_settings: bool = True,
 ) -> dict[str, Any]:
-    """Relevance on its own database of the server at `admin_dsn`, then latency per mode at each size and the cache."""
+    """Relevance on its own database of the server at `admin_dsn` (and under each fusion setting, unless told
+    not to), then latency per mode at each size and the cache."""
     from refarch.embeddings import LocalEmbedder
 
     query_set = load_query_set()
@@ -340,7 +342,8 @@ def prepare_and_measure(
     embedded_catalog(dsn, query_set["catalog_rows"], embedder, changes=query_set.get("catalog_changes", ()))
     service = SearchService(Database(dsn), FixedIndex(embedder, PgVectorIndex(Database(dsn), embedder.dimension)))
     results: dict[str, Any] = {"relevance": relevance(service, query_set)}
-    results["fusion_settings"] = fusion_variants(service, query_set)
+    if fusion_settings:
+        results["fusion_settings"] = fusion_variants(service, query_set)
     if latency_sizes:
         results["search_latency_by_mode"] = {}
         for size in latency_sizes:
