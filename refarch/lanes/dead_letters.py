@@ -15,6 +15,15 @@ Where the reason comes from: when Emu gives up on a message, SQS's redrive polic
 DLQ as it is, without a reason. Emu recorded why in the ledger (`sync_state.last_error`, per
 product and generation), so the listing joins each message's products with the ledger. A message
 Emu could not parse has no products: its reason is the parser's (`parse_message`), found again here.
+
+Redrive: on AWS, SQS's own message-move task (StartMessageMoveTask, DLQ to the lane's queue). moto's
+server (the local runtime, the deploy rehearsal) does not implement it, so there this module moves
+the messages itself: receive, send to the lane's queue, delete once sent; on the FIFO lane with the
+message's group and a new deduplication id. The role needs the same actions either way.
+
+Discard: the products a discarded message leaves unindexed are marked failed in the ledger, the
+reason saying it was discarded and why it had failed, so each product's status says why it is not
+indexed; only then is the message deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from refarch import generations
 from refarch.db import Database
@@ -243,14 +253,13 @@ class DeadLetters:
 
     @classmethod
     def for_settings(cls, sqs: Any, db: Database, settings: Settings) -> DeadLetters:
-        """The lanes the settings configure. On AWS a redrive is SQS's own message-move task; a local SQS API
-        (moto's server, which does not implement StartMessageMoveTask) gets the same outcome from this module."""
+        """The lanes the settings configure, redriven the way the client's SQS API can (`has_move_task`)."""
         urls: dict[LaneName, tuple[str, str]] = {}
         for lane in LANE_NAMES:
             queue_url, dlq_url = settings.known_queue_url(lane), settings.dlq_url(lane)
             if queue_url and dlq_url:
                 urls[lane] = (queue_url, dlq_url)
-        return cls(sqs, db, urls, use_move_task=settings.resolved_sqs_endpoint() is None)
+        return cls(sqs, db, urls, use_move_task=has_move_task(sqs))
 
     def lanes(self, lane: LaneName | None = None) -> list[LaneName]:
         """The lanes asked for (all configured ones when None); DeadLetterError for an unconfigured one."""
@@ -280,10 +289,7 @@ class DeadLetters:
                 if not waiting:
                     results.append(RedriveResult(name, "nothing", 0))
                     continue
-                task = self.sqs.start_message_move_task(
-                    SourceArn=self._arn(dlq_url), DestinationArn=self._arn(queue_url)
-                )
-                results.append(RedriveResult(name, "move-task", waiting, task["TaskHandle"]))
+                results.append(self._start_move_task(name, queue_url, dlq_url, waiting))
             else:
                 moved = self._move(name, queue_url, dlq_url)
                 results.append(RedriveResult(name, "moved" if moved else "nothing", moved))
@@ -372,6 +378,19 @@ class DeadLetters:
 
     # -- acting ----------------------------------------------------------------------------------
 
+    def _start_move_task(self, lane: LaneName, queue_url: str, dlq_url: str, waiting: int) -> RedriveResult:
+        """Start SQS's message-move task from the DLQ to the lane's queue; SQS runs one per queue at a time, so
+        one already running (an earlier redrive) is reported instead of starting another."""
+        source = self._arn(dlq_url)
+        tasks = self.sqs.list_message_move_tasks(SourceArn=source, MaxResults=1).get("Results", [])
+        running = [task for task in tasks if task.get("Status") == "RUNNING"]
+        if running:
+            left = int(running[0].get("ApproximateNumberOfMessagesToMove", waiting))
+            return RedriveResult(lane, "move-task", left, running[0].get("TaskHandle"))
+        # The destination is named (not left to "the original source"): a DLQ serves one lane's queue.
+        task = self.sqs.start_message_move_task(SourceArn=source, DestinationArn=self._arn(queue_url))
+        return RedriveResult(lane, "move-task", waiting, task["TaskHandle"])
+
     def _move(self, lane: LaneName, queue_url: str, dlq_url: str) -> int:
         """What SQS's move task does, for an SQS API without one: receive, send to the lane's queue, delete.
 
@@ -433,6 +452,14 @@ class DeadLetters:
             refused = call(QueueUrl=url, Entries=chunk).get("Failed", [])
             if refused:
                 raise PartialSendError(f"{len(refused)} of {len(chunk)} dead letters not {what}: {refused}")
+
+
+def has_move_task(sqs: Any) -> bool:
+    """Whether the client's SQS API is AWS's own (its endpoint under amazonaws.com), which runs message-move
+    tasks. moto's server (the local runtime, the deploy rehearsal) does not implement StartMessageMoveTask:
+    there the redrive is made by this module with single calls, to the same effect."""
+    host = urlparse(str(sqs.meta.endpoint_url)).hostname or ""
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
 
 
 def _work(letter: ReceivedLetter) -> list[WorkItem]:
