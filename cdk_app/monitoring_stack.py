@@ -30,7 +30,8 @@ PERIOD = Duration.minutes(5)
 # What each lane's alarms tell whoever they wake: the same checks, different causes and remedies.
 # What to do about dead letters (docs/operations.md), the same for both lanes.
 _ACT_ON_DEAD_LETTERS = (
-    "`refarch dlq list --lane {lane}` (in the web task, or signed in on the page: Dead letters) shows each "
+    "`refarch dlq list --lane {lane}` (a one-off task of the web task definition; or signed in on the page: "
+    "Dead letters) shows each "
     "message's products and reason; fix the cause, then `refarch dlq redrive --lane {lane}`, or "
     "`refarch dlq discard ID...` to drop one (its products stay failed with the reason)."
 )

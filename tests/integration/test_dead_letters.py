@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 
+import psycopg2
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from click.testing import CliRunner
@@ -142,3 +143,23 @@ def test_discarding_an_unknown_id_says_so(local_settings, dsn):
     result = CliRunner().invoke(main, ["dlq", "discard", "no-such-message"])
     # Then the command fails and names it
     assert result.exit_code == 1 and "not in any dead-letter queue: no-such-message" in result.output
+
+
+def test_the_web_role_may_record_a_discarded_products_failure_and_nothing_else_of_the_ledger(dsn, login_as):
+    # Given the web task's database role (the page's dead letters and `refarch dlq` run in the web task)
+    from refarch.db import Database
+    from refarch.emu import ledger
+
+    product = new_product(dsn, 1)
+    web = Database(login_as("web"))
+    # When it records a discarded message's product as failed, twice (insert, then update)
+    for reason in ("discarded: first", "discarded: second"):
+        with web.transaction() as conn:
+            ledger.record_failed(conn, {product.id: reason}, generation=1)
+    # Then the product is failed with the reason
+    entry = ledger_entries(dsn)[product.id]
+    assert (entry.status, entry.attempts, ledger_errors(dsn)[product.id]) == ("failed", 2, "discarded: second")
+    # And it still cannot write what only Emu writes: an indexed version or a content hash
+    for statement in ("UPDATE sync_state SET indexed_version = 99", "UPDATE sync_state SET content_hash = 'x'"):
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege), web.transaction() as conn, conn.cursor() as cur:
+            cur.execute(statement)
