@@ -11,16 +11,15 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from refarch.lanes.dead_letters import (
-    DeadLetters,
+from refarch.lanes.dead_letter_decisions import (
     LedgerView,
     ReceivedLetter,
     describe,
-    has_move_task,
     reason_for,
     redrive_deduplication_id,
     to_mark_failed,
 )
+from refarch.lanes.dead_letters import DeadLetters, has_move_task
 from refarch.lanes.messages import WorkItem, bulk_messages
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
