@@ -87,7 +87,8 @@ class FrontendStack(Stack):
         task_role = self.service.task_definition.task_role
         self.edit_password.grant_read(task_role)
         session_secret.grant_read(task_role)
-        # Search and editing, plus both lanes' queue depths and ages for the status header; never receive or send.
+        # Search and editing, both lanes' queue depths and ages for the status header, and acting on their dead
+        # letters (editors on the page, `refarch dlq` in the task): never receiving from the lanes' queues.
         RuntimeAccess(
             self,
             "Access",
@@ -102,6 +103,7 @@ class FrontendStack(Stack):
             add_environment=container.add_environment,
             search=True,
             read_depths="queues_and_dead_letters",
+            act_on_dead_letters=True,
         )
         acknowledge(
             task_role,

@@ -28,10 +28,18 @@ PERIOD = Duration.minutes(5)
 
 
 # What each lane's alarms tell whoever they wake: the same checks, different causes and remedies.
+# What to do about dead letters (docs/operations.md), the same for both lanes.
+_ACT_ON_DEAD_LETTERS = (
+    "`refarch dlq list --lane {lane}` (a one-off task of the web task definition; or signed in on the page: "
+    "Dead letters) shows each "
+    "message's products and reason; fix the cause, then `refarch dlq redrive --lane {lane}`, or "
+    "`refarch dlq discard ID...` to drop one (its products stay failed with the reason)."
+)
 DEAD_LETTER_ALARM_TEXT: dict[LaneName, str] = {
-    "live": "Messages failed maxReceiveCount times; Emu logged each reason. Inspect and redrive them.",
-    "bulk": "Bulk messages failed maxReceiveCount times: a product in each failed every time "
-    "(sync_state.last_error says why); its neighbours were indexed. Fix the cause and redrive.",
+    "live": "Live messages failed maxReceiveCount times (Emu recorded why in sync_state.last_error). "
+    + _ACT_ON_DEAD_LETTERS.format(lane="live"),
+    "bulk": "Bulk messages failed maxReceiveCount times: a product in each failed every time; its neighbours "
+    "were indexed. " + _ACT_ON_DEAD_LETTERS.format(lane="bulk"),
 }
 QUEUE_AGE_ALARM_TEXT: dict[LaneName, str] = {
     "live": "The oldest sync message is waiting too long: Emu is failing, throttled or under-scaled.",

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from refarch.settings import Settings
+from refarch_cli.dlq_commands import dlq
 from refarch_cli.local_commands import bench, chaos, demo, rehearse, sqs_server
 from refarch_cli.reindex_command import reindex_command
 from refarch_cli.runtime_context import DSN_HELP, local_runtime
@@ -58,7 +59,7 @@ def main(ctx: click.Context) -> None:
 
 
 # The command groups that live in modules of their own (click lists every command by name in --help).
-for command in (pelican, emu, demo, bench, chaos, sqs_server, rehearse, reindex_command):
+for command in (pelican, emu, demo, bench, chaos, sqs_server, rehearse, reindex_command, dlq):
     main.add_command(command)
 
 

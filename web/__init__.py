@@ -49,7 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # load balancer (the last hop) saw. Run directly, nobody may claim either.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=1)  # type: ignore[method-assign]
 
-    from web import api, auth, db, errors, rate_limits, security, views
+    from web import api, auth, db, dead_letters, errors, rate_limits, security, views
 
     app.json = security.JSONProvider(app)
     db.init_app(app)
@@ -57,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(dead_letters.bp)
     app.register_blueprint(views.bp)
     rate_limits.init_app(app)
     return app

@@ -265,3 +265,90 @@ class Health(Answer):
     """The database answers."""
 
     status: Literal["ok"]
+
+
+# Dead letters (web/dead_letters.py, docs/operations.md): signed-in editors list, redrive and discard them.
+
+MAX_DISCARD_IDS = 100
+LaneChoice = Literal["live", "bulk"]
+
+
+class DeadLettersQuery(QueryRequest):
+    """GET /api/dead-letters?lane=."""
+
+    lane: LaneChoice | None = Field(default=None, description="One lane's dead-letter queue (default: both)")
+
+    MESSAGES: ClassVar[dict[tuple[str, str], str]] = {("lane", "literal_error"): "must be live or bulk"}
+
+
+class RedriveRequest(BaseModel):
+    """POST /api/dead-letters/redrive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lane: LaneChoice | None = Field(default=None, description="One lane (default: both)")
+
+
+class DiscardRequest(BaseModel):
+    """POST /api/dead-letters/discard."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        min_length=1, max_length=MAX_DISCARD_IDS, description="Message ids, as GET /api/dead-letters lists them"
+    )
+    lane: LaneChoice | None = Field(default=None, description="Look in one lane only (default: both)")
+
+
+class DeadLetter(Answer):
+    """A message Emu gave up on (after maxReceiveCount receives), and why."""
+
+    id: str = Field(description="The SQS message id (what discard takes)")
+    lane: LaneChoice
+    products: list[int] = Field(description="The products it names (empty when it cannot be read)")
+    reason: str = Field(
+        description="Why it failed: the ledger's last error of each failed product, or why the message cannot be read"
+    )
+    malformed: bool = Field(description="Emu could not read the message (no products)")
+    receive_count: int = Field(description="Times it was received (SQS ApproximateReceiveCount; listing adds one)")
+    sent_at: datetime
+    age_seconds: float
+
+
+class DeadLetterLane(Answer):
+    """One lane's dead-letter queue: how many messages it holds, and those read (up to 200)."""
+
+    lane: LaneChoice
+    depth: int
+    messages: list[DeadLetter]
+
+
+class DeadLetters(Answer):
+    """Each configured lane's dead letters, oldest first."""
+
+    lanes: list[DeadLetterLane]
+
+
+class RedriveLane(Answer):
+    """What a redrive did on one lane."""
+
+    lane: LaneChoice
+    method: Literal["move-task", "moved", "nothing"] = Field(
+        description="move-task: SQS's own message-move task started (AWS); moved: sent back one by one (local SQS)"
+    )
+    messages: int = Field(description="Messages moved (move-task: the approximate number the task moves)")
+    task_handle: str | None
+
+
+class Redrive(Answer):
+    """Each lane's redrive."""
+
+    lanes: list[RedriveLane]
+
+
+class Discarded(Answer):
+    """The messages deleted, the products left marked failed with the reason, and the ids not found."""
+
+    discarded: list[DeadLetter]
+    marked_failed: list[int] = Field(description="Products now failed, their last_error saying why")
+    not_found: list[str]

@@ -46,7 +46,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "CsrfRefused": {
         "description": "The session cookie or the X-CSRF-Token header is missing, or the token does not match it"
     },
-    "NotFound": {"description": "No such product (it may have been deleted)"},
+    "NotFound": {"description": "No such product (it may have been deleted), or no such dead letter"},
     "Conflict": {"description": "A product with this SKU already exists, or the version is stale"},
     "TooLarge": {
         "description": f"A field is over its length limit (e.g. description {MAX_DESCRIPTION_CHARS:,} characters) "
@@ -84,7 +84,13 @@ CHANGE: list[dict[str, list[str]]] = [{"session": [], "csrf": []}]
 
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
-    bodies: list[type[BaseModel]] = [NewProduct, ProductChange, contract.SignIn]
+    bodies: list[type[BaseModel]] = [
+        NewProduct,
+        ProductChange,
+        contract.SignIn,
+        contract.RedriveRequest,
+        contract.DiscardRequest,
+    ]
     answers: list[type[BaseModel]] = [
         contract.Error,
         contract.Conflict,
@@ -94,6 +100,9 @@ def document() -> dict[str, Any]:
         contract.SyncStatus,
         contract.Session,
         contract.Health,
+        contract.DeadLetters,
+        contract.Redrive,
+        contract.Discarded,
     ]
     modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(model, "validation") for model in bodies]
     modes += [(model, "serialization") for model in answers]
@@ -214,6 +223,38 @@ def _paths() -> dict[str, Any]:
                 "Totals, outbox backlog, oldest pending change, queue and DLQ depth",
                 ok=("200", "System sync status (queue fields are null when SQS cannot answer)", contract.SyncStatus),
                 errors="503",
+            )
+        },
+        "/api/dead-letters": {
+            "get": _operation(
+                "sync",
+                "Dead-lettered sync messages of each lane, with the reason each failed (editors)",
+                parameters=_query_parameters(contract.DeadLettersQuery),
+                ok=("200", "Each lane's dead letters, oldest first; they stay in the queue", contract.DeadLetters),
+                errors="400 401 503",
+                description="SQS has no peek: each message is received and made visible again at once, which adds "
+                "one to its receive count. The reason is the ledger's last error of each failed product the message "
+                "names, or why Emu cannot read the message.",
+            )
+        },
+        "/api/dead-letters/redrive": {
+            "post": _operation(
+                "sync",
+                "Send the dead letters back to their lane's queue, for Emu to try again (fix the cause first)",
+                body=contract.RedriveRequest,
+                ok=("200", "What each lane's redrive did", contract.Redrive),
+                errors="400 401 403 429 503",
+                security=CHANGE,
+            )
+        },
+        "/api/dead-letters/discard": {
+            "post": _operation(
+                "sync",
+                "Delete dead letters; their products stay failed, their last_error saying why",
+                body=contract.DiscardRequest,
+                ok=("200", "The messages deleted, the products marked failed, the ids not found", contract.Discarded),
+                errors="400 401 403 404 429 503",
+                security=CHANGE,
             )
         },
         "/api/session": {

@@ -33,7 +33,15 @@ from web.errors import error_response
 # Endpoints that cost an embedding request and a vector query (the page searches too).
 SEARCH_ENDPOINTS = ("api.search", "views.index")
 # Endpoints that change something, or try a password.
-WRITE_ENDPOINTS = ("api.create_product", "api.update_product", "api.delete_product", "auth.login", "auth.api_login")
+WRITE_ENDPOINTS = (
+    "api.create_product",
+    "api.update_product",
+    "api.delete_product",
+    "auth.login",
+    "auth.api_login",
+    "dead_letters.redrive",
+    "dead_letters.discard",
+)
 # Of those, the ones a browser loads as a page (an HTML answer, not JSON).
 PAGE_ENDPOINTS = ("views.index", "auth.login")
 

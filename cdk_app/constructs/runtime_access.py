@@ -27,6 +27,18 @@ DepthReading = Literal["queues", "queues_and_dead_letters"]
 still queued?); `queues_and_dead_letters`, each lane's queue and DLQ depths and queue age (status displays)."""
 
 
+# On each lane's DLQ, for `refarch dlq` and the page's dead letters: receive and make visible again (list),
+# delete (discard), start or find SQS's message-move task (redrive), read the ARN and depth.
+DEAD_LETTER_ACTIONS = (
+    "sqs:ReceiveMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:StartMessageMoveTask",
+    "sqs:ListMessageMoveTasks",
+)
+
+
 class RuntimeAccess(Construct):
     """The database, the API key secrets and the lanes' queues, handed out per runtime with least privilege."""
 
@@ -64,11 +76,13 @@ class RuntimeAccess(Construct):
         search: bool = False,
         send_to: Collection[LaneName] = (),
         read_depths: DepthReading | None = None,
+        act_on_dead_letters: bool = False,
     ) -> None:
         """Give one runtime the database, and optionally search (embedder + index) and the lanes it uses.
 
         `send_to`: the lanes whose queues it may send to; `read_depths`: which depths it may read
-        (DepthReading), never receive, delete or send.
+        (DepthReading), never receive, delete or send; `act_on_dead_letters`: list, redrive and discard
+        each lane's dead letters (refarch.lanes.dead_letters).
         """
         # The rule lands in the runtime's stack (allow_to), so the data stack never depends on it.
         connections.connections.allow_to_default_port(self.database, "Postgres from the runtime")
@@ -96,12 +110,26 @@ class RuntimeAccess(Construct):
             for queue, name in watched:
                 queue.grant(grantee, "sqs:GetQueueAttributes")
                 env[name] = queue.queue_url
+        if act_on_dead_letters:
+            env.update(self._grant_dead_letters(grantee))
         if read_depths == "queues_and_dead_letters":
             # The age of each queue's oldest message exists only as a CloudWatch metric. CloudWatch
             # cannot scope metric reads to a resource, so this one action is granted on "*".
             iam.Grant.add_to_principal(grantee=grantee, actions=["cloudwatch:GetMetricStatistics"], resource_arns=["*"])
         for name, value in env.items():
             add_environment(name, value)
+
+    def _grant_dead_letters(self, grantee: iam.IGrantable) -> dict[str, str]:
+        """What listing (receive, then visible again), discarding (delete) and redriving need on each DLQ, and
+        sending to the lane's queue: SQS's message-move task needs these on its source and destination, and
+        so does the same move made with single calls where an SQS API has no move task (moto's server)."""
+        env: dict[str, str] = {}
+        for lane in self.lanes.values():
+            lane.dead_letter_queue.grant(grantee, *DEAD_LETTER_ACTIONS)
+            lane.queue.grant(grantee, "sqs:SendMessage", "sqs:GetQueueAttributes")
+            env[QUEUE_URL_VARIABLES[lane.name]] = lane.queue.queue_url
+            env[DLQ_URL_VARIABLES[lane.name]] = lane.dead_letter_queue.queue_url
+        return env
 
     def _grant_search(self, grantee: iam.IGrantable) -> dict[str, str]:
         self.openai_secret.grant_read(grantee)

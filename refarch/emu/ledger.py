@@ -37,6 +37,17 @@ def get_many(conn: Connection, ids: list[int], *, generation: int | None = None)
         return {r[0]: LedgerEntry(*r) for r in cur.fetchall()}
 
 
+def states(conn: Connection, ids: list[int]) -> dict[int, tuple[str, int, str | None]]:
+    """(status, indexed version, last error) of these products in the active generation (dead-letter reasons)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT product_id, status, indexed_version, last_error FROM sync_state"
+            " WHERE product_id = ANY(%s) AND generation = active_generation()",
+            (list(ids),),
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
+
+
 def record_indexed(conn: Connection, entries: list[tuple[int, int, str | None, str]], *, generation: int) -> None:
     """Record (product_id, version, content_hash, status) as indexed/deleted in one generation.
 

@@ -40,9 +40,11 @@ def test_the_graph_has_both_lanes_and_who_feeds_them(dev: Synthesized):
         queue: {e.source for e in edges if e.kind == "sends" and e.target == queue}
         for queue in ("Data/Sync/Queue", "Data/Sync/BulkQueue")
     }
-    assert senders["Data/Sync/Queue"] == {"Pelican/Listener/Service"}
+    # (the web service sends to both: it redrives their dead letters, docs/operations.md)
+    assert senders["Data/Sync/Queue"] == {"Pelican/Listener/Service", "Frontend/Web/Service"}
     assert senders["Data/Sync/BulkQueue"] == {
         "Pelican/Listener/Service",
+        "Frontend/Web/Service",
         "Pelican/BootstrapBatch",
         "Pelican/ReconcileShard",
         "Emu/EmuBulk",

@@ -104,7 +104,7 @@ sys.path = [p for p in sys.path if p not in ("", ".")]
 from click.testing import CliRunner
 from refarch_cli.commands import main
 import web
-for args in (["pelican", "listen", "--help"], ["pelican", "health", "--help"]):
+for args in (["pelican", "listen", "--help"], ["pelican", "health", "--help"], ["dlq", "list", "--help"]):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, (args, result.output, result.exception)
 refused = CliRunner().invoke(main, ["demo"])

@@ -145,3 +145,15 @@ def test_the_web_finds_each_lanes_queues_under_the_names_settings_read(dev: Synt
         prefix = "SyncBulk" if lane == "bulk" else "Sync"
         assert f"{prefix}Queue" in json.dumps(env[QUEUE_URL_VARIABLES[lane]])
         assert f"{prefix}DeadLetterQueue" in json.dumps(env[DLQ_URL_VARIABLES[lane]])
+
+
+@pytest.mark.parametrize("lane", topology.LANE_NAMES)
+def test_each_dead_letter_alarm_says_how_to_act_on_the_dead_letters(dev: Synthesized, lane: str) -> None:
+    # Given the lane's dead-letter alarm, as deployed
+    monitoring = dev.template_json(dev.stacks.monitoring)
+    [alarm_id] = [a for a in DEPLOYED_LOGICAL_IDS[lane]["alarms"] if "DeadLetterQueueNotEmpty" in a]
+    description = resources(monitoring, "AWS::CloudWatch::Alarm")[alarm_id]["Properties"]["AlarmDescription"]
+    # Then it names the commands for that lane and the page, within CloudWatch's 1024 characters
+    for command in (f"refarch dlq list --lane {lane}", f"refarch dlq redrive --lane {lane}", "refarch dlq discard"):
+        assert command in description
+    assert "signed in on the page" in description and len(description) <= 1024

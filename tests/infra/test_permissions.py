@@ -129,19 +129,26 @@ def test_the_live_emu_consumes_but_never_sends(dev: Synthesized) -> None:
     assert QUEUE_SEND not in role_grants
 
 
-def test_web_cannot_read_or_write_the_queue(dev: Synthesized) -> None:
+DEAD_LETTER_ACTIONS = QUEUE_READ | {"sqs:GetQueueAttributes", "sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks"}
+
+
+def test_web_never_consumes_the_lanes_and_acts_only_on_their_dead_letters(dev: Synthesized) -> None:
     # Given the web task role
     template = dev.template_json(dev.stacks.frontend)
     role_grants = grants(template, container_task_role(template, "web"))
-    # Then its only queue permissions are reading both lanes' depths (and their age metric); it can read
-    # its secrets and the search keys
-    assert queue_actions(role_grants, "SyncQueue") == {"sqs:GetQueueAttributes"}
-    assert queue_actions(role_grants, "SyncBulkQueue") == {"sqs:GetQueueAttributes"}
-    assert queue_actions(role_grants, "DeadLetter") == {"sqs:GetQueueAttributes"}
-    assert not (QUEUE_READ | {QUEUE_SEND}) & set(role_grants)
+    queues = {
+        lane: queue_actions(role_grants, marker) for lane, marker in (("live", "SyncQueue"), ("bulk", "SyncBulkQueue"))
+    }
+    # Then on each lane's queue it reads the depth and sends (a redrive), never receives or deletes
+    assert queues == {"live": {"sqs:GetQueueAttributes", QUEUE_SEND}, "bulk": {"sqs:GetQueueAttributes", QUEUE_SEND}}
+    # And on the dead-letter queues it lists (receive, visible again), discards, and starts SQS's redrive
+    assert queue_actions(role_grants, "DeadLetter") == DEAD_LETTER_ACTIONS
+    for action in QUEUE_READ | {"sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks"}:
+        assert all("DeadLetter" in target for target in role_grants[action]), action
+    # And it reads its secrets and the search keys, and the queues' age metric
     assert secrets_readable(role_grants) == {"database:web", "openai", "pinecone", "edit-password", "session"}
     assert set(role_grants["cloudwatch:GetMetricStatistics"]) == {'"*"'}  # Resource "*"
-    assert set(role_grants) <= SECRET_READ | {"sqs:GetQueueAttributes", "cloudwatch:GetMetricStatistics"}
+    assert set(role_grants) <= SECRET_READ | DEAD_LETTER_ACTIONS | {QUEUE_SEND, "cloudwatch:GetMetricStatistics"}
 
 
 def test_listener_sends_but_never_receives(dev: Synthesized) -> None:

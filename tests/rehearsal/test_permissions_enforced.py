@@ -24,6 +24,7 @@ from cdk_app.config import DEV
 from lambdas import emu as emu_handler
 from refarch.generations.reindex_flow import lanes_idle
 from refarch.lanes import topology
+from refarch.lanes.dead_letters import DeadLetters
 from refarch.lanes.messages import SyncMessage, bulk_messages
 from refarch.runtime import Runtime
 from refarch.secrets import (
@@ -44,6 +45,7 @@ from refarch_local.rehearsal.iam import (
     PermissionsMissing,
     local_role,
     policy_document,
+    role_user_name,
     runtime_roles,
 )
 from refarch_local.rehearsal.states import (
@@ -218,6 +220,31 @@ def web_status(aws: IamEnforcedAws, settings: Settings) -> None:
     assert states["queue_depth"] is not None and states["dlq_depth"] == 0
 
 
+def web_dead_letters(aws: IamEnforcedAws, settings: Settings, role: ResourceKey) -> None:
+    """`refarch dlq` and the page's dead letters: list, redrive and discard each lane's. The local SQS API has no
+    message-move task, so the redrive makes its moves with single calls (which AWS's task needs the role to allow
+    too); the task's own actions are checked against the role directly."""
+    runtime = Runtime(settings)
+    lanes = lane_queues(settings)
+    # Bodies Emu cannot read: their reason needs no database (the rehearsal has none).
+    for _queue_url, dlq_url in lanes.values():
+        assert dlq_url is not None
+        send_admin_message(aws, dlq_url, json.dumps({"dead-letter-probe": dlq_url}))
+    dead = DeadLetters.for_settings(runtime.sqs, runtime.db, settings)
+    assert not dead.use_move_task
+    assert [len(listing.letters) for listing in dead.listings()] == [1, 1]
+    assert [result.messages for result in dead.redrive()] == [1, 1]
+    for _queue_url, dlq_url in lanes.values():
+        assert dlq_url is not None
+        send_admin_message(aws, dlq_url, json.dumps({"dead-letter-probe": "discard"}))
+    ids = [letter.id for listing in dead.listings() for letter in listing.letters]
+    assert len(dead.discard(ids).discarded) == 2
+    for _queue_url, dlq_url in lanes.values():
+        arn = runtime.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        for action in ("sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks"):
+            aws.authorize(role_user_name(role), action, arn)
+
+
 def reindex_watches_lanes(settings: Settings) -> None:
     """The re-index waits for both lanes to be idle before it switches."""
     runtime = Runtime(settings)
@@ -298,12 +325,14 @@ def test_each_container_is_allowed_every_call_it_makes(
     container: str,
 ) -> None:
     # Given the container, started from its task definition's environment with its task role's keys
-    settings = container_runtime(assembly, resolver, container).enter(aws, monkeypatch, tmp_path)
+    runtime = container_runtime(assembly, resolver, container)
+    settings = runtime.enter(aws, monkeypatch, tmp_path)
     since = mark(aws)
     # When it reads its secrets and makes its queue and metric calls
     read_cold_start_secrets(settings)
     if container == "web":
         web_status(aws, settings)
+        web_dead_letters(aws, settings, runtime.role)
     else:
         listener_sends_to_both_lanes(settings)
     # Then IAM allowed every one of them

@@ -19,8 +19,7 @@ from openapi_spec_validator import validate
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
-from refarch.runtime import Runtime
-from tests.web.conftest import build_app, csrf_token
+from tests.web.conftest import build_app, csrf_token, make_runtime
 from web.openapi import render
 
 OPENAPI_YAML = Path(__file__).resolve().parents[2] / "web" / "openapi.yaml"
@@ -47,8 +46,10 @@ def test_the_checked_in_document_is_what_the_models_generate():
 
 
 @pytest.fixture
-def contract_app(runtime: Runtime, catalog) -> Flask:
-    """The open app (no edit password) with limits no generated burst reaches, and a few products."""
+def contract_app(dsn: str, embedder, local_settings, catalog) -> Flask:
+    """The open app (no edit password) with limits no generated burst reaches, a few products, and the local
+    SQS server's queues (the status and dead-letter routes read them)."""
+    runtime = make_runtime(embedder, database_url=dsn, home=local_settings.home)
     return build_app(runtime, RATE_LIMIT_SEARCH="100000 per minute", RATE_LIMIT_WRITE="100000 per minute")
 
 

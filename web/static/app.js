@@ -110,6 +110,89 @@
       .then(function () { summaryTimer = window.setTimeout(refreshSummary, SUMMARY_MS); });
   }
 
+  // --- dead letters (signed-in editors; docs/web.md) ---------------------------------------
+
+  function element(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function deadLetterItem(message) {
+    var item = element("li", "dead-letter");
+    item.dataset.messageId = message.id;
+    var what = message.malformed ? "unreadable message" : "products " + message.products.join(", ");
+    item.append(element("span", "dead-letter-what", what + " · received " + message.receive_count + "× · " +
+      Math.round(message.age_seconds) + " s old"));
+    item.append(element("p", "dead-letter-reason", message.reason));
+    var discard = element("button", "danger", "Discard");
+    discard.type = "button";
+    discard.dataset.dlqAction = "discard";
+    discard.dataset.id = message.id;
+    item.append(discard);
+    return item;
+  }
+
+  function loadDeadLetters() {
+    var panel = document.getElementById("dead-letters");
+    if (!panel || !panel.open) return;
+    var body = panel.querySelector(".dead-letters-body");
+    api("GET", "/api/dead-letters")
+      .then(function (result) {
+        body.replaceChildren();
+        if (!result.ok) {
+          body.append(element("p", "error", (result.data && result.data.error) || "Dead letters unavailable."));
+          return;
+        }
+        result.data.lanes.forEach(function (lane) {
+          var section = element("section", "dead-letter-lane");
+          section.dataset.lane = lane.lane;
+          section.append(element("h2", "", lane.lane + " lane: " + lane.depth + " dead letter(s)"));
+          if (lane.depth > 0) {
+            var redrive = element("button", "secondary", "Redrive " + lane.lane + " lane");
+            redrive.type = "button";
+            redrive.dataset.dlqAction = "redrive";
+            redrive.dataset.lane = lane.lane;
+            section.append(redrive);
+          }
+          var list = element("ul", "dead-letter-list");
+          lane.messages.forEach(function (message) { list.append(deadLetterItem(message)); });
+          section.append(list);
+          body.append(section);
+        });
+      })
+      .catch(function () { body.replaceChildren(element("p", "error", unreachable().data.error)); });
+  }
+
+  function actOnDeadLetters(button) {
+    var redrive = button.dataset.dlqAction === "redrive";
+    var request = redrive
+      ? api("POST", "/api/dead-letters/redrive", { lane: button.dataset.lane })
+      : api("POST", "/api/dead-letters/discard", { ids: [button.dataset.id] });
+    button.disabled = true;
+    request
+      .then(function (result) {
+        if (!result.ok) {
+          announce((result.data && result.data.error) || "The dead letters could not be changed.");
+          button.disabled = false;
+          return;
+        }
+        if (redrive) {
+          var moved = result.data.lanes.reduce(function (n, lane) { return n + lane.messages; }, 0);
+          announce(moved + " dead letter(s) sent back to the queue.");
+        } else {
+          announce("Discarded; products marked failed: " + (result.data.marked_failed.join(", ") || "none") + ".");
+        }
+        loadDeadLetters();
+        refreshSummary();
+      })
+      .catch(function () {
+        announce(unreachable().data.error);
+        button.disabled = false;
+      });
+  }
+
   // --- forms -------------------------------------------------------------------------------
 
   function formValues(form, names) {
@@ -292,6 +375,8 @@
   // --- wiring ------------------------------------------------------------------------------
 
   document.addEventListener("click", function (event) {
+    var dlqButton = event.target.closest("button[data-dlq-action]");
+    if (dlqButton) actOnDeadLetters(dlqButton);
     var button = event.target.closest("button[data-action]");
     if (!button) return;
     var row = button.closest("tbody.product");
@@ -310,6 +395,9 @@
       addProduct(form);
     }
   });
+
+  var deadLetters = document.getElementById("dead-letters");
+  if (deadLetters) deadLetters.addEventListener("toggle", loadDeadLetters);
 
   schedulePoll();
   summaryTimer = window.setTimeout(refreshSummary, SUMMARY_MS);
