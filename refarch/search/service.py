@@ -38,8 +38,11 @@ MAX_K = 100
 DEFAULT_K = 20
 # Searches rank to this depth: a page past it is empty (listing has no such cap).
 MAX_DEPTH = 1000
-# Listing has no depth cap, but its OFFSET must stay a bigint: 10 million pages of MAX_K rows is far inside.
-MAX_PAGE = 10_000_000
+# A page (search or listing) must end within the first MAX_RESULT_WINDOW results (page x k): a deep
+# OFFSET makes Postgres walk and throw away every row before it, so an anonymous caller may not ask for
+# page 10 million. Listings count their total only this far (plus one row, to know there is more).
+MAX_RESULT_WINDOW = 10_000
+MAX_PAGE = MAX_RESULT_WINDOW
 # Hybrid fuses each list to at least this depth, so pages within the first 40 results come from one
 # fused ranking and concatenate exactly; deeper pages fuse deeper lists. 40 is pgvector's default
 # hnsw.ef_search: fusing asks the vector index no more than a semantic search does (a depth of 100
@@ -100,6 +103,7 @@ class SearchPage:
     total: int | None
     has_more: bool
     mode: SearchMode = DEFAULT_MODE
+    total_capped: bool = False
     requested_mode: SearchMode = DEFAULT_MODE
     fallback_reason: str | None = None
     did_you_mean: str | None = None
@@ -115,6 +119,7 @@ class SearchPage:
             "page": self.page,
             "k": self.k,
             "total": self.total,
+            "total_capped": self.total_capped,
             "has_more": self.has_more,
             "results": [h.as_dict() for h in self.hits],
         }
@@ -138,7 +143,8 @@ class ListingRequest(BaseModel):
         Field(
             ge=1,
             le=MAX_PAGE,
-            description=f"Page number. Searches rank to a depth of {MAX_DEPTH} results: a page past it is empty",
+            description=f"Page number; page x k is at most {MAX_RESULT_WINDOW} (a 400 names the deepest page). "
+            f"Searches rank to a depth of {MAX_DEPTH} results: a page past it is empty",
         ),
     ] = 1
     category: Annotated[
@@ -166,11 +172,19 @@ class ListingRequest(BaseModel):
     def checked(cls: type[_Listing], values: Mapping[str, Any]) -> _Listing:
         """The request from field names or query-string names (q=); SearchInputError naming what is wrong."""
         try:
-            return cls.model_validate(values)
+            checked = cls.model_validate(values)
         except ValidationError as err:
             messages, _ = field_messages(err, cls.MESSAGES)
             name, message = next(iter(messages.items()))
             raise SearchInputError(f"{'query' if name == 'q' else name} {message}") from None
+        if checked.page * checked.k > MAX_RESULT_WINDOW:
+            deepest = MAX_RESULT_WINDOW // checked.k
+            raise SearchInputError(
+                f"page {checked.page} is too deep: pages reach the first {MAX_RESULT_WINDOW:,} results only "
+                f"(page x k at most {MAX_RESULT_WINDOW}; at k={checked.k} the last page is {deepest}); "
+                "narrow the listing with filters or a query"
+            )
+        return checked
 
 
 class SearchRequest(ListingRequest):
@@ -377,10 +391,11 @@ class SearchService:
         self, *, k: int, page: int, offset: int, category: str | None, min_price: float | None, max_price: float | None
     ) -> SearchPage:
         with self.db.transaction() as conn:
-            rows, total = products.list_page(
+            rows, counted = products.list_page(
                 conn,
                 limit=k,
                 offset=offset,
+                count_limit=MAX_RESULT_WINDOW,
                 category=category or None,
                 min_price=Decimal(str(min_price)) if min_price is not None else None,
                 max_price=Decimal(str(max_price)) if max_price is not None else None,
@@ -388,4 +403,7 @@ class SearchService:
             statuses = products.sync_statuses(conn, [p.id for p in rows])
         # A row deleted between the two reads is left out (its sync state is gone with it).
         hits = [SearchHit(p, None, statuses[p.id]) for p in rows if p.id in statuses]
-        return SearchPage(query="", hits=hits, page=page, k=k, total=total, has_more=offset + k < total)
+        total, capped = min(counted, MAX_RESULT_WINDOW), counted > MAX_RESULT_WINDOW
+        return SearchPage(
+            query="", hits=hits, page=page, k=k, total=total, has_more=offset + k < counted, total_capped=capped
+        )
