@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from refarch.products import NewProduct, ProductChange
-from refarch.search.service import MAX_DEPTH, MAX_RESULT_WINDOW, ListingRequest, SearchRequest
+from refarch.search.service import MAX_DEPTH, MAX_PAGE, MAX_RESULT_WINDOW, ListingRequest, SearchRequest
 from web import MAX_REQUEST_BYTES, contract
 
 OPENAPI_VERSION = "3.1.0"
@@ -33,8 +33,8 @@ need a signed-in session (`POST /api/session`), which the same cookie then carri
 Every error is JSON `{{"error": message, "fields": {{field: message}}, "request_id": id}}`; every
 response carries the same id in `X-Request-Id` (quote it when reporting a problem). Text fields cannot
 hold NUL characters or lone surrogates (Postgres cannot store them); a field over its length limit is
-a 400 naming it. Searches rank to a depth of {MAX_DEPTH} results; a page (search or listing) must end
-within the first {MAX_RESULT_WINDOW:,} results (page x k), else 400. Searches (this API and the page
+a 400 naming it. Searches rank to a depth of {MAX_DEPTH} results; pages (search or listing) go no deeper than
+page {MAX_PAGE}, and a listing counts its total up to {MAX_RESULT_WINDOW:,}. Searches (this API and the page
 together), changes (products, sign-in) and costly reads (listing, sync status) are rate limited per
 client address and per session; over a limit the answer is 429 with `Retry-After`. The sync status is
 computed at most every few seconds per server process.

@@ -38,11 +38,13 @@ MAX_K = 100
 DEFAULT_K = 20
 # Searches rank to this depth: a page past it is empty (listing has no such cap).
 MAX_DEPTH = 1000
-# A page (search or listing) must end within the first MAX_RESULT_WINDOW results (page x k): a deep
-# OFFSET makes Postgres walk and throw away every row before it, so an anonymous caller may not ask for
-# page 10 million. Listings count their total only this far (plus one row, to know there is more).
-MAX_RESULT_WINDOW = 10_000
-MAX_PAGE = MAX_RESULT_WINDOW
+# Pages go no deeper than this: a deep OFFSET makes Postgres walk and throw away every row before it,
+# so an anonymous caller may not ask for page 10 million. A fixed maximum (not page x k) so that the
+# OpenAPI document can state it; at the default k of 20 it still reaches 10,000 products.
+MAX_PAGE = 500
+# The deepest result any page reaches; listings count their total only this far (plus one row, to
+# know there is more), instead of counting a whole large table on every anonymous request.
+MAX_RESULT_WINDOW = MAX_PAGE * MAX_K
 # Hybrid fuses each list to at least this depth, so pages within the first 40 results come from one
 # fused ranking and concatenate exactly; deeper pages fuse deeper lists. 40 is pgvector's default
 # hnsw.ef_search: fusing asks the vector index no more than a semantic search does (a depth of 100
@@ -143,8 +145,8 @@ class ListingRequest(BaseModel):
         Field(
             ge=1,
             le=MAX_PAGE,
-            description=f"Page number; page x k is at most {MAX_RESULT_WINDOW} (a 400 names the deepest page). "
-            f"Searches rank to a depth of {MAX_DEPTH} results: a page past it is empty",
+            description=f"Page number (at most {MAX_PAGE}). Searches rank to a depth of {MAX_DEPTH} results: "
+            "a page past it is empty",
         ),
     ] = 1
     category: Annotated[
@@ -164,6 +166,7 @@ class ListingRequest(BaseModel):
     MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
         ("k", "greater_than_equal"): f"must be between 1 and {MAX_K}",
         ("k", "less_than_equal"): f"must be between 1 and {MAX_K}",
+        ("page", "less_than_equal"): f"must be {MAX_PAGE:,} or less (pages go no deeper: narrow with filters)",
         ("min_price", "greater_than_equal"): "cannot be negative",
         ("max_price", "greater_than_equal"): "cannot be negative",
     }
@@ -172,19 +175,11 @@ class ListingRequest(BaseModel):
     def checked(cls: type[_Listing], values: Mapping[str, Any]) -> _Listing:
         """The request from field names or query-string names (q=); SearchInputError naming what is wrong."""
         try:
-            checked = cls.model_validate(values)
+            return cls.model_validate(values)
         except ValidationError as err:
             messages, _ = field_messages(err, cls.MESSAGES)
             name, message = next(iter(messages.items()))
             raise SearchInputError(f"{'query' if name == 'q' else name} {message}") from None
-        if checked.page * checked.k > MAX_RESULT_WINDOW:
-            deepest = MAX_RESULT_WINDOW // checked.k
-            raise SearchInputError(
-                f"page {checked.page} is too deep: pages reach the first {MAX_RESULT_WINDOW:,} results only "
-                f"(page x k at most {MAX_RESULT_WINDOW}; at k={checked.k} the last page is {deepest}); "
-                "narrow the listing with filters or a query"
-            )
-        return checked
 
 
 class SearchRequest(ListingRequest):
