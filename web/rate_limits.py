@@ -41,7 +41,7 @@ from refarch.db import Database
 from refarch.observability import logger
 from refarch.settings import ConfigurationError
 from web.auth import SESSION_ID
-from web.errors import error_response
+from web.errors import error_response, request_id
 from web.security import CSRF_FORM_FIELD
 
 # Endpoints that cost an embedding request and a vector query (the page searches too).
@@ -98,10 +98,11 @@ class SiteLimiter(Limiter):
         except RateLimitExceeded:
             raise
         except Exception as err:
+            context = {"request_id": request_id(), "endpoint": request.endpoint, "error": repr(err)}
             if request.endpoint in SIGN_IN_ENDPOINTS:
-                logger.warning("rate-limit counters unavailable: sign-in refused", extra={"error": repr(err)})
+                logger.warning("rate-limit counters unavailable: sign-in refused", extra=context)
                 raise CounterStoreUnavailableError(str(err)) from err
-            logger.warning("rate-limit counters unavailable: request let through", extra={"error": repr(err)})
+            logger.warning("rate-limit counters unavailable: request let through", extra=context)
 
 
 class PostgresCounterStorage(Storage):
