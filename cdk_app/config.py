@@ -120,6 +120,9 @@ class StageConfig:
     seed_rows: int = 0
     alarm_email: str | None = None
     custom_domain: CustomDomain | None = None
+    # The WAF web ACL's rate-based rule: requests one client address may make in 5 minutes before WAF
+    # blocks it (the app's own per-minute limits are finer; this stops a flood before the tasks).
+    waf_requests_per_5_minutes: int = 2000
     # Oldest-message age (seconds) in the live lane's queue that pages someone.
     queue_age_alarm_seconds: int = 900
     # The same for the bulk lane: a 1M-row bootstrap legitimately queues for ~an hour (docs/scaling.md).

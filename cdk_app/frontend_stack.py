@@ -17,6 +17,7 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_wafv2 as wafv2
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
@@ -24,6 +25,7 @@ from cdk_app.config import StageConfig
 from cdk_app.constructs.container_image import app_image, runtime_platform
 from cdk_app.constructs.lane_queues import Lanes
 from cdk_app.constructs.runtime_access import RuntimeAccess
+from cdk_app.constructs.web_acl import SiteWebAcl
 from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_task_execution_role
 
 WEB_COMMAND = ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "web:create_app()"]
@@ -46,10 +48,12 @@ class FrontendStack(Stack):
         database_secret: secretsmanager.ISecret,
         lanes: Lanes,
         pinecone_host: str | None,
+        cloudfront_web_acl_arn: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, **kwargs)
         self.config = config
+        self.cloudfront_web_acl_arn = cloudfront_web_acl_arn
         self.edit_password = secretsmanager.Secret(
             self,
             "EditPassword",
@@ -118,6 +122,7 @@ class FrontendStack(Stack):
         self.load_balancer.set_attribute("routing.http.drop_invalid_header_fields.enabled", "true")
         if config.custom_domain:
             self.site_url = f"https://{config.custom_domain.domain_name}"
+            self._web_acl_on_the_load_balancer(config)
         else:
             self.site_url = "https://" + self._cloudfront_in_front(config).distribution_domain_name
         CfnOutput(self, "SiteUrl", value=self.site_url, description="The search page")
@@ -198,6 +203,22 @@ class FrontendStack(Stack):
             )
         return service
 
+    def _web_acl_on_the_load_balancer(self, config: StageConfig) -> None:
+        """The public ALB (custom domain) gets its own regional web ACL: the same rules CloudFront's has."""
+        self.web_acl = SiteWebAcl(
+            self,
+            "SiteWebAcl",
+            name=f"{config.stack_prefix}-alb",
+            waf_scope="REGIONAL",
+            requests_per_window=config.waf_requests_per_5_minutes,
+        )
+        wafv2.CfnWebACLAssociation(
+            self,
+            "SiteWebAclAssociation",
+            resource_arn=self.load_balancer.load_balancer_arn,
+            web_acl_arn=self.web_acl.arn,
+        )
+
     def _cloudfront_in_front(self, config: StageConfig) -> cloudfront.Distribution:
         """HTTPS on CloudFront's domain; CloudFront reaches the internal ALB through a VPC origin.
 
@@ -254,17 +275,13 @@ class FrontendStack(Stack):
             enable_logging=True,
             log_bucket=self.access_logs,
             log_file_prefix="cloudfront/",
+            # The WAF web ACL (rate-based rule + common rule set) from the us-east-1 edge stack.
+            web_acl_id=self.cloudfront_web_acl_arn,
         )
         acknowledge(
             distribution,
             "AwsSolutions-CFR1",
             "A public product search has no country restrictions; add geo restrictions in a fork that needs them.",
-        )
-        acknowledge(
-            distribution,
-            "AwsSolutions-CFR2",
-            "No WAF web ACL: it costs ~$6/month idle; the app caps input sizes and requires sign-in "
-            "for edits. Attach one (web_acl_id) for production traffic.",
         )
         acknowledge(
             distribution,

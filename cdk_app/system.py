@@ -11,6 +11,7 @@ from aws_cdk import aws_ecs as ecs
 from cdk_app.config import StageConfig
 from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.data_stack import DataStack
+from cdk_app.edge_stack import EDGE_REGION, EdgeStack
 from cdk_app.emu_stack import EmuStack
 from cdk_app.frontend_stack import FrontendStack
 from cdk_app.monitoring_stack import MonitoringStack
@@ -32,6 +33,7 @@ class SystemStacks:
     emu: EmuStack
     pelican: PelicanStack
     reindex: ReindexStack
+    edge: EdgeStack | None
     frontend: FrontendStack
     monitoring: MonitoringStack
 
@@ -44,6 +46,7 @@ class SystemStacks:
             self.emu,
             self.pelican,
             self.reindex,
+            self.edge,
             self.frontend,
             self.monitoring,
         ]
@@ -125,6 +128,18 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
     )
     # It imports the bootstrap state machine's name, which only an export of the Pelican stack provides.
     reindex.add_dependency(pelican)
+    edge = None
+    if config.custom_domain is None:
+        # CloudFront's web ACL must live in us-east-1; CDK passes its ARN across regions (an SSM
+        # parameter read by a custom resource) when the stage is elsewhere, as a plain export when not.
+        edge = EdgeStack(
+            app,
+            f"{prefix}-Edge",
+            config=config,
+            env=Environment(account=env.account, region=EDGE_REGION),
+            cross_region_references=True,
+            description="refarch edge: the WAF web ACL of the CloudFront distribution (us-east-1)",
+        )
     frontend = FrontendStack(
         app,
         f"{prefix}-Frontend",
@@ -134,6 +149,8 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
         database_secret=data.runtime_database_secrets["web"],
         lanes=data.lanes,
         pinecone_host=pinecone_host,
+        cloudfront_web_acl_arn=edge.web_acl.arn if edge else None,
+        cross_region_references=edge is not None,
         env=env,
         description="refarch frontend: Flask on Fargate behind an ALB, HTTPS via CloudFront or your domain",
     )
@@ -161,6 +178,7 @@ def build_system(app: App, config: StageConfig) -> SystemStacks:
         emu=emu,
         pelican=pelican,
         reindex=reindex,
+        edge=edge,
         frontend=frontend,
         monitoring=monitoring,
     )

@@ -283,11 +283,22 @@ def list_page(
     category: str | None = None,
     min_price: Decimal | None = None,
     max_price: Decimal | None = None,
+    count_limit: int | None = None,
 ) -> tuple[list[Product], int]:
-    """A page of products ordered by id, with the total matching count."""
+    """A page of products ordered by id, with the matching count.
+
+    With `count_limit` the count stops at count_limit + 1 rows (more than the limit, without how many):
+    a count over a whole large table is a scan a public caller should not be able to repeat at will.
+    """
     where, params = _filters(category, min_price, max_price)
     with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(f"SELECT count(*) AS n FROM products {where}", params)
+        if count_limit is None:
+            cur.execute(f"SELECT count(*) AS n FROM products {where}", params)
+        else:
+            cur.execute(
+                f"SELECT count(*) AS n FROM (SELECT 1 FROM products {where} LIMIT %s) AS matching",
+                [*params, count_limit + 1],
+            )
         total = fetch_one(cur)["n"]
         cur.execute(
             f"SELECT {_COLUMNS} FROM products {where} ORDER BY id LIMIT %s OFFSET %s",

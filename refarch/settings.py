@@ -95,9 +95,11 @@ class Settings(BaseSettings):
     # ALB alone = 1). 0: clients reach it directly, so nobody may claim an address or scheme.
     proxy_hops: int = Field(default=0, ge=0, le=5)
     # Requests per client address (Flask-Limiter notation, e.g. "60 per minute"; several separated
-    # by ";"). Search: the page and /api/search together. Write: product changes and sign-in.
+    # by ";"). Search: the page and /api/search together. Write: product changes and sign-in. Read:
+    # the other reads that cost (listing, sync status). Each holds per address and per session too.
     rate_limit_search: str = "60 per minute"
     rate_limit_write: str = "30 per minute"
+    rate_limit_read: str = "120 per minute"
     # Where the counters live: "postgres" (the database every worker and task shares), or any
     # Flask-Limiter storage URI ("memory://" for one process, "redis://host:6379", ...).
     rate_limit_storage: str = "postgres"

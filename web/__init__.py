@@ -41,6 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
         RATE_LIMIT_SEARCH=settings.rate_limit_search,
         RATE_LIMIT_WRITE=settings.rate_limit_write,
+        RATE_LIMIT_READ=settings.rate_limit_read,
         RATE_LIMIT_STORAGE=settings.rate_limit_storage,
     )
     app.config.update(test_config)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -150,12 +153,45 @@ def sync_statuses() -> Response:
 @bp.get("/api/sync/status")
 def sync_status() -> Response:
     """Totals (indexed / pending / failed), outbox backlog, oldest pending change, both lanes' queues and DLQs,
-    the active index generation and a re-index's progress."""
+    the active index generation and a re-index's progress (at most SYNC_STATUS_CACHE_SECONDS old)."""
+    return respond(contract.SyncStatus, sync_summary())
+
+
+# The status is the same for every caller, and costs whole-table aggregates, SQS calls and paid
+# CloudWatch reads: each process computes it at most once per this many seconds (the page polls every 5).
+SYNC_STATUS_CACHE_SECONDS = 2.0
+
+
+class RecentValue:
+    """A value computed at most once per `max_age` seconds in this process (callers in between share it)."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._computed: tuple[float, dict[str, Any]] | None = None
+        self._lock = threading.Lock()
+
+    def get(self, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The value, computed now if the last one is too old (one thread computes; the others wait for it)."""
+        with self._lock:
+            now = time.monotonic()
+            if self._computed is None or now - self._computed[0] >= self.max_age:
+                self._computed = (now, compute())
+            return dict(self._computed[1])
+
+
+def sync_summary() -> dict[str, Any]:
+    """The sync status (the API's and the page header's), shared by this process's requests for a moment."""
+    max_age = current_app.config.get("SYNC_STATUS_CACHE_SECONDS", SYNC_STATUS_CACHE_SECONDS)
+    cache: RecentValue = current_app.extensions.setdefault("refarch_sync_status", RecentValue(max_age))
+    return cache.get(_compute_sync_summary)
+
+
+def _compute_sync_summary() -> dict[str, Any]:
     with get_db() as conn:
         result: dict[str, Any] = status.sync_counts(conn)
         result.update(status.generation_counts(conn))
     result.update(queue_state())
-    return respond(contract.SyncStatus, result)
+    return result
 
 
 def queue_state() -> dict[str, Any]:

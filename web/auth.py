@@ -1,4 +1,8 @@
-"""Sign-in for editing: one shared edit password (Secrets Manager on AWS); open when none is configured."""
+"""Sign-in for editing: one shared edit password (Secrets Manager on AWS); open when none is configured.
+
+A sign-in is also held server-side (`refarch.editor_sessions`): the cookie carries the session's id,
+and signing out deletes it, so a copy of the cookie taken before stops working too.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,21 @@ import hmac
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 
+from refarch import editor_sessions
 from refarch.observability import logger
 from web.contract import Session, SignIn, request_json, respond
+from web.db import get_db
 from web.errors import ApiError
 from web.security import csrf_token, rotate_csrf_token
 
 bp = Blueprint("auth", __name__)
+
+# The session cookie's key for the server-side sign-in's id.
+SESSION_ID = "sid"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,7 +43,20 @@ def signed_in() -> bool:
         password_required()
         and isinstance(fingerprint, str)
         and hmac.compare_digest(fingerprint.encode(), _password_fingerprint().encode())
+        and _sign_in_live()
     )
+
+
+def _sign_in_live() -> bool:
+    """True while the cookie's server-side sign-in exists (looked up once per request)."""
+    if "sign_in_live" not in g:
+        session_id = session.get(SESSION_ID)
+        if not isinstance(session_id, str):
+            g.sign_in_live = False
+        else:
+            with get_db() as conn:
+                g.sign_in_live = editor_sessions.is_live(conn, session_id)
+    return bool(g.sign_in_live)
 
 
 def can_edit() -> bool:
@@ -79,15 +101,29 @@ def _password_fingerprint() -> str:
 
 def _sign_in() -> None:
     # A new session on sign-in: nothing from before (a planted token) survives.
-    session.clear()
+    _end_sign_in()
+    with get_db() as conn:
+        session_id = editor_sessions.start(conn, lifetime=current_app.permanent_session_lifetime)
     session["editor"] = _password_fingerprint()
+    session[SESSION_ID] = session_id
     session.permanent = True
+    g.sign_in_live = True
     rotate_csrf_token()
 
 
 def _sign_out() -> None:
-    session.clear()
+    _end_sign_in()
     rotate_csrf_token()
+
+
+def _end_sign_in() -> None:
+    """Forget the session, and delete its server-side sign-in (any copy of the cookie is signed out too)."""
+    session_id = session.get(SESSION_ID)
+    if isinstance(session_id, str):
+        with get_db() as conn:
+            editor_sessions.end(conn, session_id)
+    session.clear()
+    g.sign_in_live = False
 
 
 @bp.app_context_processor

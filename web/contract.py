@@ -122,6 +122,7 @@ class Error(Answer):
 
     error: str = Field(description="What went wrong, in words a person can act on")
     fields: dict[str, str] = Field(description="A message per request field that is wrong (may be empty)")
+    request_id: str = Field(description="This request's id, as in the X-Request-Id header and the server's log")
 
 
 class SyncState(Answer):
@@ -191,7 +192,13 @@ class SearchPage(Answer):
     )
     page: int
     k: int
-    total: int | None = Field(description="Set when listing; null for a search")
+    total: int | None = Field(
+        description="Set when listing: the matching products, counted no further than the deepest page reaches "
+        "(see total_capped); null for a search"
+    )
+    total_capped: bool = Field(
+        description="True when more products match than `total` (the count stops at the deepest reachable result)"
+    )
     has_more: bool
     results: list[SearchResult]
 

@@ -1,20 +1,53 @@
-"""Every error is JSON {"error": message, "fields": {field: message}}; bad input is a 4xx, never a 500."""
+"""Every error is JSON {"error": message, "fields": {field: message}, "request_id": id}; bad input is a 4xx,
+never a 500.
+
+Every response carries X-Request-Id, and every error logged here names the same id: a person quoting
+the id from an error lets an operator find the log line. What went wrong inside (a database rule's
+text, a configuration problem) goes to the log, never to an anonymous caller: it would tell an
+attacker about the schema and the deployment. A signed-in editor is told the database's reason for
+refusing their own values.
+"""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import openai
 import pinecone
 import psycopg2
 import psycopg2.errors
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from refarch.observability import logger
 from refarch.products import ProductInputError, ProductNotFoundError, StaleVersionError
 from refarch.search.service import SearchInputError
 from refarch.settings import ConfigurationError
+
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def request_id() -> str:
+    """This request's id (made on first use; never taken from the client, so a log line cannot be forged)."""
+    if "request_id" not in g:
+        g.request_id = uuid.uuid4().hex
+    return str(g.request_id)
+
+
+def _tag_response(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = request_id()
+    return response
+
+
+def _editor_signed_in() -> bool:
+    """True when a signed-in editor made the request (imported late: web.auth imports this module)."""
+    from web.auth import signed_in
+
+    try:
+        return signed_in()
+    except psycopg2.Error:  # the sign-in cannot be checked while the database is down: not signed in
+        return False
 
 
 class ApiError(Exception):
@@ -30,7 +63,7 @@ class ApiError(Exception):
 
 def error_response(status: int, message: str, fields: dict[str, str] | None = None, **extra: Any) -> Response:
     """The one error shape."""
-    response = jsonify({"error": message, "fields": fields or {}, **extra})
+    response = jsonify({"error": message, "fields": fields or {}, **extra, "request_id": request_id()})
     response.status_code = status
     return response
 
@@ -53,8 +86,9 @@ def _search_input(err: SearchInputError) -> Response:
 
 
 def _product_input(err: ProductInputError) -> Response:
-    status = 413 if err.oversized else 400
-    return error_response(status, "some fields are invalid", err.fields)
+    # A field over its length limit is bad input like any other (a 400 naming it); 413 is kept for a
+    # body over MAX_CONTENT_LENGTH, which werkzeug refuses before it is read.
+    return error_response(400, "some fields are invalid", err.fields)
 
 
 def _product_not_found(err: ProductNotFoundError) -> Response:
@@ -72,11 +106,18 @@ def _unique_violation(err: psycopg2.errors.UniqueViolation) -> Response:
 
 def _check_violation(err: psycopg2.errors.CheckViolation) -> Response:
     # Validation runs first, so this is a rule the validation does not know about yet: still the client's input.
-    return error_response(400, f"the database refused the values: {err.diag.message_primary}")
+    logger.warning(
+        "database refused values",
+        extra={"request_id": request_id(), "constraint": err.diag.constraint_name, "error": str(err).strip()},
+    )
+    message = "the database refused the values (a rule the checks before it do not know)"
+    if _editor_signed_in():  # their own values: the rule's wording helps them fix the edit
+        message = f"{message}: {err.diag.message_primary}"
+    return error_response(400, f"{message}; request id {request_id()}")
 
 
 def _database_unavailable(err: psycopg2.Error) -> Response:
-    logger.warning("database unavailable", extra={"error": str(err).strip()})
+    logger.warning("database unavailable", extra={"request_id": request_id(), "error": str(err).strip()})
     return error_response(503, "the database is unavailable; try again shortly")
 
 
@@ -90,7 +131,10 @@ SEARCH_PROVIDER_ERRORS = EMBEDDING_SERVICE_ERRORS + VECTOR_INDEX_ERRORS
 def search_provider_message(err: Exception) -> str:
     """What a person is told when a search provider failed (logged with the provider's own words)."""
     service = "embedding service" if isinstance(err, EMBEDDING_SERVICE_ERRORS) else "vector index"
-    logger.warning("search provider unavailable", extra={"service": service, "error": f"{type(err).__name__}: {err}"})
+    logger.warning(
+        "search provider unavailable",
+        extra={"request_id": request_id(), "service": service, "error": f"{type(err).__name__}: {err}"},
+    )
     return f"the {service} is unavailable (it failed, timed out or refused the request); try again shortly"
 
 
@@ -99,17 +143,21 @@ def _search_provider_unavailable(err: Exception) -> Response:
 
 
 def _not_configured(err: ConfigurationError) -> Response:
-    logger.error("not configured", extra={"error": str(err)})
-    return error_response(503, f"the service is not fully configured: {err}")
+    logger.error("not configured", extra={"request_id": request_id(), "error": str(err)})
+    message = "the service is not fully configured"
+    if _editor_signed_in():
+        message = f"{message}: {err}"
+    return error_response(503, f"{message}; request id {request_id()} (logged)")
 
 
 def _unexpected(err: Exception) -> Response:
-    logger.exception("unexpected error")
-    return error_response(500, "internal error; it has been logged")
+    logger.exception("unexpected error", extra={"request_id": request_id()})
+    return error_response(500, f"internal error; it has been logged with request id {request_id()}")
 
 
 def init_app(app: Flask) -> None:
-    """Register the handlers (the most specific class wins)."""
+    """Register the handlers (the most specific class wins) and the request id on every response."""
+    app.after_request(_tag_response)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(SearchInputError, _search_input)

@@ -14,9 +14,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from refarch.products import MAX_DESCRIPTION_CHARS, NewProduct, ProductChange
-from refarch.search.service import MAX_DEPTH, ListingRequest, SearchRequest
-from web import contract
+from refarch.products import NewProduct, ProductChange
+from refarch.search.service import MAX_DEPTH, MAX_PAGE, MAX_RESULT_WINDOW, ListingRequest, SearchRequest
+from web import MAX_REQUEST_BYTES, contract
 
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{model}"
@@ -30,10 +30,14 @@ session cookie `refarch_session` and its CSRF token in the `X-CSRF-Token` header
 sets the cookie and returns the token. When an edit password is configured, changes to products also
 need a signed-in session (`POST /api/session`), which the same cookie then carries.
 
-Every error is JSON `{{"error": message, "fields": {{field: message}}}}`. Text fields cannot hold NUL
-characters or lone surrogates (Postgres cannot store them). Searches rank to a depth of {MAX_DEPTH}
-results. Searches (this API and the page together) and changes (products, sign-in) are rate limited
-per client address; over a limit the answer is 429 with `Retry-After`.
+Every error is JSON `{{"error": message, "fields": {{field: message}}, "request_id": id}}`; every
+response carries the same id in `X-Request-Id` (quote it when reporting a problem). Text fields cannot
+hold NUL characters or lone surrogates (Postgres cannot store them); a field over its length limit is
+a 400 naming it. Searches rank to a depth of {MAX_DEPTH} results; pages (search or listing) go no deeper than
+page {MAX_PAGE}, and a listing counts its total up to {MAX_RESULT_WINDOW:,}. Searches (this API and the page
+together), changes (products, sign-in) and costly reads (listing, sync status) are rate limited per
+client address and per session; over a limit the answer is 429 with `Retry-After`. The sync status is
+computed at most every few seconds per server process.
 
 Generated from the pydantic models in web/contract.py (`make openapi`); do not edit by hand.
 """
@@ -49,23 +53,23 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "NotFound": {"description": "No such product (it may have been deleted), or no such dead letter"},
     "Conflict": {"description": "A product with this SKU already exists, or the version is stale"},
     "TooLarge": {
-        "description": f"A field is over its length limit (e.g. description {MAX_DESCRIPTION_CHARS:,} characters) "
-        "or the body is too large"
+        "description": f"The request body is over {MAX_REQUEST_BYTES:,} bytes (a field over its length limit is a 400)"
     },
     "TooManyRequests": {
-        "description": "Too many requests from this client address (searches and changes have separate limits); "
-        "`Retry-After` says in how many seconds to try again",
+        "description": "Too many requests from this client address or session (searches, changes and costly "
+        "reads have separate limits); `Retry-After` says in how many seconds to try again",
         "headers": {
             "Retry-After": {
-                "description": "Seconds until the address's window ends",
+                "description": "Seconds until the window of the counter that was exceeded ends",
                 "required": True,
                 "schema": {"type": "integer", "minimum": 1},
             }
         },
     },
     "Unavailable": {
-        "description": "The database is unavailable or timed out; try again shortly (a search whose embedding "
-        "service or vector index is unavailable is answered lexically instead, saying so in fallback_reason)"
+        "description": "The database is unavailable or timed out, or (sign-in) its attempt counter cannot be "
+        "checked; try again shortly (a search whose embedding service or vector index is unavailable is answered "
+        "lexically instead, saying so in fallback_reason)"
     },
 }
 STATUS_RESPONSE = {
@@ -167,7 +171,7 @@ def _paths() -> dict[str, Any]:
                 "Products by id, a page at a time",
                 parameters=_query_parameters(ListingRequest),
                 ok=("200", "One page of products (total is the number matching the filters)", contract.SearchPage),
-                errors="400 503",
+                errors="400 429 503",
             ),
             "post": _operation(
                 "products",
@@ -214,15 +218,19 @@ def _paths() -> dict[str, Any]:
                     "States of the products that exist; deleted ones are listed as missing",
                     contract.SyncStatuses,
                 ),
-                errors="400 503",
+                errors="400 429 503",
             )
         },
         "/api/sync/status": {
             "get": _operation(
                 "sync",
                 "Totals, outbox backlog, oldest pending change, queue and DLQ depth",
-                ok=("200", "System sync status (queue fields are null when SQS cannot answer)", contract.SyncStatus),
-                errors="503",
+                ok=(
+                    "200",
+                    "System sync status (queue fields are null when SQS cannot answer; at most a few seconds old)",
+                    contract.SyncStatus,
+                ),
+                errors="429 503",
             )
         },
         "/api/dead-letters": {
@@ -262,21 +270,25 @@ def _paths() -> dict[str, Any]:
                 "session",
                 "Whether editing needs a password, whether this session may edit, and its CSRF token",
                 ok=("200", "Session state (sets the session cookie)", contract.Session),
-                errors="",
+                errors="503",
             ),
             "post": _operation(
                 "session",
                 "Sign in with the edit password (without one configured, editing is open and this just answers)",
                 body=contract.SignIn,
                 ok=("200", "Signed in; use the new CSRF token from now on", contract.Session),
-                errors="400 401 403 413 429",
+                errors="400 401 403 413 429 503",
                 security=CHANGE,
             ),
             "delete": _operation(
                 "session",
                 "Sign out",
-                ok=("200", "Signed out; the response carries a new CSRF token", contract.Session),
-                errors="403",
+                ok=(
+                    "200",
+                    "Signed out everywhere (a copy of the cookie is signed out too); a new CSRF token",
+                    contract.Session,
+                ),
+                errors="403 503",
                 security=CHANGE,
             ),
         },

@@ -6,10 +6,10 @@ from typing import Any
 
 from flask import Blueprint, render_template, request, url_for
 
-from refarch import products, status
+from refarch import products
 from refarch.products import MAX_ID, ProductNotFoundError
 from refarch.search.service import DEFAULT_K, DEFAULT_MODE, SearchInputError, SearchPage, SearchRequest
-from web.api import queue_state
+from web.api import sync_summary
 from web.contract import present
 from web.db import get_db, get_runtime
 from web.errors import SEARCH_PROVIDER_ERRORS, search_provider_message
@@ -41,9 +41,7 @@ def index() -> tuple[str, int]:
         error, error_status = search_provider_message(err), 503
     with get_db() as conn:
         categories = products.categories(conn)
-        summary: dict[str, Any] = status.sync_counts(conn)
-        summary.update(status.generation_counts(conn))
-    summary.update(queue_state())
+    summary = sync_summary()
     html = render_template(
         "index.html",
         result=result,

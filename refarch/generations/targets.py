@@ -10,7 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import psycopg2.errors
 
 from refarch import generations
 from refarch.db import Connection, Database
@@ -89,32 +91,47 @@ class GenerationTargets:
                     cached = IndexTarget(generation, cached.embedder, cached.index)
                     self._targets[generation.id] = cached
                 return cached
-            if not generation.recorded:
-                generation = self._adopt(generation)
+            kept = generation.recorded
+            if not kept:
+                generation, kept = self._adopt(generation)
             assert generation.embedder is not None and generation.dimension is not None
             embedder = self.embedder_for(generation.embedder)
             index = self.open_index(generation)
             check_dimensions(embedder, index)
             built = IndexTarget(generation, embedder, index)
-            self._targets[generation.id] = built
+            if kept:  # one this process may not record is read again until Emu has recorded it
+                self._targets[generation.id] = built
             return built
 
-    def _adopt(self, generation: Generation) -> Generation:
-        """Record the configured embedder and target on a generation created before they were known."""
-        embedder = self.embedder_for(EmbedderSpec.from_settings(self.settings))
+    def _adopt(self, generation: Generation) -> tuple[Generation, bool]:
+        """Record the configured embedder and target on a generation created before they were known;
+        (the generation, whether it is recorded in the database)."""
+        spec = EmbedderSpec.from_settings(self.settings)
+        embedder = self.embedder_for(spec)
         target = placement.default_target(self.settings, generation.id, dimension=embedder.dimension)
+        backend = self.settings.vector_backend_kind
         # Checked before it is recorded: an index of another dimension is refused with advice.
         make_index(self.settings, self.db, embedder.dimension, target=target)
-        with self.db.transaction() as conn:
-            return generations.adopt(
-                conn,
-                generation.id,
-                spec=EmbedderSpec.from_settings(self.settings),
-                model_id=embedder.model_id,
-                dimension=embedder.dimension,
-                backend=self.settings.vector_backend_kind,
-                target=target,
+        try:
+            with self.db.transaction() as conn:
+                adopted = generations.adopt(
+                    conn,
+                    generation.id,
+                    spec=spec,
+                    model_id=embedder.model_id,
+                    dimension=embedder.dimension,
+                    backend=backend,
+                    target=target,
+                )
+        except psycopg2.errors.InsufficientPrivilege:
+            # Only Emu's role may record a generation: the web role may not rewrite where search reads
+            # (migration 0015). Until Emu's first run records it, search reads the configured target.
+            logger.info("generation not recorded yet: using the configured target", extra={"generation": generation.id})
+            unrecorded = replace(
+                generation, embedder=spec, model_id=embedder.model_id, dimension=embedder.dimension, backend=backend
             )
+            return replace(unrecorded, target=target), False
+        return adopted, True
 
     def active(self) -> IndexTarget:
         """The generation search reads, re-read from the database at most every `cache_seconds`."""

@@ -38,8 +38,13 @@ MAX_K = 100
 DEFAULT_K = 20
 # Searches rank to this depth: a page past it is empty (listing has no such cap).
 MAX_DEPTH = 1000
-# Listing has no depth cap, but its OFFSET must stay a bigint: 10 million pages of MAX_K rows is far inside.
-MAX_PAGE = 10_000_000
+# Pages go no deeper than this: a deep OFFSET makes Postgres walk and throw away every row before it,
+# so an anonymous caller may not ask for page 10 million. A fixed maximum (not page x k) so that the
+# OpenAPI document can state it; at the default k of 20 it still reaches 10,000 products.
+MAX_PAGE = 500
+# The deepest result any page reaches; listings count their total only this far (plus one row, to
+# know there is more), instead of counting a whole large table on every anonymous request.
+MAX_RESULT_WINDOW = MAX_PAGE * MAX_K
 # Hybrid fuses each list to at least this depth, so pages within the first 40 results come from one
 # fused ranking and concatenate exactly; deeper pages fuse deeper lists. 40 is pgvector's default
 # hnsw.ef_search: fusing asks the vector index no more than a semantic search does (a depth of 100
@@ -100,6 +105,7 @@ class SearchPage:
     total: int | None
     has_more: bool
     mode: SearchMode = DEFAULT_MODE
+    total_capped: bool = False
     requested_mode: SearchMode = DEFAULT_MODE
     fallback_reason: str | None = None
     did_you_mean: str | None = None
@@ -115,6 +121,7 @@ class SearchPage:
             "page": self.page,
             "k": self.k,
             "total": self.total,
+            "total_capped": self.total_capped,
             "has_more": self.has_more,
             "results": [h.as_dict() for h in self.hits],
         }
@@ -138,7 +145,8 @@ class ListingRequest(BaseModel):
         Field(
             ge=1,
             le=MAX_PAGE,
-            description=f"Page number. Searches rank to a depth of {MAX_DEPTH} results: a page past it is empty",
+            description=f"Page number (at most {MAX_PAGE}). Searches rank to a depth of {MAX_DEPTH} results: "
+            "a page past it is empty",
         ),
     ] = 1
     category: Annotated[
@@ -158,6 +166,7 @@ class ListingRequest(BaseModel):
     MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
         ("k", "greater_than_equal"): f"must be between 1 and {MAX_K}",
         ("k", "less_than_equal"): f"must be between 1 and {MAX_K}",
+        ("page", "less_than_equal"): f"must be {MAX_PAGE:,} or less (pages go no deeper: narrow with filters)",
         ("min_price", "greater_than_equal"): "cannot be negative",
         ("max_price", "greater_than_equal"): "cannot be negative",
     }
@@ -377,10 +386,11 @@ class SearchService:
         self, *, k: int, page: int, offset: int, category: str | None, min_price: float | None, max_price: float | None
     ) -> SearchPage:
         with self.db.transaction() as conn:
-            rows, total = products.list_page(
+            rows, counted = products.list_page(
                 conn,
                 limit=k,
                 offset=offset,
+                count_limit=MAX_RESULT_WINDOW,
                 category=category or None,
                 min_price=Decimal(str(min_price)) if min_price is not None else None,
                 max_price=Decimal(str(max_price)) if max_price is not None else None,
@@ -388,4 +398,7 @@ class SearchService:
             statuses = products.sync_statuses(conn, [p.id for p in rows])
         # A row deleted between the two reads is left out (its sync state is gone with it).
         hits = [SearchHit(p, None, statuses[p.id]) for p in rows if p.id in statuses]
-        return SearchPage(query="", hits=hits, page=page, k=k, total=total, has_more=offset + k < total)
+        total, capped = min(counted, MAX_RESULT_WINDOW), counted > MAX_RESULT_WINDOW
+        return SearchPage(
+            query="", hits=hits, page=page, k=k, total=total, has_more=offset + k < counted, total_capped=capped
+        )

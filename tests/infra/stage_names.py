@@ -33,6 +33,7 @@ NAMED_RESOURCES = {
     "AWS::SNS::Topic": ("TopicName", "SNS topic"),
     "AWS::ECS::Cluster": ("ClusterName", "ECS cluster"),
     "Custom::PineconeIndex": ("IndexName", "Pinecone index"),
+    "AWS::WAFv2::WebACL": ("Name", "WAF web ACL"),
 }
 PSEUDO_PARAMETERS = {"AWS::AccountId", "AWS::Region", "AWS::Partition", "AWS::URLSuffix"}
 # A secret referenced by name (Secret.from_secret_name_v2) appears in ARNs, in IAM with a wildcard suffix.

@@ -127,6 +127,6 @@ def test_real_cdk_cli_synthesizes_every_stack(tmp_path: Path) -> None:
     written = {p.name.removesuffix(".template.json") for p in tmp_path.glob("*.template.json")}
     expected = {
         f"{DEV.stack_prefix}-{name}"
-        for name in ("Network", "Data", "PineconeIndex", "Emu", "Pelican", "Reindex", "Frontend", "Monitoring")
+        for name in ("Network", "Data", "PineconeIndex", "Emu", "Pelican", "Reindex", "Edge", "Frontend", "Monitoring")
     }
     assert written == expected

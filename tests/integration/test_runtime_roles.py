@@ -67,6 +67,10 @@ FORBIDDEN = {
         "UPDATE sync_state SET indexed_version = 99",
         "DELETE FROM product_vectors",
         "UPDATE bootstrap_runs SET status = 'failed'",
+        # Only Emu records where a generation's vectors live (migration 0015): search may not be re-pointed.
+        "UPDATE index_generations SET target = '{}'::jsonb",
+        "UPDATE index_generations SET embedder = NULL",
+        "SELECT id FROM index_generations FOR SHARE",
     ],
     "emu": [
         "UPDATE products SET name = 'x'",
@@ -83,6 +87,7 @@ FORBIDDEN = {
         "INSERT INTO sync_outbox (product_id, op, version) VALUES (1, 'update', 99)",
         "DELETE FROM product_vectors",
         "INSERT INTO embed_calls (model, texts) VALUES ('m', 1)",
+        "UPDATE index_generations SET target = '{}'::jsonb",
     ],
 }
 

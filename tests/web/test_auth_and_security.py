@@ -89,6 +89,31 @@ def test_api_sign_in_rotates_the_token_and_allows_changes_until_sign_out(locked_
     assert api.put(f"/api/products/{catalog[0].id}", json={"version": 2, "name": "B"}).status_code == 401
 
 
+def test_sign_out_revokes_a_copied_session_cookie(locked_app, catalog):
+    # Given an editor signed in, and a copy of their session cookie and CSRF token taken by someone else
+    editor = Api(locked_app.test_client())
+    editor.token = editor.post("/api/session", json={"password": EDIT_PASSWORD}).get_json()["csrf_token"]
+    cookie = editor.client.get_cookie("refarch_session")
+    assert cookie is not None
+    thief = Api(locked_app.test_client())
+    thief.client.set_cookie("refarch_session", cookie.value)
+    thief.token = editor.token
+    product = catalog[0]
+    assert thief.put(f"/api/products/{product.id}", json={"version": 1, "name": "Copied"}).status_code == 200
+    # When the editor signs out
+    signed_out = editor.delete("/api/session").get_json()
+    assert signed_out["signed_in"] is False
+    editor.token = signed_out["csrf_token"]
+    # Then the copy, still validly signed, no longer signs anyone in
+    refused = thief.put(f"/api/products/{product.id}", json={"version": 2, "name": "Again"})
+    assert refused.status_code == 401
+    assert thief.get("/api/session").get_json()["signed_in"] is False
+    # And signing in again makes a new session the old copy does not share
+    editor.token = editor.post("/api/session", json={"password": EDIT_PASSWORD}).get_json()["csrf_token"]
+    assert editor.put(f"/api/products/{product.id}", json={"version": 2, "name": "Mine"}).status_code == 200
+    assert thief.put(f"/api/products/{product.id}", json={"version": 3, "name": "Again"}).status_code == 401
+
+
 def test_api_sign_in_needs_a_password_field(locked_client):
     api = Api(locked_client)
     response = api.post("/api/session", json={"pass": EDIT_PASSWORD})

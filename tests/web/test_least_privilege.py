@@ -29,3 +29,24 @@ def test_every_route_works_as_the_web_role(login_as, embedder, indexed_catalog, 
     with runtime.db.transaction() as conn, conn.cursor() as cur:
         cur.execute("SELECT op FROM sync_outbox ORDER BY id DESC LIMIT 3")
         assert [op for (op,) in cur.fetchall()] == ["delete", "update", "insert"]
+
+
+def test_the_web_role_searches_an_unrecorded_generation_without_recording_it(
+    dsn, login_as, embedder, catalog, tmp_path
+):
+    # Given a fresh database whose generation 1 nobody has recorded yet (Emu has not run), its vector table
+    # created by the admin (the migrate step does this on AWS), and the app as refarch_web
+    from refarch import generations
+    from refarch.db import Database
+    from refarch.index.pgvector_index import PgVectorIndex
+
+    PgVectorIndex(Database(dsn), embedder.dimension).ensure()
+    runtime = make_runtime(embedder, database_url=login_as("web"), home=tmp_path / "home")
+    api = Api(build_app(runtime).test_client())
+    # When someone searches (semantic: the generation's embedder and index are needed)
+    found = api.get("/api/search", query_string={"q": "machine learning", "mode": "semantic"})
+    # Then search answers from the configured target (nothing is indexed yet: no results, no error)
+    assert found.status_code == 200 and found.get_json()["mode"] == "semantic"
+    # And the generation is still unrecorded: only Emu's role may record it (migration 0015)
+    with runtime.db.transaction() as conn:
+        assert not generations.active(conn).recorded

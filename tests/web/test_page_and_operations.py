@@ -139,7 +139,7 @@ def test_sync_status_survives_an_unreachable_queue(dsn, embedder, tmp_path):
 
 def test_errors_are_json_with_the_right_status(client, api):
     not_found = client.get("/no/such/page")
-    assert not_found.status_code == 404 and set(not_found.get_json()) == {"error", "fields"}
+    assert not_found.status_code == 404 and set(not_found.get_json()) == {"error", "fields", "request_id"}
     wrong_method = client.patch("/api/search")
     assert wrong_method.status_code in (403, 405)  # CSRF is checked before routing finds no PATCH
     wrong_method = api.client.patch("/api/search", headers={"X-CSRF-Token": api.token})

@@ -28,7 +28,8 @@ def test_searches_over_the_limit_are_a_429_with_retry_after(runtime, catalog):
     assert [r.status_code for r in first] == [200, 200, 200]
     assert refused.status_code == 429
     body = refused.get_json()
-    assert set(body) == {"error", "fields"} and body["fields"] == {}
+    assert set(body) == {"error", "fields", "request_id"} and body["fields"] == {}
+    assert body["request_id"] == refused.headers["X-Request-Id"]
     assert "too many requests from your address" in body["error"]
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     # And another address still has its own budget, and reads that are not searches are not limited

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from refarch import products
+from refarch.db import Database
 from refarch.search.service import MAX_PAGE, SearchInputError
 from tests.web.conftest import index_now
 
@@ -184,6 +186,20 @@ def test_a_page_number_past_any_listing_is_a_400(client, catalog, url):
     # And the last allowed page is simply empty
     last = client.get(url, query_string={"q": "", "page": str(MAX_PAGE), "k": "100"})
     assert last.status_code == 200 and last.get_json()["results"] == [] and last.get_json()["has_more"] is False
+
+
+def test_a_listing_counts_its_total_only_as_far_as_a_page_can_reach(dsn):
+    # Given more matching products than the count limit
+    db = Database(dsn)
+    with db.transaction() as conn:
+        for n in range(5):
+            products.create(conn, {"sku": f"CNT-{n}", "name": "Lamp", "description": "", "category": "c", "price": 1})
+    with db.transaction() as conn:
+        # When a page is listed with a count limit of 3
+        rows, counted = products.list_page(conn, limit=2, offset=0, count_limit=3)
+        # Then the count stops one row past the limit (enough to say "more"), and without one it is exact
+        assert len(rows) == 2 and counted == 4
+        assert products.list_page(conn, limit=2, offset=0)[1] == 5
 
 
 def test_the_page_shows_a_page_number_past_any_listing_as_a_message(client, catalog):
