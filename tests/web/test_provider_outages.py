@@ -46,7 +46,9 @@ def openai_runtime(dsn: str, tmp_path, openai_standin: OpenAIStandIn) -> Runtime
         ("timeout", "embedding service was too slow"),
     ],
 )
-def test_an_embedding_outage_answers_in_lexical_mode_and_says_so(openai_runtime, openai_standin, catalog, fault, reason):
+def test_an_embedding_outage_answers_in_lexical_mode_and_says_so(
+    openai_runtime, openai_standin, catalog, fault, reason
+):
     # Given search works through the OpenAI API
     client = build_app(openai_runtime).test_client()
     assert client.get("/api/search", query_string={"q": "tent"}).get_json()["mode"] == "hybrid"
