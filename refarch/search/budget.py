@@ -8,8 +8,10 @@ providers hold a search for at most `total_seconds`, however slow they are (refa
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from refarch.serving import SEARCH_BUDGET, SearchBudget
@@ -51,3 +53,53 @@ class Deadline:
                 if failed >= self.budget.retries or not retryable(err):
                     raise
                 failed += 1
+
+
+class SemanticSlots:
+    """At most `count` searches of one process wait on the providers at once; the rest answer lexically.
+
+    Fewer slots than the process has threads: a thread is always free for /healthz. A search that finds
+    every slot taken waits up to `wait_seconds` for one while the holders look healthy (none has held
+    its slot for `stuck_after_seconds`, far longer than a provider answers when it is well), so a burst
+    of searches on healthy providers queues briefly instead of losing its semantic ranking; once a
+    holder is stuck on a slow provider, the search answers lexically at once and the thread moves on.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        *,
+        wait_seconds: float = 0.1,
+        stuck_after_seconds: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._free = threading.BoundedSemaphore(count)
+        self._held_since: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self.wait_seconds = wait_seconds
+        self.stuck_after_seconds = stuck_after_seconds
+        self._clock = clock
+
+    def _holders_stuck(self) -> bool:
+        with self._lock:
+            oldest = min(self._held_since.values(), default=None)
+        return oldest is not None and self._clock() - oldest >= self.stuck_after_seconds
+
+    @contextmanager
+    def slot(self) -> Iterator[bool]:
+        """Whether this search got a slot (held until the block ends)."""
+        got = self._free.acquire(blocking=False)
+        if not got and not self._holders_stuck():
+            got = self._free.acquire(timeout=self.wait_seconds)
+        if not got:
+            yield False
+            return
+        token = object()
+        with self._lock:
+            self._held_since[id(token)] = self._clock()
+        try:
+            yield True
+        finally:
+            with self._lock:
+                del self._held_since[id(token)]
+            self._free.release()

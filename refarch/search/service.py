@@ -17,7 +17,6 @@ hold them): a thread is always left for /healthz and for searches answered from 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -32,7 +31,7 @@ from refarch.index.port import Match, SearchFilter, VectorIndex
 from refarch.input_errors import TEXT_PATTERN, field_messages
 from refarch.observability import logger
 from refarch.search import lexical
-from refarch.search.budget import BudgetSpentError, Deadline
+from refarch.search.budget import BudgetSpentError, Deadline, SemanticSlots
 from refarch.search.fallbacks import (
     BUSY_MESSAGE,
     EMBEDDING_OUTAGE_MESSAGE,
@@ -244,7 +243,7 @@ class SearchService:
         self.embeddings = QueryEmbeddings(max_bytes=cache_bytes)
         # How long one search may wait on its providers, and how many searches may wait at once.
         self.budget = budget
-        self._semantic_slots = threading.BoundedSemaphore(semantic_slots)
+        self._semantic_slots = SemanticSlots(semantic_slots)
 
     def search(
         self,
@@ -298,15 +297,13 @@ class SearchService:
         used: SearchMode = requested
         fallback: str | None = None
         if requested != "lexical":
-            # Without a free slot, waiting for one would hold this thread too: answer from Postgres now.
-            if self._semantic_slots.acquire(blocking=False):
-                try:
+            # Without a slot, waiting on a slow provider would hold this thread too: answer from Postgres now.
+            with self._semantic_slots.slot() as got:
+                if got:
                     lists, ranked, fallback = self._ranked_with_vectors(query, requested, search_filter, depth=depth)
-                finally:
-                    self._semantic_slots.release()
-            else:
-                logger.warning("every semantic search slot is taken: searching lexically")
-                fallback = BUSY_MESSAGE
+                else:
+                    logger.warning("every semantic search slot is taken: searching lexically")
+                    fallback = BUSY_MESSAGE
             if fallback is not None:
                 used = "lexical"
         if ranked is None:  # lexical asked for, or a provider is down, slow or busy
@@ -338,8 +335,12 @@ class SearchService:
         """The semantic or hybrid ranking within the budget: (lexical lists, ranking, None), or
         (lexical lists if read, None, why not) when a provider failed or was too slow."""
         deadline = Deadline(self.budget)
-        # One generation per request: the query is embedded by the model whose vectors it is compared with.
-        target = self.targets.active()
+        try:
+            # One generation per request: the query is embedded by the model whose vectors it is compared with.
+            # A process's first search opens the index clients (Pinecone's check of the index can be slow too).
+            target = self.targets.active()
+        except Exception as err:
+            return None, None, self._vector_index_fallback(err)
         try:
             vector = self.embeddings.vector(query, target.embedder, deadline=deadline)
         except EmbeddingUnavailableError as err:
@@ -352,12 +353,17 @@ class SearchService:
                 return None, self._semantic(target.index, vector, search_filter, deadline, depth=depth), None
             return lists, self._hybrid(target.index, lists, vector, search_filter, deadline, depth=depth), None
         except Exception as err:
-            slow = isinstance(err, BudgetSpentError) or is_vector_index_timeout(err)
-            if not (slow or is_vector_index_outage(err)):
-                raise
-            logger.warning("vector index unavailable or slow: searching lexically", extra={"error": str(err)})
-            reason = VECTOR_INDEX_SLOW_MESSAGE.format(budget=self.budget.total_seconds)
-            return lists, None, reason if slow else VECTOR_INDEX_OUTAGE_MESSAGE
+            return lists, None, self._vector_index_fallback(err)
+
+    def _vector_index_fallback(self, err: Exception) -> str:
+        """Why search answers lexically after the vector index failed or was too slow (any other error is raised)."""
+        slow = isinstance(err, BudgetSpentError) or is_vector_index_timeout(err)
+        if not (slow or is_vector_index_outage(err)):
+            raise err
+        logger.warning("vector index unavailable or slow: searching lexically", extra={"error": str(err)})
+        return (
+            VECTOR_INDEX_SLOW_MESSAGE.format(budget=self.budget.total_seconds) if slow else VECTOR_INDEX_OUTAGE_MESSAGE
+        )
 
     def _vector_query(
         self, index: VectorIndex, vector: list[float], search_filter: SearchFilter, deadline: Deadline, *, top_k: int

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from refarch.search.budget import BudgetSpentError, Deadline
+from refarch.search.budget import BudgetSpentError, Deadline, SemanticSlots
 from refarch.serving import SEARCH_BUDGET, SearchBudget, layer_timeouts, web_command
 
 
@@ -91,3 +93,38 @@ def test_each_layer_waits_longer_than_the_one_inside_it() -> None:
     command = web_command()
     assert float(command[command.index("--timeout") + 1]) == limits[-1]
     assert SEARCH_BUDGET.attempt_seconds * (1 + SEARCH_BUDGET.retries) <= SEARCH_BUDGET.total_seconds
+
+
+def test_a_search_without_a_slot_answers_at_once_when_the_holders_are_stuck() -> None:
+    # Given the only slot held by a search that has waited on a provider for longer than a healthy one takes
+    clock = Clock()
+    slots = SemanticSlots(1, wait_seconds=30.0, stuck_after_seconds=0.5, clock=clock)
+    with slots.slot() as held:
+        assert held
+        clock.now += 0.6
+        # When another search asks for a slot, Then it gets none, without waiting the 30 s it could
+        with slots.slot() as other:
+            assert not other
+    # And once the slot is free again, the next search gets it
+    with slots.slot() as later:
+        assert later
+
+
+def test_a_search_waits_briefly_for_a_slot_held_by_a_healthy_search() -> None:
+    # Given the only slot held by a search that started just now, and released by it soon after
+    slots = SemanticSlots(1, wait_seconds=30.0, stuck_after_seconds=30.0)
+    taken, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with slots.slot():
+            taken.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    taken.wait(5)
+    threading.Timer(0.05, release.set).start()
+    # When another search asks for a slot, Then it waits for the holder and gets it
+    with slots.slot() as got:
+        assert got
+    thread.join()
