@@ -234,7 +234,7 @@ def slow_runs(admin_dsn: str, home: Path, *, seconds: float, console: Any) -> di
             ),
         ):
             console.print(
-                f"[bold]{name}[/bold]: answers after {SLOW_SECONDS:g} s, {clients} searching, {seconds:g} s …"
+                f"[bold]{name}[/bold]: answers after {SLOW_SECONDS:g} s; {clients} clients for {seconds:g} s"
             )
             dsn = catalog_database(admin_dsn, name, openai)
             with gunicorn(dsn, home / name, {**openai_env, **env}) as (port, _):

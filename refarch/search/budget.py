@@ -60,7 +60,7 @@ class SemanticSlots:
 
     Fewer slots than the process has threads: a thread is always free for /healthz. A search that finds
     every slot taken waits up to `wait_seconds` for one while the holders look healthy (none has held
-    its slot for `stuck_after_seconds`, far longer than a provider answers when it is well), so a burst
+    its slot for `stuck_after_seconds`, longer than a healthy embedding and vector query take), so a burst
     of searches on healthy providers queues briefly instead of losing its semantic ranking; once a
     holder is stuck on a slow provider, the search answers lexically at once and the thread moves on.
     """
@@ -69,8 +69,8 @@ class SemanticSlots:
         self,
         count: int,
         *,
-        wait_seconds: float = 0.1,
-        stuck_after_seconds: float = 0.5,
+        wait_seconds: float = 0.05,
+        stuck_after_seconds: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._free = threading.BoundedSemaphore(count)
