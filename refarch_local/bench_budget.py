@@ -233,9 +233,7 @@ def slow_runs(admin_dsn: str, home: Path, *, seconds: float, console: Any) -> di
                 pinecone,
             ),
         ):
-            console.print(
-                f"[bold]{name}[/bold]: answers after {SLOW_SECONDS:g} s; {clients} clients for {seconds:g} s"
-            )
+            console.print(f"[bold]{name}[/bold]: answers after {SLOW_SECONDS:g} s; {clients} clients for {seconds:g} s")
             dsn = catalog_database(admin_dsn, name, openai)
             with gunicorn(dsn, home / name, {**openai_env, **env}) as (port, _):
                 warm_up(port)

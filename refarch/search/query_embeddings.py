@@ -20,7 +20,7 @@ from cachetools import LRUCache
 from refarch.embeddings import Embedder
 from refarch.search.budget import BudgetSpentError, Deadline
 
-# The settings' default (Settings.query_cache_bytes): 32 MiB, ~4,600 queries at 1,536-d, ~19,000 at 384-d.
+# The settings' default (Settings.query_cache_bytes): 32 MiB, ~4,900 queries at 1,536-d, ~14,000 at 384-d.
 DEFAULT_MAX_BYTES = 32 * 2**20
 # What an entry costs besides its vector and key objects: its slot in the cache's dict and in its LRU
 # order, and the entry object (measured with tracemalloc: tests/unit/test_query_cache.py).
