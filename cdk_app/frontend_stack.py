@@ -27,8 +27,10 @@ from cdk_app.constructs.lane_queues import Lanes
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.constructs.web_acl import SiteWebAcl
 from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_task_execution_role
+from refarch import serving
 
-WEB_COMMAND = ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "web:create_app()"]
+# Workers, threads and gunicorn's timeouts come from the one statement of the latency budget (refarch.serving).
+WEB_COMMAND = serving.web_command()
 WEB_PORT = 8000
 HEALTH_CHECK_PATH = "/healthz"
 CLOUDFRONT_PREFIX_LIST = "com.amazonaws.global.cloudfront.origin-facing"
@@ -88,6 +90,11 @@ class FrontendStack(Stack):
         container.add_environment("REFARCH_SESSION_SECRET_ARN", session_secret.secret_arn)
         # Who appends to X-Forwarded-For before the app: CloudFront and the ALB, or the ALB alone.
         container.add_environment("REFARCH_PROXY_HOPS", "1" if config.custom_domain else "2")
+        # Each worker's query-vector cache, in bytes, from the task's memory (docs/web.md, "Memory").
+        container.add_environment(
+            "REFARCH_QUERY_CACHE_BYTES",
+            str(serving.query_cache_bytes(config.web_memory_mb, workers=serving.WEB_WORKERS)),
+        )
         task_role = self.service.task_definition.task_role
         self.edit_password.grant_read(task_role)
         session_secret.grant_read(task_role)
@@ -120,6 +127,8 @@ class FrontendStack(Stack):
         self.load_balancer = self.service.load_balancer
         self.load_balancer.log_access_logs(self.access_logs, prefix="alb")
         self.load_balancer.set_attribute("routing.http.drop_invalid_header_fields.enabled", "true")
+        # Longer than CloudFront's origin read timeout, shorter than gunicorn's keep-alive (refarch.serving).
+        self.load_balancer.set_attribute("idle_timeout.timeout_seconds", str(serving.ALB_IDLE_TIMEOUT_SECONDS))
         if config.custom_domain:
             self.site_url = f"https://{config.custom_domain.domain_name}"
             self._web_acl_on_the_load_balancer(config)
@@ -262,7 +271,8 @@ class FrontendStack(Stack):
                 origin=origins.VpcOrigin.with_application_load_balancer(
                     self.load_balancer,
                     protocol_policy=cloudfront.OriginProtocolPolicy.HTTP_ONLY,
-                    read_timeout=Duration.seconds(30),
+                    # The search budget plus the lexical answer fit many times over (refarch.serving).
+                    read_timeout=Duration.seconds(serving.ORIGIN_READ_TIMEOUT_SECONDS),
                 ),
                 viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
                 allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,

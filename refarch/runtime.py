@@ -73,8 +73,27 @@ class Runtime:
         return Emu(self.db, self.targets)
 
     @cached_property
+    def search_targets(self) -> GenerationTargets:
+        """Each generation's query-path clients: the search budget's short timeouts, no SDK retries.
+
+        A local model has no network to wait on: search shares the runtime's (one copy in memory).
+        """
+        query_settings = self.settings.query_path_settings()
+        local = self.settings.embedder_kind == "local"
+        return GenerationTargets(
+            query_settings,
+            self.db,
+            configured_embedder=(lambda: self.embedder) if local else (lambda: make_embedder(query_settings)),
+        )
+
+    @cached_property
     def search(self) -> SearchService:
         """The search service the web page and the CLI share (imported here: the Lambdas never search)."""
         from refarch.search.service import SearchService
 
-        return SearchService(self.db, self.targets)
+        return SearchService(
+            self.db,
+            self.search_targets,
+            semantic_slots=self.settings.search_semantic_slots,
+            cache_bytes=self.settings.query_cache_bytes,
+        )

@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refarch.lanes.topology import LaneName
+from refarch.serving import SEARCH_BUDGET, SEMANTIC_SEARCH_SLOTS
 
 # Where each lane's queue and dead-letter queue URLs come from on AWS (set by cdk_app.constructs.runtime_access).
 QUEUE_URL_VARIABLES: dict[LaneName, str] = {"live": "REFARCH_QUEUE_URL", "bulk": "REFARCH_BULK_QUEUE_URL"}
@@ -66,7 +67,8 @@ class Settings(BaseSettings):
     )
     openai_model: str = "text-embedding-3-small"
     openai_dimensions: int | None = 1536
-    # Worst case 4 attempts x 10 s + backoff stays inside Emu's 60 s Lambda timeout.
+    # Worst case 4 attempts x 10 s + backoff stays inside Emu's 60 s Lambda timeout. Search builds its
+    # own clients with the short timeouts of refarch.serving.SEARCH_BUDGET (`query_path_settings`).
     openai_timeout_seconds: float = 10.0
     openai_max_retries: int = 3
 
@@ -82,6 +84,18 @@ class Settings(BaseSettings):
     # Generation 1's namespace; later generations get `<namespace>-g<n>`. On AWS each stage's own
     # (cdk_app.config.SearchConfig.pinecone_namespace), so stages sharing a Pinecone project never meet.
     pinecone_namespace: str = "products"
+    # The Pinecone client's per-request timeout and retries (the SDK's defaults); search's are shorter.
+    pinecone_timeout_seconds: float = 30.0
+    pinecone_max_retries: int = 3
+    # pgvector's equivalent: a statement_timeout on the vector query (None: none; search sets its budget's).
+    vector_query_timeout_seconds: float | None = None
+
+    # Search (the web process; docs/web.md "Latency budget"). Bytes of query vectors one process keeps
+    # (LRU; on AWS the frontend stack sets it from the task's memory, refarch.serving.query_cache_bytes).
+    query_cache_bytes: int = Field(default=32 * 2**20, ge=0)
+    # Searches that may wait on the embedding service or vector index at once in one process; more answer
+    # lexically at once. Below gunicorn's threads per process, so a thread is always free for /healthz.
+    search_semantic_slots: int = Field(default=SEMANTIC_SEARCH_SLOTS, ge=1)
 
     # Web page: editing needs this password when one is set (locally open when neither is set).
     edit_password: SecretStr | None = None
@@ -117,6 +131,23 @@ class Settings(BaseSettings):
         if self.vector_backend:
             return self.vector_backend
         return "pinecone" if (self.pinecone_api_key or self.pinecone_secret_arn) else "pgvector"
+
+    def query_path_settings(self) -> Settings:
+        """These settings with the search budget's short provider timeouts and no SDK retries.
+
+        The web process builds its query-path clients from these (the search service retries at most
+        once itself, within the budget); Emu, the Lambdas and the CLI's other commands keep the long ones.
+        """
+        attempt = SEARCH_BUDGET.attempt_seconds
+        return self.model_copy(
+            update={
+                "openai_timeout_seconds": attempt,
+                "openai_max_retries": 0,
+                "pinecone_timeout_seconds": attempt,
+                "pinecone_max_retries": 0,
+                "vector_query_timeout_seconds": attempt,
+            }
+        )
 
     @property
     def runtime_file(self) -> Path:

@@ -134,6 +134,18 @@ def bench_search(sizes: str, queries: int, json_path: Path | None, markdown_path
     )
 
 
+@bench.command("budget")
+@click.option("--quick", is_flag=True, help="Shorter runs: 8 s per slow provider, 2,000 queries for memory.")
+@JSON_OPTION
+@MARKDOWN_OPTION
+def bench_budget(quick: bool, json_path: Path | None, markdown_path: Path | None) -> None:
+    """Search with a slow embedding service or vector index (p99, answers, /healthz meanwhile) and the web
+    processes' peak memory after 10,000 distinct queries, against gunicorn as the container runs it."""
+    from refarch_local.bench_budget import run_budget_bench
+
+    run_budget_bench(quick=quick, json_path=json_path, markdown_path=markdown_path)
+
+
 @click.command("chaos")
 @click.option("--quick", is_flag=True, help="Fewer rows and edits (the variant `make test` runs).")
 @click.option("--scenario", "scenarios", multiple=True, help="Run only these (repeatable); default: all.")

@@ -43,9 +43,11 @@ def make_index(
                 index_name=index_name,
                 host=host,
                 namespace=namespace,
+                timeout_seconds=settings.pinecone_timeout_seconds,
+                max_retries=settings.pinecone_max_retries,
             )
         case PgVectorTable(table=table):
-            index = PgVectorIndex(db, dimension, table)
+            index = PgVectorIndex(db, dimension, table, query_timeout_seconds=settings.vector_query_timeout_seconds)
     if ensure:
         index.ensure()
     return index

@@ -23,7 +23,14 @@ VECTOR_TABLE_NAME = re.compile(r"product_vectors(_g[0-9]{1,9})?")
 class PgVectorIndex:
     """Vectors in a table of the same Postgres (`product_vectors`, one per index generation), HNSW cosine index."""
 
-    def __init__(self, db: Database, dimension: int, table: str = "product_vectors") -> None:
+    def __init__(
+        self,
+        db: Database,
+        dimension: int,
+        table: str = "product_vectors",
+        *,
+        query_timeout_seconds: float | None = None,
+    ) -> None:
         if not VECTOR_TABLE_NAME.fullmatch(table):
             raise ConfigurationError(f"pgvector table name {table!r} must match {VECTOR_TABLE_NAME.pattern}")
         # Its own connections (Emu holds per-product locks in a transaction on `db` meanwhile), each
@@ -32,6 +39,9 @@ class PgVectorIndex:
         self.dimension = dimension
         # Validated above: safe to place in SQL text (table names cannot be bind parameters).
         self.table = table
+        # A statement_timeout on `query` (search's budget: a slow scan is cancelled and search answers
+        # lexically); None leaves the database's own.
+        self.query_timeout_seconds = query_timeout_seconds
 
     def ensure(self) -> None:
         """Create the table and HNSW index if missing; refuse an existing table of another dimension."""
@@ -135,6 +145,9 @@ class PgVectorIndex:
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         literal = Vector(vector)
         with self.db.transaction() as conn, conn.cursor() as cur:
+            if self.query_timeout_seconds is not None:
+                milliseconds = max(1, round(self.query_timeout_seconds * 1000))
+                cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{milliseconds}ms",))
             if clauses:
                 # pgvector 0.6 filters after the HNSW scan, which can return too few rows; a filtered
                 # query is exact instead (the filter already narrows the rows to rank).

@@ -28,6 +28,8 @@ class PineconeIndex:
         index_name: str | None = None,
         host: str | None = None,
         namespace: str = "products",
+        timeout_seconds: float = 30.0,
+        max_retries: int = 3,
     ) -> None:
         from pinecone import Pinecone
 
@@ -37,9 +39,12 @@ class PineconeIndex:
             target = {"name": index_name}
         else:
             raise ConfigurationError("Pinecone chosen but neither PINECONE_INDEX_NAME nor PINECONE_HOST is set")
-        self._pc = Pinecone(api_key=api_key)
+        # Every request's timeout and retries (the SDK's defaults unless given): search's client waits
+        # at most its budget's attempt and retries nothing itself (refarch.serving.SEARCH_BUDGET).
+        self._pc = Pinecone(api_key=api_key, timeout=timeout_seconds)
         self.index_name = index_name
         self._index = self._pc.Index(**target)
+        limit_retries(self._index, max_retries)
         self.namespace = namespace
         self.dimension = dimension
 
@@ -140,6 +145,29 @@ class PineconeIndex:
             fetched = self._index.fetch(ids=chunk, namespace=self.namespace)
             found.update({int(vid): list(vec.values) for vid, vec in fetched.vectors.items()})
         return found
+
+
+def limit_retries(index: Any, max_retries: int) -> None:
+    """Set the data-plane client's retries (the SDK's HTTP Index takes no retry setting of its own).
+
+    The SDK retries 429 and 5xx answers and timeouts 3 times, honouring a Retry-After of up to 60 s:
+    right for Emu, far past a search's budget. Its retry transport reads its RetryConfig per request,
+    so a replaced config applies from the next request on. A change in the SDK's layout is refused
+    loudly rather than leaving search with retries it cannot afford.
+    """
+    from dataclasses import replace
+
+    from pinecone import RetryConfig
+
+    transport = getattr(getattr(getattr(index, "_http", None), "_client", None), "_transport", None)
+    config = getattr(transport, "_config", None)
+    if not isinstance(config, RetryConfig):
+        raise ConfigurationError(
+            "cannot set the Pinecone SDK's retries: its HTTP client changed (refarch pins pinecone 10.x); "
+            "see refarch.index.pinecone_index.limit_retries"
+        )
+    if config.max_retries != max_retries:
+        transport._config = replace(config, max_retries=max_retries)  # type: ignore[union-attr]
 
 
 def upsert_batches(vectors: list[dict[str, Any]], *, max_vectors: int, max_bytes: int) -> list[list[dict[str, Any]]]:

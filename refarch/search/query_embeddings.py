@@ -1,24 +1,38 @@
 """Query vectors for search, cached: a repeated query costs no embedding request.
 
-Bounded (least recently used entries go first) and keyed by the embedder's model id as well as the
-text, so vectors of one model are never answered for another. The cache belongs to one process
-(the web app's Runtime); it holds vectors of public queries only, nothing from the database.
+Bounded in bytes (least recently used entries go first) and keyed by the embedder's model id as
+well as the text, so vectors of one model are never answered for another. Vectors are kept as
+float32 (`array('f')`, 4 bytes a dimension: ~6 KB at 1,536-d, not the ~49.6 KB of a list of Python
+floats) and handed back as floats: float32 keeps ~7 significant digits, far more than a cosine
+ranking needs. The cache belongs to one process (the web app's Runtime); it holds vectors of public
+queries only, nothing from the database. Sizing: docs/web.md, "Memory".
 """
 
 from __future__ import annotations
 
+import sys
 import threading
+from array import array
+from dataclasses import dataclass
 
 from cachetools import LRUCache
 
 from refarch.embeddings import Embedder
+from refarch.search.budget import BudgetSpentError, Deadline
 
-# 4,096 cached 1,536-d vectors (OpenAI's default size) take ~50 MB as Python floats; 384-d ~13 MB.
-DEFAULT_MAX_ENTRIES = 4096
+# The settings' default (Settings.query_cache_bytes): 32 MiB, ~4,900 queries at 1,536-d, ~14,000 at 384-d.
+DEFAULT_MAX_BYTES = 32 * 2**20
+# What an entry costs besides its vector and key objects: its slot in the cache's dict and in its LRU
+# order, and the entry object (measured with tracemalloc: tests/unit/test_query_cache.py).
+ENTRY_OVERHEAD_BYTES = 400
 
 
 class EmbeddingUnavailableError(Exception):
-    """The embedding service failed, timed out or refused the request (after its SDK's retries)."""
+    """The embedding service failed, timed out or refused the request; `slow` when it ran out of time."""
+
+    def __init__(self, message: str, *, slow: bool = False) -> None:
+        super().__init__(message)
+        self.slow = slow
 
 
 def is_embedding_outage(err: Exception) -> bool:
@@ -30,20 +44,65 @@ def is_embedding_outage(err: Exception) -> bool:
     return isinstance(err, openai.APIError)
 
 
-class QueryEmbeddings:
-    """The embedder behind a bounded cache per (model id, query text)."""
+def is_embedding_timeout(err: Exception) -> bool:
+    """Whether `err` is the embedding service not answering in time."""
+    try:
+        import openai
+    except ImportError:
+        return False
+    return isinstance(err, openai.APITimeoutError)
 
-    def __init__(self, embedder: Embedder | None = None, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+
+@dataclass(frozen=True, slots=True)
+class CachedVector:
+    """A query vector as float32, with what its entry weighs in the cache."""
+
+    values: array[float]
+    nbytes: int
+
+    @classmethod
+    def of(cls, key: tuple[str, str], vector: list[float]) -> CachedVector:
+        """The compact form of `vector`, weighed with its key."""
+        values = array("f", vector)
+        weight = sys.getsizeof(values) + sum(map(sys.getsizeof, key)) + sys.getsizeof(key) + ENTRY_OVERHEAD_BYTES
+        return cls(values, weight)
+
+
+def entry_bytes(entry: CachedVector) -> int:
+    """What one entry weighs (the cache's `getsizeof`)."""
+    return entry.nbytes
+
+
+class QueryEmbeddings:
+    """The embedder behind a cache of at most `max_bytes` per (model id, query text)."""
+
+    def __init__(self, embedder: Embedder | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.embedder = embedder
-        self._cache: LRUCache[tuple[str, str], list[float]] = LRUCache(maxsize=max_entries)
+        self._cache: LRUCache[tuple[str, str], CachedVector] = LRUCache(maxsize=max_bytes, getsizeof=entry_bytes)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def vector(self, query: str, embedder: Embedder | None = None) -> list[float]:
-        """The query's vector, from the cache or one embedding request; EmbeddingUnavailableError on an outage.
+    @property
+    def max_bytes(self) -> int:
+        """The cache's size limit in bytes."""
+        return int(self._cache.maxsize)
 
-        `embedder` (the active index generation's) overrides the one given at construction.
+    @property
+    def current_bytes(self) -> int:
+        """What the cached entries weigh now."""
+        with self._lock:
+            return int(self._cache.currsize)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+    def vector(self, query: str, embedder: Embedder | None = None, *, deadline: Deadline | None = None) -> list[float]:
+        """The query's vector, from the cache or an embedding request; EmbeddingUnavailableError on an outage.
+
+        `embedder` (the active index generation's) overrides the one given at construction. With a
+        `deadline`, the request is retried within it (EmbeddingUnavailableError(slow=True) once it is spent).
         """
         embedder = embedder or self.embedder
         if embedder is None:
@@ -53,17 +112,27 @@ class QueryEmbeddings:
             cached = self._cache.get(key)
             if cached is not None:
                 self.hits += 1
-                return cached
+                return cached.values.tolist()
             self.misses += 1
+        vector = self._embed(embedder, query, deadline)
+        entry = CachedVector.of(key, vector)
+        with self._lock:
+            if entry.nbytes <= self._cache.maxsize:  # a cache too small for any entry keeps none
+                self._cache[key] = entry
+        return entry.values.tolist()
+
+    def _embed(self, embedder: Embedder, query: str, deadline: Deadline | None) -> list[float]:
+        """One embedding (within the deadline, when there is one), with failures as EmbeddingUnavailableError."""
         try:
-            vector = embedder.embed([query])[0]
+            if deadline is None:
+                return embedder.embed([query])[0]
+            return deadline.call(lambda: embedder.embed([query])[0], retryable=is_embedding_outage, what="embedding")
+        except BudgetSpentError as err:
+            raise EmbeddingUnavailableError(str(err), slow=True) from err
         except Exception as err:
             if is_embedding_outage(err):
-                raise EmbeddingUnavailableError(f"{type(err).__name__}: {err}") from err
+                raise EmbeddingUnavailableError(f"{type(err).__name__}: {err}", slow=is_embedding_timeout(err)) from err
             raise
-        with self._lock:
-            self._cache[key] = vector
-        return vector
 
     def clear(self) -> None:
         """Forget every cached vector (benchmarks measure the embedding cost this way)."""

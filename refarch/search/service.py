@@ -8,9 +8,11 @@
   misspelled words corrected from the closest product names (`SearchPage.did_you_mean`).
 - hybrid (default): both lists, fused with weighted Reciprocal Rank Fusion (`refarch.search.fusion`); code
   matches, then a short (confident) lexical list, come first.
-When the embedding service or the vector index (Pinecone) is down, a hybrid or semantic search
-answers in lexical mode and says so (`SearchPage.fallback_reason`) instead of failing: the text
-it ranks is in Postgres, which is still there.
+When the embedding service or the vector index (Pinecone) is down, or too slow for the search budget
+(`refarch.search.budget`: both calls together get ~2.5 s), a hybrid or semantic search answers in lexical
+mode and says so (`SearchPage.fallback_reason`) instead of failing: the text it ranks is in Postgres,
+which is still there. So does a search that finds every semantic slot of its process taken (slow providers
+hold them): a thread is always left for /healthz and for searches answered from Postgres alone.
 """
 
 from __future__ import annotations
@@ -25,13 +27,25 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from refarch import products
 from refarch.db import Database
 from refarch.embeddings import Embedder
-from refarch.index.port import SearchFilter, VectorIndex
+from refarch.index.port import Match, SearchFilter, VectorIndex
 from refarch.input_errors import TEXT_PATTERN, field_messages
 from refarch.observability import logger
 from refarch.search import lexical
+from refarch.search.budget import BudgetSpentError, Deadline, SemanticSlots
+from refarch.search.fallbacks import (
+    BUSY_MESSAGE,
+    EMBEDDING_OUTAGE_MESSAGE,
+    EMBEDDING_SLOW_MESSAGE,
+    VECTOR_INDEX_OUTAGE_MESSAGE,
+    VECTOR_INDEX_SLOW_MESSAGE,
+    is_vector_index_outage,
+    is_vector_index_retryable,
+    is_vector_index_timeout,
+)
 from refarch.search.fusion import FUSION, FusedHit, FusionSettings, reciprocal_rank_fusion
 from refarch.search.lexical import LexicalLists
-from refarch.search.query_embeddings import EmbeddingUnavailableError, QueryEmbeddings
+from refarch.search.query_embeddings import DEFAULT_MAX_BYTES, EmbeddingUnavailableError, QueryEmbeddings
+from refarch.serving import SEARCH_BUDGET, SEMANTIC_SEARCH_SLOTS, SearchBudget
 
 MAX_QUERY_CHARS = 512
 MAX_K = 100
@@ -54,25 +68,6 @@ FUSION_DEPTH = 40
 SearchMode = Literal["hybrid", "semantic", "lexical"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 DEFAULT_MODE: SearchMode = "hybrid"
-
-EMBEDDING_OUTAGE_MESSAGE = (
-    "the embedding service is unavailable, so these results come from keyword (lexical) search only"
-)
-VECTOR_INDEX_OUTAGE_MESSAGE = (
-    "the vector index is unavailable, so these results come from keyword (lexical) search only"
-)
-
-
-def is_vector_index_outage(err: Exception) -> bool:
-    """Whether `err` is the vector index service failing (Pinecone, after its SDK's retries), not our bug.
-
-    pgvector lives in the database: when it fails, lexical search cannot answer either.
-    """
-    try:
-        import pinecone
-    except ImportError:  # without the SDK there is no Pinecone index to fail
-        return False
-    return isinstance(err, pinecone.PineconeError)
 
 
 class SearchInputError(ValueError):
@@ -238,14 +233,26 @@ class FixedIndex:
 class SearchService:
     """The one search implementation (web page, JSON API, `refarch search`, benchmarks)."""
 
-    def __init__(self, db: Database, targets: ActiveIndex, *, fusion: FusionSettings = FUSION) -> None:
+    def __init__(
+        self,
+        db: Database,
+        targets: ActiveIndex,
+        *,
+        fusion: FusionSettings = FUSION,
+        budget: SearchBudget = SEARCH_BUDGET,
+        semantic_slots: int = SEMANTIC_SEARCH_SLOTS,
+        cache_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.db = db
         # How hybrid fuses its lists (the benchmark compares settings; everything else uses FUSION).
         self.fusion = fusion
         # The active index generation, looked up per request (cached briefly): a switch needs no restart.
         self.targets = targets
         # Query vectors, cached per (model id, text): a switch to another model never reuses the old model's.
-        self.embeddings = QueryEmbeddings()
+        self.embeddings = QueryEmbeddings(max_bytes=cache_bytes)
+        # How long one search may wait on its providers, and how many searches may wait at once.
+        self.budget = budget
+        self._semantic_slots = SemanticSlots(semantic_slots)
 
     def search(
         self,
@@ -293,35 +300,22 @@ class SearchService:
         search_filter = SearchFilter(
             category=request.category, min_price=request.min_price, max_price=request.max_price
         )
-        used: SearchMode = requested
-        fallback: str | None = None
-        vector: list[float] | None = None
-        index: VectorIndex | None = None
-        if requested != "lexical":
-            # One generation per request: the query is embedded by the model whose vectors it is compared with.
-            target = self.targets.active()
-            index = target.index
-            try:
-                vector = self.embeddings.vector(query, target.embedder)
-            except EmbeddingUnavailableError as err:
-                logger.warning("embedding service unavailable: searching lexically", extra={"error": str(err)})
-                used, fallback = "lexical", EMBEDDING_OUTAGE_MESSAGE
         depth = end + 1
         lists: LexicalLists | None = None
         ranked: list[FusedHit] | None = None
-        if vector is not None and index is not None:
-            try:
-                if used == "semantic":
-                    ranked = self._semantic(index, vector, search_filter, depth=depth)
+        used: SearchMode = requested
+        fallback: str | None = None
+        if requested != "lexical":
+            # Without a slot, waiting on a slow provider would hold this thread too: answer from Postgres now.
+            with self._semantic_slots.slot() as got:
+                if got:
+                    lists, ranked, fallback = self._ranked_with_vectors(query, requested, search_filter, depth=depth)
                 else:
-                    lists = self._lexical_lists(query, search_filter, depth=depth)
-                    ranked = self._hybrid(index, lists, vector, search_filter, depth=depth)
-            except Exception as err:
-                if not is_vector_index_outage(err):
-                    raise
-                logger.warning("vector index unavailable: searching lexically", extra={"error": str(err)})
-                used, fallback = "lexical", VECTOR_INDEX_OUTAGE_MESSAGE
-        if ranked is None:  # lexical asked for, or a provider is down
+                    logger.warning("every semantic search slot is taken: searching lexically")
+                    fallback = BUSY_MESSAGE
+            if fallback is not None:
+                used = "lexical"
+        if ranked is None:  # lexical asked for, or a provider is down, slow or busy
             lists = lists or self._lexical_lists(query, search_filter, depth=depth)
             ranked = self._lexical(lists, depth=depth)
         window = ranked[offset:end]
@@ -344,6 +338,52 @@ class SearchService:
             did_you_mean=lists.corrected if lists else None,
         )
 
+    def _ranked_with_vectors(
+        self, query: str, mode: SearchMode, search_filter: SearchFilter, *, depth: int
+    ) -> tuple[LexicalLists | None, list[FusedHit] | None, str | None]:
+        """The semantic or hybrid ranking within the budget: (lexical lists, ranking, None), or
+        (lexical lists if read, None, why not) when a provider failed or was too slow."""
+        deadline = Deadline(self.budget)
+        try:
+            # One generation per request: the query is embedded by the model whose vectors it is compared with.
+            # A process's first search opens the index clients (Pinecone's check of the index can be slow too).
+            target = self.targets.active()
+        except Exception as err:
+            return None, None, self._vector_index_fallback(err)
+        try:
+            vector = self.embeddings.vector(query, target.embedder, deadline=deadline)
+        except EmbeddingUnavailableError as err:
+            logger.warning("embedding service unavailable or slow: searching lexically", extra={"error": str(err)})
+            too_slow = EMBEDDING_SLOW_MESSAGE.format(budget=self.budget.total_seconds)
+            return None, None, too_slow if err.slow else EMBEDDING_OUTAGE_MESSAGE
+        lists = None if mode == "semantic" else self._lexical_lists(query, search_filter, depth=depth)
+        try:
+            if lists is None:
+                return None, self._semantic(target.index, vector, search_filter, deadline, depth=depth), None
+            return lists, self._hybrid(target.index, lists, vector, search_filter, deadline, depth=depth), None
+        except Exception as err:
+            return lists, None, self._vector_index_fallback(err)
+
+    def _vector_index_fallback(self, err: Exception) -> str:
+        """Why search answers lexically after the vector index failed or was too slow (any other error is raised)."""
+        slow = isinstance(err, BudgetSpentError) or is_vector_index_timeout(err)
+        if not (slow or is_vector_index_outage(err)):
+            raise err
+        logger.warning("vector index unavailable or slow: searching lexically", extra={"error": str(err)})
+        return (
+            VECTOR_INDEX_SLOW_MESSAGE.format(budget=self.budget.total_seconds) if slow else VECTOR_INDEX_OUTAGE_MESSAGE
+        )
+
+    def _vector_query(
+        self, index: VectorIndex, vector: list[float], search_filter: SearchFilter, deadline: Deadline, *, top_k: int
+    ) -> list[Match]:
+        """The index's top-k, retried within the deadline."""
+        return deadline.call(
+            lambda: index.query(vector, top_k=top_k, filter=search_filter),
+            retryable=is_vector_index_retryable,
+            what="vector query",
+        )
+
     def _lexical_lists(self, query: str, search_filter: SearchFilter, *, depth: int) -> LexicalLists:
         """What Postgres ranks for `query`, each list to at least FUSION_DEPTH."""
         with self.db.transaction() as conn:
@@ -361,19 +401,26 @@ class SearchService:
         return hits[:depth]
 
     def _semantic(
-        self, index: VectorIndex, vector: list[float], search_filter: SearchFilter, *, depth: int
+        self, index: VectorIndex, vector: list[float], search_filter: SearchFilter, deadline: Deadline, *, depth: int
     ) -> list[FusedHit]:
         """Vector-index ranking to `depth` results."""
-        matches = index.query(vector, top_k=depth, filter=search_filter)
+        matches = self._vector_query(index, vector, search_filter, deadline, top_k=depth)
         return [FusedHit(m.id, m.score, {"semantic": n}) for n, m in enumerate(matches, start=1)]
 
     def _hybrid(
-        self, index: VectorIndex, lists: LexicalLists, vector: list[float], search_filter: SearchFilter, *, depth: int
+        self,
+        index: VectorIndex,
+        lists: LexicalLists,
+        vector: list[float],
+        search_filter: SearchFilter,
+        deadline: Deadline,
+        *,
+        depth: int,
     ) -> list[FusedHit]:
         """Both rankings, each to at least FUSION_DEPTH, fused by weighted RRF; code matches and a confident
         lexical list first."""
         fused_depth = min(MAX_DEPTH + 1, max(FUSION_DEPTH, depth))
-        matches = index.query(vector, top_k=fused_depth, filter=search_filter)
+        matches = self._vector_query(index, vector, search_filter, deadline, top_k=fused_depth)
         lexical_ids = [pid for pid, _ in lists.ranked]
         return reciprocal_rank_fusion(
             {"semantic": [m.id for m in matches], "lexical": lexical_ids, "code": lists.codes},

@@ -212,6 +212,10 @@ def test_web_runs_gunicorn_behind_the_alb_with_healthz(dev: Synthesized) -> None
         "2",
         "--threads",
         "4",
+        "--timeout",
+        "30",
+        "--keep-alive",
+        "20",
         "web:create_app()",
     ]
     assert target_group["HealthCheckPath"] == "/healthz"

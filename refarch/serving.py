@@ -1,0 +1,94 @@
+"""How long each layer in front of a search waits, and how the web process is served: stated once.
+
+The web runtime (its query-path clients, the search budget, the semantic-search slots), the CDK
+frontend stack (CloudFront, the ALB, the gunicorn command, the query-cache size) and docs/web.md
+all read these numbers, so a slow provider is answered lexically long before any layer in front
+gives up (docs/web.md, "Latency budget"). From the inside out, each layer waits longer than the
+one it calls:
+
+    provider attempt (1 s) x at most 2  <  search budget (2.5 s)  <  CloudFront origin read (10 s)
+    <  ALB idle (15 s)  <  gunicorn keep-alive (20 s)  <  gunicorn worker timeout (30 s)
+
+Emu and the Lambdas keep their own, longer provider timeouts (Settings.openai_timeout_seconds):
+nobody waits for them, and a retry there saves a re-delivery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    """How long a search may spend on its providers (query embedding + vector query) before answering lexically."""
+
+    # One provider call's own timeout (the OpenAI and Pinecone clients' per-attempt timeout, the pgvector
+    # query's statement_timeout): a healthy call takes ~0.1-0.3 s, so 1 s is a slow provider.
+    attempt_seconds: float = 1.0
+    # Both calls together, retries included: an attempt starts only when a whole one still fits.
+    total_seconds: float = 2.5
+    # Retries per call on the query path (the SDKs' own are off there: they would honour a Retry-After of
+    # up to 60 s).
+    retries: int = 1
+
+
+SEARCH_BUDGET = SearchBudget()
+
+# gunicorn's gthread workers: processes per task, and request threads per process.
+WEB_WORKERS = 2
+WEB_THREADS = 4
+# Searches that may wait on a provider at once in one process: one thread fewer than the process has,
+# so a thread is always free for /healthz (and everything else) while every slot waits on a slow
+# provider. A search that finds no free slot answers lexically at once (SearchPage.fallback_reason).
+SEMANTIC_SEARCH_SLOTS = WEB_THREADS - 1
+
+# CloudFront gives the ALB this long to start answering: a search answers within the budget plus the
+# lexical query and the row reads; anything slower is a fault, and the viewer gets a 504 rather than a wait.
+ORIGIN_READ_TIMEOUT_SECONDS = 10
+# The ALB closes a connection idle this long (with a custom domain it is the viewer's limit too): longer
+# than CloudFront's read timeout, so CloudFront (not the ALB) decides when an answer is too late.
+ALB_IDLE_TIMEOUT_SECONDS = 15
+# gunicorn keeps an idle connection open longer than the ALB does, so the ALB never sends a request on a
+# connection gunicorn has just closed (a 502).
+GUNICORN_KEEPALIVE_SECONDS = 20
+# A gthread worker whose main loop stops for this long is restarted; longer than every request may take.
+GUNICORN_TIMEOUT_SECONDS = 30
+
+# The share of the web task's memory the query-vector caches may take, split between the workers.
+QUERY_CACHE_SHARE_OF_TASK = 0.10
+
+
+def web_command() -> list[str]:
+    """The web container's command (the CDK task definition's and the Dockerfile's CMD)."""
+    return [
+        "gunicorn",
+        "--bind",
+        "0.0.0.0:8000",
+        "--workers",
+        str(WEB_WORKERS),
+        "--threads",
+        str(WEB_THREADS),
+        "--timeout",
+        str(GUNICORN_TIMEOUT_SECONDS),
+        "--keep-alive",
+        str(GUNICORN_KEEPALIVE_SECONDS),
+        "web:create_app()",
+    ]
+
+
+def query_cache_bytes(task_memory_mib: int, *, workers: int = WEB_WORKERS) -> int:
+    """One worker's query-cache budget: QUERY_CACHE_SHARE_OF_TASK of the task's memory, split between workers."""
+    return int(task_memory_mib * 2**20 * QUERY_CACHE_SHARE_OF_TASK / workers)
+
+
+def layer_timeouts() -> list[tuple[str, float]]:
+    """Each layer's limit in seconds, from the innermost out (each must exceed the one before it)."""
+    budget = SEARCH_BUDGET
+    return [
+        ("provider attempts (1 + retries)", budget.attempt_seconds * (1 + budget.retries)),
+        ("search budget", budget.total_seconds),
+        ("CloudFront origin read timeout", ORIGIN_READ_TIMEOUT_SECONDS),
+        ("ALB idle timeout", ALB_IDLE_TIMEOUT_SECONDS),
+        ("gunicorn keep-alive", GUNICORN_KEEPALIVE_SECONDS),
+        ("gunicorn worker timeout", GUNICORN_TIMEOUT_SECONDS),
+    ]

@@ -1,0 +1,194 @@
+"""A slow provider costs a search its budget, not the site: lexical answers that say so, and /healthz stays free.
+
+The real SDKs talk to the local stand-ins, which answer only after 20 s (slow, not down).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cdk_app.frontend_stack import WEB_COMMAND
+from refarch.embeddings import LocalEmbedder
+from refarch.serving import SEARCH_BUDGET, SEMANTIC_SEARCH_SLOTS, WEB_THREADS
+from refarch_local.standins import OpenAIStandIn, PineconeStandIn
+from tests.web.conftest import build_app, make_runtime
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SLOW_SECONDS = 20.0
+# Far below the 20 s a provider takes, far above the 2.5 s budget: proves the budget applied.
+BOUND_SECONDS = 10.0
+
+
+@pytest.fixture
+def openai_standin() -> Iterator[OpenAIStandIn]:
+    """An OpenAI stand-in (answers promptly until told to be slow)."""
+    with OpenAIStandIn() as stand_in:
+        yield stand_in
+
+
+def openai_settings(dsn: str, home: Path, stand_in: OpenAIStandIn) -> dict[str, Any]:
+    """OpenAI at the stand-in with the long timeouts Emu keeps (10 s, 3 retries): search must not use them."""
+    return {
+        "database_url": dsn,
+        "home": home,
+        "embedder": "openai",
+        "openai_api_key": "sk-local-test",
+        "openai_base_url": stand_in.base_url,
+        "openai_dimensions": 64,
+        "openai_timeout_seconds": 10.0,
+        "openai_max_retries": 3,
+    }
+
+
+def test_a_slow_embedding_service_costs_a_search_its_budget_and_it_answers_lexically(
+    dsn, tmp_path, openai_standin, catalog
+):
+    # Given search through the OpenAI API, configured with Emu's long timeouts
+    client = build_app(make_runtime(None, **openai_settings(dsn, tmp_path / "home", openai_standin))).test_client()
+    assert client.get("/api/search", query_string={"q": "tent"}).get_json()["fallback_reason"] is None
+    # When the provider takes 20 s to answer every request
+    openai_standin.delay_next(SLOW_SECONDS, times=10)
+    started = time.monotonic()
+    body = client.get("/api/search", query_string={"q": "camping tent"}).get_json()
+    took = time.monotonic() - started
+    openai_standin.cancel_delays()
+    # Then the search answers from keyword search, saying the provider was too slow, well before 20 s
+    assert (body["mode"], body["requested_mode"]) == ("lexical", "hybrid")
+    assert "embedding service was too slow" in body["fallback_reason"]
+    assert [r["name"] for r in body["results"]] == ["Alpine Camping Tent"]
+    assert took < BOUND_SECONDS
+    # And it asked twice at most (one retry), never the four times Emu's settings would
+    assert len([name for name, _ in openai_standin.received if name == "embeddings"]) <= 1 + 1 + SEARCH_BUDGET.retries
+
+
+def test_a_slow_vector_index_costs_a_search_its_budget_and_it_answers_lexically(
+    dsn, tmp_path, embedder: LocalEmbedder, catalog
+):
+    # Given search through Pinecone (the SDK's own default: 30 s timeout, 3 retries)
+    with PineconeStandIn(dimension=embedder.dimension) as pinecone:
+        runtime = make_runtime(
+            embedder,
+            database_url=dsn,
+            home=tmp_path / "home",
+            vector_backend="pinecone",
+            pinecone_api_key=pinecone.api_key,
+            pinecone_host=pinecone.url,
+        )
+        client = build_app(runtime).test_client()
+        assert client.get("/api/search", query_string={"q": "tent"}).get_json()["fallback_reason"] is None
+        # When every query takes 20 s
+        pinecone.delay_next(SLOW_SECONDS, times=10)
+        started = time.monotonic()
+        body = client.get("/api/search", query_string={"q": "camping tent", "mode": "semantic"}).get_json()
+        took = time.monotonic() - started
+        pinecone.cancel_delays()
+    # Then the search answers lexically, saying the index was too slow, well before 20 s
+    assert (body["mode"], body["requested_mode"]) == ("lexical", "semantic")
+    assert "vector index was too slow" in body["fallback_reason"]
+    assert took < BOUND_SECONDS
+
+
+def free_port() -> int:
+    """A port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(url: str, timeout: float = 30.0) -> tuple[int, Any]:
+    """GET a JSON answer: (status, body)."""
+    import json
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture
+def gunicorn_app(dsn, tmp_path, openai_standin, catalog) -> Iterator[str]:
+    """The web app under gunicorn, as WEB_COMMAND runs it but with one worker (the threads are per worker)."""
+    port = free_port()
+    command = [sys.executable, "-m", *WEB_COMMAND]
+    command[command.index("--bind") + 1] = f"127.0.0.1:{port}"
+    command[command.index("--workers") + 1] = "1"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REFARCH_", "OPENAI_", "PINECONE_"))},
+        "PYTHONPATH": str(REPO_ROOT),
+        "DATABASE_URL": dsn,
+        "REFARCH_HOME": str(tmp_path / "home"),
+        "REFARCH_EMBEDDER": "openai",
+        "REFARCH_VECTOR_BACKEND": "pgvector",
+        "OPENAI_API_KEY": "sk-local-test",
+        "OPENAI_BASE_URL": openai_standin.base_url,
+        "REFARCH_OPENAI_DIMENSIONS": "64",
+        "REFARCH_RATE_LIMIT_STORAGE": "memory://",
+        "REFARCH_RATE_LIMIT_SEARCH": "10000 per minute",
+    }
+    server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if get(f"{base}/healthz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            assert time.monotonic() < deadline, "gunicorn did not answer /healthz within 60 s"
+            time.sleep(0.2)
+        # The first search records the index generation (and warms the worker) before the test begins.
+        assert get(f"{base}/api/search?q=tent")[1]["fallback_reason"] is None
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_healthz_answers_while_every_search_slot_waits_on_a_slow_provider(gunicorn_app, openai_standin):
+    # Given a gunicorn worker whose embedding provider takes 20 s to answer
+    openai_standin.delay_next(SLOW_SECONDS, times=50)
+    sent = len(openai_standin.received)
+    # When more searches than the worker has threads arrive at once
+    answers: list[tuple[float, int, dict[str, Any]]] = []
+
+    def search(n: int) -> None:
+        status, body = get(f"{gunicorn_app}/api/search?" + urllib.parse.urlencode({"q": f"tent number {n}"}))
+        answers.append((time.monotonic(), status, body))
+
+    searches = [threading.Thread(target=search, args=(n,)) for n in range(2 * WEB_THREADS)]
+    for thread in searches:
+        thread.start()
+    while len(openai_standin.received) < sent + SEMANTIC_SEARCH_SLOTS:  # every slot waits on the provider
+        time.sleep(0.01)
+    # And the load balancer checks the worker's health meanwhile
+    checks = []
+    for _ in range(3):
+        status, body = get(f"{gunicorn_app}/healthz", timeout=SLOW_SECONDS)
+        checks.append((time.monotonic(), status, body))
+    for thread in searches:
+        thread.join(timeout=60)
+    openai_standin.cancel_delays()
+    # Then every health check answered before any search that waited on the provider came back
+    slow = [at for at, _, body in answers if "too slow" in (body.get("fallback_reason") or "")]
+    assert [status for _, status, _ in checks] == [200, 200, 200]
+    assert len(slow) == SEMANTIC_SEARCH_SLOTS
+    assert max(at for at, _, _ in checks) < min(slow)
+    # And every search was answered (200) from keyword search, saying why: too slow, or busy
+    assert len(answers) == len(searches)
+    assert all(status == 200 and body["mode"] == "lexical" for _, status, body in answers)
+    assert all(("too slow" in body["fallback_reason"]) or ("busy" in body["fallback_reason"]) for _, _, body in answers)
