@@ -11,7 +11,7 @@ import threading
 
 from cachetools import LRUCache
 
-from refarch.embeddings import Embedder
+from refarch.embeddings import Embedder, embed_query
 
 # 4,096 cached 1,536-d vectors (OpenAI's default size) take ~50 MB as Python floats; 384-d ~13 MB.
 DEFAULT_MAX_ENTRIES = 4096
@@ -23,6 +23,10 @@ class EmbeddingUnavailableError(Exception):
 
 def is_embedding_outage(err: Exception) -> bool:
     """Whether `err` is the embedding service being unavailable (not a bug in our request or code)."""
+    from refarch.bedrock import BedrockServiceError
+
+    if isinstance(err, BedrockServiceError):
+        return True
     try:
         import openai
     except ImportError:  # without the SDK there is no OpenAI embedder to fail
@@ -56,7 +60,7 @@ class QueryEmbeddings:
                 return cached
             self.misses += 1
         try:
-            vector = embedder.embed([query])[0]
+            vector = embed_query(embedder, query)
         except Exception as err:
             if is_embedding_outage(err):
                 raise EmbeddingUnavailableError(f"{type(err).__name__}: {err}") from err
