@@ -79,7 +79,7 @@ def make_client(settings: Settings, service: Literal["bedrock-runtime", "bedrock
     from botocore.config import Config
 
     options: dict[str, Any] = {
-        "retries": {"mode": "standard", "max_attempts": settings.bedrock_max_attempts},
+        "retries": {"mode": "standard", "total_max_attempts": settings.bedrock_max_attempts},
         "read_timeout": settings.bedrock_timeout_seconds,
         "connect_timeout": min(settings.bedrock_timeout_seconds, 5.0),
         "max_pool_connections": max(10, settings.bedrock_concurrency),
