@@ -162,7 +162,9 @@ class BedrockEmbedder:
         self.batch_size = spec.max_texts if spec.max_texts > 1 else self.TITAN_BATCH_SIZE
         self.concurrency = concurrency
         self._throttles = ThrottleCounter(client, "InvokeModel")
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="bedrock") if spec.max_texts == 1 else None
+        self._pool = (
+            ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="bedrock") if spec.max_texts == 1 else None
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BedrockEmbedder:
@@ -191,7 +193,9 @@ class BedrockEmbedder:
         cut = [self._cut(t) for t in texts]
         if self._pool is None:
             size = self.spec.max_texts
-            return [v for start in range(0, len(cut), size) for v in self._cohere(cut[start : start + size], input_type)]
+            return [
+                v for start in range(0, len(cut), size) for v in self._cohere(cut[start : start + size], input_type)
+            ]
         if len(cut) == 1:
             return [self._titan(cut[0])]
         return list(self._pool.map(self._titan, cut))

@@ -1,4 +1,4 @@
-"""The Embedder port and its adapters: OpenAI (any compatible server), a local model, Amazon Bedrock (refarch.bedrock)."""
+"""The Embedder port and its adapters: OpenAI (any compatible server), a local model, Bedrock (refarch.bedrock)."""
 
 from __future__ import annotations
 

@@ -75,6 +75,12 @@ class Runtime:
     @cached_property
     def search(self) -> SearchService:
         """The search service the web page and the CLI share (imported here: the Lambdas never search)."""
+        from refarch.search.rerank import make_reranker
         from refarch.search.service import SearchService
 
-        return SearchService(self.db, self.targets)
+        return SearchService(
+            self.db,
+            self.targets,
+            reranker=make_reranker(self.settings),
+            rerank_candidates=self.settings.rerank_candidates,
+        )

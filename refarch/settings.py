@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     rerank_timeout_seconds: float = 1.0
 
     vector_backend: Literal["pgvector", "pinecone"] | None = None
+    # Only the migrate step: the size of the first pgvector table (the stage's embedder's, whichever it is).
+    vector_dimensions: int | None = None
     pinecone_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("PINECONE_API_KEY", "pinecone_api_key")
     )

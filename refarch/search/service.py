@@ -32,6 +32,7 @@ from refarch.search import lexical
 from refarch.search.fusion import FUSION, FusedHit, FusionSettings, reciprocal_rank_fusion
 from refarch.search.lexical import LexicalLists
 from refarch.search.query_embeddings import EmbeddingUnavailableError, QueryEmbeddings
+from refarch.search.rerank import Reranker, rerank_or_keep
 
 MAX_QUERY_CHARS = 512
 MAX_K = 100
@@ -229,8 +230,19 @@ class FixedIndex:
 class SearchService:
     """The one search implementation (web page, JSON API, `refarch search`, benchmarks)."""
 
-    def __init__(self, db: Database, targets: ActiveIndex, *, fusion: FusionSettings = FUSION) -> None:
+    def __init__(
+        self,
+        db: Database,
+        targets: ActiveIndex,
+        *,
+        fusion: FusionSettings = FUSION,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 50,
+    ) -> None:
         self.db = db
+        # Hybrid's first `rerank_candidates` reordered by a rerank model, if configured (refarch.search.rerank).
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
         # How hybrid fuses its lists (the benchmark compares settings; everything else uses FUSION).
         self.fusion = fusion
         # The active index generation, looked up per request (cached briefly): a switch needs no restart.
@@ -307,6 +319,10 @@ class SearchService:
                 else:
                     lists = self._lexical_lists(query, search_filter, depth=depth)
                     ranked = self._hybrid(index, lists, vector, search_filter, depth=depth)
+                    if self.reranker is not None:
+                        ranked = rerank_or_keep(
+                            self.reranker, query, ranked, self._texts, candidates=self.rerank_candidates
+                        )
             except Exception as err:
                 if not is_vector_index_outage(err):
                     raise
@@ -334,6 +350,11 @@ class SearchService:
             fallback_reason=fallback,
             did_you_mean=lists.corrected if lists else None,
         )
+
+    def _texts(self, ids: list[int]) -> dict[int, str]:
+        """The embedded text of these products (what a rerank model reads), by id."""
+        with self.db.transaction() as conn:
+            return {pid: row.embedding_text() for pid, row in products.get_many(conn, ids).items()}
 
     def _lexical_lists(self, query: str, search_filter: SearchFilter, *, depth: int) -> LexicalLists:
         """What Postgres ranks for `query`, each list to at least FUSION_DEPTH."""

@@ -2,10 +2,10 @@
 
 The real `openai`, `pinecone` and boto3 SDKs talk to these over HTTP exactly as they talk to the
 services (point OPENAI_BASE_URL at `OpenAIStandIn.base_url`, PINECONE_HOST at
-`PineconeStandIn.url`, REFARCH_BEDROCK_ENDPOINT_URL at `BedrockStandIn.url`); nothing in the SDKs is patched. Each one checks the shape of every
-request, counts what it answered, and injects faults on demand (429 with Retry-After, 500, or
-a hang past the client's timeout), so tests, the demo and the chaos harness exercise the
-failure paths without an account or a network.
+`PineconeStandIn.url`, REFARCH_BEDROCK_ENDPOINT_URL at `BedrockStandIn.url`); nothing in the SDKs
+is patched. Each one checks the shape of every request, counts what it answered, and injects faults
+on demand (429 with Retry-After, 500, or a hang past the client's timeout), so tests, the demo and
+the chaos harness exercise the failure paths without an account or a network.
 
 From a shell: `python -m refarch_local.standins openai --port 8081 --fault-rate 0.3`
 or `python -m refarch_local.standins pinecone --port 8082 --dimension 384`

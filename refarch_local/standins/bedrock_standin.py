@@ -142,7 +142,12 @@ class BedrockStandIn(StandInServer):
         if body.get("embedding_types", ["float"]) != ["float"]:
             raise ApiError(400, "this stand-in returns float embeddings only; send embedding_types: ['float']")
         vectors = [hashed_embedding(t, 1024) for t in texts]
-        return texts, {"id": "standin", "texts": texts, "embeddings": {"float": vectors}, "response_type": "embeddings_by_type"}
+        return texts, {
+            "id": "standin",
+            "texts": texts,
+            "embeddings": {"float": vectors},
+            "response_type": "embeddings_by_type",
+        }
 
     # -- Rerank (bedrock-agent-runtime) --------------------------------------------------------
 

@@ -31,9 +31,13 @@ COHERE = "cohere.embed-english-v3"
 
 
 @pytest.mark.parametrize(("model", "requests"), [(TITAN, 9), (COHERE, 1)])
-def test_a_batch_is_embedded_once_per_row_in_the_models_request_shape(monkeypatch, dsn, bedrock_standin, model, requests):
+def test_a_batch_is_embedded_once_per_row_in_the_models_request_shape(
+    monkeypatch, dsn, bedrock_standin, model, requests
+):
     # Given nine new products and a batch of their messages (one duplicated)
-    emu = configure_emu(monkeypatch, dsn, embedder="bedrock", index="pgvector", bedrock=bedrock_standin, bedrock_model=model)
+    emu = configure_emu(
+        monkeypatch, dsn, embedder="bedrock", index="pgvector", bedrock=bedrock_standin, bedrock_model=model
+    )
     rows = [new_product(dsn, n) for n in range(1, 10)]
     messages = [change(r.id, op="insert") for r in rows]
     # When the handler processes the batch
@@ -52,7 +56,9 @@ def test_a_batch_is_embedded_once_per_row_in_the_models_request_shape(monkeypatc
 
 def test_cohere_embeds_rows_as_documents_and_queries_as_queries(monkeypatch, dsn, bedrock_standin):
     # Given the Cohere embedder
-    emu = configure_emu(monkeypatch, dsn, embedder="bedrock", index="pgvector", bedrock=bedrock_standin, bedrock_model=COHERE)
+    emu = configure_emu(
+        monkeypatch, dsn, embedder="bedrock", index="pgvector", bedrock=bedrock_standin, bedrock_model=COHERE
+    )
     row = new_product(dsn, 1)
     invoke_emu(sqs_event(change(row.id, op="insert")))
     # When search embeds a query
@@ -64,9 +70,7 @@ def test_cohere_embeds_rows_as_documents_and_queries_as_queries(monkeypatch, dsn
 
 def test_throttling_is_retried_with_backoff_counted_and_nothing_is_embedded_twice(monkeypatch, dsn, bedrock_standin):
     # Given Titan with 4 attempts per request, and Bedrock throttling the next three requests
-    emu = configure_emu(
-        monkeypatch, dsn, embedder="bedrock", index="pgvector", bedrock=bedrock_standin, max_retries=3
-    )
+    emu = configure_emu(monkeypatch, dsn, embedder="bedrock", index="pgvector", bedrock=bedrock_standin, max_retries=3)
     rows = [new_product(dsn, n) for n in range(1, 6)]
     bedrock_standin.fail_next("rate_limit", times=3)
     # When the batch is processed
@@ -84,7 +88,13 @@ def test_throttling_past_the_retries_fails_the_batch_with_the_reason_and_a_redel
 ):
     # Given Cohere with 2 attempts per request, and Bedrock throttling both
     emu = configure_emu(
-        monkeypatch, dsn, embedder="bedrock", index="pgvector", bedrock=bedrock_standin, bedrock_model=COHERE, max_retries=1
+        monkeypatch,
+        dsn,
+        embedder="bedrock",
+        index="pgvector",
+        bedrock=bedrock_standin,
+        bedrock_model=COHERE,
+        max_retries=1,
     )
     rows = [new_product(dsn, n) for n in (1, 2)]
     event = sqs_event(*[change(r.id, op="insert") for r in rows])
@@ -121,7 +131,13 @@ def test_a_refused_text_fails_alone_and_its_neighbours_are_indexed(monkeypatch, 
 def test_a_timeout_counts_an_attempt_and_a_redelivery_succeeds(monkeypatch, dsn, bedrock_standin):
     # Given Titan with a 0.5 s read timeout and no retries, and Bedrock hanging once
     emu = configure_emu(
-        monkeypatch, dsn, embedder="bedrock", index="pgvector", bedrock=bedrock_standin, timeout_seconds=0.5, max_retries=0
+        monkeypatch,
+        dsn,
+        embedder="bedrock",
+        index="pgvector",
+        bedrock=bedrock_standin,
+        timeout_seconds=0.5,
+        max_retries=0,
     )
     row = new_product(dsn, 1)
     event = sqs_event(change(row.id, op="insert"))
