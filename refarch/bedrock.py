@@ -207,7 +207,8 @@ class BedrockEmbedder:
         text = text[: self.spec.max_chars]
         if self.spec.family == "titan":
             text = text[:20_480] if text.isascii() else text.encode()[:8192].decode(errors="ignore")
-        return text if text.strip() else " "
+        # Bedrock refuses blank input; a row always has a name, so this only keeps a batch from failing.
+        return text if text.strip() else "(no text)"
 
     def _invoke(self, body: dict[str, Any]) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError
