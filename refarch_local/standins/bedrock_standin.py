@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from refarch.bedrock import EMBEDDING_MODELS, RERANK_MODELS
+from refarch.bedrock import EMBEDDING_MODELS, RERANK_MODELS, foundation_model_arn
 from refarch_local.standins.openai_standin import estimated_tokens, hashed_embedding
 from refarch_local.standins.server import ApiError, Request, Route, StandInServer
 
@@ -25,6 +26,9 @@ TITAN_FIELDS = {"inputText", "dimensions", "normalize", "embeddingTypes"}
 COHERE_FIELDS = {"texts", "input_type", "truncate", "embedding_types", "images"}
 COHERE_INPUT_TYPES = {"search_document", "search_query", "classification", "clustering"}
 MAX_RERANK_SOURCES = 1000
+CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[a-z0-9-]+)/bedrock/aws4_request")
+# (access key id, IAM action, resource ARN) -> why the call is refused, or None when it is allowed.
+Authorizer = Callable[[str, str, str], str | None]
 
 
 class BedrockStandIn(StandInServer):
@@ -37,12 +41,16 @@ class BedrockStandIn(StandInServer):
     the query. Faults: the shared `fail_next` / `fault_rate` (a `rate_limit` is Bedrock's
     ThrottlingException), and `refuse(marker)`: a text containing `marker` gets a ValidationException.
     `texts` counts the texts embedded; `embed_calls` the InvokeModel calls answered.
+    With an `authorizer` (the deploy rehearsal's IAM), every call is authorized as IAM would:
+    bedrock:InvokeModel on the model's foundation-model ARN, bedrock:Rerank on "*" plus InvokeModel
+    on the rerank model's ARN; a refusal is an AccessDeniedException.
     """
 
     name = "bedrock-standin"
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, authorizer: Authorizer | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.authorizer = authorizer
         self.texts = 0
         self.reranked = 0
         self.refused_marker: str | None = None
@@ -84,6 +92,20 @@ class BedrockStandIn(StandInServer):
         if not authorization.startswith("AWS4-HMAC-SHA256 ") or "/bedrock/aws4_request" not in authorization:
             raise ApiError(403, "Missing Authentication Token")
 
+    def _check(self, request: Request, action: str, resource: str = "*") -> None:
+        """Ask the authorizer (if any) whether the caller's keys may do `action` on `resource`."""
+        credential = CREDENTIAL.search(request.headers.get("authorization", ""))
+        if self.authorizer is None or credential is None:
+            return
+        refusal = self.authorizer(credential.group("key"), action, resource)
+        if refusal is not None:
+            raise ApiError(403, f"not authorized to perform: {action} on resource: {resource} ({refusal})")
+
+    @staticmethod
+    def _model_arn(request: Request, model: str) -> str:
+        credential = CREDENTIAL.search(request.headers.get("authorization", ""))
+        return foundation_model_arn(credential.group("region") if credential else "us-east-1", model)
+
     def error_body(self, error: ApiError) -> dict[str, Any]:
         """Bedrock's error JSON: the code in `__type`, the words in `message`."""
         code = ERROR_CODES.get(error.status, "InternalServerException")
@@ -96,6 +118,7 @@ class BedrockStandIn(StandInServer):
     def _invoke(self, request: Request) -> dict[str, Any]:
         match = INVOKE_PATH.fullmatch(request.path)
         model = unquote(match.group("model")) if match else ""
+        self._check(request, "bedrock:InvokeModel", self._model_arn(request, model))
         spec = EMBEDDING_MODELS.get(model)
         if spec is None:
             raise ApiError(400, f"The provided model identifier is invalid: {model}")
@@ -152,6 +175,7 @@ class BedrockStandIn(StandInServer):
     # -- Rerank (bedrock-agent-runtime) --------------------------------------------------------
 
     def _rerank(self, request: Request) -> dict[str, Any]:
+        self._check(request, "bedrock:Rerank")
         body = request.body if isinstance(request.body, dict) else {}
         queries = body.get("queries") or []
         if len(queries) != 1 or queries[0].get("type") != "TEXT":
@@ -166,6 +190,8 @@ class BedrockStandIn(StandInServer):
         arn = FOUNDATION_MODEL_ARN.fullmatch(str(bedrock.get("modelConfiguration", {}).get("modelArn", "")))
         if config.get("type") != "BEDROCK_RERANKING_MODEL" or arn is None or arn.group("model") not in RERANK_MODELS:
             raise ApiError(400, f"modelArn must be the foundation-model ARN of one of {', '.join(RERANK_MODELS)}")
+        # Rerank runs the model as the caller: InvokeModel on its ARN is checked as well.
+        self._check(request, "bedrock:InvokeModel", arn.group(0))
         wanted = bedrock.get("numberOfResults", len(documents))
         if not isinstance(wanted, int) or not 1 <= wanted <= len(documents):
             raise ApiError(400, f"numberOfResults must be between 1 and the number of sources, not {wanted!r}")
