@@ -36,8 +36,9 @@ class SearchConfig:
     openai_dimensions: int = 1536
     bedrock_model: str = "amazon.titan-embed-text-v2:0"
     bedrock_dimensions: int = 1024
-    # Texts in flight per Emu invocation (Titan embeds one per request): docs/scaling.md has the quota arithmetic.
-    bedrock_concurrency: int = 8
+    # Requests in flight per Emu invocation (Titan embeds one text per request): lane concurrency x this x
+    # requests/s per request must fit the account's quota (docs/scaling.md, "Amazon Bedrock").
+    bedrock_concurrency: int = 2
     # Moving off a Bedrock model (to OpenAI or another Bedrock model): the models still granted, for the
     # generation search reads until the switch and for a rollback until gc drops it.
     keep_bedrock_models: tuple[str, ...] = ()

@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     bedrock_dimensions: int | None = 1024
     # A stand-in's address (refarch_local.standins); None on AWS (the Region's endpoint, or the VPC endpoint).
     bedrock_endpoint_url: str | None = None
-    # Requests in flight per embedding call (Titan embeds one text per request): see docs/scaling.md.
-    bedrock_concurrency: int = Field(default=8, ge=1, le=64)
+    # Requests in flight per embedding call (Titan embeds one text per request): 2 per Emu execution keeps
+    # dev's lanes inside Titan's default quota (docs/scaling.md, "Amazon Bedrock").
+    bedrock_concurrency: int = Field(default=2, ge=1, le=64)
     bedrock_timeout_seconds: float = 10.0
     # Attempts per request, the first included (botocore's standard retry: backoff with jitter on throttling).
     bedrock_max_attempts: int = Field(default=4, ge=1, le=10)
