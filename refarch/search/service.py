@@ -319,7 +319,7 @@ class SearchService:
                 else:
                     lists = self._lexical_lists(query, search_filter, depth=depth)
                     ranked = self._hybrid(index, lists, vector, search_filter, depth=depth)
-                    if self.reranker is not None:
+                    if self.reranker is not None and offset < self.rerank_candidates:  # a page past them: no call
                         ranked = rerank_or_keep(
                             self.reranker, query, ranked, self._texts, candidates=self.rerank_candidates
                         )

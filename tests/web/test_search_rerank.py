@@ -67,7 +67,7 @@ def test_hybrid_results_are_reranked_and_say_so(reranking, bedrock_standin):
     assert scores == sorted(scores, reverse=True)
 
 
-def test_an_exact_sku_keeps_its_lead_and_semantic_and_lexical_modes_are_not_reranked(reranking, bedrock_standin):
+def test_an_exact_sku_keeps_its_lead_and_other_modes_and_later_pages_are_not_reranked(reranking, bedrock_standin):
     client = build_app(reranking).test_client()
     # When the query is a product's SKU, Then that product stays first, not reranked
     first = client.get("/api/search", query_string={"q": "KI-1"}).get_json()["results"][0]
@@ -77,6 +77,10 @@ def test_an_exact_sku_keeps_its_lead_and_semantic_and_lexical_modes_are_not_rera
     for mode in ("semantic", "lexical"):
         results = client.get("/api/search", query_string={"q": "tent", "mode": mode}).get_json()["results"]
         assert results and all("rerank" not in r["ranks"] for r in results)
+    assert bedrock_standin.rerank_calls == calls
+    # When a page lies wholly past the reranked candidates, Then it costs no rerank call either
+    reranking.search.rerank_candidates = 2
+    assert reranking.search.search("tent", k=2, page=2).page == 2
     assert bedrock_standin.rerank_calls == calls
 
 
