@@ -35,6 +35,8 @@ def bedrock_runtime(dsn: str, home, stand_in: BedrockStandIn, *, rerank_model: s
         bedrock_dimensions=256,
         rerank_model=rerank_model,
         rerank_timeout_seconds=0.5,
+        bedrock_max_attempts=1,
+        bedrock_timeout_seconds=1.0,
     )
 
 
@@ -108,3 +110,15 @@ def test_a_slow_or_failing_rerank_serves_the_fused_order(reranking, bedrock_stan
     assert [hit.product.id for hit in page.hits] == fused
     # And the next search is reranked again
     assert all("rerank" in hit.ranks for hit in reranking.search.search(query, k=5).hits)
+
+
+@pytest.mark.parametrize("fault", ["rate_limit", "timeout"])
+def test_a_bedrock_outage_answers_in_lexical_mode_and_says_so(reranking, bedrock_standin, fault):
+    # Given search on Titan, When Bedrock throttles or hangs past the timeout for a query not asked before
+    bedrock_standin.fail_next(fault)
+    body = build_app(reranking).test_client().get("/api/search", query_string={"q": "camping tent"}).get_json()
+    # Then the API answers from keyword search, says why, and nothing is reranked
+    assert (body["mode"], body["requested_mode"]) == ("lexical", "hybrid")
+    assert "embedding service is unavailable" in body["fallback_reason"]
+    assert [r["name"] for r in body["results"]] == ["Alpine Camping Tent"]
+    assert bedrock_standin.rerank_calls == 0
