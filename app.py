@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """CDK entry point: `cdk deploy --all` (dev) or `cdk deploy --all -c stage=prod` from the repo root.
 
-Optional context: `-c alarmEmail=you@example.com` subscribes an address to the alarm topic.
+Optional context: `-c alarmEmail=you@example.com` subscribes an address to the alarm topic;
+`-c embedder=bedrock`, `-c vectorBackend=pgvector` and `-c rerank=true` override the stage config's
+choices (docs/deploy.md): Bedrock and pgvector need no secret created by hand and no account outside AWS.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import dataclasses
 
 import aws_cdk as cdk
 
-from cdk_app.config import stage_config
+from cdk_app.config import stage_config, with_context
 from cdk_app.system import build_system
 
 
@@ -18,6 +20,12 @@ def main() -> None:
     """Build the chosen stage's stacks and synthesize them."""
     app = cdk.App()
     config = stage_config(app.node.try_get_context("stage") or "dev")
+    config = with_context(
+        config,
+        embedder=app.node.try_get_context("embedder"),
+        vector_backend=app.node.try_get_context("vectorBackend"),
+        rerank=app.node.try_get_context("rerank"),
+    )
     alarm_email = app.node.try_get_context("alarmEmail")
     if alarm_email:
         config = dataclasses.replace(config, alarm_email=alarm_email)

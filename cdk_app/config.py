@@ -15,6 +15,8 @@ from typing import Literal
 
 from aws_cdk import aws_logs as logs
 
+from refarch.bedrock import EMBEDDING_MODELS, RERANK_MODELS, foundation_model_arn
+from refarch.generations import EmbedderSpec
 from refarch.index.pinecone_indexes import check_index_name
 from refarch.lanes.topology import LaneName, Topology, bulk_lane, live_lane
 
@@ -27,8 +29,23 @@ STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
 class SearchConfig:
     """The embedder and vector backend every runtime uses: set here once, passed to all of them."""
 
+    # OpenAI needs an API key in Secrets Manager; Amazon Bedrock needs none (IAM, and the VPC endpoint
+    # where the stage has endpoints). Changing it re-indexes with zero downtime (docs/reindex.md).
+    embedder: Literal["openai", "bedrock"] = "openai"
     openai_model: str = "text-embedding-3-small"
     openai_dimensions: int = 1536
+    bedrock_model: str = "amazon.titan-embed-text-v2:0"
+    bedrock_dimensions: int = 1024
+    # Requests in flight per Emu invocation (Titan embeds one text per request): lane concurrency x this x
+    # requests/s per request must fit the account's quota (docs/scaling.md, "Amazon Bedrock").
+    bedrock_concurrency: int = 2
+    # Moving off a Bedrock model (to OpenAI or another Bedrock model): the models still granted, for the
+    # generation search reads until the switch and for a rollback until gc drops it.
+    keep_bedrock_models: tuple[str, ...] = ()
+    # Moving from OpenAI to Bedrock: the runtimes keep reading the OpenAI key for the same reason.
+    keep_openai_access: bool = False
+    # Rerank hybrid search's candidates with this Bedrock model (None: off): refarch.search.rerank.
+    rerank_model: str | None = None
     vector_backend: Literal["pinecone", "pgvector"] = "pinecone"
     # An index of its own per stage: a stage's gc deletes `<index>-g<n>` indexes whole (docs/reindex.md),
     # so two stages sharing an index would delete each other's. The namespace carries the stage too, so
@@ -70,6 +87,39 @@ class SearchConfig:
         )
         check_index_name(resolved.pinecone_index_name)
         return resolved
+
+    def __post_init__(self) -> None:
+        if self.bedrock_model not in EMBEDDING_MODELS:
+            raise ValueError(f"bedrock_model {self.bedrock_model!r}: choose one of {', '.join(EMBEDDING_MODELS)}")
+        if self.bedrock_dimensions not in EMBEDDING_MODELS[self.bedrock_model].dimensions:
+            raise ValueError(
+                f"{self.bedrock_model} embeds in {EMBEDDING_MODELS[self.bedrock_model].dimensions} dimensions, "
+                f"not {self.bedrock_dimensions}"
+            )
+        if self.rerank_model is not None and self.rerank_model not in RERANK_MODELS:
+            raise ValueError(f"rerank_model {self.rerank_model!r}: choose one of {', '.join(RERANK_MODELS)}")
+
+    @property
+    def embedder_spec(self) -> EmbedderSpec:
+        """The configured embedder, as a generation records it (a change of it starts a re-index)."""
+        if self.embedder == "bedrock":
+            return EmbedderSpec("bedrock", self.bedrock_model, self.bedrock_dimensions)
+        return EmbedderSpec("openai", self.openai_model, self.openai_dimensions)
+
+    @property
+    def dimension(self) -> int:
+        """The configured embedder's vector size (the first pgvector table's, the Pinecone index's)."""
+        return self.bedrock_dimensions if self.embedder == "bedrock" else self.openai_dimensions
+
+    @property
+    def openai_access(self) -> bool:
+        """Whether the runtimes get the OpenAI key: the embedder is OpenAI, or a move from it goes on."""
+        return self.embedder == "openai" or self.keep_openai_access
+
+    def bedrock_model_arns(self, region: str) -> list[str]:
+        """The embedding models' ARNs the embedding runtimes may invoke (none without Bedrock)."""
+        models = ([self.bedrock_model] if self.embedder == "bedrock" else []) + list(self.keep_bedrock_models)
+        return [foundation_model_arn(region, model) for model in dict.fromkeys(models)]
 
     @property
     def pinecone_access(self) -> bool:
@@ -189,6 +239,28 @@ PROD = StageConfig(
 )
 
 STAGES: dict[str, StageConfig] = {stage.name: stage for stage in (DEV, PROD)}
+
+
+def with_context(
+    config: StageConfig, *, embedder: str | None = None, vector_backend: str | None = None, rerank: str | None = None
+) -> StageConfig:
+    """The stage with the choices given on the command line (`-c embedder=bedrock -c vectorBackend=pgvector
+    -c rerank=true`) over its own; each is checked, so a typo is an error, not the default."""
+    search = config.search
+    if embedder is not None:
+        if embedder not in ("openai", "bedrock"):
+            raise ValueError(f"-c embedder={embedder}: choose openai or bedrock")
+        search = replace(search, embedder=embedder)  # type: ignore[arg-type]
+    if vector_backend is not None:
+        if vector_backend not in ("pinecone", "pgvector"):
+            raise ValueError(f"-c vectorBackend={vector_backend}: choose pinecone or pgvector")
+        search = replace(search, vector_backend=vector_backend)  # type: ignore[arg-type]
+    if rerank is not None:
+        if rerank.lower() not in ("true", "false"):
+            raise ValueError(f"-c rerank={rerank}: choose true or false")
+        on = rerank.lower() == "true"
+        search = replace(search, rerank_model=(search.rerank_model or RERANK_MODELS[0]) if on else None)
+    return config if search is config.search else replace(config, search=search)
 
 
 def stage_config(name: str) -> StageConfig:

@@ -217,7 +217,7 @@ class DataStack(Stack):
             self.to_json_string({runtime: s.secret_arn for runtime, s in self.runtime_database_secrets.items()}),
         )
         # With the pgvector backend it creates the vector table, sized for the embedder.
-        migrate.function.add_environment("REFARCH_OPENAI_DIMENSIONS", str(config.search.openai_dimensions))
+        migrate.function.add_environment("REFARCH_VECTOR_DIMENSIONS", str(config.search.dimension))
         provider = cr.Provider(
             self,
             "SchemaProvider",

@@ -113,6 +113,7 @@ class FrontendStack(Stack):
             connections=self.service.service,
             add_environment=container.add_environment,
             search=True,
+            rerank=True,
             read_depths="queues_and_dead_letters",
             act_on_dead_letters=True,
         )
@@ -120,7 +121,13 @@ class FrontendStack(Stack):
             task_role,
             "AwsSolutions-IAM5",
             "cloudwatch:GetMetricStatistics (read-only) cannot be scoped to a resource; the status header "
-            "reads each lane's ApproximateAgeOfOldestMessage with it.",
+            "reads each lane's ApproximateAgeOfOldestMessage with it."
+            + (
+                " bedrock:Rerank takes no resource either; which model it runs is scoped by bedrock:InvokeModel "
+                "on the rerank model's ARN only."
+                if config.search.rerank_model
+                else ""
+            ),
             findings=("Resource::*",),
         )
 

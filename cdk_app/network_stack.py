@@ -55,11 +55,17 @@ class NetworkStack(Stack):
             )
             # The literal CIDR (not the VPC's token) lets cdk-nag verify the rule is not open to the world.
             endpoints_security_group.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443), "HTTPS from the VPC")
-            for name, service in (
+            services = [
                 ("Sqs", ec2.InterfaceVpcEndpointAwsService.SQS),
                 ("SecretsManager", ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER),
                 ("Logs", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS),
-            ):
+            ]
+            # Embedding (and reranking) calls stay inside the VPC too when the stage uses Bedrock.
+            if config.search.embedder == "bedrock" or config.search.keep_bedrock_models:
+                services.append(("BedrockRuntime", ec2.InterfaceVpcEndpointAwsService.BEDROCK_RUNTIME))
+            if config.search.rerank_model:
+                services.append(("BedrockAgentRuntime", ec2.InterfaceVpcEndpointAwsService.BEDROCK_AGENT_RUNTIME))
+            for name, service in services:
                 self.vpc.add_interface_endpoint(
                     name,
                     service=service,

@@ -161,6 +161,8 @@ class PelicanStack(Stack):
             connections=function,
             add_environment=function.add_environment,
             search=search,
+            # Reconcile compares content hashes: it names the generations' models, never calls them.
+            embeds=False,
             send_to=send_to,
         )
 

@@ -49,7 +49,7 @@ class PineconeIndexStack(Stack):
             resource_type="Custom::PineconeIndex",
             properties={
                 "IndexName": search.pinecone_index_name,
-                "Dimension": str(search.openai_dimensions),
+                "Dimension": str(search.dimension),
                 "Region": self.region,
                 "ApiKeySecretArn": api_key.secret_arn,
             },

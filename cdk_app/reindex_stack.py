@@ -31,7 +31,6 @@ from cdk_app.constructs.python_function import PythonFunction
 from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.constructs.state_machines import ReindexStateMachine
 from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_invoker, finding_text
-from refarch.generations import EmbedderSpec
 from refarch.generations.placement import Placement
 from refarch.lanes import topology
 
@@ -46,7 +45,7 @@ def configured_generation(config: StageConfig) -> dict[str, Any]:
         else Placement("pgvector")
     )
     return {
-        "embedder": EmbedderSpec("openai", search.openai_model, search.openai_dimensions).as_json(),
+        "embedder": search.embedder_spec.as_json(),
         "placement": placement.as_json(),
     }
 
@@ -99,6 +98,8 @@ class ReindexStack(Stack):
             connections=self.function,
             add_environment=self.function.add_environment,
             search=True,
+            # It creates a generation's index for the model's dimension; Emu does the embedding.
+            embeds=False,
             read_depths="queues",
         )
         reindex = ReindexStateMachine(

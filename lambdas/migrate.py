@@ -31,9 +31,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # Created here, as the owner: the runtimes' roles may read and write it, never create or alter it.
         # Only before a runtime recorded generation 1: from then on each generation has its table, of its
         # model's dimension, and a configured embedder of another dimension names the next re-index's.
-        if not settings.openai_dimensions:
-            raise ConfigurationError("the pgvector table needs REFARCH_OPENAI_DIMENSIONS (the embedder's dimension)")
-        PgVectorIndex(runtime.db, settings.openai_dimensions).ensure()
+        dimension = settings.vector_dimensions or settings.openai_dimensions
+        if not dimension:
+            raise ConfigurationError("the pgvector table needs REFARCH_VECTOR_DIMENSIONS (the embedder's dimension)")
+        PgVectorIndex(runtime.db, dimension).ensure()
     seed_rows = int(event.get("ResourceProperties", {}).get("SeedRows", 0) or 0)
     inserted = 0
     conn = runtime.db.connect()

@@ -1,9 +1,9 @@
-"""The Embedder port and its two adapters: OpenAI (any compatible server) and a local model."""
+"""The Embedder port and its adapters: OpenAI (any compatible server), a local model, Bedrock (refarch.bedrock)."""
 
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from refarch.observability import logger
 from refarch.settings import ConfigurationError, Settings
@@ -20,6 +20,22 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Vectors for these texts, in order."""
         ...
+
+
+@runtime_checkable
+class QueryEmbedder(Protocol):
+    """An embedder that embeds a search query differently from a row (Cohere's `search_query`)."""
+
+    def embed_query(self, text: str) -> list[float]:
+        """The query's vector."""
+        ...
+
+
+def embed_query(embedder: Embedder, text: str) -> list[float]:
+    """A search query's vector: in the embedder's query mode when it has one, else as any text."""
+    if isinstance(embedder, QueryEmbedder):
+        return embedder.embed_query(text)
+    return embedder.embed([text])[0]
 
 
 class OpenAIEmbedder:
@@ -170,8 +186,12 @@ class LocalEmbedder:
 
 
 def make_embedder(settings: Settings) -> Embedder:
-    """The embedder the settings choose (OpenAI when a key is configured, else the local model)."""
-    if settings.embedder_kind == "openai":
+    """The embedder the settings choose (Bedrock when chosen, OpenAI when a key is configured, else the local model)."""
+    if settings.embedder_kind == "bedrock":
+        from refarch.bedrock import BedrockEmbedder
+
+        embedder: Embedder = BedrockEmbedder.from_settings(settings)
+    elif settings.embedder_kind == "openai":
         from refarch.secrets import API_KEY_FIELDS, from_env_or_secret
 
         key = from_env_or_secret(
@@ -183,7 +203,7 @@ def make_embedder(settings: Settings) -> Embedder:
         )
         if not key:
             raise ConfigurationError("OpenAI embedder chosen but no OPENAI_API_KEY or REFARCH_OPENAI_SECRET_ARN set")
-        embedder: Embedder = OpenAIEmbedder(
+        embedder = OpenAIEmbedder(
             api_key=key,
             model=settings.openai_model,
             dimensions=settings.openai_dimensions,

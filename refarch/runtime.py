@@ -89,6 +89,7 @@ class Runtime:
     @cached_property
     def search(self) -> SearchService:
         """The search service the web page and the CLI share (imported here: the Lambdas never search)."""
+        from refarch.search.rerank import make_reranker
         from refarch.search.service import SearchService
 
         return SearchService(
@@ -96,4 +97,6 @@ class Runtime:
             self.search_targets,
             semantic_slots=self.settings.search_semantic_slots,
             cache_bytes=self.settings.query_cache_bytes,
+            reranker=make_reranker(self.settings),
+            rerank_candidates=self.settings.rerank_candidates,
         )

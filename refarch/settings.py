@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     # Which lane this Emu function serves: the same handler, configured per function.
     emu_lane: LaneName = "live"
 
-    embedder: Literal["local", "openai"] | None = None
+    embedder: Literal["local", "openai", "bedrock"] | None = None
     local_model: str = "all-MiniLM-L6-v2"
     # CPU threads for the local model in this process (None: torch's default, one per core).
     local_model_threads: int | None = None
@@ -72,7 +72,27 @@ class Settings(BaseSettings):
     openai_timeout_seconds: float = 10.0
     openai_max_retries: int = 3
 
+    # Amazon Bedrock (chosen explicitly: REFARCH_EMBEDDER=bedrock; IAM, no key). refarch.bedrock lists the models.
+    bedrock_model: str = "amazon.titan-embed-text-v2:0"
+    # Titan Text Embeddings V2: 256, 512 or 1024; Cohere Embed v3 is always 1024 (None: the model's own).
+    bedrock_dimensions: int | None = 1024
+    # A stand-in's address (refarch_local.standins); None on AWS (the Region's endpoint, or the VPC endpoint).
+    bedrock_endpoint_url: str | None = None
+    # Requests in flight per embedding call (Titan embeds one text per request): 2 per Emu execution keeps
+    # dev's lanes inside Titan's default quota (docs/scaling.md, "Amazon Bedrock").
+    bedrock_concurrency: int = Field(default=2, ge=1, le=64)
+    bedrock_timeout_seconds: float = 10.0
+    # Attempts per request, the first included (botocore's standard retry: backoff with jitter on throttling).
+    bedrock_max_attempts: int = Field(default=4, ge=1, le=10)
+    # Optional reranking of hybrid search's candidates by a Bedrock rerank model (None: off).
+    rerank_model: str | None = None
+    rerank_candidates: int = Field(default=50, ge=2, le=1000)
+    # Rerank is skipped (the fused order kept) when it takes longer than this.
+    rerank_timeout_seconds: float = 1.0
+
     vector_backend: Literal["pgvector", "pinecone"] | None = None
+    # Only the migrate step: the size of the first pgvector table (the stage's embedder's, whichever it is).
+    vector_dimensions: int | None = None
     pinecone_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("PINECONE_API_KEY", "pinecone_api_key")
     )
@@ -119,7 +139,7 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "postgres"
 
     @property
-    def embedder_kind(self) -> Literal["local", "openai"]:
+    def embedder_kind(self) -> Literal["local", "openai", "bedrock"]:
         """The embedder in use: explicit choice, else OpenAI when a key is available, else local."""
         if self.embedder:
             return self.embedder
@@ -146,6 +166,8 @@ class Settings(BaseSettings):
                 "pinecone_timeout_seconds": attempt,
                 "pinecone_max_retries": 0,
                 "vector_query_timeout_seconds": attempt,
+                "bedrock_timeout_seconds": attempt,
+                "bedrock_max_attempts": 1,
             }
         )
 

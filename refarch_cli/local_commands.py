@@ -150,7 +150,14 @@ def bench_budget(quick: bool, json_path: Path | None, markdown_path: Path | None
 @click.option("--quick", is_flag=True, help="Fewer rows and edits (the variant `make test` runs).")
 @click.option("--scenario", "scenarios", multiple=True, help="Run only these (repeatable); default: all.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results here.")
-def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None) -> None:
+@click.option(
+    "--embedder",
+    type=click.Choice(["openai", "bedrock"]),
+    default="openai",
+    show_default=True,
+    help="Which provider's stand-in Emu embeds with (through its real SDK).",
+)
+def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None, embedder: str) -> None:
     """Inject faults into the local stack; each scenario ends with a full convergence check."""
     from refarch_local.chaos import run_chaos
     from refarch_local.chaos_scenarios import SCENARIOS
@@ -158,7 +165,7 @@ def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None) -> No
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         raise click.UsageError(f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
-    results = run_chaos(quick=quick, only=scenarios, json_path=json_path)
+    results = run_chaos(quick=quick, only=scenarios, json_path=json_path, embedder=embedder)  # type: ignore[arg-type]
     sys.exit(0 if results and all(r.ok for r in results) else 1)
 
 

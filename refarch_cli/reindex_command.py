@@ -16,10 +16,16 @@ from refarch_cli.runtime_context import local_runtime
 
 
 @click.command("reindex")
-@click.option("--embedder", "embedder_kind", type=click.Choice(["local", "openai"]), help="The new embedder.")
+@click.option(
+    "--embedder", "embedder_kind", type=click.Choice(["local", "openai", "bedrock"]), help="The new embedder."
+)
 @click.option("--openai-model", help="With --embedder openai (default: REFARCH_OPENAI_MODEL).")
 @click.option("--openai-dimensions", type=click.IntRange(min=1), help="With --embedder openai.")
 @click.option("--local-model", help="With --embedder local (default: REFARCH_LOCAL_MODEL).")
+@click.option("--bedrock-model", help="With --embedder bedrock (default: REFARCH_BEDROCK_MODEL).")
+@click.option(
+    "--bedrock-dimensions", type=click.IntRange(min=1), help="With --embedder bedrock (Titan: 256, 512, 1024)."
+)
 @click.option(
     "--pinecone-index",
     help="With Pinecone: the index for the new generation (created if missing; default: the configured index, "
@@ -47,6 +53,8 @@ def reindex_command(
     openai_model: str | None,
     openai_dimensions: int | None,
     local_model: str | None,
+    bedrock_model: str | None,
+    bedrock_dimensions: int | None,
     pinecone_index: str | None,
     create_only: bool,
     no_wait: bool,
@@ -81,6 +89,8 @@ def reindex_command(
         "openai_model": openai_model,
         "openai_dimensions": openai_dimensions,
         "local_model": local_model,
+        "bedrock_model": bedrock_model,
+        "bedrock_dimensions": bedrock_dimensions,
     }
     settings = Settings().model_copy(update={k: v for k, v in chosen.items() if v is not None})
     targets = Runtime(settings, application_name="refarch-reindex").targets

@@ -94,7 +94,7 @@ class Bench:
         compare_fusion: bool = True,
     ) -> None:
         self.rows = rows
-        # Relevance under each fusion setting as well (`refarch bench relevance` reports it on its own).
+        # Relevance under each fusion setting and with reranking as well (`refarch bench relevance` reports them).
         self.compare_fusion = compare_fusion
         self.edits = edits
         self.search_sizes = search_sizes
@@ -425,7 +425,7 @@ class Bench:
             console=self.console,
             cache=True,
             embedder=self.embedder,
-            fusion_settings=self.compare_fusion,
+            comparisons=self.compare_fusion,
         )
 
     def peak_memory(self) -> None:

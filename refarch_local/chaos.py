@@ -2,8 +2,9 @@
 full convergence check (index equals database: ids, versions, content hashes).
 
 The stack is the real one (Postgres, SQS server, listener and Emu worker processes); Emu embeds
-through the real `openai` client against the OpenAI-compatible stand-in, so that embedder
-faults (429, 500, timeouts) exercise the client's own retry path and scenarios run fast.
+through the real `openai` client against the OpenAI-compatible stand-in (or, with
+`--embedder bedrock`, the real boto3 client against the Bedrock stand-in), so that embedder faults
+(429 / ThrottlingException, 500, timeouts) exercise the client's own retry path and scenarios run fast.
 """
 
 from __future__ import annotations
@@ -15,14 +16,22 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from refarch_local.chaos_harness import ScenarioResult
+from refarch_local.chaos_harness import ChaosEmbedder, ScenarioResult
 from refarch_local.chaos_scenarios import SCENARIOS, ChaosScenarios
 
 
-def run_chaos(*, quick: bool, only: tuple[str, ...] = (), json_path: Path | None = None) -> list[ScenarioResult]:
-    """Run the scenarios (all unless `only`), print the table, write JSON; return the results."""
+def run_chaos(
+    *,
+    quick: bool,
+    only: tuple[str, ...] = (),
+    json_path: Path | None = None,
+    embedder: ChaosEmbedder = "openai",
+) -> list[ScenarioResult]:
+    """Run the scenarios (all unless `only`) with this embedder, print the table, write JSON; return the results."""
     console = Console(stderr=True)
-    harness = ChaosScenarios(rows=200 if quick else 2000, edits=150 if quick else 1000, console=console)
+    harness = ChaosScenarios(
+        rows=200 if quick else 2000, edits=150 if quick else 1000, console=console, embedder=embedder
+    )
     try:
         harness.start()
         for name in only or SCENARIOS:
@@ -34,7 +43,7 @@ def run_chaos(*, quick: bool, only: tuple[str, ...] = (), json_path: Path | None
             shutil.rmtree(harness.home, ignore_errors=True)
         else:
             console.print(f"[yellow]kept {harness.home} (logs in logs/)[/yellow]")
-    table = Table(title="refarch chaos")
+    table = Table(title=f"refarch chaos ({embedder})")
     for column in ("Scenario", "Changes", "Lost", "Stale", "Seconds", "Result", "Detail"):
         table.add_column(column)
     for r in harness.results:

@@ -1,5 +1,6 @@
-"""The chaos harness: the local stack with an OpenAI stand-in, convergence checks, the scenario
-runner, and the faults the scenarios inject (kills mid-batch, cut database connections)."""
+"""The chaos harness: the local stack with an embedding provider's stand-in (OpenAI or Amazon Bedrock),
+convergence checks, the scenario runner, and the faults the scenarios inject (kills mid-batch, cut
+database connections)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg2
 from rich.console import Console
@@ -20,11 +21,15 @@ from refarch.index.pgvector_index import PgVectorIndex
 from refarch.observability import metrics_to_file
 from refarch.settings import Settings
 from refarch_local.convergence import Convergence, check_convergence
-from refarch_local.standins import OpenAIStandIn
+from refarch_local.standins import BedrockStandIn, OpenAIStandIn, StandInServer
 from refarch_local.supervisor import Component, Supervisor, free_port
 
 DIMENSION = 64
 MODEL = "text-embedding-3-small"
+# With Bedrock: Titan, one text per request (the most requests, so the most throttles), at its smallest size.
+BEDROCK_MODEL = "amazon.titan-embed-text-v2:0"
+BEDROCK_DIMENSION = 256
+ChaosEmbedder = Literal["openai", "bedrock"]
 VISIBILITY_TIMEOUT = 3
 # The bulk lane's messages come back this many seconds after an Emu worker is killed with them. The
 # local default, 180 s, is sized for 10,000 products on the local model, and the quick run waited it
@@ -69,14 +74,23 @@ class ScenarioResult:
 
 
 class ChaosHarness:
-    """A local stack with an OpenAI stand-in, and what every scenario needs from it (see ChaosScenarios)."""
+    """A local stack with a provider stand-in, and what every scenario needs from it (see ChaosScenarios).
 
-    def __init__(self, *, rows: int, edits: int, console: Console) -> None:
+    `embedder`: which provider Emu embeds with, through its real SDK against its stand-in (`provider`):
+    OpenAI (429s with Retry-After, 500s, hangs) or Amazon Bedrock (ThrottlingException, 500s, hangs).
+    """
+
+    def __init__(self, *, rows: int, edits: int, console: Console, embedder: ChaosEmbedder = "openai") -> None:
         self.rows = rows
         self.edits = edits
         self.console = console
+        self.embedder = embedder
         self.home = Path(tempfile.mkdtemp(prefix="refarch-chaos-"))
-        self.openai = OpenAIStandIn(hang_seconds=5, retry_after_seconds=0.2, seed=7)
+        self.provider: StandInServer = (
+            BedrockStandIn(hang_seconds=5, seed=7)
+            if embedder == "bedrock"
+            else OpenAIStandIn(hang_seconds=5, retry_after_seconds=0.2, seed=7)
+        )
         self.supervisor: Supervisor | None = None
         self.results: list[ScenarioResult] = []
 
@@ -88,19 +102,8 @@ class ChaosHarness:
 
     def start(self) -> None:
         """Start the stand-in and the stack (no web page), seed and bootstrap, wait until synced."""
-        self.openai.start()
-        os.environ.update(
-            {
-                "REFARCH_EMBEDDER": "openai",
-                "OPENAI_API_KEY": "chaos-local-key",
-                "OPENAI_BASE_URL": self.openai.base_url,
-                "REFARCH_OPENAI_MODEL": MODEL,
-                "REFARCH_OPENAI_DIMENSIONS": str(DIMENSION),
-                "REFARCH_OPENAI_TIMEOUT_SECONDS": "1",
-                "REFARCH_OPENAI_MAX_RETRIES": "2",
-                "REFARCH_HOME": str(self.home),
-            }
-        )
+        self.provider.start()
+        os.environ.update({**self._embedder_environment(), "REFARCH_HOME": str(self.home)})
         # The in-process deliveries' metric records go with the run's logs, not to the terminal.
         metrics_to_file(self.home / "logs" / "metrics.log")
         self.supervisor = Supervisor(
@@ -120,11 +123,42 @@ class ChaosHarness:
         self.stack.start_components(("listener",))
         self.wait_converged(timeout=600)
 
+    def _embedder_environment(self) -> dict[str, str]:
+        """What points every component of the stack at the provider's stand-in (1 s timeouts, 3 attempts)."""
+        if isinstance(self.provider, BedrockStandIn):
+            return {
+                "REFARCH_EMBEDDER": "bedrock",
+                "REFARCH_BEDROCK_ENDPOINT_URL": self.provider.url,
+                "REFARCH_BEDROCK_MODEL": BEDROCK_MODEL,
+                "REFARCH_BEDROCK_DIMENSIONS": str(BEDROCK_DIMENSION),
+                "REFARCH_BEDROCK_TIMEOUT_SECONDS": "1",
+                "REFARCH_BEDROCK_MAX_ATTEMPTS": "3",
+                # boto3 signs with any keys; the stand-in checks only that a request is signed.
+                "AWS_ACCESS_KEY_ID": "chaos-local",
+                "AWS_SECRET_ACCESS_KEY": "chaos-local",
+                "AWS_REGION": "us-east-1",
+            }
+        assert isinstance(self.provider, OpenAIStandIn)
+        return {
+            "REFARCH_EMBEDDER": "openai",
+            "OPENAI_API_KEY": "chaos-local-key",
+            "OPENAI_BASE_URL": self.provider.base_url,
+            "REFARCH_OPENAI_MODEL": MODEL,
+            "REFARCH_OPENAI_DIMENSIONS": str(DIMENSION),
+            "REFARCH_OPENAI_TIMEOUT_SECONDS": "1",
+            "REFARCH_OPENAI_MAX_RETRIES": "2",
+        }
+
+    @property
+    def dimension(self) -> int:
+        """The vector size the stack's embedder produces."""
+        return BEDROCK_DIMENSION if self.embedder == "bedrock" else DIMENSION
+
     def stop(self) -> None:
         """Stop everything."""
         if self.supervisor is not None:
             self.supervisor.stop()
-        self.openai.stop()
+        self.provider.stop()
 
     # -- convergence ---------------------------------------------------------------------------
 
@@ -154,7 +188,7 @@ class ChaosHarness:
         """Index against table (ids, metadata, content hashes, a re-embedded sample); the ledger only reported."""
         db = Database(self.stack.dsn)
         try:
-            index = PgVectorIndex(Database(self.stack.dsn), DIMENSION)
+            index = PgVectorIndex(Database(self.stack.dsn), self.dimension)
             return check_convergence(db, index, make_embedder(Settings(home=self.home)), sample=50)
         finally:
             db.close()
@@ -197,11 +231,11 @@ class ChaosHarness:
         worker now cuts that batch in half. If no call arrives within `timeout`, the kill is not
         made (False) and the reason goes to `missed`.
         """
-        self.openai.delay_next(HELD_EMBED_SECONDS)
+        self.provider.delay_next(HELD_EMBED_SECONDS)
         deadline = time.monotonic() + timeout
-        while self.openai.delays_pending:  # taken the moment a call arrives, which it then holds
+        while self.provider.delays_pending:  # taken the moment a call arrives, which it then holds
             if time.monotonic() > deadline:
-                self.openai.cancel_delays()  # or it would hold some later, unrelated call
+                self.provider.cancel_delays()  # or it would hold some later, unrelated call
                 missed.append(f"no embedding call (so no batch in flight) within {timeout}s: kill not made")
                 return False
             time.sleep(0.01)

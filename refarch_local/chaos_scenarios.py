@@ -62,16 +62,16 @@ class ChaosScenarios(ChaosHarness):
         """30% of embedding calls fail (429, 500, timeouts) while edits flow."""
 
         def body() -> int:
-            self.openai.fault_rate = 0.3
+            self.provider.fault_rate = 0.3
             try:
                 made = ChangeMaker(self.stack.dsn, seed=3).make(max(self.edits // 3, 50), pace=0.01)
                 self.wait_converged(timeout=240)
             finally:
-                self.openai.fault_rate = 0.0
+                self.provider.fault_rate = 0.0
             return made
 
         result = self.scenario("embedder failing 30% of calls", body)
-        result.detail = (result.detail + f" faults injected: {dict(self.openai.faults)}").strip()
+        result.detail = (result.detail + f" faults injected: {dict(self.provider.faults)}").strip()
         return result
 
     def duplicates_and_reordering(self) -> ScenarioResult:

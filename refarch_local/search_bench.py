@@ -25,6 +25,7 @@ from refarch.products import embedding_text
 from refarch.search.fusion import EQUAL_RRF, FUSION, FusionSettings
 from refarch.search.service import SEARCH_MODES, FixedIndex, SearchService
 from refarch_local.relevance import CLASSES, EXACT_INTENT, HITS_AT, hit_at, load_query_set, ndcg
+from refarch_local.rerank_bench import rerank_comparison, rerank_markdown
 
 # The latency queries of the full benchmark (a mix of needs, names and single words).
 LATENCY_QUERIES = (
@@ -326,10 +327,10 @@ def prepare_and_measure(
     console: Any,
     cache: bool,
     embedder: Any = None,
-    fusion_settings: bool = True,
+    comparisons: bool = True,
 ) -> dict[str, Any]:
-    """Relevance on its own database of the server at `admin_dsn` (and under each fusion setting, unless told
-    not to), then latency per mode at each size and the cache."""
+    """Relevance on its own database of the server at `admin_dsn` (and, unless told not to, under each fusion
+    setting and with reranking), then latency per mode at each size and the cache."""
     from refarch.embeddings import LocalEmbedder
 
     query_set = load_query_set()
@@ -342,8 +343,9 @@ def prepare_and_measure(
     embedded_catalog(dsn, query_set["catalog_rows"], embedder, changes=query_set.get("catalog_changes", ()))
     service = SearchService(Database(dsn), FixedIndex(embedder, PgVectorIndex(Database(dsn), embedder.dimension)))
     results: dict[str, Any] = {"relevance": relevance(service, query_set)}
-    if fusion_settings:
+    if comparisons:
         results["fusion_settings"] = fusion_variants(service, query_set)
+        results["rerank"] = rerank_comparison(service, query_set)
     if latency_sizes:
         results["search_latency_by_mode"] = {}
         for size in latency_sizes:
@@ -371,6 +373,9 @@ def markdown(results: dict[str, Any]) -> str:
     if "fusion_settings" in results:
         parts.append("\n### What each fusion setting does (hybrid)\n\n")
         parts.append(fusion_variants_markdown(results["fusion_settings"], results["relevance"]))
+    if "rerank" in results:
+        parts.append("\n### Hybrid with and without reranking\n\n")
+        parts.append(rerank_markdown(results["rerank"]))
     if "search_latency_by_mode" in results:
         parts.append(
             "\n### Search latency per mode (p50 / p95 ms, k = 10; with the query embedding, and with the"

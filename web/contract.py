@@ -166,11 +166,13 @@ class SearchResult(Product):
     score: float | None = Field(
         description="Higher is better, comparable within one response only. semantic: cosine similarity; "
         "lexical: Postgres ts_rank_cd; hybrid: the sum of 1/(60 + rank) over the lists the product is in, "
-        "plus 1 for an exact SKU match. Null when listing."
+        "plus 1 for an exact SKU match, or, for a result a rerank model reordered, its relevance (0 to 1). "
+        "Null when listing."
     )
     ranks: dict[str, Annotated[int, Field(ge=1)]] = Field(
         description="The lists the result came from (semantic, lexical, code: a SKU or model code that starts "
-        "with the query however it is typed, sku: the exact SKU) and its 1-based rank in each; "
+        "with the query however it is typed, sku: the exact SKU; rerank: its place after the rerank model "
+        "reordered hybrid's top candidates, absent when no rerank happened) and its 1-based rank in each; "
         "empty when listing",
         examples=[{"semantic": 3, "lexical": 1}],
     )

@@ -20,6 +20,7 @@ import psycopg2.errors
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from refarch.bedrock import BedrockServiceError
 from refarch.observability import logger
 from refarch.products import ProductInputError, ProductNotFoundError, StaleVersionError
 from refarch.search.service import SearchInputError
@@ -123,7 +124,7 @@ def _database_unavailable(err: psycopg2.Error) -> Response:
 
 # What the search providers' SDKs raise once their own retries are spent: the service is down, slow
 # (timeouts), throttling us (429) or refusing our key: not the client's fault, and usually passing.
-EMBEDDING_SERVICE_ERRORS = (openai.APIError,)
+EMBEDDING_SERVICE_ERRORS: tuple[type[Exception], ...] = (openai.APIError, BedrockServiceError)
 VECTOR_INDEX_ERRORS = (pinecone.PineconeError,)
 SEARCH_PROVIDER_ERRORS = EMBEDDING_SERVICE_ERRORS + VECTOR_INDEX_ERRORS
 

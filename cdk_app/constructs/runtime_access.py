@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any, Literal
 
-from aws_cdk import Annotations
+from aws_cdk import Annotations, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_rds as rds
@@ -19,6 +19,7 @@ from constructs import Construct
 
 from cdk_app.config import SearchConfig
 from cdk_app.constructs.lane_queues import Lanes
+from refarch.bedrock import foundation_model_arn
 from refarch.lanes.topology import LaneName
 from refarch.settings import DLQ_URL_VARIABLES, QUEUE_URL_VARIABLES
 
@@ -60,7 +61,12 @@ class RuntimeAccess(Construct):
         self.lanes = lanes
         self.pinecone_host = pinecone_host
         # The operator creates these before the first deploy; importing by name keeps values out of CDK.
-        self.openai_secret = secretsmanager.Secret.from_secret_name_v2(self, "OpenAiApiKey", search.openai_secret_name)
+        # A stage on Bedrock references no OpenAI secret at all (nothing to create, nothing granted).
+        self.openai_secret = (
+            secretsmanager.Secret.from_secret_name_v2(self, "OpenAiApiKey", search.openai_secret_name)
+            if search.openai_access
+            else None
+        )
         self.pinecone_secret = (
             secretsmanager.Secret.from_secret_name_v2(self, "PineconeApiKey", search.pinecone_secret_name)
             if search.pinecone_access
@@ -74,12 +80,17 @@ class RuntimeAccess(Construct):
         connections: ec2.IConnectable,
         add_environment: Callable[[str, str], Any],
         search: bool = False,
+        embeds: bool = True,
+        rerank: bool = False,
         send_to: Collection[LaneName] = (),
         read_depths: DepthReading | None = None,
         act_on_dead_letters: bool = False,
     ) -> None:
         """Give one runtime the database, and optionally search (embedder + index) and the lanes it uses.
 
+        `embeds`: with search, whether it calls the embedder (Emu, web) or only builds it to name a
+        generation's model (re-index, reconcile): only the first may invoke Bedrock models;
+        `rerank`: it reranks search results (when the stage configures a rerank model);
         `send_to`: the lanes whose queues it may send to; `read_depths`: which depths it may read
         (DepthReading), never receive, delete or send; `act_on_dead_letters`: list, redrive and discard
         each lane's dead letters (refarch.lanes.dead_letters).
@@ -97,7 +108,9 @@ class RuntimeAccess(Construct):
             "REFARCH_VECTOR_BACKEND": self.search.vector_backend,
         }
         if search:
-            env.update(self._grant_search(grantee))
+            env.update(self._grant_search(grantee, embeds=embeds))
+        if rerank and self.search.rerank_model:
+            env.update(self._grant_rerank(grantee))
         for lane in self.lanes.values():
             if lane.name in send_to:
                 lane.queue.grant_send_messages(grantee)
@@ -131,14 +144,29 @@ class RuntimeAccess(Construct):
             env[DLQ_URL_VARIABLES[lane.name]] = lane.dead_letter_queue.queue_url
         return env
 
-    def _grant_search(self, grantee: iam.IGrantable) -> dict[str, str]:
-        self.openai_secret.grant_read(grantee)
-        env = {
-            "REFARCH_EMBEDDER": "openai",
-            "REFARCH_OPENAI_SECRET_ARN": self.openai_secret.secret_arn,
-            "REFARCH_OPENAI_MODEL": self.search.openai_model,
-            "REFARCH_OPENAI_DIMENSIONS": str(self.search.openai_dimensions),
-        }
+    def _grant_search(self, grantee: iam.IGrantable, *, embeds: bool) -> dict[str, str]:
+        env: dict[str, str] = {"REFARCH_EMBEDDER": self.search.embedder}
+        if self.openai_secret is not None:
+            self.openai_secret.grant_read(grantee)
+            env.update(
+                {
+                    "REFARCH_OPENAI_SECRET_ARN": self.openai_secret.secret_arn,
+                    "REFARCH_OPENAI_MODEL": self.search.openai_model,
+                    "REFARCH_OPENAI_DIMENSIONS": str(self.search.openai_dimensions),
+                }
+            )
+        model_arns = self.search.bedrock_model_arns(Stack.of(self).region)
+        if model_arns and embeds:
+            # InvokeModel on the embedding models' ARNs only (the streaming variant is never used).
+            iam.Grant.add_to_principal(grantee=grantee, actions=["bedrock:InvokeModel"], resource_arns=model_arns)
+        if self.search.embedder == "bedrock":
+            env.update(
+                {
+                    "REFARCH_BEDROCK_MODEL": self.search.bedrock_model,
+                    "REFARCH_BEDROCK_DIMENSIONS": str(self.search.bedrock_dimensions),
+                    "REFARCH_BEDROCK_CONCURRENCY": str(self.search.bedrock_concurrency),
+                }
+            )
         if self.pinecone_secret is not None:
             self.pinecone_secret.grant_read(grantee)
             env["REFARCH_PINECONE_SECRET_ARN"] = self.pinecone_secret.secret_arn
@@ -148,3 +176,13 @@ class RuntimeAccess(Construct):
             if self.pinecone_host:
                 env["PINECONE_HOST"] = self.pinecone_host
         return env
+
+    def _grant_rerank(self, grantee: iam.IGrantable) -> dict[str, str]:
+        assert self.search.rerank_model is not None
+        model_arn = foundation_model_arn(Stack.of(self).region, self.search.rerank_model)
+        # The Rerank API (bedrock-agent-runtime) invokes the model on the caller's behalf: it needs
+        # bedrock:Rerank, which takes no resource (IAM's service reference lists none), and
+        # bedrock:InvokeModel on the rerank model's ARN.
+        iam.Grant.add_to_principal(grantee=grantee, actions=["bedrock:Rerank"], resource_arns=["*"])
+        iam.Grant.add_to_principal(grantee=grantee, actions=["bedrock:InvokeModel"], resource_arns=[model_arn])
+        return {"REFARCH_RERANK_MODEL": self.search.rerank_model}

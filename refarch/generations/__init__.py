@@ -44,7 +44,7 @@ class IncompleteGenerationError(GenerationError):
 class EmbedderSpec:
     """Which embedder a generation uses: the settings that choose it (keys stay in the settings)."""
 
-    kind: Literal["local", "openai"]
+    kind: Literal["local", "openai", "bedrock"]
     model: str
     dimensions: int | None = None
 
@@ -53,6 +53,8 @@ class EmbedderSpec:
         """The embedder these settings configure."""
         if settings.embedder_kind == "openai":
             return cls("openai", settings.openai_model, settings.openai_dimensions)
+        if settings.embedder_kind == "bedrock":
+            return cls("bedrock", settings.bedrock_model, settings.bedrock_dimensions)
         return cls("local", settings.local_model, None)
 
     @classmethod
@@ -72,6 +74,8 @@ class EmbedderSpec:
                 "openai_model": self.model,
                 "openai_dimensions": self.dimensions,
             }
+        elif self.kind == "bedrock":
+            update = {"embedder": "bedrock", "bedrock_model": self.model, "bedrock_dimensions": self.dimensions}
         else:
             update = {"embedder": "local", "local_model": self.model}
         return settings.model_copy(update=update)

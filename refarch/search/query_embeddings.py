@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from refarch.embeddings import Embedder
+from refarch.embeddings import Embedder, embed_query
 from refarch.search.budget import BudgetSpentError, Deadline
 
 # The settings' default (Settings.query_cache_bytes): 32 MiB, ~4,900 queries at 1,536-d, ~14,000 at 384-d.
@@ -37,6 +37,10 @@ class EmbeddingUnavailableError(Exception):
 
 def is_embedding_outage(err: Exception) -> bool:
     """Whether `err` is the embedding service being unavailable (not a bug in our request or code)."""
+    from refarch.bedrock import BedrockServiceError
+
+    if isinstance(err, BedrockServiceError):
+        return True
     try:
         import openai
     except ImportError:  # without the SDK there is no OpenAI embedder to fail
@@ -46,6 +50,10 @@ def is_embedding_outage(err: Exception) -> bool:
 
 def is_embedding_timeout(err: Exception) -> bool:
     """Whether `err` is the embedding service not answering in time."""
+    from refarch.bedrock import BedrockServiceError
+
+    if isinstance(err, BedrockServiceError):
+        return "Timeout" in err.code  # botocore's ReadTimeoutError / ConnectTimeoutError
     try:
         import openai
     except ImportError:
@@ -125,8 +133,8 @@ class QueryEmbeddings:
         """One embedding (within the deadline, when there is one), with failures as EmbeddingUnavailableError."""
         try:
             if deadline is None:
-                return embedder.embed([query])[0]
-            return deadline.call(lambda: embedder.embed([query])[0], retryable=is_embedding_outage, what="embedding")
+                return embed_query(embedder, query)
+            return deadline.call(lambda: embed_query(embedder, query), retryable=is_embedding_outage, what="embedding")
         except BudgetSpentError as err:
             raise EmbeddingUnavailableError(str(err), slow=True) from err
         except Exception as err:

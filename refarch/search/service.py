@@ -45,6 +45,7 @@ from refarch.search.fallbacks import (
 from refarch.search.fusion import FUSION, FusedHit, FusionSettings, reciprocal_rank_fusion
 from refarch.search.lexical import LexicalLists
 from refarch.search.query_embeddings import DEFAULT_MAX_BYTES, EmbeddingUnavailableError, QueryEmbeddings
+from refarch.search.rerank import Reranker, rerank_or_keep
 from refarch.serving import SEARCH_BUDGET, SEMANTIC_SEARCH_SLOTS, SearchBudget
 
 MAX_QUERY_CHARS = 512
@@ -242,8 +243,13 @@ class SearchService:
         budget: SearchBudget = SEARCH_BUDGET,
         semantic_slots: int = SEMANTIC_SEARCH_SLOTS,
         cache_bytes: int = DEFAULT_MAX_BYTES,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 50,
     ) -> None:
         self.db = db
+        # Hybrid's first `rerank_candidates` reordered by a rerank model, if configured (refarch.search.rerank).
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
         # How hybrid fuses its lists (the benchmark compares settings; everything else uses FUSION).
         self.fusion = fusion
         # The active index generation, looked up per request (cached briefly): a switch needs no restart.
@@ -315,6 +321,10 @@ class SearchService:
                     fallback = BUSY_MESSAGE
             if fallback is not None:
                 used = "lexical"
+            elif used == "hybrid" and self.reranker is not None and offset < self.rerank_candidates:
+                # Its own short timeout (REFARCH_RERANK_TIMEOUT_SECONDS); slow or failed, the fused order stays.
+                assert ranked is not None
+                ranked = rerank_or_keep(self.reranker, query, ranked, self._texts, candidates=self.rerank_candidates)
         if ranked is None:  # lexical asked for, or a provider is down, slow or busy
             lists = lists or self._lexical_lists(query, search_filter, depth=depth)
             ranked = self._lexical(lists, depth=depth)
@@ -383,6 +393,11 @@ class SearchService:
             retryable=is_vector_index_retryable,
             what="vector query",
         )
+
+    def _texts(self, ids: list[int]) -> dict[int, str]:
+        """The embedded text of these products (what a rerank model reads), by id."""
+        with self.db.transaction() as conn:
+            return {pid: row.embedding_text() for pid, row in products.get_many(conn, ids).items()}
 
     def _lexical_lists(self, query: str, search_filter: SearchFilter, *, depth: int) -> LexicalLists:
         """What Postgres ranks for `query`, each list to at least FUSION_DEPTH."""

@@ -154,6 +154,10 @@ class IamEnforcedAws:
         except KeyError:
             raise KeyError(f"no user for role {role}: grant it first") from None
 
+    def user_for_access_key(self, access_key_id: str) -> str | None:
+        """The runtime user (role) whose keys these are, or None (a stand-in serving AWS calls itself asks)."""
+        return next((name for name, keys in self._keys.items() if keys["aws_access_key_id"] == access_key_id), None)
+
     def credentials_for(self, role: ResourceKey) -> dict[str, str]:
         """The environment variables a runtime running as this role needs to reach the local AWS API."""
         keys = self.keys_for(role)

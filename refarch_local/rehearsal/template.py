@@ -278,24 +278,29 @@ class SynthResult:
     cached: bool
 
 
-def synthesized_assembly(home: Path, *, stage: str = "dev", root: Path = REPO_ROOT) -> SynthResult:
+def synthesized_assembly(
+    home: Path, *, stage: str = "dev", root: Path = REPO_ROOT, context: Mapping[str, str] | None = None
+) -> SynthResult:
     """The stage's assembly, synthesized into HOME/cdk-cache/<stage>-<hash> once (no Lambda bundling).
 
     HOME is $REFARCH_SYNTH_CACHE when that is set (tests: one cache for every test's home).
+    `context`: more `-c` choices (app.py: embedder, vectorBackend, rerank), part of the cache key.
 
     Synthesis runs `app.py` in a child process (jsii starts a Node runtime; it must not live in
     ours) with CDK_OUTDIR and the context that skips asset bundling.
     """
     cache = Path(os.environ.get(SYNTH_CACHE_ENV) or home).resolve() / "cdk-cache"
-    outdir = cache / f"{stage}-{synth_inputs_hash(root, stage)}"
+    choices = dict(sorted((context or {}).items()))
+    variant = hashlib.sha256(json.dumps(choices).encode()).hexdigest()[:8] if choices else ""
+    outdir = cache / f"{stage}-{synth_inputs_hash(root, stage)}{'-' + variant if variant else ''}"
     if (outdir / "manifest.json").exists():
         return SynthResult(assembly=load_assembly(outdir), seconds=0.0, cached=True)
     staging = outdir.with_name(outdir.name + f".tmp{os.getpid()}")
-    context = {"stage": stage, "aws:cdk:bundling-stacks": []}
+    cdk_context: dict[str, Any] = {**choices, "stage": stage, "aws:cdk:bundling-stacks": []}
     env = {
         **os.environ,
         "CDK_OUTDIR": str(staging),
-        "CDK_CONTEXT_JSON": json.dumps(context),
+        "CDK_CONTEXT_JSON": json.dumps(cdk_context),
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
     }
     started = time.perf_counter()

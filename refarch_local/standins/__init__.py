@@ -1,14 +1,15 @@
-"""Local HTTP stand-ins for the two paid APIs: OpenAI embeddings and a Pinecone index.
+"""Local HTTP stand-ins for the paid APIs: OpenAI embeddings, a Pinecone index, Amazon Bedrock.
 
-The real `openai` and `pinecone` SDKs talk to these over HTTP exactly as they talk to the
+The real `openai`, `pinecone` and boto3 SDKs talk to these over HTTP exactly as they talk to the
 services (point OPENAI_BASE_URL at `OpenAIStandIn.base_url`, PINECONE_HOST at
-`PineconeStandIn.url`); nothing in the SDKs is patched. Each one checks the shape of every
-request, counts what it answered, and injects faults on demand (429 with Retry-After, 500, or
-a hang past the client's timeout), so tests, the demo and the chaos harness exercise the
-failure paths without an account or a network.
+`PineconeStandIn.url`, REFARCH_BEDROCK_ENDPOINT_URL at `BedrockStandIn.url`); nothing in the SDKs
+is patched. Each one checks the shape of every request, counts what it answered, and injects faults
+on demand (429 with Retry-After, 500, or a hang past the client's timeout), so tests, the demo and
+the chaos harness exercise the failure paths without an account or a network.
 
 From a shell: `python -m refarch_local.standins openai --port 8081 --fault-rate 0.3`
-or `python -m refarch_local.standins pinecone --port 8082 --dimension 384`.
+or `python -m refarch_local.standins pinecone --port 8082 --dimension 384`
+or `python -m refarch_local.standins bedrock --port 8083`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from refarch_local.standins.bedrock_standin import BedrockStandIn
 from refarch_local.standins.openai_standin import OpenAIStandIn, estimated_tokens, hashed_embedding
 from refarch_local.standins.pinecone_standin import PineconeStandIn
 from refarch_local.standins.server import FAULT_KINDS, ApiError, StandInServer
@@ -24,6 +26,7 @@ from refarch_local.standins.server import FAULT_KINDS, ApiError, StandInServer
 __all__ = [
     "FAULT_KINDS",
     "ApiError",
+    "BedrockStandIn",
     "OpenAIStandIn",
     "PineconeStandIn",
     "StandInServer",
@@ -51,7 +54,7 @@ def serve(
     seed: int | None = None,
     api_key: str | None = None,
 ) -> None:
-    """Run one stand-in (api "openai" or "pinecone") on 127.0.0.1:port until Ctrl-C."""
+    """Run one stand-in (api "openai", "pinecone" or "bedrock") on 127.0.0.1:port until Ctrl-C."""
     common: dict[str, Any] = {
         "port": port,
         "fault_rate": fault_rate,
@@ -61,15 +64,18 @@ def serve(
         "latency_seconds": latency_seconds,
         "seed": seed,
     }
-    stand_in: OpenAIStandIn | PineconeStandIn
+    stand_in: OpenAIStandIn | PineconeStandIn | BedrockStandIn
     if api == "openai":
         stand_in = OpenAIStandIn(api_key=api_key, **common).start()
         where = f"OPENAI_BASE_URL={stand_in.base_url}"
     elif api == "pinecone":
         stand_in = PineconeStandIn(dimension=dimension, api_key=api_key or "local-pinecone-key", **common).start()
         where = f"PINECONE_HOST={stand_in.url} PINECONE_API_KEY={stand_in.api_key}"
+    elif api == "bedrock":
+        stand_in = BedrockStandIn(**common).start()
+        where = f"REFARCH_EMBEDDER=bedrock REFARCH_BEDROCK_ENDPOINT_URL={stand_in.url}"
     else:
-        raise ValueError(f"api must be 'openai' or 'pinecone', got {api!r}")
+        raise ValueError(f"api must be 'openai', 'pinecone' or 'bedrock', got {api!r}")
     print(f"{stand_in.name} listening; use {where} (fault rate {fault_rate:.0%}). Ctrl-C stops.", flush=True)
     try:
         while True:
@@ -81,11 +87,11 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m refarch_local.standins {openai|pinecone} --port N --fault-rate F`."""
+    """`python -m refarch_local.standins {openai|pinecone|bedrock} --port N --fault-rate F`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m refarch_local.standins", description=main.__doc__)
-    parser.add_argument("api", choices=["openai", "pinecone"])
+    parser.add_argument("api", choices=["openai", "pinecone", "bedrock"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail, 0-1")
     parser.add_argument("--faults", default=",".join(FAULT_KINDS), help="comma-separated kinds to inject")

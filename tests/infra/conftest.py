@@ -18,7 +18,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 import aws_cdk as cdk  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
-from cdk_app.config import DEV, PROD, CustomDomain, SearchConfig, StageConfig  # noqa: E402
+from cdk_app.config import DEV, PROD, CustomDomain, SearchConfig, StageConfig, with_context  # noqa: E402
 from cdk_app.system import SystemStacks, build_system  # noqa: E402
 
 # Canaries: if the app ever copied API keys from the deploying shell into a template, the
@@ -50,7 +50,7 @@ VARIANT = replace(
 # The session fixtures below synthesize a stage once per process. Under pytest-xdist every test
 # using one runs on the same worker (the group), so each stage is synthesized once per run, not
 # once per worker (the construct tree the tests walk cannot be shared between processes).
-SYNTH_FIXTURES = {"dev", "prod", "variant", "any_stage"}
+SYNTH_FIXTURES = {"dev", "prod", "variant", "bedrock", "any_stage"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -133,7 +133,15 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize(VARIANT, tmp_path_factory.mktemp("cdk-variant"))
 
 
-@pytest.fixture(scope="session", params=["dev", "prod", "variant"])
+@pytest.fixture(scope="session")
+def bedrock(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """No account outside AWS: `-c embedder=bedrock -c vectorBackend=pgvector -c rerank=true`, VPC endpoints on."""
+    stage = replace(DEV, name="bedrock", vpc_endpoints=True, search=SearchConfig())
+    config = with_context(stage, embedder="bedrock", vector_backend="pgvector", rerank="true")
+    return synthesize(config, tmp_path_factory.mktemp("cdk-bedrock"))
+
+
+@pytest.fixture(scope="session", params=["dev", "prod", "variant", "bedrock"])
 def any_stage(request: pytest.FixtureRequest) -> Synthesized:
     """Each synthesized stage in turn."""
     return request.getfixturevalue(request.param)

@@ -6,13 +6,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from refarch_local.standins import OpenAIStandIn, PineconeStandIn
+from refarch_local.standins import BedrockStandIn, OpenAIStandIn, PineconeStandIn
 
 
 @pytest.fixture
 def openai_standin() -> Iterator[OpenAIStandIn]:
     """An OpenAI stand-in whose injected 429s ask for a short wait and whose hangs outlast a 1 s timeout."""
     with OpenAIStandIn(retry_after_seconds=0.2, hang_seconds=3.0, seed=7) as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def bedrock_standin() -> Iterator[BedrockStandIn]:
+    """A Bedrock stand-in whose injected throttles are retried by botocore and whose hangs outlast a 1 s timeout."""
+    with BedrockStandIn(hang_seconds=3.0, seed=7) as stand_in:
         yield stand_in
 
 

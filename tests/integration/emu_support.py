@@ -21,7 +21,7 @@ from refarch.lanes.messages import BulkSyncMessage, SyncMessage
 from refarch.runtime import Runtime
 from refarch_local.event_source import to_lambda_record
 from refarch_local.handlers import LocalLambdaContext
-from refarch_local.standins import OpenAIStandIn, PineconeStandIn
+from refarch_local.standins import BedrockStandIn, OpenAIStandIn, PineconeStandIn
 
 # Small vectors keep the stand-ins' JSON light; the size is still checked end to end.
 OPENAI_DIMENSIONS = 64
@@ -42,6 +42,8 @@ def configure_emu(
     index: str,
     openai: OpenAIStandIn | None = None,
     pinecone: PineconeStandIn | None = None,
+    bedrock: BedrockStandIn | None = None,
+    bedrock_model: str = "amazon.titan-embed-text-v2:0",
     dimensions: int = OPENAI_DIMENSIONS,
     timeout_seconds: float = 1.0,
     max_retries: int = 2,
@@ -58,6 +60,15 @@ def configure_emu(
         monkeypatch.setenv("REFARCH_OPENAI_DIMENSIONS", str(dimensions))
         monkeypatch.setenv("REFARCH_OPENAI_TIMEOUT_SECONDS", str(timeout_seconds))
         monkeypatch.setenv("REFARCH_OPENAI_MAX_RETRIES", str(max_retries))
+    if bedrock is not None:
+        # Any SigV4 signature passes the stand-in; boto3 signs only with some credentials.
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+        monkeypatch.setenv("REFARCH_BEDROCK_ENDPOINT_URL", bedrock.url)
+        monkeypatch.setenv("REFARCH_BEDROCK_MODEL", bedrock_model)
+        monkeypatch.setenv("REFARCH_BEDROCK_DIMENSIONS", "256" if bedrock_model.startswith("amazon.titan") else "1024")
+        monkeypatch.setenv("REFARCH_BEDROCK_TIMEOUT_SECONDS", str(timeout_seconds))
+        monkeypatch.setenv("REFARCH_BEDROCK_MAX_ATTEMPTS", str(max_retries + 1))
     if pinecone is not None:
         monkeypatch.setenv("PINECONE_API_KEY", pinecone.api_key)
         monkeypatch.setenv("PINECONE_HOST", pinecone.url)

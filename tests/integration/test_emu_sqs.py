@@ -77,7 +77,13 @@ def process_queue(poller: EventSourcePoller, queue: SyncQueue, *, timeout: float
 
 @pytest.mark.parametrize(
     ("embedder", "index"),
-    [("local", "pgvector"), ("local", "pinecone"), ("openai", "pgvector"), ("openai", "pinecone")],
+    [
+        ("local", "pgvector"),
+        ("local", "pinecone"),
+        ("openai", "pgvector"),
+        ("openai", "pinecone"),
+        ("bedrock", "pinecone"),
+    ],
 )
 def test_changes_flow_through_sqs_into_either_index_with_either_embedder(
     monkeypatch,
@@ -86,15 +92,23 @@ def test_changes_flow_through_sqs_into_either_index_with_either_embedder(
     queue,
     poller,
     openai_standin,
+    bedrock_standin,
     pinecone_standins,
     embedder,
     index,
 ):
     # Given Emu wired to this embedder and index, and 15 products captured in the outbox
-    dimension = 384 if embedder == "local" else 64
+    dimension = {"local": 384, "openai": 64, "bedrock": 256}[embedder]  # Bedrock: Titan at 256
     pinecone = start_pinecone(pinecone_standins, dimension) if index == "pinecone" else None
     emu = configure_emu(
-        monkeypatch, dsn, embedder=embedder, index=index, openai=openai_standin, pinecone=pinecone, dimensions=dimension
+        monkeypatch,
+        dsn,
+        embedder=embedder,
+        index=index,
+        openai=openai_standin,
+        pinecone=pinecone,
+        bedrock=bedrock_standin if embedder == "bedrock" else None,
+        dimensions=dimension,
     )
     conn = connect(dsn)
     assert catalog.seed(conn, 15) == 15
@@ -109,6 +123,8 @@ def test_changes_flow_through_sqs_into_either_index_with_either_embedder(
     assert poller.failed_records == 0
     if embedder == "openai":
         assert openai_standin.embed_calls == poller.invocations
+    if embedder == "bedrock":  # Titan: one request per text, each text once
+        assert bedrock_standin.embed_calls == bedrock_standin.texts == 15
 
     # When a price changes, a description changes, a row is deleted and one is added
     calls, invocations = embed_calls_recorded(dsn), poller.invocations

@@ -2,7 +2,8 @@
 the switch, rollback and gc (docs/reindex.md).
 
 Real Postgres, the real local SQS queues with the local event sources invoking the Emu handler,
-the local model (384-d) for generation 1 and the OpenAI stand-in (64-d) for generation 2.
+the local model (384-d) for generation 1 and the OpenAI stand-in (64-d) for generation 2 (or the
+Bedrock stand-in's Titan, 256-d, then OpenAI).
 """
 
 from __future__ import annotations
@@ -103,9 +104,17 @@ class Stack:
 
 
 @pytest.fixture
-def stack(monkeypatch, dsn, local_settings, openai_standin) -> Iterator[Stack]:
+def stack(monkeypatch, dsn, local_settings, openai_standin, bedrock_standin) -> Iterator[Stack]:
     """Products seeded and generation 1 (local model, pgvector) built by a bootstrap, Emu polling both lanes."""
-    emu = configure_emu(monkeypatch, dsn, embedder="local", index="pgvector", openai=openai_standin, max_retries=5)
+    emu = configure_emu(
+        monkeypatch,
+        dsn,
+        embedder="local",
+        index="pgvector",
+        openai=openai_standin,
+        bedrock=bedrock_standin,
+        max_retries=5,
+    )
     monkeypatch.setattr(lambdas.bootstrap, "runtime", Runtime(application_name="bootstrap"))
     client = make_sqs_client(local_settings)
     live = SyncQueue.for_lane(client, local_settings, "live")
@@ -221,6 +230,41 @@ def test_a_reindex_to_another_model_serves_every_query_before_during_and_after_t
     # And every row was embedded once by the new model (plus once more for the edit made before it was sent)
     texts = query_one(stack.dsn, "SELECT sum(texts) FROM embed_calls WHERE model = %s", (gen2.embedder.model_id,))
     assert ROWS <= texts <= ROWS + 1
+
+
+def test_a_reindex_local_to_bedrock_to_openai_serves_every_query_while_bedrock_throttles(
+    stack, searcher, bedrock_standin
+):
+    # Given generation 1 (local model) active and search answering from it
+    searcher.wait_served(1, 5)
+    titan = EmbedderSpec("bedrock", "amazon.titan-embed-text-v2:0", 256)
+    # When a re-index to Bedrock's Titan (256-d) runs while Bedrock throttles a fifth of the requests
+    bedrock_standin.fault_rate = 0.2
+    bedrock_standin.fault_kinds = ("rate_limit",)
+    assert reindex.start(stack.emu.targets, titan).dimension == 256
+    run_bootstrap(generation=2, range_size=50)
+    stack.wait_complete(2)
+    bedrock_standin.fault_rate = 0.0
+    reindex.switch(stack.emu.targets)
+    # Then search follows to generation 2 and the throttling cost retries, not rows
+    searcher.wait_served(2, 20)
+    assert bedrock_standin.faults["rate_limit"] > 0
+    gen2 = stack.emu.targets.active()
+    assert gen2.embedder.model_id == "bedrock:amazon.titan-embed-text-v2:0:256"
+    assert_index_matches_database(Database(stack.dsn), gen2.index, gen2.embedder.model_id)
+    texts = query_one(stack.dsn, "SELECT sum(texts) FROM embed_calls WHERE model = %s", (gen2.embedder.model_id,))
+    assert texts == ROWS  # each row embedded once by Titan
+    # When a second re-index goes on from Bedrock to OpenAI
+    reindex.start(stack.emu.targets, NEW_MODEL)
+    run_bootstrap(generation=3, range_size=50)
+    stack.wait_complete(3)
+    reindex.switch(stack.emu.targets)
+    # Then search follows again; across both re-indexes no query failed or came back empty
+    searcher.wait_served(3, 20)
+    assert searcher.errors == [] and searcher.empty == []
+    gen3 = stack.emu.targets.active()
+    assert gen3.embedder.model_id == "openai:text-embedding-3-small:64"
+    assert_index_matches_database(Database(stack.dsn), gen3.index, gen3.embedder.model_id)
 
 
 def test_rollback_restores_the_previous_generation_at_once_and_gc_drops_the_retired_one(stack, searcher):

@@ -24,6 +24,23 @@ def run_refarch(*args: str, timeout: float) -> subprocess.CompletedProcess:
     )
 
 
+def test_quick_chaos_with_bedrock_loses_nothing_when_throttled_timed_out_or_killed(tmp_path: Path):
+    # Given the whole local stack embedding with Bedrock (Titan: one request per row) through boto3
+    # and the Bedrock stand-in; When the two scenarios that hit the provider run (a third of the calls
+    # throttled, failing or hanging; every Emu worker killed while a batch waits for Bedrock)
+    out = tmp_path / "chaos-bedrock.json"
+    scenarios = ("--scenario", "emu_killed", "--scenario", "embedder_faults")
+    result = run_refarch("chaos", "--quick", "--embedder", "bedrock", *scenarios, "--json", str(out), timeout=600)
+    # Then each ends converged: nothing lost, nothing stale
+    ran = json.loads(out.read_text())
+    assert [s["scenario"] for s in ran] == ["emu worker killed mid-batch", "embedder failing 30% of calls"]
+    assert [s for s in ran if not s["ok"]] == [], result.stderr[-3000:]
+    assert ran[0]["detail"].startswith("2 of 2 kills made mid-batch")
+    # And Bedrock's throttling was among the faults injected
+    assert "'rate_limit'" in ran[1]["detail"]
+    assert result.returncode == 0
+
+
 def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     # Given the whole local stack, When every fault scenario runs (listener and worker killed, embedder
     # failing 30% of calls, duplicates and reordering, database restart, a poison message, the queue

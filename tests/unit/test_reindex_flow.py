@@ -16,6 +16,8 @@ from refarch.settings import Settings
 SMALL = EmbedderSpec("openai", "text-embedding-3-small", 1536)
 LARGE = EmbedderSpec("openai", "text-embedding-3-large", 3072)
 SMALL_512 = EmbedderSpec("openai", "text-embedding-3-small", 512)
+TITAN = EmbedderSpec("bedrock", "amazon.titan-embed-text-v2:0", 1024)
+TITAN_256 = EmbedderSpec("bedrock", "amazon.titan-embed-text-v2:0", 256)
 
 
 def generation(
@@ -78,6 +80,12 @@ START_CASES = [
      Placement("pinecone", "refarch-products", "dev-products"), None),
     ("a generation after the first is in <namespace>-g<id>: nothing to do", ACTIVE_SECOND, None, SMALL,
      Placement("pinecone", "refarch-products", "products"), ACTIVE_SECOND),
+    ("OpenAI to Bedrock (-c embedder=bedrock): create", ACTIVE, None, TITAN, CONFIGURED, None),
+    ("Bedrock active and configured: nothing to do", generation(2, "active", TITAN), None, TITAN, CONFIGURED,
+     generation(2, "active", TITAN)),
+    ("Titan at another size is another embedder: create", generation(2, "active", TITAN), None, TITAN_256,
+     CONFIGURED, None),
+    ("Bedrock back to OpenAI: create", generation(2, "active", TITAN), None, SMALL, CONFIGURED, None),
 ]  # fmt: skip
 
 

@@ -1,0 +1,122 @@
+"""A stage on Amazon Bedrock and pgvector: no secret to create by hand, no account outside AWS, and
+Bedrock's models invocable only by the runtimes that embed (or rerank), only on the models' ARNs."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdk_app.config import DEV, with_context
+from cdk_app.reindex_stack import configured_generation
+from refarch.lanes import topology
+from tests.infra.conftest import Synthesized
+from tests.infra.templates import (
+    container_task_role,
+    environment,
+    function_by_handler,
+    function_role,
+    grants,
+    resources,
+)
+
+TITAN_ARN = "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0"
+RERANK_ARN = "arn:aws:bedrock:us-east-1::foundation-model/amazon.rerank-v1:0"
+
+
+def test_no_openai_or_pinecone_secret_is_referenced_anywhere(bedrock: Synthesized) -> None:
+    # Given every synthesized template of the stage
+    texts = {path.name: path.read_text() for path in bedrock.template_files()}
+    # Then none names the OpenAI or Pinecone key's secret, or an environment variable pointing at one
+    for marker in ("openai-api-key", "pinecone-api-key", "REFARCH_OPENAI_SECRET_ARN", "REFARCH_PINECONE_SECRET_ARN"):
+        assert [name for name, text in texts.items() if marker in text] == [], marker
+    # And nothing of Pinecone is deployed (no index stack, no namespace)
+    assert bedrock.stacks.pinecone_index is None
+    assert all("PINECONE" not in text for text in texts.values())
+
+
+def invoke_model_grants(synthesized: Synthesized) -> dict[str, list[str]]:
+    """Role logical id (per stack) -> the resources bedrock:InvokeModel is granted on, for every role that has it."""
+    found: dict[str, list[str]] = {}
+    for stack in synthesized.stacks.all():
+        template = synthesized.template_json(stack)
+        for role_id in resources(template, "AWS::IAM::Role"):
+            targets = grants(template, role_id).get("bedrock:InvokeModel")
+            if targets:
+                found[f"{stack.stack_name}/{role_id}"] = targets
+    return found
+
+
+def test_invoke_model_is_granted_only_to_the_runtimes_that_embed_and_only_on_the_models_arns(
+    bedrock: Synthesized,
+) -> None:
+    # Given the roles that may invoke a Bedrock model
+    found = invoke_model_grants(bedrock)
+    emu = bedrock.template_json(bedrock.stacks.emu)
+    frontend = bedrock.template_json(bedrock.stacks.frontend)
+    emu_roles = {
+        f"{bedrock.stacks.emu.stack_name}/{function_role(emu, topology.EMU_HANDLER, lane=lane)}"
+        for lane in ("live", "bulk")
+    }
+    web_role = f"{bedrock.stacks.frontend.stack_name}/{container_task_role(frontend, 'web')}"
+    # Then exactly the two Emu lanes and the web task (queries, rerank): not re-index, reconcile, migrate, listener
+    assert set(found) == emu_roles | {web_role}
+    # And only on the embedding model's ARN (web: also the rerank model's)
+    for role in emu_roles:
+        assert found[role] == [f'"{TITAN_ARN}"']
+    assert sorted(found[web_role]) == sorted([f'"{TITAN_ARN}"', f'"{RERANK_ARN}"'])
+    # And bedrock:Rerank (which takes no resource) only for the web task
+    reranking = [
+        role_id
+        for stack in bedrock.stacks.all()
+        for role_id in resources(bedrock.template_json(stack), "AWS::IAM::Role")
+        if "bedrock:Rerank" in grants(bedrock.template_json(stack), role_id)
+    ]
+    assert reranking == [container_task_role(frontend, "web")]
+
+
+def test_the_runtimes_are_configured_for_bedrock_and_the_re_index_keys_on_its_model(bedrock: Synthesized) -> None:
+    # Given the Emu function's environment and the re-index's configured generation
+    emu = function_by_handler(bedrock.template_json(bedrock.stacks.emu), topology.EMU_HANDLER, lane="bulk")
+    env = environment(emu)
+    # Then it embeds with Titan at the configured size, with no OpenAI settings
+    assert (env["REFARCH_EMBEDDER"], env["REFARCH_BEDROCK_MODEL"], env["REFARCH_BEDROCK_DIMENSIONS"]) == (
+        "bedrock",
+        "amazon.titan-embed-text-v2:0",
+        "1024",
+    )
+    assert not any(name.startswith("REFARCH_OPENAI") for name in env)
+    # And the migrate step sizes the first pgvector table for it
+    data = bedrock.template_json(bedrock.stacks.data)
+    migrate = function_by_handler(data, topology.MIGRATE_HANDLER)
+    assert environment(migrate)["REFARCH_VECTOR_DIMENSIONS"] == "1024"
+    # And a deploy re-indexes when the embedder changes: the generation it asks for is Titan's
+    assert configured_generation(bedrock.config)["embedder"] == {
+        "kind": "bedrock",
+        "model": "amazon.titan-embed-text-v2:0",
+        "dimensions": 1024,
+    }
+    assert (
+        "amazon.titan-embed-text-v2:0"
+        in (bedrock.outdir / f"{bedrock.stacks.reindex.stack_name}.template.json").read_text()
+    )
+
+
+def test_the_bedrock_runtime_endpoints_keep_the_calls_inside_the_vpc(bedrock: Synthesized) -> None:
+    # Given the stage's interface endpoints
+    network = bedrock.template_json(bedrock.stacks.network)
+    names = {
+        str(e["Properties"]["ServiceName"]).rsplit(".", 1)[-1]
+        for e in resources(network, "AWS::EC2::VPCEndpoint").values()
+        if e["Properties"].get("VpcEndpointType") == "Interface"
+    }
+    # Then Bedrock's runtime (embeddings) and agent runtime (Rerank) are among them
+    assert {"bedrock-runtime", "bedrock-agent-runtime"} <= names
+
+
+@pytest.mark.parametrize(
+    ("context", "error"),
+    [({"embedder": "bedrok"}, "choose openai or bedrock"), ({"rerank": "yes"}, "choose true or false")],
+)
+def test_a_mistyped_command_line_choice_is_an_error_not_the_default(context: dict[str, str], error: str) -> None:
+    # When a choice on the command line is misspelled, Then synth stops with the choices
+    with pytest.raises(ValueError, match=error):
+        with_context(DEV, **context)  # type: ignore[arg-type]
