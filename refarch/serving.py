@@ -6,8 +6,9 @@ all read these numbers, so a slow provider is answered lexically long before any
 gives up (docs/web.md, "Latency budget"). From the inside out, each layer waits longer than the
 one it calls:
 
-    provider attempt (1 s) x at most 2  <  search budget (2.5 s)  <  CloudFront origin read (10 s)
-    <  ALB idle (15 s)  <  gunicorn keep-alive (20 s)  <  gunicorn worker timeout (30 s)
+    provider attempt (1 s) x at most 2  <  search budget (2.5 s)  [+ an optional rerank call (1 s)]
+    <  CloudFront origin read (10 s)  <  ALB idle (15 s)  <  gunicorn keep-alive (20 s)
+    <  gunicorn worker timeout (30 s)
 
 Emu and the Lambdas keep their own, longer provider timeouts (Settings.openai_timeout_seconds):
 nobody waits for them, and a retry there saves a re-delivery.
@@ -33,6 +34,9 @@ class SearchBudget:
 
 
 SEARCH_BUDGET = SearchBudget()
+# A hybrid search with a rerank model configured (refarch.search.rerank) gives the rerank call this long, one
+# attempt, after the budget's ranking; slower, the fused order is served (Settings.rerank_timeout_seconds).
+RERANK_TIMEOUT_SECONDS = 1.0
 
 # gunicorn's gthread workers: processes per task, and request threads per process.
 WEB_WORKERS = 2

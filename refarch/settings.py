@@ -11,7 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refarch.lanes.topology import LaneName
-from refarch.serving import SEARCH_BUDGET, SEMANTIC_SEARCH_SLOTS
+from refarch.serving import RERANK_TIMEOUT_SECONDS, SEARCH_BUDGET, SEMANTIC_SEARCH_SLOTS
 
 # Where each lane's queue and dead-letter queue URLs come from on AWS (set by cdk_app.constructs.runtime_access).
 QUEUE_URL_VARIABLES: dict[LaneName, str] = {"live": "REFARCH_QUEUE_URL", "bulk": "REFARCH_BULK_QUEUE_URL"}
@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     rerank_model: str | None = None
     rerank_candidates: int = Field(default=50, ge=2, le=1000)
     # Rerank is skipped (the fused order kept) when it takes longer than this.
-    rerank_timeout_seconds: float = 1.0
+    rerank_timeout_seconds: float = RERANK_TIMEOUT_SECONDS
 
     vector_backend: Literal["pgvector", "pinecone"] | None = None
     # Only the migrate step: the size of the first pgvector table (the stage's embedder's, whichever it is).
