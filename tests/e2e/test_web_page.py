@@ -47,7 +47,8 @@ def test_search_edit_and_delete_in_a_real_browser(stack, page: Page):
 
     # Given the seeded catalog is indexed, the header says so
     page.goto(stack.url)
-    expect(page.locator('#sync-summary [data-key="products"]')).to_have_text("300")
+    # (the header refreshes every 5 s, from a status at most 2 s old: web/api.py SYNC_STATUS_CACHE_SECONDS)
+    expect(page.locator('#sync-summary [data-key="products"]')).to_have_text("300", timeout=15_000)
     expect(page.locator('#sync-summary [data-key="indexed"]')).to_have_text("300")
     for lane in ("live", "bulk"):
         # each lane's depth, and the age of its oldest message once known ("0 · 0 s")
@@ -135,7 +136,8 @@ def test_search_edit_and_delete_in_a_real_browser(stack, page: Page):
     search(page, "glacier meltwater and snowpack measurements")
     expect(rows.first).to_be_visible()
     expect(page.locator(f"#product-{product_id}")).to_have_count(0)
-    expect(page.locator('#sync-summary [data-key="products"]')).to_have_text("300")
+    # (the header refreshes every 5 s, from a status at most 2 s old: web/api.py SYNC_STATUS_CACHE_SECONDS)
+    expect(page.locator('#sync-summary [data-key="products"]')).to_have_text("300", timeout=15_000)
 
     # When searching a kitchen product's SKU in the default hybrid ranking, Then that product comes first,
     # and hovering its score shows it was the exact SKU match and where the other lists ranked it
