@@ -89,4 +89,5 @@ def test_an_editor_sees_why_messages_failed_and_discards_or_redrives_them(served
     # Then its message is sent back to the queue, and the DLQ count drops to 0
     expect(page.locator("#announcer")).to_have_text("1 dead letter(s) sent back to the queue.")
     expect(bulk.locator("h2")).to_have_text("bulk lane: 0 dead letter(s)")
-    expect(page.locator('#sync-summary [data-key="dlq_depth"]')).to_have_text("0")
+    # (the header refreshes every 5 s, from a status at most 2 s old: web/api.py SYNC_STATUS_CACHE_SECONDS)
+    expect(page.locator('#sync-summary [data-key="dlq_depth"]')).to_have_text("0", timeout=15_000)
