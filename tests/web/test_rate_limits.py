@@ -123,6 +123,8 @@ def test_a_flood_of_searches_does_not_starve_emu(dsn, tmp_path, catalog, openai_
     url = f"http://127.0.0.1:{server.server_port}/api/search"
     statuses: list[int] = []
     retry_after: list[str] = []
+    # The mode of each answered search: hybrid, or lexical when every semantic slot was taken (refarch.serving)
+    modes: list[str] = []
     flooding, refused_once = threading.Event(), threading.Event()
     flooding.set()
 
@@ -132,6 +134,8 @@ def test_a_flood_of_searches_does_not_starve_emu(dsn, tmp_path, catalog, openai_
             while flooding.is_set():
                 response = http.get(url, params={"q": f"flood {worker} {n}"})  # every query new: no cache hit
                 statuses.append(response.status_code)
+                if response.status_code == 200:
+                    modes.append(response.json()["mode"])
                 if response.status_code == 429:
                     retry_after.append(response.headers.get("Retry-After", ""))
                     refused_once.set()
@@ -154,11 +158,13 @@ def test_a_flood_of_searches_does_not_starve_emu(dsn, tmp_path, catalog, openai_
     assert flood_still_running
     assert statuses.count(200) == 10 and statuses.count(429) == len(statuses) - 10 >= 10
     assert all(value.isdigit() for value in retry_after)
-    # And the provider saw only those 10 search embeddings, while every one of Emu's requests was answered
+    # And the provider saw only the embeddings of those 10 (one per search that did not find every semantic slot
+    # taken and answer lexically at once), while every one of Emu's requests was answered
     inputs = [
         text for route, request in openai_standin.received if route == "embeddings" for text in request.body["input"]
     ]
-    assert sum(text.startswith("flood") for text in inputs) == 10
+    assert set(modes) <= {"hybrid", "lexical"} and modes.count("hybrid") >= 1
+    assert sum(text.startswith("flood") for text in inputs) == modes.count("hybrid")
     emu_texts = [text for text in inputs if not text.startswith("flood")]
     assert len(emu_texts) == len(catalog)
     assert openai_standin.embed_calls == len(openai_standin.received)  # nothing failed or was refused
