@@ -35,7 +35,8 @@ from typing import Any
 from refarch.db import Database
 from refarch.embeddings import OpenAIEmbedder
 from refarch.serving import SEARCH_BUDGET, WEB_THREADS, WEB_WORKERS, query_cache_bytes, web_command
-from refarch_local.process_stats import machine_description, peak_rss_mb
+from refarch_local.bench_report import publish
+from refarch_local.process_stats import peak_rss_mb
 from refarch_local.search_bench import LATENCY_QUERIES, embedded_catalog, fresh_database, percentile
 from refarch_local.standins import OpenAIStandIn, PineconeStandIn
 
@@ -382,11 +383,4 @@ def run_budget_bench(
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
-    results["machine"] = machine_description()
-    table = f"Machine: {results['machine']}\n\n" + markdown(results)
-    print(table)
-    if json_path:
-        json_path.write_text(json.dumps(results, indent=2))
-    if markdown_path:
-        markdown_path.write_text(table)
-    return results
+    return publish(results, markdown, json_path=json_path, markdown_path=markdown_path)

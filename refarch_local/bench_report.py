@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from refarch_local import bench_reindex
+from refarch_local.process_stats import machine_description
+
+
+def publish(
+    results: dict[str, Any],
+    markdown: Callable[[dict[str, Any]], str],
+    *,
+    json_path: Path | None,
+    markdown_path: Path | None,
+) -> dict[str, Any]:
+    """A benchmark's results with the machine they ran on: printed as markdown tables, and written as JSON and
+    markdown where asked (`refarch bench relevance | search | budget`)."""
+    results["machine"] = machine_description()
+    table = f"Machine: {results['machine']}\n\n" + markdown(results)
+    print(table)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))
+    if markdown_path:
+        markdown_path.write_text(table)
+    return results
 
 
 def render(results: dict[str, Any], console: Console) -> str:

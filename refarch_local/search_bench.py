@@ -24,6 +24,7 @@ from refarch.index.port import VectorRecord
 from refarch.products import embedding_text
 from refarch.search.fusion import EQUAL_RRF, FUSION, FusionSettings
 from refarch.search.service import SEARCH_MODES, FixedIndex, SearchService
+from refarch_local.bench_report import publish
 from refarch_local.relevance import CLASSES, EXACT_INTENT, HITS_AT, hit_at, load_query_set, ndcg
 from refarch_local.rerank_bench import rerank_comparison, rerank_markdown
 
@@ -416,12 +417,9 @@ def run_search_bench(
     markdown_path: Path | None = None,
 ) -> dict[str, Any]:
     """`refarch bench relevance` / `refarch bench search`: on an embedded Postgres in a temporary directory."""
-    import json
-
     from rich.console import Console
 
     from refarch_local.database import LocalDatabase
-    from refarch_local.process_stats import machine_description
 
     console = Console(stderr=True)
     home = Path(tempfile.mkdtemp(prefix="refarch-search-bench-"))
@@ -437,14 +435,7 @@ def run_search_bench(
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
-    results["machine"] = machine_description()
-    table = f"Machine: {results['machine']}\n\n" + markdown(results)
-    print(table)
-    if json_path:
-        json_path.write_text(json.dumps(results, indent=2))
-    if markdown_path:
-        markdown_path.write_text(table)
-    return results
+    return publish(results, markdown, json_path=json_path, markdown_path=markdown_path)
 
 
 def fresh_database(admin_dsn: str, name: str) -> str:
