@@ -19,7 +19,6 @@ from refarch.index.port import VectorIndex
 from refarch.lanes.messages import bulk_messages
 from refarch.lanes.queues import SyncQueue
 from refarch.observability import logger
-from refarch.products import embedding_text
 
 SAMPLE = 20
 # Per shard in a Map result: 900 shards' results must stay inside Step Functions' 256 KB state.
@@ -29,7 +28,7 @@ SHARD_SAMPLE = 5
 def plan_shards(db: Database) -> list[Shard]:
     """Shards covering every id the table or the ledger knows (and any the index holds beyond them)."""
     with db.transaction() as conn, conn.cursor() as cur:
-        cur.execute("SELECT greatest((SELECT max(id) FROM products), (SELECT max(product_id) FROM sync_state), 1)")
+        cur.execute("SELECT greatest((SELECT max(id) FROM source_rows), (SELECT max(product_id) FROM sync_state), 1)")
         (highest,) = cur.fetchone() or (1,)
     length = max(1, len(str(highest)) - SHARD_DIGITS)
     shards = [Shard(prefix=str(p)) for p in range(10 ** (length - 1), 10**length)]
@@ -102,15 +101,15 @@ def find_drift(db: Database, index: VectorIndex, model_id: str, shard: Shard | N
     with db.transaction() as conn, conn.cursor(name="reconcile_products") as cur:
         cur.itersize = 5000
         cur.execute(
-            "SELECT p.id, p.version, p.name, p.category, p.description, s.indexed_version, s.content_hash, s.status"
-            " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = active_generation()"
+            "SELECT p.id, p.version, p.embedding_text, s.indexed_version, s.content_hash, s.status"
+            " FROM source_rows p LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = active_generation()"
             f" WHERE {where} ORDER BY p.id",
             [bound for pair in ranges for bound in pair],
         )
-        for pid, version, name, category, description, ledger_version, ledger_hash, status in cur:
+        for pid, version, text, ledger_version, ledger_hash, status in cur:
             seen.add(pid)
             stored = vectors.get(pid)
-            expected = content_hash(model_id, embedding_text(name, category, description))
+            expected = content_hash(model_id, text)
             if stored is None:
                 report.missing.append(pid)
             elif stored != (version, expected):
@@ -129,7 +128,7 @@ def repair(db: Database, queue: SyncQueue, report: DriftReport) -> int:
     if not ids:
         return 0
     with db.transaction() as conn, conn.cursor() as cur:
-        cur.execute("SELECT id, version FROM products WHERE id = ANY(%s)", (ids,))
+        cur.execute("SELECT id, version FROM source_rows WHERE id = ANY(%s)", (ids,))
         versions = dict(cur.fetchall())
         cur.execute(
             "SELECT product_id, indexed_version FROM sync_state WHERE product_id = ANY(%s)"

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # Which lane this Emu function serves: the same handler, configured per function.
     emu_lane: LaneName = "live"
 
+    # The table this deployment syncs: a source definition file, or a shipped one's name (refarch/source).
+    source: str | None = None
+
     embedder: Literal["local", "openai", "bedrock"] | None = None
     local_model: str = "all-MiniLM-L6-v2"
     # CPU threads for the local model in this process (None: torch's default, one per core).

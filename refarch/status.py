@@ -39,7 +39,7 @@ def sync_counts(conn: Connection) -> dict[str, Any]:
         cur.execute(
             "WITH gone AS (SELECT s.product_id, s.status FROM sync_state s"
             " WHERE s.generation = active_generation() AND s.status <> 'deleted'"
-            " AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = s.product_id))"
+            " AND NOT EXISTS (SELECT 1 FROM source_rows p WHERE p.id = s.product_id))"
             " SELECT count(*) FILTER (WHERE status <> 'failed'), count(*) FILTER (WHERE status = 'failed'),"
             " coalesce(extract(epoch FROM now() - (SELECT min(o.created_at) FROM sync_outbox o"
             " JOIN gone g ON g.product_id = o.product_id WHERE o.op = 'delete')), 0)"
@@ -48,7 +48,7 @@ def sync_counts(conn: Connection) -> dict[str, Any]:
         pending_deletes, failed_deletes, oldest_delete = fetch_one(cur)
         # Oldest change not yet reflected in the index (updated_at is when that state was committed).
         cur.execute(
-            "SELECT coalesce(extract(epoch FROM now() - min(p.updated_at)), 0) FROM products p"
+            "SELECT coalesce(extract(epoch FROM now() - min(p.updated_at)), 0) FROM source_rows p"
             " LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = active_generation()"
             " WHERE s.product_id IS NULL OR s.indexed_version < p.version OR s.status IN ('failed', 'deleted')"
         )

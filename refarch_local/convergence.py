@@ -13,11 +13,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from refarch import products
 from refarch.db import Database
 from refarch.embeddings import Embedder
 from refarch.emu.worker import content_hash
 from refarch.index.port import VectorIndex
+from refarch.source import rows as source_rows
 
 # Two embeddings of the same text by the same model agree to far better than this.
 SAME_VECTOR_COSINE = 0.999
@@ -32,7 +32,7 @@ class Convergence:
     vectors: int = 0
     missing: list[int] = field(default_factory=list)  # row without a vector
     extra: list[int] = field(default_factory=list)  # vector without a row (a lost delete)
-    wrong_metadata: list[int] = field(default_factory=list)  # sku, name, category, price or version differ
+    wrong_metadata: list[int] = field(default_factory=list)  # a metadata column or the version differs
     wrong_hash: list[int] = field(default_factory=list)  # embedded from other text than the row's
     wrong_vector: list[int] = field(default_factory=list)  # re-embedding the row gives another vector
     ledger_drift: list[int] = field(default_factory=list)  # the ledger disagrees with the index
@@ -75,8 +75,8 @@ def check_convergence(
     The ledger compared is `generation`'s (default: the active one, whose index and embedder these are).
     """
     with db.transaction() as conn, conn.cursor() as cur:
-        cur.execute("SELECT id FROM products")
-        rows = products.get_many(conn, [r[0] for r in cur.fetchall()])
+        cur.execute("SELECT id FROM source_rows")
+        rows = source_rows.get_many(conn, [r[0] for r in cur.fetchall()])
         cur.execute(
             "SELECT product_id, indexed_version, content_hash, status FROM sync_state"
             " WHERE generation = coalesce(%s, active_generation())",

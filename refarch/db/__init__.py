@@ -15,6 +15,8 @@ import psycopg2.extras
 
 from refarch.observability import logger
 from refarch.settings import ConfigurationError, Settings
+from refarch.source import Source, capture
+from refarch.source import load as load_source
 
 # Two-key advisory lock space for schema work; Emu's per-product locks use the one-key space.
 MIGRATION_LOCK = (0x7265, 1)
@@ -132,11 +134,16 @@ def migrations_through(up_to: str | None = None) -> list[tuple[str, str]]:
     return files[: numbers.index(wanted) + 1]
 
 
-def migrate(dsn: str, *, up_to: str | None = None) -> list[str]:
-    """Apply the migrations not yet applied (up to and including `up_to`, when given); return their names.
+def migrate(dsn: str, *, up_to: str | None = None, source: Source | None = None) -> list[str]:
+    """Apply the migrations not yet applied (up to and including `up_to`, when given), then the source
+    definition (`source`, else REFARCH_SOURCE's, else products: refarch.source.capture); return the
+    migrations' names.
 
-    Idempotent and safe to run concurrently. `up_to` lets upgrade tests build the schema of any past release.
+    Idempotent and safe to run concurrently. An invalid definition is refused (SourceError) before any
+    migration runs. `up_to` lets upgrade tests build the schema of any past release (no source step).
     """
+    if up_to is None and source is None:
+        source = load_source(Settings().source)
     applied: list[str] = []
     conn = connect(dsn, autocommit=True, application_name="refarch-migrate")
     try:
@@ -163,6 +170,15 @@ def migrate(dsn: str, *, up_to: str | None = None) -> list[str]:
                     raise
             logger.info("migration applied", extra={"migration": name})
             applied.append(name)
+        if up_to is None and source is not None:
+            with conn.cursor() as cur:
+                cur.execute("BEGIN")
+                try:
+                    capture.apply(conn, source)
+                    cur.execute("COMMIT")
+                except Exception:
+                    cur.execute("ROLLBACK")
+                    raise
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_unlock(%s, %s)", MIGRATION_LOCK)
     finally:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from refarch.emu.ledger import LedgerEntry
-from refarch.products import Product
+from refarch.source.rows import SourceRow
 
 
 class Action(StrEnum):
@@ -36,7 +36,7 @@ def content_hash(model_id: str, text: str) -> str:
     return hashlib.sha256(f"{model_id}\n{text}".encode()).hexdigest()
 
 
-def decide(row: Product | None, entry: LedgerEntry | None, model_id: str, *, force: bool = False) -> Decision:
+def decide(row: SourceRow | None, entry: LedgerEntry | None, model_id: str, *, force: bool = False) -> Decision:
     """What to do so the index holds `row` (or nothing, when it is gone), given what the ledger says it holds.
 
     The ledger never lets work go backwards: a version it already holds is skipped, unchanged text is

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from refarch import generations, products
+from refarch import generations
 from refarch.db import Connection, Database
 from refarch.embeddings import Embedder
 from refarch.emu import ledger
@@ -31,6 +31,8 @@ from refarch.generations.targets import GenerationTargets, IndexTarget
 from refarch.index.port import VectorIndex, VectorRecord
 from refarch.lanes.messages import AnyMessage, parse_message
 from refarch.observability import logger
+from refarch.source import rows as source_rows
+from refarch.source.rows import SourceRow
 
 __all__ = ["BatchOutcome", "Emu", "ProductFailure", "content_hash", "is_input_error", "parse_message"]
 
@@ -182,7 +184,7 @@ class Emu:
         with self.db.transaction() as conn:
             ledger.lock_products(conn, ids)
             targets = self.targets.live(conn)
-            rows = products.get_many(conn, ids)
+            rows = source_rows.get_many(conn, ids)
             for target in targets:
                 for pid, failure in self._sync_generation(conn, target, ids, rows, force, outcome).items():
                     # With two generations live (a re-index), the reason says which one failed.
@@ -196,7 +198,7 @@ class Emu:
         conn: Connection,
         target: IndexTarget,
         ids: list[int],
-        rows: dict[int, products.Product],
+        rows: dict[int, SourceRow],
         force: set[int],
         outcome: BatchOutcome,
     ) -> dict[int, ProductFailure]:
@@ -205,7 +207,7 @@ class Emu:
         generation, index = target.generation.id, target.index
         entries = ledger.get_many(conn, ids, generation=generation)
 
-        to_embed: list[tuple[products.Product, str]] = []
+        to_embed: list[tuple[SourceRow, str]] = []
         metadata_only: dict[int, dict[str, Any]] = {}
         to_delete: list[int] = []
         done: list[tuple[int, int, str | None, str]] = []
@@ -251,7 +253,7 @@ class Emu:
         return failures
 
     def _embed_and_upsert(
-        self, conn: Connection, target: IndexTarget, to_embed: list[tuple[products.Product, str]], outcome: BatchOutcome
+        self, conn: Connection, target: IndexTarget, to_embed: list[tuple[SourceRow, str]], outcome: BatchOutcome
     ) -> dict[int, ProductFailure]:
         """One embedding request and its upserts; a refused chunk is halved until the refused product is alone."""
         started = time.perf_counter()

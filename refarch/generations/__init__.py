@@ -258,13 +258,13 @@ def progress(conn: Connection, generation_id: int) -> dict[str, Any]:
             "SELECT count(*),"
             " count(*) FILTER (WHERE s.status = 'indexed' AND s.indexed_version >= p.version),"
             " count(*) FILTER (WHERE s.status = 'failed')"
-            " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = %s",
+            " FROM source_rows p LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = %s",
             (generation_id,),
         )
         rows, indexed, failed = fetch_one(cur)
         cur.execute(
             "SELECT count(*) FROM sync_state s WHERE s.generation = %s AND s.status <> 'deleted'"
-            " AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = s.product_id)",
+            " AND NOT EXISTS (SELECT 1 FROM source_rows p WHERE p.id = s.product_id)",
             (generation_id,),
         )
         pending_deletes = int(fetch_one(cur)[0])

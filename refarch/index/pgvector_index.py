@@ -63,17 +63,19 @@ class PgVectorIndex:
                         f"produces {self.dimension}-d vectors: configure the embedder it was built with, "
                         "and change models with `refarch reindex` (docs/reindex.md)"
                     )
+                _upgrade_layout(cur, self.table)
                 return
             cur.execute(
                 f"""CREATE TABLE {self.table} (
                         product_id   bigint PRIMARY KEY,
                         embedding    vector({int(self.dimension)}) NOT NULL,
-                        sku          text NOT NULL,
-                        name         text NOT NULL,
-                        category     text NOT NULL,
-                        price        double precision NOT NULL,
+                        sku          text,
+                        name         text,
+                        category     text,
+                        price        double precision,
                         version      bigint NOT NULL,
                         content_hash text NOT NULL,
+                        metadata     jsonb,
                         updated_at   timestamptz NOT NULL DEFAULT now())"""
             )
             cur.execute(f"CREATE INDEX {self.table}_hnsw ON {self.table} USING hnsw (embedding vector_cosine_ops)")
@@ -89,48 +91,35 @@ class PgVectorIndex:
         """Insert or replace vectors."""
         if not records:
             return
-        rows = [
-            (
-                r.id,
-                Vector(r.values),
-                r.metadata["sku"],
-                r.metadata["name"],
-                r.metadata["category"],
-                r.metadata["price"],
-                r.metadata["version"],
-                r.metadata["content_hash"],
-            )
-            for r in records
-        ]
+        rows = [(r.id, Vector(r.values), *_columns(r.metadata)) for r in records]
         with self.db.transaction() as conn, conn.cursor() as cur:
             psycopg2.extras.execute_values(
                 cur,
-                f"INSERT INTO {self.table} (product_id, embedding, sku, name, category, price, version, content_hash)"
+                f"INSERT INTO {self.table}"
+                " (product_id, embedding, sku, name, category, price, version, content_hash, metadata)"
                 " VALUES %s ON CONFLICT (product_id) DO UPDATE SET embedding = EXCLUDED.embedding,"
                 " sku = EXCLUDED.sku, name = EXCLUDED.name, category = EXCLUDED.category,"
                 " price = EXCLUDED.price, version = EXCLUDED.version, content_hash = EXCLUDED.content_hash,"
-                " updated_at = now()",
+                " metadata = EXCLUDED.metadata, updated_at = now()",
                 rows,
-                template="(%s, %s, %s, %s, %s, %s, %s, %s)",
+                template="(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             )
 
     def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
         """Replace metadata columns."""
         if not updates:
             return
-        rows = [
-            (pid, m["sku"], m["name"], m["category"], m["price"], m["version"], m["content_hash"])
-            for pid, m in updates.items()
-        ]
+        rows = [(pid, *_columns(m)) for pid, m in updates.items()]
         with self.db.transaction() as conn, conn.cursor() as cur:
             psycopg2.extras.execute_values(
                 cur,
                 f"UPDATE {self.table} v SET sku = u.sku, name = u.name, category = u.category,"
-                " price = u.price, version = u.version, content_hash = u.content_hash, updated_at = now()"
-                " FROM (VALUES %s) AS u (product_id, sku, name, category, price, version, content_hash)"
+                " price = u.price, version = u.version, content_hash = u.content_hash, metadata = u.metadata,"
+                " updated_at = now()"
+                " FROM (VALUES %s) AS u (product_id, sku, name, category, price, version, content_hash, metadata)"
                 " WHERE v.product_id = u.product_id",
                 rows,
-                template="(%s::bigint, %s, %s, %s, %s::double precision, %s::bigint, %s)",
+                template="(%s::bigint, %s, %s, %s, %s::double precision, %s::bigint, %s, %s::jsonb)",
             )
 
     def delete(self, ids: list[int]) -> None:
@@ -156,25 +145,14 @@ class PgVectorIndex:
                 # HNSW returns at most ef_search rows: widen it for deep pages.
                 cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(40, top_k), 1000)),))
             cur.execute(
-                "SELECT product_id, 1 - (embedding <=> %s::vector) AS score, sku, name, category, price, version,"
-                f" content_hash FROM {self.table} {where} ORDER BY embedding <=> %s::vector LIMIT %s",
+                "SELECT 1 - (embedding <=> %s::vector) AS score, product_id, sku, name, category, price, version,"
+                f" content_hash, metadata FROM {self.table} {where} ORDER BY embedding <=> %s::vector LIMIT %s",
                 [literal, *params, literal, top_k],
             )
-            return [
-                Match(
-                    id=r[0],
-                    score=float(r[1]),
-                    metadata={
-                        "sku": r[2],
-                        "name": r[3],
-                        "category": r[4],
-                        "price": r[5],
-                        "version": r[6],
-                        "content_hash": r[7],
-                    },
-                )
-                for r in cur.fetchall()
-            ]
+            matches = [Match(id=r[1], score=float(r[0]), metadata=_metadata(r[1:])) for r in cur.fetchall()]
+        for match in matches:
+            del match.metadata["product_id"]  # the match's id; metadata is the rest
+        return matches
 
     def count(self) -> int:
         """Number of vectors."""
@@ -184,7 +162,7 @@ class PgVectorIndex:
 
     @property
     def _metadata_query(self) -> str:
-        return f"SELECT product_id, sku, name, category, price, version, content_hash FROM {self.table}"
+        return f"SELECT product_id, sku, name, category, price, version, content_hash, metadata FROM {self.table}"
 
     def scan(self, prefix: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
         """Ids (with this decimal prefix) and their metadata, as Pinecone stores it; a prefix is a few id ranges."""
@@ -210,17 +188,40 @@ class PgVectorIndex:
             return {pid: vector.to_list() for pid, vector in cur.fetchall()}
 
 
+# The products' metadata columns: a source's metadata is also kept whole in `metadata` (jsonb); these
+# columns are what search filters on (SearchFilter), NULL for a source without them.
+_PRODUCT_COLUMNS = ("sku", "name", "category", "price")
+# Kept in columns of their own, never inside `metadata`.
+_OWN_COLUMNS = ("product_id", "version", "content_hash")
+
+
+def _columns(metadata: dict[str, Any]) -> tuple[Any, ...]:
+    """(sku, name, category, price, version, content_hash, metadata) of one vector's metadata."""
+    kept = {k: v for k, v in metadata.items() if k not in _OWN_COLUMNS}
+    return (
+        *(metadata.get(name) for name in _PRODUCT_COLUMNS),
+        metadata["version"],
+        metadata["content_hash"],
+        psycopg2.extras.Json(kept),
+    )
+
+
 def _metadata(row: tuple[Any, ...]) -> dict[str, Any]:
-    pid, sku, name, category, price, version, content_hash = row
-    return {
-        "product_id": pid,
-        "sku": sku,
-        "name": name,
-        "category": category,
-        "price": price,
-        "version": version,
-        "content_hash": content_hash,
-    }
+    """A stored vector's metadata as Pinecone keeps it; a row written before `metadata` existed has only its columns."""
+    pid, sku, name, category, price, version, content_hash, metadata = row
+    held = metadata if metadata is not None else {"sku": sku, "name": name, "category": category, "price": price}
+    return {"product_id": pid, **held, "version": version, "content_hash": content_hash}
+
+
+def _upgrade_layout(cur: Any, table: str) -> None:
+    """A table made before sources (product columns only): add `metadata` and let the product columns be NULL."""
+    cur.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'metadata'", (table,))
+    if cur.fetchone() is None:
+        # `table` was validated against VECTOR_TABLE_NAME by the constructor.
+        cur.execute(
+            f"ALTER TABLE {table} ADD COLUMN metadata jsonb, ALTER COLUMN sku DROP NOT NULL,"
+            " ALTER COLUMN name DROP NOT NULL, ALTER COLUMN category DROP NOT NULL, ALTER COLUMN price DROP NOT NULL"
+        )
 
 
 def _register_vector(conn: Any) -> None:

@@ -64,8 +64,8 @@ def plan_bootstrap(
         else:
             # The id space covers products and every product the ledger still holds (deletes to converge).
             cur.execute(
-                "SELECT (SELECT count(*) FROM products), coalesce(min(id), 1), coalesce(max(id), 0) FROM ("
-                " SELECT id FROM products UNION ALL"
+                "SELECT (SELECT count(*) FROM source_rows), coalesce(min(id), 1), coalesce(max(id), 0) FROM ("
+                " SELECT id FROM source_rows UNION ALL"
                 " SELECT product_id FROM sync_state WHERE generation = %s AND status <> 'deleted') AS ids",
                 (generation,),
             )
@@ -124,7 +124,7 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
         # Compared with the ledger of the generation this run fills.
         cur.execute(
             "SELECT p.id, p.version, (s.status = 'indexed' AND s.indexed_version >= p.version) AS current"
-            " FROM products p LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = %s"
+            " FROM source_rows p LEFT JOIN sync_state s ON s.product_id = p.id AND s.generation = %s"
             " WHERE p.id BETWEEN %s AND %s ORDER BY p.id",
             (generation, first_id, last_id),
         )
@@ -136,7 +136,7 @@ def run_batch(db: Database, queue: SyncQueue, *, run_id: int, range_no: int) -> 
         cur.execute(
             "SELECT s.product_id, s.indexed_version + 1 FROM sync_state s"
             " WHERE s.generation = %s AND s.product_id BETWEEN %s AND %s AND s.status <> 'deleted'"
-            " AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = s.product_id) ORDER BY s.product_id",
+            " AND NOT EXISTS (SELECT 1 FROM source_rows p WHERE p.id = s.product_id) ORDER BY s.product_id",
             (generation, first_id, last_id),
         )
         todo += [(pid, max(version, 1), "delete") for pid, version in cur.fetchall()]

@@ -47,6 +47,7 @@ from refarch.search.lexical import LexicalLists
 from refarch.search.query_embeddings import DEFAULT_MAX_BYTES, EmbeddingUnavailableError, QueryEmbeddings
 from refarch.search.rerank import Reranker, rerank_or_keep
 from refarch.serving import SEARCH_BUDGET, SEMANTIC_SEARCH_SLOTS, SearchBudget
+from refarch.source import rows as source_rows
 
 MAX_QUERY_CHARS = 512
 MAX_K = 100
@@ -397,7 +398,7 @@ class SearchService:
     def _texts(self, ids: list[int]) -> dict[int, str]:
         """The embedded text of these products (what a rerank model reads), by id."""
         with self.db.transaction() as conn:
-            return {pid: row.embedding_text() for pid, row in products.get_many(conn, ids).items()}
+            return {pid: row.embedding_text() for pid, row in source_rows.get_many(conn, ids).items()}
 
     def _lexical_lists(self, query: str, search_filter: SearchFilter, *, depth: int) -> LexicalLists:
         """What Postgres ranks for `query`, each list to at least FUSION_DEPTH."""
