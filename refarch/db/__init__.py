@@ -150,6 +150,10 @@ def migrate(dsn: str, *, up_to: str | None = None, source: Source | None = None)
         with conn.cursor() as cur:
             # Session-level lock: concurrent callers (two deploys, a custom resource retry) queue up.
             cur.execute("SELECT pg_advisory_lock(%s, %s)", MIGRATION_LOCK)
+            if source is not None and not source.is_builtin_products:
+                # A table brought by its owner exists before any migration: refuse a definition it
+                # cannot serve before anything changes (products is made by the migrations themselves).
+                capture.check(conn, source)
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"

@@ -84,10 +84,14 @@ def check(conn: Connection, source: Source) -> None:
 def _switch_problems(conn: Connection, source: Source) -> list[str]:
     """A database syncs one table: ids of another table's rows are in its ledger and index."""
     with conn.cursor() as cur:
-        cur.execute("SELECT source_table, key_column FROM source_definition")
-        applied = cur.fetchone()
+        cur.execute("SELECT to_regclass('source_definition') IS NOT NULL, to_regclass('sync_state') IS NOT NULL")
+        migrated = cur.fetchone() or (False, False)
+        applied = None
+        if migrated[0]:
+            cur.execute("SELECT source_table, key_column FROM source_definition")
+            applied = cur.fetchone()
         if applied is None:
-            if source.is_builtin_products:
+            if source.is_builtin_products or not migrated[1]:
                 return []
             cur.execute("SELECT EXISTS (SELECT 1 FROM sync_state)")
             synced = cur.fetchone()
@@ -244,6 +248,11 @@ SELECT {src}, t.{key}::text, 1, true FROM {table} t
 ON CONFLICT (source, key) DO UPDATE SET version = source_keys.version + 1, present = true, updated_at = now()
     WHERE NOT source_keys.present;
 
+-- The project's own products table is not this deployment's source: its changes are not captured
+-- (its ids would be taken for this table's).
+ALTER TABLE products DISABLE TRIGGER products_capture_insert_delete;
+ALTER TABLE products DISABLE TRIGGER products_capture_update;
+
 -- Keyword search reads the weighted document through an expression index: no column is added.
 DROP INDEX IF EXISTS {source.schema}.{index};
 CREATE INDEX {index} ON {table} USING gin ({_search_document_sql(source, table)});
@@ -262,6 +271,9 @@ def _products_stamp_sql(source: Source) -> str:
     """The products version trigger (0012) with the definition's watched columns."""
     watched = source.watched_columns()
     return f"""
+ALTER TABLE products ENABLE TRIGGER products_capture_insert_delete;
+ALTER TABLE products ENABLE TRIGGER products_capture_update;
+
 CREATE OR REPLACE FUNCTION products_stamp_version() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN

@@ -17,6 +17,8 @@ from refarch.embeddings import LocalEmbedder
 from refarch.emu import ledger
 from refarch.emu.worker import content_hash
 from refarch.index.port import VectorIndex
+from refarch.source import rows as source_rows
+from refarch.source.rows import SourceRow
 from refarch.lanes.messages import BulkSyncMessage, SyncMessage
 from refarch.runtime import Runtime
 from refarch_local.event_source import to_lambda_record
@@ -220,18 +222,18 @@ def ledger_errors(dsn: str) -> dict[int, str | None]:
         conn.close()
 
 
-def all_products(db: Database) -> dict[int, products.Product]:
-    """Every row of `products`."""
+def all_rows(db: Database) -> dict[int, SourceRow]:
+    """Every row of the source table (products, unless the database syncs another), as Emu reads it."""
     with db.transaction() as conn, conn.cursor() as cur:
-        cur.execute("SELECT id FROM products")
+        cur.execute("SELECT id FROM source_rows")
         ids = [r[0] for r in cur.fetchall()]
-        return products.get_many(conn, ids)
+        return source_rows.get_many(conn, ids)
 
 
 def assert_index_matches_database(db: Database, index: VectorIndex, model_id: str) -> None:
     """The invariant: the index holds exactly the rows, each at its current version and content hash,
     and the ledger agrees (indexed at the row's version; deleted for every other id it knows)."""
-    rows = all_products(db)
+    rows = all_rows(db)
     indexed = dict(index.scan())
     assert sorted(indexed) == sorted(rows), "index ids differ from the table's"
     for pid, row in rows.items():

@@ -1,0 +1,290 @@
+"""Bring your own table: a table made outside the project is synced from its source definition alone.
+
+The second example (support articles: a uuid key, a long body, an author and a published flag) is
+created here the way its owner would, with columns the definition does not name. `refarch db
+migrate` adds triggers, side tables and an index, and no column; Emu, reconcile and the
+convergence check read it through `source_rows` exactly as they read products.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from refarch.db import connect, migrate, with_database
+from refarch.lanes.messages import SyncMessage, bulk_messages
+from refarch.pelican import outbox
+from refarch.reconcile import find_drift
+from refarch.source import SourceError, load
+from refarch_local import articles
+from refarch_local.convergence import check_convergence
+from refarch_local.database import LocalDatabase
+from tests.integration.emu_support import (
+    OPENAI_DIMENSIONS,
+    assert_index_matches_database,
+    configure_emu,
+    embed_calls_recorded,
+    failed_ids,
+    invoke_emu,
+    query_one,
+    sqs_event,
+    start_pinecone,
+)
+
+pytest_plugins = ["tests.integration.emu_fixtures"]
+
+ARTICLES = load("articles")
+
+
+@pytest.fixture
+def blank_dsn(pg_server: LocalDatabase) -> Iterator[str]:
+    """An empty database on the session's server (no migration applied), dropped after the test."""
+    name = f"b_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_server.dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield with_database(pg_server.dsn, name)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def make_articles(dsn: str, rows: int) -> None:
+    conn = connect(dsn)
+    with conn:
+        articles.create_table(conn)
+        assert articles.seed(conn, rows) == rows
+    conn.close()
+
+
+def columns_of(dsn: str, table: str) -> list[tuple[str, str, str, str | None]]:
+    conn = connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns"
+            " WHERE table_name = %s ORDER BY ordinal_position",
+            (table,),
+        )
+        found = cur.fetchall()
+    conn.close()
+    return found
+
+
+def execute(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> int:
+    conn = connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        count = cur.rowcount
+    conn.close()
+    return count
+
+
+def captured(dsn: str) -> list[SyncMessage]:
+    """The outbox rows not yet sent, as the listener sends them (and marked sent)."""
+    conn = connect(dsn)
+    with conn:
+        rows = outbox.claim(conn, 100_000)
+        outbox.mark_enqueued(conn, [r.id for r in rows])
+    conn.close()
+    return [
+        SyncMessage(product_id=r.product_id, version=r.version, op=r.op, source="change", outbox_id=r.id)  # type: ignore[arg-type]
+        for r in rows
+    ]
+
+
+def bootstrap(dsn: str) -> None:
+    """Every row to the bulk lane's Emu, as the bootstrap fan-out sends it."""
+    conn = connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT id, version FROM source_rows ORDER BY id")
+        work = [(pid, version, "sync") for pid, version in cur.fetchall()]
+    conn.close()
+    messages = bulk_messages(work, source="bootstrap")
+    for start in range(0, len(messages), 10):
+        assert failed_ids(invoke_emu(sqs_event(*messages[start : start + 10]))) == set()
+
+
+def test_a_table_of_10000_rows_made_outside_the_project_is_synced_with_no_column_added(
+    monkeypatch, blank_dsn, openai_standin
+):
+    # Given a table of 10,000 articles, made and filled by its owner before the project arrived
+    make_articles(blank_dsn, 10_000)
+    before = columns_of(blank_dsn, "articles")
+    # When the database is migrated for the articles source
+    migrate(blank_dsn, source=ARTICLES)
+    # Then not one column of the table was added or changed, every row has an id, and nothing was captured
+    assert columns_of(blank_dsn, "articles") == before
+    assert query_one(blank_dsn, "SELECT count(*) FROM source_rows") == 10_000
+    assert query_one(blank_dsn, "SELECT count(*) FROM sync_outbox") == 0
+    # And the bootstrap's messages index every row, each at its version, text and metadata
+    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    bootstrap(blank_dsn)
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+    found = check_convergence(emu.db, emu.index, emu.embedder, sample=5)
+    assert found.clean and found.rows == found.vectors == 10_000, found.detail()
+    # And each vector carries the row's key and metadata columns (the link back, the filters)
+    key = str(articles.article_id(7))
+    row_id = query_one(blank_dsn, "SELECT id FROM source_rows WHERE key = %s", (key,))
+    stored = emu.index.fetch_metadata([row_id])[row_id]
+    assert {k: stored[k] for k in ("key", "title", "author", "published")} == {
+        "key": key,
+        "title": articles.article(7)["title"],
+        "author": articles.article(7)["author"],
+        "published": True,
+    }
+
+
+def test_a_column_neither_embedded_nor_metadata_syncs_nothing_and_metadata_is_not_embedded_again(
+    monkeypatch, blank_dsn, openai_standin
+):
+    # Given 1,000 articles, synced
+    make_articles(blank_dsn, 1_000)
+    migrate(blank_dsn, source=ARTICLES)
+    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    bootstrap(blank_dsn)
+    calls, texts = embed_calls_recorded(blank_dsn), openai_standin.texts
+
+    # When only a column the definition does not name changes, on all 1,000 rows
+    assert execute(blank_dsn, "UPDATE articles SET views = views + 1") == 1_000
+    # Then nothing is captured (no queue message to send) and nothing is embedded
+    assert captured(blank_dsn) == []
+    assert (embed_calls_recorded(blank_dsn), openai_standin.texts) == (calls, texts)
+
+    # When a metadata column that is not embedded changes on 10 rows
+    keys = [str(articles.article_id(i)) for i in range(1, 11)]
+    assert (
+        execute(blank_dsn, "UPDATE articles SET published = NOT published WHERE article_id = ANY(%s::uuid[])", (keys,))
+        == 10
+    )
+    changes = captured(blank_dsn)
+    assert len(changes) == 10 and {m.op for m in changes} == {"update"}
+    assert failed_ids(invoke_emu(sqs_event(*changes))) == set()
+    # Then the index's metadata follows, and nothing was embedded
+    assert (embed_calls_recorded(blank_dsn), openai_standin.texts) == (calls, texts)
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+    assert check_convergence(emu.db, emu.index, emu.embedder, sample=5).clean
+    texts = openai_standin.texts  # the check embedded its sample again
+
+    # When an embedded column changes on one row, that row alone is embedded again
+    execute(blank_dsn, "UPDATE articles SET body = body || ' Updated.' WHERE article_id = %s", (keys[2],))
+    assert failed_ids(invoke_emu(sqs_event(*captured(blank_dsn)))) == set()
+    assert (embed_calls_recorded(blank_dsn), openai_standin.texts) == (calls + 1, texts + 1)
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def random_writes(dsn: str, rng: random.Random, steps: int) -> None:
+    """Inserts, edits of every kind of column, deletes, keys inserted again and keys changed."""
+    conn = connect(dsn)
+    deleted: list[str] = []
+    with conn.cursor() as cur:
+        for step in range(steps):
+            cur.execute("SELECT article_id::text FROM articles ORDER BY article_id")
+            keys = [r[0] for r in cur.fetchall()]
+            kind = rng.choice(["title", "body", "author", "published", "views", "delete", "insert", "again", "rekey"])
+            key = rng.choice(keys) if keys else None
+            if kind == "again" and not deleted:
+                kind = "insert"
+            if kind == "insert" or key is None:
+                cur.execute(
+                    "INSERT INTO articles (article_id, title, author, body) VALUES (%s, %s, 'New Author', %s)",
+                    (str(uuid.UUID(int=rng.getrandbits(128))), f"New article {step}", f"Fresh text {step}."),
+                )
+            elif kind == "again":
+                cur.execute(
+                    "INSERT INTO articles (article_id, title, author) VALUES (%s, %s, 'Back Again')",
+                    (deleted.pop(), f"Restored {step}"),
+                )
+            elif kind == "delete":
+                cur.execute("DELETE FROM articles WHERE article_id = %s", (key,))
+                deleted.append(key)
+            elif kind == "rekey":
+                cur.execute("UPDATE articles SET article_id = %s WHERE article_id = %s", (str(uuid.uuid4()), key))
+            elif kind == "published":
+                cur.execute("UPDATE articles SET published = NOT published WHERE article_id = %s", (key,))
+            elif kind == "views":
+                cur.execute("UPDATE articles SET views = views + 1 WHERE article_id = %s", (key,))
+            else:
+                cur.execute(f"UPDATE articles SET {kind} = {kind} || %s WHERE article_id = %s", (f" {step}", key))
+            if rng.random() < 0.3:
+                conn.commit()
+        conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("backend", ["pgvector", "pinecone"])
+def test_articles_converge_whatever_the_writes_duplicates_reordering_and_retries(
+    monkeypatch, blank_dsn, openai_standin, pinecone_standins, backend
+):
+    # Given 60 articles synced on either backend
+    make_articles(blank_dsn, 60)
+    migrate(blank_dsn, source=ARTICLES)
+    pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS) if backend == "pinecone" else None
+    emu = configure_emu(
+        monkeypatch, blank_dsn, embedder="openai", index=backend, openai=openai_standin, pinecone=pinecone
+    )
+    bootstrap(blank_dsn)
+    rng = random.Random(11)
+    delivered: list[SyncMessage] = []
+    # When rounds of random writes are captured and delivered out of order, some twice, some late,
+    # while the provider fails a fifth of the requests
+    openai_standin.fault_rate, openai_standin.fault_kinds = 0.2, ("server_error", "rate_limit")
+    for _ in range(6):
+        random_writes(blank_dsn, rng, 25)
+        messages = captured(blank_dsn)
+        batch = messages + rng.sample(messages, len(messages) // 3) + rng.sample(delivered, min(5, len(delivered)))
+        rng.shuffle(batch)
+        delivered += messages
+        for start in range(0, len(batch), 10):
+            # One message per product group at a time, as a FIFO queue hands them out
+            for message in batch[start : start + 10]:
+                with contextlib.suppress(BatchProcessingError):  # every record failed: SQS delivers it again
+                    invoke_emu(sqs_event(message))
+    assert sum(openai_standin.faults.values()) > 0
+    # And every message is delivered once more at the end (SQS redelivers what failed, at least once)
+    openai_standin.fault_rate = 0.0
+    for message in delivered:
+        assert failed_ids(invoke_emu(sqs_event(message))) == set()
+    # Then the index holds exactly the table's rows, at their versions, texts and metadata
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+    found = check_convergence(emu.db, emu.index, emu.embedder, sample=20)
+    assert found.clean, found.detail()
+    assert found.rows == query_one(blank_dsn, "SELECT count(*) FROM articles")
+    # And reconcile, trusting neither, finds nothing to repair
+    drift = find_drift(emu.db, emu.index, emu.embedder.model_id)
+    assert (drift.missing, drift.stale, drift.extra, drift.ledger_drift) == ([], [], [], [])
+
+
+def test_an_invalid_definition_is_refused_at_migrate_before_anything_changes(blank_dsn):
+    # Given an articles table whose author column is named otherwise, and whose key is text
+    execute(
+        blank_dsn,
+        "CREATE TABLE articles (article_id text PRIMARY KEY, title text NOT NULL, writer text,"
+        " published boolean, body text)",
+    )
+    # When the database is migrated for the articles source
+    with pytest.raises(SourceError) as refused:
+        migrate(blank_dsn, source=ARTICLES)
+    # Then every problem is named, and not one migration, trigger or table was made
+    assert "column 'author' is not a column of public.articles" in refused.value.problems
+    assert "key column 'article_id' is text, not uuid as key.type says" in refused.value.problems
+    assert query_one(
+        blank_dsn, "SELECT to_regclass('schema_migrations') IS NULL AND to_regclass('sync_outbox') IS NULL"
+    )
+    assert query_one(blank_dsn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'articles'::regclass") == 0
+
+
+def test_a_database_that_synced_one_table_refuses_another(monkeypatch, blank_dsn, openai_standin):
+    make_articles(blank_dsn, 20)
+    migrate(blank_dsn, source=ARTICLES)
+    configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    bootstrap(blank_dsn)
+    with pytest.raises(SourceError, match="this database syncs public.articles .* give the new source a database"):
+        migrate(blank_dsn, source=load("products"))
