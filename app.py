@@ -2,8 +2,9 @@
 """CDK entry point: `cdk deploy --all` (dev) or `cdk deploy --all -c stage=prod` from the repo root.
 
 Optional context: `-c alarmEmail=you@example.com` subscribes an address to the alarm topic;
-`-c embedder=bedrock`, `-c vectorBackend=pgvector` and `-c rerank=true` override the stage config's
-choices (docs/deploy.md): Bedrock and pgvector need no secret created by hand and no account outside AWS.
+`-c embedder=bedrock`, `-c vectorBackend=pgvector`, `-c rerank=true` and `-c source=articles` override the
+stage config's choices (docs/deploy.md): Bedrock and pgvector need no secret created by hand and no account
+outside AWS; a source is a definition in refarch/source/definitions/ (docs/own-table.md).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> None:
         embedder=app.node.try_get_context("embedder"),
         vector_backend=app.node.try_get_context("vectorBackend"),
         rerank=app.node.try_get_context("rerank"),
+        source=app.node.try_get_context("source"),
     )
     alarm_email = app.node.try_get_context("alarmEmail")
     if alarm_email:

@@ -19,10 +19,25 @@ from refarch.bedrock import EMBEDDING_MODELS, RERANK_MODELS, foundation_model_ar
 from refarch.generations import EmbedderSpec
 from refarch.index.pinecone_indexes import check_index_name
 from refarch.lanes.topology import LaneName, Topology, bulk_lane, live_lane
+from refarch.source import Source, SourceError, load
+from refarch.source.definition import DEFAULT_SOURCE, builtin_path
 
 STAGE_PLACEHOLDER = "{stage}"
 # A stage's name goes into queue, database and Pinecone index names: lower-case letters, digits, '-'.
 STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
+
+
+def check_stage_source(name: str) -> Source:
+    """The stage's source definition, checked (SourceError names every problem; synth stops on it)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", name) or not builtin_path(name).is_file():
+        raise SourceError(
+            name,
+            [
+                "a stage deploys a definition by name, from refarch/source/definitions/ (it ships with every"
+                " runtime): copy your .toml there and name it without the extension (docs/own-table.md)"
+            ],
+        )
+    return load(name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +47,9 @@ class SearchConfig:
     # OpenAI needs an API key in Secrets Manager; Amazon Bedrock needs none (IAM, and the VPC endpoint
     # where the stage has endpoints). Changing it re-indexes with zero downtime (docs/reindex.md).
     embedder: Literal["openai", "bedrock"] = "openai"
+    # The table the stage syncs: the name of a source definition in refarch/source/definitions/ (which
+    # ships with every runtime). Checked at synth; docs/own-table.md brings your own table.
+    source: str = DEFAULT_SOURCE
     openai_model: str = "text-embedding-3-small"
     openai_dimensions: int = 1536
     bedrock_model: str = "amazon.titan-embed-text-v2:0"
@@ -89,6 +107,7 @@ class SearchConfig:
         return resolved
 
     def __post_init__(self) -> None:
+        check_stage_source(self.source)
         if self.bedrock_model not in EMBEDDING_MODELS:
             raise ValueError(f"bedrock_model {self.bedrock_model!r}: choose one of {', '.join(EMBEDDING_MODELS)}")
         if self.bedrock_dimensions not in EMBEDDING_MODELS[self.bedrock_model].dimensions:
@@ -242,11 +261,18 @@ STAGES: dict[str, StageConfig] = {stage.name: stage for stage in (DEV, PROD)}
 
 
 def with_context(
-    config: StageConfig, *, embedder: str | None = None, vector_backend: str | None = None, rerank: str | None = None
+    config: StageConfig,
+    *,
+    embedder: str | None = None,
+    vector_backend: str | None = None,
+    rerank: str | None = None,
+    source: str | None = None,
 ) -> StageConfig:
     """The stage with the choices given on the command line (`-c embedder=bedrock -c vectorBackend=pgvector
-    -c rerank=true`) over its own; each is checked, so a typo is an error, not the default."""
+    -c rerank=true -c source=articles`) over its own; each is checked, so a typo is an error, not the default."""
     search = config.search
+    if source is not None:
+        search = replace(search, source=source)
     if embedder is not None:
         if embedder not in ("openai", "bedrock"):
             raise ValueError(f"-c embedder={embedder}: choose openai or bedrock")

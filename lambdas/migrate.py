@@ -13,6 +13,7 @@ from refarch.index.pgvector_index import PgVectorIndex
 from refarch.observability import logger
 from refarch.runtime import Runtime
 from refarch.settings import ConfigurationError
+from refarch.source import load as load_source
 
 runtime = Runtime(application_name="migrate")
 
@@ -40,7 +41,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     conn = runtime.db.connect()
     try:
         logins = enable_runtime_logins(conn, settings)
-        if seed_rows:
+        # The demo catalog seeds products only; a table brought by its owner has its own rows.
+        if seed_rows and load_source(settings.source).is_builtin_products:
             inserted = catalog.seed_if_empty(conn, seed_rows) or 0
     finally:
         conn.close()

@@ -106,6 +106,8 @@ class RuntimeAccess(Construct):
         env = {
             "REFARCH_DATABASE_SECRET_ARN": self.database_secret.secret_arn,
             "REFARCH_VECTOR_BACKEND": self.search.vector_backend,
+            # The table every runtime syncs, searches or shows (a definition shipped in the code).
+            "REFARCH_SOURCE": self.search.source,
         }
         if search:
             env.update(self._grant_search(grantee, embeds=embeds))

@@ -36,7 +36,7 @@ CANARY_SECRETS = {
 VARIANT = replace(
     DEV,
     name="variant",
-    search=SearchConfig(vector_backend="pgvector", openai_dimensions=512),
+    search=SearchConfig(vector_backend="pgvector", openai_dimensions=512, source="articles"),
     custom_domain=CustomDomain(
         domain_name="search.example.com",
         certificate_arn="arn:aws:acm:us-east-1:111122223333:certificate/00000000-0000-0000-0000-000000000000",
@@ -129,7 +129,7 @@ def prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 @pytest.fixture(scope="session")
 def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """pgvector + custom domain: the branches the shipped stages do not take."""
+    """pgvector + custom domain + the articles source: the branches the shipped stages do not take."""
     return synthesize(VARIANT, tmp_path_factory.mktemp("cdk-variant"))
 
 
