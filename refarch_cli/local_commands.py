@@ -7,6 +7,7 @@ ships this module without it, and `refarch` refuses these commands there.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,9 +31,20 @@ from refarch_cli.runtime_context import stop_on_signals
     type=float,
     help="With --exit-when-synced: give up this many seconds after the command started (exit 1).",
 )
-def demo(rows: int, port: int, sqs_port: int | None, exit_when_synced: bool, timeout: float | None) -> None:
-    """Run the whole system locally: Postgres, SQS, listener, Emu workers, web; bootstrap the catalog."""
+@click.option(
+    "--source",
+    envvar="REFARCH_SOURCE",
+    help="The table to sync: a source definition file, or a shipped one's name (products, articles).",
+)
+def demo(
+    rows: int, port: int, sqs_port: int | None, exit_when_synced: bool, timeout: float | None, source: str | None
+) -> None:
+    """Run the whole system locally: Postgres, SQS, listener, Emu workers, web; bootstrap the source's rows."""
     from refarch_local.demo import run_demo
+
+    if source:
+        # Every component this command starts (and this process's settings) syncs the same table.
+        os.environ["REFARCH_SOURCE"] = str(Path(source).resolve()) if source.endswith(".toml") else source
 
     sys.exit(run_demo(rows=rows, web_port=port, sqs_port=sqs_port, exit_when_synced=exit_when_synced, timeout=timeout))
 

@@ -6,9 +6,13 @@ import logging
 import os
 from pathlib import Path
 
+import psycopg2
+
 # pgserver creates its command wrappers (pg_ctl, initdb, ...) at import time, so they are not visible to mypy.
 from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 from pgserver.postgres_server import PostgresServer, get_server
+
+from refarch.db import with_database
 
 # pgserver logs every step at INFO through the root logger; keep the console for our own output.
 logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -29,6 +33,19 @@ class LocalDatabase:
         self._server = get_server(self.pgdata)
         self.dsn = self._server.get_uri()
         return self.dsn
+
+    def ensure_database(self, name: str) -> str:
+        """The DSN of database `name` on this server, created if missing (start() first)."""
+        admin = psycopg2.connect(self.dsn)
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            admin.close()
+        return with_database(self.dsn, name)
 
     def postmaster_pid(self) -> int | None:
         """The server's process id, or None when it is not running."""

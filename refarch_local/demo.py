@@ -19,10 +19,12 @@ from typing import Any
 import psycopg2
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from refarch.observability import log_to_file
 from refarch.settings import ConfigurationError, Settings
+from refarch.source import SourceError
 from refarch_local.supervisor import CONFIGURATION_ERROR_EXIT, Supervisor, port_is_free
 
 
@@ -50,7 +52,11 @@ def run_demo(
     if not port_is_free(web_port):
         console.print(f"[red]port {web_port} is in use: pass --port N[/red]")
         return 2
-    supervisor = Supervisor(settings, web_port=web_port, sqs_port=sqs_port, console=console)
+    try:
+        supervisor = Supervisor(settings, web_port=web_port, sqs_port=sqs_port, console=console)
+    except SourceError as err:
+        print_refusal(console, err)
+        return CONFIGURATION_ERROR_EXIT
     # The terminal shows progress and sentences; this process's JSON log lines go to a log file.
     log_to_file(supervisor.home / "logs" / "demo.log")
     started_wall, started = time.time(), time.monotonic()
@@ -69,10 +75,17 @@ def run_demo(
             f"web page: [link]http://127.0.0.1:{web_port}[/link] (starting) · logs in {supervisor.home / 'logs'}"
         )
         inserted = supervisor.seed(rows)
-        if inserted is None:
-            console.print("catalog: kept the existing products and their edits (`refarch db seed --rows N` adds more)")
+        source = supervisor.source
+        if source.is_builtin_products:
+            kept = "catalog: kept the existing products and their edits (`refarch db seed --rows N` adds more)"
+            console.print(kept if inserted is None else f"catalog: seeded {inserted} products")
         else:
-            console.print(f"catalog: seeded {inserted} products")
+            console.print(f"source: {source.qualified_table} (from {source.path})")
+            console.print(
+                f"{source.name}: kept the existing rows"
+                if inserted is None
+                else f"{source.name}: seeded {inserted} rows"
+            )
         _bootstrap_with_progress(supervisor, console, deadline)
         if supervisor.fatal.is_set():
             return CONFIGURATION_ERROR_EXIT
@@ -85,11 +98,21 @@ def run_demo(
     except ConfigurationError as err:
         console.print(f"[red]{err}[/red]")
         return CONFIGURATION_ERROR_EXIT
+    except SourceError as err:
+        print_refusal(console, err)
+        return CONFIGURATION_ERROR_EXIT
     except KeyboardInterrupt:
         return 0
     finally:
         console.print("stopping…")
         supervisor.stop()
+
+
+def print_refusal(console: Console, err: SourceError) -> None:
+    """Every problem of a refused definition on a line of its own, as written (no markup, no wrapping)."""
+    console.print(f"[red]source definition refused: {escape(err.where)}[/red]", soft_wrap=True)
+    for problem in err.problems:
+        console.print(f"  - {escape(problem)}", soft_wrap=True)
 
 
 def show_status_until_stopped(supervisor: Supervisor, console: Console, stop: threading.Event) -> int:

@@ -20,12 +20,12 @@ from typing import Any
 
 from rich.console import Console
 
-from refarch import catalog
 from refarch.db import connect, fetch_one, migrate
 from refarch.lanes.topology import DEFAULT_TOPOLOGY, LaneName, Topology
 from refarch.settings import ConfigurationError, Settings, read_local_runtime, write_local_runtime
+from refarch.source import load as load_source
 from refarch.status import lane_queues, queue_states, sync_counts
-from refarch_local import LOCAL_ENV, SUPERVISOR_PID_ENV
+from refarch_local import LOCAL_ENV, SUPERVISOR_PID_ENV, seeds
 from refarch_local.database import LocalDatabase
 
 
@@ -160,6 +160,8 @@ class Supervisor:
         self.sqs_port = sqs_port or (9324 if port_is_free(9324) else free_port())
         self.console = console or Console(stderr=True)
         self.database = LocalDatabase(self.home)
+        # The table this stack syncs (REFARCH_SOURCE, --source): checked now, before anything starts.
+        self.source = load_source(settings.source)
         self.dsn = ""
         self.components: list[Component] = []
         self.stop_event = threading.Event()
@@ -180,9 +182,24 @@ class Supervisor:
         }
 
     def start_database(self) -> None:
-        """Start the embedded Postgres (unless DATABASE_URL names another), migrate, publish its address."""
-        self.dsn = self.settings.database_url or self.database.start()
-        migrate(self.dsn)
+        """Start the embedded Postgres (unless DATABASE_URL names another), migrate, publish its address.
+
+        Each source syncs in a database of its own (a database syncs one table): products in the
+        embedded server's default database, another source in `refarch_<name>` beside it. A shipped
+        example's table is made first; the definition is checked before anything changes (SourceError).
+        """
+        if self.settings.database_url:
+            self.dsn = self.settings.database_url
+        else:
+            self.dsn = self.database.start()
+            if not self.source.is_builtin_products:
+                self.dsn = self.database.ensure_database(f"refarch_{self.source.name}")
+        conn = connect(self.dsn)
+        try:
+            seeds.prepare_table(conn, self.source)
+        finally:
+            conn.close()
+        migrate(self.dsn, source=self.source)
         write_local_runtime(self.settings, database_url=self.dsn)
 
     def start_components(self, names: tuple[str, ...] = ("emu", "web")) -> None:
@@ -348,10 +365,10 @@ class Supervisor:
         self.database.stop()
 
     def seed(self, rows: int) -> int | None:
-        """Load the demo catalog into an empty table; an existing catalog (and its edits) is kept."""
+        """Seed the source's empty table (the demo catalog, or the articles); existing rows and edits are kept."""
         conn = connect(self.dsn)
         try:
-            return catalog.seed_if_empty(conn, rows)
+            return seeds.seed_if_empty(conn, self.source, rows)
         finally:
             conn.close()
 
