@@ -25,7 +25,7 @@ from refarch import generations
 from refarch.db import Connection, Database
 from refarch.embeddings import Embedder
 from refarch.emu import ledger
-from refarch.emu.decisions import Action, content_hash, decide
+from refarch.emu.decisions import Action, Decision, content_hash, decide
 from refarch.emu.failures import Failure, ProductFailure
 from refarch.generations.targets import GenerationTargets, IndexTarget
 from refarch.index.port import VectorIndex, VectorRecord
@@ -185,8 +185,14 @@ class Emu:
             ledger.lock_products(conn, ids)
             targets = self.targets.live(conn)
             rows = source_rows.get_many(conn, ids)
+            text = generations.current_source_text(conn)
             for target in targets:
-                for pid, failure in self._sync_generation(conn, target, ids, rows, force, outcome).items():
+                made_from = target.generation.source_text
+                # A generation made from an earlier text template (a re-index to the new one builds)
+                # keeps the vector of every row not edited since: the switch replaces them all at once.
+                keeps_vectors = made_from is not None and text is not None and made_from != text
+                synced = self._sync_generation(conn, target, ids, rows, force, outcome, keeps_vectors=keeps_vectors)
+                for pid, failure in synced.items():
                     # With two generations live (a re-index), the reason says which one failed.
                     failures.setdefault(
                         pid, replace(failure, generation=target.generation.id) if len(targets) > 1 else failure
@@ -201,8 +207,10 @@ class Emu:
         rows: dict[int, SourceRow],
         force: set[int],
         outcome: BatchOutcome,
+        *,
+        keeps_vectors: bool = False,
     ) -> dict[int, ProductFailure]:
-        """Bring one generation's index and ledger up to date for these rows."""
+        """Bring one generation's index and ledger up to date for these rows (`keeps_vectors`: see _sync_chunk)."""
         failures: dict[int, ProductFailure] = {}
         generation, index = target.generation.id, target.index
         entries = ledger.get_many(conn, ids, generation=generation)
@@ -213,7 +221,18 @@ class Emu:
         done: list[tuple[int, int, str | None, str]] = []
         for pid in ids:
             row = rows.get(pid)
-            decision = decide(row, entries.get(pid), target.embedder.model_id, force=pid in force)
+            entry = entries.get(pid)
+            decision = decide(row, entry, target.embedder.model_id, force=pid in force)
+            if (
+                keeps_vectors
+                and decision.action is Action.EMBED
+                and row is not None
+                and entry is not None
+                and entry.status == "indexed"
+                and entry.indexed_version >= row.version
+                and pid not in force
+            ):
+                decision = Decision(Action.SKIP)  # unchanged since indexed: only the template differs
             if decision.action is Action.SKIP:
                 outcome.skipped += 1
             elif decision.action is Action.DELETE:

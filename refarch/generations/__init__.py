@@ -95,6 +95,8 @@ class Generation:
     created_at: datetime
     activated_at: datetime | None
     retired_at: datetime | None
+    # The source text fingerprint its vectors were made from (None: made before sources, or unknown).
+    source_text: str | None = None
 
     @property
     def recorded(self) -> bool:
@@ -115,11 +117,13 @@ class Generation:
         }
 
 
-_COLUMNS = "id, status, embedder, model_id, dimension, backend, target, created_at, activated_at, retired_at"
+_COLUMNS = (
+    "id, status, embedder, model_id, dimension, backend, target, created_at, activated_at, retired_at, source_text"
+)
 
 
 def _row(row: tuple[Any, ...]) -> Generation:
-    gid, status, embedder, model_id, dimension, backend, target, created, activated, retired = row
+    gid, status, embedder, model_id, dimension, backend, target, created, activated, retired, source_text = row
     return Generation(
         id=gid,
         status=status,
@@ -131,6 +135,7 @@ def _row(row: tuple[Any, ...]) -> Generation:
         created_at=created,
         activated_at=activated,
         retired_at=retired,
+        source_text=source_text,
     )
 
 
@@ -245,6 +250,14 @@ def create_building(
     created = get(conn, new_id)
     assert created is not None
     return created
+
+
+def current_source_text(conn: Connection) -> str | None:
+    """The text fingerprint of the source definition applied (None before `refarch db migrate` applied one)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_source_text()")
+        row = cur.fetchone()
+    return row[0] if row else None
 
 
 def progress(conn: Connection, generation_id: int) -> dict[str, Any]:

@@ -26,18 +26,24 @@ from refarch.observability import logger
 
 
 def decide_start(
-    active: Generation, building: Generation | None, spec: EmbedderSpec, placement: Placement
+    active: Generation,
+    building: Generation | None,
+    spec: EmbedderSpec,
+    placement: Placement,
+    source_text: str | None = None,
 ) -> Generation | None:
     """The generation that already serves `spec` in `placement`: the active one (nothing to do) or the
     building one (resume it); None when a building generation must be created.
 
-    A generation serves them when it uses that embedder and lives in that vector index, so a new
-    model, another backend or another Pinecone index each start a re-index. Refused while a
+    A generation serves them when it uses that embedder, lives in that vector index and was made from
+    the source definition's embedded text (`source_text`, when known), so a new model, another
+    backend, another Pinecone index or a new text template each start a re-index. Refused while a
     generation of another embedder or index builds: one build at a time.
     """
 
     def serves(generation: Generation) -> bool:
-        return generation.embedder == spec and placement.holds(generation)
+        same_text = source_text is None or generation.source_text in (None, source_text)
+        return generation.embedder == spec and placement.holds(generation) and same_text
 
     if serves(active):
         return active
@@ -66,7 +72,8 @@ def ensure_building(targets: GenerationTargets, spec: EmbedderSpec) -> tuple[Gen
     active = targets.active().generation  # records generation 1 first if needed
     with targets.db.transaction() as conn:
         building = generations.building(conn)
-    found = decide_start(active, building, spec, Placement.from_settings(targets.settings))
+        source_text = generations.current_source_text(conn)
+    found = decide_start(active, building, spec, Placement.from_settings(targets.settings), source_text)
     if found is active:
         if building is not None:
             # Not refused: the configuration asks for what search already uses. The other build goes on.

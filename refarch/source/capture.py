@@ -136,13 +136,45 @@ def apply(conn: Connection, source: Source) -> dict[str, Any]:
                 json.dumps(_as_json(source)),
             ),
         )
+        # Generations made before sources were made from this text (the first definition applied).
+        cur.execute(
+            "UPDATE index_generations SET source_text = %s WHERE source_text IS NULL", (source.fingerprint("text"),)
+        )
+        metadata_changed = before is not None and before[1] != source.fingerprint("metadata")
+        if metadata_changed:
+            cur.execute(_metadata_backfill_sql(source))
     changes = {
         "source": source.qualified_table,
         "text_changed": before is not None and before[0] != source.fingerprint("text"),
-        "metadata_changed": before is not None and before[1] != source.fingerprint("metadata"),
+        "metadata_changed": metadata_changed,
     }
     logger.info("source applied", extra=changes)
     return changes
+
+
+def _metadata_backfill_sql(source: Source) -> str:
+    """Every row gets a new version and an outbox row: the index's metadata must follow the new columns.
+
+    The text is the same, so Emu updates metadata only (no embedding); a large table's backlog goes
+    through the bulk lane (the relay's threshold), so live edits keep their lane.
+    """
+    if source.is_builtin_products:
+        # The version trigger would keep an unchanged row's version: off for this one statement (as 0013);
+        # the capture trigger records each new version (an outbox row and a NOTIFY).
+        return """
+ALTER TABLE products DISABLE TRIGGER products_stamp_version;
+UPDATE products SET version = version + 1, updated_at = now();
+ALTER TABLE products ENABLE TRIGGER products_stamp_version;
+"""
+    return f"""
+WITH bumped AS (
+    UPDATE source_keys SET version = version + 1, updated_at = now()
+    WHERE source = {_quote(source.qualified_table)} AND present
+    RETURNING id, version
+)
+INSERT INTO sync_outbox (product_id, op, version) SELECT id, 'update', version FROM bumped ORDER BY id;
+SELECT pg_notify('refarch_outbox', 'backfill');
+"""
 
 
 def _as_json(source: Source) -> dict[str, Any]:

@@ -12,17 +12,21 @@ import contextlib
 import random
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+from refarch import generations
 from refarch.db import connect, migrate, with_database
+from refarch.generations import EmbedderSpec
+from refarch.generations.reindex_flow import ensure_building
 from refarch.lanes.messages import SyncMessage, bulk_messages
 from refarch.pelican import outbox
 from refarch.reconcile import find_drift
-from refarch.source import SourceError, load
+from refarch.source import Source, SourceError, load
 from refarch_local import articles
 from refarch_local.convergence import check_convergence
 from refarch_local.database import LocalDatabase
@@ -288,3 +292,73 @@ def test_a_database_that_synced_one_table_refuses_another(monkeypatch, blank_dsn
     bootstrap(blank_dsn)
     with pytest.raises(SourceError, match="this database syncs public.articles .* give the new source a database"):
         migrate(blank_dsn, source=load("products"))
+
+
+def definition_with(tmp_path: Path, old: str, new: str) -> Source:
+    """A copy of the articles definition with one change."""
+    text = Path(ARTICLES.path).read_text()
+    assert old in text
+    changed = tmp_path / "articles.toml"
+    changed.write_text(text.replace(old, new))
+    return load(changed)
+
+
+def test_a_new_text_template_is_a_new_generation_and_the_active_one_keeps_its_vectors_until_the_switch(
+    monkeypatch, blank_dsn, openai_standin, tmp_path
+):
+    # Given 30 articles indexed from "{title}\n\n{body}"
+    make_articles(blank_dsn, 30)
+    migrate(blank_dsn, source=ARTICLES)
+    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    bootstrap(blank_dsn)
+    texts = openai_standin.texts
+    # When the definition embeds the title alone, and the database is migrated
+    migrate(blank_dsn, source=definition_with(tmp_path, 'embed = "{title}\\n\\n{body}"', 'embed = "{title}"'))
+    # Then the re-index starts a generation of its own for the new text (as for a new model)
+    building, needed = ensure_building(emu.targets, EmbedderSpec.from_settings(emu.settings))
+    assert needed and building.id == 2 and building.status == "building"
+    # And filling it embeds each row once, for the new generation only: the active one keeps its vectors
+    bootstrap(blank_dsn)
+    assert openai_standin.texts == texts + 30
+    # And an edit made meanwhile reaches both (the active generation stays live)
+    execute(blank_dsn, "UPDATE articles SET title = 'Renamed' WHERE article_id = %s", (str(articles.article_id(5)),))
+    assert failed_ids(invoke_emu(sqs_event(*captured(blank_dsn)))) == set()
+    assert openai_standin.texts == texts + 32
+    # And reconcile finds nothing to repair in the active generation made from the previous text
+    assert find_drift(emu.db, emu.index, emu.embedder.model_id).clean
+    # When the switch happens, the new generation holds every row embedded from the new text
+    with emu.db.transaction() as conn:
+        old, new = generations.switch(conn, building.id)
+    assert (new.id, old.id) == (2, 1)
+    index = emu.targets.target(new).index
+    found = check_convergence(emu.db, index, emu.embedder, sample=30, generation=2)
+    assert found.clean and found.rows == 30, found.detail()
+    assert (
+        query_one(blank_dsn, "SELECT embedding_text FROM source_rows WHERE key = %s", (str(articles.article_id(5)),))
+        == "Renamed"
+    )
+
+
+def test_new_metadata_columns_are_backfilled_without_embedding(monkeypatch, blank_dsn, openai_standin, tmp_path):
+    # Given 30 articles indexed, with title, author and published as metadata
+    make_articles(blank_dsn, 30)
+    migrate(blank_dsn, source=ARTICLES)
+    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    bootstrap(blank_dsn)
+    calls, texts = embed_calls_recorded(blank_dsn), openai_standin.texts
+    # When the definition adds `views` to the metadata, and the database is migrated
+    views = definition_with(
+        tmp_path, "[columns.published]", '[columns.views]\ntype = "integer"\nmetadata = true\n\n[columns.published]'
+    )
+    execute(blank_dsn, "UPDATE articles SET views = 7")  # not synced yet: not in the definition
+    migrate(blank_dsn, source=views)
+    # Then every row is due again (one outbox row each), and delivering them embeds nothing
+    backfill = captured(blank_dsn)
+    assert len(backfill) == 30 and {m.op for m in backfill} == {"update"}
+    for start in range(0, 30, 10):
+        assert failed_ids(invoke_emu(sqs_event(*backfill[start : start + 10]))) == set()
+    assert (embed_calls_recorded(blank_dsn), openai_standin.texts) == (calls, texts)
+    # And every vector now carries the new column
+    stored = emu.index.fetch_metadata([m.product_id for m in backfill])
+    assert {meta["views"] for meta in stored.values()} == {7}
+    assert check_convergence(emu.db, emu.index, emu.embedder, sample=0).clean
