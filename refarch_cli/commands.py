@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from refarch.settings import Settings
+from refarch.source import SourceError
 from refarch_cli.dlq_commands import dlq
 from refarch_cli.local_commands import bench, chaos, demo, rehearse, sqs_server
 from refarch_cli.reindex_command import reindex_command
@@ -74,11 +75,62 @@ def db() -> None:
 @db.command("migrate")
 @click.option("--dsn", help=DSN_HELP)
 def db_migrate(dsn: str | None) -> None:
-    """Apply pending migrations (idempotent; safe to run concurrently)."""
+    """Apply pending migrations, then the source definition (REFARCH_SOURCE; idempotent, safe concurrently)."""
     from refarch.db import migrate, resolve_dsn
 
-    applied = migrate(resolve_dsn(Settings(), dsn))
+    changes: dict[str, Any] = {}
+    try:
+        applied = migrate(resolve_dsn(Settings(), dsn), source_changes=changes)
+    except SourceError as err:
+        refuse_source(err)
     click.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    click.echo(f"source: {changes['source']}")
+    if changes["text_changed"]:
+        click.echo("the embedded text changed: run `refarch reindex` (a deploy starts it) to build its generation")
+    if changes["metadata_changed"]:
+        click.echo("the metadata columns changed: every row's metadata is being backfilled (no embedding)")
+
+
+def refuse_source(err: SourceError) -> NoReturn:
+    """Print every problem of a refused source definition and exit 2 (a configuration error)."""
+    click.echo(f"source definition refused: {err.where}", err=True)
+    for problem in err.problems:
+        click.echo(f"  - {problem}", err=True)
+    sys.exit(2)
+
+
+# --- source -------------------------------------------------------------------------------------
+
+
+@main.group()
+def source() -> None:
+    """The table this system syncs (a source definition: docs/own-table.md)."""
+
+
+@source.command("check")
+@click.argument("definition", required=False)
+@click.option("--dsn", help=DSN_HELP + " Checks the definition against its table there too.")
+def source_check(definition: str | None, dsn: str | None) -> None:
+    """Check a definition (a file, or a shipped one's name; default REFARCH_SOURCE) and say what it syncs."""
+    from refarch.db import connect
+    from refarch.source import capture, load
+
+    try:
+        found = load(definition or Settings().source)
+        if dsn:
+            conn = connect(dsn)
+            try:
+                capture.check(conn, found)
+            finally:
+                conn.close()
+    except SourceError as err:
+        refuse_source(err)
+    click.echo(f"{found.qualified_table} (key {found.key}, {found.key_type}) from {found.path}")
+    click.echo(f"  embedded: {found.embed!r}")
+    for column in found.columns:
+        click.echo(f"  {column.summary()}")
+    if dsn:
+        click.echo("  the table has every column, of a fitting type")
 
 
 @db.command("seed")

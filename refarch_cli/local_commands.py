@@ -42,11 +42,15 @@ def demo(
     """Run the whole system locally: Postgres, SQS, listener, Emu workers, web; bootstrap the source's rows."""
     from refarch_local.demo import run_demo
 
-    if source:
-        # Every component this command starts (and this process's settings) syncs the same table.
-        os.environ["REFARCH_SOURCE"] = str(Path(source).resolve()) if source.endswith(".toml") else source
+    use_source(source)
 
     sys.exit(run_demo(rows=rows, web_port=port, sqs_port=sqs_port, exit_when_synced=exit_when_synced, timeout=timeout))
+
+
+def use_source(source: str | None) -> None:
+    """Every component this command starts (and this process's settings) syncs the same table."""
+    if source:
+        os.environ["REFARCH_SOURCE"] = str(Path(source).resolve()) if source.endswith(".toml") else source
 
 
 JSON_OPTION = click.option(
@@ -169,10 +173,13 @@ def bench_budget(quick: bool, json_path: Path | None, markdown_path: Path | None
     show_default=True,
     help="Which provider's stand-in Emu embeds with (through its real SDK).",
 )
-def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None, embedder: str) -> None:
+@click.option("--source", envvar="REFARCH_SOURCE", help="The table the stack syncs: products (default) or articles.")
+def chaos(quick: bool, scenarios: tuple[str, ...], json_path: Path | None, embedder: str, source: str | None) -> None:
     """Inject faults into the local stack; each scenario ends with a full convergence check."""
     from refarch_local.chaos import run_chaos
     from refarch_local.chaos_scenarios import SCENARIOS
+
+    use_source(source)
 
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:

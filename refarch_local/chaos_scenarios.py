@@ -95,7 +95,7 @@ class ChaosScenarios(ChaosHarness):
             stop = threading.Event()
             conn = connect(self.stack.dsn)
             with conn.cursor() as cur:
-                cur.execute("SELECT id FROM products ORDER BY id LIMIT 8")
+                cur.execute("SELECT id FROM source_rows ORDER BY id LIMIT 8")
                 hot = [r[0] for r in cur.fetchall()]
             conn.close()
 
@@ -140,9 +140,7 @@ class ChaosScenarios(ChaosHarness):
                 for _ in range(max(self.edits // 10, 20)):
                     conn = connect(self.stack.dsn)
                     with conn, conn.cursor() as cur:
-                        cur.execute(
-                            "UPDATE products SET description = %s WHERE id = %s", (maker.words(), random.choice(hot))
-                        )
+                        maker.edit(cur, random.choice(hot))
                     conn.close()
                     made += 1
                     time.sleep(0.02)
@@ -235,9 +233,11 @@ class ChaosScenarios(ChaosHarness):
                 conn = connect(self.stack.dsn)
                 try:
                     with conn, conn.cursor() as cur:
-                        cur.execute("SELECT id FROM products ORDER BY random() LIMIT %s", (max(self.edits // 10, 20),))
+                        cur.execute(
+                            "SELECT id FROM source_rows ORDER BY random() LIMIT %s", (max(self.edits // 10, 20),)
+                        )
                         doomed = [r[0] for r in cur.fetchall()]
-                        cur.execute("DELETE FROM products WHERE id = ANY(%s)", (doomed,))
+                        ChangeMaker(self.stack.dsn, seed=17).delete(cur, doomed)
                 finally:
                     conn.close()
                 made = len(doomed) + ChangeMaker(self.stack.dsn, seed=17).make(20)

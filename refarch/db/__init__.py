@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -134,10 +134,13 @@ def migrations_through(up_to: str | None = None) -> list[tuple[str, str]]:
     return files[: numbers.index(wanted) + 1]
 
 
-def migrate(dsn: str, *, up_to: str | None = None, source: Source | None = None) -> list[str]:
+def migrate(
+    dsn: str, *, up_to: str | None = None, source: Source | None = None, source_changes: dict[str, Any] | None = None
+) -> list[str]:
     """Apply the migrations not yet applied (up to and including `up_to`, when given), then the source
     definition (`source`, else REFARCH_SOURCE's, else products: refarch.source.capture); return the
-    migrations' names.
+    migrations' names. `source_changes`, when given, receives what the source step found changed
+    (refarch.source.capture.apply: a new text needs a re-index; new metadata is being backfilled).
 
     Idempotent and safe to run concurrently. An invalid definition is refused (SourceError) before any
     migration runs. `up_to` lets upgrade tests build the schema of any past release (no source step).
@@ -178,11 +181,13 @@ def migrate(dsn: str, *, up_to: str | None = None, source: Source | None = None)
             with conn.cursor() as cur:
                 cur.execute("BEGIN")
                 try:
-                    capture.apply(conn, source)
+                    changes = capture.apply(conn, source)
                     cur.execute("COMMIT")
                 except Exception:
                     cur.execute("ROLLBACK")
                     raise
+            if source_changes is not None:
+                source_changes.update(changes)
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_unlock(%s, %s)", MIGRATION_LOCK)
     finally:

@@ -68,6 +68,21 @@ class Column:
     def title(self) -> str:
         return self.label or self.name.replace("_", " ").capitalize()
 
+    def summary(self) -> str:
+        """One line: the column, its type and what the system does with it."""
+        roles = [
+            name
+            for name, on in (
+                ("shown", self.show),
+                ("editable", self.edit),
+                ("metadata", self.metadata),
+                ("filter", self.filter),
+            )
+            if on
+        ]
+        weight = f", keyword weight {self.lexical}" if self.lexical else ""
+        return f"{self.name} ({self.type}{weight}): {', '.join(roles) or 'read only'}"
+
 
 @dataclass(frozen=True)
 class Source:

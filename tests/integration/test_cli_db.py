@@ -42,8 +42,10 @@ def test_migrate_and_seed_use_database_url(empty_dsn: str, tmp_path: Path):
     first = run_cli("db", "migrate", env=env)
     second = run_cli("db", "migrate", env=env)
     # Then every migration applies once, and the second run has nothing to do
-    assert first == f"applied {len(migration_files())} migration(s): " + ", ".join(n for n, _ in migration_files())
-    assert second == "applied 0 migration(s): none pending"
+    # (and the source definition: the default, products)
+    applied = f"applied {len(migration_files())} migration(s): " + ", ".join(n for n, _ in migration_files())
+    assert first == f"{applied}\nsource: public.products"
+    assert second == "applied 0 migration(s): none pending\nsource: public.products"
     # When it is seeded, then seeded again with the same and a larger N
     assert run_cli("db", "seed", "--rows", "25", env=env) == "seeded 25 new product(s) (25 requested)"
     assert count_products(empty_dsn) == 25
@@ -72,7 +74,8 @@ def test_seed_on_a_fresh_clone_starts_the_embedded_database(tmp_path: Path):
     first = refarch(home, "db", "seed", "--rows", "30")
     second = refarch(home, "db", "seed", "--rows", "30")
     # Then the embedded Postgres was created under REFARCH_HOME, migrated once and seeded once
-    assert migrated == f"applied {len(migration_files())} migration(s): " + ", ".join(n for n, _ in migration_files())
+    applied = f"applied {len(migration_files())} migration(s): " + ", ".join(n for n, _ in migration_files())
+    assert migrated == f"{applied}\nsource: public.products"
     assert first == "seeded 30 new product(s) (30 requested)"
     assert second == "seeded 0 new product(s) (30 requested)"
     assert (home / "pgdata" / "PG_VERSION").exists()

@@ -130,3 +130,19 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     assert report["raw_model"]["bulk_processes"] >= 1 and report["raw_model"]["ratio"] > 0
     # And the terminal shows progress and the tables, never a metric record
     assert '"_aws"' not in result.stdout + result.stderr
+
+
+def test_quick_chaos_on_the_articles_source_loses_nothing(tmp_path: Path):
+    # Given the whole local stack syncing the second example (uuid keys, changed keys, metadata-only
+    # and unnamed-column edits); When its processes are killed, the queue server dies with deletes in
+    # flight, and concurrent workers get duplicated and reordered deliveries
+    out = tmp_path / "chaos-articles.json"
+    scenarios = ("listener_killed", "emu_killed", "queue_killed_with_deletes_in_flight", "duplicates_and_reordering")
+    chosen = [arg for name in scenarios for arg in ("--scenario", name)]
+    result = run_refarch("chaos", "--quick", "--source", "articles", *chosen, "--json", str(out), timeout=600)
+    # Then each ends converged: the index holds exactly the articles, nothing lost, nothing stale
+    ran = json.loads(out.read_text())
+    assert len(ran) == 4 and [s for s in ran if not s["ok"]] == [], result.stderr[-3000:]
+    assert all(s["changes"] > 0 and s["lost"] == 0 and s["stale"] == 0 for s in ran)
+    assert ran[1]["detail"].startswith("2 of 2 kills made mid-batch")
+    assert result.returncode == 0

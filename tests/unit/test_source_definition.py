@@ -114,3 +114,19 @@ def test_column_settings_are_checked_each_with_its_column_named():
     assert any("columns.stars.type 'float' must be one of" in p for p in problems)
     assert any("a filter column must also be metadata" in p for p in problems)
     assert any("column name 'Bad Name' must be a lower-case identifier" in p for p in problems)
+
+
+def test_the_cli_says_what_a_definition_syncs_and_refuses_a_broken_one(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from refarch_cli.commands import main
+
+    shown = CliRunner().invoke(main, ["source", "check", "articles"])
+    assert shown.exit_code == 0, shown.output
+    assert "public.articles (key article_id, uuid)" in shown.output
+    assert "author (text, keyword weight B): shown, editable, metadata, filter" in shown.output
+    broken = tmp_path / "broken.toml"
+    broken.write_text('table = "public.notes"\nkey = { column = "id", type = "float" }\n')
+    refused = CliRunner().invoke(main, ["source", "check", str(broken)])
+    assert refused.exit_code == 2
+    assert "  - key.type 'float' is not supported: a key must be one of bigint, uuid, text" in refused.output

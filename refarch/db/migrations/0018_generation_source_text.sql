@@ -8,3 +8,6 @@ CREATE FUNCTION current_source_text() RETURNS text
 LANGUAGE sql STABLE AS $$ SELECT text_fingerprint FROM source_definition $$;
 
 ALTER TABLE index_generations ALTER COLUMN source_text SET DEFAULT current_source_text();
+
+-- Emu (which generations keep their vectors), reconcile and the re-index (which text is current) read it.
+GRANT SELECT ON source_definition TO refarch_web, refarch_emu, refarch_pelican;
