@@ -17,10 +17,10 @@ from refarch.embeddings import LocalEmbedder
 from refarch.emu import ledger
 from refarch.emu.worker import content_hash
 from refarch.index.port import VectorIndex
-from refarch.source import rows as source_rows
-from refarch.source.rows import SourceRow
 from refarch.lanes.messages import BulkSyncMessage, SyncMessage
 from refarch.runtime import Runtime
+from refarch.source import rows as source_rows
+from refarch.source.rows import SourceRow
 from refarch_local.event_source import to_lambda_record
 from refarch_local.handlers import LocalLambdaContext
 from refarch_local.standins import BedrockStandIn, OpenAIStandIn, PineconeStandIn
