@@ -27,6 +27,7 @@ from refarch.lanes.messages import SyncMessage, bulk_messages
 from refarch.pelican import outbox
 from refarch.reconcile import find_drift
 from refarch.source import Source, SourceError, load
+from refarch.source.definition import parse
 from refarch_local import articles
 from refarch_local.convergence import check_convergence
 from refarch_local.database import LocalDatabase
@@ -362,3 +363,38 @@ def test_new_metadata_columns_are_backfilled_without_embedding(monkeypatch, blan
     stored = emu.index.fetch_metadata([m.product_id for m in backfill])
     assert {meta["views"] for meta in stored.values()} == {7}
     assert check_convergence(emu.db, emu.index, emu.embedder, sample=0).clean
+
+
+@pytest.mark.parametrize(
+    ("key_type", "column_type", "keys"), [("text", "text", ("a-1", "b-2", "c-3")), ("bigint", "bigint", (7, 70, 700))]
+)
+def test_text_and_bigint_keys_sync_like_uuid_ones(monkeypatch, blank_dsn, openai_standin, key_type, column_type, keys):
+    # Given a notes table keyed by text or by bigint, made by its owner, and a definition for it
+    execute(blank_dsn, f"CREATE TABLE notes (code {column_type} PRIMARY KEY, body text NOT NULL, stars integer)")
+    for key in keys:
+        execute(blank_dsn, "INSERT INTO notes VALUES (%s, %s, 1)", (key, f"note {key}"))
+    notes = parse(
+        {
+            "table": "public.notes",
+            "key": {"column": "code", "type": key_type},
+            "embed": "{body}",
+            "title": "body",
+            "columns": {"body": {"show": True, "lexical": "A"}, "stars": {"type": "integer", "metadata": True}},
+        }
+    )
+    migrate(blank_dsn, source=notes)
+    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    bootstrap(blank_dsn)
+    # When rows are edited, starred (metadata), deleted, inserted and re-keyed
+    execute(blank_dsn, "UPDATE notes SET body = 'changed' WHERE code = %s", (keys[0],))
+    execute(blank_dsn, "UPDATE notes SET stars = 5 WHERE code = %s", (keys[1],))
+    execute(blank_dsn, "DELETE FROM notes WHERE code = %s", (keys[2],))
+    execute(blank_dsn, "INSERT INTO notes VALUES (%s, 'new', 2)", (keys[2],))
+    execute(blank_dsn, "UPDATE notes SET code = %s WHERE code = %s", (keys[0] * 2, keys[0]))
+    assert failed_ids(invoke_emu(sqs_event(*captured(blank_dsn)))) == set()
+    # Then the index holds exactly the table, each vector linked back by the key as text
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+    found = check_convergence(emu.db, emu.index, emu.embedder, sample=5)
+    assert found.clean and found.rows == 3, found.detail()
+    linked = {meta["key"] for meta in emu.index.fetch_metadata(list(range(1, 20))).values()}
+    assert linked == {str(keys[0] * 2), str(keys[1]), str(keys[2])}
