@@ -263,3 +263,29 @@ def test_populate_writes_what_each_release_could(new_database: NewDatabase):
     statuses = query(early, "SELECT DISTINCT status FROM sync_state ORDER BY 1")
     assert statuses == [("deleted",), ("failed",), ("indexed",), ("pending",)]
     assert query(early, "SELECT count(*) > 0, count(enqueued_at) < count(*) FROM sync_outbox") == [(True, True)]
+
+
+def test_0018_a_vector_table_made_before_sources_keeps_a_sources_metadata(new_database: NewDatabase):
+    """Given a database before 0018 whose pgvector table has the layout the runtimes made then (product
+    columns NOT NULL, no `metadata`), When it is migrated, Then the table takes a source's metadata whole,
+    without its product columns (the runtimes' roles may not alter it, so the migration does), and keeps its rows."""
+    dsn = new_database()
+    migrate(dsn, up_to="0017")
+    query(dsn, "CREATE EXTENSION IF NOT EXISTS vector")
+    query(
+        dsn,
+        "CREATE TABLE product_vectors (product_id bigint PRIMARY KEY, embedding vector(3) NOT NULL,"
+        " sku text NOT NULL, name text NOT NULL, category text NOT NULL, price double precision NOT NULL,"
+        " version bigint NOT NULL, content_hash text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
+    )
+    query(dsn, "INSERT INTO product_vectors VALUES (1, '[1,0,0]', 'A-1', 'Lamp', 'home', 9.5, 2, 'h1', now())")
+    migrate(dsn)
+    query(
+        dsn,
+        "INSERT INTO product_vectors (product_id, embedding, version, content_hash, metadata)"
+        " VALUES (2, '[0,1,0]', 1, 'h2', '{\"title\": \"An article\"}')",
+    )
+    assert query(dsn, "SELECT product_id, sku, metadata FROM product_vectors ORDER BY 1") == [
+        (1, "A-1", None),
+        (2, None, {"title": "An article"}),
+    ]
