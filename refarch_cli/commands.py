@@ -205,7 +205,10 @@ def search(query: str, k: int, category: str | None, mode: str, as_json: bool) -
     for hit in page.hits:
         score = f"{hit.score:.4f}" if hit.score is not None else "   -  "
         ranks = " ".join(f"{name}#{rank}" for name, rank in hit.ranks.items())
-        click.echo(f"{score}  #{hit.product.id:<7} {hit.product.name} [{hit.product.category}]  {ranks}".rstrip())
+        row, source = hit.product, hit.source
+        # Products as always ("name [category]"); another source by its title column and key.
+        where = f"[{row.category}]" if source.is_builtin_products else f"({source.key} {row.key})"
+        click.echo(f"{score}  #{row.id:<7} {row.title(source)} {where}  {ranks}".rstrip())
 
 
 @main.command("status")

@@ -63,14 +63,20 @@ def _existing(conn: Any, product_id: int) -> Product:
 def search() -> Response:
     """Ranked products for ?q= (empty: products by id), with filters and pagination."""
     asked = SearchRequest.checked(request.args)
-    return respond(contract.SearchPage, _search_body(get_runtime().search.answer(asked)))
+    service = get_runtime().search
+    return respond(
+        contract.SearchPage, _search_body(service.answer(asked, filters=service.column_filters(request.args)))
+    )
 
 
 @bp.get("/api/products")
 def list_products() -> Response:
     """Products by id, a page at a time, with the same filters as search."""
     listing = ListingRequest.checked(request.args)
-    page = get_runtime().search.answer(SearchRequest.model_validate(listing.model_dump()))
+    service = get_runtime().search
+    page = service.answer(
+        SearchRequest.model_validate(listing.model_dump()), filters=service.column_filters(request.args)
+    )
     return respond(contract.SearchPage, _search_body(page))
 
 

@@ -33,7 +33,10 @@ def index() -> tuple[str, int]:
     error_status = 200
     result: SearchPage | None = None
     try:
-        result = get_runtime().search.answer(SearchRequest.checked(present(request.args)))
+        service = get_runtime().search
+        result = service.answer(
+            SearchRequest.checked(present(request.args)), filters=service.column_filters(request.args)
+        )
     except SearchInputError as err:
         error, error_status = str(err), 400
     except SEARCH_PROVIDER_ERRORS as err:

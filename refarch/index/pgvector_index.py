@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg2.extras
@@ -130,7 +132,12 @@ class PgVectorIndex:
 
     def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
         """Nearest neighbours by cosine distance."""
-        clauses, params = (filter or SearchFilter()).sql_conditions()
+        wanted = filter or SearchFilter()
+        # The products' filters on their own columns; any other filter column on the metadata (jsonb).
+        clauses, params = replace(wanted, fields=()).sql_conditions()
+        if wanted.fields:
+            clauses.append("metadata @> %s::jsonb")
+            params.append(json.dumps(wanted.metadata_equals()))
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         literal = Vector(vector)
         with self.db.transaction() as conn, conn.cursor() as cur:

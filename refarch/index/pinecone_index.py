@@ -99,6 +99,8 @@ class PineconeIndex:
             price["$lte"] = filter.max_price
         if price:
             pinecone_filter["price"] = price
+        for column, value in filter.metadata_equals().items() if filter else ():
+            pinecone_filter[column] = {"$eq": value}
         result = self._index.query(
             vector=vector,
             top_k=top_k,

@@ -38,17 +38,20 @@ class Match:
 
 @dataclass(frozen=True)
 class SearchFilter:
-    """Metadata filters every index supports."""
+    """Metadata filters every index supports: the products' category and price range, and equality on
+    any other filter column of the source definition (`fields`: (column, value) pairs, e.g. author)."""
 
     category: str | None = None
     min_price: float | None = None
     max_price: float | None = None
+    fields: tuple[tuple[str, Any], ...] = ()
 
     def sql_conditions(self) -> tuple[list[str], list[object]]:
-        """The filters as SQL conditions on `category` and `price` columns, with their parameters.
+        """The filters as SQL conditions on the columns they name, with their parameters.
 
-        The one translation to SQL, shared by pgvector, full-text search and the product listing.
-        Prices go in as exact decimals, so 19.99 compares equal to the numeric column's 19.99.
+        The one translation to SQL, shared by pgvector's product columns, full-text search and listings.
+        Prices go in as exact decimals, so 19.99 compares equal to the numeric column's 19.99. Column
+        names in `fields` come from the source definition (checked identifiers), quoted all the same.
         """
         conditions: list[str] = []
         params: list[object] = []
@@ -61,7 +64,14 @@ class SearchFilter:
         if self.max_price is not None:
             conditions.append("price <= %s")
             params.append(Decimal(str(self.max_price)))
+        for column, value in self.fields:
+            conditions.append(f'"{column}" = %s')
+            params.append(value)
         return conditions, params
+
+    def metadata_equals(self) -> dict[str, Any]:
+        """`fields` as the metadata they must equal (a jsonb containment, a Pinecone $eq each)."""
+        return dict(self.fields)
 
 
 class VectorIndex(Protocol):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from refarch.db import Connection
 from refarch.index.port import SearchFilter
 from refarch.search.query_text import code_key, corrected_query, trigram_query
+from refarch.source import Source
 
 # The configuration 0007 stems the name, category and description with.
 TEXT_SEARCH_CONFIG = "english"
@@ -96,8 +97,39 @@ class LexicalLists:
     corrected: str | None
 
 
-def lists(conn: Connection, query: str, *, limit: int, search_filter: SearchFilter) -> LexicalLists:
-    """The code matches, the exact SKU and the full-text ranking (of the corrected query if nothing matched)."""
+def ranked_rows(conn: Connection, query: str, *, limit: int, search_filter: SearchFilter) -> list[tuple[int, float]]:
+    """(row id, ts_rank_cd) of the source's rows matching every word of `query`, best first (ties by id).
+
+    Any source: the weighted document of the definition's lexical columns (`source_records.search_document`,
+    served by the GIN expression index `refarch db migrate` made), filtered on the definition's columns.
+    """
+    where, params = _filter_sql(search_filter)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, ts_rank_cd(search_document, q) AS rank"
+            " FROM source_records, websearch_to_tsquery(%s::regconfig, %s) AS q"
+            f" WHERE search_document @@ q{where}"
+            " ORDER BY rank DESC, id LIMIT %s",
+            [TEXT_SEARCH_CONFIG, query, *params, limit],
+        )
+        return [(int(pid), float(rank)) for pid, rank in cur.fetchall()]
+
+
+def lists(
+    conn: Connection, query: str, *, limit: int, search_filter: SearchFilter, source: Source | None = None
+) -> LexicalLists:
+    """The code matches, the exact SKU and the full-text ranking (of the corrected query if nothing matched).
+
+    SKU, model-code and misspelling support read the products' own columns (migrations 0007, 0014); another
+    source (`source`) is ranked by full-text search on its definition's lexical columns alone.
+    """
+    if source is not None and not source.is_builtin_products:
+        return LexicalLists(
+            codes=[],
+            exact_sku=None,
+            ranked=ranked_rows(conn, query, limit=limit, search_filter=search_filter),
+            corrected=None,
+        )
     codes = code_matches(conn, query, limit=limit, search_filter=search_filter)
     sku_match = exact_sku(conn, query, search_filter=search_filter)
     ranked = ranked_ids(conn, query, limit=limit, search_filter=search_filter)

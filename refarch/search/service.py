@@ -17,9 +17,9 @@ hold them): a thread is always left for /healthz and for searches answered from 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -47,7 +47,12 @@ from refarch.search.lexical import LexicalLists
 from refarch.search.query_embeddings import DEFAULT_MAX_BYTES, EmbeddingUnavailableError, QueryEmbeddings
 from refarch.search.rerank import Reranker, rerank_or_keep
 from refarch.serving import SEARCH_BUDGET, SEMANTIC_SEARCH_SLOTS, SearchBudget
+from refarch.settings import Settings
+from refarch.source import Source, records
+from refarch.source import load as load_source
 from refarch.source import rows as source_rows
+from refarch.source.definition import ColumnType
+from refarch.source.records import Record
 
 MAX_QUERY_CHARS = 512
 MAX_K = 100
@@ -78,17 +83,19 @@ class SearchInputError(ValueError):
 
 @dataclass(frozen=True)
 class SearchHit:
-    """A product with its score (None when listing), the lists it came from with its rank in each, and sync."""
+    """A row of the source with its score (None when listing), the lists it came from with its rank in each,
+    and sync. `product` is the row (a `refarch.source.records.Record`: columns by name, as for products)."""
 
-    product: products.Product
+    product: Record
     score: float | None
     sync: dict[str, Any]
     ranks: dict[str, int] = field(default_factory=dict)
+    source: Source = field(default_factory=lambda: load_source(Settings().source), repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
+        """JSON-friendly form (for products, exactly the product as the API has always shown it)."""
         sync = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in self.sync.items()}
-        return {**self.product.as_dict(), "score": self.score, "ranks": dict(self.ranks), "sync": sync}
+        return {**self.product.as_dict(self.source), "score": self.score, "ranks": dict(self.ranks), "sync": sync}
 
 
 @dataclass(frozen=True)
@@ -246,8 +253,11 @@ class SearchService:
         cache_bytes: int = DEFAULT_MAX_BYTES,
         reranker: Reranker | None = None,
         rerank_candidates: int = 50,
+        source: Source | None = None,
     ) -> None:
         self.db = db
+        # The table searched (REFARCH_SOURCE): its rows, its keyword document, its filter columns.
+        self.source = source or load_source(Settings().source)
         # Hybrid's first `rerank_candidates` reordered by a rerank model, if configured (refarch.search.rerank).
         self.reranker = reranker
         self.rerank_candidates = rerank_candidates
@@ -277,19 +287,31 @@ class SearchService:
         values |= {"max_price": max_price, "mode": mode or DEFAULT_MODE}
         return self.answer(SearchRequest.checked(values))
 
-    def answer(self, request: SearchRequest) -> SearchPage:
-        """The page of results a checked request asks for."""
+    def column_filters(self, args: Mapping[str, str]) -> tuple[tuple[str, Any], ...]:
+        """The source's filter columns named in `args` (a query string), each value read as its column's type.
+
+        Products' category and price range have request fields of their own (SearchRequest); any other
+        filter column of the definition is an equality, e.g. `author=Ada Ortiz` or `published=true`.
+        """
+        found: list[tuple[str, Any]] = []
+        for column in self.source.columns:
+            raw = args.get(column.name)
+            if not column.filter or raw is None or raw.strip() == "":
+                continue
+            if self.source.is_builtin_products and column.name in ("category", "price"):
+                continue
+            found.append((column.name, _filter_value(column.name, column.type, raw.strip())))
+        return tuple(found)
+
+    def answer(self, request: SearchRequest, *, filters: tuple[tuple[str, Any], ...] = ()) -> SearchPage:
+        """The page of results a checked request asks for (`filters`: column_filters of the query string)."""
         query, k, page, requested = request.query, request.k, request.page, request.mode
         offset = (page - 1) * k
+        search_filter = SearchFilter(
+            category=request.category, min_price=request.min_price, max_price=request.max_price, fields=filters
+        )
         if not query:
-            listing = self._list(
-                k=k,
-                page=page,
-                offset=offset,
-                category=request.category,
-                min_price=request.min_price,
-                max_price=request.max_price,
-            )
+            listing = self._list(k=k, page=page, offset=offset, search_filter=search_filter)
             return replace(listing, mode=requested, requested_mode=requested)
         end = min(offset + k, MAX_DEPTH)
         if offset >= end:
@@ -304,9 +326,6 @@ class SearchService:
                 mode=requested,
                 requested_mode=requested,
             )
-        search_filter = SearchFilter(
-            category=request.category, min_price=request.min_price, max_price=request.max_price
-        )
         depth = end + 1
         lists: LexicalLists | None = None
         ranked: list[FusedHit] | None = None
@@ -331,11 +350,13 @@ class SearchService:
             ranked = self._lexical(lists, depth=depth)
         window = ranked[offset:end]
         with self.db.transaction() as conn:
-            rows = products.get_many(conn, [h.id for h in window])
+            rows = records.get_many(conn, self.source, [h.id for h in window])
             statuses = products.sync_statuses(conn, list(rows))
         # A vector whose row was just deleted is skipped; its deletion is already on the way. So is a
         # row deleted between the two reads (each statement sees what was committed by then).
-        hits = [SearchHit(rows[h.id], h.score, statuses[h.id], h.ranks) for h in window if h.id in statuses]
+        hits = [
+            SearchHit(rows[h.id], h.score, statuses[h.id], h.ranks, self.source) for h in window if h.id in statuses
+        ]
         return SearchPage(
             query=query,
             hits=hits,
@@ -403,7 +424,9 @@ class SearchService:
     def _lexical_lists(self, query: str, search_filter: SearchFilter, *, depth: int) -> LexicalLists:
         """What Postgres ranks for `query`, each list to at least FUSION_DEPTH."""
         with self.db.transaction() as conn:
-            return lexical.lists(conn, query, limit=max(depth, FUSION_DEPTH), search_filter=search_filter)
+            return lexical.lists(
+                conn, query, limit=max(depth, FUSION_DEPTH), search_filter=search_filter, source=self.source
+            )
 
     def _lexical(self, lists: LexicalLists, *, depth: int) -> list[FusedHit]:
         """Code matches, then the full-text ranking, to `depth` results (fewer when fewer match)."""
@@ -445,23 +468,31 @@ class SearchService:
             settings=self.fusion,
         )
 
-    def _list(
-        self, *, k: int, page: int, offset: int, category: str | None, min_price: float | None, max_price: float | None
-    ) -> SearchPage:
+    def _list(self, *, k: int, page: int, offset: int, search_filter: SearchFilter) -> SearchPage:
         with self.db.transaction() as conn:
-            rows, counted = products.list_page(
-                conn,
-                limit=k,
-                offset=offset,
-                count_limit=MAX_RESULT_WINDOW,
-                category=category or None,
-                min_price=Decimal(str(min_price)) if min_price is not None else None,
-                max_price=Decimal(str(max_price)) if max_price is not None else None,
+            rows, counted = records.list_page(
+                conn, self.source, limit=k, offset=offset, search_filter=search_filter, count_limit=MAX_RESULT_WINDOW
             )
             statuses = products.sync_statuses(conn, [p.id for p in rows])
         # A row deleted between the two reads is left out (its sync state is gone with it).
-        hits = [SearchHit(p, None, statuses[p.id]) for p in rows if p.id in statuses]
+        hits = [SearchHit(p, None, statuses[p.id], source=self.source) for p in rows if p.id in statuses]
         total, capped = min(counted, MAX_RESULT_WINDOW), counted > MAX_RESULT_WINDOW
         return SearchPage(
             query="", hits=hits, page=page, k=k, total=total, has_more=offset + k < counted, total_capped=capped
         )
+
+
+def _filter_value(name: str, kind: ColumnType, raw: str) -> Any:
+    """A filter's value from the query string, as its column's type; SearchInputError when it is not one."""
+    if kind == "boolean":
+        if raw.lower() not in ("true", "false"):
+            raise SearchInputError(f"{name} must be true or false")
+        return raw.lower() == "true"
+    if kind in ("integer", "number"):
+        try:
+            return int(raw) if kind == "integer" else float(raw)
+        except ValueError:
+            raise SearchInputError(f"{name} must be a number") from None
+    if len(raw) > 512 or not re.fullmatch(TEXT_PATTERN, raw):
+        raise SearchInputError(f"{name} must be text of at most 512 characters")
+    return raw

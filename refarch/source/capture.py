@@ -354,9 +354,9 @@ FROM source_keys k JOIN {source.qualified_table} t ON t.{_ident(source.key)} = k
 WHERE k.source = {_quote(source.qualified_table)}"""
     columns = "".join(f", t.{_ident(c.name)}" for c in source.columns)
     if source.is_builtin_products:
-        records = f"SELECT t.id, t.id::text AS key, t.version{columns} FROM products t"
+        records = f"SELECT t.id, t.id::text AS key, t.version{columns}, t.search_document FROM products t"
     else:
-        records = f"""SELECT k.id, k.key, k.version{columns}
+        records = f"""SELECT k.id, k.key, k.version{columns}, {_search_document_sql(source, "t")} AS search_document
 FROM source_keys k JOIN {source.qualified_table} t ON t.{_ident(source.key)} = k.key::{_KEY_CAST[source.key_type]}
 WHERE k.source = {_quote(source.qualified_table)}"""
     return f"""
@@ -365,8 +365,8 @@ DROP VIEW IF EXISTS source_rows;
 DROP VIEW IF EXISTS source_records;
 CREATE VIEW source_rows AS {rows};
 
--- A row as people see it (the page, the API, search results): its id, key and version, and every
--- column the definition names.
+-- A row as people see it (the page, the API, search results): its id, key and version, every column
+-- the definition names, and its keyword document (keyword search filters on those columns).
 CREATE VIEW source_records AS {records};
 GRANT SELECT ON source_records TO refarch_web, refarch_pelican;
 
