@@ -208,7 +208,7 @@ def search(query: str, k: int, category: str | None, mode: str, as_json: bool) -
         row, source = hit.product, hit.source
         # Products as always ("name [category]"); another source by its title column and key.
         where = f"[{row.category}]" if source.is_builtin_products else f"({source.key} {row.key})"
-        click.echo(f"{score}  #{row.id:<7} {row.title(source)} {where}  {ranks}".rstrip())
+        click.echo(f"{score}  #{row.id:<7} {row.heading(source)} {where}  {ranks}".rstrip())
 
 
 @main.command("status")

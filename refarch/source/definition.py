@@ -37,7 +37,7 @@ IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 DEFAULT_SOURCE = "products"
 # Every row has these in `source_records` (refarch.source.capture): no column may take their names.
-RESERVED_NAMES = ("id", "key", "version")
+RESERVED_NAMES = ("id", "key", "version", "values", "search_document")
 
 
 class SourceError(ValueError):
@@ -200,7 +200,8 @@ def parse(data: dict[str, Any], *, where: str = "source definition") -> Source:
         problems.append(f"title {title!r} must name a column under [columns] (results are titled by it)")
     reserved = known & set(RESERVED_NAMES)
     if reserved:
-        problems.append(f"column name(s) {', '.join(sorted(reserved))} are the system's own (id, key, version): rename")
+        taken = ", ".join(sorted(reserved))
+        problems.append(f"column name(s) {taken} are the system's own ({', '.join(RESERVED_NAMES)}): rename")
     if key_column in known:
         problems.append(f"key column {key_column!r} is the row's identity; it cannot also be listed under [columns]")
     if not any(c.lexical for c in columns):

@@ -34,7 +34,8 @@ class Record:
         key = {} if source.is_builtin_products else {source.key: self.key}
         return {"id": self.id, **key, **{k: _json(v) for k, v in self.values.items()}, "version": self.version}
 
-    def title(self, source: Source) -> str:
+    def heading(self, source: Source) -> str:
+        """The value of the column results are titled by."""
         return str(self.values.get(source.title_column) or "")
 
     def __getattr__(self, name: str) -> Any:

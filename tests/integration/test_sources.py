@@ -26,6 +26,7 @@ from refarch.generations.reindex_flow import ensure_building
 from refarch.lanes.messages import SyncMessage, bulk_messages
 from refarch.pelican import outbox
 from refarch.reconcile import find_drift
+from refarch.search.service import SearchInputError, SearchRequest
 from refarch.source import Source, SourceError, load
 from refarch.source.definition import parse
 from refarch_local import articles
@@ -398,3 +399,51 @@ def test_text_and_bigint_keys_sync_like_uuid_ones(monkeypatch, blank_dsn, openai
     assert found.clean and found.rows == 3, found.detail()
     linked = {meta["key"] for meta in emu.index.fetch_metadata(list(range(1, 20))).values()}
     assert linked == {str(keys[0] * 2), str(keys[1]), str(keys[2])}
+
+
+@pytest.mark.parametrize("backend", ["pgvector", "pinecone"])
+def test_search_finds_articles_by_words_and_meaning_and_filters_on_their_columns(
+    monkeypatch, blank_dsn, openai_standin, pinecone_standins, backend
+):
+    # Given 40 articles synced on either backend, and search configured for the articles source
+    make_articles(blank_dsn, 40)
+    migrate(blank_dsn, source=ARTICLES)
+    pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS) if backend == "pinecone" else None
+    emu = configure_emu(
+        monkeypatch, blank_dsn, embedder="openai", index=backend, openai=openai_standin, pinecone=pinecone
+    )
+    bootstrap(blank_dsn)
+    monkeypatch.setenv("REFARCH_SOURCE", "articles")
+    service = emu.search
+    authenticator = {i for i in range(1, 41) if "authenticator" in str(articles.article(i)["title"])}
+    assert authenticator
+
+    def titles(page: Any) -> set[str]:
+        return {hit.product.title for hit in page.hits}
+
+    # When searching by a word of the titles, lexically: exactly the articles that have it
+    lexical = service.search("authenticator", k=20, mode="lexical")
+    assert titles(lexical) == {articles.article(i)["title"] for i in authenticator}
+    # ... and each hit is the article as the definition names it: its key, title, author, published, body
+    first = lexical.as_dict()["results"][0]
+    assert {"id", "article_id", "title", "author", "published", "body", "version", "score", "sync"} <= set(first)
+    assert first["sync"]["status"] == "indexed"
+    # When searching by the whole text of one article, semantically (and hybrid): that article first
+    wanted = articles.article(9)
+    text = f"{wanted['title']}\n\n{wanted['body']}"
+    for mode in ("semantic", "hybrid"):
+        page = service.search(text[:500], k=5, mode=mode)
+        assert page.mode == mode
+        assert page.hits[0].product.key == wanted["article_id"], mode
+    # When filtering on the definition's filter columns (author, published), in every mode and in listings
+    by_ada = service.column_filters({"author": "Ada Ortiz"})
+    unpublished = service.column_filters({"published": "false"})
+    for mode in ("lexical", "semantic", "hybrid"):
+        request = SearchRequest.checked({"q": "support team", "k": 50, "mode": mode})
+        assert {h.product.author for h in service.answer(request, filters=by_ada).hits} == {"Ada Ortiz"}, mode
+        assert {h.product.published for h in service.answer(request, filters=unpublished).hits} == {False}, mode
+    listing = service.answer(SearchRequest.checked({"k": 50}), filters=by_ada)
+    assert listing.total == sum(1 for i in range(1, 41) if articles.article(i)["author"] == "Ada Ortiz")
+    # And a filter value of the wrong type is refused with the column named
+    with pytest.raises(SearchInputError, match="published must be true or false"):
+        service.column_filters({"published": "maybe"})
