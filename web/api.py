@@ -64,9 +64,8 @@ def search() -> Response:
     """Ranked products for ?q= (empty: products by id), with filters and pagination."""
     asked = SearchRequest.checked(request.args)
     service = get_runtime().search
-    return respond(
-        contract.SearchPage, _search_body(service.answer(asked, filters=service.column_filters(request.args)))
-    )
+    page = service.answer(asked, filters=service.column_filters(request.args))
+    return respond(contract.search_page_model(service.source), _search_body(page))
 
 
 @bp.get("/api/products")
@@ -77,7 +76,7 @@ def list_products() -> Response:
     page = service.answer(
         SearchRequest.model_validate(listing.model_dump()), filters=service.column_filters(request.args)
     )
-    return respond(contract.SearchPage, _search_body(page))
+    return respond(contract.search_page_model(service.source), _search_body(page))
 
 
 @bp.post("/api/products")

@@ -8,16 +8,18 @@ check the same limits. What only the web API has lives here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from flask import Response, jsonify, request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from refarch.input_errors import field_messages
 from refarch.products import MAX_ID
 from refarch.search.service import SearchMode
+from refarch.source import Source
 from web.errors import ApiError
 
 MAX_STATUS_IDS = 200
@@ -203,6 +205,38 @@ class SearchPage(Answer):
     )
     has_more: bool
     results: list[SearchResult]
+
+
+# How a source's column travels in JSON (refarch.source.records: numbers as exact decimal strings).
+_JSON_TYPES: dict[str, Any] = {"text": str, "number": str, "integer": int, "boolean": bool, "timestamp": datetime}
+
+
+@functools.cache
+def search_page_model(source: Source) -> type[SearchPage]:
+    """The result page of this source: products' own models, or ones made from the definition's columns.
+
+    A row of another source is its id, its key column (as text), every column the definition names
+    (null where the table holds none) and its version, with the same score, ranks and sync as a product.
+    """
+    if source.is_builtin_products:
+        return SearchPage
+    columns: dict[str, Any] = {
+        column.name: (_JSON_TYPES[column.type] | None, Field(default=None, description=column.title))
+        for column in source.columns
+    }
+    row = create_model(  # type: ignore[call-overload]
+        f"{source.name.capitalize()}Result",
+        __base__=Answer,
+        id=(int, ...),
+        **{source.key: (str, Field(description=f"The table's key ({source.key_type})"))},
+        **columns,
+        version=(int, ...),
+        sync=(SyncState, ...),
+        score=(float | None, None),
+        ranks=(dict[str, int], ...),
+    )
+    results: Any = list.__class_getitem__(row)  # list[row], of a model made at run time
+    return create_model(f"{source.name.capitalize()}SearchPage", __base__=SearchPage, results=(results, ...))
 
 
 class SyncStatusItem(SyncState):
