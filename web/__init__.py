@@ -14,6 +14,7 @@ from refarch.products import MAX_DESCRIPTION_CHARS
 from refarch.runtime import Runtime
 from refarch.secrets import from_env_or_secret
 from refarch.settings import Settings
+from refarch.source import load as load_source
 
 # A JSON body holding a maximal description (up to 12 bytes per character when \u-escaped) still fits.
 MAX_REQUEST_BYTES = 12 * MAX_DESCRIPTION_CHARS + 64 * 1024
@@ -60,6 +61,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(dead_letters.bp)
     app.register_blueprint(views.bp)
+    source = load_source(settings.source)
+    if not source.is_builtin_products:
+        api.register_source_routes(app, source)
     rate_limits.init_app(app)
     return app
 

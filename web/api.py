@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
-from flask import Blueprint, Response, current_app, request, send_from_directory, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
 
 from refarch import products, status
 from refarch.observability import logger
 from refarch.products import MAX_ID, Product, ProductNotFoundError, StaleVersionError
 from refarch.search.service import ListingRequest, SearchPage, SearchRequest
+from refarch.source import Source, records, writes
+from refarch.source.records import Record
 from web import contract
 from web.auth import can_edit, editor_required
 from web.contract import DeleteQuery, SyncStatusesQuery, request_json, respond
@@ -21,6 +24,7 @@ from web.db import get_db, get_runtime
 from web.errors import ApiError, error_response
 
 bp = Blueprint("api", __name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def visible_sync(sync: dict[str, Any] | None) -> dict[str, Any]:
@@ -68,9 +72,27 @@ def search() -> Response:
     return respond(contract.search_page_model(service.source), _search_body(page))
 
 
+def products_only(view: F) -> F:
+    """404 unless this app serves products: another source answers under its own name (/api/articles)."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        source = get_runtime().search.source
+        if not source.is_builtin_products:
+            raise ApiError(404, f"this site serves {source.name}: see /api/{source.name}")
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
 @bp.get("/api/products")
+@products_only
 def list_products() -> Response:
     """Products by id, a page at a time, with the same filters as search."""
+    return _listing()
+
+
+def _listing() -> Response:
     listing = ListingRequest.checked(request.args)
     service = get_runtime().search
     page = service.answer(
@@ -80,6 +102,7 @@ def list_products() -> Response:
 
 
 @bp.post("/api/products")
+@products_only
 @editor_required
 def create_product() -> Response:
     """Add a product; it is pending until Emu has indexed it."""
@@ -94,6 +117,7 @@ def create_product() -> Response:
 
 
 @bp.get("/api/products/<int:product_id>")
+@products_only
 def get_product(product_id: int) -> Response:
     """One product with its sync state."""
     with get_db() as conn:
@@ -105,6 +129,7 @@ def get_product(product_id: int) -> Response:
 
 
 @bp.put("/api/products/<int:product_id>")
+@products_only
 @editor_required
 def update_product(product_id: int) -> Response:
     """Change the fields sent; `version` must be the one the client saw (else 409)."""
@@ -129,6 +154,7 @@ def update_product(product_id: int) -> Response:
 
 
 @bp.delete("/api/products/<int:product_id>")
+@products_only
 @editor_required
 def delete_product(product_id: int) -> tuple[str, int]:
     """Delete a product (only if still at ?version=, when given); Emu then removes its vector."""
@@ -226,3 +252,86 @@ def healthz() -> Response:
 def openapi() -> Response:
     """The OpenAPI description of this API."""
     return send_from_directory(current_app.root_path, "openapi.yaml", mimetype="application/yaml")
+
+
+# --- another source's rows (refarch.source.writes): /api/<source name>[/<id>], registered by create_app ---
+
+
+def row_body(record: Record, sync: dict[str, Any] | None) -> dict[str, Any]:
+    """A row as the API returns it: id, key, its columns, version, and its sync state."""
+    return {**record.as_dict(get_runtime().search.source), "sync": visible_sync(sync)}
+
+
+def _row_response(record: Record, status_code: int = 200) -> Response:
+    with get_db() as conn:
+        sync = products.sync_statuses(conn, [record.id]).get(record.id)
+    response: Response = jsonify(row_body(record, sync))
+    response.status_code = status_code
+    return response
+
+
+def list_rows() -> Response:
+    """Rows by id, a page at a time, with the same filters as search."""
+    return _listing()
+
+
+def get_row(row_id: int) -> Response:
+    """One row with its sync state."""
+    source = get_runtime().search.source
+    with get_db() as conn:
+        found = records.get_many(conn, source, [row_id]).get(row_id) if row_id <= MAX_ID else None
+    if found is None:
+        raise ApiError(404, f"{source.name} row {row_id} does not exist (it may have been deleted)")
+    return _row_response(found)
+
+
+@editor_required
+def create_row() -> Response:
+    """Add a row; it is pending until Emu has indexed it."""
+    source = get_runtime().search.source
+    fields = writes.validate_new(source, json_object())
+    with get_db() as conn:
+        created = writes.create(conn, source, fields)
+    response = _row_response(created, 201)
+    response.headers["Location"] = f"/api/{source.name}/{created.id}"
+    return response
+
+
+@editor_required
+def update_row(row_id: int) -> Response:
+    """Change the fields sent; `version` must be the one the client saw (else 409)."""
+    source = get_runtime().search.source
+    expected, fields = writes.validate_change(source, json_object())
+    try:
+        with get_db() as conn:
+            changed = writes.update(conn, source, row_id, fields, expected_version=expected)
+    except writes.RowNotFoundError as err:
+        raise ApiError(404, str(err)) from err
+    except writes.StaleRowError as err:
+        raise ApiError(409, f"{err}; reload it and apply your change again") from err
+    return _row_response(changed)
+
+
+@editor_required
+def delete_row(row_id: int) -> tuple[str, int]:
+    """Delete a row (only if still at ?version=, when given); Emu then removes its vector."""
+    source = get_runtime().search.source
+    expected = DeleteQuery.from_query(request.args).version
+    try:
+        with get_db() as conn:
+            writes.delete(conn, source, row_id, expected_version=expected)
+    except writes.RowNotFoundError as err:
+        raise ApiError(404, str(err)) from err
+    except writes.StaleRowError as err:
+        raise ApiError(409, f"{err}; reload it and apply your change again") from err
+    return "", 204
+
+
+def register_source_routes(app: Any, source: Source) -> None:
+    """A source other than products answers under its own name: /api/articles, /api/articles/<id>."""
+    base = f"/api/{source.name}"
+    app.add_url_rule(base, "rows_list", list_rows, methods=["GET"])
+    app.add_url_rule(base, "rows_create", create_row, methods=["POST"])
+    app.add_url_rule(f"{base}/<int:row_id>", "rows_get", get_row, methods=["GET"])
+    app.add_url_rule(f"{base}/<int:row_id>", "rows_update", update_row, methods=["PUT"])
+    app.add_url_rule(f"{base}/<int:row_id>", "rows_delete", delete_row, methods=["DELETE"])

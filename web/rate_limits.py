@@ -55,10 +55,14 @@ WRITE_ENDPOINTS = (
     "auth.api_login",
     "dead_letters.redrive",
     "dead_letters.discard",
+    # Another source's rows (web.api.register_source_routes), when the app serves one.
+    "rows_create",
+    "rows_update",
+    "rows_delete",
 )
 # Reads that cost more than one indexed row: a listing page (a count and an offset), the sync status
 # (whole-table aggregates, SQS and CloudWatch calls), the pending rows' states the page polls.
-READ_ENDPOINTS = ("api.list_products", "api.sync_status", "api.sync_statuses")
+READ_ENDPOINTS = ("api.list_products", "api.sync_status", "api.sync_statuses", "rows_list")
 # Of those, the ones a browser loads as a page (an HTML answer, not JSON).
 PAGE_ENDPOINTS = ("views.index", "auth.login")
 # Sign-in is refused, not let through, when its counter cannot be checked (fail closed).
@@ -222,7 +226,8 @@ def init_app(app: Flask) -> None:
             key_func=session_key,
             exempt_when=has_no_session,
         )
-        for endpoint in endpoints:
+        # The rows_* endpoints exist only when the app serves a source other than products.
+        for endpoint in (e for e in endpoints if e in app.view_functions or not e.startswith("rows_")):
             limited: Any = per_session(per_address(app.view_functions[endpoint]))  # the same view, checked first
             app.view_functions[endpoint] = limited
     app.register_error_handler(RateLimitExceeded, functools.partial(_too_many_requests, limiter))

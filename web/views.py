@@ -42,9 +42,24 @@ def index() -> tuple[str, int]:
     except SEARCH_PROVIDER_ERRORS as err:
         # The rest of the page (filters, totals) still works: show the outage as its message.
         error, error_status = search_provider_message(err), 503
+    summary = sync_summary()
+    source = get_runtime().search.source
+    if not source.is_builtin_products:
+        # Another source: its columns, filters and edit form from the definition (rows.html).
+        page = render_template(
+            "rows.html",
+            source=source,
+            result=result,
+            error=error,
+            summary=summary,
+            form=request.args,
+            search_modes=SEARCH_MODE_LABELS,
+            default_mode=DEFAULT_MODE,
+            page_url=_page_url,
+        )
+        return page, error_status
     with get_db() as conn:
         categories = products.categories(conn)
-    summary = sync_summary()
     html = render_template(
         "index.html",
         result=result,

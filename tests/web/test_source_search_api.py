@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
+from flask import Flask
 
 from refarch.db import connect, migrate, with_database
 from refarch.embeddings import LocalEmbedder
@@ -14,26 +18,28 @@ from refarch.lanes.messages import SyncMessage
 from refarch.source import load
 from refarch_local import articles
 from refarch_local.database import LocalDatabase
-from tests.web.conftest import build_app, make_runtime
+from tests.web.conftest import Api, build_app, make_runtime
 
 
-@pytest.fixture
-def articles_client(pg_server: LocalDatabase, embedder: LocalEmbedder, tmp_path, monkeypatch) -> Iterator:
-    """The app over a database holding 24 articles (a table of their own), every one indexed."""
+@contextmanager
+def articles_app(server_dsn: str, embedder: LocalEmbedder, home: Path, **config: Any) -> Iterator[Flask]:
+    """The app over a new database holding 24 articles (a table of their own), every one indexed.
+
+    REFARCH_SOURCE must name articles while it runs (the app and its runtime read the source from it).
+    """
     name = f"a_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(pg_server.dsn)
+    admin = psycopg2.connect(server_dsn)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE {name}")
-    dsn = with_database(pg_server.dsn, name)
+    dsn = with_database(server_dsn, name)
     conn = connect(dsn)
     with conn:
         articles.create_table(conn)
         articles.seed(conn, 24)
     conn.close()
     migrate(dsn, source=load("articles"))
-    monkeypatch.setenv("REFARCH_SOURCE", "articles")
-    runtime = make_runtime(embedder, database_url=dsn, home=tmp_path / "home", source="articles")
+    runtime = make_runtime(embedder, database_url=dsn, home=home, source="articles")
     with runtime.db.transaction() as conn, conn.cursor() as cur:
         cur.execute("SELECT id, version FROM source_rows")
         versions = dict(cur.fetchall())
@@ -42,11 +48,21 @@ def articles_client(pg_server: LocalDatabase, embedder: LocalEmbedder, tmp_path,
         for pid, v in versions.items()
     }
     assert runtime.emu.process(bodies).failures == {}
-    yield build_app(runtime).test_client()
-    runtime.db.close()
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    try:
+        yield build_app(runtime, **config)
+    finally:
+        runtime.db.close()
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture
+def articles_client(pg_server: LocalDatabase, embedder: LocalEmbedder, tmp_path, monkeypatch) -> Iterator:
+    """A test client of the articles app."""
+    monkeypatch.setenv("REFARCH_SOURCE", "articles")
+    with articles_app(pg_server.dsn, embedder, tmp_path / "home") as app:
+        yield app.test_client()
 
 
 def test_search_answers_with_articles_filtered_on_their_columns(articles_client):
@@ -59,7 +75,7 @@ def test_search_answers_with_articles_filtered_on_their_columns(articles_client)
     assert {"id", "article_id", "title", "author", "published", "body", "version", "sync", "score"} <= set(results[0])
     assert "sku" not in results[0]
     # And a listing filtered on the published flag holds only unpublished articles, counted
-    listing = articles_client.get("/api/products", query_string={"published": "false", "k": 50}).get_json()
+    listing = articles_client.get("/api/articles", query_string={"published": "false", "k": 50}).get_json()
     assert listing["total"] == sum(1 for i in range(1, 25) if not articles.article(i)["published"])
     assert {r["published"] for r in listing["results"]} == {False}
 
@@ -68,3 +84,54 @@ def test_a_filter_value_of_the_wrong_type_is_a_400_naming_the_column(articles_cl
     response = articles_client.get("/api/search", query_string={"q": "invoice", "published": "maybe"})
     assert response.status_code == 400
     assert response.get_json()["error"] == "published must be true or false"
+
+
+def test_articles_are_created_read_edited_and_deleted_through_their_own_routes(articles_client):
+    articles_api = Api(articles_client)  # sends the session's CSRF token, as the page does
+    # When a signed-in editor (editing is open in this app) adds an article
+    created = articles_api.post(
+        "/api/articles", json={"title": "Resetting a lost device", "author": "Eve Stone", "body": "Sign in again."}
+    )
+    assert created.status_code == 201, created.get_json()
+    row = created.get_json()
+    assert (row["title"], row["author"], row["published"], row["version"]) == (
+        "Resetting a lost device", "Eve Stone", False, 1
+    )  # fmt: skip
+    assert row["sync"]["status"] == "pending" and len(row["article_id"]) == 36
+    assert created.headers["Location"] == f"/api/articles/{row['id']}"
+    assert articles_client.get(f"/api/articles/{row['id']}").get_json()["title"] == "Resetting a lost device"
+    # When it is edited at the version seen, it moves on; at a stale version, the edit is refused
+    edited = articles_api.put(f"/api/articles/{row['id']}", json={"version": 1, "published": True})
+    assert edited.status_code == 200 and edited.get_json()["published"] is True
+    assert edited.get_json()["version"] == 2  # published is metadata: a change to sync
+    stale = articles_api.put(f"/api/articles/{row['id']}", json={"version": 1, "title": "Mine"})
+    assert stale.status_code == 409 and "changed by someone else" in stale.get_json()["error"]
+    # When bad input arrives, each field is named, nothing is written, never a 500
+    bad = articles_api.post("/api/articles", json={"title": "x" * 301, "author": "", "colour": "red"})
+    assert bad.status_code == 400
+    assert set(bad.get_json()["fields"]) == {"title", "author", "colour"}
+    null_title = articles_api.put(f"/api/articles/{row['id']}", json={"version": 2, "title": None})
+    assert null_title.status_code == 400 and null_title.get_json()["fields"] == {"title": "is required"}
+    # When it is deleted (at its version), it is gone
+    assert articles_api.delete(f"/api/articles/{row['id']}", query_string={"version": 2}).status_code == 204
+    assert articles_client.get(f"/api/articles/{row['id']}").status_code == 404
+    assert articles_api.delete(f"/api/articles/{row['id']}").status_code == 404
+    # And the products routes are not this app's: nothing is written to a table nobody syncs
+    refused = articles_api.post("/api/products", json={"sku": "A"})
+    assert refused.status_code == 404 and refused.get_json()["error"] == "this site serves articles: see /api/articles"
+    assert articles_client.get("/api/products").status_code == 404
+
+
+def test_the_page_shows_the_definitions_columns_filters_and_edit_form(articles_client):
+    html = articles_client.get("/", query_string={"q": "invoice", "author": "Chen Wei"}).get_data(as_text=True)
+    # The table's columns are the definition's shown columns, with its rows' values
+    for header in ('<th scope="col">Title</th>', '<th scope="col">Author</th>', '<th scope="col">Published</th>'):
+        assert header in html
+    assert "Invoice download" in html and "Chen Wei" in html and "SKU" not in html
+    # The filters are its filter columns (the chosen one kept), the form its editable columns by type
+    assert 'id="filter-author" name="author" value="Chen Wei"' in html
+    assert '<select id="filter-published" name="published">' in html
+    assert 'name="title" type="text"' in html and 'maxlength="300"' in html
+    assert 'type="checkbox" id="new-published" name="published" data-type="boolean"' in html
+    assert '<textarea id="new-body" name="body"' in html
+    assert "rows.js" in html and "app.js" not in html
