@@ -212,30 +212,37 @@ _JSON_TYPES: dict[str, Any] = {"text": str, "number": str, "integer": int, "bool
 
 
 @functools.cache
-def search_page_model(source: Source) -> type[SearchPage]:
-    """The result page of this source: products' own models, or ones made from the definition's columns.
-
-    A row of another source is its id, its key column (as text), every column the definition names
-    (null where the table holds none) and its version, with the same score, ranks and sync as a product.
-    """
-    if source.is_builtin_products:
-        return SearchPage
+def row_model(source: Source) -> type[Answer]:
+    """A row of another source as the API returns it: its id, its key column (as text), every column the
+    definition names (null where the table holds none), its version and its sync state."""
     columns: dict[str, Any] = {
         column.name: (_JSON_TYPES[column.type] | None, Field(default=None, description=column.title))
         for column in source.columns
     }
-    row = create_model(  # type: ignore[call-overload]
-        f"{source.name.capitalize()}Result",
+    row: type[Answer] = create_model(  # type: ignore[call-overload]
+        f"{source.name.capitalize()}Row",
         __base__=Answer,
         id=(int, ...),
         **{source.key: (str, Field(description=f"The table's key ({source.key_type})"))},
         **columns,
-        version=(int, ...),
+        version=(int, Field(description="Bumped on every change to an embedded or metadata column")),
         sync=(SyncState, ...),
-        score=(float | None, None),
-        ranks=(dict[str, int], ...),
     )
-    results: Any = list.__class_getitem__(row)  # list[row], of a model made at run time
+    return row
+
+
+@functools.cache
+def search_page_model(source: Source) -> type[SearchPage]:
+    """The result page of this source: products' own models, or ones made from the definition's columns."""
+    if source.is_builtin_products:
+        return SearchPage
+    result: Any = create_model(
+        f"{source.name.capitalize()}Result",
+        __base__=row_model(source),
+        score=(float | None, Field(default=None, description=SearchResult.model_fields["score"].description)),
+        ranks=(dict[str, int], Field(description=SearchResult.model_fields["ranks"].description)),
+    )
+    results: Any = list.__class_getitem__(result)  # list[result], of a model made at run time
     return create_model(f"{source.name.capitalize()}SearchPage", __base__=SearchPage, results=(results, ...))
 
 

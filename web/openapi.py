@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -16,6 +17,9 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from refarch.products import NewProduct, ProductChange
 from refarch.search.service import MAX_DEPTH, MAX_PAGE, MAX_RESULT_WINDOW, ListingRequest, SearchRequest
+from refarch.settings import Settings
+from refarch.source import Source, writes
+from refarch.source import load as load_source
 from web import MAX_REQUEST_BYTES, contract
 
 OPENAPI_VERSION = "3.1.0"
@@ -86,11 +90,14 @@ STATUS_RESPONSE = {
 CHANGE: list[dict[str, list[str]]] = [{"session": [], "csrf": []}]
 
 
-def document() -> dict[str, Any]:
-    """The whole OpenAPI document."""
+def document(source: Source | None = None) -> dict[str, Any]:
+    """The whole OpenAPI document: of products, or of another source (REFARCH_SOURCE, refarch/source), whose
+    rows, request bodies, routes and filters are made from its definition."""
+    source = source or load_source(Settings().source)
+    rows = RowApi.of(source)
     bodies: list[type[BaseModel]] = [
-        NewProduct,
-        ProductChange,
+        rows.new,
+        rows.change,
         contract.SignIn,
         contract.RedriveRequest,
         contract.DiscardRequest,
@@ -98,8 +105,8 @@ def document() -> dict[str, Any]:
     answers: list[type[BaseModel]] = [
         contract.Error,
         contract.Conflict,
-        contract.Product,
-        contract.SearchPage,
+        rows.row,
+        rows.page,
         contract.SyncStatuses,
         contract.SyncStatus,
         contract.Session,
@@ -120,10 +127,10 @@ def document() -> dict[str, Any]:
     }
     return {
         "openapi": OPENAPI_VERSION,
-        "info": {"title": "Product search API", "version": "1.0", "description": DESCRIPTION},
+        "info": {"title": rows.title, "version": "1.0", "description": DESCRIPTION},
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in ("search", "products", "sync", "session", "operations")],
-        "paths": _paths(),
+        "tags": [{"name": name} for name in ("search", rows.tag, "sync", "session", "operations")],
+        "paths": _paths(rows),
         "components": {
             "securitySchemes": {
                 "session": {
@@ -145,20 +152,49 @@ def document() -> dict[str, Any]:
     }
 
 
-def _paths() -> dict[str, Any]:
+@dataclass(frozen=True)
+class RowApi:
+    """What the document says about the source's rows: products' own models, or ones made from a definition."""
+
+    title: str
+    tag: str
+    path: str
+    new: type[BaseModel]
+    change: type[BaseModel]
+    row: type[BaseModel]
+    page: type[BaseModel]
+    filters: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, source: Source) -> RowApi:
+        if source.is_builtin_products:
+            return cls("Product search API", "products", "/api/products", NewProduct, ProductChange,
+                       contract.Product, contract.SearchPage, [])  # fmt: skip
+        new, change = writes.input_models(source)
+        kinds = {"text": "string", "number": "number", "integer": "integer", "boolean": "boolean"}
+        filters = [
+            {"name": c.name, "in": "query", "required": False, "description": f"Only rows whose {c.title} is this",
+             "schema": {"type": kinds.get(c.type, "string")}}
+            for c in source.columns if c.filter
+        ]  # fmt: skip
+        return cls(f"{source.name.capitalize()} search API", source.name, f"/api/{source.name}", new, change,
+                   contract.row_model(source), contract.search_page_model(source), filters)  # fmt: skip
+
+
+def _paths(rows: RowApi) -> dict[str, Any]:
     product_id = {
         "name": "product_id",
         "in": "path",
         "required": True,
         "schema": _schema_of(contract.ProductId),
     }
-    return {
+    paths: dict[str, Any] = {
         "/api/search": {
             "get": _operation(
                 "search",
                 "Products ranked for q, hybrid by default (empty q lists products by id)",
-                parameters=_query_parameters(SearchRequest),
-                ok=("200", "One page of results, best first", contract.SearchPage),
+                parameters=_query_parameters(SearchRequest) + rows.filters,
+                ok=("200", "One page of results, best first", rows.page),
                 errors="400 429 503",
                 description="When the embedding service or the vector index (Pinecone) is unavailable, a hybrid or "
                 "semantic search answers from lexical search alone: `mode` is then `lexical` and `fallback_reason` "
@@ -170,14 +206,14 @@ def _paths() -> dict[str, Any]:
                 "products",
                 "Products by id, a page at a time",
                 parameters=_query_parameters(ListingRequest),
-                ok=("200", "One page of products (total is the number matching the filters)", contract.SearchPage),
+                ok=("200", "One page of products (total is the number matching the filters)", rows.page),
                 errors="400 429 503",
             ),
             "post": _operation(
                 "products",
                 "Add a product (pending until indexed)",
-                body=NewProduct,
-                ok=("201", "Created; Location names the new product", contract.Product),
+                body=rows.new,
+                ok=("201", "Created; Location names the new product", rows.row),
                 errors="400 401 403 409 413 429 503",
                 ok_headers={"Location": {"required": True, "schema": {"type": "string"}}},
                 security=CHANGE,
@@ -188,14 +224,14 @@ def _paths() -> dict[str, Any]:
             "get": _operation(
                 "products",
                 "One product with its sync state",
-                ok=("200", "The product", contract.Product),
+                ok=("200", "The product", rows.row),
                 errors="404 503",
             ),
             "put": _operation(
                 "products",
                 "Change some fields; send the version you saw (optimistic locking)",
-                body=ProductChange,
-                ok=("200", "The saved product (sync pending when anything embedded changed)", contract.Product),
+                body=rows.change,
+                ok=("200", "The saved product (sync pending when anything embedded changed)", rows.row),
                 errors="400 401 403 404 409 413 429 503",
                 security=CHANGE,
             ),
@@ -315,6 +351,16 @@ def _paths() -> dict[str, Any]:
             )
         },
     }
+    if rows.path == "/api/products":
+        return paths
+    # Another source: the same operations under its own name, on the rows its definition describes.
+    paths[rows.path] = paths.pop("/api/products")
+    paths[f"{rows.path}/{{product_id}}"] = paths.pop("/api/products/{product_id}")
+    for operation in (*paths[rows.path].values(), *paths[f"{rows.path}/{{product_id}}"].values()):
+        if isinstance(operation, dict) and "tags" in operation:
+            operation["tags"] = [rows.tag]
+    paths[rows.path]["get"]["parameters"] = paths[rows.path]["get"]["parameters"] + rows.filters
+    return paths
 
 
 def _operation(

@@ -135,3 +135,22 @@ def test_the_page_shows_the_definitions_columns_filters_and_edit_form(articles_c
     assert 'type="checkbox" id="new-published" name="published" data-type="boolean"' in html
     assert '<textarea id="new-body" name="body"' in html
     assert "rows.js" in html and "app.js" not in html
+
+
+def test_the_openapi_document_of_another_source_describes_its_rows_routes_and_filters():
+    from web.openapi import document
+
+    articles_doc = document(load("articles"))
+    assert {"/api/articles", "/api/articles/{product_id}", "/api/search"} <= set(articles_doc["paths"])
+    assert "/api/products" not in articles_doc["paths"]
+    schemas = articles_doc["components"]["schemas"]
+    assert set(schemas["NewArticlesRow"]["properties"]) == {"article_id", "title", "author", "published", "body"}
+    assert schemas["NewArticlesRow"]["required"] == ["title", "author"]
+    assert schemas["NewArticlesRow"]["properties"]["title"]["maxLength"] == 300
+    assert {"id", "article_id", "title", "author", "published", "body", "version", "sync"} <= set(
+        schemas["ArticlesRow"]["properties"]
+    )
+    filters = {p["name"] for p in articles_doc["paths"]["/api/search"]["get"]["parameters"]}
+    assert {"author", "published"} <= filters
+    # And the products document is the checked-in one
+    assert document(load("products"))["paths"].keys() == document()["paths"].keys()
