@@ -30,6 +30,11 @@ from refarch_local.supervisor import free_port  # noqa: E402  (re-exported for t
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
+# The bulk lane's batching window (5 s, as deployed), shortened to 1 s for the tests whose small
+# bootstraps (a few bulk messages, never a full batch of 100) would each wait it out
+# (refarch_local/event_source.py); the tests of the window itself keep the deployed one.
+SHORT_BATCHING_WINDOW = {"REFARCH_LOCAL_BATCHING_WINDOW_SECONDS": "1"}
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow tests (whole local stacks, minutes each) first, the order otherwise kept.
