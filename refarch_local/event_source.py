@@ -15,6 +15,7 @@ after maxReceiveCount.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,10 @@ from refarch.observability import logger
 from refarch_local.handlers import Handler, LocalLambdaContext, load_handler
 
 RECEIVE_WAIT_SECONDS = 1
+# Tests shorten a lane's batching window with this (seconds; a window is only ever shortened, and a
+# receive still long-polls for at least a second): each bulk delivery of a small bootstrap otherwise
+# waits out the full window for messages that never come. Unset: the lane's own window, as on AWS.
+BATCHING_WINDOW_ENV = "REFARCH_LOCAL_BATCHING_WINDOW_SECONDS"
 # ReceiveMessage returns at most 10 messages per call, on AWS as here.
 RECEIVE_MAX = 10
 
@@ -58,6 +63,13 @@ def to_lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> di
     }
 
 
+def batching_window(lane: Lane) -> float:
+    """The lane's batching window in seconds, shortened by $REFARCH_LOCAL_BATCHING_WINDOW_SECONDS when set."""
+    window = float(lane.batching_window_seconds)
+    shorter = os.environ.get(BATCHING_WINDOW_ENV)
+    return min(window, float(shorter)) if shorter else window
+
+
 class EventSourcePoller:
     """Gathers batches for one lane and invokes the handler with at most `concurrency` batches in flight."""
 
@@ -79,7 +91,7 @@ class EventSourcePoller:
         self.handler_name = handler
         self.lane = lane
         self.batch_size = lane.batch_size
-        self.window_seconds = 0.0 if lane.fifo else float(lane.batching_window_seconds)
+        self.window_seconds = 0.0 if lane.fifo else batching_window(lane)
         self.timeout_seconds = lane.timeout_seconds
         self.concurrency = concurrency or lane.concurrency
         self.region = region

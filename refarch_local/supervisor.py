@@ -127,15 +127,36 @@ class Component:
 
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM, wait, then SIGKILL if needed."""
-        if not self.alive():
+        self.terminate()
+        self.wait_stopped(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM (the process stops cleanly on it), without waiting."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 15) -> None:
+        """Wait for the process to exit, then SIGKILL it if it has not."""
+        if self.process is None:
             return
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _stop_order(components: list[Component]) -> list[list[Component]]:
+    """The components in reverse start order, each Emu worker in one group with the workers next to it."""
+    groups: list[list[Component]] = []
+    for component in reversed(components):
+        emu = component.name == "emu" or component.name.startswith("emu-")
+        if emu and groups and all(c.name == "emu" or c.name.startswith("emu-") for c in groups[-1]):
+            groups[-1].append(component)
+        else:
+            groups.append([component])
+    return groups
 
 
 class Supervisor:
@@ -360,8 +381,13 @@ class Supervisor:
     def stop(self) -> None:
         """Stop components in reverse order, then release the database."""
         self.stop_event.set()
-        for component in reversed(self.components):
-            component.stop()
+        for group in _stop_order(self.components):
+            # The Emu workers of every lane stop together (each finishes its invocations in flight, a
+            # second or more); the other components one after another, the reverse of their start.
+            for component in group:
+                component.terminate()
+            for component in group:
+                component.wait_stopped()
         self.database.stop()
 
     def seed(self, rows: int) -> int | None:

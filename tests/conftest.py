@@ -30,14 +30,43 @@ from refarch_local.supervisor import free_port  # noqa: E402  (re-exported for t
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
+# The bulk lane's batching window (5 s, as deployed), shortened to 1 s for the tests whose small
+# bootstraps (a few bulk messages, never a full batch of 100) would each wait it out
+# (refarch_local/event_source.py); the tests of the window itself keep the deployed one.
+SHORT_BATCHING_WINDOW = {"REFARCH_LOCAL_BATCHING_WINDOW_SECONDS": "1"}
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The slow tests (whole local stacks, minutes each) first, the order otherwise kept.
 
     With parallel workers (`make test`: pytest-xdist) they then start at once on different workers,
     and the many short tests fill in around them, instead of the longest starting last.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if getattr(config.option, "loadgroup", False):
+        group_by_xdist_mark(items)
+
+
+def group_by_xdist_mark(items: list[pytest.Item]) -> None:
+    """What `--dist loadgroup` does on each worker: a test marked `xdist_group(name)` gets `@name` after its id.
+
+    pytest-xdist 3.8 writes that id into `item._nodeid`, which pytest 9 no longer reads (a node's id
+    is `item._id`), so every group was silently ignored: the CDK synth tests ran on every worker, each
+    synthesizing every stage again. Done here until xdist follows pytest (an id that already carries
+    its group is left alone).
+    """
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = sorted(
+            {
+                str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                for mark in item.iter_markers("xdist_group")
+            }
+        )
+        nodeid = item.nodeid
+        if names and nodeid.rfind("@") <= nodeid.rfind("]"):
+            item._id = NodeId.parse(f"{nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,30 @@ def synthesized_assembly(
     outdir = cache / f"{stage}-{synth_inputs_hash(root, stage)}{'-' + variant if variant else ''}"
     if (outdir / "manifest.json").exists():
         return SynthResult(assembly=load_assembly(outdir), seconds=0.0, cached=True)
+    # One synthesis per cache entry at a time: processes wanting the same one (parallel test workers,
+    # a bench and a demo) wait for the first instead of each running app.py (tens of seconds of CPU).
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(outdir.with_name(outdir.name + ".lock")):
+        if (outdir / "manifest.json").exists():
+            return SynthResult(assembly=load_assembly(outdir), seconds=0.0, cached=True)
+        return _synthesize(root, outdir, stage, choices)
+
+
+@contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (released when the block ends, or the process dies)."""
+    import fcntl
+
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _synthesize(root: Path, outdir: Path, stage: str, choices: Mapping[str, str]) -> SynthResult:
+    """Run app.py into a staging directory next to `outdir`, then move it in place."""
     staging = outdir.with_name(outdir.name + f".tmp{os.getpid()}")
     cdk_context: dict[str, Any] = {**choices, "stage": stage, "aws:cdk:bundling-stacks": []}
     env = {

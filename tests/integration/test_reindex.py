@@ -33,6 +33,7 @@ from refarch.runtime import Runtime
 from refarch_local.convergence import check_convergence
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.stepfunctions import run_bootstrap
+from tests.conftest import SHORT_BATCHING_WINDOW
 from tests.integration.emu_support import (
     assert_index_matches_database,
     configure_emu,
@@ -106,6 +107,8 @@ class Stack:
 @pytest.fixture
 def stack(monkeypatch, dsn, local_settings, openai_standin, bedrock_standin) -> Iterator[Stack]:
     """Products seeded and generation 1 (local model, pgvector) built by a bootstrap, Emu polling both lanes."""
+    for name, value in SHORT_BATCHING_WINDOW.items():
+        monkeypatch.setenv(name, value)
     emu = configure_emu(
         monkeypatch,
         dsn,

@@ -30,6 +30,7 @@ from refarch.runtime import Runtime
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.handlers import invoke, load_handler
 from refarch_local.stepfunctions import run_bootstrap, run_reindex
+from tests.conftest import SHORT_BATCHING_WINDOW
 from tests.integration.emu_support import (
     change,
     configure_emu,
@@ -66,6 +67,8 @@ class Lanes:
 @pytest.fixture
 def lanes(monkeypatch, dsn, local_settings, openai_standin) -> Lanes:
     """A seeded catalog, Emu embedding with the 64-d stand-in into pgvector, both lanes empty."""
+    for name, value in SHORT_BATCHING_WINDOW.items():
+        monkeypatch.setenv(name, value)
     configure_emu(monkeypatch, dsn, embedder="openai", index="pgvector", openai=openai_standin, dimensions=64)
     monkeypatch.setattr(lambdas.bootstrap, "runtime", Runtime(application_name="bootstrap"))
     conn = connect(dsn)

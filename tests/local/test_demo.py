@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from refarch.status import sync_counts
 from refarch_cli.commands import main
-from tests.conftest import free_port
+from tests.conftest import SHORT_BATCHING_WINDOW, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +118,7 @@ def demo_home(tmp_path: Path) -> Path:
 
 
 def start_demo(home: Path, rows: int, port: int) -> subprocess.Popen:
-    env = {**os.environ, "REFARCH_HOME": str(home)}
+    env = {**os.environ, **SHORT_BATCHING_WINDOW, "REFARCH_HOME": str(home)}
     env.pop("DATABASE_URL", None)
     home.mkdir(parents=True, exist_ok=True)
     log = (home.parent / "demo.log").open("ab")
@@ -228,7 +228,7 @@ def emu_batches_waiting_on_a_lock(dsn: str) -> int:
 
 def run_demo_until_synced(home: Path, rows: int, **env_overrides: str) -> subprocess.CompletedProcess:
     """`refarch demo --exit-when-synced` on this home, as a script would run it."""
-    env = {**os.environ, "REFARCH_HOME": str(home), **env_overrides}
+    env = {**os.environ, **SHORT_BATCHING_WINDOW, "REFARCH_HOME": str(home), **env_overrides}
     env.pop("DATABASE_URL", None)
     args = ["demo", "--rows", str(rows), "--port", str(free_port()), "--sqs-port", str(free_port())]
     args += ["--exit-when-synced", "--timeout", "120"]

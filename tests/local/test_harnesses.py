@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from refarch_local.relevance import CLASSES
+from tests.conftest import SHORT_BATCHING_WINDOW
 
 pytestmark = pytest.mark.slow
 
 
 def run_refarch(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ}
+    env = {**os.environ, **SHORT_BATCHING_WINDOW}
     env.pop("DATABASE_URL", None)
     return subprocess.run(
         [sys.executable, "-m", "refarch_cli", *args], env=env, capture_output=True, text=True, timeout=timeout

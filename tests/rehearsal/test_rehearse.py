@@ -10,11 +10,12 @@ from pathlib import Path
 
 from refarch.db import migration_files
 from refarch_local.rehearsal.template import REPO_ROOT
+from tests.conftest import SHORT_BATCHING_WINDOW
 
 
 def test_the_rehearsal_passes_and_prints_its_summary_last(tmp_path: Path) -> None:
     # Given a fresh home (the synthesized app comes from the shared cache)
-    env = {**os.environ, "REFARCH_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, **SHORT_BATCHING_WINDOW, "REFARCH_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO_ROOT)}
     # When the rehearsal runs with 100 rows
     done = subprocess.run(
         [sys.executable, "-m", "refarch_cli", "rehearse", "--rows", "100", "--timeout", "600"],
