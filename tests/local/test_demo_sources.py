@@ -14,13 +14,13 @@ import pytest
 from refarch.db import with_database
 from refarch_local.database import LocalDatabase
 from refarch_local.supervisor import CONFIGURATION_ERROR_EXIT
-from tests.conftest import free_port
+from tests.conftest import SHORT_BATCHING_WINDOW, free_port
 
 
 def run_demo(
     home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "REFARCH_HOME": str(home), **(env or {})}
+    environment = {**os.environ, **SHORT_BATCHING_WINDOW, "REFARCH_HOME": str(home), **(env or {})}
     environment.pop("DATABASE_URL", None)
     return subprocess.run(
         [
