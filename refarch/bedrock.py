@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from refarch.observability import logger
 from refarch.settings import ConfigurationError, Settings
+from refarch.source.chunking import EstimatedTokens
 
 THROTTLING_CODES = frozenset({"ThrottlingException", "ServiceQuotaExceededException", "TooManyRequestsException"})
 # Codes Bedrock answers for what a request contained: the same texts would be refused again.
@@ -36,14 +37,16 @@ class BedrockEmbeddingModel:
     max_texts: int
     # Characters per text the API accepts (cut before sending; the start carries the meaning).
     max_chars: int
+    # Tokens the model reads per text (its window: longer texts are chunked).
+    max_tokens: int
 
 
 EMBEDDING_MODELS: dict[str, BedrockEmbeddingModel] = {
     # One text per request, up to 8,192 tokens or 50,000 characters; output normalised on request.
-    "amazon.titan-embed-text-v2:0": BedrockEmbeddingModel("titan", (1024, 512, 256), 1, 50_000),
+    "amazon.titan-embed-text-v2:0": BedrockEmbeddingModel("titan", (1024, 512, 256), 1, 50_000, 8192),
     # Up to 96 texts per request, 2,048 characters each; always 1,024 dimensions.
-    "cohere.embed-english-v3": BedrockEmbeddingModel("cohere", (1024,), 96, 2048),
-    "cohere.embed-multilingual-v3": BedrockEmbeddingModel("cohere", (1024,), 96, 2048),
+    "cohere.embed-english-v3": BedrockEmbeddingModel("cohere", (1024,), 96, 2048, 512),
+    "cohere.embed-multilingual-v3": BedrockEmbeddingModel("cohere", (1024,), 96, 2048, 512),
 }
 
 # Rerank models (Rerank API of bedrock-agent-runtime; refarch.search.rerank).
@@ -161,6 +164,9 @@ class BedrockEmbedder:
         self.dimension = dimension
         self.model_id = f"bedrock:{model}:{dimension}"
         self.batch_size = spec.max_texts if spec.max_texts > 1 else self.TITAN_BATCH_SIZE
+        # No public tokenizer: long texts are chunked by a conservative estimate (refarch.source.chunking).
+        self.max_input_tokens = spec.max_tokens
+        self.tokens = EstimatedTokens()
         self.concurrency = concurrency
         self._throttles = ThrottleCounter(client, "InvokeModel")
         self._pool = (

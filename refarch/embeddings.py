@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from typing import Protocol, runtime_checkable
 
 from refarch.observability import logger
 from refarch.settings import ConfigurationError, Settings
+from refarch.source.chunking import EstimatedTokens, HuggingFaceTokens, TiktokenTokens, TokenCounting
 
 
 class Embedder(Protocol):
@@ -74,6 +76,9 @@ class OpenAIEmbedder:
         self.dimension = dimensions or {"text-embedding-3-large": 3072}.get(model, 1536)
         self.model_id = f"openai:{model}:{self.dimension}"
         self.batch_size = self.BATCH_SIZE
+        # Long texts are chunked in the model's own tokens (refarch.source.chunking).
+        self.max_input_tokens = self.MAX_INPUT_TOKENS
+        self.tokens = openai_tokens(model)
 
     @classmethod
     def estimated_tokens(cls, text: str) -> float:
@@ -172,6 +177,13 @@ class LocalEmbedder:
         self.dimension = int(dimension)
         self.model_id = f"local:{model_name}:{self.dimension}"
         self.batch_size = self.BATCH_SIZE
+        # The window (256 word pieces, [CLS] and [SEP] included) and the model's own tokenizer, without the
+        # truncation the model applies, so chunks are measured whole (refarch.source.chunking).
+        self.max_input_tokens = int(self._model.max_seq_length or 256)
+        tokenizer = copy.deepcopy(self._model.tokenizer.backend_tokenizer)
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self.tokens = HuggingFaceTokens(tokenizer)
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> list[list[float]]:
@@ -183,6 +195,18 @@ class LocalEmbedder:
             )
         vectors: list[list[float]] = array.tolist()
         return vectors
+
+
+def openai_tokens(model: str) -> TokenCounting:
+    """OpenAI's tokenizer for this model (tiktoken's encodings ship inside the splitter), or an estimate
+    for a model tiktoken does not know (an OpenAI-compatible server's own)."""
+    from semantic_text_splitter import TextSplitter
+
+    try:
+        TextSplitter.from_tiktoken_model(model, 16)
+    except Exception:
+        return EstimatedTokens(OpenAIEmbedder.CHARS_PER_TOKEN)
+    return TiktokenTokens(model)
 
 
 def make_embedder(settings: Settings) -> Embedder:

@@ -15,7 +15,7 @@ from typing import Any
 from refarch.db import Connection, Database
 from refarch.emu.worker import content_hash
 from refarch.index.id_shards import SHARD_DIGITS, Shard
-from refarch.index.port import VectorIndex
+from refarch.index.port import HeldRow, VectorIndex, held_rows
 from refarch.lanes.messages import bulk_messages
 from refarch.lanes.queues import SyncQueue
 from refarch.observability import logger
@@ -101,11 +101,16 @@ def find_drift(db: Database, index: VectorIndex, model_id: str, shard: Shard | N
     Python; products stream through a server-side cursor, descriptions included.
     """
     shard = shard or Shard()
-    held = index.fetch_metadata(list(range(1, shard.below))) if shard.below else dict(index.scan(shard.prefix))
+    if shard.below:
+        held = {pid: HeldRow({0: meta}) for pid, meta in index.fetch_metadata(list(range(1, shard.below))).items()}
+    else:
+        held = held_rows(index.scan(shard.prefix))
     vectors: dict[int, tuple[int, str | None]] = {
-        pid: (int(meta.get("version", -1)), meta.get("content_hash")) for pid, meta in held.items()
+        pid: (int(row.first.get("version", -1)), row.first.get("content_hash")) for pid, row in held.items()
     }
-    report = DriftReport(vectors=len(vectors))
+    # A long text's chunks: a chunk missing, one past the end, or one of another version is drift too.
+    torn = {pid for pid, row in held.items() if not row.complete}
+    report = DriftReport(vectors=sum(len(row.chunks) for row in held.values()))
     seen: set[int] = set()
     ranges = shard.ranges()
     where = " OR ".join(["p.id BETWEEN %s AND %s"] * len(ranges))
@@ -127,7 +132,7 @@ def find_drift(db: Database, index: VectorIndex, model_id: str, shard: Shard | N
             expected = content_hash(model_id, text)
             if stored is None:
                 report.missing.append(pid)
-            elif stored[0] != version or (stored[1] != expected and not previous_text):
+            elif stored[0] != version or (stored[1] != expected and not previous_text) or pid in torn:
                 report.stale.append(pid)
             if status == "indexed" and stored != (ledger_version, ledger_hash):
                 report.ledger_drift.append(pid)

@@ -46,6 +46,31 @@ PARAGRAPH = (
 )
 
 
+# Every LONG_EVERY-th article is a long guide (a dozen to thirty paragraphs).
+LONG_EVERY = 7
+STEPS = (
+    "Open Settings and choose {topic}.",
+    "Sign out on every device, then sign in again on one.",
+    "Clear the browser's cache for our site and reload the page.",
+    "Check that the account's plan includes {topic}.",
+    "Ask an administrator of the workspace to look at the audit log.",
+    "Try again from a private window, without extensions.",
+    "Write down the time it happened and the exact message shown.",
+    "Compare the settings with a colleague whose {topic} works.",
+)
+
+
+def guide(i: int, paragraphs: int, *, start: int = 0) -> list[str]:
+    """Paragraphs of a troubleshooting guide for article i, numbered from `start + 1`: each step of it
+    says one thing to try and what to look for after it, and no two steps of one guide are the same."""
+    topic = TOPICS[i % len(TOPICS)][0]
+    return [
+        f"Step {n + 1}. {STEPS[(n + i) % len(STEPS)].format(topic=topic)} If that changes nothing, note what you"
+        f" saw at step {n + 1} and go on: the next step checks another part of {topic} (guide {i}, part {n + 1})."
+        for n in range(start, start + paragraphs)
+    ]
+
+
 def article_id(i: int) -> uuid.UUID:
     """Article i's key: the same on every run."""
     return uuid.uuid5(uuid.NAMESPACE_URL, f"https://example.com/articles/{i}")
@@ -59,6 +84,9 @@ def article(i: int) -> dict[str, object]:
         f"Note {n + 1}: article {i} also covers {rng.choice(TOPICS)[0]} for accounts created before {2015 + n}."
         for n in range(rng.randint(0, 4))
     ]
+    if i % LONG_EVERY == 0:
+        # Some articles are guides of many paragraphs: indexed as several chunks (refarch.source.chunking).
+        paragraphs += guide(i, rng.randint(12, 30))
     return {
         "article_id": str(article_id(i)),
         "title": f"{topic.capitalize()}: {problem} (#{i})",

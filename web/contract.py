@@ -178,6 +178,11 @@ class SearchResult(Product):
         "empty when listing",
         examples=[{"semantic": 3, "lexical": 1}],
     )
+    snippet: str | None = Field(
+        default=None,
+        description="For a long text indexed as several chunks: the chunk the vector index matched, from the "
+        "row's current text (the part of the text the query found). Absent otherwise",
+    )
 
 
 class SearchPage(Answer):
@@ -241,6 +246,7 @@ def search_page_model(source: Source) -> type[SearchPage]:
         __base__=row_model(source),
         score=(float | None, Field(default=None, description=SearchResult.model_fields["score"].description)),
         ranks=(dict[str, int], Field(description=SearchResult.model_fields["ranks"].description)),
+        snippet=(str | None, Field(default=None, description=SearchResult.model_fields["snippet"].description)),
     )
     results: Any = list.__class_getitem__(result)  # list[result], of a model made at run time
     return create_model(f"{source.name.capitalize()}SearchPage", __base__=SearchPage, results=(results, ...))

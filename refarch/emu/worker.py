@@ -6,6 +6,12 @@ locks, one embedding request, upserts of at most 100 vectors, and one ledger wri
 held for one chunk only, so a live edit of a product in a large bulk delivery waits for at most
 one chunk, never for the whole delivery.
 
+A long text is several chunks (refarch.source.chunking), each its own vector: a chunk whose text the
+index already holds (its hash in the stored chunk's metadata, at any place in the row) is reused,
+not embedded again, so editing one paragraph re-embeds the chunks it touched; chunks past the new
+end are deleted. Chunks of rows sort into the same request-sized chunks of work: a batch counts
+chunks, not rows.
+
 A delivery may hold more work than one invocation has time for (a slow or throttling provider):
 before each chunk Emu checks the time left, and when it is short, stops and fails the messages
 whose products it did not reach ("not started"), so they are retried and nothing is half done
@@ -28,10 +34,12 @@ from refarch.emu import ledger
 from refarch.emu.decisions import Action, Decision, content_hash, decide
 from refarch.emu.failures import Failure, ProductFailure
 from refarch.generations.targets import GenerationTargets, IndexTarget
-from refarch.index.port import VectorIndex, VectorRecord
+from refarch.index.port import StoredChunk, VectorIndex, VectorRecord
 from refarch.lanes.messages import AnyMessage, parse_message
 from refarch.observability import logger
+from refarch.source import load as load_source
 from refarch.source import rows as source_rows
+from refarch.source.chunking import Chunker, TextChunk, chunker_for
 from refarch.source.rows import SourceRow
 
 __all__ = ["BatchOutcome", "Emu", "ProductFailure", "content_hash", "is_input_error", "parse_message"]
@@ -55,6 +63,9 @@ class BatchOutcome:
     """What one delivery did; `failures` maps message ids to the reason they must be retried."""
 
     embedded: int = 0
+    # Chunks of the embedded rows: embedded now, or reused from the index (their text was already there).
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
     metadata_only: int = 0
     skipped: int = 0
     deleted: int = 0
@@ -67,10 +78,48 @@ class BatchOutcome:
     max_lag_seconds: float | None = None
 
 
-def chunked(ids: list[int], size: int) -> Iterator[list[int]]:
-    """Consecutive slices of at most `size` ids."""
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
+def chunked(ids: list[int], size: int, weights: dict[int, int] | None = None) -> Iterator[list[int]]:
+    """Consecutive slices of ids weighing at most `size` together (each id weighs 1 unless `weights` says
+    more: its text's estimated chunks); an id heavier than `size` is a slice of its own."""
+    weights = weights or {}
+    batch: list[int] = []
+    load = 0
+    for pid in ids:
+        weight = weights.get(pid, 1)
+        if batch and load + weight > size:
+            yield batch
+            batch, load = [], 0
+        batch.append(pid)
+        load += weight
+    if batch:
+        yield batch
+
+
+@dataclass
+class RowPlan:
+    """One row to embed in one generation: its chunks, and the vectors of those whose text the index holds."""
+
+    row: SourceRow
+    digest: str
+    chunks: list[TextChunk]
+    hashes: list[str]
+    reusable: dict[int, list[float]] = field(default_factory=dict)  # chunk number -> stored vector
+
+    def metadata(self, chunk: TextChunk) -> dict[str, Any]:
+        """A chunk's metadata: the row's, and for a row of several chunks, the chunk's own keys."""
+        metadata = {**self.row.metadata(), "content_hash": self.digest}
+        if len(self.chunks) > 1:
+            metadata |= {
+                "chunk": chunk.number,
+                "chunks": len(self.chunks),
+                "chunk_hash": self.hashes[chunk.number],
+                "chunk_start": chunk.start,
+                "chunk_end": chunk.end,
+            }
+        return metadata
+
+    def to_embed(self) -> list[TextChunk]:
+        return [chunk for chunk in self.chunks if chunk.number not in self.reusable]
 
 
 class Emu:
@@ -85,6 +134,15 @@ class Emu:
         self.db = db
         self.targets = targets
         self.chunk_size = chunk_size
+        self._chunking = load_source(targets.settings.source).chunking
+        self._chunkers: dict[str, Chunker] = {}
+
+    def chunker(self, target: IndexTarget) -> Chunker:
+        """How this generation's embedder splits long texts (its own window and tokens)."""
+        model = target.embedder.model_id
+        if model not in self._chunkers:
+            self._chunkers[model] = chunker_for(self._chunking, target.embedder)
+        return self._chunkers[model]
 
     def warm_up(self) -> None:
         """Build the active generation's embedder and index now (a local model loads for seconds), so
@@ -105,14 +163,19 @@ class Emu:
         """The active generation's index (the one search reads)."""
         return self.targets.active().index
 
-    def _chunk_size(self) -> int:
-        """The provider's preferred request size (refarch.embeddings): of the building generation while
-        one builds (it does nearly all the embedding), else of the active one."""
-        if self.chunk_size:
-            return self.chunk_size
+    def _batches(self, ids: list[int]) -> list[list[int]]:
+        """The delivery's ids in chunks of work sized for the provider's preferred request (refarch.embeddings),
+        counted in text chunks: of the building generation while one builds (it does nearly all the
+        embedding), else of the active one."""
         with self.db.transaction() as conn:
             lead = generations.building(conn)
-        return (self.targets.target(lead) if lead and lead.recorded else self.targets.active()).embedder.batch_size
+            target = self.targets.target(lead) if lead and lead.recorded else self.targets.active()
+            chunker = self.chunker(target)
+            weights: dict[int, int] = {}
+            if chunker.enabled:
+                lengths = source_rows.text_lengths(conn, ids)
+                weights = {pid: chunker.estimated_chunks(chars) for pid, chars in lengths.items()}
+        return list(chunked(ids, self.chunk_size or target.embedder.batch_size, weights))
 
     def process(self, bodies: dict[str, str], *, time_left: Callable[[], float] | None = None) -> BatchOutcome:
         """Process message bodies keyed by message id; never raises for a bad message or a failed product.
@@ -139,7 +202,7 @@ class Emu:
         if by_product:
             # Records generation 1's embedder before any chunk locks the generations (index_targets.live).
             self.targets.active()
-            chunks = list(chunked(sorted(by_product), self._chunk_size()))
+            chunks = self._batches(sorted(by_product))
             slowest = 0.0
             for n, chunk in enumerate(chunks):
                 if time_left is not None and time_left() < max(MIN_TIME_LEFT_SECONDS, 2 * slowest):
@@ -240,11 +303,14 @@ class Emu:
             elif row is not None and decision.content_hash is not None:
                 if decision.action is Action.METADATA:
                     metadata_only[pid] = {**row.metadata(), "content_hash": decision.content_hash}
+                    chunks = len(self.chunker(target).split(row.embedding_text()))
+                    if chunks > 1:
+                        metadata_only[pid]["chunks"] = chunks  # every chunk of the row is updated
                 else:
                     to_embed.append((row, decision.content_hash))
 
         if to_embed:
-            embed_failures = self._embed_and_upsert(conn, target, to_embed, outcome)
+            embed_failures = self._embed_rows(conn, target, to_embed, outcome)
             failures.update(embed_failures)
             done += [(row.id, row.version, digest, "indexed") for row, digest in to_embed if row.id not in failures]
 
@@ -271,36 +337,82 @@ class Emu:
         ledger.record_failed(conn, {pid: str(failure) for pid, failure in failures.items()}, generation=generation)
         return failures
 
-    def _embed_and_upsert(
+    def _embed_rows(
         self, conn: Connection, target: IndexTarget, to_embed: list[tuple[SourceRow, str]], outcome: BatchOutcome
     ) -> dict[int, ProductFailure]:
-        """One embedding request and its upserts; a refused chunk is halved until the refused product is alone."""
-        started = time.perf_counter()
+        """Split the rows into chunks, find the chunks the index already holds, embed the rest and upsert."""
+        chunker = self.chunker(target)
+        model = target.embedder.model_id
+        plans = []
+        for row, digest in to_embed:
+            chunks = chunker.split(row.embedding_text())
+            hashes = [content_hash(model, chunk.text) for chunk in chunks]
+            plans.append(RowPlan(row, digest, chunks, hashes))
         try:
-            vectors = target.embedder.embed([row.embedding_text() for row, _ in to_embed])
-            outcome.embed_calls += 1
-            ledger.record_embed_call(conn, target.embedder.model_id, len(to_embed))
-            target.index.upsert(
-                [
-                    VectorRecord(row.id, vector, {**row.metadata(), "content_hash": digest})
-                    for (row, digest), vector in zip(to_embed, vectors, strict=True)
-                ]
-            )
+            self._find_reusable(target.index, plans)
+        except Exception as err:  # the index is down: the upsert would fail the same way
+            failure = ProductFailure(Failure.EMBED, f"{type(err).__name__}: {err}")
+            logger.warning("reading stored chunks failed", extra={"products": len(plans), "reason": str(failure)})
+            return {plan.row.id: failure for plan in plans}
+        return self._embed_and_upsert(conn, target, plans, outcome)
+
+    @staticmethod
+    def _find_reusable(index: VectorIndex, plans: list[RowPlan]) -> None:
+        """For rows of several chunks: the stored chunks whose text is unchanged, wherever they moved to.
+
+        Stored chunks are looked up up to half again as many places as the new text has (a text that
+        shrank by more re-embeds a chunk or two that moved further); a row of one chunk is embedded whole.
+        """
+        several = [plan for plan in plans if len(plan.chunks) > 1]
+        if not several:
+            return
+        keys = [(plan.row.id, n) for plan in several for n in range(len(plan.chunks) + len(plan.chunks) // 2 + 2)]
+        stored: dict[tuple[int, int], StoredChunk] = index.fetch_chunks(keys)
+        for plan in several:
+            held = {
+                chunk.metadata.get("chunk_hash"): chunk.values
+                for (pid, _), chunk in stored.items()
+                if pid == plan.row.id and chunk.metadata.get("chunk_hash")
+            }
+            plan.reusable = {n: held[digest] for n, digest in enumerate(plan.hashes) if digest in held}
+
+    def _embed_and_upsert(
+        self, conn: Connection, target: IndexTarget, plans: list[RowPlan], outcome: BatchOutcome
+    ) -> dict[int, ProductFailure]:
+        """One embedding request (split by the provider's limits) and its upserts, then the chunks past each
+        row's end deleted; a refused chunk of work is halved until the refused row is alone."""
+        started = time.perf_counter()
+        texts = [chunk.text for plan in plans for chunk in plan.to_embed()]
+        try:
+            vectors = iter(target.embedder.embed(texts) if texts else [])
+            if texts:
+                outcome.embed_calls += 1
+                ledger.record_embed_call(conn, target.embedder.model_id, len(texts))
+            records = []
+            for plan in plans:
+                for chunk in plan.chunks:
+                    values = plan.reusable[chunk.number] if chunk.number in plan.reusable else next(vectors)
+                    records.append(VectorRecord(plan.row.id, values, plan.metadata(chunk), chunk=chunk.number))
+            target.index.upsert(records)
+            # A text that shrank leaves no chunk behind; nor does one whose earlier attempt died mid-way.
+            target.index.delete_chunks_from({plan.row.id: len(plan.chunks) for plan in plans})
         except Exception as err:  # provider or index failure: retry these products later
             failure = ProductFailure(Failure.EMBED, f"{type(err).__name__}: {err}")
-            if len(to_embed) > 1 and is_input_error(err):
+            if len(plans) > 1 and is_input_error(err):
                 # One product's content was refused: find it, so its neighbours are indexed now.
-                logger.warning("chunk refused, splitting it", extra={"products": len(to_embed), "reason": str(failure)})
-                half = len(to_embed) // 2
+                logger.warning("chunk refused, splitting it", extra={"products": len(plans), "reason": str(failure)})
+                half = len(plans) // 2
                 return {
-                    **self._embed_and_upsert(conn, target, to_embed[:half], outcome),
-                    **self._embed_and_upsert(conn, target, to_embed[half:], outcome),
+                    **self._embed_and_upsert(conn, target, plans[:half], outcome),
+                    **self._embed_and_upsert(conn, target, plans[half:], outcome),
                 }
-            logger.warning("embedding failed", extra={"products": len(to_embed), "reason": str(failure)})
-            return {row.id: failure for row, _ in to_embed}
-        outcome.embedded += len(to_embed)
+            logger.warning("embedding failed", extra={"products": len(plans), "reason": str(failure)})
+            return {plan.row.id: failure for plan in plans}
+        outcome.embedded += len(plans)
+        outcome.chunks_embedded += len(texts)
+        outcome.chunks_reused += sum(len(plan.reusable) for plan in plans)
         logger.debug(
             "embedded",
-            extra={"texts": len(to_embed), "ms": round((time.perf_counter() - started) * 1000, 1)},
+            extra={"texts": len(texts), "ms": round((time.perf_counter() - started) * 1000, 1)},
         )
         return {}

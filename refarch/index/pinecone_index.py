@@ -6,7 +6,15 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from refarch.index.port import DimensionMismatchError, Match, SearchFilter, VectorRecord
+from refarch.index.port import (
+    DimensionMismatchError,
+    Match,
+    SearchFilter,
+    StoredChunk,
+    VectorRecord,
+    parse_vector_id,
+    vector_id,
+)
 from refarch.settings import ConfigurationError
 
 
@@ -71,21 +79,49 @@ class PineconeIndex:
     def upsert(self, records: list[VectorRecord]) -> None:
         """Upsert in request-sized batches (<= UPSERT_BATCH vectors and <= MAX_REQUEST_BYTES each)."""
         for batch in upsert_batches(
-            [{"id": str(r.id), "values": r.values, "metadata": r.metadata} for r in records],
+            [{"id": vector_id(r.id, r.chunk), "values": r.values, "metadata": r.metadata} for r in records],
             max_vectors=self.UPSERT_BATCH,
             max_bytes=self.MAX_REQUEST_BYTES,
         ):
             self._index.upsert(vectors=batch, namespace=self.namespace)
 
     def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
-        """Pinecone updates metadata one vector per call."""
+        """One call per row: by id for a row of one vector, by a filter on the row's id for one of several
+        chunks (set_metadata merges: each chunk keeps its own keys)."""
         for pid, metadata in updates.items():
-            self._index.update(id=str(pid), set_metadata=metadata, namespace=self.namespace)
+            if int(metadata.get("chunks", 1)) > 1:
+                self._index.update(filter={"product_id": {"$eq": pid}}, set_metadata=metadata, namespace=self.namespace)
+            else:
+                self._index.update(id=str(pid), set_metadata=metadata, namespace=self.namespace)
 
     def delete(self, ids: list[int]) -> None:
-        """Delete by id."""
+        """Delete each row's first vector by id, and its other chunks by a filter on the row's id."""
         for start in range(0, len(ids), self.DELETE_BATCH):
-            self._index.delete(ids=[str(i) for i in ids[start : start + self.DELETE_BATCH]], namespace=self.namespace)
+            batch = ids[start : start + self.DELETE_BATCH]
+            self._index.delete(ids=[str(i) for i in batch], namespace=self.namespace)
+            self._index.delete(filter={"product_id": {"$in": batch}, "chunk": {"$gte": 1}}, namespace=self.namespace)
+
+    def delete_chunks_from(self, first_unused: dict[int, int]) -> None:
+        """One delete by filter per distinct first unused chunk number (rows of one chunk: one call)."""
+        by_first: dict[int, list[int]] = {}
+        for pid, first in first_unused.items():
+            by_first.setdefault(max(1, first), []).append(pid)
+        for first, pids in sorted(by_first.items()):
+            for start in range(0, len(pids), self.DELETE_BATCH):
+                self._index.delete(
+                    filter={"product_id": {"$in": pids[start : start + self.DELETE_BATCH]}, "chunk": {"$gte": first}},
+                    namespace=self.namespace,
+                )
+
+    def fetch_chunks(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], StoredChunk]:
+        """Stored chunks by (row id, chunk), fetched 100 at a time."""
+        found: dict[tuple[int, int], StoredChunk] = {}
+        ids = [vector_id(*key) for key in keys]
+        for start in range(0, len(ids), self.UPSERT_BATCH):
+            fetched = self._index.fetch(ids=ids[start : start + self.UPSERT_BATCH], namespace=self.namespace)
+            for vid, vec in fetched.vectors.items():
+                found[parse_vector_id(vid)] = StoredChunk(list(vec.values), dict(vec.metadata or {}))
+        return found
 
     def query(self, vector: list[float], *, top_k: int, filter: SearchFilter | None = None) -> list[Match]:
         """Top-k with a Pinecone metadata filter."""
@@ -108,7 +144,11 @@ class PineconeIndex:
             include_metadata=True,
             filter=pinecone_filter or None,
         )
-        return [Match(id=int(m.id), score=float(m.score), metadata=dict(m.metadata or {})) for m in result.matches]
+        matches = []
+        for m in result.matches:
+            row, chunk = parse_vector_id(m.id)
+            matches.append(Match(id=row, score=float(m.score), metadata=dict(m.metadata or {}), chunk=chunk))
+        return matches
 
     def count(self) -> int:
         """Vectors in our namespace."""
@@ -128,7 +168,7 @@ class PineconeIndex:
             ids = [item.id for item in page.vectors if item.id]
             fetched = self._index.fetch(ids=ids, namespace=self.namespace)
             for vid, vec in fetched.vectors.items():
-                yield int(vid), dict(vec.metadata or {})
+                yield parse_vector_id(vid)[0], dict(vec.metadata or {})
 
     def fetch_metadata(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         """Metadata by id (fetched 100 at a time)."""

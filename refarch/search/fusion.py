@@ -52,6 +52,8 @@ class FusedHit:
     id: int
     score: float
     ranks: dict[str, int] = field(default_factory=dict)
+    # For a long text, where in it the chunk the vector index matched lies (the result's snippet).
+    passage: tuple[int, int] | None = None
 
 
 def reciprocal_rank_fusion(

@@ -17,6 +17,7 @@ hold them): a thread is always left for /healthz and for searches answered from 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,9 +26,9 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar, get_arg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from refarch import products
-from refarch.db import Database
+from refarch.db import Connection, Database
 from refarch.embeddings import Embedder
-from refarch.index.port import Match, SearchFilter, VectorIndex
+from refarch.index.port import Match, SearchFilter, VectorIndex, best_per_row
 from refarch.input_errors import TEXT_PATTERN, field_messages
 from refarch.observability import logger
 from refarch.search import lexical
@@ -71,6 +72,9 @@ MAX_RESULT_WINDOW = MAX_PAGE * MAX_K
 # hnsw.ef_search: fusing asks the vector index no more than a semantic search does (a depth of 100
 # made hybrid several times slower than semantic at 100,000 products: docs/benchmarks.md).
 FUSION_DEPTH = 40
+# The most chunks one vector query returns while looking for enough distinct rows (long texts): Pinecone
+# returns at most 1,000 matches with their metadata.
+MAX_CHUNK_DEPTH = 1000
 
 SearchMode = Literal["hybrid", "semantic", "lexical"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
@@ -91,11 +95,15 @@ class SearchHit:
     sync: dict[str, Any]
     ranks: dict[str, int] = field(default_factory=dict)
     source: Source = field(default_factory=lambda: load_source(Settings().source), repr=False, compare=False)
+    # For a long text (several chunks), the chunk that ranked it: the part of the text the query found.
+    snippet: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (for products, exactly the product as the API has always shown it)."""
+        """JSON-friendly form (for products, exactly the product as the API has always shown it; `snippet`
+        only when the row matched by a chunk of its long text)."""
         sync = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in self.sync.items()}
-        return {**self.product.as_dict(self.source), "score": self.score, "ranks": dict(self.ranks), "sync": sync}
+        found = {**self.product.as_dict(self.source), "score": self.score, "ranks": dict(self.ranks), "sync": sync}
+        return found | ({"snippet": self.snippet} if self.snippet is not None else {})
 
 
 @dataclass(frozen=True)
@@ -352,10 +360,13 @@ class SearchService:
         with self.db.transaction() as conn:
             rows = records.get_many(conn, self.source, [h.id for h in window])
             statuses = products.sync_statuses(conn, list(rows))
+            snippets = _snippets(conn, window)
         # A vector whose row was just deleted is skipped; its deletion is already on the way. So is a
         # row deleted between the two reads (each statement sees what was committed by then).
         hits = [
-            SearchHit(rows[h.id], h.score, statuses[h.id], h.ranks, self.source) for h in window if h.id in statuses
+            SearchHit(rows[h.id], h.score, statuses[h.id], h.ranks, self.source, snippets.get(h.id))
+            for h in window
+            if h.id in statuses
         ]
         return SearchPage(
             query=query,
@@ -409,12 +420,23 @@ class SearchService:
     def _vector_query(
         self, index: VectorIndex, vector: list[float], search_filter: SearchFilter, deadline: Deadline, *, top_k: int
     ) -> list[Match]:
-        """The index's top-k, retried within the deadline."""
-        return deadline.call(
-            lambda: index.query(vector, top_k=top_k, filter=search_filter),
-            retryable=is_vector_index_retryable,
-            what="vector query",
-        )
+        """The index's top-k rows, each by its best chunk, retried within the deadline.
+
+        The index ranks chunks: when a few long texts' chunks fill the top-k, it is asked again for more
+        (4 times as many, up to MAX_CHUNK_DEPTH) until top_k rows are found or the index has no more. A
+        row of one vector (every product that fits the window) never needs a second query.
+        """
+        asked = top_k
+        while True:
+            matches = deadline.call(
+                functools.partial(index.query, vector, top_k=asked, filter=search_filter),
+                retryable=is_vector_index_retryable,
+                what="vector query",
+            )
+            rows = best_per_row(matches)
+            if len(rows) >= top_k or len(matches) < asked or asked >= MAX_CHUNK_DEPTH:
+                return rows[:top_k]
+            asked = min(asked * 4, MAX_CHUNK_DEPTH)
 
     def _texts(self, ids: list[int]) -> dict[int, str]:
         """The embedded text of these products (what a rerank model reads), by id."""
@@ -444,7 +466,7 @@ class SearchService:
     ) -> list[FusedHit]:
         """Vector-index ranking to `depth` results."""
         matches = self._vector_query(index, vector, search_filter, deadline, top_k=depth)
-        return [FusedHit(m.id, m.score, {"semantic": n}) for n, m in enumerate(matches, start=1)]
+        return [FusedHit(m.id, m.score, {"semantic": n}, _passage(m)) for n, m in enumerate(matches, start=1)]
 
     def _hybrid(
         self,
@@ -461,12 +483,14 @@ class SearchService:
         fused_depth = min(MAX_DEPTH + 1, max(FUSION_DEPTH, depth))
         matches = self._vector_query(index, vector, search_filter, deadline, top_k=fused_depth)
         lexical_ids = [pid for pid, _ in lists.ranked]
-        return reciprocal_rank_fusion(
+        fused = reciprocal_rank_fusion(
             {"semantic": [m.id for m in matches], "lexical": lexical_ids, "code": lists.codes},
             exact_sku=lists.exact_sku,
             first=[*lists.codes, *self.fusion.leading(lexical_ids)],
             settings=self.fusion,
         )
+        passages = {m.id: passage for m in matches if (passage := _passage(m)) is not None}
+        return [replace(hit, passage=passages.get(hit.id)) for hit in fused]
 
     def _list(self, *, k: int, page: int, offset: int, search_filter: SearchFilter) -> SearchPage:
         with self.db.transaction() as conn:
@@ -480,6 +504,27 @@ class SearchService:
         return SearchPage(
             query="", hits=hits, page=page, k=k, total=total, has_more=offset + k < counted, total_capped=capped
         )
+
+
+def _passage(match: Match) -> tuple[int, int] | None:
+    """Where in its row's text the matched chunk lies, for a row of several chunks (else None)."""
+    meta = match.metadata
+    if int(meta.get("chunks", 1)) > 1 and "chunk_start" in meta and "chunk_end" in meta:
+        return int(meta["chunk_start"]), int(meta["chunk_end"])
+    return None
+
+
+def _snippets(conn: Connection, hits: list[FusedHit]) -> dict[int, str]:
+    """The matched chunk's text of each hit that has one, cut from its row's current text."""
+    spans = {hit.id: hit.passage for hit in hits if hit.passage is not None}
+    if not spans:
+        return {}
+    texts = source_rows.get_many(conn, list(spans))
+    return {
+        pid: texts[pid].embedding_text()[start:end].strip()
+        for pid, (start, end) in spans.items()
+        if pid in texts and texts[pid].embedding_text()[start:end].strip()
+    }
 
 
 def _filter_value(name: str, kind: ColumnType, raw: str) -> Any:

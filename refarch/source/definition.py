@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from refarch.source.chunking import Chunking, parse_chunking
+
 KeyType = Literal["bigint", "uuid", "text"]
 ColumnType = Literal["text", "number", "integer", "boolean", "timestamp"]
 LexicalWeight = Literal["A", "B", "C", "D"]
@@ -31,6 +33,8 @@ LEXICAL_WEIGHTS: tuple[LexicalWeight, ...] = ("A", "B", "C", "D")
 # up to 4 bytes a character) plus the fields the system adds itself (ids, version, content hash).
 PINECONE_METADATA_LIMIT_BYTES = 40_960
 _SYSTEM_METADATA_BYTES = 256
+# What a chunk of a long text adds: its number, the row's count, its own hash and its place in the text.
+_CHUNK_METADATA_BYTES = 160
 _FIXED_METADATA_BYTES: dict[ColumnType, int] = {"number": 32, "integer": 24, "boolean": 8, "timestamp": 40}
 # A name placed in SQL text (quoted, but still only these): lower-case identifiers, as people write them.
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -96,6 +100,7 @@ class Source:
     embed: str
     title_column: str
     columns: tuple[Column, ...]
+    chunking: Chunking = field(default_factory=Chunking)
     path: str = field(default="", compare=False)
 
     @property
@@ -131,6 +136,10 @@ class Source:
     def fingerprint(self, part: Literal["text", "metadata"]) -> str:
         """What a generation's vectors depend on: the embedded text, or the metadata columns."""
         value = self.embed if part == "text" else ",".join(self.metadata_columns())
+        if part == "text" and not self.chunking.is_default:
+            # How texts are chunked is part of what the vectors are (a change is a new generation); the
+            # default adds nothing, so a definition written before chunking keeps its generation.
+            value += f"\nchunking: {self.chunking.key()}"
         return hashlib.sha256(f"{self.qualified_table}\n{self.key}\n{value}".encode()).hexdigest()[:16]
 
 
@@ -159,7 +168,7 @@ def load(path: str | Path | None = None) -> Source:
 def parse(data: dict[str, Any], *, where: str = "source definition") -> Source:
     """A Source from a definition's data, or SourceError listing every problem."""
     problems: list[str] = []
-    unknown = set(data) - {"name", "table", "key", "embed", "title", "columns"}
+    unknown = set(data) - {"name", "table", "key", "embed", "title", "columns", "chunking"}
     if unknown:
         problems.append(f"unknown setting(s) {', '.join(sorted(unknown))}")
 
@@ -209,6 +218,7 @@ def parse(data: dict[str, Any], *, where: str = "source definition") -> Source:
     for column in columns:
         if column.edit and not column.show:
             problems.append(f"column {column.name!r} is editable but not shown (set show = true)")
+    chunking = parse_chunking(data.get("chunking"), problems)
     metadata_bytes = _metadata_bytes(columns, problems)
     if metadata_bytes > PINECONE_METADATA_LIMIT_BYTES:
         problems.append(
@@ -226,6 +236,7 @@ def parse(data: dict[str, Any], *, where: str = "source definition") -> Source:
         embed=embed,
         title_column=title,
         columns=tuple(columns),
+        chunking=chunking,
         path=where,
     )
 
@@ -262,7 +273,7 @@ def _column(name: str, spec: Any) -> tuple[Column | None, list[str]]:
 
 
 def _metadata_bytes(columns: list[Column], problems: list[str]) -> int:
-    total = _SYSTEM_METADATA_BYTES
+    total = _SYSTEM_METADATA_BYTES + _CHUNK_METADATA_BYTES
     for column in columns:
         if not column.metadata:
             continue

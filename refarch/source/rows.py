@@ -35,3 +35,10 @@ def get_many(conn: Connection, ids: list[int]) -> dict[int, SourceRow]:
             "SELECT id, version, key, embedding_text, metadata FROM source_rows WHERE id = ANY(%s)", (list(ids),)
         )
         return {row[0]: SourceRow(*row) for row in cur.fetchall()}
+
+
+def text_lengths(conn: Connection, ids: list[int]) -> dict[int, int]:
+    """The length in characters of these rows' embedded texts (Emu sizes its chunks of work by them)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT id, length(embedding_text) FROM source_rows WHERE id = ANY(%s)", (list(ids),))
+        return {row[0]: int(row[1] or 0) for row in cur.fetchall()}

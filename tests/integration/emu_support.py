@@ -16,7 +16,7 @@ from refarch.db import Database
 from refarch.embeddings import LocalEmbedder
 from refarch.emu import ledger
 from refarch.emu.worker import content_hash
-from refarch.index.port import VectorIndex
+from refarch.index.port import VectorIndex, held_rows
 from refarch.lanes.messages import BulkSyncMessage, SyncMessage
 from refarch.runtime import Runtime
 from refarch.source import rows as source_rows
@@ -234,8 +234,11 @@ def assert_index_matches_database(db: Database, index: VectorIndex, model_id: st
     """The invariant: the index holds exactly the rows, each at its current version and content hash,
     and the ledger agrees (indexed at the row's version; deleted for every other id it knows)."""
     rows = all_rows(db)
-    indexed = dict(index.scan())
+    held = held_rows(index.scan())
+    indexed = {pid: row.first for pid, row in held.items()}
     assert sorted(indexed) == sorted(rows), "index ids differ from the table's"
+    torn = [pid for pid, row in held.items() if not row.complete]
+    assert not torn, f"rows whose chunks are not exactly one text's: {torn[:10]}"
     for pid, row in rows.items():
         assert indexed[pid]["version"] == row.version, f"product {pid}: vector version != row version"
         assert indexed[pid]["content_hash"] == content_hash(model_id, row.embedding_text()), (

@@ -17,7 +17,7 @@ from refarch.db import Database, connect
 from refarch.emu import ledger
 from refarch.emu.worker import content_hash
 from refarch.index.pgvector_index import PgVectorIndex
-from refarch.index.port import DimensionMismatchError, SearchFilter
+from refarch.index.port import DimensionMismatchError, SearchFilter, held_rows
 from refarch.products import MAX_DESCRIPTION_CHARS
 from tests.integration.emu_support import (
     OPENAI_DIMENSIONS,
@@ -322,12 +322,16 @@ def test_a_forced_repair_re_embeds_current_content(emu, dsn, openai_standin):
     assert openai_standin.embed_calls == 2
 
 
-def test_over_long_descriptions_are_cut_to_the_model_limit(emu, dsn, openai_standin):
+def test_over_long_descriptions_are_chunked_within_the_model_limit(emu, dsn, openai_standin):
     # Given a product with the longest description the table allows (far over 8191 tokens)
     row = new_product(dsn, 1, description="lorem ipsum " * (MAX_DESCRIPTION_CHARS // 12))
-    # When Emu indexes it, Then the provider accepted it (the stand-in refuses over-long inputs)
+    # When Emu indexes it, Then the provider accepted every chunk (the stand-in refuses over-long inputs)
     assert failed_ids(invoke_emu(sqs_event(change(row.id, op="insert")))) == set()
     assert openai_standin.embed_calls == 1
+    # And the row is several vectors, one per chunk the provider embedded, none of its text left out
+    [held] = held_rows(emu.index.scan()).values()
+    assert len(held.chunks) == openai_standin.texts > 20 and held.complete
+    assert held.chunks[len(held.chunks) - 1]["chunk_end"] >= len(row.embedding_text()) - 1
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 

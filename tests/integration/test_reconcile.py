@@ -48,8 +48,9 @@ def test_drift_is_reported_and_repaired_through_the_queue(emu_runtime, local_set
         cur.execute("UPDATE product_vectors SET content_hash = 'corrupted' WHERE product_id = 5")
         cur.execute("UPDATE product_vectors SET version = 99 WHERE product_id = 7")
         cur.execute(
-            "INSERT INTO product_vectors SELECT 9999, embedding, sku, name, category, price, version, content_hash,"
-            " metadata, updated_at FROM product_vectors WHERE product_id = 1"
+            "INSERT INTO product_vectors (product_id, embedding, sku, name, category, price, version, content_hash,"
+            " metadata) SELECT 9999, embedding, sku, name, category, price, version, content_hash,"
+            " metadata FROM product_vectors WHERE product_id = 1"
         )
 
     # Then reconcile reports exactly that drift
@@ -125,8 +126,9 @@ def test_a_catalog_reconciles_shard_by_shard_whatever_its_ids(emu_runtime, local
         cur.execute("DELETE FROM product_vectors WHERE product_id IN (4, 345678)")
         cur.execute("UPDATE product_vectors SET content_hash = 'corrupted' WHERE product_id = 89012")
         cur.execute(
-            "INSERT INTO product_vectors SELECT 7777777, embedding, sku, name, category, price, version, content_hash,"
-            " metadata, updated_at FROM product_vectors WHERE product_id = 1"
+            "INSERT INTO product_vectors (product_id, embedding, sku, name, category, price, version, content_hash,"
+            " metadata) SELECT 7777777, embedding, sku, name, category, price, version, content_hash,"
+            " metadata FROM product_vectors WHERE product_id = 1"
         )
 
     # Then the fanned-out reconcile finds exactly that drift, summed over the shards
