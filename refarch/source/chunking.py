@@ -1,7 +1,8 @@
 """Long text: a row's embedded text as one or more chunks, each its own vector (docs/long-text.md).
 
 A text that fits the embedder's window stays one chunk, the whole text: a product is indexed as it
-always was. A longer one is split into chunks of `size` tokens with `overlap` tokens shared between
+always was. A longer one (or, when the definition sets a `size`, one longer than that) is split
+into chunks of `size` tokens with `overlap` tokens shared between
 neighbours, counted in the embedder's own tokens (each index generation splits with its own
 embedder), at the largest boundary that fits: paragraph, then line, sentence, word.
 
@@ -39,7 +40,9 @@ class Chunking:
     """How a source's long texts are split (the definition's [chunking] table)."""
 
     strategy: Strategy = "tokens"
-    size: int | None = None  # tokens per chunk; None: the embedder's window, at most DEFAULT_MAX_SIZE
+    # Tokens per chunk. None: a text that fits the embedder's window is one chunk, a longer one is split
+    # into chunks of the window, at most DEFAULT_MAX_SIZE; set: every text longer than it is split.
+    size: int | None = None
     overlap: int = DEFAULT_OVERLAP
 
     @property
@@ -134,8 +137,10 @@ class Chunker:
             room = window - (tokens.special_tokens if isinstance(tokens, HuggingFaceTokens) else 0)
             self.window = room
             self.size = min(chunking.size or DEFAULT_MAX_SIZE, room)
+            self.threshold = self.size if chunking.size else room
             self.chars_per_token = tokens.chars_per_token if isinstance(tokens, EstimatedTokens) else 4.0
-            self._fits = _splitter(tokens, room, 0)
+            # A text up to the window is one chunk, unless the definition sets a smaller size of its own.
+            self._fits = _splitter(tokens, self.threshold, 0)
             self._splitter = _splitter(tokens, self.size, min(chunking.overlap, self.size // 2 - 1))
 
     def split(self, text: str) -> list[TextChunk]:
@@ -148,7 +153,7 @@ class Chunker:
 
     def estimated_chunks(self, chars: int) -> int:
         """About how many chunks a text of `chars` characters makes (Emu sizes its batches by chunks)."""
-        if not self.enabled or chars <= self.window * self.chars_per_token:
+        if not self.enabled or chars <= self.threshold * self.chars_per_token:
             return 1
         step = max(1.0, (self.size - self.chunking.overlap) * self.chars_per_token)
         return max(1, math.ceil(chars / step))

@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+from refarch import generations
 from refarch.db import migrate
+from refarch.generations import EmbedderSpec
+from refarch.generations.reindex_flow import ensure_building
 from refarch.index.port import held_rows
 from refarch.lanes.messages import SyncMessage
 from refarch.reconcile import find_drift
@@ -32,7 +35,15 @@ from tests.integration.emu_support import (
     sqs_event,
     start_pinecone,
 )
-from tests.integration.test_sources import ARTICLES, blank_dsn, bootstrap, captured, execute, make_articles
+from tests.integration.test_sources import (
+    ARTICLES,
+    blank_dsn,
+    bootstrap,
+    captured,
+    definition_with,
+    execute,
+    make_articles,
+)
 
 pytest_plugins = ["tests.integration.emu_fixtures"]
 __all__ = ["blank_dsn"]  # the fixture, used by name
@@ -242,3 +253,37 @@ def test_a_fact_past_the_20th_chunk_is_found_first_by_its_meaning_and_shown_as_t
 def guide_chunk(dsn: str, meta: dict[str, Any]) -> str:
     body = str(query_one(dsn, "SELECT embedding_text FROM source_rows WHERE key = %s", (KEY,)))
     return body[int(meta["chunk_start"]) : int(meta["chunk_end"])]
+
+
+def test_a_chunking_change_is_a_new_generation_built_while_the_active_one_serves(
+    monkeypatch, blank_dsn, openai_standin, tmp_path
+):
+    # Given 30 articles indexed with the default chunking (each fits OpenAI's window: one vector a row)
+    make_articles(blank_dsn, 30)
+    migrate(blank_dsn, source=ARTICLES)
+    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    bootstrap(blank_dsn)
+    assert {len(row.chunks) for row in held_rows(emu.index.scan()).values()} == {1}
+    texts = openai_standin.texts
+    # When the definition asks for chunks of 64 tokens, the database is migrated and the runtimes
+    # restart with it (a deploy)
+    changed = definition_with(tmp_path, 'title = "title"\n', 'title = "title"\n\n[chunking]\nsize = 64\noverlap = 8\n')
+    assert migrate(blank_dsn, source=changed) == []  # no new migration: only the definition changed
+    monkeypatch.setenv("REFARCH_SOURCE", changed.path)
+    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    # Then a re-index starts a generation of its own for it (as for a new model or a new template)
+    building, needed = ensure_building(emu.targets, EmbedderSpec.from_settings(emu.settings))
+    assert needed and building.id == 2
+    # And filling it embeds every chunk for the new generation only: the active one keeps its vectors
+    bootstrap(blank_dsn)
+    active = emu.targets.active()
+    assert active.generation.id == 1 and {len(row.chunks) for row in held_rows(active.index.scan()).values()} == {1}
+    new_index = emu.targets.target(building).index
+    chunked = held_rows(new_index.scan())
+    assert len(chunked) == 30 and max(len(row.chunks) for row in chunked.values()) > 2
+    assert openai_standin.texts - texts == sum(len(row.chunks) for row in chunked.values())
+    # And after the switch, search reads the new generation, whose every row is exactly its chunks
+    with emu.db.transaction() as conn:
+        generations.switch(conn, building.id)
+    found = check_convergence(emu.db, new_index, emu.embedder, sample=5, generation=2, chunking=changed.chunking)
+    assert found.clean and found.rows == 30, found.detail()
