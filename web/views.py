@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, render_template, request, url_for
+from markupsafe import Markup, escape
 
 from refarch import products
 from refarch.products import MAX_ID, ProductNotFoundError
@@ -15,6 +17,29 @@ from web.db import get_db, get_runtime
 from web.errors import SEARCH_PROVIDER_ERRORS, search_provider_message
 
 bp = Blueprint("views", __name__)
+
+# A query word highlighted in a snippet: letters and digits, at least this many of them.
+_HIGHLIGHTED_WORD_CHARS = 3
+
+
+@bp.app_template_filter("highlight")
+def highlight(text: str | None, query: str | None) -> Markup:
+    """The text, escaped, with every word starting like a word of the query marked (<mark>): a long text's
+    snippet shows where the query's words are in the chunk that matched."""
+    words = {w.lower() for w in re.findall(r"\w+", query or "") if len(w) >= _HIGHLIGHTED_WORD_CHARS}
+    if not text or not words:
+        return escape(text or "")
+    pattern = re.compile(
+        r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\w*", re.I
+    )
+    parts: list[str] = []
+    last = 0
+    for found in pattern.finditer(text):
+        parts += [str(escape(text[last : found.start()])), f"<mark>{escape(found.group())}</mark>"]
+        last = found.end()
+    parts.append(str(escape(text[last:])))
+    return Markup("".join(parts))
+
 
 PAGE_SIZES = (10, 20, 50, 100)
 SEARCH_MODE_LABELS = (("hybrid", "Hybrid (meaning + words)"), ("semantic", "Meaning only"), ("lexical", "Words only"))

@@ -23,6 +23,11 @@ def test_an_article_is_found_and_edited_through_its_own_page(
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
+            # Given the articles page searched by meaning: a long guide shows the chunk that matched, words marked
+            page.goto(f"http://127.0.0.1:{port}/?q=ask+an+administrator+to+check+the+audit+log&mode=semantic")
+            snippet = page.locator("tbody.row p.snippet").first
+            assert "audit log" in snippet.inner_text()
+            assert {m.lower() for m in snippet.locator("mark").all_inner_texts()} >= {"audit", "log", "administrator"}
             # Given the articles page, searched for invoices by one author
             page.goto(f"http://127.0.0.1:{port}/?q=invoice+PDF&author=Chen+Wei")
             assert page.title() == "Articles search"
