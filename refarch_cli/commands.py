@@ -127,6 +127,7 @@ def source_check(definition: str | None, dsn: str | None) -> None:
         refuse_source(err)
     click.echo(f"{found.qualified_table} (key {found.key}, {found.key_type}) from {found.path}")
     click.echo(f"  embedded: {found.embed!r}")
+    click.echo(f"  chunking: {found.chunking.describe()}")
     for column in found.columns:
         click.echo(f"  {column.summary()}")
     if dsn:

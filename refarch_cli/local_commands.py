@@ -162,6 +162,18 @@ def bench_budget(quick: bool, json_path: Path | None, markdown_path: Path | None
     run_budget_bench(quick=quick, json_path=json_path, markdown_path=markdown_path)
 
 
+@bench.command("long-text")
+@click.option("--quick", is_flag=True, help="10 documents instead of 60.")
+@JSON_OPTION
+@MARKDOWN_OPTION
+def bench_long_text(quick: bool, json_path: Path | None, markdown_path: Path | None) -> None:
+    """Long documents through chunking and Emu (chunks per second, embedding requests) next to the raw model,
+    and the chunks embedded again when one paragraph of a 40-chunk document is edited."""
+    from refarch_local.bench_long_text import run_long_text_bench
+
+    run_long_text_bench(quick=quick, json_path=json_path, markdown_path=markdown_path)
+
+
 @click.command("chaos")
 @click.option("--quick", is_flag=True, help="Fewer rows and edits (the variant `make test` runs).")
 @click.option("--scenario", "scenarios", multiple=True, help="Run only these (repeatable); default: all.")
