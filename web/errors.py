@@ -25,6 +25,7 @@ from refarch.observability import logger
 from refarch.products import ProductInputError, ProductNotFoundError, StaleVersionError
 from refarch.search.service import SearchInputError
 from refarch.settings import ConfigurationError
+from web.db import get_runtime
 
 REQUEST_ID_HEADER = "X-Request-Id"
 
@@ -101,8 +102,30 @@ def _stale_version(err: StaleVersionError) -> Response:
 
 
 def _unique_violation(err: psycopg2.errors.UniqueViolation) -> Response:
-    # The only unique column people write is the SKU.
-    return error_response(409, "a product with this SKU already exists", {"sku": "is already used by another product"})
+    source = get_runtime().search.source
+    if source.is_builtin_products:  # the only unique column people write there is the SKU
+        return error_response(
+            409, "a product with this SKU already exists", {"sku": "is already used by another product"}
+        )
+    # Another source's table has unique columns of its own; Postgres names them only in its detail text.
+    logger.warning("database refused a duplicate", extra={"request_id": request_id(), "error": str(err).strip()})
+    return error_response(409, f"another {source.name} row already has one of these values; request id {request_id()}")
+
+
+def _refused_value(err: psycopg2.Error) -> Response:
+    """A value the table refuses that the definition's checks let through (a NOT NULL column the definition
+    does not mark required, a shorter varchar, a number out of the column's range): the client's input, a 400
+    naming the column when Postgres does."""
+    logger.warning(
+        "database refused a value",
+        extra={"request_id": request_id(), "column": err.diag.column_name, "error": str(err).strip()},
+    )
+    column = err.diag.column_name
+    fields = {column: "is refused by the table (a rule the checks before it do not know)"} if column else None
+    message = "the database refused a value (a rule the checks before it do not know)"
+    if _editor_signed_in():
+        message = f"{message}: {err.diag.message_primary}"
+    return error_response(400, f"{message}; request id {request_id()}", fields)
 
 
 def _check_violation(err: psycopg2.errors.CheckViolation) -> Response:
@@ -167,6 +190,9 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ProductNotFoundError, _product_not_found)
     app.register_error_handler(psycopg2.errors.UniqueViolation, _unique_violation)
     app.register_error_handler(psycopg2.errors.CheckViolation, _check_violation)
+    # Any other integrity rule (NOT NULL, a foreign key) and any value of the wrong shape for its column.
+    app.register_error_handler(psycopg2.IntegrityError, _refused_value)
+    app.register_error_handler(psycopg2.DataError, _refused_value)
     app.register_error_handler(psycopg2.OperationalError, _database_unavailable)
     app.register_error_handler(psycopg2.InterfaceError, _database_unavailable)
     for provider_error in SEARCH_PROVIDER_ERRORS:

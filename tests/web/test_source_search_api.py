@@ -112,6 +112,11 @@ def test_articles_are_created_read_edited_and_deleted_through_their_own_routes(a
     assert set(bad.get_json()["fields"]) == {"title", "author", "colour"}
     null_title = articles_api.put(f"/api/articles/{row['id']}", json={"version": 2, "title": None})
     assert null_title.status_code == 400 and null_title.get_json()["fields"] == {"title": "is required"}
+    # ... and a null the definition allows but the table does not (body is NOT NULL there) is a 400 naming it
+    null_body = articles_api.put(f"/api/articles/{row['id']}", json={"version": 2, "body": None})
+    assert null_body.status_code == 400, null_body.get_json()
+    assert list(null_body.get_json()["fields"]) == ["body"]
+    assert articles_client.get(f"/api/articles/{row['id']}").get_json()["version"] == 2
     # When it is deleted (at its version), it is gone
     assert articles_api.delete(f"/api/articles/{row['id']}", query_string={"version": 2}).status_code == 204
     assert articles_client.get(f"/api/articles/{row['id']}").status_code == 404
