@@ -122,6 +122,13 @@ class RowPlan:
         return [chunk for chunk in self.chunks if chunk.number not in self.reusable]
 
 
+def _chunk_hash(metadata: dict[str, Any]) -> str | None:
+    """The hash of a stored chunk's text: its own, or for a row that was one vector, the row's (its whole text)."""
+    if "chunks" in metadata:
+        return metadata.get("chunk_hash")
+    return metadata.get("content_hash")
+
+
 class Emu:
     """Re-reads rows, skips unchanged content, embeds once per chunk, upserts, advances the ledger.
 
@@ -169,12 +176,13 @@ class Emu:
         embedding), else of the active one."""
         with self.db.transaction() as conn:
             lead = generations.building(conn)
-            target = self.targets.target(lead) if lead and lead.recorded else self.targets.active()
-            chunker = self.chunker(target)
-            weights: dict[int, int] = {}
-            if chunker.enabled:
+        target = self.targets.target(lead) if lead and lead.recorded else self.targets.active()
+        chunker = self.chunker(target)
+        weights: dict[int, int] = {}
+        if chunker.enabled:
+            with self.db.transaction() as conn:
                 lengths = source_rows.text_lengths(conn, ids)
-                weights = {pid: chunker.estimated_chunks(chars) for pid, chars in lengths.items()}
+            weights = {pid: chunker.estimated_chunks(chars) for pid, chars in lengths.items()}
         return list(chunked(ids, self.chunk_size or target.embedder.batch_size, weights))
 
     def process(self, bodies: dict[str, str], *, time_left: Callable[[], float] | None = None) -> BatchOutcome:
@@ -370,9 +378,9 @@ class Emu:
         stored: dict[tuple[int, int], StoredChunk] = index.fetch_chunks(keys)
         for plan in several:
             held = {
-                chunk.metadata.get("chunk_hash"): chunk.values
+                digest: chunk.values
                 for (pid, _), chunk in stored.items()
-                if pid == plan.row.id and chunk.metadata.get("chunk_hash")
+                if pid == plan.row.id and (digest := _chunk_hash(chunk.metadata))
             }
             plan.reusable = {n: held[digest] for n, digest in enumerate(plan.hashes) if digest in held}
 

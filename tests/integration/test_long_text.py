@@ -267,7 +267,7 @@ def test_a_chunking_change_is_a_new_generation_built_while_the_active_one_serves
     texts = openai_standin.texts
     # When the definition asks for chunks of 64 tokens, the database is migrated and the runtimes
     # restart with it (a deploy)
-    changed = definition_with(tmp_path, 'title = "title"\n', 'title = "title"\n\n[chunking]\nsize = 64\noverlap = 8\n')
+    changed = definition_with(tmp_path, "overlap = 32\n", "size = 64\noverlap = 8\n")
     assert migrate(blank_dsn, source=changed) == []  # no new migration: only the definition changed
     monkeypatch.setenv("REFARCH_SOURCE", changed.path)
     emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
