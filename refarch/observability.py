@@ -34,12 +34,17 @@ class EmfOutput(AmazonCloudWatchEMFProvider):
     stdout. A local tool's stdout is a person's terminal (or a command's JSON output), so locally the
     records are appended to a log file instead. Powertools prints a set on its own in two places:
     at each flush, and when a metric reaches 100 values; both are taken over here when a file is set.
+
+    Adding and flushing hold one lock: the local event source runs several invocations of a handler in
+    threads of one process, and a flush serializing the set while another thread adds to it would fail
+    ("dictionary changed size during iteration"). On AWS a process runs one invocation at a time.
     """
 
     def __init__(self, **sets: Any) -> None:
         super().__init__(**sets)
         self.path: Path | None = None
         self._writing = threading.Lock()
+        self._sets = threading.RLock()
 
     def write_to(self, path: Path) -> None:
         """Append every record to `path` from now on (the file is created at the first record)."""
@@ -47,6 +52,10 @@ class EmfOutput(AmazonCloudWatchEMFProvider):
 
     def add_metric(self, name: str, unit: Any, value: float, resolution: Any = 60) -> None:
         """Add a value; a set about to reach Powertools' limit is written first (else Powertools prints it)."""
+        with self._sets:
+            self._add_metric(name, unit, value, resolution)
+
+    def _add_metric(self, name: str, unit: Any, value: float, resolution: Any) -> None:
         if self.path is not None:
             values = self.metric_set.get(name, {}).get("Value", [])
             full = len(values) >= MAX_METRICS - 1 or (
@@ -59,6 +68,10 @@ class EmfOutput(AmazonCloudWatchEMFProvider):
 
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
         """Write the set to the file (or, with no file, print it as Powertools does); then start a new one."""
+        with self._sets:
+            self._flush_metrics(raise_on_empty_metrics)
+
+    def _flush_metrics(self, raise_on_empty_metrics: bool) -> None:
         if self.path is None:
             super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
             return
