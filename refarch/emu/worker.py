@@ -392,7 +392,10 @@ class Emu:
         started = time.perf_counter()
         texts = [chunk.text for plan in plans for chunk in plan.to_embed()]
         try:
-            vectors = iter(target.embedder.embed(texts) if texts else [])
+            embedded = target.embedder.embed(texts) if texts else []
+            if len(embedded) != len(texts):
+                raise ValueError(f"the embedder returned {len(embedded)} vectors for {len(texts)} texts")
+            vectors = iter(embedded)
             if texts:
                 outcome.embed_calls += 1
                 ledger.record_embed_call(conn, target.embedder.model_id, len(texts))
