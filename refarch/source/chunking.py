@@ -135,7 +135,6 @@ class Chunker:
         if self.enabled:
             assert window is not None and tokens is not None
             room = window - (tokens.special_tokens if isinstance(tokens, HuggingFaceTokens) else 0)
-            self.window = room
             self.size = min(chunking.size or DEFAULT_MAX_SIZE, room)
             self.threshold = self.size if chunking.size else room
             self.chars_per_token = tokens.chars_per_token if isinstance(tokens, EstimatedTokens) else 4.0

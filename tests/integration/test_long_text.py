@@ -8,39 +8,35 @@ tokens, chunks of 512) and the real local model (a window of 256 word pieces).
 
 from __future__ import annotations
 
-import contextlib
 import random
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from refarch import generations
 from refarch.db import migrate
 from refarch.generations import EmbedderSpec
 from refarch.generations.reindex_flow import ensure_building
 from refarch.index.port import held_rows
-from refarch.lanes.messages import SyncMessage
-from refarch.reconcile import find_drift
 from refarch.search.service import SearchRequest
 from refarch_local import articles
 from refarch_local.convergence import check_convergence
 from tests.integration.emu_support import (
-    OPENAI_DIMENSIONS,
-    assert_index_matches_database,
     configure_emu,
     failed_ids,
     invoke_emu,
     query_one,
     sqs_event,
-    start_pinecone,
 )
 from tests.integration.test_sources import (
     ARTICLES,
+    articles_emu,
+    assert_synced,
     blank_dsn,
     bootstrap,
     captured,
     definition_with,
+    deliver_with_faults,
     execute,
     make_articles,
 )
@@ -73,26 +69,12 @@ def chunks_of(emu: Any, key: str) -> dict[int, dict[str, Any]]:
     return held[row_id].chunks if row_id in held else {}
 
 
-def assert_synced(emu: Any) -> None:
-    """Index == table, chunk by chunk, by the ledger, an independent check and reconcile alike."""
-    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
-    found = check_convergence(emu.db, emu.index, emu.embedder, sample=10)
-    assert found.clean, found.detail()
-    drift = find_drift(emu.db, emu.index, emu.embedder.model_id)
-    assert (drift.missing, drift.stale, drift.extra, drift.ledger_drift) == ([], [], [], [])
-
-
 @pytest.mark.parametrize("backend", ["pgvector", "pinecone"])
 def test_a_long_text_is_one_vector_per_chunk_an_edit_re_embeds_what_changed_and_no_chunk_is_orphaned(
     monkeypatch, blank_dsn, openai_standin, pinecone_standins, backend
 ):
     # Given articles synced on either backend
-    make_articles(blank_dsn, 20)
-    migrate(blank_dsn, source=ARTICLES)
-    pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS) if backend == "pinecone" else None
-    emu = configure_emu(
-        monkeypatch, blank_dsn, embedder="openai", index=backend, openai=openai_standin, pinecone=pinecone
-    )
+    emu = articles_emu(monkeypatch, blank_dsn, 20, openai_standin, pinecone_standins, backend)
     bootstrap(blank_dsn)
     assert all(len(row.chunks) == 1 for row in held_rows(emu.index.scan()).values())  # they fit the window
 
@@ -104,7 +86,7 @@ def test_a_long_text_is_one_vector_per_chunk_an_edit_re_embeds_what_changed_and_
     chunks = chunks_of(emu, KEY)
     assert len(chunks) >= 35 and openai_standin.texts - before == len(chunks)
     assert sorted(chunks) == list(range(len(chunks))) and {c["chunks"] for c in chunks.values()} == {len(chunks)}
-    assert_synced(emu)
+    assert_synced(emu, sample=10)
 
     # When one paragraph in the middle is edited
     before = openai_standin.texts
@@ -112,7 +94,7 @@ def test_a_long_text_is_one_vector_per_chunk_an_edit_re_embeds_what_changed_and_
     deliver(blank_dsn)
     # Then at most the two chunks that hold it (with the overlap) are embedded again; the rest are reused
     assert 1 <= openai_standin.texts - before <= 2
-    assert_synced(emu)
+    assert_synced(emu, sample=10)
 
     # When a paragraph is inserted near the start (every later chunk moves)
     before = openai_standin.texts
@@ -120,7 +102,7 @@ def test_a_long_text_is_one_vector_per_chunk_an_edit_re_embeds_what_changed_and_
     deliver(blank_dsn)
     # Then only the chunks whose text changed are embedded: moved chunks are reused wherever they went
     assert openai_standin.texts - before <= 3
-    assert_synced(emu)
+    assert_synced(emu, sample=10)
 
     # When the text shrinks to half, then to one that fits the window
     for paragraphs, most in ((200, None), (20, 1)):
@@ -130,7 +112,7 @@ def test_a_long_text_is_one_vector_per_chunk_an_edit_re_embeds_what_changed_and_
         shrunk = chunks_of(emu, KEY)
         assert sorted(shrunk) == list(range(len(shrunk))) and len(shrunk) < len(chunks)
         assert most is None or len(shrunk) == most
-        assert_synced(emu)
+        assert_synced(emu, sample=10)
 
     # When it grows again and is then deleted
     set_body(blank_dsn, KEY, guide_text(300))
@@ -140,7 +122,7 @@ def test_a_long_text_is_one_vector_per_chunk_an_edit_re_embeds_what_changed_and_
     deliver(blank_dsn)
     # Then every chunk of it is gone
     assert chunks_of(emu, KEY) == {}
-    assert_synced(emu)
+    assert_synced(emu, sample=10)
 
 
 def random_long_writes(dsn: str, rng: random.Random, keys: list[str], steps: int) -> None:
@@ -177,12 +159,7 @@ def test_long_texts_converge_to_exactly_their_chunks_whatever_the_edits_duplicat
     monkeypatch, blank_dsn, openai_standin, pinecone_standins, backend
 ):
     # Given 10 long articles (some over the window, some not) and 10 short ones, synced on either backend
-    make_articles(blank_dsn, 10)
-    migrate(blank_dsn, source=ARTICLES)
-    pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS) if backend == "pinecone" else None
-    emu = configure_emu(
-        monkeypatch, blank_dsn, embedder="openai", index=backend, openai=openai_standin, pinecone=pinecone
-    )
+    emu = articles_emu(monkeypatch, blank_dsn, 10, openai_standin, pinecone_standins, backend)
     rng = random.Random(29)
     keys = [str(articles.article_id(100 + n)) for n in range(10)]
     for n, key in enumerate(keys):
@@ -193,28 +170,15 @@ def test_long_texts_converge_to_exactly_their_chunks_whatever_the_edits_duplicat
         )
     bootstrap(blank_dsn)
     captured(blank_dsn)  # the inserts' changes: the bootstrap already indexed them
-    delivered: list[SyncMessage] = []
     # When rounds of edits that grow and shrink texts are delivered out of order, some twice, some late,
-    # while the provider fails a fifth of its requests
-    openai_standin.fault_rate, openai_standin.fault_kinds = 0.2, ("server_error", "rate_limit")
-    for _ in range(5):
-        random_long_writes(blank_dsn, rng, keys, 12)
-        messages = captured(blank_dsn)
-        batch = messages + rng.sample(messages, len(messages) // 3) + rng.sample(delivered, min(4, len(delivered)))
-        rng.shuffle(batch)
-        delivered += messages
-        for message in batch:
-            with contextlib.suppress(BatchProcessingError):  # it failed: SQS delivers it again
-                invoke_emu(sqs_event(message))
-    assert sum(openai_standin.faults.values()) > 0
-    # And every message is delivered once more at the end (SQS redelivers what failed)
-    openai_standin.fault_rate = 0.0
-    for message in delivered:
-        assert failed_ids(invoke_emu(sqs_event(message))) == set()
+    # while the provider fails a fifth of its requests, and every message is delivered once more at the end
+    deliver_with_faults(
+        blank_dsn, rng, openai_standin, lambda: random_long_writes(blank_dsn, rng, keys, 12), rounds=5, late=4
+    )
     # Then the index holds exactly the chunks of the current texts, and no other vector
     held = held_rows(emu.index.scan())
     assert max(len(row.chunks) for row in held.values()) > 20
-    assert_synced(emu)
+    assert_synced(emu, sample=10)
 
 
 def test_a_fact_past_the_20th_chunk_is_found_first_by_its_meaning_and_shown_as_the_snippet(monkeypatch, blank_dsn):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,14 @@ from refarch.generations.reindex_flow import ensure_building
 from refarch.lanes.messages import SyncMessage, bulk_messages
 from refarch.pelican import outbox
 from refarch.reconcile import find_drift
+from refarch.runtime import Runtime
 from refarch.search.service import SearchInputError, SearchRequest
 from refarch.source import Source, SourceError, load
 from refarch.source.definition import parse
 from refarch_local import articles
-from refarch_local.convergence import check_convergence
+from refarch_local.convergence import Convergence, check_convergence
 from refarch_local.database import LocalDatabase
+from refarch_local.standins import OpenAIStandIn, PineconeStandIn
 from tests.integration.emu_support import (
     OPENAI_DIMENSIONS,
     assert_index_matches_database,
@@ -225,47 +227,70 @@ def random_writes(dsn: str, rng: random.Random, steps: int) -> None:
     conn.close()
 
 
+def articles_emu(
+    monkeypatch: pytest.MonkeyPatch,
+    dsn: str,
+    rows: int,
+    openai_standin: OpenAIStandIn,
+    pinecone_standins: list[PineconeStandIn],
+    backend: str,
+) -> Runtime:
+    """`rows` articles in a migrated database, and Emu configured for them on `backend` (OpenAI stand-in)."""
+    make_articles(dsn, rows)
+    migrate(dsn, source=ARTICLES)
+    pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS) if backend == "pinecone" else None
+    return configure_emu(monkeypatch, dsn, embedder="openai", index=backend, openai=openai_standin, pinecone=pinecone)
+
+
+def deliver_with_faults(
+    dsn: str, rng: random.Random, openai_standin: OpenAIStandIn, write: Callable[[], None], *, rounds: int, late: int
+) -> None:
+    """Rounds of `write`, each round's captured changes delivered shuffled, a third of them twice and up to
+    `late` earlier ones again, one message at a time (as a FIFO queue hands out a product group's), while
+    the provider fails a fifth of its requests; then every message once more with no fault (SQS redelivers
+    what failed, at least once), each succeeding."""
+    delivered: list[SyncMessage] = []
+    openai_standin.fault_rate, openai_standin.fault_kinds = 0.2, ("server_error", "rate_limit")
+    for _ in range(rounds):
+        write()
+        messages = captured(dsn)
+        batch = messages + rng.sample(messages, len(messages) // 3) + rng.sample(delivered, min(late, len(delivered)))
+        rng.shuffle(batch)
+        delivered += messages
+        for message in batch:
+            with contextlib.suppress(BatchProcessingError):  # every record failed: SQS delivers it again
+                invoke_emu(sqs_event(message))
+    assert sum(openai_standin.faults.values()) > 0
+    openai_standin.fault_rate = 0.0
+    for message in delivered:
+        assert failed_ids(invoke_emu(sqs_event(message))) == set()
+
+
+def assert_synced(emu: Runtime, *, sample: int) -> Convergence:
+    """Index == table (chunk by chunk), by the ledger, an independent check and reconcile alike; the check."""
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+    found = check_convergence(emu.db, emu.index, emu.embedder, sample=sample)
+    assert found.clean, found.detail()
+    drift = find_drift(emu.db, emu.index, emu.embedder.model_id)
+    assert (drift.missing, drift.stale, drift.extra, drift.ledger_drift) == ([], [], [], [])
+    return found
+
+
 @pytest.mark.parametrize("backend", ["pgvector", "pinecone"])
 def test_articles_converge_whatever_the_writes_duplicates_reordering_and_retries(
     monkeypatch, blank_dsn, openai_standin, pinecone_standins, backend
 ):
     # Given 60 articles synced on either backend
-    make_articles(blank_dsn, 60)
-    migrate(blank_dsn, source=ARTICLES)
-    pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS) if backend == "pinecone" else None
-    emu = configure_emu(
-        monkeypatch, blank_dsn, embedder="openai", index=backend, openai=openai_standin, pinecone=pinecone
-    )
+    emu = articles_emu(monkeypatch, blank_dsn, 60, openai_standin, pinecone_standins, backend)
     bootstrap(blank_dsn)
     rng = random.Random(11)
-    delivered: list[SyncMessage] = []
     # When rounds of random writes are captured and delivered out of order, some twice, some late,
-    # while the provider fails a fifth of the requests
-    openai_standin.fault_rate, openai_standin.fault_kinds = 0.2, ("server_error", "rate_limit")
-    for _ in range(6):
-        random_writes(blank_dsn, rng, 25)
-        messages = captured(blank_dsn)
-        batch = messages + rng.sample(messages, len(messages) // 3) + rng.sample(delivered, min(5, len(delivered)))
-        rng.shuffle(batch)
-        delivered += messages
-        for start in range(0, len(batch), 10):
-            # One message per product group at a time, as a FIFO queue hands them out
-            for message in batch[start : start + 10]:
-                with contextlib.suppress(BatchProcessingError):  # every record failed: SQS delivers it again
-                    invoke_emu(sqs_event(message))
-    assert sum(openai_standin.faults.values()) > 0
-    # And every message is delivered once more at the end (SQS redelivers what failed, at least once)
-    openai_standin.fault_rate = 0.0
-    for message in delivered:
-        assert failed_ids(invoke_emu(sqs_event(message))) == set()
-    # Then the index holds exactly the table's rows, at their versions, texts and metadata
-    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
-    found = check_convergence(emu.db, emu.index, emu.embedder, sample=20)
-    assert found.clean, found.detail()
+    # while the provider fails a fifth of the requests, and every message is delivered once more at the end
+    deliver_with_faults(blank_dsn, rng, openai_standin, lambda: random_writes(blank_dsn, rng, 25), rounds=6, late=5)
+    # Then the index holds exactly the table's rows, at their versions, texts and metadata, by the ledger,
+    # an independent check and reconcile (trusting neither) alike
+    found = assert_synced(emu, sample=20)
     assert found.rows == query_one(blank_dsn, "SELECT count(*) FROM articles")
-    # And reconcile, trusting neither, finds nothing to repair
-    drift = find_drift(emu.db, emu.index, emu.embedder.model_id)
-    assert (drift.missing, drift.stale, drift.extra, drift.ledger_drift) == ([], [], [], [])
 
 
 def test_an_invalid_definition_is_refused_at_migrate_before_anything_changes(blank_dsn):
@@ -406,12 +431,7 @@ def test_search_finds_articles_by_words_and_meaning_and_filters_on_their_columns
     monkeypatch, blank_dsn, openai_standin, pinecone_standins, backend
 ):
     # Given 40 articles synced on either backend, and search configured for the articles source
-    make_articles(blank_dsn, 40)
-    migrate(blank_dsn, source=ARTICLES)
-    pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS) if backend == "pinecone" else None
-    emu = configure_emu(
-        monkeypatch, blank_dsn, embedder="openai", index=backend, openai=openai_standin, pinecone=pinecone
-    )
+    emu = articles_emu(monkeypatch, blank_dsn, 40, openai_standin, pinecone_standins, backend)
     bootstrap(blank_dsn)
     monkeypatch.setenv("REFARCH_SOURCE", "articles")
     service = emu.search
