@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import threading
 from typing import Protocol, runtime_checkable
 
@@ -144,7 +143,7 @@ class OpenAIEmbedder:
 
 
 class LocalEmbedder:
-    """sentence-transformers all-MiniLM-L6-v2 (384-d, normalised), loaded offline when packaged."""
+    """A sentence-transformers model, all-MiniLM-L6-v2 by default (384-d, normalised), loaded offline when packaged."""
 
     # The model's own encode batch: on CPU, larger batches gain little and hold Emu's locks longer.
     BATCH_SIZE = 64
@@ -154,7 +153,9 @@ class LocalEmbedder:
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from sentence_transformers import SentenceTransformer
+        import torch
+
+        from refarch.local_model import load_sentence_model
 
         path: str = model_name
         if model_name == "all-MiniLM-L6-v2":
@@ -165,36 +166,27 @@ class LocalEmbedder:
             except ImportError:
                 path = f"sentence-transformers/{model_name}"
         if threads:
-            import torch
-
             # Several model processes on one machine each take a share of the cores, not all of them.
             torch.set_num_threads(threads)
-        self._model = SentenceTransformer(path, device="cpu")
-        # The model truncates to its own limit (256 word pieces); longer text is cut, not rejected.
-        dimension = self._model.get_embedding_dimension()
-        if dimension is None:
-            raise ConfigurationError(f"embedding model {path} does not report its vector dimension")
-        self.dimension = int(dimension)
+        try:
+            self._model = load_sentence_model(path)
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from error
+        self.dimension = self._model.dimension
         self.model_id = f"local:{model_name}:{self.dimension}"
         self.batch_size = self.BATCH_SIZE
-        # The window (256 word pieces, [CLS] and [SEP] included) and the model's own tokenizer, without the
-        # truncation the model applies, so chunks are measured whole (refarch.source.chunking).
-        self.max_input_tokens = int(self._model.max_seq_length or 256)
-        tokenizer = copy.deepcopy(self._model.tokenizer.backend_tokenizer)
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
-        self.tokens = HuggingFaceTokens(tokenizer)
+        # The window (256 word pieces for MiniLM, [CLS] and [SEP] included; longer text is cut, not
+        # rejected) and the model's own tokenizer, without that cut, so chunks are measured whole
+        # (refarch.source.chunking).
+        self.max_input_tokens = self._model.max_seq_length
+        self.tokens = HuggingFaceTokens(self._model.tokenizer())
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Normalised vectors, computed on this machine's CPU."""
         # One model, many worker threads: serialise so torch's own threads are not oversubscribed.
         with self._lock:
-            array = self._model.encode(
-                texts, batch_size=self.BATCH_SIZE, normalize_embeddings=True, show_progress_bar=False
-            )
-        vectors: list[list[float]] = array.tolist()
-        return vectors
+            return self._model.encode(texts, batch_size=self.BATCH_SIZE)
 
 
 def openai_tokens(model: str) -> TokenCounting:

@@ -376,7 +376,10 @@ class Supervisor:
     def _publish_pids(self) -> None:
         """Write each component's pid to REFARCH_HOME/processes.json (for operators and fault tests)."""
         pids = {c.name: c.process.pid for c in self.components if c.process is not None}
-        (self.home / "processes.json").write_text(json.dumps(pids))
+        # Written whole, then renamed into place: a reader never sees a half-written file.
+        partial = self.home / f"processes.json.{threading.get_ident()}"
+        partial.write_text(json.dumps(pids))
+        partial.replace(self.home / "processes.json")
 
     def stop(self) -> None:
         """Stop components in reverse order, then release the database."""
