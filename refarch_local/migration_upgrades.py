@@ -15,9 +15,13 @@ and the upgraded database ends up with the schema of a fresh install.
    gets the same runtime-created vector tables; any difference fails.
 
 `check_upgrades(new_database)` runs it for every migration and returns how many were upgraded (the
-deploy rehearsal reports it as `migrations_upgraded`). `new_database` returns the DSN of a new, empty
-database on each call; `scratch_databases(server_dsn)` makes one that drops them afterwards, and
-`check_upgrades_on_server(server_dsn)` runs the checks with one.
+deploy rehearsal reports it as `migrations_upgraded`). `new_database()` returns the DSN of a new,
+empty database on each call, and `new_database(template=dsn)` a copy of one (CREATE DATABASE …
+TEMPLATE); `scratch_databases(server_dsn)` makes one that drops them afterwards, and
+`check_upgrades_on_server(server_dsn)` runs the checks with one. The history a database lived
+through before each migration, and a fresh install, are built once per `new_database` and copied
+for every check that needs them (an upgrade check of every migration is then one walk through the
+releases, not one walk per migration).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from psycopg2 import sql
 
@@ -37,7 +42,6 @@ from refarch_local.schema_snapshot import schema_diff
 from refarch_local.upgrade_population import populate
 
 Row = dict[str, Any]
-NewDatabase = Callable[[], str]
 
 
 class UpgradeMismatch(Exception):
@@ -277,9 +281,8 @@ def vector_tables(dsn: str) -> dict[str, int]:
         conn.close()
 
 
-def fresh_install(dsn: str, vectors: dict[str, int]) -> None:
-    """Every migration on an empty database, then the vector tables the runtimes would create."""
-    migrate(dsn)
+def add_vector_tables(dsn: str, vectors: dict[str, int]) -> None:
+    """The vector tables the runtimes would create, by name and dimension."""
     database = Database(dsn)
     for table, dimension in vectors.items():
         PgVectorIndex(database, dimension, table).ensure()
@@ -287,22 +290,34 @@ def fresh_install(dsn: str, vectors: dict[str, int]) -> None:
 
 
 def upgrade_to_head_matches_fresh_install(upgraded: str, new_database: NewDatabase) -> list[str]:
-    """Migrate to the head; the schema's differences from a fresh install's, as problems (none: equal)."""
+    """Migrate to the head; the schema's differences from a fresh install's (every migration on an empty
+    database, then the vector tables the runtimes would create), as problems (none: equal)."""
     migrate(upgraded)
-    fresh = new_database()
-    fresh_install(fresh, vector_tables(upgraded))
+    files = tuple(migration_files())
+    if files not in new_database.fresh:
+        new_database.fresh[files] = new_database.owner()
+        migrate(new_database.fresh[files])
+    fresh = new_database(template=new_database.fresh[files])
+    add_vector_tables(fresh, vector_tables(upgraded))
     diff = schema_diff(upgraded, fresh)
     return ["schema differs from a fresh install:\n" + "\n".join(diff)] if diff else []
 
 
 def populated_before(migration: str, new_database: NewDatabase) -> str:
     """A new database that lived through every release before `migration`: each migration applied in
-    turn, and after each, the data its release's runtimes write (under ids of its own)."""
-    dsn = new_database()
-    names = [name for name, _ in migration_files()]
-    for release, name in enumerate(names[: names.index(migration)], start=1):
-        migrate(dsn, up_to=name)
+    turn, and after each, the data its release's runtimes write (under ids of its own).
+
+    Each release's state is kept as a template: the next call continues from the latest one it can."""
+    files = tuple(migration_files())
+    names = [name for name, _ in files]
+    target = names.index(migration)
+    lived = new_database.lived
+    done = next((n for n in range(target, 0, -1) if files[:n] in lived), 0)
+    dsn = new_database(template=lived[files[:done]]) if done else new_database()
+    for release in range(done + 1, target + 1):
+        migrate(dsn, up_to=names[release - 1])
         populate(dsn, release)
+        lived[files[:release]] = new_database.owner(template=dsn)
     return dsn
 
 
@@ -336,22 +351,52 @@ def check_upgrades_on_server(server_dsn: str) -> int:
         return check_upgrades(new_database)
 
 
+Migrations = tuple[tuple[str, str], ...]  # (name, sql) of the migrations a database has had
+
+
+class NewDatabase:
+    """Makes databases on one server: `new()` an empty one, `new(template=dsn)` a copy of one nobody is
+    connected to (CREATE DATABASE … TEMPLATE); `drop()` drops every one it made.
+
+    It keeps the templates the checks build, keyed by the migrations applied (their text included, so
+    a changed migration never reuses an old history): `lived`, the history before each migration, and
+    `fresh`, a fresh install. A `sibling()` shares them (its `owner` makes and drops them) and drops
+    only what it made itself."""
+
+    def __init__(self, server_dsn: str, owner: NewDatabase | None = None) -> None:
+        self.server_dsn = server_dsn
+        self.made: list[str] = []
+        self.owner: NewDatabase = owner or self
+        self.lived: dict[Migrations, str] = self.owner.lived if owner else {}
+        self.fresh: dict[Migrations, str] = self.owner.fresh if owner else {}
+
+    def __call__(self, template: str | None = None) -> str:
+        name = f"upgrade_{uuid.uuid4().hex[:12]}"
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            source = urlsplit(template).path.lstrip("/")
+            statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(source))
+        _admin(self.server_dsn, statement)
+        self.made.append(name)
+        return with_database(self.server_dsn, name)
+
+    def sibling(self) -> NewDatabase:
+        return NewDatabase(self.server_dsn, owner=self.owner)
+
+    def drop(self) -> None:
+        for name in self.made:
+            _admin(self.server_dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self.made.clear()
+
+
 @contextmanager
 def scratch_databases(server_dsn: str) -> Iterator[NewDatabase]:
-    """A maker of new empty databases on this server; every one it made is dropped on exit."""
-    made: list[str] = []
-
-    def new_database() -> str:
-        name = f"upgrade_{uuid.uuid4().hex[:12]}"
-        _admin(server_dsn, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        made.append(name)
-        return with_database(server_dsn, name)
-
+    """A maker of new databases on this server (empty or copies); every one it made is dropped on exit."""
+    new_database = NewDatabase(server_dsn)
     try:
         yield new_database
     finally:
-        for name in made:
-            _admin(server_dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        new_database.drop()
 
 
 def _admin(server_dsn: str, statement: sql.Composed) -> None:

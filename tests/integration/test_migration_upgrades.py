@@ -46,11 +46,19 @@ def last_release_ids(before: str) -> int:
     return id_offset(MIGRATIONS.index(migration(before)))
 
 
+@pytest.fixture(scope="session")
+def upgrade_templates(pg_server: LocalDatabase) -> Iterator[NewDatabase]:
+    """The histories and fresh installs the checks build, kept for every test of the session."""
+    with scratch_databases(pg_server.dsn) as templates:
+        yield templates
+
+
 @pytest.fixture
-def new_database(pg_server: LocalDatabase) -> Iterator[NewDatabase]:
-    """Makes new empty databases on the session's server; drops them after the test."""
-    with scratch_databases(pg_server.dsn) as new:
-        yield new
+def new_database(upgrade_templates: NewDatabase) -> Iterator[NewDatabase]:
+    """Makes new databases on the session's server (sharing the session's templates); drops them after the test."""
+    new = upgrade_templates.sibling()
+    yield new
+    new.drop()
 
 
 def query(dsn: str, statement: str, params: tuple = ()) -> list[tuple]:
