@@ -4,7 +4,7 @@ The default, all-MiniLM-L6-v2, is a 6-layer BERT encoder followed by mean poolin
 and L2 normalisation (its `modules.json`: Transformer → Pooling → Normalize). `BertEncoder` runs
 exactly that in plain torch, from the model directory's weights and Rust tokenizer, and loads in
 about 4 s of CPU. The sentence-transformers library gives the same vectors
-(tests/unit/test_local_model.py compares them) but imports transformers, scikit-learn, scipy and
+(tests/integration/test_local_model.py compares them) but imports transformers, scikit-learn, scipy and
 sympy on the way: about 15 s of CPU, paid by every local Emu worker, every `refarch demo` start
 and every test stack. Any other model (another architecture or pooling, or a name to fetch from the
 Hugging Face hub) is still run by sentence-transformers.
