@@ -223,9 +223,7 @@ def test_a_chunking_change_is_a_new_generation_built_while_the_active_one_serves
     monkeypatch, blank_dsn, openai_standin, tmp_path
 ):
     # Given 30 articles indexed with the default chunking (each fits OpenAI's window: one vector a row)
-    make_articles(blank_dsn, 30)
-    migrate(blank_dsn, source=ARTICLES)
-    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    emu = articles_emu(monkeypatch, blank_dsn, 30, openai_standin)
     bootstrap(blank_dsn)
     assert {len(row.chunks) for row in held_rows(emu.index.scan()).values()} == {1}
     texts = openai_standin.texts

@@ -154,9 +154,7 @@ def test_a_column_neither_embedded_nor_metadata_syncs_nothing_and_metadata_is_no
     monkeypatch, blank_dsn, openai_standin
 ):
     # Given 1,000 articles, synced
-    make_articles(blank_dsn, 1_000)
-    migrate(blank_dsn, source=ARTICLES)
-    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    emu = articles_emu(monkeypatch, blank_dsn, 1_000, openai_standin)
     bootstrap(blank_dsn)
     calls, texts = embed_calls_recorded(blank_dsn), openai_standin.texts
 
@@ -232,13 +230,14 @@ def articles_emu(
     dsn: str,
     rows: int,
     openai_standin: OpenAIStandIn,
-    pinecone_standins: list[PineconeStandIn],
-    backend: str,
+    pinecone_standins: list[PineconeStandIn] | None = None,
+    backend: str = "pgvector",
 ) -> Runtime:
-    """`rows` articles in a migrated database, and Emu configured for them on `backend` (OpenAI stand-in)."""
+    """`rows` articles in a migrated database, and Emu configured for them on `backend` (OpenAI stand-in;
+    the Pinecone stand-ins only for "pinecone")."""
     make_articles(dsn, rows)
     migrate(dsn, source=ARTICLES)
-    pinecone = start_pinecone(pinecone_standins, OPENAI_DIMENSIONS) if backend == "pinecone" else None
+    pinecone = start_pinecone(pinecone_standins or [], OPENAI_DIMENSIONS) if backend == "pinecone" else None
     return configure_emu(monkeypatch, dsn, embedder="openai", index=backend, openai=openai_standin, pinecone=pinecone)
 
 
@@ -313,9 +312,7 @@ def test_an_invalid_definition_is_refused_at_migrate_before_anything_changes(bla
 
 
 def test_a_database_that_synced_one_table_refuses_another(monkeypatch, blank_dsn, openai_standin):
-    make_articles(blank_dsn, 20)
-    migrate(blank_dsn, source=ARTICLES)
-    configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    articles_emu(monkeypatch, blank_dsn, 20, openai_standin)
     bootstrap(blank_dsn)
     with pytest.raises(SourceError, match="this database syncs public.articles .* give the new source a database"):
         migrate(blank_dsn, source=load("products"))
@@ -334,9 +331,7 @@ def test_a_new_text_template_is_a_new_generation_and_the_active_one_keeps_its_ve
     monkeypatch, blank_dsn, openai_standin, tmp_path
 ):
     # Given 30 articles indexed from "{title}\n\n{body}"
-    make_articles(blank_dsn, 30)
-    migrate(blank_dsn, source=ARTICLES)
-    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    emu = articles_emu(monkeypatch, blank_dsn, 30, openai_standin)
     bootstrap(blank_dsn)
     texts = openai_standin.texts
     # When the definition embeds the title alone, and the database is migrated
@@ -368,9 +363,7 @@ def test_a_new_text_template_is_a_new_generation_and_the_active_one_keeps_its_ve
 
 def test_new_metadata_columns_are_backfilled_without_embedding(monkeypatch, blank_dsn, openai_standin, tmp_path):
     # Given 30 articles indexed, with title, author and published as metadata
-    make_articles(blank_dsn, 30)
-    migrate(blank_dsn, source=ARTICLES)
-    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    emu = articles_emu(monkeypatch, blank_dsn, 30, openai_standin)
     bootstrap(blank_dsn)
     calls, texts = embed_calls_recorded(blank_dsn), openai_standin.texts
     # When the definition adds `views` to the metadata, and the database is migrated
