@@ -12,14 +12,27 @@ export XDG_RUNTIME_DIR ?= /tmp
 ## setup: create .venv and install everything (idempotent; instant when nothing changed)
 setup: $(SETUP_STAMP)
 
-# The two files carry hashes, so pip checks every download against the lock (--require-hashes mode).
-# --no-compile: pip would byte-compile all ~470 MB of the packages' sources (aws_cdk alone 180 MB) at
-# ~8 MB/s, a minute of one core; Python compiles (and caches) just the modules that get imported.
+# uv installs the two locked files (pip took ~130 s on a fresh clone, uv ~10 s: it downloads and
+# unpacks in parallel). uv itself comes from requirements-dev.txt's pin, installed by pip with its
+# hashes. Both files carry hashes, so every download is checked against the lock (--require-hashes).
+# uv reads no pip configuration: the folder holding torch's CPU build is passed as find-links
+# (TORCH_WHEELS, as `make lock` does). No byte-compiling at install (all ~470 MB of sources, aws_cdk
+# alone 180 MB): Python compiles and caches just the modules that get imported (see below).
+TORCH_WHEELS ?= /opt/wheels
+UV := $(BIN)/uv pip install --quiet --python $(PY) --require-hashes --find-links $(TORCH_WHEELS)
 $(SETUP_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt -r requirements-dev.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	awk '/^uv==/ {p = 1; print; next} p && /^ +--hash/ {print; next} {p = 0}' requirements-dev.txt > $(VENV)/uv-requirement.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r $(VENV)/uv-requirement.txt
+	$(UV) -r requirements.txt -r requirements-dev.txt
+	$(BIN)/uv pip install --quiet --python $(PY) --no-deps -e .
 	touch $@
+
+# Python caches the bytecode of what it imports (in __pycache__, next to the sources). Some machines
+# turn that off for every process (PYTHONDONTWRITEBYTECODE=1, this one among them); then every process
+# the tests start (each Emu worker, listener, queue server, web worker and CLI run) compiles boto3,
+# moto and the rest from source again: 2-4x slower imports, ~280 s of a fresh clone's test run.
+unexport PYTHONDONTWRITEBYTECODE
 
 ## lock: resolve pyproject.toml's dependencies into requirements.lock and regenerate every requirement
 ## file from it (tools/lock.py says which file is for what); ARGS=--upgrade for the newest versions
