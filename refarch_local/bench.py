@@ -32,7 +32,7 @@ from refarch import catalog
 from refarch.db import Database, connect, fetch_one
 from refarch.embeddings import LocalEmbedder
 from refarch.lanes.messages import bulk_messages
-from refarch.observability import metrics_to_file
+from refarch.observability import log_to_file, metrics_to_file
 from refarch.products import embedding_text
 from refarch.settings import Settings, read_local_runtime
 from refarch_local import bench_reindex
@@ -125,8 +125,10 @@ class Bench:
         and kept, with its logs, after a failed one.
         """
         completed = False
-        # Metric records of anything run in this process go with the run's logs, not to the terminal.
+        # Metric records and log lines of anything run in this process go with the run's logs, not to the
+        # terminal (which shows progress and tables).
         metrics_to_file(self.home / "logs" / "metrics.log")
+        log_to_file(self.home / "logs" / "bench.log")
         # The re-index's second model: the OpenAI stand-in, which every Emu worker must be able to reach.
         second_model = OpenAIStandIn(seed=7).start()
         os.environ.update(

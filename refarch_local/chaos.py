@@ -32,14 +32,16 @@ def run_chaos(
     harness = ChaosScenarios(
         rows=200 if quick else 2000, edits=150 if quick else 1000, console=console, embedder=embedder
     )
+    scenarios = only or SCENARIOS
     try:
         harness.start()
-        for name in only or SCENARIOS:
+        for name in scenarios:
             getattr(harness, name)()
     finally:
         harness.stop()
-        # The stack's data and logs are only worth their disk space when something went wrong.
-        if harness.results and all(r.ok for r in harness.results):
+        # The stack's data and logs are only worth their disk space when something went wrong (a
+        # scenario that failed, or one that raised: then fewer results than scenarios).
+        if len(harness.results) == len(scenarios) and all(r.ok for r in harness.results):
             shutil.rmtree(harness.home, ignore_errors=True)
         else:
             console.print(f"[yellow]kept {harness.home} (logs in logs/)[/yellow]")

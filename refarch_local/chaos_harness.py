@@ -18,7 +18,7 @@ from rich.console import Console
 from refarch.db import Database, connect
 from refarch.embeddings import make_embedder
 from refarch.index.pgvector_index import PgVectorIndex
-from refarch.observability import metrics_to_file
+from refarch.observability import log_to_file, metrics_to_file
 from refarch.settings import Settings
 from refarch_local.convergence import Convergence, check_convergence
 from refarch_local.standins import BedrockStandIn, OpenAIStandIn, StandInServer
@@ -104,8 +104,10 @@ class ChaosHarness:
         """Start the stand-in and the stack (no web page), seed and bootstrap, wait until synced."""
         self.provider.start()
         os.environ.update({**self._embedder_environment(), "REFARCH_HOME": str(self.home)})
-        # The in-process deliveries' metric records go with the run's logs, not to the terminal.
+        # The in-process deliveries' metric records and log lines (a bootstrap's warnings while the queue
+        # server is down, say) go with the run's logs, not to the terminal.
         metrics_to_file(self.home / "logs" / "metrics.log")
+        log_to_file(self.home / "logs" / "chaos.log")
         self.supervisor = Supervisor(
             Settings(home=self.home),
             web_port=free_port(),

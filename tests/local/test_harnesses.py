@@ -33,6 +33,7 @@ def test_quick_chaos_with_bedrock_loses_nothing_when_throttled_timed_out_or_kill
     scenarios = ("--scenario", "emu_killed", "--scenario", "embedder_faults")
     result = run_refarch("chaos", "--quick", "--embedder", "bedrock", *scenarios, "--json", str(out), timeout=600)
     # Then each ends converged: nothing lost, nothing stale
+    assert out.exists(), result.stderr[-5000:]
     ran = json.loads(out.read_text())
     assert [s["scenario"] for s in ran] == ["emu worker killed mid-batch", "embedder failing 30% of calls"]
     assert [s for s in ran if not s["ok"]] == [], result.stderr[-3000:]
@@ -49,6 +50,7 @@ def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     out = tmp_path / "chaos.json"
     result = run_refarch("chaos", "--quick", "--json", str(out), timeout=900)
     # Then each ends converged: nothing lost, nothing stale, and the poison message is in the DLQ
+    assert out.exists(), result.stderr[-5000:]
     scenarios = json.loads(out.read_text())
     assert [s["scenario"] for s in scenarios] == [
         "listener killed during edits",
@@ -73,8 +75,10 @@ def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     assert re.match(r"[1-9]\d* deletes among [1-9]\d* queued messages lost with the server", scenarios[6]["detail"])
     assert scenarios[7]["detail"].startswith("faults: ") and scenarios[7]["changes"] > 0
     assert result.returncode == 0
-    # And the terminal shows progress and the table, never a metric record (those go to a log file)
+    # And the terminal shows progress and the table, never a metric record or a JSON log line (those
+    # go to log files)
     assert '"_aws"' not in result.stdout + result.stderr
+    assert '{"level":' not in result.stdout + result.stderr
 
 
 def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Path):
@@ -129,8 +133,9 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     assert abs(sum(v for k, v in cpu.items() if not k.startswith("all")) - total) < 0.1
     assert "| Pipeline / best raw (batches of 64) |" in md.read_text()
     assert report["raw_model"]["bulk_processes"] >= 1 and report["raw_model"]["ratio"] > 0
-    # And the terminal shows progress and the tables, never a metric record
+    # And the terminal shows progress and the tables, never a metric record or a JSON log line
     assert '"_aws"' not in result.stdout + result.stderr
+    assert '{"level":' not in result.stdout + result.stderr
 
 
 def test_quick_chaos_on_the_articles_source_loses_nothing(tmp_path: Path):
@@ -142,6 +147,7 @@ def test_quick_chaos_on_the_articles_source_loses_nothing(tmp_path: Path):
     chosen = [arg for name in scenarios for arg in ("--scenario", name)]
     result = run_refarch("chaos", "--quick", "--source", "articles", *chosen, "--json", str(out), timeout=600)
     # Then each ends converged: the index holds exactly the articles, nothing lost, nothing stale
+    assert out.exists(), result.stderr[-5000:]
     ran = json.loads(out.read_text())
     assert len(ran) == 4 and [s for s in ran if not s["ok"]] == [], result.stderr[-3000:]
     assert all(s["changes"] > 0 and s["lost"] == 0 and s["stale"] == 0 for s in ran)
