@@ -110,6 +110,17 @@ def dsn(pg_server: LocalDatabase) -> Iterator[str]:
     admin.close()
 
 
+@pytest.fixture(scope="session")
+def articles_template(pg_server: LocalDatabase, local_embedder, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database of 24 articles, every one indexed, built once per test process; tests clone it
+    (tests.web.conftest.articles_app) instead of seeding and embedding them again."""
+    from tests.web.conftest import indexed_articles
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("REFARCH_SOURCE", "articles")
+        return indexed_articles(pg_server.dsn, local_embedder, tmp_path_factory.mktemp("articles-home"))
+
+
 @pytest.fixture
 def empty_dsn(pg_server: LocalDatabase) -> Iterator[str]:
     """A fresh database with no migrations applied."""

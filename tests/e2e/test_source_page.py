@@ -10,14 +10,19 @@ from werkzeug.serving import make_server
 
 from refarch_local.database import LocalDatabase
 from tests.conftest import free_port
-from tests.web.test_source_search_api import articles_app
+from tests.web.conftest import articles_app
 
 
 def test_an_article_is_found_and_edited_through_its_own_page(
-    page, pg_server: LocalDatabase, local_embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page,
+    pg_server: LocalDatabase,
+    articles_template: str,
+    local_embedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     monkeypatch.setenv("REFARCH_SOURCE", "articles")
-    with articles_app(pg_server.dsn, local_embedder, tmp_path / "home") as app:
+    with articles_app(pg_server.dsn, articles_template, local_embedder, tmp_path / "home") as app:
         port = free_port()
         server = make_server("127.0.0.1", port, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -13,10 +17,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from refarch import products
+from refarch.db import connect, migrate, with_database
 from refarch.embeddings import LocalEmbedder
 from refarch.lanes.messages import SyncMessage
 from refarch.runtime import Runtime
 from refarch.settings import Settings
+from refarch.source import load
+from refarch_local import articles
 from web import create_app
 
 EDIT_PASSWORD = "correct horse battery staple"
@@ -205,3 +212,70 @@ def closed_port_dsn() -> Iterator[str]:
     from tests.conftest import free_port
 
     yield f"postgresql://postgres@127.0.0.1:{free_port()}/nothing?connect_timeout=2"
+
+
+def indexed_articles(server_dsn: str, embedder: LocalEmbedder, home: Path) -> str:
+    """A new database holding 24 articles (a table of their own), every one indexed; returns its name.
+
+    REFARCH_SOURCE must name articles while it runs (the runtime reads the source from it). Built once
+    per test process (the `articles_template` fixture) and cloned for each test by `articles_app`.
+    """
+    name = f"articles_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(server_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    dsn = with_database(server_dsn, name)
+    conn = connect(dsn)
+    with conn:
+        articles.create_table(conn)
+        articles.seed(conn, 24)
+    conn.close()
+    migrate(dsn, source=load("articles"))
+    runtime = make_runtime(embedder, database_url=dsn, home=home, source="articles")
+    try:
+        with runtime.db.transaction() as conn, conn.cursor() as cur:
+            cur.execute("SELECT id, version FROM source_rows")
+            versions = dict(cur.fetchall())
+        bodies = {
+            f"m{pid}": SyncMessage(product_id=pid, version=v, op="update", source="change").model_dump_json()
+            for pid, v in versions.items()
+        }
+        assert runtime.emu.process(bodies).failures == {}
+    finally:
+        runtime.db.close()
+    # A template takes no connection while it is cloned: end the rest of this runtime's (its pgvector
+    # index keeps a pool of its own), and wait until their sessions are gone.
+    admin = psycopg2.connect(server_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        for _ in range(100):
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,))
+            if cur.fetchone() == (0,):
+                break
+            time.sleep(0.05)
+    admin.close()
+    return name
+
+
+@contextmanager
+def articles_app(server_dsn: str, template: str, embedder: LocalEmbedder, home: Path, **config: Any) -> Iterator[Flask]:
+    """The app over a new database cloned from `template` (24 articles, every one indexed: `indexed_articles`).
+
+    REFARCH_SOURCE must name articles while it runs (the app and its runtime read the source from it).
+    """
+    name = f"a_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(server_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    runtime = make_runtime(embedder, database_url=with_database(server_dsn, name), home=home, source="articles")
+    try:
+        yield build_app(runtime, **config)
+    finally:
+        runtime.db.close()
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

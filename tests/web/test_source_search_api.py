@@ -2,66 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
-import psycopg2
 import pytest
-from flask import Flask
 
-from refarch.db import connect, migrate, with_database
 from refarch.embeddings import LocalEmbedder
-from refarch.lanes.messages import SyncMessage
 from refarch.source import load
 from refarch_local import articles
 from refarch_local.database import LocalDatabase
-from tests.web.conftest import Api, build_app, make_runtime
-
-
-@contextmanager
-def articles_app(server_dsn: str, embedder: LocalEmbedder, home: Path, **config: Any) -> Iterator[Flask]:
-    """The app over a new database holding 24 articles (a table of their own), every one indexed.
-
-    REFARCH_SOURCE must name articles while it runs (the app and its runtime read the source from it).
-    """
-    name = f"a_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server_dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    dsn = with_database(server_dsn, name)
-    conn = connect(dsn)
-    with conn:
-        articles.create_table(conn)
-        articles.seed(conn, 24)
-    conn.close()
-    migrate(dsn, source=load("articles"))
-    runtime = make_runtime(embedder, database_url=dsn, home=home, source="articles")
-    with runtime.db.transaction() as conn, conn.cursor() as cur:
-        cur.execute("SELECT id, version FROM source_rows")
-        versions = dict(cur.fetchall())
-    bodies = {
-        f"m{pid}": SyncMessage(product_id=pid, version=v, op="update", source="change").model_dump_json()
-        for pid, v in versions.items()
-    }
-    assert runtime.emu.process(bodies).failures == {}
-    try:
-        yield build_app(runtime, **config)
-    finally:
-        runtime.db.close()
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+from tests.web.conftest import Api, articles_app
 
 
 @pytest.fixture
-def articles_client(pg_server: LocalDatabase, embedder: LocalEmbedder, tmp_path, monkeypatch) -> Iterator:
+def articles_client(
+    pg_server: LocalDatabase, articles_template: str, embedder: LocalEmbedder, tmp_path, monkeypatch
+) -> Iterator:
     """A test client of the articles app."""
     monkeypatch.setenv("REFARCH_SOURCE", "articles")
-    with articles_app(pg_server.dsn, embedder, tmp_path / "home") as app:
+    with articles_app(pg_server.dsn, articles_template, embedder, tmp_path / "home") as app:
         yield app.test_client()
 
 
