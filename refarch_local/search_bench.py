@@ -329,9 +329,11 @@ def prepare_and_measure(
     cache: bool,
     embedder: Any = None,
     comparisons: bool = True,
+    cache_rows: int | None = None,
 ) -> dict[str, Any]:
     """Relevance on its own database of the server at `admin_dsn` (and, unless told not to, under each fusion
-    setting and with reranking), then latency per mode at each size and the cache."""
+    setting and with reranking), then latency per mode at each size and the cache (over a catalog of
+    `cache_rows` products, by default the relevance set's size)."""
     from refarch.embeddings import LocalEmbedder
 
     query_set = load_query_set()
@@ -363,7 +365,7 @@ def prepare_and_measure(
     if cache:
         console.print("[bold]query-embedding cache[/bold], the OpenAI stand-in answering after 150 ms …")
         results["query_cache"] = query_cache_latency(
-            fresh_database(admin_dsn, "cache"), rows=query_set["catalog_rows"], queries=50
+            fresh_database(admin_dsn, "cache"), rows=cache_rows or query_set["catalog_rows"], queries=50
         )
     return results
 
