@@ -56,22 +56,24 @@ node_modules/.stamp: package.json
 demo: setup
 	$(BIN)/refarch demo $(ARGS)
 
-# Tests run in parallel worker processes (pytest-xdist), one more than the cores by default; each
-# worker has its own Postgres, SQS server and temp dirs. One more, because tests also wait (on their
-# local stacks' processes, on stand-ins that answer late): with one worker per core a quarter of the
-# CPU sat idle. Measured on 2 cores: 2 workers ~800 s, 3 workers ~640 s, 4 no faster (and tighter
-# on the tests' time budgets). `--dist loadgroup` keeps an xdist_group on one worker (the CDK synth
-# tests: each stage synthesized once). TEST_WORKERS=0 runs them in this process.
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
-PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+# Tests run in parallel worker processes (pytest-xdist); each worker has its own Postgres, SQS server
+# and temp dirs. The whole suite runs two more workers than the cores: its tests also wait (on their
+# local stacks' processes, on stand-ins that answer late on purpose), and with one worker per core a
+# third of the CPU sat idle. Measured on 2 cores: 2 workers ~800 s, 3 ~560 s, 4 ~515 s. The fast loop
+# is mostly work in the test processes themselves: one more worker than the cores (4 were slower than
+# 3 there). `--dist loadgroup` keeps an xdist_group on one worker (the CDK synth tests: each stage
+# synthesized once). TEST_WORKERS=0 runs them in this process.
+CORES := $(shell nproc 2>/dev/null || echo 1)
+TEST_WORKERS ?= $(shell echo $$(( $(CORES) + 2 )))
+FAST_TEST_WORKERS ?= $(shell echo $$(( $(CORES) + 1 )))
 
 ## test: install everything the tests need, lint, then run them all (in parallel)
 test: setup system-deps lint
-	$(PY) -m pytest $(PYTEST_PARALLEL)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 ## test-fast: the edit-run loop: unit, web and infra tests (no whole local stacks), in parallel
 test-fast: setup
-	$(PY) -m pytest $(PYTEST_PARALLEL) tests/unit tests/web tests/infra
+	$(PY) -m pytest -n $(FAST_TEST_WORKERS) --dist loadgroup tests/unit tests/web tests/infra
 
 ## lint: ruff (lint + format check) and mypy
 lint: setup
