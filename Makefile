@@ -31,7 +31,7 @@ $(SETUP_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # Python caches the bytecode of what it imports (in __pycache__, next to the sources). Some machines
 # turn that off for every process (PYTHONDONTWRITEBYTECODE=1, this one among them); then every process
 # the tests start (each Emu worker, listener, queue server, web worker and CLI run) compiles boto3,
-# moto and the rest from source again: 2-4x slower imports, ~280 s of a fresh clone's test run.
+# moto and the rest from source again: 2-4x slower imports (boto3 0.45 -> 1.7 s, moto 0.6 -> 2.8 s).
 unexport PYTHONDONTWRITEBYTECODE
 
 ## lock: resolve pyproject.toml's dependencies into requirements.lock and regenerate every requirement
