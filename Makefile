@@ -59,7 +59,7 @@ demo: setup
 # Tests run in parallel worker processes (pytest-xdist); each worker has its own Postgres, SQS server
 # and temp dirs. The whole suite runs two more workers than the cores: its tests also wait (on their
 # local stacks' processes, on stand-ins that answer late on purpose), and with one worker per core a
-# third of the CPU sat idle. Measured on 2 cores: 2 workers ~800 s, 3 ~560 s, 4 ~515 s. The fast loop
+# third of the CPU sat idle. Measured on 2 cores: 3 workers ~560 s, 4 ~515 s, 5 ~530 s. The fast loop
 # is mostly work in the test processes themselves: one more worker than the cores (4 were slower than
 # 3 there). `--dist loadgroup` keeps an xdist_group on one worker (the CDK synth tests: each stage
 # synthesized once). TEST_WORKERS=0 runs them in this process.
