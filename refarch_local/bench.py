@@ -419,7 +419,6 @@ class Bench:
     def search_relevance(self) -> None:
         """Relevance per query class and mode, and the query-embedding cache (refarch bench relevance / search)."""
         from refarch_local import search_bench
-        from refarch_local.relevance import load_query_set
 
         self.results["search"] = search_bench.prepare_and_measure(
             self.supervisor.dsn,
@@ -430,7 +429,7 @@ class Bench:
             embedder=self.embedder,
             comparisons=self.compare_fusion,
             # The cache's latency hardly depends on the catalog's size: a quick run uses its own few rows.
-            cache_rows=min(self.rows, load_query_set()["catalog_rows"]),
+            cache_rows=self.rows,
         )
 
     def peak_memory(self) -> None:

@@ -333,7 +333,7 @@ def prepare_and_measure(
 ) -> dict[str, Any]:
     """Relevance on its own database of the server at `admin_dsn` (and, unless told not to, under each fusion
     setting and with reranking), then latency per mode at each size and the cache (over a catalog of
-    `cache_rows` products, by default the relevance set's size)."""
+    `cache_rows` products, at most the relevance set's size, which is the default)."""
     from refarch.embeddings import LocalEmbedder
 
     query_set = load_query_set()
@@ -364,8 +364,9 @@ def prepare_and_measure(
             results["search_latency_by_mode"][str(size)] = search_latency(timed, queries=latency_queries)
     if cache:
         console.print("[bold]query-embedding cache[/bold], the OpenAI stand-in answering after 150 ms …")
+        catalog_rows = query_set["catalog_rows"]
         results["query_cache"] = query_cache_latency(
-            fresh_database(admin_dsn, "cache"), rows=cache_rows or query_set["catalog_rows"], queries=50
+            fresh_database(admin_dsn, "cache"), rows=min(cache_rows or catalog_rows, catalog_rows), queries=50
         )
     return results
 
