@@ -40,7 +40,7 @@ from refarch_local.bench_edits import timed_edits
 from refarch_local.bench_report import render
 from refarch_local.process_stats import cpu_seconds, machine_description, peak_rss_mb
 from refarch_local.standins import OpenAIStandIn
-from refarch_local.supervisor import Supervisor, emu_layout, free_port
+from refarch_local.supervisor import Supervisor, emu_layout, free_port, local_cores
 
 
 def _embed_share(texts: list[str], batch: int, threads: int, barrier: Any, results: Any) -> None:
@@ -115,7 +115,7 @@ class Bench:
         if self._embedder is None:
             from refarch.embeddings import LocalEmbedder
 
-            self._embedder = LocalEmbedder()
+            self._embedder = LocalEmbedder(threads=local_cores())
         return self._embedder
 
     def run(self, *, reindex_only: bool = False) -> dict[str, Any]:

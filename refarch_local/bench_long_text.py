@@ -33,6 +33,7 @@ from refarch_local import articles
 from refarch_local.bench_report import publish
 from refarch_local.database import LocalDatabase
 from refarch_local.search_bench import fresh_database
+from refarch_local.supervisor import local_cores
 
 PARAGRAPHS = 60  # ~15 chunks of 256 word pieces each
 EDITED_PARAGRAPHS = 200  # ~40 chunks
@@ -64,7 +65,7 @@ def _measure(admin_dsn: str, home: Path, documents: int) -> dict[str, Any]:
     conn.close()
     source = load_source("articles")
     migrate(dsn, source=source)
-    embedder = LocalEmbedder()
+    embedder = LocalEmbedder(threads=local_cores())
     settings = Settings(
         database_url=dsn,
         home=home,

@@ -27,6 +27,7 @@ from refarch.search.service import SEARCH_MODES, FixedIndex, SearchService
 from refarch_local.bench_report import publish
 from refarch_local.relevance import CLASSES, EXACT_INTENT, HITS_AT, hit_at, load_query_set, ndcg
 from refarch_local.rerank_bench import rerank_comparison, rerank_markdown
+from refarch_local.supervisor import local_cores
 
 # The latency queries of the full benchmark (a mix of needs, names and single words).
 LATENCY_QUERIES = (
@@ -337,7 +338,7 @@ def prepare_and_measure(
     from refarch.embeddings import LocalEmbedder
 
     query_set = load_query_set()
-    embedder = embedder or LocalEmbedder()
+    embedder = embedder or LocalEmbedder(threads=local_cores())
     dsn = fresh_database(admin_dsn, "relevance")
     console.print(
         f"[bold]search relevance[/bold]: {query_set['catalog_rows']} products, "

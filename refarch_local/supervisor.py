@@ -65,6 +65,19 @@ COMMANDS = {
 }
 
 
+# The cores the local stack's model processes share: all of this machine's, unless REFARCH_LOCAL_CORES
+# says fewer. The test suite runs a stack per parallel worker and gives each its share: torch's threads
+# wait for each other by spinning, so more model threads than cores burn CPU (measured: 3 processes
+# embedding at once on 2 cores spent 1.6x the CPU with 2 threads each as with 1).
+LOCAL_CORES_ENV = "REFARCH_LOCAL_CORES"
+
+
+def local_cores() -> int:
+    """The cores the local stack may use (REFARCH_LOCAL_CORES, else this machine's)."""
+    given = os.environ.get(LOCAL_CORES_ENV)
+    return max(1, int(given)) if given else (os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class EmuWorker:
     """One local Emu worker process: its lane, the invocations it runs at once, its model threads."""
@@ -83,7 +96,7 @@ def emu_layout(topology: Topology = DEFAULT_TOPOLOGY, cores: int | None = None) 
     environments do), its concurrency split between them. Together they run exactly as many
     invocations per lane as the lane's concurrency allows on AWS.
     """
-    cores = cores or os.cpu_count() or 1
+    cores = cores or local_cores()
     workers = [EmuWorker("emu", "live", topology.live.concurrency, 1)]
     total = topology.bulk.concurrency
     processes = max(1, min(total, cores // 2))

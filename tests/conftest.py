@@ -21,12 +21,17 @@ os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Parallel workers (pytest-xdist) each get their share of the cores for the model threads of the
+# stacks they start and of the model they load (refarch_local.supervisor.local_cores): more threads
+# than cores spin and burn the CPU the other workers need.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("REFARCH_LOCAL_CORES", str(max(1, (os.cpu_count() or 1) // _workers)))
 # The synthesized CDK app the local state machines run: one cache for every test (REFARCH_HOME differs per test).
 os.environ.setdefault("REFARCH_SYNTH_CACHE", str(Path(__file__).resolve().parent.parent / ".refarch"))
 
 from refarch.db import migrate, with_database  # noqa: E402
 from refarch_local.database import LocalDatabase  # noqa: E402
-from refarch_local.supervisor import free_port  # noqa: E402  (re-exported for the tests)
+from refarch_local.supervisor import free_port, local_cores  # noqa: E402  (free_port re-exported for the tests)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -225,7 +230,7 @@ def local_embedder():
     """The real all-MiniLM-L6-v2 model, loaded once per session (a few seconds)."""
     from refarch.embeddings import LocalEmbedder
 
-    return LocalEmbedder()
+    return LocalEmbedder(threads=local_cores())
 
 
 @pytest.fixture

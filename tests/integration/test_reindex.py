@@ -164,7 +164,8 @@ class Searcher:
             query = QUERIES[n % len(QUERIES)]
             n += 1
             try:
-                generation = self.web.targets.active().generation.id
+                # The generation this search reads: the search path caches its own view of the active one.
+                generation = self.web.search_targets.active().generation.id
                 page = self.web.search.search(query, k=10)
             except Exception as err:  # counted, and the test fails on any
                 self.errors.append(f"{query}: {type(err).__name__}: {err}")
