@@ -69,8 +69,13 @@ def start_listener(local_settings, dsn, tmp_path) -> Iterator[Callable[..., Refa
         process.kill()
 
 
-def backends(dsn: str, application: str, state: str | None = None, waiting_on_lock: bool = False) -> int:
-    """Connections of this database with this application name (optionally in a state / waiting on a lock)."""
+def backends(
+    dsn: str, application: str, state: str | None = None, waiting_on_lock: bool = False, *, watcher: Any = None
+) -> int:
+    """Connections of this database with this application name (optionally in a state / waiting on a lock).
+
+    `watcher`: an autocommit connection to ask on (each statement sees the backends anew), for tight polls.
+    """
     sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s"
     params: list[Any] = [application]
     if state:
@@ -78,7 +83,11 @@ def backends(dsn: str, application: str, state: str | None = None, waiting_on_lo
         params.append(state)
     if waiting_on_lock:
         sql += " AND wait_event_type = 'Lock'"
-    return query(dsn, sql, tuple(params))[0][0]
+    if watcher is None:
+        return query(dsn, sql, tuple(params))[0][0]
+    with watcher.cursor() as cur:
+        cur.execute(sql, tuple(params))
+        return int(cur.fetchone()[0])
 
 
 def health(settings, dsn: str, max_age: float) -> subprocess.CompletedProcess:
@@ -113,16 +122,22 @@ def kill_with_a_send_in_flight(dsn: str, listener: RefarchProcess) -> None:
     Otherwise it is thawed and the next claim is tried.
     """
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if not backends(dsn, "pelican-drain", state="idle in transaction"):
-            time.sleep(0.002)
-            continue
-        listener.signal(signal.SIGSTOP)
-        time.sleep(0.2)  # let Postgres act on anything the process sent just before it froze
-        if backends(dsn, "pelican-drain", state="idle in transaction"):
-            listener.kill()
-            return
-        listener.signal(signal.SIGCONT)
+    # One connection for the whole watch: a new one every 2 ms would cost Postgres a backend each time.
+    watcher = psycopg2.connect(dsn)
+    watcher.autocommit = True
+    try:
+        while time.monotonic() < deadline:
+            if not backends(dsn, "pelican-drain", state="idle in transaction", watcher=watcher):
+                time.sleep(0.002)
+                continue
+            listener.signal(signal.SIGSTOP)
+            time.sleep(0.2)  # let Postgres act on anything the process sent just before it froze
+            if backends(dsn, "pelican-drain", state="idle in transaction", watcher=watcher):
+                listener.kill()
+                return
+            listener.signal(signal.SIGCONT)
+    finally:
+        watcher.close()
     raise AssertionError(f"no claim was caught in flight within 60 s:\n{listener.output()}")
 
 

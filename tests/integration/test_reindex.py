@@ -173,6 +173,9 @@ class Searcher:
             self.served[generation] += 1
             if not page.hits:
                 self.empty.append(f"{query} (generation {generation})")
+            # A search every few milliseconds (well over 100 a second): a tight loop would take a core and
+            # the GIL from the Emu workers this process runs, for no more coverage of a switch.
+            self.stop.wait(0.005)
 
     def wait_served(self, generation_id: int, queries: int) -> None:
         """Until at least `queries` more queries were answered by this generation."""
