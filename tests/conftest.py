@@ -23,9 +23,11 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Parallel workers (pytest-xdist) each get their share of the cores for the model threads of the
 # stacks they start and of the model they load (refarch_local.supervisor.local_cores): more threads
-# than cores spin and burn the CPU the other workers need.
-_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-os.environ.setdefault("REFARCH_LOCAL_CORES", str(max(1, (os.cpu_count() or 1) // _workers)))
+# than cores spin and burn the CPU the other workers need. Set in the workers only: they inherit the
+# environment of the process that starts them, which imports this file too.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("REFARCH_LOCAL_CORES", str(max(1, _share)))
 # The synthesized CDK app the local state machines run: one cache for every test (REFARCH_HOME differs per test).
 os.environ.setdefault("REFARCH_SYNTH_CACHE", str(Path(__file__).resolve().parent.parent / ".refarch"))
 
