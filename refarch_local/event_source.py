@@ -99,20 +99,12 @@ class EventSourcePoller:
         self.invocations = 0
         self.failed_records = 0
         self._lock = threading.Lock()
-        # While the queue is empty one slot polls it and the others wait for it to find work (see `_first_receive`).
-        self._turns = threading.Condition()
-        self._idle_poll_running = False
-        self._queue_has_work = False
         self.queue_arn = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
 
     def run(self) -> None:
-        """Poll until `stop` is set, one gatherer per concurrency slot; in-flight invocations finish first.
-
-        An idle lane costs one long poll at a time, not one per slot (as Lambda's pollers, which scale with the
-        backlog): the slots take turns polling an empty queue, and all of them receive once one finds messages.
-        """
+        """Poll until `stop` is set, one gatherer per concurrency slot; in-flight invocations finish first."""
         handler = self.handler_function or load_handler(self.handler_name)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"emu-{self.lane.name}") as pool:
             for _ in range(self.concurrency):
@@ -136,7 +128,7 @@ class EventSourcePoller:
 
     def gather(self) -> list[dict[str, Any]]:
         """One batch by the lane's rules: a single receive (FIFO), or receives until full or the window ends."""
-        messages = self._first_receive()
+        messages = self.receive(limit=min(self.batch_size, RECEIVE_MAX))
         if not messages or not self.window_seconds:
             return messages
         window_ends = time.monotonic() + self.window_seconds
@@ -149,29 +141,6 @@ class EventSourcePoller:
                 limit=min(self.batch_size - len(messages), RECEIVE_MAX),
             )
             messages.extend(more)
-        return messages
-
-    def _first_receive(self) -> list[dict[str, Any]]:
-        """A batch's first receive. While the last one found the queue empty, one slot at a time long-polls it and
-        the others wait; the one that finds messages says so, and every slot receives again at once."""
-        with self._turns:
-            self._turns.wait_for(
-                lambda: self._queue_has_work or not self._idle_poll_running or self.stop.is_set(), timeout=1
-            )
-            idle_poll = not self._queue_has_work
-            if idle_poll:
-                if self._idle_poll_running or self.stop.is_set():
-                    return []  # still another slot's turn (or stopping): the slot loop comes back here
-                self._idle_poll_running = True
-        messages: list[dict[str, Any]] = []
-        try:
-            messages = self.receive(limit=min(self.batch_size, RECEIVE_MAX))
-        finally:
-            with self._turns:
-                if idle_poll:
-                    self._idle_poll_running = False
-                self._queue_has_work = bool(messages)
-                self._turns.notify_all()
         return messages
 
     def receive(self, wait_seconds: int = RECEIVE_WAIT_SECONDS, *, limit: int | None = None) -> list[dict[str, Any]]:
