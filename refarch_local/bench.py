@@ -40,7 +40,7 @@ from refarch_local.bench_edits import timed_edits
 from refarch_local.bench_report import render
 from refarch_local.process_stats import cpu_seconds, machine_description, peak_rss_mb
 from refarch_local.standins import OpenAIStandIn
-from refarch_local.supervisor import Supervisor, emu_layout, free_port, local_cores
+from refarch_local.supervisor import Supervisor, emu_layout, free_port, local_model
 
 
 def _embed_share(texts: list[str], batch: int, threads: int, barrier: Any, results: Any) -> None:
@@ -113,9 +113,7 @@ class Bench:
     def embedder(self) -> Any:
         """The same model Emu runs, loaded in this process for the raw and search measurements."""
         if self._embedder is None:
-            from refarch.embeddings import LocalEmbedder
-
-            self._embedder = LocalEmbedder(threads=local_cores())
+            self._embedder = local_model()
         return self._embedder
 
     def run(self, *, reindex_only: bool = False) -> dict[str, Any]:

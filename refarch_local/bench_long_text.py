@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from refarch.db import connect, migrate
-from refarch.embeddings import LocalEmbedder
 from refarch.emu.worker import BatchOutcome
 from refarch.lanes.messages import SyncMessage, bulk_messages
 from refarch.runtime import Runtime
@@ -33,7 +32,7 @@ from refarch_local import articles
 from refarch_local.bench_report import publish
 from refarch_local.database import LocalDatabase
 from refarch_local.search_bench import fresh_database
-from refarch_local.supervisor import local_cores
+from refarch_local.supervisor import local_model
 
 PARAGRAPHS = 60  # ~15 chunks of 256 word pieces each
 EDITED_PARAGRAPHS = 200  # ~40 chunks
@@ -65,7 +64,7 @@ def _measure(admin_dsn: str, home: Path, documents: int) -> dict[str, Any]:
     conn.close()
     source = load_source("articles")
     migrate(dsn, source=source)
-    embedder = LocalEmbedder(threads=local_cores())
+    embedder = local_model()
     settings = Settings(
         database_url=dsn,
         home=home,

@@ -27,7 +27,7 @@ from refarch.search.service import SEARCH_MODES, FixedIndex, SearchService
 from refarch_local.bench_report import publish
 from refarch_local.relevance import CLASSES, EXACT_INTENT, HITS_AT, hit_at, load_query_set, ndcg
 from refarch_local.rerank_bench import rerank_comparison, rerank_markdown
-from refarch_local.supervisor import local_cores
+from refarch_local.supervisor import local_model
 
 # The latency queries of the full benchmark (a mix of needs, names and single words).
 LATENCY_QUERIES = (
@@ -335,10 +335,8 @@ def prepare_and_measure(
     """Relevance on its own database of the server at `admin_dsn` (and, unless told not to, under each fusion
     setting and with reranking), then latency per mode at each size and the cache (over a catalog of
     `cache_rows` products, at most the relevance set's size, which is the default)."""
-    from refarch.embeddings import LocalEmbedder
-
     query_set = load_query_set()
-    embedder = embedder or LocalEmbedder(threads=local_cores())
+    embedder = embedder or local_model()
     dsn = fresh_database(admin_dsn, "relevance")
     console.print(
         f"[bold]search relevance[/bold]: {query_set['catalog_rows']} products, "

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -27,6 +27,9 @@ from refarch.source import load as load_source
 from refarch.status import lane_queues, queue_states, sync_counts
 from refarch_local import LOCAL_ENV, SUPERVISOR_PID_ENV, seeds
 from refarch_local.database import LocalDatabase
+
+if TYPE_CHECKING:
+    from refarch.embeddings import LocalEmbedder
 
 
 def port_is_free(port: int) -> bool:
@@ -76,6 +79,13 @@ def local_cores() -> int:
     """The cores the local stack may use (REFARCH_LOCAL_CORES, else this machine's)."""
     given = os.environ.get(LOCAL_CORES_ENV)
     return max(1, int(given)) if given else (os.cpu_count() or 1)
+
+
+def local_model() -> LocalEmbedder:
+    """The local model loaded in this process, its threads the stack's cores (`local_cores`)."""
+    from refarch.embeddings import LocalEmbedder
+
+    return LocalEmbedder(threads=local_cores())
 
 
 @dataclass(frozen=True)

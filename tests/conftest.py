@@ -21,19 +21,20 @@ os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The synthesized CDK app the local state machines run: one cache for every test (REFARCH_HOME differs per test).
+os.environ.setdefault("REFARCH_SYNTH_CACHE", str(Path(__file__).resolve().parent.parent / ".refarch"))
+
+from refarch.db import migrate, with_database  # noqa: E402
+from refarch_local.database import LocalDatabase  # noqa: E402
+from refarch_local.supervisor import LOCAL_CORES_ENV, free_port  # noqa: E402  (free_port re-exported for the tests)
+
 # Parallel workers (pytest-xdist) each get their share of the cores for the model threads of the
 # stacks they start and of the model they load (refarch_local.supervisor.local_cores): more threads
 # than cores spin and burn the CPU the other workers need. Set in the workers only: they inherit the
 # environment of the process that starts them, which imports this file too.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    os.environ.setdefault("REFARCH_LOCAL_CORES", str(max(1, _share)))
-# The synthesized CDK app the local state machines run: one cache for every test (REFARCH_HOME differs per test).
-os.environ.setdefault("REFARCH_SYNTH_CACHE", str(Path(__file__).resolve().parent.parent / ".refarch"))
-
-from refarch.db import migrate, with_database  # noqa: E402
-from refarch_local.database import LocalDatabase  # noqa: E402
-from refarch_local.supervisor import free_port, local_cores  # noqa: E402  (free_port re-exported for the tests)
+    os.environ.setdefault(LOCAL_CORES_ENV, str(max(1, _share)))
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -229,10 +230,10 @@ def local_settings(tmp_path: Path, sqs_endpoint: str, dsn: str, monkeypatch: pyt
 
 @pytest.fixture(scope="session")
 def local_embedder():
-    """The real all-MiniLM-L6-v2 model, loaded once per session (a few seconds)."""
-    from refarch.embeddings import LocalEmbedder
+    """The real all-MiniLM-L6-v2 model, loaded once per session (a few seconds): the one the Emu tests share."""
+    from tests.integration.emu_support import shared_local_embedder
 
-    return LocalEmbedder(threads=local_cores())
+    return shared_local_embedder()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from refarch.source.rows import SourceRow
 from refarch_local.event_source import to_lambda_record
 from refarch_local.handlers import LocalLambdaContext
 from refarch_local.standins import BedrockStandIn, OpenAIStandIn, PineconeStandIn
-from refarch_local.supervisor import local_cores
+from refarch_local.supervisor import local_model
 
 # Small vectors keep the stand-ins' JSON light; the size is still checked end to end.
 OPENAI_DIMENSIONS = 64
@@ -34,7 +34,7 @@ QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:refarch-sync.fifo"
 @functools.cache
 def shared_local_embedder() -> LocalEmbedder:
     """The real all-MiniLM-L6-v2 model, loaded once per test session (loading takes seconds)."""
-    return LocalEmbedder(threads=local_cores())
+    return local_model()
 
 
 def configure_emu(
