@@ -24,6 +24,10 @@ from refarch.settings import Settings
 
 # The lists whose hits keep their place ahead of the reranked ones.
 LEADING_LISTS = frozenset({"sku", "code"})
+# The Rerank API refuses a query or a document longer than this (its model: RerankTextDocument.text);
+# a description may hold 100,000 characters, so a long one is cut, or one such candidate would turn
+# every rerank of its searches into a ValidationException and the page back to the fused order.
+RERANK_TEXT_MAX_CHARS = 32_000
 
 
 class Reranker(Protocol):
@@ -65,10 +69,10 @@ class BedrockReranker:
 
         try:
             answer = self._client.rerank(
-                queries=[{"type": "TEXT", "textQuery": {"text": query}}],
+                queries=[{"type": "TEXT", "textQuery": {"text": query[:RERANK_TEXT_MAX_CHARS]}}],
                 sources=[
                     {"type": "INLINE", "inlineDocumentSource": {"type": "TEXT", "textDocument": {"text": text}}}
-                    for text in documents
+                    for text in (document[:RERANK_TEXT_MAX_CHARS] for document in documents)
                 ],
                 rerankingConfiguration={
                     "type": "BEDROCK_RERANKING_MODEL",

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from refarch.bedrock import EMBEDDING_MODELS, RERANK_MODELS, foundation_model_arn
+from refarch.search.rerank import RERANK_TEXT_MAX_CHARS
 from refarch_local.standins.openai_standin import estimated_tokens, hashed_embedding
 from refarch_local.standins.server import ApiError, Request, Route, StandInServer
 
@@ -181,6 +182,8 @@ class BedrockStandIn(StandInServer):
         if len(queries) != 1 or queries[0].get("type") != "TEXT":
             raise ApiError(400, "queries must hold exactly one TEXT query")
         query = str(queries[0].get("textQuery", {}).get("text") or "")
+        if not 1 <= len(query) <= RERANK_TEXT_MAX_CHARS:
+            raise ApiError(400, f"the query's text must hold 1 to {RERANK_TEXT_MAX_CHARS} characters")
         sources = body.get("sources") or []
         if not 1 <= len(sources) <= MAX_RERANK_SOURCES:
             raise ApiError(400, f"sources must hold 1 to {MAX_RERANK_SOURCES} documents, not {len(sources)}")
@@ -213,4 +216,6 @@ class BedrockStandIn(StandInServer):
         text = document.get("textDocument", {}).get("text")
         if not isinstance(text, str) or not text:
             raise ApiError(400, "each source needs a non-empty text")
+        if len(text) > RERANK_TEXT_MAX_CHARS:
+            raise ApiError(400, f"a document's text may hold {RERANK_TEXT_MAX_CHARS} characters, not {len(text)}")
         return text

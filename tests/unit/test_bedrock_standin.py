@@ -10,8 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from refarch.bedrock import BedrockEmbedder, BedrockServiceError
-from refarch.search.rerank import BedrockReranker
+from refarch.bedrock import BedrockEmbedder, BedrockServiceError, foundation_model_arn
+from refarch.search.rerank import RERANK_TEXT_MAX_CHARS, BedrockReranker
 from refarch.settings import ConfigurationError, Settings
 from refarch_local.standins import BedrockStandIn, hashed_embedding
 
@@ -138,3 +138,29 @@ def test_rerank_orders_documents_by_shared_words_under_the_models_arn(stand_in):
     stand_in.fail_next("server_error")
     with pytest.raises(BedrockServiceError, match="InternalServerException"):
         reranker.rank("q", ["a", "b"])
+
+
+def test_a_document_longer_than_the_rerank_api_takes_is_cut_not_refused(stand_in):
+    # Given the Rerank API's limit on a document's text, which the stand-in enforces as Bedrock does
+    client = boto3.client("bedrock-agent-runtime", region_name="us-east-1", endpoint_url=stand_in.url)
+    long_text = "cast iron pan " + "filler words " * 3_000  # ~39,000 characters: a long description
+    with pytest.raises(ClientError, match="ValidationException"):
+        client.rerank(  # type: ignore[attr-defined]
+            queries=[{"type": "TEXT", "textQuery": {"text": "pan"}}],
+            sources=[{"type": "INLINE", "inlineDocumentSource": {"type": "TEXT", "textDocument": {"text": long_text}}}],
+            rerankingConfiguration={
+                "type": "BEDROCK_RERANKING_MODEL",
+                "bedrockRerankingConfiguration": {
+                    "numberOfResults": 1,
+                    "modelConfiguration": {"modelArn": foundation_model_arn("us-east-1", "amazon.rerank-v1:0")},
+                },
+            },
+        )
+    # When the reranker is given that document among others
+    reranker = BedrockReranker.from_settings(settings_for(stand_in, rerank_model="amazon.rerank-v1:0"))
+    order = reranker.rank("cast iron pan", ["wireless earbuds", long_text])
+    # Then it is sent cut to the limit and ranked, not refused (which would drop every such search's rerank)
+    assert [i for i, _ in order] == [1, 0]
+    request = [r for route, r in stand_in.received if route == "rerank"][-1]
+    sent = request.body["sources"][1]["inlineDocumentSource"]["textDocument"]["text"]
+    assert sent == long_text[:RERANK_TEXT_MAX_CHARS]
