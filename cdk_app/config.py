@@ -15,7 +15,13 @@ from typing import Literal
 
 from aws_cdk import aws_logs as logs
 
-from refarch.bedrock import EMBEDDING_MODELS, RERANK_MODELS, foundation_model_arn
+from refarch.bedrock import (
+    EMBEDDING_MODELS,
+    RERANK_MODEL_REGIONS,
+    RERANK_MODELS,
+    foundation_model_arn,
+    rerank_model_for,
+)
 from refarch.generations import EmbedderSpec
 from refarch.index.pinecone_indexes import check_index_name
 from refarch.lanes.topology import LaneName, Topology, bulk_lane, live_lane
@@ -210,6 +216,13 @@ class StageConfig:
                 f"stage name {self.name!r}: use 1-20 lower-case letters, digits or '-', starting with a letter "
                 "(it goes into queue, database and Pinecone index names)"
             )
+        rerank_model = self.search.rerank_model
+        if rerank_model is not None and self.region not in RERANK_MODEL_REGIONS[rerank_model]:
+            # Every search would call a model the region does not serve, and fall back to the fused order.
+            raise ValueError(
+                f"rerank_model {rerank_model} is not offered in {self.region}, the stage's region; "
+                f"it runs in {', '.join(RERANK_MODEL_REGIONS[rerank_model])}"
+            )
         # Frozen: the one place a field is set after __init__, to give `search` this stage's names.
         object.__setattr__(self, "search", self.search.for_stage(self.name))
 
@@ -285,7 +298,8 @@ def with_context(
         if rerank.lower() not in ("true", "false"):
             raise ValueError(f"-c rerank={rerank}: choose true or false")
         on = rerank.lower() == "true"
-        search = replace(search, rerank_model=(search.rerank_model or RERANK_MODELS[0]) if on else None)
+        chosen = (search.rerank_model or rerank_model_for(config.region)) if on else None
+        search = replace(search, rerank_model=chosen)
     return config if search is config.search else replace(config, search=search)
 
 

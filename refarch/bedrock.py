@@ -49,8 +49,23 @@ EMBEDDING_MODELS: dict[str, BedrockEmbeddingModel] = {
     "cohere.embed-multilingual-v3": BedrockEmbeddingModel("cohere", (1024,), 96, 2048, 512),
 }
 
-# Rerank models (Rerank API of bedrock-agent-runtime; refarch.search.rerank).
-RERANK_MODELS = ("amazon.rerank-v1:0", "cohere.rerank-v3-5:0")
+# Rerank models (Rerank API of bedrock-agent-runtime; refarch.search.rerank) and the regions that offer
+# them, as AWS lists them ("Supported Regions and models for reranking in Amazon Bedrock"): Amazon
+# Rerank is not offered in us-east-1. The first one a region offers is what `-c rerank=true` picks.
+RERANK_MODEL_REGIONS: dict[str, tuple[str, ...]] = {
+    "amazon.rerank-v1:0": ("ap-northeast-1", "ca-central-1", "eu-central-1", "us-west-2"),
+    "cohere.rerank-v3-5:0": ("ap-northeast-1", "ca-central-1", "eu-central-1", "us-east-1", "us-west-2"),
+}
+RERANK_MODELS = tuple(RERANK_MODEL_REGIONS)
+
+
+def rerank_model_for(region: str) -> str:
+    """The rerank model `-c rerank=true` picks in `region`; ValueError when Bedrock offers none there."""
+    for model, regions in RERANK_MODEL_REGIONS.items():
+        if region in regions:
+            return model
+    offered = sorted({r for regions in RERANK_MODEL_REGIONS.values() for r in regions})
+    raise ValueError(f"Bedrock offers no rerank model in {region}; reranking runs in {', '.join(offered)}")
 
 
 class BedrockServiceError(Exception):

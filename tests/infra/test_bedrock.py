@@ -3,9 +3,11 @@ Bedrock's models invocable only by the runtimes that embed (or rerank), only on 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from cdk_app.config import DEV, with_context
+from cdk_app.config import DEV, SearchConfig, with_context
 from cdk_app.reindex_stack import configured_generation
 from refarch.lanes import topology
 from tests.infra.conftest import Synthesized
@@ -19,7 +21,8 @@ from tests.infra.templates import (
 )
 
 TITAN_ARN = "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0"
-RERANK_ARN = "arn:aws:bedrock:us-east-1::foundation-model/amazon.rerank-v1:0"
+# -c rerank=true in us-east-1 (the stages' region), where Amazon Rerank is not offered: Cohere Rerank 3.5.
+RERANK_ARN = "arn:aws:bedrock:us-east-1::foundation-model/cohere.rerank-v3-5:0"
 
 
 def test_no_openai_or_pinecone_secret_is_referenced_anywhere(bedrock: Synthesized) -> None:
@@ -120,3 +123,16 @@ def test_a_mistyped_command_line_choice_is_an_error_not_the_default(context: dic
     # When a choice on the command line is misspelled, Then synth stops with the choices
     with pytest.raises(ValueError, match=error):
         with_context(DEV, **context)  # type: ignore[arg-type]
+
+
+def test_rerank_true_picks_a_model_the_stages_region_offers_and_a_model_it_does_not_offer_stops_synth() -> None:
+    # When reranking is turned on in us-east-1, Then the model picked is one Bedrock serves there
+    assert with_context(DEV, rerank="true").search.rerank_model == "cohere.rerank-v3-5:0"
+    # And in a region offering Amazon Rerank, that one (no Marketplace subscription needed)
+    assert with_context(replace(DEV, region="us-west-2"), rerank="true").search.rerank_model == "amazon.rerank-v1:0"
+    # When a stage names a rerank model its region does not offer, Then synth stops naming the regions that do
+    with pytest.raises(ValueError, match="amazon.rerank-v1:0 is not offered in us-east-1.*us-west-2"):
+        replace(DEV, search=SearchConfig(rerank_model="amazon.rerank-v1:0"))
+    # And turning reranking on where Bedrock reranks nowhere stops synth too
+    with pytest.raises(ValueError, match="no rerank model in eu-west-1"):
+        with_context(replace(DEV, region="eu-west-1"), rerank="true")
