@@ -22,6 +22,7 @@ from cdk_app.constructs.runtime_access import RuntimeAccess
 from cdk_app.nag import acknowledge, acknowledge_provider_framework
 from refarch.db.roles import RUNTIME_ROLES
 from refarch.lanes import topology
+from refarch.source.definition import builtin_path
 
 # A pinned minor version: upgrades are a reviewed change, not a surprise (minor patches still auto-apply).
 POSTGRES_VERSION = rds.PostgresEngineVersion.VER_16_13
@@ -46,6 +47,12 @@ def migrations_hash() -> str:
     for path in sorted((PROJECT_ROOT / "refarch" / "db" / "migrations").glob("*.sql")):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def source_definition_hash(source: str) -> str:
+    """A hash of the stage's source definition file: any edit (the text, metadata, page or keyword columns,
+    chunking) changes the schema resource, so the deploy applies it (refarch.source.capture.apply)."""
+    return hashlib.sha256(builtin_path(source).read_bytes()).hexdigest()[:16]
 
 
 class SyncQueues(Construct):
@@ -234,6 +241,10 @@ class DataStack(Stack):
             properties={
                 "MigrationsHash": migrations_hash(),
                 "SeedRows": str(config.seed_rows),
+                # The source definition the stage deploys: an edited one re-runs the resource, which applies
+                # it (its capture, views and keyword index; a metadata backfill; the new text for re-index).
+                "Source": config.search.source,
+                "SourceDefinitionHash": source_definition_hash(config.search.source),
                 # A new or replaced runtime secret re-runs the resource, which applies its password.
                 "RuntimeSecrets": [s.secret_arn for s in self.runtime_database_secrets.values()],
             },

@@ -33,11 +33,13 @@ from cdk_app.constructs.state_machines import ReindexStateMachine
 from cdk_app.nag import acknowledge, acknowledge_aws_custom_resource, acknowledge_invoker, finding_text
 from refarch.generations.placement import Placement
 from refarch.lanes import topology
+from refarch.source.definition import load
 
 
 def configured_generation(config: StageConfig) -> dict[str, Any]:
-    """The embedder and the vector index every runtime of the stage is configured with, as the
-    re-index start step compares them with the active generation's (refarch.generations.reindex_flow)."""
+    """The embedder, the vector index and the source's embedded text (its template and chunking) every
+    runtime of the stage is configured with, as the re-index start step compares them with the active
+    generation's (refarch.generations.reindex_flow; the text as the migrate resource recorded it)."""
     search = config.search
     placement = (
         Placement("pinecone", search.pinecone_index_name, search.pinecone_namespace)
@@ -47,6 +49,7 @@ def configured_generation(config: StageConfig) -> dict[str, Any]:
     return {
         "embedder": search.embedder_spec.as_json(),
         "placement": placement.as_json(),
+        "source_text": load(search.source).fingerprint("text"),
     }
 
 
@@ -147,9 +150,10 @@ class ReindexStack(Stack):
         acknowledge_aws_custom_resource(self)
 
     def _start_on_deploy(self, schema: IConstruct) -> None:
-        """Start an execution when the stack is created and whenever a deploy changes the embedder or index.
+        """Start an execution when the stack is created and whenever a deploy changes the embedder, the index
+        or the source's embedded text (a new template or chunking).
 
-        Both are in the call, so CloudFormation updates the resource (and starts an
+        All three are in the call, so CloudFormation updates the resource (and starts an
         execution) exactly when one of them changes. Fire and forget: the deploy does not wait for the
         re-index; on a first deploy the execution finds nothing to do.
         """

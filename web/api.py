@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -250,8 +251,20 @@ def healthz() -> Response:
 
 @bp.get("/api/openapi.yaml")
 def openapi() -> Response:
-    """The OpenAPI description of this API."""
-    return send_from_directory(current_app.root_path, "openapi.yaml", mimetype="application/yaml")
+    """The OpenAPI description of this API: products' is the checked-in file; another source's is made from
+    its definition (web.openapi.document), sent as JSON, which is YAML too (YAML 1.2 holds JSON)."""
+    source = get_runtime().search.source
+    if source.is_builtin_products:
+        return send_from_directory(current_app.root_path, "openapi.yaml", mimetype="application/yaml")
+    return current_app.response_class(_source_openapi(source), mimetype="application/yaml")
+
+
+@functools.cache
+def _source_openapi(source: Source) -> str:
+    """Another source's OpenAPI document, made once per process."""
+    from web import openapi as openapi_document
+
+    return json.dumps(openapi_document.document(source), indent=1)
 
 
 # --- another source's rows (refarch.source.writes): /api/<source name>[/<id>], registered by create_app ---

@@ -15,6 +15,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from cdk_app.config import DEV, SearchConfig
 from cdk_app.constructs.state_machines import ReindexStateMachine
 from refarch.lanes import topology
+from refarch.source.definition import load
 from tests.infra.conftest import Synthesized, synthesize
 from tests.infra.templates import (
     container,
@@ -154,6 +155,7 @@ def test_a_deploy_that_changes_the_embedder_starts_an_execution(dev: Synthesized
             "pinecone_index": dev.config.search.pinecone_index_name,
             "namespace": dev.config.search.pinecone_namespace,
         },
+        "source_text": load(dev.config.search.source).fingerprint("text"),
     }
     assert variant_input["embedder"]["dimensions"] == 512
     assert variant_input["placement"] == {"backend": "pgvector", "pinecone_index": None, "namespace": None}

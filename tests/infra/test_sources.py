@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from cdk_app import config as cdk_config
+from cdk_app import data_stack
 from cdk_app.config import DEV, with_context
+from cdk_app.reindex_stack import configured_generation
 from refarch.source import SourceError
 from refarch.source import definition as source_definition
 from tests.infra.conftest import Synthesized
@@ -70,3 +72,33 @@ def test_an_invalid_shipped_definition_stops_synth_naming_every_problem(
         with_context(DEV, source="broken")
     assert "key.type 'jsonb' is not supported: a key must be one of bigint, uuid, text" in refused.value.problems
     assert "embed names {summary}, which is not a column under [columns]" in refused.value.problems
+
+
+def test_an_edited_definition_reruns_the_migration_and_a_new_text_starts_a_reindex_on_deploy(
+    dev: Synthesized, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the dev stage's schema resource and re-index start: both carry what the deploy applies
+    schema = next(iter(resources(dev.template_json(dev.stacks.data), "Custom::RefarchSchema").values()))
+    assert schema["Properties"]["Source"] == "products"
+    assert schema["Properties"]["SourceDefinitionHash"] == data_stack.source_definition_hash("products")
+    assert configured_generation(dev.config)["source_text"] == source_definition.load("products").fingerprint("text")
+    # And a copy of the products definition in the shipped folder
+    original = source_definition.builtin_path("products").read_text()
+    shipped = lambda name: tmp_path / f"{name}.toml"  # noqa: E731
+    monkeypatch.setattr(source_definition, "builtin_path", shipped)
+    monkeypatch.setattr(data_stack, "builtin_path", shipped)
+    shipped("products").write_text(original)
+    before = (data_stack.source_definition_hash("products"), configured_generation(dev.config))
+    assert before == (schema["Properties"]["SourceDefinitionHash"], configured_generation(dev.config))
+    # When only what the page shows changes, Then the migration runs again (the schema resource changes)
+    # and no re-index starts (the start call's input is the same)
+    shipped("products").write_text(original.replace('label = "SKU"', 'label = "Code"', 1))
+    assert 'label = "Code"' in shipped("products").read_text()
+    assert data_stack.source_definition_hash("products") != before[0]
+    assert configured_generation(dev.config) == before[1]
+    # When the embedded text changes, Then the start call's input changes too: the deploy starts a re-index
+    definition = source_definition.load("products")
+    shipped("products").write_text(original.replace(f'embed = "{definition.embed}"', 'embed = "{name}"', 1))
+    assert source_definition.load("products").embed == "{name}"
+    assert configured_generation(dev.config)["source_text"] != before[1]["source_text"]
+    assert data_stack.source_definition_hash("products") != before[0]

@@ -117,3 +117,19 @@ def test_the_openapi_document_of_another_source_describes_its_rows_routes_and_fi
     assert {"author", "published"} <= filters
     # And the products document is the checked-in one
     assert document(load("products"))["paths"].keys() == document()["paths"].keys()
+
+
+def test_the_served_openapi_document_is_the_sources_own(articles_client):
+    import yaml
+    from openapi_spec_validator import validate
+
+    from web.openapi import document
+
+    # When a client asks the articles app for its API description
+    response = articles_client.get("/api/openapi.yaml")
+    # Then it is the document made from the articles definition (routes, rows, filters), a valid OpenAPI document
+    assert response.status_code == 200 and response.mimetype == "application/yaml"
+    served = yaml.safe_load(response.get_data(as_text=True))
+    assert served == document(load("articles"))
+    assert "/api/articles" in served["paths"] and "/api/products" not in served["paths"]
+    validate(served)
