@@ -206,9 +206,19 @@ class Settings(BaseSettings):
         # A queue URL from the environment means AWS (or a server chosen on purpose): then a local
         # server's addresses left in runtime.json are never mixed in.
         configured = getattr(self, f"{lane}_{kind}")
-        if configured or self.live_queue_url:
+        if configured or self.queues_configured:
             return configured or None
         return self.local_runtime.get(kind if lane == "live" else f"bulk_{kind}") or None
+
+    @property
+    def queues_configured(self) -> bool:
+        """Whether the environment names a queue (either lane's): AWS, or a server chosen on purpose.
+
+        A runtime may be given one lane only (the bootstrap's Batch function: the bulk lane), so any
+        lane's URL counts, not only the live one's.
+        """
+        named = self.model_fields_set & {"live_queue_url", "bulk_queue_url"}
+        return any(getattr(self, name) for name in named)
 
     def resolved_sqs_endpoint(self) -> str | None:
         """A custom SQS endpoint (the local server), or None for AWS.
@@ -216,7 +226,7 @@ class Settings(BaseSettings):
         A queue URL from the environment means "that queue", so a local server's address left in
         runtime.json is not used with it.
         """
-        if self.sqs_endpoint_url or self.live_queue_url:
+        if self.sqs_endpoint_url or self.queues_configured:
             return self.sqs_endpoint_url
         return self.local_runtime.get("sqs_endpoint_url")
 

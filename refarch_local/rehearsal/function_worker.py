@@ -7,7 +7,10 @@ protocol pipe (the original stdout; the handler's own prints and logs go to stde
 
 Every keyed read of `os.environ` made by the project's code (refarch/, lambdas/, web/,
 refarch_cli/) is recorded and reported with each outcome, so the parent can tell a variable the
-code reads but the template does not set.
+code reads but the template does not set. So is every `Settings` field the code reads while it
+holds its default (neither the environment nor the code gave it a value), as the variable that
+would have set it: Settings reads the environment once, whole, so a setting the template forgot
+would otherwise pass unseen at its default (the wrong namespace, a local endpoint).
 """
 
 from __future__ import annotations
@@ -81,6 +84,22 @@ class RecordingEnviron(MutableMapping[str, str]):
         return dict(self._environ)
 
 
+def record_default_setting_reads(read: set[str]) -> None:
+    """Add to `read` the variable of every Settings field read while it holds its default (any instance)."""
+    from refarch.settings import Settings
+    from refarch_local.rehearsal.wiring import settings_variable
+
+    fields = frozenset(Settings.model_fields)
+    original = Settings.__getattribute__
+
+    def recording(self: Settings, name: str) -> Any:
+        if name in fields and name not in original(self, "model_fields_set") and _read_by_project_code():
+            read.add(settings_variable(name))
+        return original(self, name)
+
+    Settings.__getattribute__ = recording  # type: ignore[method-assign,assignment]
+
+
 def main() -> None:
     """Cold start (import the handler), then serve invocations until stdin closes."""
     handler_name = sys.argv[1]
@@ -89,6 +108,7 @@ def main() -> None:
     sys.stdout = sys.stderr
     environ = RecordingEnviron(os.environ)
     os.environ = environ  # type: ignore[assignment]  # noqa: B003 (recording reads, not clearing: the values stay)
+    record_default_setting_reads(environ.read)
 
     def reply(message: dict[str, Any]) -> None:
         protocol.write(json.dumps({**message, "env_reads": sorted(environ.read)}, default=str) + "\n")

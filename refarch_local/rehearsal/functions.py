@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from refarch_local.rehearsal.states import Invocation
 from refarch_local.rehearsal.template import REPO_ROOT, ResourceKey
+from refarch_local.rehearsal.wiring import undeclared
 
 # Set by the Lambda service (or this rehearsal) rather than the template: never a wiring gap.
 RUNTIME_PROVIDED = frozenset(
@@ -230,11 +231,11 @@ class FunctionPool:
         return handler
 
     def undeclared_reads(self) -> dict[str, set[str]]:
-        """Function name -> the environment variables its code read that neither its template nor Lambda sets."""
+        """Function name -> the environment variables its code read (or the Settings fields it read at their
+        defaults) that neither its template nor Lambda sets, less what `wiring.undeclared` allows."""
         found: dict[str, set[str]] = {}
         for worker in self._all:
-            declared = set(worker.function.environment) | RUNTIME_PROVIDED
-            missing = worker.env_reads - declared
+            missing = undeclared(worker.env_reads, set(worker.function.environment) | RUNTIME_PROVIDED)
             if missing:
                 found.setdefault(worker.function.name, set()).update(missing)
         return found

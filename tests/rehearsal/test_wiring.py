@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 
 import refarch_local
+from refarch.generations.placement import Placement
 from refarch.lanes.topology import BOOTSTRAP_BATCH_HANDLER
+from refarch.settings import Settings
 from refarch_cli.runtime_context import settings_with_queue
 from refarch_local.rehearsal.cloud import placeholder
-from refarch_local.rehearsal.function_worker import RecordingEnviron
+from refarch_local.rehearsal.function_worker import RecordingEnviron, record_default_setting_reads
 from refarch_local.rehearsal.functions import RUNTIME_PROVIDED, FunctionWorker, lambda_environment
 from refarch_local.rehearsal.run import Rehearsal, RehearsalFailed, RehearsalOptions, function_runtimes
 from refarch_local.rehearsal.states import local_functions_and_state_machines
 from refarch_local.rehearsal.template import LOCAL_ACCOUNT, REPO_ROOT, Assembly, Resolver
-from refarch_local.rehearsal.wiring import RuntimeEnvironment, runtime_environments, unread_variables
+from refarch_local.rehearsal.wiring import RuntimeEnvironment, runtime_environments, undeclared, unread_variables
 
 
 def placeholder_resolver(assembly: Assembly) -> Resolver:
@@ -95,3 +97,33 @@ def test_a_variable_removed_from_a_template_fails_the_rehearsal_naming_it(assemb
         Rehearsal(broken, options).run()
     # Then the bootstrap fails, naming the variable the Batch function needed
     assert "bootstrap" in str(failed.value) and "REFARCH_BULK_QUEUE_URL" in str(failed.value)
+
+
+def test_a_setting_read_at_its_default_is_recorded_as_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the recorder a function worker installs on Settings (restored after this test)
+    monkeypatch.setattr(Settings, "__getattribute__", Settings.__getattribute__)
+    read: set[str] = set()
+    record_default_setting_reads(read)
+    # And settings from an environment naming the Pinecone index but not its namespace
+    monkeypatch.delenv("REFARCH_PINECONE_NAMESPACE", raising=False)
+    monkeypatch.setenv("REFARCH_PINECONE_INDEX_NAME", "refarch-dev-products")
+    monkeypatch.setenv("REFARCH_VECTOR_BACKEND", "pinecone")
+    settings = Settings()
+    # When project code reads both (where Emu and search place vectors), and this test reads another default
+    Placement.from_settings(settings)
+    assert settings.local_model_threads is None or settings.local_model_threads >= 1
+    # Then the namespace, silently at its default, is recorded by the variable that should have set it;
+    # the index name the environment gave and this test's own read are not
+    assert "REFARCH_PINECONE_NAMESPACE" in read
+    assert "REFARCH_PINECONE_INDEX_NAME" not in read and "REFARCH_LOCAL_MODEL_THREADS" not in read
+
+
+def test_only_deliberate_defaults_and_secrets_given_by_arn_pass_unset() -> None:
+    read = {"REFARCH_PINECONE_NAMESPACE", "REFARCH_OPENAI_TIMEOUT_SECONDS", "OPENAI_API_KEY", "DATABASE_URL"}
+    # A namespace left at its default is the template's omission; a provider budget's default is what AWS runs;
+    # a secret's local form is fine where the template gives the secret by ARN, and not where it does not
+    assert undeclared(read, {"REFARCH_DATABASE_SECRET_ARN"}) == {"REFARCH_PINECONE_NAMESPACE", "OPENAI_API_KEY"}
+    assert undeclared(read, {"REFARCH_DATABASE_SECRET_ARN", "REFARCH_OPENAI_SECRET_ARN"}) == {
+        "REFARCH_PINECONE_NAMESPACE"
+    }
+    assert undeclared(read, {"REFARCH_PINECONE_NAMESPACE", "DATABASE_URL", "OPENAI_API_KEY"}) == set()
