@@ -2,9 +2,10 @@
 """CDK entry point: `cdk deploy --all` (dev) or `cdk deploy --all -c stage=prod` from the repo root.
 
 Optional context: `-c alarmEmail=you@example.com` subscribes an address to the alarm topic;
-`-c embedder=bedrock`, `-c vectorBackend=pgvector`, `-c rerank=true` and `-c source=articles` override the
-stage config's choices (docs/deploy.md): Bedrock and pgvector need no secret created by hand and no account
-outside AWS; a source is a definition in refarch/source/definitions/ (docs/own-table.md).
+`-c embedder=bedrock`, `-c vectorBackend=pgvector`, `-c rerank=true`, `-c source=articles` and
+`-c keepOpenaiAccess=true` override the stage config's choices (docs/deploy.md): Bedrock and pgvector need no
+secret created by hand and no account outside AWS; a source is a definition in refarch/source/definitions/
+(docs/own-table.md); keepOpenaiAccess keeps the OpenAI key granted while a move to Bedrock re-indexes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
         vector_backend=app.node.try_get_context("vectorBackend"),
         rerank=app.node.try_get_context("rerank"),
         source=app.node.try_get_context("source"),
+        keep_openai_access=app.node.try_get_context("keepOpenaiAccess"),
     )
     alarm_email = app.node.try_get_context("alarmEmail")
     if alarm_email:

@@ -280,9 +280,11 @@ def with_context(
     vector_backend: str | None = None,
     rerank: str | None = None,
     source: str | None = None,
+    keep_openai_access: str | None = None,
 ) -> StageConfig:
     """The stage with the choices given on the command line (`-c embedder=bedrock -c vectorBackend=pgvector
-    -c rerank=true -c source=articles`) over its own; each is checked, so a typo is an error, not the default."""
+    -c rerank=true -c source=articles -c keepOpenaiAccess=true`) over its own; each is checked, so a typo is
+    an error, not the default."""
     search = config.search
     if source is not None:
         search = replace(search, source=source)
@@ -300,6 +302,12 @@ def with_context(
         on = rerank.lower() == "true"
         chosen = (search.rerank_model or rerank_model_for(config.region)) if on else None
         search = replace(search, rerank_model=chosen)
+    if keep_openai_access is not None:
+        # Until a move from OpenAI re-indexes and gc drops the OpenAI generation (docs/deploy.md).
+        keep = str(keep_openai_access).lower()  # `cdk.json` context may hold a JSON boolean
+        if keep not in ("true", "false"):
+            raise ValueError(f"-c keepOpenaiAccess={keep_openai_access}: choose true or false")
+        search = replace(search, keep_openai_access=keep == "true")
     return config if search is config.search else replace(config, search=search)
 
 

@@ -1,7 +1,8 @@
 """Why a search answered lexically when asked for more: each reason's words, and which provider errors are which.
 
 A provider that fails (an outage) and one that is too slow for the search budget (refarch.search.budget)
-are told apart: the reason says which, and the logs carry the error.
+are told apart: the reason says which, and the logs carry the error. A provider this process has no
+settings for (a ConfigurationError building the active generation's embedder or index) is a third reason.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ EMBEDDING_SLOW_MESSAGE = (
 )
 VECTOR_INDEX_SLOW_MESSAGE = (
     "the vector index was too slow to answer within the search's {budget:g} s budget, "
+    "so these results come from keyword (lexical) search only"
+)
+# The active generation's embedder or index cannot be built with this process's settings: its provider's key
+# is not configured (a move off OpenAI deployed without keep_openai_access, or off Pinecone without
+# keep_pinecone_access: docs/deploy.md), or the index holds another dimension than its model's.
+NOT_CONFIGURED_MESSAGE = (
+    "this server is not configured for the active index's embedding model or vector index, "
     "so these results come from keyword (lexical) search only"
 )
 BUSY_MESSAGE = (

@@ -12,13 +12,18 @@ When the embedding service or the vector index (Pinecone) is down, or too slow f
 (`refarch.search.budget`: both calls together get ~2.5 s), a hybrid or semantic search answers in lexical
 mode and says so (`SearchPage.fallback_reason`) instead of failing: the text it ranks is in Postgres,
 which is still there. So does a search that finds every semantic slot of its process taken (slow providers
-hold them): a thread is always left for /healthz and for searches answered from Postgres alone.
+hold them): a thread is always left for /healthz and for searches answered from Postgres alone. And so does
+a search whose process cannot build the active generation's embedder or index (a ConfigurationError: a move
+off OpenAI deployed without keep_openai_access, docs/deploy.md): the error is logged once, and the lexical
+answer says the server is not configured for it, until it can build it (a switch, or a deploy with the flag).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar, get_args
@@ -37,6 +42,7 @@ from refarch.search.fallbacks import (
     BUSY_MESSAGE,
     EMBEDDING_OUTAGE_MESSAGE,
     EMBEDDING_SLOW_MESSAGE,
+    NOT_CONFIGURED_MESSAGE,
     VECTOR_INDEX_OUTAGE_MESSAGE,
     VECTOR_INDEX_SLOW_MESSAGE,
     is_vector_index_outage,
@@ -48,7 +54,7 @@ from refarch.search.lexical import LexicalLists
 from refarch.search.query_embeddings import DEFAULT_MAX_BYTES, EmbeddingUnavailableError, QueryEmbeddings
 from refarch.search.rerank import Reranker, rerank_or_keep
 from refarch.serving import SEARCH_BUDGET, SEMANTIC_SEARCH_SLOTS, SearchBudget
-from refarch.settings import Settings
+from refarch.settings import ConfigurationError, Settings
 from refarch.source import Source, records
 from refarch.source import load as load_source
 from refarch.source import rows as source_rows
@@ -67,6 +73,9 @@ MAX_PAGE = 500
 # The deepest result any page reaches; listings count their total only this far (plus one row, to
 # know there is more), instead of counting a whole large table on every anonymous request.
 MAX_RESULT_WINDOW = MAX_PAGE * MAX_K
+# After the active generation's embedder or index could not be built (ConfigurationError), how long searches
+# answer lexically before trying again: a switch to a generation the settings can build is followed this soon.
+NOT_CONFIGURED_RECHECK_SECONDS = 5.0
 # Hybrid fuses each list to at least this depth, so pages within the first 40 results come from one
 # fused ranking and concatenate exactly; deeper pages fuse deeper lists. 40 is pgvector's default
 # hnsw.ef_search: fusing asks the vector index no more than a semantic search does (a depth of 100
@@ -278,6 +287,11 @@ class SearchService:
         # How long one search may wait on its providers, and how many searches may wait at once.
         self.budget = budget
         self._semantic_slots = SemanticSlots(semantic_slots)
+        # The active generation could not be built (ConfigurationError): until when searches skip trying
+        # again, and which errors were logged already (once each per process).
+        self._not_configured_until = 0.0
+        self._not_configured_logged: set[str] = set()
+        self._not_configured_lock = threading.Lock()
 
     def search(
         self,
@@ -387,10 +401,14 @@ class SearchService:
         """The semantic or hybrid ranking within the budget: (lexical lists, ranking, None), or
         (lexical lists if read, None, why not) when a provider failed or was too slow."""
         deadline = Deadline(self.budget)
+        if time.monotonic() < self._not_configured_until:
+            return None, None, NOT_CONFIGURED_MESSAGE
         try:
             # One generation per request: the query is embedded by the model whose vectors it is compared with.
             # A process's first search opens the index clients (Pinecone's check of the index can be slow too).
             target = self.targets.active()
+        except ConfigurationError as err:
+            return None, None, self._not_configured_fallback(err)
         except Exception as err:
             return None, None, self._vector_index_fallback(err)
         try:
@@ -406,6 +424,29 @@ class SearchService:
             return lists, self._hybrid(target.index, lists, vector, search_filter, deadline, depth=depth), None
         except Exception as err:
             return lists, None, self._vector_index_fallback(err)
+
+    def _not_configured_fallback(self, err: ConfigurationError) -> str:
+        """Why search answers lexically when this process cannot build the active generation's embedder or
+        index (its provider's key not configured, say): logged once per error, tried again after a few seconds.
+
+        Search stays up on Postgres; Emu, which must write every live generation, fails loudly instead.
+        """
+        message = str(err)
+        with self._not_configured_lock:
+            self._not_configured_until = time.monotonic() + NOT_CONFIGURED_RECHECK_SECONDS
+            first = message not in self._not_configured_logged
+            self._not_configured_logged.add(message)
+        if first:
+            logger.error(
+                "the active index generation's embedder or index cannot be built with these settings: "
+                "searching lexically",
+                extra={
+                    "error": message,
+                    "advice": "moving off a provider, keep its access until gc drops its generation "
+                    "(keep_openai_access, keep_bedrock_models, keep_pinecone_access: docs/deploy.md)",
+                },
+            )
+        return NOT_CONFIGURED_MESSAGE
 
     def _vector_index_fallback(self, err: Exception) -> str:
         """Why search answers lexically after the vector index failed or was too slow (any other error is raised)."""

@@ -10,8 +10,9 @@ import pytest
 from cdk_app.config import DEV, SearchConfig, with_context
 from cdk_app.reindex_stack import configured_generation
 from refarch.lanes import topology
-from tests.infra.conftest import Synthesized
+from tests.infra.conftest import Synthesized, synthesize
 from tests.infra.templates import (
+    container,
     container_task_role,
     environment,
     function_by_handler,
@@ -23,6 +24,7 @@ from tests.infra.templates import (
 TITAN_ARN = "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0"
 # -c rerank=true in us-east-1 (the stages' region), where Amazon Rerank is not offered: Cohere Rerank 3.5.
 RERANK_ARN = "arn:aws:bedrock:us-east-1::foundation-model/cohere.rerank-v3-5:0"
+COHERE_ARN = "arn:aws:bedrock:us-east-1::foundation-model/cohere.embed-english-v3"
 
 
 def test_no_openai_or_pinecone_secret_is_referenced_anywhere(bedrock: Synthesized) -> None:
@@ -115,14 +117,125 @@ def test_the_bedrock_runtime_endpoints_keep_the_calls_inside_the_vpc(bedrock: Sy
     assert {"bedrock-runtime", "bedrock-agent-runtime"} <= names
 
 
+def search_runtimes(synthesized: Synthesized) -> dict[str, tuple[str, dict[str, object]]]:
+    """The runtimes that embed or search (each builds the live generations' embedders): name -> (role, environment).
+
+    The role is `<stack>/<logical id>`, as invoke_model_grants names it.
+    """
+    stacks = synthesized.stacks
+    found: dict[str, tuple[str, dict[str, object]]] = {}
+    functions = {
+        "emu live": (stacks.emu, topology.EMU_HANDLER, "live"),
+        "emu bulk": (stacks.emu, topology.EMU_HANDLER, "bulk"),
+        "reindex": (stacks.reindex, topology.REINDEX_HANDLER, None),
+        "reconcile shard": (stacks.pelican, topology.RECONCILE_SHARD_HANDLER, None),
+    }
+    for name, (stack, handler, lane) in functions.items():
+        template = synthesized.template_json(stack)
+        role = f"{stack.stack_name}/{function_role(template, handler, lane=lane)}"
+        found[name] = (role, environment(function_by_handler(template, handler, lane=lane)))
+    frontend = synthesized.template_json(stacks.frontend)
+    found["web"] = (
+        f"{stacks.frontend.stack_name}/{container_task_role(frontend, 'web')}",
+        environment(container(frontend, "web")),
+    )
+    return found
+
+
+def secret_readers(synthesized: Synthesized, secret_name: str) -> set[str]:
+    """Every role (`<stack>/<logical id>`) allowed secretsmanager:GetSecretValue on the named secret."""
+    readers: set[str] = set()
+    for stack in synthesized.stacks.all():
+        template = synthesized.template_json(stack)
+        for role_id in resources(template, "AWS::IAM::Role"):
+            targets = grants(template, role_id).get("secretsmanager:GetSecretValue", [])
+            if any(f":secret:{secret_name}" in target for target in targets):
+                readers.add(f"{stack.stack_name}/{role_id}")
+    return readers
+
+
+def test_a_move_from_openai_to_bedrock_keeps_the_openai_key_until_told_otherwise(
+    bedrock: Synthesized, tmp_path
+) -> None:
+    # Given a stage moving from OpenAI to Titan with keep_openai_access (docs/deploy.md): until the re-index
+    # switches, search embeds queries with the active (OpenAI) generation's model, and Emu embeds edits into both
+    moving = synthesize(
+        replace(
+            DEV,
+            name="to-bedrock",
+            search=SearchConfig(embedder="bedrock", vector_backend="pgvector", keep_openai_access=True),
+        ),
+        tmp_path,
+    )
+    secret = moving.config.search.openai_secret_name
+    runtimes = search_runtimes(moving)
+    # Then exactly the runtimes that embed or search (Emu's lanes, web, re-index, reconcile) may read the OpenAI
+    # key: not the listener, bootstrap, migrate or any other function
+    assert secret_readers(moving, secret) == {role for role, _ in runtimes.values()}
+    # And each of them is told where it is and which model the OpenAI generation has, beside the new embedder
+    for name, (_, env) in runtimes.items():
+        assert f":secret:{secret}" in str(env["REFARCH_OPENAI_SECRET_ARN"]), name
+        assert (env["REFARCH_EMBEDDER"], env["REFARCH_OPENAI_MODEL"]) == ("bedrock", "text-embedding-3-small"), name
+        assert env["REFARCH_BEDROCK_MODEL"] == "amazon.titan-embed-text-v2:0", name
+    # And the re-index starts on Titan, which the runtimes that embed may invoke (only they, only on its ARN)
+    assert configured_generation(moving.config)["embedder"]["kind"] == "bedrock"
+    embedding = {runtimes[name][0] for name in ("emu live", "emu bulk", "web")}
+    assert invoke_model_grants(moving) == {role: [f'"{TITAN_ARN}"'] for role in embedding}
+    # When the same move is deployed without keep_openai_access (the `bedrock` stage: OpenAI by default, then
+    # -c embedder=bedrock), Then no role may read the OpenAI key, and no template names it (the test above)
+    assert secret_readers(bedrock, bedrock.config.search.openai_secret_name) == set()
+
+
+def test_a_move_between_bedrock_models_keeps_invoke_model_on_the_old_model(tmp_path) -> None:
+    # Given a stage moving from Titan to Cohere Embed with Titan in keep_bedrock_models
+    moving = synthesize(
+        replace(
+            DEV,
+            name="bedrock-move",
+            search=SearchConfig(
+                embedder="bedrock",
+                bedrock_model="cohere.embed-english-v3",
+                vector_backend="pgvector",
+                keep_bedrock_models=("amazon.titan-embed-text-v2:0",),
+            ),
+        ),
+        tmp_path,
+    )
+    runtimes = search_runtimes(moving)
+    # Then the runtimes that embed (Emu's lanes, web) may invoke both models, and only those two ARNs
+    embedding = {runtimes[name][0] for name in ("emu live", "emu bulk", "web")}
+    found = invoke_model_grants(moving)
+    assert set(found) == embedding
+    for role in embedding:
+        assert sorted(found[role]) == sorted([f'"{COHERE_ARN}"', f'"{TITAN_ARN}"']), role
+    # And they are configured for the new model (a generation records its own: the old one is built from its record)
+    for name, (_, env) in runtimes.items():
+        assert env["REFARCH_BEDROCK_MODEL"] == "cohere.embed-english-v3", name
+    # And still no OpenAI key is referenced anywhere
+    assert all("openai-api-key" not in path.read_text() for path in moving.template_files())
+
+
 @pytest.mark.parametrize(
     ("context", "error"),
-    [({"embedder": "bedrok"}, "choose openai or bedrock"), ({"rerank": "yes"}, "choose true or false")],
+    [
+        ({"embedder": "bedrok"}, "choose openai or bedrock"),
+        ({"rerank": "yes"}, "rerank=yes: choose true or false"),
+        ({"keep_openai_access": "ture"}, "keepOpenaiAccess=ture: choose true or false"),
+    ],
 )
 def test_a_mistyped_command_line_choice_is_an_error_not_the_default(context: dict[str, str], error: str) -> None:
     # When a choice on the command line is misspelled, Then synth stops with the choices
     with pytest.raises(ValueError, match=error):
         with_context(DEV, **context)  # type: ignore[arg-type]
+
+
+def test_keep_openai_access_on_the_command_line_keeps_the_key_during_a_move_to_bedrock() -> None:
+    # When a move to Bedrock is deployed with -c keepOpenaiAccess=true, Then the runtimes keep the OpenAI key
+    moving = with_context(DEV, embedder="bedrock", keep_openai_access="true").search
+    assert (moving.embedder, moving.keep_openai_access, moving.openai_access) == ("bedrock", True, True)
+    # And with -c keepOpenaiAccess=false (or without it), they do not
+    assert not with_context(DEV, embedder="bedrock", keep_openai_access="FALSE").search.openai_access
+    assert not with_context(DEV, embedder="bedrock").search.openai_access
 
 
 def test_rerank_true_picks_a_model_the_stages_region_offers_and_a_model_it_does_not_offer_stops_synth() -> None:

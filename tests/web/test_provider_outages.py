@@ -11,8 +11,10 @@ import pytest
 
 from refarch.embeddings import LocalEmbedder
 from refarch.runtime import Runtime
+from refarch.search.fallbacks import NOT_CONFIGURED_MESSAGE
+from refarch.settings import ConfigurationError
 from refarch_local.standins import OpenAIStandIn, PineconeStandIn
-from tests.web.conftest import build_app, make_runtime
+from tests.web.conftest import build_app, index_now, make_runtime
 
 
 @pytest.fixture
@@ -139,3 +141,45 @@ def test_a_vector_index_outage_answers_in_lexical_mode_and_says_so(
         assert any("tent" in (r["name"] + r["description"]).lower() for r in body["results"])
     # And once Pinecone answers again, so does semantic ranking
     assert client.get("/api/search", query_string={"q": "tent"}).get_json()["fallback_reason"] is None
+
+
+def test_a_runtime_without_the_active_generations_key_answers_lexically_and_says_so(
+    dsn, tmp_path, openai_runtime, catalog, caplog, monkeypatch
+):
+    # Given the catalog indexed by OpenAI (generation 1, active), as before a move to Bedrock
+    index_now(openai_runtime, [p.id for p in catalog])
+    # And a web runtime configured for Bedrock with no OpenAI key: the move deployed without keep_openai_access
+    moved = make_runtime(
+        None,
+        database_url=dsn,
+        home=tmp_path / "moved",
+        embedder="bedrock",
+        openai_api_key=None,
+        openai_secret_arn=None,
+    )
+    client = build_app(moved).test_client()
+    # When semantic and hybrid searches come in (twice each), and the page asks too, each trying the active
+    # generation again (no pause between tries: normally a few seconds)
+    monkeypatch.setattr("refarch.search.service.NOT_CONFIGURED_RECHECK_SECONDS", 0.0)
+    bodies = {}
+    for mode in ("semantic", "hybrid", "semantic", "hybrid"):
+        response = client.get("/api/search", query_string={"q": "camping tent", "mode": mode})
+        # Then each answers 200 from keyword search, saying the server is not configured for the active index
+        assert response.status_code == 200, response.get_json()
+        bodies[mode] = response.get_json()
+    page = client.get("/", query_string={"q": "camping tent"})
+    for mode, body in bodies.items():
+        assert (body["mode"], body["requested_mode"]) == ("lexical", mode)
+        assert body["fallback_reason"] == NOT_CONFIGURED_MESSAGE
+        assert [(r["name"], r["ranks"]) for r in body["results"]] == [("Alpine Camping Tent", {"lexical": 1})]
+    assert page.status_code == 200
+    assert 'id="search-fallback"' in page.get_data(as_text=True) and "Alpine Camping Tent" in page.get_data(
+        as_text=True
+    )
+    # And the configuration error is logged once, as an error naming the missing key, not once per search
+    logged = [r for r in caplog.records if "cannot be built with these settings" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelname == "ERROR"
+    assert "OPENAI_API_KEY" in str(logged[0].__dict__["error"])
+    # But Emu, which must write every live generation, still fails loudly on a change rather than skip it
+    with pytest.raises(ConfigurationError, match="no OPENAI_API_KEY"):
+        index_now(moved, [catalog[0].id])
