@@ -18,6 +18,7 @@ and refuses with every problem named before anything changes. Then it creates, i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -115,10 +116,11 @@ def apply(conn: Connection, source: Source) -> dict[str, Any]:
     """
     check(conn, source)
     with conn.cursor() as cur:
-        cur.execute("SELECT text_fingerprint, metadata_fingerprint FROM source_definition")
+        cur.execute("SELECT text_fingerprint, metadata_fingerprint, source_table FROM source_definition")
         before = cur.fetchone()
         if not source.is_builtin_products:
-            cur.execute(_byo_capture_sql(source))
+            first = before is None or before[2] != source.qualified_table
+            cur.execute(_byo_capture_sql(source, first=first))
         else:
             cur.execute(_products_stamp_sql(source))
         cur.execute(_views_sql(source))
@@ -222,10 +224,27 @@ def _watched(columns: list[str], row: str) -> str:
     return "(" + ", ".join(f"{row}.{_ident(c)}" for c in columns) + ")"
 
 
-def _byo_capture_sql(source: Source) -> str:
+def search_index_name(source: Source) -> str:
+    """The keyword index's name, made from its expression: an unchanged definition finds it built (a
+    migrate does not rebuild it), a new `lexical` setting makes another (at most 63 characters)."""
+    document = _search_document_sql(source, source.qualified_table)
+    return f"refarch_{source.table[:38]}_search_{hashlib.sha256(document.encode()).hexdigest()[:12]}"
+
+
+def _byo_capture_sql(source: Source, *, first: bool) -> str:
+    """The capture triggers, the keyword index and the grants; with `first` (the table was not the source
+    before), every row already there gets its id while writes wait (once: later migrates skip it)."""
     table, key, src = source.qualified_table, _ident(source.key), _quote(source.qualified_table)
     changed = [source.key, *source.watched_columns()]
-    index = f"refarch_{source.table}_search_document"
+    index = search_index_name(source)
+    backfill = f"""
+-- Rows already in the table get their ids (the bootstrap loads them); a write waits meanwhile.
+LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE;
+INSERT INTO source_keys (source, key, version, present)
+SELECT {src}, t.{key}::text, 1, true FROM {table} t
+ON CONFLICT (source, key) DO UPDATE SET version = source_keys.version + 1, present = true, updated_at = now()
+    WHERE NOT source_keys.present;
+"""
     return f"""
 CREATE OR REPLACE FUNCTION refarch_source_capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
@@ -272,22 +291,28 @@ DROP TRIGGER IF EXISTS refarch_capture_update ON {table};
 CREATE TRIGGER refarch_capture_update AFTER UPDATE ON {table}
     FOR EACH ROW WHEN ({_watched(changed, "OLD")} IS DISTINCT FROM {_watched(changed, "NEW")})
     EXECUTE FUNCTION refarch_source_capture();
-
--- Rows already in the table get their ids (the bootstrap loads them); a write waits meanwhile.
-LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE;
-INSERT INTO source_keys (source, key, version, present)
-SELECT {src}, t.{key}::text, 1, true FROM {table} t
-ON CONFLICT (source, key) DO UPDATE SET version = source_keys.version + 1, present = true, updated_at = now()
-    WHERE NOT source_keys.present;
-
+{backfill if first else ""}
 -- The project's own products table is not this deployment's source: its changes are not captured
 -- (its ids would be taken for this table's).
 ALTER TABLE products DISABLE TRIGGER products_capture_insert_delete;
 ALTER TABLE products DISABLE TRIGGER products_capture_update;
 
--- Keyword search reads the weighted document through an expression index: no column is added.
-DROP INDEX IF EXISTS {source.schema}.{index};
-CREATE INDEX {index} ON {table} USING gin ({_search_document_sql(source, table)});
+-- Keyword search reads the weighted document through an expression index: no column is added. Built
+-- only when its expression is new (its name is the expression's hash); the ones it replaces are dropped.
+CREATE INDEX IF NOT EXISTS {index} ON {table} USING gin ({_search_document_sql(source, table)});
+DO $$
+DECLARE
+    stale text;
+BEGIN
+    FOR stale IN
+        SELECT indexname FROM pg_indexes
+        WHERE schemaname = {_quote(source.schema)} AND tablename = {_quote(source.table)}
+          AND indexname LIKE 'refarch\\_%' AND indexname <> {_quote(index)}
+          AND indexdef LIKE '% USING gin %'
+    LOOP
+        EXECUTE format('DROP INDEX %I.%I', {_quote(source.schema)}, stale);
+    END LOOP;
+END $$;
 {_grants(source)}
 """
 

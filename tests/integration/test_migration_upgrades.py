@@ -20,6 +20,7 @@ from refarch.catalog import make_product
 from refarch.db import connect, migrate, migration_files, migrations_through
 from refarch.emu import ledger
 from refarch.emu.decisions import Action, content_hash, decide
+from refarch.source import load as load_source
 from refarch_local import migration_upgrades
 from refarch_local.database import LocalDatabase
 from refarch_local.migration_upgrades import (
@@ -297,3 +298,23 @@ def test_0018_a_vector_table_made_before_sources_keeps_a_sources_metadata(new_da
         (1, "A-1", None),
         (2, None, {"title": "An article"}),
     ]
+
+
+def test_0018_generations_made_before_sources_are_recorded_as_made_from_products_text(new_database: NewDatabase):
+    """Given a database that lived through every release before 0018 (generations in every status, a build
+    in progress), When it is migrated with the products source, Then each generation records the products
+    text it was made from (0018 adds the column; the source step fills it), so the upgrade starts no
+    re-index and a later new template does."""
+    dsn = populated_before(migration("0018"), new_database)
+    made_before = query(dsn, "SELECT id, status FROM index_generations ORDER BY id")
+    assert {status for _, status in made_before} >= {"active", "building", "retired"}, made_before
+    migrate(dsn)
+    products_text = load_source("products").fingerprint("text")
+    assert query(dsn, "SELECT id, status, source_text FROM index_generations ORDER BY id") == [
+        (gid, status, products_text) for gid, status in made_before
+    ]
+    conn = connect(dsn)
+    try:
+        assert generations.current_source_text(conn) == products_text
+    finally:
+        conn.close()

@@ -460,3 +460,45 @@ def test_search_finds_articles_by_words_and_meaning_and_filters_on_their_columns
     # And a filter value of the wrong type is refused with the column named
     with pytest.raises(SearchInputError, match="published must be true or false"):
         service.column_filters({"published": "maybe"})
+
+
+def search_indexes(dsn: str) -> list[tuple[str, int]]:
+    """(name, oid) of the keyword indexes the migration made on the articles table."""
+    conn = connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname, c.oid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indrelid = 'public.articles'::regclass AND c.relname LIKE 'refarch%%' ORDER BY 1"
+        )
+        found = cur.fetchall()
+    conn.close()
+    return found
+
+
+def test_a_migrate_again_leaves_the_owners_table_alone_and_a_new_keyword_weight_rebuilds_only_its_index(
+    blank_dsn, tmp_path
+):
+    # Given an articles table of the owner's, migrated once
+    make_articles(blank_dsn, 200)
+    migrate(blank_dsn, source=ARTICLES)
+    (first,) = search_indexes(blank_dsn)
+    versions = execute(blank_dsn, "SELECT 1 FROM source_keys WHERE version = 1")
+    # When the same definition is applied again (every deploy that re-runs the migration)
+    migrate(blank_dsn, source=ARTICLES)
+    # Then the keyword index is the one already built (not dropped and built again while writes wait),
+    # and the rows already captured are not counted again
+    assert search_indexes(blank_dsn) == [first]
+    assert execute(blank_dsn, "SELECT 1 FROM source_keys WHERE version = 1") == versions == 200
+    # When a column's keyword weight changes
+    migrate(blank_dsn, source=definition_with(tmp_path, 'lexical = "B"', 'lexical = "C"'))
+    # Then one index is built for the new document and the old one is dropped
+    (second,) = search_indexes(blank_dsn)
+    assert second[0] != first[0]
+    # And keyword search still uses an index on that table
+    conn = connect(blank_dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("SET enable_seqscan = off")
+        cur.execute("EXPLAIN SELECT id FROM source_records WHERE search_document @@ to_tsquery('simple', 'x')")
+        plan = " ".join(row[0] for row in cur.fetchall())
+    conn.close()
+    assert second[0] in plan, plan
