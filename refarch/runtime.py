@@ -11,6 +11,7 @@ from refarch.emu.worker import Emu
 from refarch.generations.targets import GenerationTargets
 from refarch.index.port import VectorIndex
 from refarch.lanes.queues import SyncQueue, make_cloudwatch_client, make_sqs_client
+from refarch.serving import STATUS_BUDGET
 from refarch.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,6 +57,21 @@ class Runtime:
     def cloudwatch(self) -> Any:
         """A CloudWatch client (the queues' age-of-oldest-message metric for status displays)."""
         return make_cloudwatch_client(self.settings)
+
+    @cached_property
+    def status_sqs(self) -> Any:
+        """An SQS client for status displays someone waits on (the web's status line): STATUS_BUDGET's short
+        timeouts and at most one retry, where `sqs` allows 30 s reads and five retries."""
+        return make_sqs_client(
+            self.settings, timeout_seconds=STATUS_BUDGET.attempt_seconds, retries=STATUS_BUDGET.retries
+        )
+
+    @cached_property
+    def status_cloudwatch(self) -> Any:
+        """`cloudwatch` with STATUS_BUDGET's short timeouts and at most one retry (the web's status line)."""
+        return make_cloudwatch_client(
+            self.settings, timeout_seconds=STATUS_BUDGET.attempt_seconds, retries=STATUS_BUDGET.retries
+        )
 
     @cached_property
     def queue(self) -> SyncQueue:

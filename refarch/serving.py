@@ -12,6 +12,12 @@ one it calls:
 
 Emu and the Lambdas keep their own, longer provider timeouts (Settings.openai_timeout_seconds):
 nobody waits for them, and a retry there saves a re-delivery.
+
+Two more waits sit on a page request's path, each bounded here too: the status line's SQS and
+CloudWatch reads (STATUS_BUDGET: a request waits at most 1 s for them, then gets the last known
+queue state) and the rate-limit counter store (a lock or statement timeout, then sign-in is refused
+and every other limited request goes through). So a page costs at most the search budget plus
+about 1.5 s of these, far inside CloudFront's origin read timeout.
 """
 
 from __future__ import annotations
@@ -34,6 +40,32 @@ class SearchBudget:
 
 
 SEARCH_BUDGET = SearchBudget()
+
+
+@dataclass(frozen=True)
+class StatusBudget:
+    """How long the web's status line (the page header, GET /api/sync/status) may wait on SQS and CloudWatch."""
+
+    # One SQS or CloudWatch call's connect and read timeout on the web's status path (a healthy call takes
+    # ~10-50 ms). Pelican, Emu, the dead-letter commands and the CLI keep their clients' longer ones.
+    attempt_seconds: float = 1.0
+    # Retries per call there (botocore's own, with its backoff).
+    retries: int = 1
+    # How long a request waits for the queues' state to be refreshed (one refresh at a time per process, in
+    # the background): slower, it is answered with the last known state, marked stale, and moves on.
+    wait_seconds: float = 1.0
+    # The last known state is served at most this old; older (or none yet), the queues' depths are unknown.
+    stale_seconds: float = 60.0
+
+
+STATUS_BUDGET = StatusBudget()
+
+# The rate-limit counter store (web/rate_limits.py, Postgres): each of its transactions waits at most this
+# long for a lock, and runs a statement at most this long (a healthy counter upsert takes ~1 ms). Slower,
+# the store counts as unavailable: sign-in is refused (503) and every other limited request goes through.
+COUNTER_STORE_LOCK_TIMEOUT_SECONDS = 0.25
+COUNTER_STORE_STATEMENT_TIMEOUT_SECONDS = 0.5
+
 # A hybrid search with a rerank model configured (refarch.search.rerank) gives the rerank call this long, one
 # attempt, after the budget's ranking; slower, the fused order is served (Settings.rerank_timeout_seconds).
 RERANK_TIMEOUT_SECONDS = 1.0

@@ -16,6 +16,7 @@ from refarch import products, status
 from refarch.observability import logger
 from refarch.products import MAX_ID, Product, ProductNotFoundError, StaleVersionError
 from refarch.search.service import ListingRequest, SearchPage, SearchRequest
+from refarch.serving import STATUS_BUDGET, StatusBudget
 from refarch.source import Source, records, writes
 from refarch.source.records import Record
 from web import contract
@@ -227,14 +228,85 @@ def _compute_sync_summary() -> dict[str, Any]:
 
 
 def queue_state() -> dict[str, Any]:
-    """Each lane's queue depth, oldest message age and DLQ depth, plus totals; "unreachable" or
-    "not configured" instead of an error when SQS cannot answer."""
+    """Each lane's queue depth, oldest message age and DLQ depth, plus totals, waiting at most
+    STATUS_BUDGET.wait_seconds for SQS and CloudWatch: `queue` says "ok", "stale" (the last known
+    state, SQS being slow or failing), "unreachable" (nothing known: the depths are null) or
+    "not configured". Never an error."""
     runtime = get_runtime()
     queues = status.lane_queues(runtime.settings)
     if not queues:
         return {"queue_depth": None, "dlq_depth": None, "queue": "not configured"}
-    states = status.queue_states(runtime.sqs, runtime.cloudwatch, queues)
-    return {**states, "queue": "ok" if states["queue_depth"] is not None else "unreachable"}
+    reader: QueueStateReader = current_app.extensions.setdefault("refarch_queue_state", QueueStateReader())
+    # The clients are built in the refresh's thread too: a slow client set-up is waited for no longer.
+    return reader.read(lambda: status.queue_states(runtime.status_sqs, runtime.status_cloudwatch, queues), queues)
+
+
+class QueueStateReader:
+    """The queues' state for the status line, within the status budget however slow SQS is.
+
+    A read starts a refresh in a background thread (unless one runs: one at a time per process) and
+    waits for it at most `budget.wait_seconds`; when it is slower, or every lane failed, the read is
+    answered with the last state that was read (`queue: "stale"`, up to `budget.stale_seconds` old)
+    or with unknown depths (`queue: "unreachable"`). The refresh's own clients give up after the
+    budget's short timeouts and one retry, so a hung refresh ends too, and no thread piles up behind it.
+    """
+
+    def __init__(self, budget: StatusBudget = STATUS_BUDGET, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.budget = budget
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._running: _Refresh | None = None
+        self._known: tuple[float, dict[str, Any]] | None = None
+
+    def read(
+        self, compute: Callable[[], dict[str, Any]], queues: dict[str, tuple[str | None, str | None]]
+    ) -> dict[str, Any]:
+        """The queues' state (status.queue_states' fields plus `queue`), fresh if it came within the wait."""
+        with self._lock:
+            refresh = self._running
+            if refresh is None:
+                refresh = self._running = _Refresh()
+                threading.Thread(target=self._refresh, args=(refresh, compute), name="queue-state", daemon=True).start()
+        if refresh.done.wait(self.budget.wait_seconds) and _answered(refresh.state):
+            return {**refresh.state, "queue": "ok"}
+        with self._lock:
+            known = self._known
+        if known is not None and self._clock() - known[0] <= self.budget.stale_seconds:
+            return {**known[1], "queue": "stale"}
+        unknown = {f"{lane}_{key}": None for lane in queues for key in _LANE_FIELDS}
+        return {**unknown, "queue_depth": None, "dlq_depth": None, "queue": "unreachable"}
+
+    def _refresh(self, refresh: _Refresh, compute: Callable[[], dict[str, Any]]) -> None:
+        started = self._clock()
+        try:
+            refresh.state = compute()
+        except Exception as err:  # the status line must not fail with the queues (e.g. a client that cannot be built)
+            logger.warning("queue state unavailable", extra={"error": f"{type(err).__name__}: {err}"})
+        took = self._clock() - started
+        if took > self.budget.wait_seconds:
+            logger.info("queue state took longer than the status line waits for it", extra={"seconds": round(took, 3)})
+        with self._lock:
+            if _answered(refresh.state):
+                self._known = (self._clock(), dict(refresh.state))
+            self._running = None
+        refresh.done.set()
+
+
+# Each lane's fields in status.queue_states.
+_LANE_FIELDS = ("queue_depth", "queue_age_seconds", "dlq_depth")
+
+
+class _Refresh:
+    """One refresh of the queues' state: its result (empty until it has one, or when it failed); set when done."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.state: dict[str, Any] = {}
+
+
+def _answered(state: dict[str, Any]) -> bool:
+    """Whether a refresh read any lane's depth (queue_states sums the lanes it could read; None when none)."""
+    return state.get("queue_depth") is not None
 
 
 @bp.get("/healthz")

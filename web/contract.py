@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from refarch.input_errors import field_messages
 from refarch.products import MAX_ID
 from refarch.search.service import SearchMode
+from refarch.serving import STATUS_BUDGET
 from refarch.source import Source
 from web.errors import ApiError
 
@@ -292,7 +293,11 @@ class SyncStatus(Answer):
         default=None, description="Age of the bulk lane's oldest message (CloudWatch, per minute; 0 when empty)"
     )
     bulk_dlq_depth: int | None = None
-    queue: Literal["ok", "unreachable", "not configured"]
+    queue: Literal["ok", "stale", "unreachable", "not configured"] = Field(
+        description="Where the queue fields come from: SQS now (ok); the last state read, SQS being slow or failing"
+        f" (stale: at most {STATUS_BUDGET.stale_seconds:g} s old); nowhere (unreachable: they are null); no queues"
+        " (not configured)"
+    )
     generation: int = Field(description="The active index generation (the one search reads; docs/reindex.md)")
     generation_model: str | None = Field(description="Its embedder, e.g. local:all-MiniLM-L6-v2:384")
     building_generation: int | None = Field(description="The generation a re-index is filling (null when none)")

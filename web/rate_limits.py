@@ -19,6 +19,8 @@ When the counter store cannot answer, requests go through (fail open: a limiter 
 take search down, and search's cost is still bounded by the WAF and the provider's own quota),
 except sign-in, which is refused with 503 (fail closed: an unlimited password guesser is what the
 limit exists to stop, and a refused sign-in costs a visitor nothing that waiting does not fix).
+A slow store is one that cannot answer: each of its transactions gives up on a lock and on a
+statement after refarch.serving's COUNTER_STORE_* timeouts, so it costs a request a fraction of a second.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import hashlib
 import ipaddress
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
@@ -37,8 +41,9 @@ from flask_limiter.util import get_remote_address
 from limits.storage import Storage
 
 from refarch import rate_limits
-from refarch.db import Database
+from refarch.db import Connection, Database
 from refarch.observability import logger
+from refarch.serving import COUNTER_STORE_LOCK_TIMEOUT_SECONDS, COUNTER_STORE_STATEMENT_TIMEOUT_SECONDS
 from refarch.settings import ConfigurationError
 from web.auth import SESSION_ID
 from web.errors import error_response, request_id
@@ -134,26 +139,41 @@ class PostgresCounterStorage(Storage):
         """What a database failure raises."""
         return psycopg2.Error
 
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A transaction that gives up on a lock, and on a statement, after the counter store's timeouts
+        (a psycopg2 error then: the store is unavailable, and SiteLimiter decides what the request gets)."""
+        with self.database.transaction() as conn:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                    (
+                        _milliseconds(COUNTER_STORE_LOCK_TIMEOUT_SECONDS),
+                        _milliseconds(COUNTER_STORE_STATEMENT_TIMEOUT_SECONDS),
+                    ),
+                )
+            yield conn
+
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Count hits in the key's current window."""
-        with self.database.transaction() as conn:
+        with self._transaction() as conn:
             return rate_limits.increment(conn, key, window_seconds=int(expiry), amount=amount)
 
     def get(self, key: str) -> int:
         """Hits in the key's current window."""
-        with self.database.transaction() as conn:
+        with self._transaction() as conn:
             return rate_limits.hits(conn, key)
 
     def get_expiry(self, key: str) -> float:
         """When the key's window ends (now, when it has none)."""
-        with self.database.transaction() as conn:
+        with self._transaction() as conn:
             end = rate_limits.window_end(conn, key)
         return end if end is not None else time.time()
 
     def check(self) -> bool:
         """Whether the database answers."""
         try:
-            with self.database.transaction() as conn, conn.cursor() as cur:
+            with self._transaction() as conn, conn.cursor() as cur:
                 cur.execute("SELECT 1")
         except psycopg2.Error:
             return False
@@ -161,13 +181,18 @@ class PostgresCounterStorage(Storage):
 
     def reset(self) -> int | None:
         """Forget every counter."""
-        with self.database.transaction() as conn:
+        with self._transaction() as conn:
             return rate_limits.clear(conn)
 
     def clear(self, key: str) -> None:
         """Forget one counter."""
-        with self.database.transaction() as conn:
+        with self._transaction() as conn:
             rate_limits.clear(conn, key)
+
+
+def _milliseconds(seconds: float) -> str:
+    """A Postgres duration setting: whole milliseconds, at least 1 (0 would mean no timeout)."""
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def _too_many_requests(limiter: Limiter, err: RateLimitExceeded) -> Response:

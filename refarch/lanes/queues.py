@@ -25,23 +25,41 @@ class PartialSendError(RuntimeError):
     """Some entries of a SendMessageBatch were refused (retried by tenacity, then raised)."""
 
 
-def make_sqs_client(settings: Settings) -> SQSClient:
-    """A boto3 SQS client (the local server's endpoint when one is configured)."""
+# Every client's limits unless told otherwise (Pelican, Emu, the dead-letter commands, the CLI: nobody
+# waits on them, and a retry saves a re-delivery). Retries count after the first attempt.
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 30.0
+RETRIES = 5
+
+
+def make_sqs_client(settings: Settings, *, timeout_seconds: float | None = None, retries: int = RETRIES) -> SQSClient:
+    """A boto3 SQS client (the local server's endpoint when one is configured).
+
+    `timeout_seconds` bounds both connecting and each read (a status display someone waits on passes
+    refarch.serving.STATUS_BUDGET's); `retries` is how often a failed call is tried again.
+    """
     # The service name is a literal at each call: boto3's stubs type `boto3.client` per service.
-    return boto3.client("sqs", **_client_options(settings))
+    return boto3.client("sqs", **_client_options(settings, timeout_seconds, retries))
 
 
-def make_cloudwatch_client(settings: Settings) -> CloudWatchClient:
+def make_cloudwatch_client(
+    settings: Settings, *, timeout_seconds: float | None = None, retries: int = RETRIES
+) -> CloudWatchClient:
     """A boto3 CloudWatch client, for the queues' age metric (the local SQS server serves it too)."""
-    return boto3.client("cloudwatch", **_client_options(settings))
+    return boto3.client("cloudwatch", **_client_options(settings, timeout_seconds, retries))
 
 
-def _client_options(settings: Settings) -> dict[str, Any]:
-    """Region, retries and timeouts for every client; the local server's endpoint when one is configured."""
+def _client_options(settings: Settings, timeout_seconds: float | None, retries: int) -> dict[str, Any]:
+    """Region, retries and timeouts for a client; the local server's endpoint when one is configured."""
     endpoint = settings.resolved_sqs_endpoint()
+    connect = CONNECT_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds
+    read = READ_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds
     kwargs: dict[str, Any] = {
         "region_name": settings.aws_region,
-        "config": Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+        # botocore's own "max_attempts" here counts retries (the first attempt not included).
+        "config": Config(
+            retries={"max_attempts": retries, "mode": "standard"}, connect_timeout=connect, read_timeout=read
+        ),
     }
     if endpoint:
         # The local SQS server accepts any credentials; real ones are never needed or read.

@@ -1,10 +1,12 @@
 """A slow provider costs a search its budget, not the site: lexical answers that say so, and /healthz stays free.
 
-The real SDKs talk to the local stand-ins, which answer only after 20 s (slow, not down).
+The real SDKs talk to the local stand-ins, which answer only after 20 s (slow, not down); pgvector's
+vector query waits on a lock another Postgres session holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 
 from cdk_app.frontend_stack import WEB_COMMAND
@@ -98,6 +101,37 @@ def test_a_slow_vector_index_costs_a_search_its_budget_and_it_answers_lexically(
     assert (body["mode"], body["requested_mode"]) == ("lexical", "semantic")
     assert "vector index was too slow" in body["fallback_reason"]
     assert took < BOUND_SECONDS
+
+
+def test_a_vector_query_blocked_in_pgvector_costs_a_search_its_budget_and_it_answers_lexically(
+    runtime, dsn, indexed_catalog
+):
+    # Given search on pgvector, which has answered a search (the index's table is open)
+    client = build_app(runtime).test_client()
+    assert client.get("/api/search", query_string={"q": "tent"}).get_json()["fallback_reason"] is None
+    blocker = psycopg2.connect(dsn)
+    try:
+        # When another session holds the vector table (a migration, a VACUUM FULL): every vector query waits,
+        # for 20 s at the latest (then the server ends that session, so a search without its own limit is
+        # slow rather than stuck)
+        with blocker.cursor() as cur:
+            cur.execute("SET idle_in_transaction_session_timeout = %s", (f"{SLOW_SECONDS:g}s",))
+            cur.execute("LOCK TABLE product_vectors IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        body = client.get("/api/search", query_string={"q": "camping tent"}).get_json()
+        took = time.monotonic() - started
+    finally:
+        with contextlib.suppress(psycopg2.Error):
+            blocker.rollback()
+        blocker.close()
+    # Then the search answers from keyword search, saying the index was too slow, within its budget: the
+    # vector query's statement_timeout (1 s) cancelled it, and its one retry, and nothing else waited
+    assert (body["mode"], body["requested_mode"]) == ("lexical", "hybrid")
+    assert "vector index was too slow" in body["fallback_reason"]
+    assert [r["name"] for r in body["results"]] == ["Alpine Camping Tent"]
+    assert took < SEARCH_BUDGET.total_seconds + 1.5
+    # And the next search, with the table free again, ranks by meaning again
+    assert client.get("/api/search", query_string={"q": "tent"}).get_json()["fallback_reason"] is None
 
 
 def free_port() -> int:
