@@ -19,6 +19,7 @@ function (its log streams, its network interfaces), never a call our code makes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -60,8 +61,15 @@ class Denial:
         return f"role {self.role} is not allowed {self.action} on {self.resource}"
 
 
+# The logical id CDK gives the AwsCustomResource provider's function and role in every stack that has one.
+AWS_CUSTOM_RESOURCE_PROVIDER = "AWS679f53fac002430cb0da5b7982bd2287"
+
+
 def role_user_name(role: ResourceKey) -> str:
-    """The IAM user standing for a runtime role (its logical id: unique in the assembly, at most 64 characters)."""
+    """The IAM user standing for a role: its logical id (unique in the assembly, at most 64 characters);
+    the AwsCustomResource provider's role, named alike in every stack, is told apart by its stack."""
+    if role.logical_id.startswith(AWS_CUSTOM_RESOURCE_PROVIDER):
+        return f"{role.logical_id[:47]}-{hashlib.sha256(role.stack.encode()).hexdigest()[:16]}"
     return role.logical_id
 
 
@@ -81,6 +89,62 @@ def runtime_roles(assembly: Assembly) -> list[ResourceKey]:
     if len(set(names)) != len(names) or any(len(n) > 64 for n in names):
         raise ValueError(f"runtime role logical ids must be unique and at most 64 characters: {names}")
     return found
+
+
+@dataclass(frozen=True)
+class Start:
+    """A call AWS makes as a role of the templates to start our code: a custom resource's provider on
+    deploy (starting a state machine, invoking the migrate function) or a schedule's rule."""
+
+    starter: str  # the custom resource's type, or the rule's logical id
+    role: ResourceKey
+    action: str
+    resource: str  # resolved
+
+    def __str__(self) -> str:
+        return f"{self.starter}: role {role_user_name(self.role)} {self.action} on {self.resource}"
+
+
+def starts(assembly: Assembly, resolver: Resolver) -> list[Start]:
+    """Every Start of the templates: each custom resource's provider (its function's role) calling what it
+    starts, and each rule target a role starts (a state machine on a schedule)."""
+    functions = {f.key: f for f in assembly.functions()}
+    found = []
+    for resource_type in ("Custom::RefarchSchema", "Custom::StartFirstBootstrap", "Custom::StartReindex"):
+        for key, resource in assembly.resources(resource_type):
+            props = resource["Properties"]
+            provider_key = _getatt(key.stack, props["ServiceToken"])
+            if provider_key is None:
+                raise ValueError(f"{resource_type}'s ServiceToken names no function of the stack")
+            provider = functions[provider_key]
+            if provider.role is None:
+                raise ValueError(f"{resource_type}'s provider {provider_key} has no role")
+            if "Create" in props:  # an AwsCustomResource: an SDK call
+                call = json.loads(resolver.resolve_text(key.stack, props["Create"]))
+                action = f"{_IAM_PREFIX[call['service']]}:{call['action'][0].upper()}{call['action'][1:]}"
+                target = str(call["parameters"]["stateMachineArn"])
+            else:  # a Provider framework: its onEvent function invokes the user's function
+                action = "lambda:InvokeFunction"
+                target = resolver.resolve_text(key.stack, provider.environment["USER_ON_EVENT_FUNCTION_ARN"])
+            found.append(Start(resource_type, provider.role, action, target))
+    for key, rule in assembly.resources("AWS::Events::Rule"):
+        for target in rule["Properties"].get("Targets", []):
+            role = _getatt(key.stack, target.get("RoleArn"))
+            if role is not None:  # a Lambda target is allowed by the function's resource policy instead
+                arn = resolver.resolve_text(key.stack, target["Arn"])
+                action = "states:StartExecution" if ":stateMachine:" in arn else "lambda:InvokeFunction"
+                found.append(Start(key.logical_id, role, action, arn))
+    return found
+
+
+# IAM's service prefix for the services AwsCustomResource calls here.
+_IAM_PREFIX = {"SFN": "states", "Lambda": "lambda"}
+
+
+def _getatt(stack: str, value: Any) -> ResourceKey | None:
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return ResourceKey(stack, value["Fn::GetAtt"][0])
+    return None
 
 
 def policy_document(assembly: Assembly, role: ResourceKey, resolver: Resolver) -> dict[str, Any]:
@@ -141,11 +205,20 @@ class IamEnforcedAws:
         iam.put_user_policy(UserName=name, PolicyName="role-policy", PolicyDocument=json.dumps(document))
 
     def grant_runtime_roles(self, assembly: Assembly, resolver: Resolver) -> list[ResourceKey]:
-        """Give every runtime role of the assembly its user and policy (resources must exist locally first)."""
+        """Give every runtime role of the assembly, and every role that starts one (`starts`), its user and
+        policy (resources must exist locally first)."""
         roles = runtime_roles(assembly)
+        roles += sorted({start.role for start in starts(assembly, resolver)} - set(roles), key=str)
         for role in roles:
             self.grant(role, policy_document(assembly, role, resolver))
         return roles
+
+    def authorize_start(self, start: Start) -> None:
+        """Check (and count) a Start's call as its role; CallDenied names the starter, role, action and resource."""
+        try:
+            self.authorize(role_user_name(start.role), start.action, start.resource)
+        except CallDenied as refused:
+            raise CallDenied(f"{start}: refused ({refused})") from None
 
     def keys_for(self, role: ResourceKey) -> dict[str, str]:
         """The role's access keys as boto3 client arguments (aws_access_key_id, aws_secret_access_key)."""

@@ -43,7 +43,7 @@ from refarch_local.migration_upgrades import check_upgrades_on_server
 from refarch_local.rehearsal.cloud import REGION, LocalCloud
 from refarch_local.rehearsal.containers import Container, container_runtime
 from refarch_local.rehearsal.functions import FunctionPool, FunctionRuntime
-from refarch_local.rehearsal.iam import PermissionsMissing
+from refarch_local.rehearsal.iam import CallDenied, PermissionsMissing, starts
 from refarch_local.rehearsal.states import StateMachines, function_name
 from refarch_local.rehearsal.template import Assembly, Resolver, ResourceKey, synthesized_assembly
 from refarch_local.rehearsal.web_client import rename_product
@@ -227,6 +227,7 @@ class Rehearsal:
             "ResourceProperties": properties,
         }
         migrate = self.pool.by_handler(MIGRATE_HANDLER)
+        self._authorize_start("Custom::RefarchSchema")
         outcome = self.pool(migrate.name, event)
         if outcome.error_type:
             raise RehearsalFailed(f"migrate: {outcome.error_type}: {outcome.error_message}")
@@ -287,6 +288,7 @@ class Rehearsal:
 
     def bootstrap(self) -> dict[str, Any]:
         """The first bootstrap (StartFirstBootstrap's input), then Emu until every row is indexed."""
+        self._authorize_start("Custom::StartFirstBootstrap")
         output = self.machines.run("Bootstrap", self._custom_resource_input("Custom::StartFirstBootstrap"))
         self._wait_for("every row indexed", lambda: self._counts()["indexed"] == self.options.rows)
         return {"enqueued": output["enqueued"]}
@@ -321,6 +323,8 @@ class Rehearsal:
 
     def reconcile(self) -> dict[str, Any]:
         """A report-only reconcile: the index must equal the database."""
+        # The weekly rule starts it (with repairs; the rehearsal only reports): its role must be allowed to.
+        self._authorize_start(self.resolver.local(self.assembly.state_machine("Reconcile").key).ref)
         report = self.machines.run("Reconcile", {"repair": False})
         if not report["clean"]:
             raise RehearsalFailed(f"reconcile found drift: {report}")
@@ -330,6 +334,7 @@ class Rehearsal:
         """A deploy that changes the model (new workers, as Lambda replaces them), then the re-index it starts."""
         assembly = redeployed(self.assembly, "REFARCH_OPENAI_MODEL", REINDEX_MODEL)
         self.pool.redeploy(function_runtimes(assembly, self.resolver))
+        self._authorize_start("Custom::StartReindex")
         output = self.machines.run(
             "Reindex", self._custom_resource_input("Custom::StartReindex"), timeout_seconds=self._left()
         )
@@ -339,6 +344,18 @@ class Rehearsal:
         return switched
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _authorize_start(self, starter: str) -> None:
+        """Check the call that starts a step on AWS as the role that makes it: a custom resource's provider
+        (`starter`: its resource type) or a rule starting a state machine (`starter`: the machine's ARN)."""
+        found = [start for start in starts(self.assembly, self.resolver) if starter in (start.starter, start.resource)]
+        if not found:
+            raise RehearsalFailed(f"nothing in the templates starts {starter}")
+        for start in found:
+            try:
+                self.cloud.aws.authorize_start(start)
+            except CallDenied as refused:
+                raise RehearsalFailed(str(refused)) from None
 
     def _custom_resource_input(self, resource_type: str) -> dict[str, Any]:
         """The execution input a custom resource's StartExecution call gives (its Create action's parameters)."""

@@ -1,4 +1,4 @@
-"""Where a runtime's queues are: named by the environment (AWS, or a server chosen on purpose), else the local stack's."""
+"""Where a runtime's queues are: named by the environment (AWS, or a server chosen on purpose), else the local ones."""
 
 from __future__ import annotations
 
