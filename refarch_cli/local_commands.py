@@ -122,7 +122,7 @@ def bench_plot(results_path: Path, out_dir: Path | None, only: tuple[str, ...]) 
 @JSON_OPTION
 @MARKDOWN_OPTION
 def bench_relevance(json_path: Path | None, markdown_path: Path | None) -> None:
-    """nDCG@10 and hits@3 per query class and search mode on the labelled query set (bench/)."""
+    """nDCG@10 and hit@1 per query class and search mode on the labelled query set (bench/)."""
     from refarch_local.search_bench import run_search_bench
 
     run_search_bench(latency=False, json_path=json_path, markdown_path=markdown_path)

@@ -45,6 +45,12 @@ LATENCY_QUERIES = (
     "fitness tracker that measures sleep",
     "standing desk",
     "warm winter parka",
+    # As people also type: a code without its separators, a model code, misspellings (the trigram
+    # correction runs when the words match nothing), so the timings include those paths too.
+    "HE0001977",
+    "XT9",
+    "espreso machine",
+    "wireles headphons",
 )
 OPENAI_STANDIN_DELAY_S = 0.15
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from refarch_local.relevance import CLASSES
+from refarch_local.search_bench import exact_intent_hit_at_1
 from tests.conftest import SHORT_BATCHING_WINDOW
 
 pytestmark = pytest.mark.slow
@@ -113,6 +114,17 @@ def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Pa
     relevance = report["search"]["relevance"]
     assert set(relevance) == set(CLASSES)
     assert all(set(by_mode) == {"hybrid", "semantic", "lexical"} for by_mode in relevance.values())
+    # ... on the stored query set (bench/relevance_queries.json, the same as a full run's), hybrid is never worse
+    # than its best part in any class, in hit@1 or nDCG@10, and meets the bar on exact intent and misspellings
+    below = [
+        (cls, metric, modes["hybrid"][metric], max(modes["semantic"][metric], modes["lexical"][metric]))
+        for cls, modes in relevance.items()
+        for metric in ("hit_at_1", "ndcg_at_10")
+        if modes["hybrid"][metric] < max(modes["semantic"][metric], modes["lexical"][metric])
+    ]
+    assert below == [], below
+    assert exact_intent_hit_at_1(relevance, "hybrid") >= 0.9
+    assert relevance["misspelled"]["hybrid"]["ndcg_at_10"] >= 0.8
     cache = report["search"]["query_cache"]
     assert cache["repeated"]["embedding_requests"] == 0 < cache["fresh"]["embedding_requests"]
     assert "| sku (20) |" in md.read_text()
