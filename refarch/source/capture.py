@@ -206,7 +206,17 @@ def _text_sql(source: Source, alias: str) -> str:
 
 
 def _metadata_sql(source: Source, alias: str) -> str:
-    pairs = ", ".join(f"{_quote(c)}, {alias}.{_ident(c)}" for c in source.metadata_columns())
+    """The metadata columns as one jsonb object; a text column cut to its max_length, so a row written to the
+    table directly (past the API's checks) still fits the vector index's metadata limit the definition
+    was checked against (refarch.source.definition: PINECONE_METADATA_LIMIT_BYTES)."""
+
+    def value(name: str) -> str:
+        column = source.column(name)
+        if column.type == "text" and column.max_length is not None:
+            return f"left({alias}.{_ident(name)}, {int(column.max_length)})"
+        return f"{alias}.{_ident(name)}"
+
+    pairs = ", ".join(f"{_quote(c)}, {value(c)}" for c in source.metadata_columns())
     return f"jsonb_strip_nulls(jsonb_build_object({pairs}))"
 
 

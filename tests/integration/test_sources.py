@@ -9,6 +9,7 @@ convergence check read it through `source_rows` exactly as they read products.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from refarch.reconcile import find_drift
 from refarch.runtime import Runtime
 from refarch.search.service import SearchInputError, SearchRequest
 from refarch.source import Source, SourceError, load
-from refarch.source.definition import parse
+from refarch.source.definition import PINECONE_METADATA_LIMIT_BYTES, parse
 from refarch_local import articles
 from refarch_local.convergence import Convergence, check_convergence
 from refarch_local.database import LocalDatabase
@@ -502,3 +503,23 @@ def test_a_migrate_again_leaves_the_owners_table_alone_and_a_new_keyword_weight_
         plan = " ".join(row[0] for row in cur.fetchall())
     conn.close()
     assert second[0] in plan, plan
+
+
+def test_a_row_written_to_the_table_directly_keeps_its_metadata_within_the_definitions_limits(blank_dsn):
+    # Given the articles table migrated (author: metadata text, max_length 120; title: 300)
+    make_articles(blank_dsn, 3)
+    migrate(blank_dsn, source=ARTICLES)
+    # When its owner writes an author and a title far past those lengths straight into the table (no API checks)
+    execute(
+        blank_dsn,
+        "UPDATE articles SET author = repeat('Ä', 50000), title = repeat('t', 50000) WHERE article_id = %s",
+        (str(articles.article_id(2)),),
+    )
+    # Then the metadata every runtime reads for it is cut to the definition's lengths (what its Pinecone
+    # limit was checked against), while the embedded text keeps the whole title
+    key = (str(articles.article_id(2)),)
+    metadata = query_one(blank_dsn, "SELECT metadata FROM source_rows WHERE key = %s", key)
+    text = query_one(blank_dsn, "SELECT embedding_text FROM source_rows WHERE key = %s", key)
+    assert (len(metadata["author"]), len(metadata["title"])) == (120, 300)
+    assert len(json.dumps(metadata).encode()) < PINECONE_METADATA_LIMIT_BYTES
+    assert text.startswith("t" * 50000)
