@@ -67,35 +67,16 @@ def _wait_until_indexed(dsn: str, expected: int, deadline_seconds: float) -> Non
         conn.close()
 
 
-@pytest.fixture
-def stack(
-    local_settings: Settings, emu_runtime: Runtime, local_embedder: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Stack]:
-    """Seed, sync and serve; everything stops (in reverse order) when the test ends.
-
-    `emu_runtime` (tests/conftest.py) points the Emu handler at this test's database and queues.
-    """
-    # The environment the components read, as a person would export it.
-    monkeypatch.setenv("REFARCH_EMBEDDER", "local")
-    monkeypatch.setenv("REFARCH_VECTOR_BACKEND", "pgvector")
-    monkeypatch.setenv("REFARCH_EDIT_PASSWORD", EDIT_PASSWORD)
-    settings = Settings()
-    dsn = settings.database_url
-    assert dsn
-
-    conn = connect(dsn)
-    try:
-        catalog.seed(conn, SEED_ROWS)
-    finally:
-        conn.close()
-
+@contextmanager
+def served_pipeline(settings: Settings, dsn: str, web_runtime: Runtime) -> Iterator[Stack]:
+    """The pipeline over `dsn` (OutboxRelay -> local SQS -> EventSourcePoller -> the Emu handler, whose
+    runtime `emu_runtime` points at the same database) and the app of `web_runtime`, served on a free
+    port with the edit password; everything stops (in reverse order) when the block ends."""
     relay = OutboxRelay(dsn, SyncQueue.for_lane(make_sqs_client(settings), settings, "live"), poll_seconds=0.5)
     poller = EventSourcePoller(
         make_sqs_client(settings), settings.queue_url("live"), concurrency=2, region=settings.aws_region
     )
-    web_runtime = Runtime(application_name="refarch-web")
-    web_runtime.embedder = local_embedder
-    app = create_app({"REFARCH_RUNTIME": web_runtime})
+    app = create_app({"REFARCH_RUNTIME": web_runtime, "EDIT_PASSWORD": EDIT_PASSWORD})
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
 
@@ -123,7 +104,6 @@ def stack(
             threads[1].start()
 
     try:
-        _wait_until_indexed(dsn, SEED_ROWS, deadline_seconds=180)
         yield Stack(url=f"http://127.0.0.1:{port}", dsn=dsn, edit_password=EDIT_PASSWORD, sync_paused=sync_paused)
     finally:
         server.shutdown()
@@ -131,6 +111,35 @@ def stack(
         relay.stop.set()
         for thread in reversed(threads):
             thread.join(timeout=30)
+
+
+@pytest.fixture
+def stack(
+    local_settings: Settings, emu_runtime: Runtime, local_embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
+    """Seed, sync and serve the products; everything stops (in reverse order) when the test ends.
+
+    `emu_runtime` (tests/conftest.py) points the Emu handler at this test's database and queues.
+    """
+    # The environment the components read, as a person would export it.
+    monkeypatch.setenv("REFARCH_EMBEDDER", "local")
+    monkeypatch.setenv("REFARCH_VECTOR_BACKEND", "pgvector")
+    monkeypatch.setenv("REFARCH_EDIT_PASSWORD", EDIT_PASSWORD)
+    settings = Settings()
+    dsn = settings.database_url
+    assert dsn
+
+    conn = connect(dsn)
+    try:
+        catalog.seed(conn, SEED_ROWS)
+    finally:
+        conn.close()
+
+    web_runtime = Runtime(application_name="refarch-web")
+    web_runtime.embedder = local_embedder
+    with served_pipeline(settings, dsn, web_runtime) as served:
+        _wait_until_indexed(dsn, SEED_ROWS, deadline_seconds=180)
+        yield served
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,9 @@
-// The product table's behaviour: inline edit, add, delete, and sync badges that update by themselves.
+// The product table's behaviour: inline edit, add, delete, and sync badges that update by themselves (sync_status.js).
 // Plain JavaScript, no build step. Every change goes through the JSON API with the CSRF token.
 (function () {
   "use strict";
 
-  var POLL_MS = 500; // while any row is pending
-  var SUMMARY_MS = 5000; // header totals and queue lag
   var csrfToken = document.querySelector('meta[name="csrf-token"]').content;
-  var pollTimer = null;
-  var summaryTimer = null;
 
   function api(method, url, body) {
     var headers = { Accept: "application/json", "X-CSRF-Token": csrfToken };
@@ -29,86 +25,11 @@
     document.getElementById("announcer").textContent = text;
   }
 
-  // --- sync badges -------------------------------------------------------------------------
+  // --- sync badges and header totals (shared with another source's page: sync_status.js) ---
 
-  function setBadge(row, sync) {
-    var state = (sync && sync.status) || "pending";
-    var badge = row.querySelector(".badge");
-    badge.textContent = state;
-    badge.dataset.syncStatus = state;
-    row.querySelector(".sync-reason").textContent = state === "failed" ? sync.last_error || "" : "";
-  }
-
-  function pendingRows() {
-    var badges = document.querySelectorAll('tbody.product .badge[data-sync-status="pending"]');
-    return Array.prototype.map.call(badges, function (b) { return b.closest("tbody.product"); });
-  }
-
-  function schedulePoll() {
-    if (pollTimer === null) pollTimer = window.setTimeout(poll, POLL_MS);
-  }
-
-  function poll() {
-    pollTimer = null;
-    var rows = pendingRows().slice(0, 200);
-    if (rows.length === 0) {
-      refreshSummary();
-      return;
-    }
-    var ids = rows.map(function (r) { return r.dataset.id; }).join(",");
-    api("GET", "/api/sync/statuses?ids=" + ids)
-      .then(function (result) {
-        if (!result.ok) return;
-        result.data.products.forEach(function (sync) {
-          var row = document.getElementById("product-" + sync.id);
-          if (row) setBadge(row, sync);
-        });
-        result.data.missing.forEach(function (id) {
-          var row = document.getElementById("product-" + id);
-          if (row) setBadge(row, { status: "deleted" });
-        });
-      })
-      .catch(function () { /* a network hiccup: the next tick tries again */ })
-      .then(schedulePoll);
-  }
-
-  // A re-index's progress (docs/reindex.md): "g2 · 5,000/10,000 · 180/s · ETA 28 s"; hidden when none runs.
-  function reindexProgress(data) {
-    if (data.building_generation === null || data.building_generation === undefined) return "";
-    var eta = data.building_eta_seconds === null ? "?" : Number(data.building_eta_seconds).toFixed(0) + " s";
-    return "g" + data.building_generation + " · " + data.building_indexed.toLocaleString() + "/" +
-      data.building_rows.toLocaleString() + " · " + data.building_rate_per_second + "/s · ETA " + eta;
-  }
-
-  function refreshSummary() {
-    var summary = document.getElementById("sync-summary");
-    if (!summary) return;
-    window.clearTimeout(summaryTimer);
-    api("GET", "/api/sync/status")
-      .then(function (result) {
-        if (!result.ok) return;
-        var data = result.data;
-        summary.querySelectorAll("dd[data-key]").forEach(function (dd) {
-          var key = dd.dataset.key;
-          var value = data[key];
-          var ageKey = dd.dataset.ageKey;
-          if (key === "oldest_pending_seconds") value = Number(value).toFixed(1) + " s";
-          else if (key === "generation") value = "g" + value;
-          else if (key === "building_indexed") value = reindexProgress(data);
-          else if (ageKey && value === null) value = data.queue;
-          else if (ageKey && data[ageKey] !== null && data[ageKey] !== undefined)
-            value = value + " · " + Number(data[ageKey]).toFixed(0) + " s";
-          else if (value === null) value = "–";
-          dd.textContent = String(value);
-        });
-        summary.querySelectorAll("[data-show-key]").forEach(function (div) {
-          var shown = data[div.dataset.showKey];
-          div.hidden = shown === null || shown === undefined;
-        });
-      })
-      .catch(function () { /* keep the last numbers */ })
-      .then(function () { summaryTimer = window.setTimeout(refreshSummary, SUMMARY_MS); });
-  }
+  var setBadge = window.SyncStatus.setBadge;
+  var schedulePoll = window.SyncStatus.watch;
+  var refreshSummary = window.SyncStatus.refreshSummary;
 
   // --- dead letters (signed-in editors; docs/web.md) ---------------------------------------
 
@@ -399,6 +320,5 @@
   var deadLetters = document.getElementById("dead-letters");
   if (deadLetters) deadLetters.addEventListener("toggle", loadDeadLetters);
 
-  schedulePoll();
-  summaryTimer = window.setTimeout(refreshSummary, SUMMARY_MS);
+  window.SyncStatus.start();
 })();
