@@ -232,6 +232,8 @@ def _lane_rows(lane: EmuLane, namespace: str) -> list[list[cloudwatch.IWidget]]:
     sync_lag = _emf_metric(namespace, "SyncLag", "p95", cloudwatch.Unit.MILLISECONDS, lane=name)
     embedded = _emf_metric(namespace, "Embedded", "Sum", cloudwatch.Unit.COUNT, lane=name)
     embed_calls = _emf_metric(namespace, "EmbedCalls", "Sum", cloudwatch.Unit.COUNT, lane=name)
+    # Throttled answers from the embedding provider (Bedrock's; retried, so a cost in time, not rows).
+    embed_throttles = _emf_metric(namespace, "EmbedThrottles", "Sum", cloudwatch.Unit.COUNT, lane=name)
     return [
         [
             _graph(
@@ -244,7 +246,11 @@ def _lane_rows(lane: EmuLane, namespace: str) -> list[list[cloudwatch.IWidget]]:
                 _oldest_age(lane.queues.queue),
                 right=[sync_lag],
             ),
-            _graph(f"{title} products embedded and embedding requests", embedded, right=[embed_calls]),
+            _graph(
+                f"{title} products embedded, embedding requests and throttles",
+                embedded,
+                right=[embed_calls, embed_throttles],
+            ),
         ],
         [
             _graph(

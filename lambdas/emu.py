@@ -77,6 +77,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
         metrics.add_metric("Failed", MetricUnit.Count, failed)
         metrics.add_metric("NotStarted", MetricUnit.Count, outcome.not_started)
         metrics.add_metric("EmbedCalls", MetricUnit.Count, outcome.embed_calls)
+        # Throttled provider answers (Bedrock's, retried by botocore or not): a lane outgrowing the quota.
+        metrics.add_metric("EmbedThrottles", MetricUnit.Count, outcome.embed_throttles)
         metrics.add_metric("Chunks", MetricUnit.Count, outcome.chunks)
         metrics.add_metric("BatchLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
         if outcome.max_lag_seconds is not None:
@@ -91,6 +93,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
                 "metadata_only": outcome.metadata_only,
                 "deleted": outcome.deleted,
                 "not_started": outcome.not_started,
+                "embed_throttles": outcome.embed_throttles,
                 "failed": failed,
             },
         )

@@ -5,8 +5,9 @@ On AWS there is no key: the runtime's IAM role is granted `bedrock:InvokeModel` 
 REFARCH_BEDROCK_ENDPOINT_URL points the real boto3 client at a stand-in (refarch_local.standins).
 
 Retries are botocore's own ("standard" mode: exponential backoff with jitter on throttling, 5xx and
-timeouts); each throttled answer is counted on the embedder (`throttled`) and logged, so a lane whose
-concurrency outgrows the account's quota shows up (docs/scaling.md has the quota arithmetic).
+timeouts); each throttled answer is counted on the embedder (`throttled`), logged, and published by
+Emu as its `EmbedThrottles` metric (`take_throttles`), so a lane whose concurrency outgrows the
+account's quota shows up (docs/scaling.md has the quota arithmetic).
 """
 
 from __future__ import annotations
@@ -123,10 +124,15 @@ def service_error(err: Exception) -> BedrockServiceError:
 
 
 class ThrottleCounter:
-    """Counts the throttled answers a client saw, retried or not (botocore's `needs-retry` event)."""
+    """Counts the throttled answers a client saw, retried or not (botocore's `needs-retry` event).
+
+    `count` is every one so far; `take()` hands out those not yet reported, once each (Emu publishes
+    them per invocation: with several invocations in one process, as locally, none is reported twice).
+    """
 
     def __init__(self, client: Any, operation: str) -> None:
         self.count = 0
+        self._reported = 0
         self._lock = threading.Lock()
         service = client.meta.service_model.service_id.hyphenize()
         client.meta.events.register(f"needs-retry.{service}.{operation}", self._seen)
@@ -139,6 +145,12 @@ class ThrottleCounter:
             with self._lock:
                 self.count += 1
             logger.warning("bedrock throttled", extra={"attempt": attempts, "code": code})
+
+    def take(self) -> int:
+        """The throttled answers seen since the last `take` (0 when none)."""
+        with self._lock:
+            new, self._reported = self.count - self._reported, self.count
+        return new
 
 
 class BedrockEmbedder:
@@ -202,6 +214,10 @@ class BedrockEmbedder:
     def throttled(self) -> int:
         """Throttled answers so far (each one retried by botocore until its attempts ran out)."""
         return self._throttles.count
+
+    def take_throttles(self) -> int:
+        """Throttled answers not yet reported (refarch.embeddings.take_throttles: Emu's `EmbedThrottles`)."""
+        return self._throttles.take()
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Vectors for rows (Cohere: `search_document`); raises BedrockServiceError once retries are spent."""

@@ -32,6 +32,20 @@ class QueryEmbedder(Protocol):
         ...
 
 
+@runtime_checkable
+class ThrottleCounting(Protocol):
+    """An embedder that counts the throttled answers its provider gave (Bedrock's)."""
+
+    def take_throttles(self) -> int:
+        """Throttled answers since the last call (each handed out once)."""
+        ...
+
+
+def take_throttles(embedder: Embedder) -> int:
+    """Throttled answers the embedder saw since last asked: Emu's `EmbedThrottles` (0 when it counts none)."""
+    return embedder.take_throttles() if isinstance(embedder, ThrottleCounting) else 0
+
+
 def embed_query(embedder: Embedder, text: str) -> list[float]:
     """A search query's vector: in the embedder's query mode when it has one, else as any text."""
     if isinstance(embedder, QueryEmbedder):

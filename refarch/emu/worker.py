@@ -29,7 +29,7 @@ from typing import Any
 
 from refarch import generations
 from refarch.db import Connection, Database
-from refarch.embeddings import Embedder
+from refarch.embeddings import Embedder, take_throttles
 from refarch.emu import ledger
 from refarch.emu.decisions import Action, Decision, content_hash, decide
 from refarch.emu.failures import Failure, ProductFailure
@@ -70,6 +70,8 @@ class BatchOutcome:
     skipped: int = 0
     deleted: int = 0
     embed_calls: int = 0
+    # Throttled answers the provider gave while this delivery's chunks were embedded (retried or not).
+    embed_throttles: int = 0
     chunks: int = 0
     # Products not reached because the invocation's time ran short, and their messages (retried).
     not_started: int = 0
@@ -384,6 +386,14 @@ class Emu:
             }
             plan.reusable = {n: held[digest] for n, digest in enumerate(plan.hashes) if digest in held}
 
+    @staticmethod
+    def _embed(target: IndexTarget, texts: list[str], outcome: BatchOutcome) -> list[list[float]]:
+        """The texts' vectors; the throttled answers the provider gave meanwhile are counted, failed or not."""
+        try:
+            return target.embedder.embed(texts) if texts else []
+        finally:
+            outcome.embed_throttles += take_throttles(target.embedder)
+
     def _embed_and_upsert(
         self, conn: Connection, target: IndexTarget, plans: list[RowPlan], outcome: BatchOutcome
     ) -> dict[int, ProductFailure]:
@@ -392,7 +402,7 @@ class Emu:
         started = time.perf_counter()
         texts = [chunk.text for plan in plans for chunk in plan.to_embed()]
         try:
-            embedded = target.embedder.embed(texts) if texts else []
+            embedded = self._embed(target, texts, outcome)
             if len(embedded) != len(texts):
                 raise ValueError(f"the embedder returned {len(embedded)} vectors for {len(texts)} texts")
             vectors = iter(embedded)

@@ -57,7 +57,8 @@ class StandInServer:
     the remaining requests at random (seeded), with a kind drawn from `fault_kinds`. Every
     answer can be delayed by up to `latency_seconds`, and `delay_next` slows chosen calls (a
     slow provider widens race windows).
-    `received` keeps every authorised request (faulted ones too); `calls` counts answered ones.
+    `received` keeps every authorised request (faulted ones too); `calls` counts answered ones;
+    `max_in_flight` is the most requests it was answering at once (how concurrent a client really is).
     """
 
     name = "stand-in"
@@ -86,6 +87,8 @@ class StandInServer:
         self.hang_seconds = hang_seconds
         self.latency_seconds = latency_seconds
         self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.calls: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.received: deque[tuple[str, Request]] = deque(maxlen=1000)
@@ -160,6 +163,7 @@ class StandInServer:
         """Forget counters, received requests and scripted faults."""
         with self._lock:
             self.requests = 0
+            self.max_in_flight = self.in_flight
             self.calls.clear()
             self.faults.clear()
             self.received.clear()
@@ -193,6 +197,15 @@ class StandInServer:
         """Route one request: (status, JSON body or None to drop the connection, headers)."""
         with self._lock:
             self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._handle(request)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _handle(self, request: Request) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
         entry = self.route_for(request)
         try:
             if entry is None:

@@ -116,6 +116,8 @@ def test_both_lanes_have_dlq_and_age_alarms_and_are_on_the_dashboard(dev: Synthe
     for title in ("Live queue depth", "Bulk queue depth", "Live Emu concurrency", "Bulk Emu concurrency"):
         assert title in body
     assert '\\"lane\\",\\"live\\"' in body and '\\"lane\\",\\"bulk\\"' in body
+    # And each lane's graph of what Emu got done shows the embedding provider's throttles (Emu's EmbedThrottles)
+    assert body.count("EmbedThrottles") == 2 and "Bulk products embedded, embedding requests and throttles" in body
 
 
 @pytest.mark.parametrize("lane", topology.LANE_NAMES)

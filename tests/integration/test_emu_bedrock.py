@@ -7,9 +7,12 @@ botocore (and counted), a refused text found alone, a timeout counted as an atte
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+from refarch.observability import metrics
 from tests.integration.emu_support import (
     assert_index_matches_database,
     change,
@@ -80,6 +83,55 @@ def test_throttling_is_retried_with_backoff_counted_and_nothing_is_embedded_twic
     assert bedrock_standin.faults["rate_limit"] == 3
     assert emu.embedder.throttled == 3  # type: ignore[attr-defined]
     assert bedrock_standin.texts == len(rows)
+    assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
+
+
+def emf_records(out: str) -> list[dict]:
+    """The CloudWatch embedded-metric-format records printed (Powertools prints them on stdout, as on AWS)."""
+    return [json.loads(line) for line in out.splitlines() if '"_aws"' in line]
+
+
+def test_throttles_are_published_as_the_invocations_embed_throttles_metric(monkeypatch, capsys, dsn, bedrock_standin):
+    # Given metrics on (the test session turns them off), Titan with 4 attempts per request, and Bedrock
+    # throttling the next two requests
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    metrics.clear_metrics()
+    configure_emu(monkeypatch, dsn, embedder="bedrock", index="pgvector", bedrock=bedrock_standin, max_retries=3)
+    rows = [new_product(dsn, n) for n in range(1, 5)]
+    bedrock_standin.fail_next("rate_limit", times=2)
+    capsys.readouterr()
+    # When a batch is processed (botocore retries the throttled requests)
+    response = invoke_emu(sqs_event(*[change(r.id, op="insert") for r in rows[:2]]))
+    # Then nothing failed, and the invocation's metric record counts the two throttles beside its one chunk
+    assert failed_ids(response) == set() and bedrock_standin.faults["rate_limit"] == 2
+    (record,) = emf_records(capsys.readouterr().out)
+    names = {m["Name"] for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"EmbedThrottles", "EmbedCalls", "Failed"} <= names
+    assert (record["EmbedThrottles"], record["EmbedCalls"], record["Failed"]) == ([2], [1], [0])
+    assert record["lane"] == "live"
+    # When the next batch meets no throttling, Then it reports none: each throttle is published once
+    assert failed_ids(invoke_emu(sqs_event(*[change(r.id, op="insert") for r in rows[2:]]))) == set()
+    (record,) = emf_records(capsys.readouterr().out)
+    assert record["EmbedThrottles"] == [0] and record["Embedded"] == [2]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_titans_requests_within_a_chunk_overlap_up_to_the_configured_concurrency(
+    monkeypatch, dsn, bedrock_standin, concurrency
+):
+    # Given Titan (one text per request) with `concurrency` requests in flight, and Bedrock answering
+    # each of the next eight requests after 0.2 s
+    monkeypatch.setenv("REFARCH_BEDROCK_CONCURRENCY", str(concurrency))
+    emu = configure_emu(monkeypatch, dsn, embedder="bedrock", index="pgvector", bedrock=bedrock_standin)
+    rows = [new_product(dsn, n) for n in range(1, 9)]
+    bedrock_standin.delay_next(0.2, times=8)
+    # When a batch of eight products is processed
+    response = invoke_emu(sqs_event(*[change(r.id, op="insert") for r in rows]))
+    # Then it was one chunk of eight single-text requests, and the stand-in saw exactly `concurrency` of them
+    # at once (never more: the embedder's pool bounds them)
+    assert failed_ids(response) == set()
+    assert embed_calls_recorded(dsn) == 1 and bedrock_standin.embed_calls == 8
+    assert bedrock_standin.max_in_flight == concurrency
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
 
 

@@ -101,6 +101,8 @@ def test_errors_carry_bedrocks_code_and_say_whether_the_input_was_refused(stand_
     )
     assert hung.value.is_input_error is False and "timeout" in str(hung.value).lower()
     assert embedder.throttled == 1
+    # And the throttle is handed out once to whoever reports it (Emu's EmbedThrottles), the total kept
+    assert (embedder.take_throttles(), embedder.take_throttles(), embedder.throttled) == (1, 0, 1)
 
 
 def test_the_stand_in_refuses_what_bedrock_refuses(stand_in):
