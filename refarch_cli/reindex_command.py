@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from typing import Any
 
 import click
@@ -28,8 +27,9 @@ from refarch_cli.runtime_context import local_runtime
 )
 @click.option(
     "--pinecone-index",
-    help="With Pinecone: the index for the new generation (created if missing; default: the configured index, "
-    "or <configured index>-g<N> for another dimension).",
+    help="With Pinecone: the index for the new generation (created if missing; default: the configured index). "
+    "The state machine's steps get it as their configured index (PINECONE_INDEX_NAME), so a model of another "
+    "dimension than it holds goes to <index>-g<N> beside it (--create-only: into it as named).",
 )
 @click.option(
     "--create-only",
@@ -37,8 +37,12 @@ from refarch_cli.runtime_context import local_runtime
     help="Only record the building generation and create its index; print its id (on AWS, then start the "
     'bootstrap state machine with {"generation": id}).',
 )
-@click.option("--no-wait", is_flag=True, help="Start (or resume) the build and return; switch later with --switch.")
-@click.option("--no-switch", is_flag=True, help="Wait until the build is complete, but do not switch.")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Run the state machine's Start and Fill only, and return while the bulk lane fills the generation; "
+    "`refarch reindex` again resumes it and switches (or --switch once it is complete).",
+)
 @click.option("--timeout", type=float, help="Give up waiting after this many seconds (exit 1; the build goes on).")
 @click.option("--switch", "do_switch", is_flag=True, help="Make the building generation active (if complete).")
 @click.option("--rollback", "do_rollback", is_flag=True, help="Make the previous generation active again.")
@@ -58,7 +62,6 @@ def reindex_command(
     pinecone_index: str | None,
     create_only: bool,
     no_wait: bool,
-    no_switch: bool,
     timeout: float | None,
     do_switch: bool,
     do_rollback: bool,
@@ -72,8 +75,8 @@ def reindex_command(
     Without an action flag: run the Reindex state machine exactly as `cdk deploy` creates it (its
     synthesized definition, its steps calling the same handlers): start a building generation for the
     configured (or given) embedder, fill it through the bulk lane while search reads the active one,
-    and switch when it holds every row. A build in progress is resumed instead. --no-wait, --no-switch
-    and --pinecone-index take the same steps one at a time, by hand.
+    and switch when it holds every row. A build in progress is resumed instead. --pinecone-index gives the
+    steps that index as their configured one; --no-wait stops the execution after its Fill.
     """
     from datetime import timedelta
 
@@ -116,12 +119,13 @@ def reindex_command(
                     {"generation": created.id, "model_id": created.model_id, "target": created.describe()["target"]}
                 )
             )
-        elif no_wait or no_switch or pinecone_index:
-            _reindex_build(targets, EmbedderSpec.from_settings(settings), pinecone_index=pinecone_index,
-                           no_wait=no_wait, no_switch=no_switch, timeout=timeout)  # fmt: skip
         else:
-            environment = {f"REFARCH_{name.upper()}": str(value) for name, value in chosen.items() if value is not None}
-            _reindex_by_state_machine(environment, timeout=timeout)
+            environment: dict[str, str | None] = {
+                f"REFARCH_{name.upper()}": str(value) for name, value in chosen.items() if value is not None
+            }
+            if pinecone_index:
+                environment.update(_pinecone_index_environment(settings, pinecone_index))
+            _reindex_by_state_machine(targets, environment, timeout=timeout, wait=not no_wait)
     except GenerationError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
@@ -138,32 +142,73 @@ def _require_local_runtime() -> None:
         )
 
 
-def _reindex_by_state_machine(environment: dict[str, str], *, timeout: float | None) -> None:
-    """Run the synthesized Reindex state machine here to its end: Start, Fill (the bootstrap state machine),
-    Progress polls, Switch; its waits scaled by LOCAL_REINDEX_TIME_SCALE."""
+def _pinecone_index_environment(settings: Settings, pinecone_index: str) -> dict[str, str | None]:
+    """The reindex steps' Pinecone settings when --pinecone-index names the index: that index configured, by
+    name (PINECONE_HOST, the configured index's address, unset: the start step looks the new one up)."""
+    if settings.vector_backend_kind != "pinecone":
+        raise click.UsageError("--pinecone-index needs the Pinecone backend (REFARCH_VECTOR_BACKEND=pinecone)")
+    if pinecone_index == settings.pinecone_index_name:
+        return {}
+    return {"PINECONE_INDEX_NAME": pinecone_index, "PINECONE_HOST": None}
+
+
+def _reindex_by_state_machine(
+    targets: Any, environment: dict[str, str | None], *, timeout: float | None, wait: bool
+) -> None:
+    """Run the synthesized Reindex state machine here: Start, Fill (the bootstrap state machine), then, when
+    `wait`, Progress polls and Switch (its waits scaled by LOCAL_REINDEX_TIME_SCALE); else it is stopped
+    as it enters its first Wait, and the bulk lane goes on filling the building generation."""
     _require_local_runtime()
-    from refarch.lanes.topology import REINDEX_HANDLER
+    from refarch.lanes.topology import BOOTSTRAP_FINALIZE_HANDLER, REINDEX_HANDLER
     from refarch_local.rehearsal.states import ExecutionFailed
     from refarch_local.stepfunctions import LOCAL_REINDEX_TIME_SCALE, run_reindex
 
+    # Generation 1 recorded (if no runtime has yet) with the settings the stack runs with, not the options'.
+    _record_active_generation(targets)
     # The steps run the reindex and bootstrap handlers in this process; like a deployed function, each
-    # reads its settings from the environment when loaded, so the embedder asked for goes there first.
-    os.environ.update(environment)
+    # reads its settings from the environment when loaded, so the embedder and index asked for go there first.
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     shown = {"at": 0.0}
 
     def show(handler: str, result: Any) -> None:
-        if handler == REINDEX_HANDLER and isinstance(result, dict) and "indexed" in result:
+        if not isinstance(result, dict):
+            return
+        if handler == BOOTSTRAP_FINALIZE_HANDLER and "enqueued" in result:
+            click.echo(f"  bootstrap run {result['run_id']}: {result['enqueued']} rows sent to the bulk lane", err=True)
+        elif handler == REINDEX_HANDLER and "indexed" in result:
             _show_progress(result, shown)
 
     try:
-        outcome = run_reindex(time_scale=LOCAL_REINDEX_TIME_SCALE, timeout_seconds=timeout, on_result=show)
+        outcome = run_reindex(
+            time_scale=LOCAL_REINDEX_TIME_SCALE, timeout_seconds=timeout, on_result=show, stop_after_fill=not wait
+        )
     except ExecutionFailed as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
     if "active" in outcome:
         click.echo(f"generation {outcome['active']} is active; {outcome['previous']} retired (rollback possible)")
+    elif outcome["needed"]:
+        click.echo(
+            f"generation {outcome['generation']} is building: its rows are on the bulk lane; `refarch reindex --list` "
+            "shows its progress, `refarch reindex` resumes it and switches"
+        )
     else:
         click.echo(f"generation {outcome['generation']} already uses this embedder and index: nothing to re-index")
+
+
+def _record_active_generation(targets: Any) -> None:
+    """Record generation 1 with the configured embedder and index if no runtime has recorded it yet."""
+    from refarch import generations
+    from refarch.runtime import Runtime
+
+    with targets.db.transaction() as conn:
+        recorded = generations.active(conn).recorded
+    if not recorded:
+        Runtime(Settings(), application_name="refarch-reindex").targets.active()
 
 
 def _show_progress(state: dict[str, Any], shown: dict[str, float]) -> None:
@@ -172,67 +217,3 @@ def _show_progress(state: dict[str, Any], shown: dict[str, float]) -> None:
         shown["at"] = time.monotonic()
         eta = "?" if state["eta_seconds"] is None else f"{state['eta_seconds']:.0f} s"
         click.echo(f"  {state['indexed']}/{state['rows']} rows, {state['rate_per_second']}/s, eta {eta}", err=True)
-
-
-def _reindex_build(
-    targets: Any, spec: Any, *, pinecone_index: str | None, no_wait: bool, no_switch: bool, timeout: float | None
-) -> None:
-    """By hand: start or resume the building generation, fill it through the bulk lane (one bootstrap run);
-    unless --no-wait, wait until it holds every row (another run when the lanes fall idle with rows missing),
-    then, unless --no-switch, switch."""
-    from refarch import generations
-    from refarch.generations import reindex
-    from refarch.lanes.queues import make_cloudwatch_client, make_sqs_client
-    from refarch.status import lane_queues, queue_states
-
-    _require_local_runtime()
-    from refarch_local.stepfunctions import run_bootstrap
-
-    with targets.db.transaction() as conn:
-        building = generations.building(conn)
-    if building is None:
-        building = reindex.start(targets, spec, pinecone_index=pinecone_index)
-        click.echo(f"generation {building.id} ({building.model_id}) is building; search reads the active one")
-    elif not (building.embedder == spec and _placement(targets.settings, pinecone_index).holds(building)):
-        where = building.target.describe() if building.target else "no index yet"
-        raise generations.GenerationError(
-            f"generation {building.id} ({building.model_id}, {where}) is already building: finish it "
-            "(--switch) or --abort it"
-        )
-    else:
-        click.echo(f"resuming generation {building.id} ({building.model_id})")
-
-    def resend() -> None:
-        result = run_bootstrap(generation=building.id)
-        click.echo(f"  bootstrap run {result['run_id']}: {result['enqueued']} rows sent to the bulk lane", err=True)
-
-    resend()
-    if no_wait:
-        return
-    settings = targets.settings
-    sqs, cloudwatch = make_sqs_client(settings), make_cloudwatch_client(settings)
-    shown = {"at": 0.0}
-
-    def queue_idle() -> bool:
-        return (queue_states(sqs, cloudwatch, lane_queues(settings)).get("queue_depth") or 0) == 0
-
-    def show(state: dict[str, Any]) -> None:
-        _show_progress(state, shown)
-
-    if no_switch:
-        reindex.wait_until_complete(targets, resend=resend, queue_idle=queue_idle, timeout_seconds=timeout,
-                                    on_progress=show)  # fmt: skip
-        click.echo(f"generation {building.id} is complete; switch with `refarch reindex --switch`")
-        return
-    previous, new = reindex.wait_and_switch(
-        targets, resend=resend, queue_idle=queue_idle, timeout_seconds=timeout, on_progress=show
-    )
-    click.echo(f"generation {new.id} ({new.model_id}) is active; {previous.id} retired (rollback possible)")
-
-
-def _placement(settings: Settings, pinecone_index: str | None) -> Any:
-    """Where the settings (or --pinecone-index) place the generation asked for."""
-    from refarch.generations.placement import Placement
-
-    configured = Placement.from_settings(settings)
-    return replace(configured, pinecone_index=pinecone_index) if pinecone_index else configured

@@ -8,8 +8,9 @@
 3. Search latency per mode (hybrid, semantic, lexical) at two catalog sizes; relevance per query
    class and mode on the labelled query set; the query-embedding cache (refarch_local.search_bench).
 4. Re-bootstrap and full re-delivery with nothing changed: embeddings computed (target 0).
-5. Re-index every row to a second model through the bulk lane while searching, then switch
-   (refarch_local.bench_reindex): duration, search errors and empty pages meanwhile.
+5. Re-index every row to a second model through the bulk lane while searching, then switch, by the
+   synthesized Reindex state machine (refarch_local.bench_reindex): duration, search errors and empty
+   pages meanwhile.
 6. Peak memory of each process.
 Benchmarks print and write their numbers; they assert nothing (tests check behaviour).
 """
@@ -360,15 +361,13 @@ class Bench:
 
     def reindex_while_searching(self) -> None:
         """Re-index every row to a second model through the bulk lane while searching (refarch_local.bench_reindex)."""
-        from refarch_local.search_bench import LATENCY_QUERIES
+        from refarch_local.search_bench import MEANING_QUERIES
 
         self.console.print(f"[bold]5. re-index[/bold] {self.rows} rows to a second model while searching …")
         self.results["reindex"] = bench_reindex.reindex_while_searching(
             Settings(home=self.home, database_url=self.supervisor.dsn),
             self.embedder,
-            queries=LATENCY_QUERIES,
-            bootstrap=lambda generation: self.supervisor.bootstrap(generation=generation),
-            queue_idle=lambda: (self.supervisor.status().get("queue_depth") or 0) == 0,
+            queries=MEANING_QUERIES,
         )
 
     def _emu_log_sizes(self) -> dict[Path, int]:

@@ -37,7 +37,7 @@ from refarch.embeddings import OpenAIEmbedder
 from refarch.serving import SEARCH_BUDGET, WEB_THREADS, WEB_WORKERS, query_cache_bytes, web_command
 from refarch_local.bench_report import publish
 from refarch_local.process_stats import peak_rss_mb
-from refarch_local.search_bench import LATENCY_QUERIES, embedded_catalog, fresh_database, percentile
+from refarch_local.search_bench import MEANING_QUERIES, embedded_catalog, fresh_database, percentile
 from refarch_local.standins import OpenAIStandIn, PineconeStandIn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -182,7 +182,7 @@ def under_slow_provider(port: int, *, seconds: float, clients: int) -> dict[str,
     def search(n: int) -> None:
         client, i = Client(port), 0
         while not stop.is_set():
-            query = f"{LATENCY_QUERIES[i % len(LATENCY_QUERIES)]} {n}-{i}"
+            query = f"{MEANING_QUERIES[i % len(MEANING_QUERIES)]} {n}-{i}"
             started = time.perf_counter()
             status, body = client.get("/api/search?" + urllib.parse.urlencode({"q": query}))
             took = time.perf_counter() - started
@@ -288,7 +288,7 @@ def memory_run(admin_dsn: str, home: Path, *, queries: int, console: Any) -> dic
                         n = next(counter, None)
                     if n is None:
                         break
-                    query = f"{LATENCY_QUERIES[n % len(LATENCY_QUERIES)]} number {n}"
+                    query = f"{MEANING_QUERIES[n % len(MEANING_QUERIES)]} number {n}"
                     status, body = client.get("/api/search?" + urllib.parse.urlencode({"q": query}))
                     with lock:
                         kinds[reason_kind(body) if status == 200 else f"HTTP {status}"] += 1

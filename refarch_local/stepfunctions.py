@@ -90,19 +90,29 @@ def run_reconcile(*, repair: bool, time_scale: float = 1.0) -> dict[str, Any]:
     return output
 
 
+# The Reindex state machine's state after its Fill: from there it only polls the building generation and switches.
+REINDEX_FILLED_STATE = "Wait"
+
+
 def run_reindex(
     *,
     time_scale: float = 1.0,
     timeout_seconds: float | None = None,
     on_result: Callable[[str, Any], None] | None = None,
+    stop_after_fill: bool = False,
 ) -> dict[str, Any]:
     """Run one re-index execution to the end (Start -> Fill -> poll -> Switch); return its last output.
 
     That is Start's output ({generation, needed}) when nothing was needed, else Switch's ({previous, active}).
+    `stop_after_fill`: the execution is stopped as it enters its first Wait, once Start has created (or
+    found) the building generation and Fill has sent its rows to the bulk lane; Emu goes on filling it,
+    and a later execution resumes it. Then the output is Start's ({generation, needed: true}).
     `on_result(handler, result)` sees every step's result (the CLI shows the Progress steps').
     """
-    output: dict[str, Any] = local_state_machines(time_scale=time_scale, on_result=on_result).run(
-        "Reindex", {}, timeout_seconds=timeout_seconds
-    )
+    machines = local_state_machines(time_scale=time_scale, on_result=on_result)
+    if stop_after_fill:
+        output, _ = machines.run_until("Reindex", {}, REINDEX_FILLED_STATE, timeout_seconds=timeout_seconds)
+    else:
+        output = machines.run("Reindex", {}, timeout_seconds=timeout_seconds)
     last: dict[str, Any] = output.get("switched", output)
     return last

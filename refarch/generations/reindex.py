@@ -4,19 +4,19 @@
 fills it through the bulk lane while search keeps reading the active one, and Emu applies every
 live change to both. `switch` makes it active in one update once it holds every row at its
 current version; `rollback` makes the previous one active again; `collect_garbage` drops
-retired generations after the grace period.
+retired generations after the grace period. Waiting for a build and switching is the Reindex state
+machine's (its steps are `refarch.generations.reindex_flow`), on AWS and locally alike.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from refarch import generations
-from refarch.generations import EmbedderSpec, Generation, IncompleteGenerationError, placement
+from refarch.generations import EmbedderSpec, Generation, placement
 from refarch.generations.targets import GenerationTargets
 from refarch.index import pinecone_indexes
 from refarch.index.factory import make_index, pinecone_api_key
@@ -84,72 +84,6 @@ def status(targets: GenerationTargets) -> dict[str, Any]:
         found = generations.building(conn)
         progress = generations.progress(conn, found.id) if found else None
     return {"generations": [g.describe() for g in listed], "building": progress}
-
-
-def wait_until_complete(
-    targets: GenerationTargets,
-    *,
-    resend: Callable[[], None],
-    queue_idle: Callable[[], bool],
-    poll_seconds: float = 1.0,
-    timeout_seconds: float | None = None,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
-) -> Generation:
-    """Wait until the building generation holds every row at its current version; returns it.
-
-    Completeness is checked against the table, not assumed from the queue. When the lanes are
-    idle and rows are still missing (a message dead-lettered, a change made while the generation
-    was being created), `resend` runs another bootstrap pass for the building generation, which
-    sends only what its ledger lacks.
-    """
-    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
-    while True:
-        with targets.db.transaction() as conn:
-            found = generations.building_as_expected(conn)
-            state = generations.progress(conn, found.id)
-        if on_progress:
-            on_progress(state)
-        if state["complete"]:
-            return found
-        if queue_idle():
-            logger.info("lanes idle with rows missing: re-sending", extra={"missing": state["missing"]})
-            resend()
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(
-                f"generation {found.id} still lacks {state['missing']} rows and {state['pending_deletes']} deletes"
-            )
-        time.sleep(poll_seconds)
-
-
-def wait_and_switch(
-    targets: GenerationTargets,
-    *,
-    resend: Callable[[], None],
-    queue_idle: Callable[[], bool],
-    poll_seconds: float = 1.0,
-    timeout_seconds: float | None = None,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[Generation, Generation]:
-    """Wait until the building generation is complete, then switch (checked again, atomically); returns (previous, new).
-
-    A change committed between the wait and the switch makes the switch's own check fail: Emu
-    applies it to both generations within moments, and the wait starts over.
-    """
-    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
-    while True:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        wait_until_complete(
-            targets,
-            resend=resend,
-            queue_idle=queue_idle,
-            poll_seconds=poll_seconds,
-            timeout_seconds=remaining,
-            on_progress=on_progress,
-        )
-        try:
-            return switch(targets)
-        except IncompleteGenerationError:
-            time.sleep(poll_seconds)
 
 
 def switch(targets: GenerationTargets, expected: int | None = None) -> tuple[Generation, Generation]:

@@ -1,8 +1,8 @@
 """A re-index in short, repeatable steps, for a state machine to drive (the Reindex state machine, docs/reindex.md).
 
-`refarch reindex` runs a whole re-index in one process (`refarch.generations.reindex.wait_and_switch`). On AWS
-a Lambda cannot wait hours, so the Reindex state machine owns the loop (wait, poll, re-send,
-switch) and calls these steps, each one safe to repeat:
+A Lambda cannot wait hours, so the Reindex state machine owns the loop (wait, poll, re-send,
+switch) and calls these steps, each one safe to repeat; `refarch reindex` runs the same synthesized
+state machine locally (`refarch_local.stepfunctions.run_reindex`), so there is no other loop:
 
 - `ensure_building`: the building generation for the configured embedder and vector index:
   created, or found already building, or not needed because the active generation already

@@ -188,6 +188,30 @@ class StateMachines:
             arns = [self.start(self.arn(construct), execution_input) for execution_input in inputs]
             return [self.wait(arn, timeout_seconds=timeout_seconds) for arn in arns]
 
+    def run_until(
+        self, construct: str, execution_input: dict[str, Any], state: str, *, timeout_seconds: float | None = None
+    ) -> tuple[Any, bool]:
+        """Start an execution and wait until it ends or enters `state` (a Wait state), whichever comes first.
+
+        Entered: the execution is stopped there, while it waits, so no state after it runs; returns
+        (the input it entered `state` with, True). Ended first: (its output, False), or ExecutionFailed.
+        """
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        with routed(self):
+            arn = self.start(self.arn(construct), execution_input)
+            while True:
+                execution: Any = self.backend.describe_execution(arn)
+                if execution.status != ExecutionStatus.RUNNING:
+                    return self.wait(arn), False
+                entered = entered_input(execution.to_history_output()["events"], state)
+                if entered is not None:
+                    self.backend.stop_execution(arn)
+                    return entered, True
+                if deadline is not None and time.monotonic() > deadline:
+                    self.backend.stop_execution(arn)
+                    raise TimeoutError(f"execution {arn} still running after {timeout_seconds} s: stopped")
+                time.sleep(self.POLL_SECONDS)
+
     def start(self, state_machine_arn: str, execution_input: Any, name: str | None = None) -> str:
         """Start an execution (input as JSON text or a value); return its ARN."""
         text = execution_input if isinstance(execution_input, str) else json.dumps(execution_input)
@@ -243,6 +267,16 @@ def failed_state(events: list[dict[str, Any]]) -> str | None:
         details = event.get("stateEnteredEventDetails")
         if details:
             return str(details["name"])
+    return None
+
+
+def entered_input(events: list[dict[str, Any]], state: str) -> Any:
+    """The input the execution first entered `state` with (None: it has not entered it)."""
+    for event in events:
+        details = event.get("stateEnteredEventDetails")
+        if details and details["name"] == state:
+            text = details.get("input")
+            return json.loads(text) if isinstance(text, str) else text
     return None
 
 

@@ -94,14 +94,13 @@ class Stack:
             return generations.progress(conn, generation_id)
 
     def wait_complete(self, generation_id: int) -> None:
-        """Until the generation holds every row (re-sending what a lost message left out, as `refarch reindex`)."""
-        reindex.wait_until_complete(
-            self.emu.targets,
-            resend=lambda: run_bootstrap(generation=generation_id),
-            queue_idle=self.idle,
-            poll_seconds=0.2,
-            timeout_seconds=WAIT_SECONDS,
-        )
+        """Until Emu has filled the generation with every row at its current version (checked against the table).
+
+        Nothing is re-sent: every message here reaches Emu, and a lost one fails the test. Re-sending
+        is the Reindex state machine's (its Fill when the lanes are idle and rows are missing), tested
+        in test_reindex_handler.py.
+        """
+        wait_for(lambda: self.progress(generation_id)["complete"], WAIT_SECONDS, f"generation {generation_id} complete")
 
 
 @pytest.fixture

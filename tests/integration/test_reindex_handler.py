@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from refarch.db import connect
 from refarch.generations import GenerationError, IncompleteGenerationError
 from refarch.index.pgvector_index import PgVectorIndex
 from refarch.lanes.queues import SyncQueue, make_sqs_client
-from refarch.lanes.topology import DEFAULT_TOPOLOGY, EMU_HANDLER, REINDEX_HANDLER
+from refarch.lanes.topology import BOOTSTRAP_FINALIZE_HANDLER, DEFAULT_TOPOLOGY, EMU_HANDLER, REINDEX_HANDLER
 from refarch.runtime import Runtime
 from refarch_local.event_source import EventSourcePoller
 from refarch_local.handlers import invoke, load_handler
@@ -41,6 +42,7 @@ from tests.integration.emu_support import (
     sqs_event,
     start_pinecone,
 )
+from tests.integration.pelican_support import wait_for
 
 pytest_plugins = ["tests.integration.emu_fixtures"]
 
@@ -234,6 +236,117 @@ def test_the_cli_reindexes_by_running_the_deployed_state_machine(running_lanes, 
         text=True,
         timeout=300,
     )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "generation 2 already uses this embedder and index: nothing to re-index" in again.stdout
+
+
+def refarch(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own (as a person runs it), with this test's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "refarch_cli", *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def take_all(queue: SyncQueue) -> int:
+    """Receive and delete every message of the queue (lost, as far as Emu is concerned); how many."""
+    taken = 0
+    while batch := queue.client.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=10).get("Messages"):
+        for message in batch:
+            queue.client.delete_message(QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"])
+        taken += len(batch)
+    return taken
+
+
+def test_the_state_machine_re_sends_what_was_lost_once_the_lanes_fall_idle(lanes, configure, dsn):
+    # Given generation 1 built on the 64-d model, and a deploy configuring the 32-d one
+    configure(64)
+    reindex({"action": "start"})
+    run_bootstrap()
+    lanes.drain()
+    configure(32)
+    # When the Reindex state machine runs, and every message of its first Fill is lost before Emu sees one
+    # (Emu's event sources only start polling afterwards)
+    fills: list[dict] = []
+    threads = [threading.Thread(target=poller.run, daemon=True) for poller in lanes.pollers]
+
+    def lose_the_first_fill(handler: str, result: Any) -> None:
+        if handler == BOOTSTRAP_FINALIZE_HANDLER:
+            fills.append(result)
+            if len(fills) == 1:
+                take_all(lanes.bulk)
+                for thread in threads:
+                    thread.start()
+
+    try:
+        switched = run_reindex(time_scale=POLL_EVERY_0_2_S, timeout_seconds=120, on_result=lose_the_first_fill)
+    finally:
+        for poller in lanes.pollers:
+            poller.stop.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(timeout=60)
+    # Then its Progress found rows missing with both lanes idle, Fill ran again and sent them, and it switched
+    assert [fill["enqueued"] for fill in fills] == [ROWS, ROWS]
+    assert switched == {"previous": 1, "active": 2}
+    assert query_one(dsn, "SELECT count(*) FROM product_vectors_g2") == ROWS
+
+
+def test_the_cli_without_waiting_starts_and_fills_through_the_state_machine_and_a_later_run_switches(
+    running_lanes, configure, dsn
+):
+    # Given generation 1 built on the 64-d model (a pgvector stage)
+    configure(64)
+    assert run_reindex(time_scale=POLL_EVERY_0_2_S, timeout_seconds=60) == {"generation": 1, "needed": False}
+    run_bootstrap()
+    # When `refarch reindex --no-wait` is asked for the 32-d model
+    done = refarch("reindex", "--openai-dimensions", "32", "--no-wait", "--timeout", "240")
+    # Then the Reindex state machine's Start created generation 2 and its Fill sent every row to the bulk lane,
+    # and the command returned without switching (the execution stopped as it entered its Wait)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("generation 2 is building")
+    assert f"{ROWS} rows sent to the bulk lane" in done.stderr
+    assert query_one(dsn, "SELECT status FROM index_generations WHERE id = 2") == "building"
+    # And Emu fills it meanwhile, while search still reads generation 1
+    wait_for(lambda: query_one(dsn, "SELECT count(*) FROM product_vectors_g2") == ROWS, 120, "generation 2 filled")
+    assert query_one(dsn, "SELECT id FROM index_generations WHERE status = 'active'") == 1
+    # When the state machine runs again for the same model, Then it resumes generation 2 and switches to it
+    configure(32)
+    assert run_reindex(time_scale=POLL_EVERY_0_2_S, timeout_seconds=120) == {"previous": 1, "active": 2}
+    # And --pinecone-index on a pgvector stage is refused before anything runs
+    refused = refarch("reindex", "--pinecone-index", "elsewhere")
+    assert refused.returncode == 2 and "--pinecone-index needs the Pinecone backend" in refused.stderr
+
+
+def test_the_cli_builds_in_the_pinecone_index_it_is_given_through_the_state_machine(
+    running_lanes, configure, dsn, monkeypatch, openai_standin, pinecone_standins
+):
+    # Given generation 1 built in pgvector, and the stage's settings moved to Pinecone (the configured index
+    # by its host) with the same model
+    configure(64)
+    assert run_reindex(time_scale=POLL_EVERY_0_2_S, timeout_seconds=60) == {"generation": 1, "needed": False}
+    run_bootstrap()
+    pinecone = start_pinecone(pinecone_standins, dimension=64)
+    monkeypatch.setenv("PINECONE_CONTROLLER_HOST", pinecone.url)
+    configure_emu(monkeypatch, dsn, embedder="openai", index="pinecone", openai=openai_standin, pinecone=pinecone,
+                  dimensions=64)  # fmt: skip
+    # When `refarch reindex --pinecone-index refarch-chosen` runs
+    done = refarch("reindex", "--pinecone-index", "refarch-chosen", "--timeout", "240")
+    # Then the Reindex state machine created that index, filled generation 2 in it and switched
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "generation 2 is active; 1 retired (rollback possible)"
+    assert pinecone.indexes["refarch-chosen"]["schema"]["fields"]["_values"]["dimension"] == 64
+    target = query_one(dsn, "SELECT target FROM index_generations WHERE status = 'active'")
+    assert (target["index_name"], target["namespace"]) == ("refarch-chosen", "products-g2")
+    product_ids = query_one(dsn, "SELECT array_agg(id::text ORDER BY id) FROM products")
+    assert sorted(pinecone.vectors("products-g2", index="refarch-chosen"), key=int) == product_ids
+    # And nothing went to the index the settings configure by its host
+    assert pinecone.vectors("products-g2") == {}
+    # And asked again, the state machine's Start finds that embedder in that index: nothing to do
+    again = refarch("reindex", "--pinecone-index", "refarch-chosen")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "generation 2 already uses this embedder and index: nothing to re-index" in again.stdout
 
