@@ -104,11 +104,17 @@ def building_progress(
 
     `generation_id` names the generation the caller builds (default: whichever builds); another
     one, or none, is refused: it was switched, abandoned or replaced meanwhile.
+
+    The lanes count as idle only when they were idle both before and after the table was read:
+    Emu finishing its last messages between the two reads would otherwise look like rows lost
+    (missing, with idle lanes) and start a needless Fill.
     """
+    lanes = list(lanes)
+    idle_before = lanes_idle(lanes)
     with targets.db.transaction() as conn:
         building = generations.building_as_expected(conn, generation_id)
         state = generations.progress(conn, building.id)
-    return {"generation": building.id, **state, "lanes_idle": lanes_idle(lanes)}
+    return {"generation": building.id, **state, "lanes_idle": idle_before and lanes_idle(lanes)}
 
 
 def switch_to(targets: GenerationTargets, generation_id: int | None) -> tuple[Generation, Generation]:
