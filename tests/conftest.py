@@ -45,18 +45,12 @@ SHORT_BATCHING_WINDOW = {"REFARCH_LOCAL_BATCHING_WINDOW_SECONDS": "1"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slow tests (whole local stacks, rehearsal runs) first, longest first (`slow(minutes=n)`, default 1),
-    the order otherwise kept.
+    """The slow tests (whole local stacks, minutes each) first, the order otherwise kept.
 
     With parallel workers (`make test`: pytest-xdist) they then start at once on different workers,
     and the many short tests fill in around them, instead of the longest starting last.
     """
-
-    def order(item: pytest.Item) -> tuple[bool, float]:
-        slow = item.get_closest_marker("slow")
-        return slow is None, -float(slow.kwargs.get("minutes", 1)) if slow else 0.0
-
-    items.sort(key=order)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if getattr(config.option, "loadgroup", False):
         group_by_xdist_mark(items)
 

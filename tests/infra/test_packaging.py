@@ -111,7 +111,6 @@ def cli_environment() -> dict[str, str]:
     return env
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not CDK_CLI.exists(), reason="CDK CLI not installed: run `make system-deps` (npm install)")
 def test_real_cdk_cli_synthesizes_every_stack(tmp_path: Path) -> None:
     # When the pinned CDK CLI runs `cdk synth` from the repo root, as `make synth` does

@@ -29,7 +29,6 @@ TEXTS = [
 ]
 
 
-@pytest.mark.slow
 def test_the_bundled_model_runs_in_plain_torch_with_the_librarys_vectors_and_window():
     # Given the bundled all-MiniLM-L6-v2, loaded both ways
     ours = load_sentence_model(str(MODEL))

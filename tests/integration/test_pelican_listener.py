@@ -296,7 +296,6 @@ def test_listener_recovers_from_a_database_restart_and_loses_nothing(local_setti
         database.stop()
 
 
-@pytest.mark.slow
 def test_sigterm_finishes_the_send_in_flight_and_health_follows_the_heartbeat(
     conn, dsn, local_settings, start_listener
 ):

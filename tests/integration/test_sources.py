@@ -121,7 +121,6 @@ def bootstrap(dsn: str) -> None:
         assert failed_ids(invoke_emu(sqs_event(*messages[start : start + 10]))) == set()
 
 
-@pytest.mark.slow
 def test_a_table_of_10000_rows_made_outside_the_project_is_synced_with_no_column_added(
     monkeypatch, blank_dsn, openai_standin
 ):

@@ -132,7 +132,6 @@ def start_demo(home: Path, rows: int, port: int) -> subprocess.Popen:
     )
 
 
-@pytest.mark.slow(minutes=2)
 def test_local_stack_syncs_edits_and_survives_a_worker_crash(demo_home: Path):
     # Given `refarch demo` on a small catalog
     demo = start_demo(demo_home, rows=300, port=free_port())

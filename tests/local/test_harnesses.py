@@ -44,7 +44,6 @@ def test_quick_chaos_with_bedrock_loses_nothing_when_throttled_timed_out_or_kill
     assert result.returncode == 0
 
 
-@pytest.mark.slow(minutes=2)
 def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     # Given the whole local stack, When every fault scenario runs (listener and worker killed, embedder
     # failing 30% of calls, duplicates and reordering, database restart, a poison message, the queue
@@ -83,7 +82,6 @@ def test_quick_chaos_loses_nothing_in_any_scenario(tmp_path: Path):
     assert '{"level":' not in result.stdout + result.stderr
 
 
-@pytest.mark.slow(minutes=5)  # the longest test: ~2.5 min alone, ~5 min in a full parallel run
 def test_quick_bench_reports_every_measure_and_embeds_nothing_twice(tmp_path: Path):
     out = tmp_path / "bench.json"
     md = tmp_path / "bench.md"

@@ -47,7 +47,6 @@ def test_a_deploy_whose_migration_provider_may_not_invoke_the_migrate_function_f
     assert "lambda:InvokeFunction" in message and "MigrateFunction" in message
 
 
-@pytest.mark.slow
 def test_a_broken_jsonpath_in_the_synthesized_bootstrap_fails_the_rehearsal_naming_it(
     assembly: Assembly, tmp_path: Path
 ) -> None:

@@ -8,14 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from refarch.db import migration_files
 from refarch_local.rehearsal.template import REPO_ROOT
 from tests.conftest import SHORT_BATCHING_WINDOW
-
-# Minutes under a full parallel run: started first (tests/conftest.py), not left for the end.
-pytestmark = pytest.mark.slow(minutes=3)
 
 
 def test_the_rehearsal_passes_and_prints_its_summary_last(tmp_path: Path) -> None:
