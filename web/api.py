@@ -311,9 +311,14 @@ def _answered(state: dict[str, Any]) -> bool:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """200 when the database answers, else 503 (the load balancer's health check)."""
+    """200 when the database answers, else 503 (the load balancer's health check).
+
+    It asks on the thread's kept connection (the one searches use), not a new one per check: opening a
+    connection starts a Postgres backend, which on a busy machine took /healthz past 100 ms. A connection
+    that failed is replaced on the next check (Database.transaction).
+    """
     try:
-        with get_db() as conn:
+        with get_runtime().db.transaction() as conn:
             status.ping(conn)
     except psycopg2.Error as err:
         logger.warning("health check failed", extra={"error": type(err).__name__})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import psycopg2
 import pytest
 import yaml
 from openapi_spec_validator import validate
@@ -75,6 +76,25 @@ def test_healthz_checks_the_database(client, closed_port_dsn, embedder):
     assert response.status_code == 503 and response.get_json()["error"] == "database unavailable"
 
 
+def test_healthz_asks_on_a_kept_connection_instead_of_opening_one_per_check(client, runtime, dsn):
+    # Given the app, named in the database by its application name
+    def web_backends() -> list[int]:
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (runtime.db.application_name,),
+            )
+            return [pid for (pid,) in cur.fetchall()]
+
+    # When the load balancer checks it again and again
+    assert client.get("/healthz").status_code == 200
+    first = web_backends()
+    for _ in range(5):
+        assert client.get("/healthz").status_code == 200
+    # Then every check was answered by the same database backend, kept open between checks
+    assert len(first) == 1 and web_backends() == first
+
+
 def test_database_outage_is_a_503_not_a_500(closed_port_dsn, embedder):
     down = build_app(make_runtime(embedder, database_url=closed_port_dsn)).test_client()
     for url in ("/api/products/1", "/api/search?q=tent", "/api/sync/status"):
@@ -108,8 +128,6 @@ def test_sync_status_reports_totals_and_real_queue_depth(local_settings, embedde
 @pytest.fixture
 def catalog_in_local_db(local_settings):
     """The small catalog in the local_settings database."""
-    import psycopg2
-
     from refarch import products
     from tests.web.conftest import CATALOG
 
