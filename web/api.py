@@ -314,16 +314,27 @@ def healthz() -> Response:
     """200 when the database answers, else 503 (the load balancer's health check).
 
     It asks on the thread's kept connection (the one searches use), not a new one per check: opening a
-    connection starts a Postgres backend, which on a busy machine took /healthz past 100 ms. A connection
-    that failed is replaced on the next check (Database.transaction).
+    connection starts a Postgres backend, which on a busy machine took /healthz past 100 ms.
     """
     try:
-        with get_runtime().db.transaction() as conn:
-            status.ping(conn)
+        _ping_database()
     except psycopg2.Error as err:
         logger.warning("health check failed", extra={"error": type(err).__name__})
         return error_response(503, "database unavailable")
     return respond(contract.Health, {"status": "ok"})
+
+
+def _ping_database() -> None:
+    """`SELECT 1` on the thread's kept connection; when the database dropped that connection (a restart, a
+    failover), once more on a new one at once, so a stale connection never fails a health check by itself
+    (each of the task's threads keeps one: a check per thread would fail before the database is asked)."""
+    db = get_runtime().db
+    try:
+        with db.transaction() as conn:
+            status.ping(conn)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        with db.transaction() as conn:  # the failed connection was closed: this one is new
+            status.ping(conn)
 
 
 @bp.get("/api/openapi.yaml")

@@ -93,6 +93,12 @@ def test_healthz_asks_on_a_kept_connection_instead_of_opening_one_per_check(clie
         assert client.get("/healthz").status_code == 200
     # Then every check was answered by the same database backend, kept open between checks
     assert len(first) == 1 and web_backends() == first
+    # And when the database drops that connection (a restart, a failover), the next check still answers 200,
+    # on a new connection, instead of failing once per thread that kept one
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (first[0],))
+    assert client.get("/healthz").status_code == 200
+    assert len(web_backends()) == 1 and web_backends() != first
 
 
 def test_database_outage_is_a_503_not_a_500(closed_port_dsn, embedder):
