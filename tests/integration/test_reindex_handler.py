@@ -183,12 +183,12 @@ class FinishingQueue(SyncQueue):
     def __init__(self, queue: SyncQueue, lanes: Lanes) -> None:
         super().__init__(queue.client, queue.url, lane=queue.lane)
         self.lanes = lanes
-        self.looked = 0
+        self.drained = False
 
     def depth(self) -> dict[str, int]:
-        if not self.looked:
+        if not self.drained:
             self.lanes.drain()
-        self.looked += 1
+            self.drained = True
         return super().depth()
 
 

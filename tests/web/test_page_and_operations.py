@@ -98,7 +98,8 @@ def test_healthz_asks_on_a_kept_connection_instead_of_opening_one_per_check(clie
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", (first[0],))
     assert client.get("/healthz").status_code == 200
-    assert len(web_backends()) == 1 and web_backends() != first
+    after = web_backends()
+    assert len(after) == 1 and after != first
 
 
 def test_database_outage_is_a_503_not_a_500(closed_port_dsn, embedder):
