@@ -73,9 +73,12 @@ RERANK_TIMEOUT_SECONDS = 1.0
 # gunicorn's gthread workers: processes per task, and request threads per process.
 WEB_WORKERS = 2
 WEB_THREADS = 4
+# gthread with threads of its own for /healthz (web/health_lane.py), so a health check never queues behind
+# requests, whatever holds the request threads.
+WEB_WORKER_CLASS = "web.health_lane.HealthLaneWorker"
 # Searches that may wait on a provider at once in one process: one thread fewer than the process has,
-# so a thread is always free for /healthz (and everything else) while every slot waits on a slow
-# provider. A search that finds no free slot answers lexically at once (SearchPage.fallback_reason).
+# so a thread is always free for everything else (lexical answers, pages, edits) while every slot waits on
+# a slow provider. A search that finds no free slot answers lexically at once (SearchPage.fallback_reason).
 SEMANTIC_SEARCH_SLOTS = WEB_THREADS - 1
 
 # CloudFront gives the ALB this long to start answering: a search answers within the budget plus the
@@ -104,6 +107,8 @@ def web_command() -> list[str]:
         str(WEB_WORKERS),
         "--threads",
         str(WEB_THREADS),
+        "--worker-class",
+        WEB_WORKER_CLASS,
         "--timeout",
         str(GUNICORN_TIMEOUT_SECONDS),
         "--keep-alive",

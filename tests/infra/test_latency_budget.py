@@ -65,8 +65,10 @@ def test_a_thread_is_always_free_and_the_query_caches_fit_the_task(stage: str, r
         }
     )
     task_memory = int(only(template, "AWS::ECS::TaskDefinition")["Memory"]) * 2**20
-    # Then each worker has more threads than searches that may wait on a provider (one left for /healthz)
+    # Then each worker has more threads than searches that may wait on a provider (one left for lexical
+    # answers), and health checks a lane of their own
     assert flag(web["Command"], "--workers") == WEB_WORKERS
+    assert web["Command"][web["Command"].index("--worker-class") + 1] == "web.health_lane.HealthLaneWorker"
     assert settings.search_semantic_slots == SEMANTIC_SEARCH_SLOTS < flag(web["Command"], "--threads")
     # And every worker's query cache together takes a small share of the task's memory
     assert 0 < settings.query_cache_bytes * WEB_WORKERS <= 0.15 * task_memory

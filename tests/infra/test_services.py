@@ -203,7 +203,8 @@ def test_web_runs_gunicorn_behind_the_alb_with_healthz(dev: Synthesized) -> None
     env = environment(web)
     target_group = only(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
     service = only(template, "AWS::ECS::Service")
-    # Then gunicorn serves the app factory, the ALB checks /healthz, and secrets arrive as ARNs
+    # Then gunicorn serves the app factory (with a lane of its own for /healthz), the ALB checks /healthz,
+    # and secrets arrive as ARNs
     assert web["Command"] == [
         "gunicorn",
         "--bind",
@@ -212,6 +213,8 @@ def test_web_runs_gunicorn_behind_the_alb_with_healthz(dev: Synthesized) -> None
         "2",
         "--threads",
         "4",
+        "--worker-class",
+        "web.health_lane.HealthLaneWorker",
         "--timeout",
         "30",
         "--keep-alive",

@@ -7,6 +7,7 @@ vector query waits on a lock another Postgres session holds.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import socket
 import subprocess
@@ -230,3 +231,49 @@ def test_healthz_answers_while_every_search_slot_waits_on_a_slow_provider(gunico
     assert len(answers) == len(searches)
     assert all(status == 200 and body["mode"] == "lexical" for _, status, body in answers)
     assert all(("too slow" in body["fallback_reason"]) or ("busy" in body["fallback_reason"]) for _, _, body in answers)
+
+
+def hold_a_thread(port: int) -> socket.socket:
+    """A connection that starts a request and never finishes its headers: a request thread waits on it."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /api/products HTTP/1.1\r\nHost: localhost\r\n")
+    return sock
+
+
+def ask(conn: http.client.HTTPConnection, path: str) -> int:
+    """One GET on a kept-alive connection: its status (the answer read whole, so the connection can be reused)."""
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def test_healthz_has_a_lane_of_its_own_when_every_request_thread_is_taken(gunicorn_app):
+    # Given a gunicorn worker whose every request thread waits on a client that never finishes its request
+    port = int(gunicorn_app.rsplit(":", 1)[1])
+    held = [hold_a_thread(port) for _ in range(WEB_THREADS)]
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    other = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        time.sleep(0.5)  # each held connection reached a thread
+        # Then any other request waits for a thread to come free
+        other.request("GET", "/api/products?limit=1")
+        with pytest.raises(TimeoutError):
+            other.getresponse()
+        # But a health check on a new connection (as a load balancer sends it) is answered meanwhile
+        started = time.monotonic()
+        assert get(f"{gunicorn_app}/healthz", timeout=5) == (200, {"status": "ok"})
+        # And so are health checks on a kept-alive connection, one after another
+        assert [ask(kept, "/healthz") for _ in range(3)] == [200, 200, 200]
+        assert time.monotonic() - started < 5
+        # And once the held clients go away, the request that waited is answered
+        for sock in held:
+            sock.close()
+        assert other.sock is not None
+        other.sock.settimeout(10)
+        assert other.getresponse().status == 200
+    finally:
+        for sock in held:
+            sock.close()
+        kept.close()
+        other.close()
