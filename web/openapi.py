@@ -20,7 +20,8 @@ from refarch.search.service import MAX_DEPTH, MAX_PAGE, MAX_RESULT_WINDOW, Listi
 from refarch.settings import Settings
 from refarch.source import Source, writes
 from refarch.source import load as load_source
-from web import MAX_REQUEST_BYTES, contract
+from web import contract
+from web.app import MAX_REQUEST_BYTES
 
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{model}"
