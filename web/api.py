@@ -327,12 +327,16 @@ def healthz() -> Response:
 def _ping_database() -> None:
     """`SELECT 1` on the thread's kept connection; when the database dropped that connection (a restart, a
     failover), once more on a new one at once, so a stale connection never fails a health check by itself
-    (each of the task's threads keeps one: a check per thread would fail before the database is asked)."""
+    (each health thread keeps one: a check per thread would fail before the database is asked). A new
+    connection that fails is the answer: the check does not wait for a second connect."""
     db = get_runtime().db
+    kept = db.keeps_connection()
     try:
         with db.transaction() as conn:
             status.ping(conn)
     except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        if not kept:
+            raise
         with db.transaction() as conn:  # the failed connection was closed: this one is new
             status.ping(conn)
 

@@ -101,6 +101,11 @@ class Database:
             conn.close()
             raise
 
+    def keeps_connection(self) -> bool:
+        """Whether this thread holds an open kept connection (the next transaction() reuses it)."""
+        conn = getattr(self._local, "conn", None)
+        return conn is not None and not conn.closed
+
     def close(self) -> None:
         """Close this thread's cached connection."""
         conn = getattr(self._local, "conn", None)

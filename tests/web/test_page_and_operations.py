@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import psycopg2
 import pytest
@@ -74,6 +75,37 @@ def test_healthz_checks_the_database(client, closed_port_dsn, embedder):
     down = build_app(make_runtime(embedder, database_url=closed_port_dsn)).test_client()
     response = down.get("/healthz")
     assert response.status_code == 503 and response.get_json()["error"] == "database unavailable"
+
+
+def test_healthz_with_the_database_unreachable_connects_once_per_check(embedder):
+    # Given a database address that accepts connections and closes them at once (a server going down)
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def refuse() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(sock)
+            sock.close()
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    down = build_app(make_runtime(embedder, database_url=f"postgresql://postgres@127.0.0.1:{port}/x")).test_client()
+    try:
+        # When the load balancer checks twice
+        responses = [down.get("/healthz") for _ in range(2)]
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+    # Then each check failed (503) after one connection attempt, not two
+    assert [r.status_code for r in responses] == [503, 503]
+    assert len(accepted) == 2
 
 
 def test_healthz_asks_on_a_kept_connection_instead_of_opening_one_per_check(client, runtime, dsn):
