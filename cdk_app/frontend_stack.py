@@ -208,6 +208,17 @@ class FrontendStack(Stack):
             interval=Duration.seconds(30),
             timeout=Duration.seconds(10),
         )
+        # The health check is the load balancer's: its checks reach the targets directly, past the listener's
+        # rules, while a viewer's /healthz (through CloudFront, or the public ALB) gets a 404 from the ALB itself,
+        # so nobody outside can hold the health threads each web worker keeps for them (web/health_lane.py).
+        service.listener.add_action(
+            "HealthCheckNotPublic",
+            priority=1,
+            conditions=[elbv2.ListenerCondition.path_patterns([HEALTH_CHECK_PATH])],
+            action=elbv2.ListenerAction.fixed_response(
+                404, content_type="application/json", message_body='{"error": "not found"}'
+            ),
+        )
         # Short deregistration: requests are short, and deploys should not wait five minutes per task.
         service.target_group.set_attribute("deregistration_delay.timeout_seconds", "30")
         if domain:

@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     # (LRU; on AWS the frontend stack sets it from the task's memory, refarch.serving.query_cache_bytes).
     query_cache_bytes: int = Field(default=32 * 2**20, ge=0)
     # Searches that may wait on the embedding service or vector index at once in one process; more answer
-    # lexically at once. Below gunicorn's threads per process, so a thread is always free for /healthz.
+    # lexically at once. Below gunicorn's threads per process, so a thread is always free for lexical answers
+    # (and /healthz has threads of its own, web/health_lane.py).
     search_semantic_slots: int = Field(default=SEMANTIC_SEARCH_SLOTS, ge=1)
 
     # Web page: editing needs this password when one is set (locally open when neither is set).

@@ -13,8 +13,13 @@ gthread does), so the peek sees the request line of a load balancer's health che
 connection for each check. The health check itself (web.api.healthz) still asks the database, on its own
 thread's kept connection.
 
-It changes gthread only where it picks a pool and where a new connection waits; the version is pinned in the
-lock, and tests/web/test_search_budget.py runs it under gunicorn with every search thread held.
+It serves plain HTTP/1.1, as the ALB speaks to its targets (TLS ends at CloudFront and the ALB): with gunicorn's
+own TLS or HTTP/2 it refuses to start. The ALB answers a viewer's /healthz itself (a 404, cdk_app/frontend_stack.py),
+so the lane is the load balancer's alone; its checks go to the targets directly, past the listener's rules.
+
+It changes gthread only where it picks a pool and where a new connection waits, reading gthread's own state
+(pending connections, the parser's buffer): it is written against gunicorn 27.0 and refuses another version
+until checked against it; tests/web/test_search_budget.py runs it under gunicorn with every request thread held.
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ from concurrent import futures
 from functools import partial
 from typing import Any
 
-from gunicorn.workers.gthread import TConn, ThreadWorker
+import gunicorn
+from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
+
+if gunicorn.version_info[:2] != (27, 0):
+    raise ImportError(f"web.health_lane is written against gunicorn 27.0's gthread worker, not {gunicorn.__version__}")
 
 # Health checks a process answers at once: a check takes a few ms and the load balancer sends one per target
 # every few seconds, so one thread would do; the second keeps a check that waits on a sick database from
@@ -41,13 +50,20 @@ def asks_for_health(sock: socket.socket) -> bool:
     """Whether the bytes waiting on a (non-blocking) socket start a /healthz request; reads nothing."""
     try:
         head = sock.recv(_PEEK_BYTES, socket.MSG_PEEK)
-    except OSError:  # nothing there yet (BlockingIOError) or the peer is gone: the usual pool decides
+    except (OSError, ValueError):  # nothing there yet (BlockingIOError), the peer gone: the usual pool decides
         return False
     return head.startswith(HEALTH_REQUEST_PREFIXES)
 
 
 class HealthLaneWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type information
     """gthread with a separate thread pool for /healthz (see the module docstring)."""
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """gthread's checks; then refuse TLS and HTTP/2, where the request line cannot be peeked at."""
+        super().check_config(cfg, log)
+        if cfg.is_ssl or cfg.http_protocols != ["h1"] or cfg.http2_cleartext != "off":
+            raise RuntimeError("web.health_lane serves plain HTTP/1.1 only (no --certfile, --http-protocols h1)")
 
     def init_process(self) -> None:
         """Start the health pool next to gthread's request pool."""
@@ -65,7 +81,9 @@ class HealthLaneWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no
             return
         self.nr_conns += 1
         conn = TConn(self.cfg, sock, address, listener.getsockname())  # sets the socket non-blocking
-        conn.timeout = time.monotonic() + self.cfg.keepalive
+        # As long as gthread gives a new connection for its first bytes (a pool thread waits for them, then it
+        # waits on the poller for the keep-alive timeout).
+        conn.timeout = time.monotonic() + DEFAULT_WORKER_DATA_TIMEOUT + self.cfg.keepalive
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
@@ -76,6 +94,13 @@ class HealthLaneWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no
         pool = self.health_pool if health else self.tpool
         done = pool.submit(self.handle, conn)
         done.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+
+    def _cap_keepalive(self, deadline: float) -> None:
+        """A stopping worker closes its kept-alive connections by `deadline`, and new ones that never sent a byte
+        too (gthread's own new connections wait in a pool thread for at most DEFAULT_WORKER_DATA_TIMEOUT)."""
+        super()._cap_keepalive(deadline)
+        for conn in self.pending_conns:
+            conn.timeout = min(conn.timeout, deadline)
 
     def run(self) -> None:
         """gthread's loop; then stop the health pool as gthread stops its request pool."""

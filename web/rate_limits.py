@@ -10,7 +10,7 @@ Counters live in Postgres by default (`refarch.rate_limits`, a `limits` storage 
 `refarch+postgres://`), so one limit holds across gunicorn workers and Fargate tasks without
 another datastore; REFARCH_RATE_LIMIT_STORAGE may name any Flask-Limiter storage URI instead.
 The client address is `request.remote_addr`, which ProxyFix sets from X-Forwarded-For only as far
-as REFARCH_PROXY_HOPS trusts it (web/__init__.py), so nobody can claim another address. An IPv6
+as REFARCH_PROXY_HOPS trusts it (web/app.py), so nobody can claim another address. An IPv6
 client is counted by its /64 network, the block one subscriber gets, so that it cannot start
 afresh by changing its address within it.
 Over a limit: 429 with Retry-After, in the one error shape (web/errors.py); the pages a browser

@@ -103,7 +103,7 @@ sys.meta_path.insert(0, Refuse())
 sys.path = [p for p in sys.path if p not in ("", ".")]
 from click.testing import CliRunner
 from refarch_cli.commands import main
-import web
+import web.app, web.health_lane
 for args in (["pelican", "listen", "--help"], ["pelican", "health", "--help"], ["dlq", "list", "--help"]):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, (args, result.output, result.exception)

@@ -222,6 +222,10 @@ def test_web_runs_gunicorn_behind_the_alb_with_healthz(dev: Synthesized) -> None
         "web:create_app()",
     ]
     assert target_group["HealthCheckPath"] == "/healthz"
+    # And a viewer's /healthz is answered by the ALB (404), never forwarded: the health threads are the ALB's
+    rule = only(template, "AWS::ElasticLoadBalancingV2::ListenerRule")
+    assert rule["Conditions"] == [{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/healthz"]}}]
+    assert [(a["Type"], a["FixedResponseConfig"]["StatusCode"]) for a in rule["Actions"]] == [("fixed-response", "404")]
     assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
     assert service["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
     assert {

@@ -58,7 +58,9 @@ def test_every_container_loads_its_settings_from_its_template_environment_alone(
     resolver = placeholder_resolver(assembly)
     for container in assembly.containers():
         environment = {k: resolver.resolve_text(container.key.stack, v) for k, v in container.environment.items()}
-        code = "from refarch.settings import Settings; import web, refarch_cli.commands; Settings()"
+        code = (
+            "from refarch.settings import Settings\nimport web.app, web.health_lane, refarch_cli.commands\nSettings()"
+        )
         done = subprocess.run(
             [sys.executable, "-c", code],
             env={**environment, "PYTHONPATH": str(REPO_ROOT), "PATH": os.environ["PATH"]},

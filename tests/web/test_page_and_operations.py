@@ -96,11 +96,16 @@ def test_healthz_with_the_database_unreachable_connects_once_per_check(embedder)
 
     thread = threading.Thread(target=refuse, daemon=True)
     thread.start()
-    down = build_app(make_runtime(embedder, database_url=f"postgresql://postgres@127.0.0.1:{port}/x")).test_client()
+    down = build_app(
+        make_runtime(
+            embedder, database_url=f"postgresql://postgres@127.0.0.1:{port}/x?sslmode=disable&gssencmode=disable"
+        )
+    ).test_client()
     try:
         # When the load balancer checks twice
         responses = [down.get("/healthz") for _ in range(2)]
     finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() the thread waits in
         listener.close()
         thread.join(timeout=5)
     # Then each check failed (503) after one connection attempt, not two

@@ -152,7 +152,7 @@ def test_a_flood_of_searches_does_not_starve_emu(dsn, tmp_path, catalog, openai_
         flood_still_running = all(thread.is_alive() for thread in floods)
         # (and the flood goes on until it has been refused at least 10 times: on a loaded machine the four
         # flooders may have sent only a few requests while Emu indexed)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 20
         while statuses.count(429) < 10 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:

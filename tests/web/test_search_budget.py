@@ -266,6 +266,12 @@ def test_healthz_has_a_lane_of_its_own_when_every_request_thread_is_taken(gunico
         # And so are health checks on a kept-alive connection, one after another
         assert [ask(kept, "/healthz") for _ in range(3)] == [200, 200, 200]
         assert time.monotonic() - started < 5
+        # But another request on that same connection is not: it waits for a request thread like any other
+        assert kept.sock is not None
+        kept.sock.settimeout(1)
+        kept.request("GET", "/api/products?limit=1")
+        with pytest.raises(TimeoutError):
+            kept.getresponse()
         # And once the held clients go away, the request that waited is answered
         for sock in held:
             sock.close()
@@ -277,3 +283,23 @@ def test_healthz_has_a_lane_of_its_own_when_every_request_thread_is_taken(gunico
             sock.close()
         kept.close()
         other.close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("certfile", "/etc/ssl/site.pem"), ("http_protocols", "h2,h1"), ("http2_cleartext", "both")]
+)
+def test_the_health_lane_refuses_to_start_where_it_cannot_peek_at_the_request_line(setting: str, value: str):
+    # Given gunicorn's configuration as the container runs it, which the health-lane worker accepts
+    import logging
+
+    from gunicorn.config import Config
+
+    from web.health_lane import HealthLaneWorker
+
+    log = logging.getLogger("gunicorn.error")
+    HealthLaneWorker.check_config(Config(), log)
+    # When gunicorn would serve TLS or HTTP/2 itself, Then the worker refuses to start, saying why
+    config = Config()
+    config.set(setting, value)
+    with pytest.raises(RuntimeError, match="plain HTTP/1.1 only"):
+        HealthLaneWorker.check_config(config, log)
