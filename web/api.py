@@ -313,7 +313,7 @@ def _answered(state: dict[str, Any]) -> bool:
 def healthz() -> Response:
     """200 when the database answers, else 503 (the load balancer's health check).
 
-    It asks on the thread's kept connection (the one searches use), not a new one per check: opening a
+    It asks on its health thread's kept connection (web/health_lane.py), not a new one per check: opening a
     connection starts a Postgres backend, which on a busy machine took /healthz past 100 ms.
     """
     try:
