@@ -116,15 +116,27 @@ def print_refusal(console: Console, err: SourceError) -> None:
 
 
 def show_status_until_stopped(supervisor: Supervisor, console: Console, stop: threading.Event) -> int:
-    """Keep one status line up to date until `stop` (or Ctrl-C); return the exit code."""
+    """Keep one status line up to date until `stop` (or Ctrl-C); return the exit code.
+
+    On a terminal the line is redrawn twice a second. In a log file or a pipe Rich draws a live line
+    once, when it ends, so the status (a Postgres query and five requests to the queue server) is
+    asked for then, not twice a second for a line nobody sees.
+    """
+    redrawn = console.is_terminal
     shown = False
     try:
         with Live(console=console, refresh_per_second=2) as live:
-            while not stop.wait(0.5):
-                if supervisor.fatal.is_set():
-                    return CONFIGURATION_ERROR_EXIT
-                live.update(status_line(supervisor.status()))
-                shown = True
+            try:
+                while not stop.wait(0.5):
+                    if supervisor.fatal.is_set():
+                        return CONFIGURATION_ERROR_EXIT
+                    if redrawn:
+                        live.update(status_line(supervisor.status()))
+                        shown = True
+            finally:
+                if not redrawn and not supervisor.fatal.is_set():
+                    live.update(status_line(supervisor.status()))
+                    shown = True
         return 0
     finally:
         # Rich ends the live line only on a terminal; in a log file or a pipe the last status line

@@ -88,16 +88,14 @@ def test_without_a_file_records_are_printed_as_cloudwatch_reads_them(capsys, mon
 
 
 class StatusSource:
-    """Enough of a Supervisor for the status display: a status, and stop after `polls` of them."""
+    """Enough of a Supervisor for the status display: a status, counting how often it is asked."""
 
-    def __init__(self, stop: threading.Event, polls: int) -> None:
+    def __init__(self) -> None:
         self.fatal = threading.Event()
-        self.stop, self.polls = stop, polls
+        self.asked = 0
 
     def status(self) -> dict[str, Any]:
-        self.polls -= 1
-        if self.polls <= 0:
-            self.stop.set()
+        self.asked += 1
         return {"products": 3, "indexed": 3, "pending": 0, "failed": 0, "oldest_pending_seconds": 0.0}
 
 
@@ -106,11 +104,18 @@ def test_the_last_status_line_ends_before_the_next_message(terminal: bool):
     # Given the demo's status display writing to a log file (or a terminal)
     out = io.StringIO()
     console = Console(file=out, force_terminal=terminal, color_system=None, width=200)
-    stop = threading.Event()
-    # When it shows a status and stops, and the demo then says it is stopping
-    assert show_status_until_stopped(StatusSource(stop, polls=1), console, stop) == 0  # type: ignore[arg-type]
+    stop, source = threading.Event(), StatusSource()
+    # When it runs for 1.8 s, and the demo then says it is stopping
+    threading.Timer(1.8, stop.set).start()
+    assert show_status_until_stopped(source, console, stop) == 0  # type: ignore[arg-type]
     console.print("stopping…")
-    # Then "stopping…" starts a line of its own, after the status line
+    # Then a terminal's line was redrawn twice a second; a log file's, which Rich draws once at the end,
+    # asked for the status once, then
+    if terminal:
+        assert source.asked >= 2
+    else:
+        assert source.asked == 1
+    # And "stopping…" starts a line of its own, after the status line
     lines = out.getvalue().splitlines()
     assert lines[-1].endswith("stopping…") and not lines[-1].startswith("products")
     assert "products 3" in lines[-2]

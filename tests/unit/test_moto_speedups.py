@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import boto3
 
 from refarch_local.sqs import moto_internals_missing, start_server
@@ -49,5 +51,53 @@ def test_the_patched_server_counts_receives_and_deletes_like_sqs():
         assert [m["Body"] for m in remaining] == [
             b for b in ("m0", "m1", "m2") if b not in {m["Body"] for m in received}
         ]
+    finally:
+        server.stop()
+
+
+def test_a_long_poll_wakes_when_a_hidden_message_comes_due_and_otherwise_sleeps():
+    # Given the local server, counting the receives it answers in full (a long poll is served as short ones)
+    port = free_port()
+    server = start_server(port)
+    answered = []
+    sqs_app = server._sqs_app
+
+    def counting(environ, start_response):
+        if environ.get("HTTP_X_AMZ_TARGET") == "AmazonSQS.ReceiveMessage":
+            answered.append(time.monotonic())
+        return sqs_app(environ, start_response)
+
+    server._sqs_app = counting
+    try:
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        url = sqs.create_queue(QueueName="long-polls", Attributes={"VisibilityTimeout": "2"})["QueueUrl"]
+        # When a long poll of 3 s waits on an empty queue
+        started = time.monotonic()
+        assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=3)
+        # Then it took its whole wait and was answered in full only at its start and its end (not every half second)
+        assert time.monotonic() - started >= 3
+        assert len(answered) == 2
+        # When the queue's one message is in flight (visible again 2 s after its receive) and another long poll waits
+        sqs.send_message(QueueUrl=url, MessageBody="retry me")
+        first = sqs.receive_message(QueueUrl=url)["Messages"][0]
+        hidden_until = time.monotonic() + 2
+        answered.clear()
+        again = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10)["Messages"][0]
+        # Then the message comes back as soon as its visibility timeout ran out, from one look at the due time
+        assert again["Body"] == "retry me" and again["ReceiptHandle"] != first["ReceiptHandle"]
+        assert hidden_until - 0.2 <= time.monotonic() <= hidden_until + 1.5
+        assert len(answered) <= 3
+        # And a message sent with a delay is received by a waiting long poll once the delay is over
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=again["ReceiptHandle"])
+        sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=1)
+        due = time.monotonic() + 1
+        assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10)["Messages"][0]["Body"] == "later"
+        assert due - 0.2 <= time.monotonic() <= due + 1.5
     finally:
         server.stop()
