@@ -135,8 +135,11 @@ def show_status_until_stopped(supervisor: Supervisor, console: Console, stop: th
                         shown = True
             finally:
                 if not redrawn and not supervisor.fatal.is_set():
-                    live.update(status_line(supervisor.status()))
-                    shown = True
+                    try:
+                        live.update(status_line(supervisor.status()))
+                        shown = True
+                    except Exception:  # the database or the queue away as it stops: no last line, not a traceback
+                        pass
         return 0
     finally:
         # Rich ends the live line only on a terminal; in a log file or a pipe the last status line
