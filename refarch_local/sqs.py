@@ -46,8 +46,8 @@ class LocalSqsServer:
 
     # The longest a long poll sleeps between two looks at its queue, whatever the queue holds: a
     # safety net only (every change that can make a message receivable wakes it, and so does the
-    # moment the next hidden message comes due). Rechecking every 0.5 s instead cost each idle stack
-    # about a tenth of a core (its Emu workers' long polls, each answered in full twice a second).
+    # moment the next hidden message comes due). Rechecking every 0.5 s, the Emu workers' 1 s long
+    # polls were answered in full three times each instead of twice.
     LONG_POLL_RECHECK_SECONDS = 5.0
     # SQS publishes ApproximateAgeOfOldestMessage to CloudWatch every minute; locally every few
     # seconds, into moto's CloudWatch on the same port, so status displays read it the same way.
