@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import psycopg2
@@ -11,6 +13,7 @@ import psycopg2
 # pgserver creates its command wrappers (pg_ctl, initdb, ...) at import time, so they are not visible to mypy.
 from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 from pgserver.postgres_server import PostgresServer, get_server
+from pgserver.utils import DiskList
 
 from refarch.db import with_database
 
@@ -60,7 +63,41 @@ class LocalDatabase:
         pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.pgdata, user=self._server.system_user)
 
     def stop(self) -> None:
-        """Release this process's handle (stops the server if it was the last one)."""
-        if self._server is not None:
-            self._server.cleanup()
-            self._server = None
+        """Release this process's handle (stops the server if it was the last one).
+
+        pgserver counts the processes using a server in pgdata/.handle_pids.json and stops it when
+        the last one lets go. What it misses is made up for here: a user killed with SIGKILL never
+        lets go (its pid stays, and the server outlived every later run); after restart() pgserver
+        still watches the postmaster that was replaced (it found that one gone, and left the new one
+        running); and it keeps its handle for the next start() in this process even when it did not
+        stop the server, so that start() would neither count this process again nor start a server
+        stopped meanwhile.
+        """
+        if self._server is None:
+            return
+        user = self._server.system_user
+        handles = DiskList(self.pgdata / ".handle_pids.json")
+        live = [pid for pid in handles.get() if pid == os.getpid() or _alive(pid)]
+        handles.put(live)
+        self._server.cleanup()
+        self._server = None
+        PostgresServer._instances.pop(self.pgdata, None)
+        if not [pid for pid in live if pid != os.getpid()] and self.postmaster_pid() is not None:
+            with contextlib.suppress(subprocess.CalledProcessError):  # stopped meanwhile: nothing to do
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id is running (a zombie, killed but not yet reaped, never lets go either)."""
+    if Path("/proc/self/stat").exists():  # Linux
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)  # signal 0 delivers nothing: it only checks
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
