@@ -133,8 +133,12 @@ def test_a_table_of_10000_rows_made_outside_the_project_is_synced_with_no_column
     assert columns_of(blank_dsn, "articles") == before
     assert query_one(blank_dsn, "SELECT count(*) FROM source_rows") == 10_000
     assert query_one(blank_dsn, "SELECT count(*) FROM sync_outbox") == 0
-    # And the bootstrap's messages index every row, each at its version, text and metadata
-    emu = configure_emu(monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin)
+    # And the bootstrap's messages index every row, each at its version, text and metadata (requests of 512
+    # texts: the deployed 10 s timeout, not the harness's 1 s, which the stand-in of a busy machine once missed
+    # three times in a row)
+    emu = configure_emu(
+        monkeypatch, blank_dsn, embedder="openai", index="pgvector", openai=openai_standin, timeout_seconds=10.0
+    )
     bootstrap(blank_dsn)
     assert_index_matches_database(emu.db, emu.index, emu.embedder.model_id)
     found = check_convergence(emu.db, emu.index, emu.embedder, sample=5)
