@@ -10,6 +10,17 @@ from refarch_local.sqs import moto_internals_missing, start_server
 from tests.conftest import free_port
 
 
+def sqs_client(port: int):
+    """A boto3 SQS client on the local server at this port (any keys will do)."""
+    return boto3.client(
+        "sqs",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+
 def test_every_moto_internal_the_speedups_rely_on_exists():
     # Given the installed moto, When its internals are probed on a real queue and message
     # Then every function, member and attribute the patches replace or read is there
@@ -21,13 +32,7 @@ def test_the_patched_server_counts_receives_and_deletes_like_sqs():
     port = free_port()
     server = start_server(port)
     try:
-        sqs = boto3.client(
-            "sqs",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+        sqs = sqs_client(port)
         url = sqs.create_queue(QueueName="speedups", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
         for n in range(3):
             sqs.send_message(QueueUrl=url, MessageBody=f"m{n}")
@@ -69,13 +74,7 @@ def test_a_long_poll_wakes_when_a_hidden_message_comes_due_and_otherwise_sleeps(
 
     server._sqs_app = counting
     try:
-        sqs = boto3.client(
-            "sqs",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+        sqs = sqs_client(port)
         url = sqs.create_queue(QueueName="long-polls", Attributes={"VisibilityTimeout": "2"})["QueueUrl"]
         # When a long poll of 3 s waits on an empty queue
         started = time.monotonic()
